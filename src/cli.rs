@@ -1,0 +1,160 @@
+//! The command line, as clap types only: no I/O here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::time::parse_duration;
+
+/// Opens a VM's maintenance ports through an NSX security tag only while a help-desk ticket is
+/// locked, or for a while by hand.
+#[derive(Debug, Parser)]
+#[command(
+    name = "otnsx",
+    version,
+    subcommand_negates_reqs = true,
+    arg_required_else_help = true,
+    override_usage = "otnsx [OPTIONS] <TICKET_NUMBER> <TICKET_ID>\n       otnsx [OPTIONS] <COMMAND>",
+    after_help = "The help desk's Generic Agent runs `otnsx <TICKET_NUMBER> <TICKET_ID>`. See `man otnsx`."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// The ticket's number, as the help desk's "Execute Ticket Commands" passes it (first).
+    #[arg(value_name = "TICKET_NUMBER", value_parser = parse_ticket_number, requires = "ticket_id")]
+    pub ticket_number: Option<String>,
+
+    /// The ticket's ID (second).
+    #[arg(value_name = "TICKET_ID", value_parser = parse_ticket_id)]
+    pub ticket_id: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file [default: /etc/otnsx/otnsx.toml, else the user's config directory]
+    #[arg(long, global = true, env = "OTNSX_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Resolve everything and print what would change; change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+
+    /// Print each request to the services (without secrets) on stderr
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply a ticket's lock state, for callers that know only the ticket's ID
+    Ticket {
+        /// The ticket's ID
+        #[arg(value_name = "TICKET_ID", value_parser = parse_ticket_id)]
+        ticket_id: u64,
+
+        /// The ticket's number; when given, it must match the ticket
+        #[arg(long, value_name = "N", value_parser = parse_ticket_number)]
+        number: Option<String>,
+    },
+
+    /// Open VMs by hand, for a while
+    Grant {
+        /// The VM's name in vCenter (repeatable)
+        #[arg(long = "vm", value_name = "NAME", required = true, num_args = 1..)]
+        vms: Vec<String>,
+
+        /// How long [default: policy.manual_duration]
+        #[arg(long = "for", value_name = "DURATION", value_parser = parse_positive_duration)]
+        duration: Option<Duration>,
+
+        /// Why, for the journal
+        #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
+        reason: Option<String>,
+    },
+
+    /// Close VMs opened by hand
+    Revoke {
+        /// The VM's name in vCenter (repeatable)
+        #[arg(long = "vm", value_name = "NAME", required = true, num_args = 1..)]
+        vms: Vec<String>,
+
+        /// Close the VM even while tickets hold it (drops every lease on it)
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A ticket ID: digits only, 1 to 2^63-1.
+pub fn parse_ticket_id(text: &str) -> Result<u64, String> {
+    let err = || format!("{text:?} is not a ticket ID (digits only, 1 to 9223372036854775807)");
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    match text.parse::<u64>() {
+        Ok(id) if id >= 1 && i64::try_from(id).is_ok() => Ok(id),
+        _ => Err(err()),
+    }
+}
+
+/// A ticket number: digits only, at most 40 of them.
+pub fn parse_ticket_number(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.len() > 40 || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("{text:?} is not a ticket number (digits only)"));
+    }
+    Ok(text.to_string())
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be longer than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_reason(text: &str) -> Result<String, String> {
+    if text.chars().count() > 200 || text.chars().any(char::is_control) {
+        return Err("at most 200 characters, on one line".into());
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_arguments_are_digits_only() {
+        assert_eq!(parse_ticket_id("2"), Ok(2));
+        assert_eq!(parse_ticket_id("9223372036854775807"), Ok(i64::MAX as u64));
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+2",
+            "2 ",
+            "2;rm",
+            "9223372036854775808",
+            "１",
+        ] {
+            assert!(parse_ticket_id(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_ticket_number("2026112310000011").is_ok());
+        assert!(parse_ticket_number("2026x").is_err());
+    }
+
+    #[test]
+    fn the_help_desk_form_parses() {
+        let cli = Cli::try_parse_from(["otnsx", "2026112310000011", "2"]).expect("parses");
+        assert_eq!(cli.ticket_number.as_deref(), Some("2026112310000011"));
+        assert_eq!(cli.ticket_id, Some(2));
+        assert!(Cli::try_parse_from(["otnsx", "2026112310000011"]).is_err());
+        let cli = Cli::try_parse_from(["otnsx", "grant", "--vm", "a", "b", "--for", "2h"])
+            .expect("parses");
+        assert!(matches!(cli.command, Some(Command::Grant { ref vms, .. }) if vms.len() == 2));
+    }
+}

@@ -1,0 +1,105 @@
+//! `otnsx <TICKET_NUMBER> <TICKET_ID>` and `otnsx ticket <TICKET_ID>`: what the help desk runs
+//! when a ticket's lock changes. The ticket is read again (never trust the event) under the
+//! state lock, so concurrent events for one ticket apply in order.
+
+use crate::error::{Exit, fault};
+use crate::journal::Action;
+use crate::otrs::HelpDesk;
+use crate::plan;
+use crate::store::{Holder, Lease};
+
+use super::{Run, Subject, vms_of};
+
+pub fn run(mut run: Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
+    run.actor = "helpdesk".into();
+    let mut subject = Subject {
+        ticket_number: number.clone(),
+        ticket_id: Some(id),
+        note: None,
+    };
+    let result = handle(&mut run, &mut subject, id, number.as_deref());
+    if let Err(err) = &result {
+        run.journal_failure(&subject, err);
+    }
+    result
+}
+
+fn handle(
+    run: &mut Run,
+    subject: &mut Subject,
+    id: u64,
+    number: Option<&str>,
+) -> anyhow::Result<Exit> {
+    let otrs = run.config.otrs.as_ref().ok_or_else(|| {
+        fault(
+            Exit::Config,
+            "no [otrs] section: it is needed to read tickets",
+        )
+    })?;
+    let lock = if run.dry_run {
+        None
+    } else {
+        Some(run.store.lock(run.deadline)?)
+    };
+    let ticket = HelpDesk::new(otrs, run.deadline, run.verbose)?.ticket(id)?;
+    if let Some(owner) = &ticket.owner {
+        run.actor = format!("helpdesk:{owner}");
+    }
+    if let Some(given) = number
+        && given != ticket.number
+    {
+        return Err(fault(
+            Exit::DataErr,
+            format!(
+                "ticket ID {id} has number {}, not {given}; refusing to act on a mismatched ticket",
+                ticket.number
+            ),
+        ));
+    }
+    subject.ticket_number = Some(ticket.number.clone());
+    let holder = Holder::Ticket {
+        id,
+        number: ticket.number.clone(),
+    };
+    let heading = format!("ticket {}", ticket.number);
+    let before = run.store.load()?;
+    let (after, touched, refused) = if ticket.is_locked() {
+        let (vms, refused) = run.resolve(&ticket.vms)?;
+        let after = plan::lock_ticket(
+            &before,
+            &holder,
+            &ticket.vms,
+            &vms,
+            run.now,
+            run.config.policy.max_duration,
+        );
+        (after, vms, refused)
+    } else {
+        let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
+        let touched = vms_of(before.iter().filter(|l| mine(l)));
+        (plan::release(&before, mine), touched, Vec::new())
+    };
+    if touched.is_empty() && refused.is_empty() && after == before {
+        let why = if ticket.is_locked() {
+            format!("field {} names no VM; nothing to open", otrs.vm_field)
+        } else {
+            format!(
+                "ticket is not locked ({}) and holds no access; nothing to close",
+                ticket.lock
+            )
+        };
+        run.journal(subject, Action::Noop, None, false, &why);
+        println!("{heading}: {why}");
+        return Ok(Exit::Ok);
+    }
+    let (exit, _) = run.change(
+        lock.as_ref(),
+        subject,
+        &heading,
+        &before,
+        &after,
+        &touched,
+        &refused,
+    )?;
+    Ok(exit)
+}

@@ -1,0 +1,674 @@
+//! The configuration file: raw serde structs that reject unknown keys, checked into a typed
+//! [`Config`] that reports every problem at once, each with its key's path.
+
+use std::fmt;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+use crate::error::{Exit, fault};
+use crate::time::parse_duration;
+
+/// Where the configuration is looked for when neither `--config` nor `OTNSX_CONFIG` names it.
+pub const SYSTEM_CONFIG: &str = "/etc/otnsx/otnsx.toml";
+
+/// vSphere's limit on a VM name, in characters.
+pub const MAX_VM_NAME: usize = 80;
+
+/// A password. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub deadline: Duration,
+    pub otrs: Option<OtrsConfig>,
+    pub vcenter: Option<VcenterConfig>,
+    pub nsx: NsxConfig,
+    pub policy: Policy,
+}
+
+/// How to reach and log in to one service.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Scheme, host, port and path, without a trailing slash.
+    pub url: String,
+    pub user: String,
+    pub password: Secret,
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
+}
+
+#[derive(Debug)]
+pub struct OtrsConfig {
+    pub endpoint: Endpoint,
+    pub vm_field: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiGeneration {
+    /// Try `/api` and fall back to `/rest` when vCenter answers 404.
+    Auto,
+    /// vSphere 7.0U2 and later.
+    Api,
+    /// vSphere 6.5 and later.
+    Rest,
+}
+
+#[derive(Debug)]
+pub struct VcenterConfig {
+    pub endpoint: Endpoint,
+    pub api: ApiGeneration,
+    pub folder: Option<String>,
+    pub datacenter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum NsxKind {
+    #[serde(rename = "nsx-v")]
+    NsxV,
+}
+
+#[derive(Debug)]
+pub struct NsxConfig {
+    pub kind: NsxKind,
+    pub endpoint: Endpoint,
+    pub tag: String,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub max_duration: Duration,
+    pub manual_duration: Duration,
+}
+
+/// Declares a raw config section: the keys every service takes, plus its own.
+macro_rules! raw_service_section {
+    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            url: Option<String>,
+            user: Option<String>,
+            password: Option<String>,
+            password_file: Option<PathBuf>,
+            password_env: Option<String>,
+            ca_file: Option<PathBuf>,
+            tls_sha256: Option<String>,
+            insecure: Option<bool>,
+            $($field: $ty,)*
+        }
+
+        impl $name {
+            fn endpoint_keys(&self) -> RawEndpoint<'_> {
+                RawEndpoint {
+                    url: self.url.as_deref(),
+                    user: self.user.as_deref(),
+                    password: self.password.as_deref(),
+                    password_file: self.password_file.as_deref(),
+                    password_env: self.password_env.as_deref(),
+                    ca_file: self.ca_file.as_deref(),
+                    tls_sha256: self.tls_sha256.as_deref(),
+                    insecure: self.insecure,
+                }
+            }
+        }
+    };
+}
+
+raw_service_section!(RawOtrs { vm_field: Option<String> });
+raw_service_section!(RawVcenter {
+    api: Option<ApiGeneration>,
+    folder: Option<String>,
+    datacenter: Option<String>,
+});
+raw_service_section!(RawNsx {
+    kind: Option<NsxKind>,
+    tag: Option<String>,
+});
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    max_duration: Option<String>,
+    manual_duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    deadline: Option<String>,
+    otrs: Option<RawOtrs>,
+    vcenter: Option<RawVcenter>,
+    nsx: Option<RawNsx>,
+    #[serde(default)]
+    policy: RawPolicy,
+}
+
+struct RawEndpoint<'a> {
+    url: Option<&'a str>,
+    user: Option<&'a str>,
+    password: Option<&'a str>,
+    password_file: Option<&'a Path>,
+    password_env: Option<&'a str>,
+    ca_file: Option<&'a Path>,
+    tls_sha256: Option<&'a str>,
+    insecure: Option<bool>,
+}
+
+/// Finds the configuration file: the explicit path (`--config` or `OTNSX_CONFIG`), else
+/// [`SYSTEM_CONFIG`], else `otnsx.toml` in the user's config directory.
+pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let mut tried = vec![PathBuf::from(SYSTEM_CONFIG)];
+    if let Some(dirs) = directories::ProjectDirs::from("", "", "otnsx") {
+        tried.push(dirs.config_dir().join("otnsx.toml"));
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(fault(
+        Exit::Config,
+        format!(
+            "no configuration file: looked in {}; write one (see otnsx.toml.example) or pass --config",
+            list.join(" and ")
+        ),
+    ))
+}
+
+impl Config {
+    /// Reads and checks the file at `path`, reading the secrets it points to.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = fs::read_to_string(path)
+            .map_err(|e| fault(Exit::Config, format!("cannot read {}: {e}", path.display())))?;
+        let mode = fs::metadata(path)
+            .with_context(|| format!("reading the permissions of {}", path.display()))?
+            .permissions()
+            .mode();
+        Config::parse(&text, path, mode)
+    }
+
+    /// Checks configuration text as if read from `path` with permission bits `mode`.
+    pub fn parse(text: &str, path: &Path, mode: u32) -> anyhow::Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim_end().to_string();
+            let place = e
+                .span()
+                .map(|s| format!(" (line {})", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            fault(Exit::Config, format!("{}{place}: {msg}", path.display()))
+        })?;
+        let mut check = Checker {
+            problems: Vec::new(),
+            base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            world_readable: mode & 0o004 != 0,
+        };
+        let config = check.config(raw);
+        match config {
+            Some(config) if check.problems.is_empty() => Ok(config),
+            _ => Err(fault(
+                Exit::Config,
+                format!(
+                    "{} is invalid: {}",
+                    path.display(),
+                    check.problems.join("; ")
+                ),
+            )),
+        }
+    }
+}
+
+struct Checker {
+    problems: Vec<String>,
+    base: PathBuf,
+    world_readable: bool,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, what: impl fmt::Display) {
+        self.problems.push(format!("{key}: {what}"));
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let state_dir = match raw.state_dir {
+            Some(dir) => self.resolve(&dir),
+            None => directories::ProjectDirs::from("", "", "otnsx")
+                .map(|d| d.data_dir().to_path_buf())
+                .unwrap_or_else(|| {
+                    self.problem("state_dir", "no default for this user; set it");
+                    PathBuf::new()
+                }),
+        };
+        let deadline = self.duration("deadline", raw.deadline.as_deref(), "20s", true);
+        let otrs = raw.otrs.map(|o| self.otrs(&o));
+        let vcenter = raw.vcenter.map(|v| self.vcenter(&v));
+        let nsx = match raw.nsx {
+            Some(n) => self.nsx(&n),
+            None => {
+                self.problem("nsx", "section missing");
+                None
+            }
+        };
+        let nsx = nsx?;
+        if nsx.kind == NsxKind::NsxV && vcenter.is_none() {
+            self.problem("vcenter", "section missing (nsx.kind = \"nsx-v\" needs it)");
+        }
+        let policy = Policy {
+            max_duration: self.duration(
+                "policy.max_duration",
+                raw.policy.max_duration.as_deref(),
+                "8h",
+                true,
+            ),
+            manual_duration: self.duration(
+                "policy.manual_duration",
+                raw.policy.manual_duration.as_deref(),
+                "1h",
+                true,
+            ),
+        };
+        Some(Config {
+            state_dir,
+            deadline,
+            otrs: otrs.flatten(),
+            vcenter: vcenter.flatten(),
+            nsx,
+            policy,
+        })
+    }
+
+    fn otrs(&mut self, raw: &RawOtrs) -> Option<OtrsConfig> {
+        let vm_field = raw.vm_field.clone().unwrap_or_else(|| "VMName".into());
+        if vm_field.trim().is_empty() {
+            self.problem("otrs.vm_field", "must name the ticket's dynamic field");
+        }
+        let endpoint = self.endpoint("otrs", &raw.endpoint_keys());
+        Some(OtrsConfig {
+            endpoint: endpoint?,
+            vm_field,
+        })
+    }
+
+    fn vcenter(&mut self, raw: &RawVcenter) -> Option<VcenterConfig> {
+        for (key, value) in [("folder", &raw.folder), ("datacenter", &raw.datacenter)] {
+            if let Some(v) = value
+                && !is_moref(v)
+            {
+                self.problem(
+                    &format!("vcenter.{key}"),
+                    format!("{v:?} is not a managed object id like group-v22 or datacenter-2"),
+                );
+            }
+        }
+        let endpoint = self.endpoint("vcenter", &raw.endpoint_keys());
+        Some(VcenterConfig {
+            endpoint: endpoint?,
+            api: raw.api.unwrap_or(ApiGeneration::Auto),
+            folder: raw.folder.clone(),
+            datacenter: raw.datacenter.clone(),
+        })
+    }
+
+    fn nsx(&mut self, raw: &RawNsx) -> Option<NsxConfig> {
+        let kind = raw.kind;
+        if kind.is_none() {
+            self.problem("nsx.kind", "missing; write kind = \"nsx-v\"");
+        }
+        let tag = raw.tag.clone().unwrap_or_default();
+        if tag.trim().is_empty() {
+            self.problem(
+                "nsx.tag",
+                "missing; name the security tag that opens access",
+            );
+        }
+        let endpoint = self.endpoint("nsx", &raw.endpoint_keys());
+        Some(NsxConfig {
+            kind: kind?,
+            endpoint: endpoint?,
+            tag,
+        })
+    }
+
+    fn endpoint(&mut self, section: &str, raw: &RawEndpoint<'_>) -> Option<Endpoint> {
+        let url = match raw.url {
+            None => {
+                self.problem(&format!("{section}.url"), "missing");
+                None
+            }
+            Some(u) => match check_url(u) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    self.problem(&format!("{section}.url"), why);
+                    None
+                }
+            },
+        };
+        let user = match raw.user {
+            Some(u) if !u.is_empty() => Some(u.to_string()),
+            _ => {
+                self.problem(&format!("{section}.user"), "missing");
+                None
+            }
+        };
+        if raw.tls_sha256.is_some() {
+            self.problem(
+                &format!("{section}.tls_sha256"),
+                "certificate pinning is not supported by this version; use ca_file",
+            );
+        }
+        let ca_file = raw.ca_file.map(|p| self.resolve(p));
+        if let Some(ca) = &ca_file
+            && !ca.is_file()
+        {
+            self.problem(
+                &format!("{section}.ca_file"),
+                format!("{} is not a readable file", ca.display()),
+            );
+        }
+        let password = self.password(section, raw);
+        Some(Endpoint {
+            url: url?,
+            user: user?,
+            password: password?,
+            tls: Tls {
+                ca_file,
+                insecure: raw.insecure.unwrap_or(false),
+            },
+        })
+    }
+
+    fn password(&mut self, section: &str, raw: &RawEndpoint<'_>) -> Option<Secret> {
+        let given = [
+            raw.password.is_some(),
+            raw.password_file.is_some(),
+            raw.password_env.is_some(),
+        ];
+        let key = format!("{section}.password");
+        match given.iter().filter(|g| **g).count() {
+            0 => {
+                self.problem(&key, "missing; set password_file, password_env or password");
+                return None;
+            }
+            1 => {}
+            _ => {
+                self.problem(
+                    &key,
+                    "give only one of password_file, password_env and password",
+                );
+                return None;
+            }
+        }
+        if let Some(inline) = raw.password {
+            if self.world_readable {
+                self.problem(
+                    &key,
+                    "an inline password in a world-readable file is refused; chmod o-r the file or use password_file",
+                );
+                return None;
+            }
+            return self.non_empty(&key, inline.to_string());
+        }
+        if let Some(file) = raw.password_file {
+            let file = self.resolve(file);
+            let key = format!("{section}.password_file");
+            let meta = match fs::metadata(&file) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.problem(&key, format!("cannot read {}: {e}", file.display()));
+                    return None;
+                }
+            };
+            if meta.permissions().mode() & 0o004 != 0 {
+                self.problem(
+                    &key,
+                    format!("{} is world-readable; chmod o-r it", file.display()),
+                );
+                return None;
+            }
+            return match fs::read_to_string(&file) {
+                Ok(text) => self.non_empty(&key, first_line(&text)),
+                Err(e) => {
+                    self.problem(&key, format!("cannot read {}: {e}", file.display()));
+                    None
+                }
+            };
+        }
+        let var = raw.password_env.unwrap_or_default();
+        let key = format!("{section}.password_env");
+        match std::env::var(var) {
+            Ok(value) => self.non_empty(&key, first_line(&value)),
+            Err(_) => {
+                self.problem(&key, format!("environment variable {var} is not set"));
+                None
+            }
+        }
+    }
+
+    fn non_empty(&mut self, key: &str, secret: String) -> Option<Secret> {
+        if secret.is_empty() {
+            self.problem(key, "the password is empty");
+            return None;
+        }
+        Some(Secret(secret))
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        text: Option<&str>,
+        default: &str,
+        positive: bool,
+    ) -> Duration {
+        match parse_duration(text.unwrap_or(default)) {
+            Ok(d) if positive && d.is_zero() => {
+                self.problem(key, "must be longer than zero");
+                d
+            }
+            Ok(d) => d,
+            Err(why) => {
+                self.problem(key, why);
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or("").to_string()
+}
+
+/// A managed object id as vCenter writes them: `vm-42`, `group-v22`, `datacenter-2`.
+pub fn is_moref(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b':')
+}
+
+/// Accepts `https://host[:port][/path]`, and `http://` only for a loopback host (credentials
+/// never cross a network in clear). Returns the URL without a trailing slash.
+fn check_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL like https://host.example.com"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("must not carry credentials; use user and password_file".into());
+    }
+    if url.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{url:?} must not contain a query, a fragment or spaces"
+        ));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let port = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, after)| after)
+        .split_once(':')
+        .map(|(_, p)| p);
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{url:?} has an invalid port"));
+    }
+    match scheme {
+        "https" => {}
+        "http" if matches!(host, "localhost" | "::1") || host.starts_with("127.") => {}
+        "http" => return Err("plain http is allowed only for a loopback host; use https".into()),
+        _ => return Err(format!("{url:?} is not an http(s) URL")),
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+    }
+
+    const MINIMAL: &str = r#"
+        state_dir = "/var/lib/otnsx"
+        [vcenter]
+        url = "https://vc.example.com"
+        user = "otnsx@vsphere.local"
+        password = "vc-secret"
+        [nsx]
+        kind = "nsx-v"
+        url = "https://nsx.example.com/"
+        user = "admin"
+        password = "nsx-secret"
+        tag = "otnsx-maintenance"
+    "#;
+
+    #[test]
+    fn example_config_parses() {
+        let dir = std::env::temp_dir().join(format!("otnsx-example-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        for name in ["otrs.secret", "vcenter.secret", "nsx.secret"] {
+            let file = dir.join(name);
+            fs::write(&file, "pw\n").expect("write secret");
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let text = include_str!("../otnsx.toml.example").replace("/etc/otnsx/", "");
+        let config = Config::parse(&text, &dir.join("otnsx.toml"), 0o640).expect("example parses");
+        assert_eq!(config.deadline, Duration::from_secs(20));
+        assert_eq!(config.policy.max_duration, Duration::from_secs(8 * 3600));
+        assert_eq!(
+            config.otrs.as_ref().map(|o| o.vm_field.as_str()),
+            Some("VMName")
+        );
+        assert_eq!(config.nsx.endpoint.password.expose(), "pw");
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("parses");
+        assert_eq!(c.deadline, Duration::from_secs(20));
+        assert_eq!(c.policy.manual_duration, Duration::from_secs(3600));
+        assert_eq!(c.nsx.endpoint.url, "https://nsx.example.com");
+        assert!(c.otrs.is_none());
+        assert_eq!(c.vcenter.as_ref().map(|v| v.api), Some(ApiGeneration::Auto));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse(&MINIMAL.replace("tag =", "tagg =")).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), Exit::Config);
+        assert!(format!("{err:#}").contains("tagg"), "{err:#}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = MINIMAL
+            .replace("https://vc.example.com", "vc.example.com")
+            .replace("kind = \"nsx-v\"\n", "")
+            .replace("state_dir", "deadline = \"soon\"\nstate_dir");
+        let msg = format!("{:#}", parse(&text).unwrap_err());
+        for key in ["vcenter.url", "nsx.kind", "deadline"] {
+            assert!(msg.contains(key), "{key} missing from {msg}");
+        }
+    }
+
+    #[test]
+    fn inline_password_in_world_readable_file_is_refused() {
+        let err = Config::parse(MINIMAL, Path::new("/x/otnsx.toml"), 0o644).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("world-readable"), "{msg}");
+        assert!(!msg.contains("nsx-secret"), "{msg}");
+        assert!(Config::parse(MINIMAL, Path::new("/x/otnsx.toml"), 0o640).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = parse(MINIMAL).expect("parses");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("nsx-secret") && !shown.contains("vc-secret"));
+        assert!(shown.contains("(redacted)"));
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert_eq!(
+            check_url("https://a.example/x/"),
+            Ok("https://a.example/x".into())
+        );
+        assert!(check_url("http://127.0.0.1:8080/otrs").is_ok());
+        assert!(check_url("http://[::1]:80").is_ok());
+        assert!(check_url("http://helpdesk.example.com").is_err());
+        assert!(check_url("https://user:pw@a.example").is_err());
+        assert!(check_url("https://a.example:99999").is_err());
+        assert!(check_url("ftp://a.example").is_err());
+        assert!(check_url("https://a.example/?x=1").is_err());
+    }
+}

@@ -1,0 +1,85 @@
+//! The documented exit codes and the one typed error that carries them.
+//!
+//! Every failure travels as an `anyhow::Error`; where the exit code matters, a [`Fault`] sits
+//! somewhere in its chain and [`exit_code`] finds it.
+
+use std::fmt;
+
+/// Exit status, after sysexits(3). The numbers are part of the interface: see `man otnsx`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Done, or nothing to do.
+    Ok = 0,
+    /// Some of the work failed; the rest was done.
+    Partial = 1,
+    /// The command line was wrong.
+    Usage = 2,
+    /// The ticket's data was unusable: no such ticket, number and ID disagree, VM not found or
+    /// ambiguous, VM name invalid.
+    DataErr = 65,
+    /// A service was unreachable or kept failing.
+    Unavailable = 69,
+    /// Try again later: the state lock was busy, or a service asked us to slow down.
+    TempFail = 75,
+    /// Refused: credentials rejected, or not allowed by policy.
+    NoPerm = 77,
+    /// The configuration is invalid.
+    Config = 78,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A failure whose exit code callers depend on.
+#[derive(Debug)]
+pub struct Fault {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Fault {}
+
+/// Builds an error that exits with `exit`.
+pub fn fault(exit: Exit, message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Fault {
+        exit,
+        message: message.into(),
+    })
+}
+
+/// The exit code an error maps to: that of the outermost [`Fault`] in its chain, else
+/// [`Exit::Partial`] (something failed that has no more specific code).
+pub fn exit_code(err: &anyhow::Error) -> Exit {
+    err.chain()
+        .find_map(|cause| cause.downcast_ref::<Fault>())
+        .map_or(Exit::Partial, |f| f.exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn exit_code_is_found_under_context() {
+        let err = Err::<(), _>(fault(Exit::NoPerm, "denied"))
+            .context("reading ticket 2")
+            .unwrap_err();
+        assert_eq!(exit_code(&err), Exit::NoPerm);
+        assert_eq!(format!("{err:#}"), "reading ticket 2: denied");
+    }
+
+    #[test]
+    fn unclassified_errors_exit_1() {
+        assert_eq!(exit_code(&anyhow::anyhow!("disk full")), Exit::Partial);
+    }
+}

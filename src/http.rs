@@ -1,0 +1,438 @@
+//! What every API client shares: one `ureq::Agent` per service, the run's deadline applied to
+//! every request, bounded retries of transient failures, capped answer sizes, no redirects, and
+//! transport failures turned into errors that name the service and the URL.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use ureq::http::{Method, Request};
+use ureq::tls::{PemItem, RootCerts, TlsConfig};
+use ureq::{Agent, RequestExt};
+
+use crate::config::{Endpoint, Secret};
+use crate::deadline::Deadline;
+use crate::error::{Exit, fault};
+
+/// The largest answer any service may send; anything larger is an error, never a truncation.
+pub const MAX_BODY: u64 = 16 << 20;
+
+/// No single request may take longer than this, so that a retry still fits in the deadline.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most this many tries of one request (the first one included).
+const MAX_TRIES: u32 = 4;
+
+/// One request, relative to the service's base URL.
+pub struct Call {
+    pub method: Method,
+    /// Path and query, already percent-encoded (see [`encode`]).
+    pub path: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<(&'static str, Vec<u8>)>,
+    /// Whether a transient failure (429, 502, 503, 504, a dropped connection) may be retried.
+    /// True for reads and for writes that are idempotent.
+    pub retry: bool,
+}
+
+impl Call {
+    pub fn new(method: Method, path: impl Into<String>) -> Self {
+        Call {
+            method,
+            path: path.into(),
+            headers: Vec::new(),
+            body: None,
+            retry: true,
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
+        self.body = Some((content_type, body));
+        self
+    }
+}
+
+/// A complete answer (any status: the client decides what a status means).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The media type without parameters, lower case: `application/json`.
+    pub fn media_type(&self) -> String {
+        self.header("content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The start of the body, on one line, for error messages.
+    pub fn snippet(&self) -> String {
+        let one_line: String = self.body.split_whitespace().collect::<Vec<_>>().join(" ");
+        match one_line.char_indices().nth(200) {
+            Some((cut, _)) => format!("{}...", &one_line[..cut]),
+            None => one_line,
+        }
+    }
+}
+
+pub struct Http {
+    agent: Agent,
+    /// The service's name in messages: "help desk", "vCenter", "NSX".
+    pub service: &'static str,
+    pub base: String,
+    deadline: Deadline,
+    verbose: bool,
+}
+
+impl Http {
+    pub fn new(
+        service: &'static str,
+        endpoint: &Endpoint,
+        deadline: Deadline,
+        verbose: bool,
+    ) -> anyhow::Result<Self> {
+        let mut tls = TlsConfig::builder();
+        if let Some(ca_file) = &endpoint.tls.ca_file {
+            tls = tls.root_certs(read_ca_file(service, ca_file)?);
+        }
+        if endpoint.tls.insecure {
+            eprintln!(
+                "otnsx: warning: TLS verification for the {service} ({}) is off (insecure = true)",
+                endpoint.url
+            );
+            tls = tls.disable_verification(true);
+        }
+        let agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(concat!("otnsx/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls.build())
+            .build()
+            .new_agent();
+        Ok(Http {
+            agent,
+            service,
+            base: endpoint.url.clone(),
+            deadline,
+            verbose,
+        })
+    }
+
+    pub fn deadline(&self) -> Deadline {
+        self.deadline
+    }
+
+    /// Sends `call`, retrying transient failures while the deadline allows. Returns the answer
+    /// whatever its status; fails only when no answer could be had.
+    pub fn send(&self, call: &Call) -> anyhow::Result<Reply> {
+        self.send_by(call, self.deadline)
+    }
+
+    /// [`Http::send`] bounded by another deadline: for clean-up that must be tried even when
+    /// the run's deadline has passed (logging out of vCenter).
+    pub fn send_by(&self, call: &Call, deadline: Deadline) -> anyhow::Result<Reply> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let started = Instant::now();
+            let outcome = self.send_once(call, deadline);
+            if self.verbose {
+                let status = match &outcome {
+                    Ok(reply) => reply.status.to_string(),
+                    Err(Failure::Deadline) => "deadline reached".to_string(),
+                    Err(Failure::Transient(why) | Failure::Permanent(why)) => {
+                        format!("failed ({why})")
+                    }
+                };
+                eprintln!(
+                    "otnsx: {} {} {} -> {status} ({} ms)",
+                    self.service,
+                    call.method,
+                    redact_query(&call.path),
+                    started.elapsed().as_millis()
+                );
+            }
+            let wait = match &outcome {
+                Ok(reply) if matches!(reply.status, 429 | 502 | 503 | 504) => {
+                    match reply
+                        .header("retry-after")
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                    {
+                        Some(secs) => Duration::from_secs(secs),
+                        None => backoff(tries),
+                    }
+                }
+                Err(Failure::Transient(_)) => backoff(tries),
+                _ => return outcome.map_err(|f| self.failure(call, f)),
+            };
+            if !call.retry || tries >= MAX_TRIES || wait >= deadline.remaining() {
+                return outcome.map_err(|f| self.failure(call, f));
+            }
+            deadline.sleep(wait);
+        }
+    }
+
+    fn send_once(&self, call: &Call, deadline: Deadline) -> Result<Reply, Failure> {
+        let left = deadline.remaining();
+        if left.is_zero() {
+            return Err(Failure::Deadline);
+        }
+        let url = format!("{}{}", self.base, call.path);
+        let mut request = Request::builder().method(call.method.clone()).uri(&url);
+        for (name, value) in &call.headers {
+            request = request.header(*name, value);
+        }
+        let (content_type, body) = call.body.clone().unwrap_or(("", Vec::new()));
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        let request = request
+            .body(body)
+            .map_err(|e| Failure::Permanent(format!("building the request: {e}")))?;
+        let timeout = left.min(REQUEST_TIMEOUT);
+        let mut response = request
+            .with_agent(&self.agent)
+            .configure()
+            .timeout_global(Some(timeout))
+            .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
+            .allow_non_standard_methods(true)
+            .run()
+            .map_err(|e| classify(e, timeout == left))?;
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| classify(e, timeout == left))?;
+        let body = String::from_utf8(bytes)
+            .map_err(|_| Failure::Permanent("the answer is not UTF-8 text".into()))?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    fn failure(&self, call: &Call, failure: Failure) -> anyhow::Error {
+        let url = format!("{}{}", self.base, redact_query(&call.path));
+        let service = self.service;
+        match failure {
+            Failure::Deadline => fault(
+                Exit::Unavailable,
+                format!(
+                    "{service}: no answer from {url} within the run's deadline (raise `deadline` if the service is just slow)"
+                ),
+            ),
+            Failure::Transient(why) | Failure::Permanent(why) => fault(
+                Exit::Unavailable,
+                format!("{service}: {} {url}: {why}", call.method),
+            ),
+        }
+    }
+}
+
+enum Failure {
+    /// The deadline ran out.
+    Deadline,
+    /// Worth another try: the connection failed or dropped.
+    Transient(String),
+    /// Not worth another try.
+    Permanent(String),
+}
+
+fn classify(err: ureq::Error, deadline_bound: bool) -> Failure {
+    use ureq::Error as E;
+    match err {
+        E::Timeout(_) if deadline_bound => Failure::Deadline,
+        E::Timeout(t) => Failure::Transient(format!("timed out ({t})")),
+        E::ConnectionFailed => Failure::Transient("connection refused or failed".into()),
+        E::Io(e) => Failure::Transient(e.to_string()),
+        E::HostNotFound => Failure::Permanent("host name does not resolve (check url)".into()),
+        E::BodyExceedsLimit(_) => {
+            Failure::Permanent(format!("the answer is larger than {} MiB", MAX_BODY >> 20))
+        }
+        E::Tls(why) => Failure::Permanent(format!(
+            "TLS failed: {why} (set ca_file to the CA that signed the server's certificate)"
+        )),
+        other => Failure::Permanent(other.to_string()),
+    }
+}
+
+/// Exponential backoff with jitter: about 200 ms, 400 ms, 800 ms.
+fn backoff(tries: u32) -> Duration {
+    let base = 200u64 << tries.saturating_sub(1).min(5);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    ) % (base / 2 + 1);
+    Duration::from_millis(base + jitter)
+}
+
+/// `Authorization` header value for HTTP basic auth.
+pub fn basic_auth(user: &str, password: &Secret) -> String {
+    format!(
+        "Basic {}",
+        base64(format!("{user}:{}", password.expose()).as_bytes())
+    )
+}
+
+fn base64(input: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters, so a value is safe in a
+/// path segment and in a query (where the help desk also splits on `;` and reads `+` as space).
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Builds `?k=v&k=v` with every key and value encoded.
+pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    for (k, v) in pairs {
+        out.push(if out.is_empty() { '?' } else { '&' });
+        out.push_str(&encode(k));
+        out.push('=');
+        out.push_str(&encode(v));
+    }
+    out
+}
+
+/// Hides query values that are credentials, for messages and `--verbose`.
+fn redact_query(path: &str) -> String {
+    let Some((head, query)) = path.split_once('?') else {
+        return path.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if ["SessionID", "Password", "UserLogin"].contains(&k) => {
+                format!("{k}=(redacted)")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", pairs.join("&"))
+}
+
+fn read_ca_file(service: &str, path: &std::path::Path) -> anyhow::Result<RootCerts> {
+    let pem = std::fs::read(path).map_err(|e| {
+        fault(
+            Exit::Config,
+            format!("{service}: cannot read ca_file {}: {e}", path.display()),
+        )
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let Ok(PemItem::Certificate(cert)) = item {
+            certs.push(cert);
+        }
+    }
+    if certs.is_empty() {
+        return Err(fault(
+            Exit::Config,
+            format!(
+                "{service}: ca_file {} holds no PEM certificate",
+                path.display()
+            ),
+        ));
+    }
+    Ok(RootCerts::new_with_certs(&certs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+        }
+    }
+
+    #[test]
+    fn encodes_every_reserved_character() {
+        assert_eq!(
+            encode("web 01&x=#%+/;'\"Büro"),
+            "web%2001%26x%3D%23%25%2B%2F%3B%27%22B%C3%BCro"
+        );
+        assert_eq!(encode("vm-42_a.b~"), "vm-42_a.b~");
+        assert_eq!(query([("names", "a b"), ("x", "1")]), "?names=a%20b&x=1");
+    }
+
+    #[test]
+    fn credentials_are_redacted_from_paths() {
+        assert_eq!(
+            redact_query("/Ticket/2?SessionID=abc&DynamicFields=1"),
+            "/Ticket/2?SessionID=(redacted)&DynamicFields=1"
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! The audit journal: `journal.jsonl`, one JSON object per decision, appended and flushed to
+//! disk before the run goes on. Nobody reads otnsx's stdout when the help desk runs it; this
+//! file is the record of who opened what.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::time::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Grant,
+    Revoke,
+    Noop,
+    Refused,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub ts: Timestamp,
+    pub action: Action,
+    pub ticket_number: Option<String>,
+    pub ticket_id: Option<u64>,
+    pub vm: Option<String>,
+    pub vm_id: Option<String>,
+    /// `ok`, `failed`, or `dry-run`.
+    pub result: &'static str,
+    pub detail: String,
+    /// `helpdesk` (with the ticket's owner) or the OS user who ran the command.
+    pub actor: String,
+}
+
+pub struct Journal {
+    path: PathBuf,
+}
+
+impl Journal {
+    pub fn new(path: PathBuf) -> Self {
+        Journal { path }
+    }
+
+    pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
+        let mut line = serde_json::to_string(entry).context("encoding a journal entry")?;
+        line.push('\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&self.path)
+            .with_context(|| format!("opening the journal {}", self.path.display()))?;
+        // One write of the whole line: appends from concurrent runs never interleave.
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.sync_data())
+            .with_context(|| format!("appending to the journal {}", self.path.display()))
+    }
+}

@@ -1,0 +1,319 @@
+//! NSX for vSphere (NSX-V 6.x): the XML API of security tags. A VM is named by its vCenter
+//! managed object id (`vm-42`); the tag by its object id (`securitytag-12`), found by name.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use ureq::http::Method;
+
+use crate::config::NsxConfig;
+use crate::deadline::Deadline;
+use crate::error::{Exit, fault};
+use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::vcenter::VmRef;
+use crate::xml;
+
+const TAGS: &str = "/api/2.0/services/securitytags/tag";
+const PAGE_SIZE: usize = 1024;
+/// NSX-V error code 101: "Concurrent object access error ... retry".
+const CONCURRENT_ACCESS: &str = "101";
+
+pub struct NsxV {
+    http: Http,
+    authorization: String,
+    tag_name: String,
+    tag_id: Option<String>,
+}
+
+/// One entry of the security tag list.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SecurityTag {
+    pub id: String,
+    pub name: String,
+    pub system: bool,
+}
+
+/// `<pagingInfo>` of a list answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Paging {
+    pub start_index: usize,
+    pub total_count: usize,
+}
+
+impl NsxV {
+    pub fn new(config: &NsxConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
+        Ok(NsxV {
+            http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
+            authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
+            tag_name: config.tag.clone(),
+            tag_id: None,
+        })
+    }
+
+    /// The object id of the configured tag, looked up by name once per run.
+    pub fn tag_id(&mut self) -> anyhow::Result<String> {
+        if let Some(id) = &self.tag_id {
+            return Ok(id.clone());
+        }
+        let mut start = 0;
+        loop {
+            let path = format!(
+                "{TAGS}{}",
+                query([
+                    ("pageSize", PAGE_SIZE.to_string().as_str()),
+                    ("startIndex", start.to_string().as_str())
+                ])
+            );
+            let reply = self
+                .send(Call::new(Method::GET, path))
+                .context("listing NSX-V security tags")?;
+            let (tags, paging) = parse_security_tags(&xml_body(&reply)?).map_err(|why| {
+                fault(Exit::Unavailable, format!("NSX: security tag list: {why}"))
+            })?;
+            let count = tags.len();
+            if let Some(tag) = tags
+                .into_iter()
+                .find(|t| t.name == self.tag_name && !t.system)
+            {
+                self.tag_id = Some(tag.id.clone());
+                return Ok(tag.id);
+            }
+            match paging {
+                Some(p) if count > 0 && p.start_index + count < p.total_count => {
+                    start = p.start_index + count;
+                }
+                _ => break,
+            }
+        }
+        Err(fault(
+            Exit::Config,
+            format!(
+                "NSX has no security tag named {:?}; create it (Networking & Security > Security Tags) or fix nsx.tag",
+                self.tag_name
+            ),
+        ))
+    }
+
+    /// The ids of the VMs that carry the tag now.
+    pub fn tagged(&mut self) -> anyhow::Result<BTreeSet<String>> {
+        let tag = self.tag_id()?;
+        let reply = self
+            .send(Call::new(
+                Method::GET,
+                format!("{TAGS}/{}/vm", encode(&tag)),
+            ))
+            .with_context(|| format!("reading the VMs that carry {tag}"))?;
+        let vms = parse_basic_info(&xml_body(&reply)?)
+            .map_err(|why| fault(Exit::Unavailable, format!("NSX: VM list of {tag}: {why}")))?;
+        Ok(vms.into_iter().collect())
+    }
+
+    pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(Method::PUT, vm)
+    }
+
+    pub fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(Method::DELETE, vm)
+    }
+
+    /// Attaches (PUT) or detaches (DELETE), then reads back to verify.
+    fn change(&mut self, method: Method, vm: &VmRef) -> anyhow::Result<()> {
+        let tag = self.tag_id()?;
+        let verb = if method == Method::PUT {
+            "attaching"
+        } else {
+            "detaching"
+        };
+        let path = format!("{TAGS}/{}/vm/{}", encode(&tag), encode(&vm.id));
+        self.send(Call::new(method.clone(), path))
+            .with_context(|| format!("NSX-V: {verb} {tag} to {vm}"))?;
+        let carries = self
+            .tagged()
+            .with_context(|| format!("NSX-V: verifying after {verb} {tag} to {vm}"))?
+            .contains(&vm.id);
+        if carries != (method == Method::PUT) {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "NSX-V: {verb} {tag} to {vm} was accepted but the read-back disagrees (unverified)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends with basic auth; retries error 101 (concurrent access) while the deadline allows;
+    /// turns any other non-2xx answer into an error carrying NSX's own message.
+    fn send(&self, call: Call) -> anyhow::Result<Reply> {
+        let call = call
+            .header("authorization", self.authorization.clone())
+            .header("accept", "application/xml");
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let reply = self.http.send(&call)?;
+            if reply.is_success() {
+                return Ok(reply);
+            }
+            let (code, message) =
+                parse_error(&reply.body).unwrap_or_else(|| (String::new(), reply.snippet()));
+            if code == CONCURRENT_ACCESS
+                && tries < 4
+                && self
+                    .http
+                    .deadline()
+                    .sleep(std::time::Duration::from_millis(250 * tries))
+            {
+                continue;
+            }
+            let exit = match reply.status {
+                401 | 403 => Exit::NoPerm,
+                429 => Exit::TempFail,
+                _ => Exit::Unavailable,
+            };
+            let code = if code.is_empty() {
+                String::new()
+            } else {
+                format!(" error {code}")
+            };
+            let hint = match reply.status {
+                401 => "; check nsx.user and its password",
+                403 => "; the NSX user needs the Security Administrator role",
+                300..=399 => "; redirects are not followed: set nsx.url to the final address",
+                _ => "",
+            };
+            return Err(fault(
+                exit,
+                format!(
+                    "NSX: {} {} failed (HTTP {}{code}: {message}){hint}",
+                    call.method, call.path, reply.status
+                ),
+            ));
+        }
+    }
+}
+
+fn xml_body(reply: &Reply) -> anyhow::Result<xml::Element> {
+    let media = reply.media_type();
+    if media != "application/xml" && media != "text/xml" {
+        return Err(fault(
+            Exit::Unavailable,
+            format!("NSX answered {media:?} instead of XML: {}", reply.snippet()),
+        ));
+    }
+    xml::parse(&reply.body).map_err(|why| fault(Exit::Unavailable, format!("NSX: {why}")))
+}
+
+/// Reads `<securityTags>`: the tags and, when present, the paging information.
+pub fn parse_security_tags(
+    root: &xml::Element,
+) -> Result<(Vec<SecurityTag>, Option<Paging>), String> {
+    if root.name != "securityTags" {
+        return Err(format!("expected <securityTags>, got <{}>", root.name));
+    }
+    let mut tags = Vec::new();
+    for tag in root.children_named("securityTag") {
+        let id = tag
+            .text_of("objectId")
+            .filter(|s| !s.is_empty())
+            .ok_or("a tag has no objectId")?;
+        tags.push(SecurityTag {
+            id: id.to_string(),
+            name: tag.text_of("name").unwrap_or("").to_string(),
+            system: tag.text_of("systemResource") == Some("true"),
+        });
+    }
+    let paging = match root.child("pagingInfo") {
+        None => None,
+        Some(p) => {
+            let number = |key: &str| -> Result<usize, String> {
+                p.text_of(key)
+                    .and_then(|t| t.parse().ok())
+                    .ok_or_else(|| format!("pagingInfo has no number {key}"))
+            };
+            Some(Paging {
+                start_index: number("startIndex")?,
+                total_count: number("totalCount")?,
+            })
+        }
+    };
+    Ok((tags, paging))
+}
+
+/// Reads `<basicinfolist>`: the ids of the VMs listed.
+pub fn parse_basic_info(root: &xml::Element) -> Result<Vec<String>, String> {
+    if root.name != "basicinfolist" {
+        return Err(format!("expected <basicinfolist>, got <{}>", root.name));
+    }
+    root.children_named("basicinfo")
+        .map(|vm| {
+            vm.text_of("objectId")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| "a VM has no objectId".to_string())
+        })
+        .collect()
+}
+
+/// Reads NSX-V's `<error>` (or the first of `<errors>`): its code and details.
+pub fn parse_error(body: &str) -> Option<(String, String)> {
+    let root = xml::parse(body).ok()?;
+    let error = if root.name == "errors" {
+        root.child("error")?
+    } else {
+        &root
+    };
+    if error.name != "error" {
+        return None;
+    }
+    Some((
+        error.text_of("errorCode").unwrap_or("").to_string(),
+        error.text_of("details").unwrap_or("").to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_tags_with_paging() {
+        let root = xml::parse(
+            "<securityTags><pagingInfo><pageSize>2</pageSize><startIndex>0</startIndex><totalCount>3</totalCount></pagingInfo>\
+             <securityTag><objectId>securitytag-1</objectId><name>AntiVirus.virusFound</name><systemResource>true</systemResource></securityTag>\
+             <securityTag><objectId>securitytag-12</objectId><name>otnsx-maintenance</name><description/><vmCount>3</vmCount><systemResource>false</systemResource></securityTag></securityTags>",
+        )
+        .expect("xml");
+        let (tags, paging) = parse_security_tags(&root).expect("shape");
+        assert_eq!(tags.len(), 2);
+        assert!(tags[0].system);
+        assert_eq!(tags[1].id, "securitytag-12");
+        assert_eq!(
+            paging,
+            Some(Paging {
+                start_index: 0,
+                total_count: 3
+            })
+        );
+    }
+
+    #[test]
+    fn reads_vm_lists_and_errors() {
+        let root = xml::parse("<basicinfolist><basicinfo><objectId>vm-42</objectId><name>web01</name></basicinfo></basicinfolist>")
+            .expect("xml");
+        assert_eq!(parse_basic_info(&root), Ok(vec!["vm-42".to_string()]));
+        assert_eq!(
+            parse_error(
+                "<error><details>Concurrent object access error</details><errorCode>101</errorCode><moduleName>core-services</moduleName></error>"
+            ),
+            Some(("101".into(), "Concurrent object access error".into()))
+        );
+        assert_eq!(
+            parse_error(
+                "<errors><error><details>x</details><errorCode>203</errorCode></error></errors>"
+            ),
+            Some(("203".into(), "x".into()))
+        );
+        assert_eq!(parse_error("<html/>"), None);
+    }
+}

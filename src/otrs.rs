@@ -1,0 +1,417 @@
+//! The help desk (OTRS, Znuny, OTOBO) over the GenericInterface REST web service
+//! `GenericTicketConnectorREST`. Operation errors arrive as HTTP 200 with an `Error` object.
+
+use anyhow::Context;
+use serde_json::Value;
+use ureq::http::Method;
+
+use crate::config::{OtrsConfig, Secret};
+use crate::deadline::Deadline;
+use crate::error::{Exit, fault};
+use crate::http::{Call, Http, Reply, query};
+
+/// What otnsx needs of a ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: u64,
+    pub number: String,
+    /// `lock`, `unlock` or `tmp_lock`; only `lock` opens access.
+    pub lock: String,
+    pub owner: Option<String>,
+    /// The VM names the field holds, trimmed, in order, without duplicates. Unchecked.
+    pub vms: Vec<String>,
+}
+
+impl Ticket {
+    pub fn is_locked(&self) -> bool {
+        self.lock == "lock"
+    }
+}
+
+pub struct HelpDesk {
+    http: Http,
+    user: String,
+    password: Secret,
+    vm_field: String,
+    session: Option<String>,
+}
+
+impl HelpDesk {
+    pub fn new(config: &OtrsConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
+        Ok(HelpDesk {
+            http: Http::new("help desk", &config.endpoint, deadline, verbose)?,
+            user: config.endpoint.user.clone(),
+            password: config.endpoint.password.clone(),
+            vm_field: config.vm_field.clone(),
+            session: None,
+        })
+    }
+
+    /// TicketGet with the ticket's dynamic fields.
+    pub fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket> {
+        let session = self.session_id()?;
+        let path = format!(
+            "/Ticket/{id}{}",
+            query([("SessionID", session.as_str()), ("DynamicFields", "1")])
+        );
+        let body = self
+            .send("TicketGet", Call::new(Method::GET, path))
+            .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
+        parse_ticket(&body, &self.vm_field).with_context(|| format!("reading ticket ID {id}"))
+    }
+
+    /// SessionCreate, once per run: the password travels in a POST body, never in a URL.
+    fn session_id(&mut self) -> anyhow::Result<String> {
+        if let Some(id) = &self.session {
+            return Ok(id.clone());
+        }
+        let body = serde_json::json!({"UserLogin": self.user, "Password": self.password.expose()});
+        let answer = self
+            .send(
+                "SessionCreate",
+                Call::new(Method::POST, "/Session")
+                    .body("application/json", body.to_string().into_bytes()),
+            )
+            .with_context(|| format!("logging in to the help desk as {}", self.user))?;
+        let id = answer
+            .get("SessionID")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                fault(
+                    Exit::Unavailable,
+                    "help desk: SessionCreate answered without a SessionID",
+                )
+            })?
+            .to_string();
+        self.session = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Sends one operation and returns its JSON answer, or the help desk's error as a [`Fault`].
+    fn send(&self, operation: &str, call: Call) -> anyhow::Result<Value> {
+        let reply = self.http.send(&call)?;
+        answer(operation, &self.user, &reply)
+    }
+}
+
+/// Turns the help desk's answer into JSON or a clear error.
+fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
+    let media = reply.media_type();
+    match reply.status {
+        200 if media == "application/json" => {}
+        300..=399 => {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "help desk: {operation} was redirected (HTTP {}) to {}; set otrs.url to the final address",
+                    reply.status,
+                    reply.header("location").unwrap_or("?")
+                ),
+            ));
+        }
+        401 | 403 => {
+            return Err(fault(
+                Exit::NoPerm,
+                format!(
+                    "help desk: {operation} refused (HTTP {}): {}",
+                    reply.status,
+                    reply.snippet()
+                ),
+            ));
+        }
+        500 if media == "text/html" => {
+            return Err(fault(
+                Exit::Unavailable,
+                "help desk: HTTP 500 with an HTML error page; check that otrs.url ends with the web service's name (…/Webservice/GenericTicketConnectorREST)",
+            ));
+        }
+        500 if media == "text/plain" => {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "help desk: the web service failed {operation} (HTTP 500): {}; check otrs.url and the web service's routes",
+                    reply.snippet()
+                ),
+            ));
+        }
+        200 => {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "help desk: {operation} answered {media:?} instead of JSON: {}",
+                    reply.snippet()
+                ),
+            ));
+        }
+        status => {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "help desk: {operation} failed (HTTP {status}): {}",
+                    reply.snippet()
+                ),
+            ));
+        }
+    }
+    let value: Value = serde_json::from_str(&reply.body).map_err(|e| {
+        fault(
+            Exit::Unavailable,
+            format!("help desk: {operation} answered malformed JSON: {e}"),
+        )
+    })?;
+    let Some(error) = value.get("Error") else {
+        if !value.is_object() {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "help desk: {operation} answered JSON that is not an object: {}",
+                    reply.snippet()
+                ),
+            ));
+        }
+        return Ok(value);
+    };
+    let code = error
+        .get("ErrorCode")
+        .and_then(Value::as_str)
+        .unwrap_or("?");
+    let message = error
+        .get("ErrorMessage")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let (exit, hint) = match code.rsplit('.').next().unwrap_or("") {
+        "AuthFail" => (
+            Exit::NoPerm,
+            format!(
+                "the help desk refused the login of {user:?}; check otrs.user and its password"
+            ),
+        ),
+        "AccessDenied" => (
+            Exit::DataErr,
+            format!("no such ticket, or the API user {user:?} may not read it"),
+        ),
+        _ => (
+            Exit::Unavailable,
+            format!("the help desk refused {operation}"),
+        ),
+    };
+    Err(fault(exit, format!("{hint} ({code}: {message})")))
+}
+
+/// Reads a TicketGet answer: `{"Ticket":[{...}]}`.
+pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
+    let bad = |what: &str| {
+        fault(
+            Exit::Unavailable,
+            format!("help desk: TicketGet answer {what}"),
+        )
+    };
+    let tickets = body
+        .get("Ticket")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("has no Ticket array"))?;
+    let [ticket] = tickets.as_slice() else {
+        return Err(bad(&format!("holds {} tickets, not one", tickets.len())));
+    };
+    let id = match ticket.get("TicketID") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| bad("has no numeric TicketID"))?;
+    let number = match ticket.get("TicketNumber") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => return Err(bad("has no TicketNumber")),
+    };
+    let lock = ticket
+        .get("Lock")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("has no Lock"))?
+        .to_string();
+    let owner = ticket
+        .get("Owner")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let fields = ticket.get("DynamicField").and_then(Value::as_array);
+    let field = fields
+        .into_iter()
+        .flatten()
+        .find(|f| f.get("Name").and_then(Value::as_str) == Some(vm_field));
+    let Some(field) = field else {
+        let names: Vec<&str> = fields
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.get("Name").and_then(Value::as_str))
+            .collect();
+        return Err(fault(
+            Exit::Config,
+            format!(
+                "ticket {number} has no dynamic field {vm_field:?} (it has: {}); check otrs.vm_field and that the field is valid",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        ));
+    };
+    let vms = vm_names(field.get("Value").unwrap_or(&Value::Null)).map_err(|why| {
+        fault(
+            Exit::DataErr,
+            format!("ticket {number}: field {vm_field}: {why}"),
+        )
+    })?;
+    Ok(Ticket {
+        id,
+        number,
+        lock,
+        owner,
+        vms,
+    })
+}
+
+/// The VM names in a field's value: text separated by commas, semicolons, white space or new
+/// lines, or a JSON array (a multiselect field) whose entries are names. Null means none.
+pub fn vm_names(value: &Value) -> Result<Vec<String>, String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        let name = name.trim();
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    };
+    match value {
+        Value::Null => {}
+        Value::String(text) => text
+            .split(|c: char| c == ',' || c == ';' || c.is_whitespace())
+            .for_each(&mut add),
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::String(s) => add(s),
+                    Value::Null => {}
+                    other => return Err(format!("unexpected entry {other} in the list")),
+                }
+            }
+        }
+        other => return Err(format!("unexpected value {other}")),
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const FIXTURE_07: &str = r#"{"Ticket":[{"ArchiveFlag":"n","UnlockTimeout":1795448203,"Title":"VM vm-test-01 request","TypeID":1,"DynamicField":[{"Name":"ProcessManagementActivityID","Value":null},{"Value":null,"Name":"ProcessManagementProcessID"},{"Value":"vm-test-01","Name":"VMName"}],"OwnerID":2,"StateType":"new","TicketNumber":"2026112310000011","Lock":"lock","Owner":"agent1","LockID":2,"Queue":"Raw","State":"new","TicketID":2}]}"#;
+
+    #[test]
+    fn parses_a_recorded_ticket() {
+        let body: Value = serde_json::from_str(FIXTURE_07).expect("json");
+        let t = parse_ticket(&body, "VMName").expect("parses");
+        assert_eq!(t.id, 2);
+        assert_eq!(t.number, "2026112310000011");
+        assert!(t.is_locked());
+        assert_eq!(t.owner.as_deref(), Some("agent1"));
+        assert_eq!(t.vms, ["vm-test-01"]);
+    }
+
+    #[test]
+    fn a_missing_field_names_the_fields_there_are() {
+        let body: Value = serde_json::from_str(FIXTURE_07).expect("json");
+        let err = parse_ticket(&body, "VMNames").unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), Exit::Config);
+        assert!(
+            format!("{err}")
+                .contains("ProcessManagementActivityID, ProcessManagementProcessID, VMName")
+        );
+    }
+
+    #[test]
+    fn splits_field_values() {
+        assert_eq!(vm_names(&json!(null)), Ok(vec![]));
+        assert_eq!(vm_names(&json!("  ")), Ok(vec![]));
+        assert_eq!(
+            vm_names(&json!("web01, db01;app01\nweb01\tcache01")),
+            Ok(vec![
+                "web01".into(),
+                "db01".into(),
+                "app01".into(),
+                "cache01".into()
+            ])
+        );
+        assert_eq!(
+            vm_names(&json!(["web 01", "db01", "web 01"])),
+            Ok(vec!["web 01".into(), "db01".into()])
+        );
+        assert!(vm_names(&json!(42)).is_err());
+        assert!(vm_names(&json!([{"x": 1}])).is_err());
+    }
+
+    fn reply(status: u16, content_type: &str, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn http_200_errors_map_to_exit_codes() {
+        let json = "application/json; charset=UTF-8";
+        let cases = [
+            (
+                r#"{"Error":{"ErrorMessage":"TicketGet: Authorization failing!","ErrorCode":"TicketGet.AuthFail"}}"#,
+                Exit::NoPerm,
+            ),
+            (
+                r#"{"Error":{"ErrorCode":"TicketGet.AccessDenied","ErrorMessage":"TicketGet: User does not have access to the ticket!"}}"#,
+                Exit::DataErr,
+            ),
+            (
+                r#"{"Error":{"ErrorCode":"TicketUpdate.InvalidParameter","ErrorMessage":"x"}}"#,
+                Exit::Unavailable,
+            ),
+        ];
+        for (body, exit) in cases {
+            let err = answer("TicketGet", "otnsx", &reply(200, json, body)).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), exit, "{body}");
+        }
+        let denied = answer("TicketGet", "otnsx", &reply(200, json, cases[1].0)).unwrap_err();
+        assert!(
+            denied
+                .to_string()
+                .contains("no such ticket, or the API user")
+        );
+    }
+
+    #[test]
+    fn transport_errors_are_explained() {
+        let text = answer(
+            "TicketGet",
+            "otnsx",
+            &reply(
+                500,
+                "text/plain; charset=UTF-8",
+                "HTTP::REST Error while determine Operation for request URI '/Nope/2'.",
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(text.contains("determine Operation"), "{text}");
+        let html = answer("TicketGet", "otnsx", &reply(500, "text/html", "<html>")).unwrap_err();
+        assert!(html.to_string().contains("web service's name"));
+        assert!(
+            answer(
+                "TicketGet",
+                "otnsx",
+                &reply(200, "application/json", "{\"Tick")
+            )
+            .is_err()
+        );
+        assert!(answer("TicketGet", "otnsx", &reply(200, "text/html", "<html>")).is_err());
+    }
+}

@@ -1,0 +1,321 @@
+//! Deciding, apart from acting: how the leases change for an event, and from the leases and
+//! what NSX reports, whether each VM's tag must be attached, detached or left alone. Pure
+//! functions over plain values; the commands fetch the inputs and apply the result.
+//!
+//! The rule: a VM carries the tag exactly while at least one live lease holds it.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::store::{Holder, Lease, LeaseState};
+use crate::time::Timestamp;
+use crate::vcenter::VmRef;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagChange {
+    Attach,
+    Detach,
+    Keep,
+}
+
+/// What happens to one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmPlan {
+    pub vm: VmRef,
+    pub change: TagChange,
+    /// Whether NSX reported the tag on the VM before the change.
+    pub tagged: bool,
+    /// The holders of live leases on the VM, before and after.
+    pub held_before: Vec<Holder>,
+    pub held_after: Vec<Holder>,
+}
+
+pub fn live_holders(leases: &[Lease], vm_id: &str, now: Timestamp) -> Vec<Holder> {
+    let mut holders: Vec<Holder> = leases
+        .iter()
+        .filter(|l| l.vm_id == vm_id && l.is_live(now))
+        .map(|l| l.holder.clone())
+        .collect();
+    holders.sort();
+    holders.dedup();
+    holders
+}
+
+/// The tag change for each VM in `touched`, each VM whose leases differ between `before` and
+/// `after`, and each VM with a detach still to retry.
+pub fn plan(
+    before: &[Lease],
+    after: &[Lease],
+    touched: &[VmRef],
+    tagged: &BTreeSet<String>,
+    now: Timestamp,
+) -> Vec<VmPlan> {
+    let mut vms: Vec<VmRef> = Vec::new();
+    let changed = before
+        .iter()
+        .filter(|l| !after.contains(l))
+        .chain(
+            after
+                .iter()
+                .filter(|l| !before.contains(l) || l.state == LeaseState::DetachFailed),
+        )
+        .map(Lease::vm_ref);
+    for vm in touched.iter().cloned().chain(changed) {
+        if !vms.iter().any(|v| v.id == vm.id) {
+            vms.push(vm);
+        }
+    }
+    vms.into_iter()
+        .map(|vm| {
+            let held_after = live_holders(after, &vm.id, now);
+            let is_tagged = tagged.contains(&vm.id);
+            let change = match (!held_after.is_empty(), is_tagged) {
+                (true, false) => TagChange::Attach,
+                (false, true) => TagChange::Detach,
+                _ => TagChange::Keep,
+            };
+            VmPlan {
+                held_before: live_holders(before, &vm.id, now),
+                held_after,
+                tagged: is_tagged,
+                change,
+                vm,
+            }
+        })
+        .collect()
+}
+
+/// A locked ticket holds exactly the VMs its field names now: a lease is added for each VM in
+/// `vms` that the ticket does not hold yet, and the ticket's leases on VMs the field no longer
+/// names (by name, in `named`) are dropped. Existing leases are not extended: a ticket stays
+/// open at most `max` after it was first locked.
+pub fn lock_ticket(
+    leases: &[Lease],
+    holder: &Holder,
+    named: &[String],
+    vms: &[VmRef],
+    now: Timestamp,
+    max: Duration,
+) -> Vec<Lease> {
+    let mut out: Vec<Lease> = leases
+        .iter()
+        .filter(|l| l.holder != *holder || (l.state == LeaseState::Active && named.contains(&l.vm)))
+        .cloned()
+        .collect();
+    for vm in vms {
+        let held = out.iter().any(|l| l.holder == *holder && l.vm_id == vm.id);
+        if !held {
+            out.push(Lease {
+                vm: vm.name.clone(),
+                vm_id: vm.id.clone(),
+                holder: holder.clone(),
+                granted_at: now,
+                expires_at: now.plus(max),
+                reason: None,
+                state: LeaseState::Active,
+            });
+        }
+    }
+    out
+}
+
+/// A manual grant: a new lease, or the caller's existing lease on the VM extended.
+pub fn grant(
+    leases: &[Lease],
+    holder: &Holder,
+    vm: &VmRef,
+    now: Timestamp,
+    duration: Duration,
+    reason: Option<&str>,
+) -> Vec<Lease> {
+    let mut out: Vec<Lease> = leases
+        .iter()
+        .filter(|l| !(l.holder == *holder && l.vm_id == vm.id && l.state != LeaseState::Active))
+        .cloned()
+        .collect();
+    let expires_at = now.plus(duration);
+    match out
+        .iter_mut()
+        .find(|l| l.holder == *holder && l.vm_id == vm.id)
+    {
+        Some(existing) => {
+            existing.expires_at = existing.expires_at.max(expires_at);
+            if let Some(reason) = reason {
+                existing.reason = Some(reason.to_string());
+            }
+        }
+        None => out.push(Lease {
+            vm: vm.name.clone(),
+            vm_id: vm.id.clone(),
+            holder: holder.clone(),
+            granted_at: now,
+            expires_at,
+            reason: reason.map(str::to_string),
+            state: LeaseState::Active,
+        }),
+    }
+    out
+}
+
+/// All leases except those `drop` selects.
+pub fn release(leases: &[Lease], drop: impl Fn(&Lease) -> bool) -> Vec<Lease> {
+    leases.iter().filter(|l| !drop(l)).cloned().collect()
+}
+
+/// `base` with the VM's leases replaced by those in `from`. Applies a change one VM at a time,
+/// and after a failed attach puts the VM's leases back to what they were, so that no lease
+/// claims access that was never opened.
+pub fn take_vm(base: &[Lease], from: &[Lease], vm_id: &str) -> Vec<Lease> {
+    let mut out: Vec<Lease> = base.iter().filter(|l| l.vm_id != vm_id).cloned().collect();
+    out.extend(from.iter().filter(|l| l.vm_id == vm_id).cloned());
+    out
+}
+
+/// After a failed detach: the leases this change dropped on the VM stay, marked, so that a
+/// later run retries the detach.
+pub fn keep_for_retry(before: &[Lease], after: &[Lease], vm_id: &str) -> Vec<Lease> {
+    let mut out = after.to_vec();
+    for lease in before.iter().filter(|l| l.vm_id == vm_id) {
+        if !after
+            .iter()
+            .any(|a| a.vm_id == vm_id && a.holder == lease.holder)
+        {
+            out.push(Lease {
+                state: LeaseState::DetachFailed,
+                ..lease.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Once the tag is known to be off the VM: nothing is left to retry there.
+pub fn settle(after: &[Lease], vm_id: &str) -> Vec<Lease> {
+    release(after, |l| {
+        l.vm_id == vm_id && l.state == LeaseState::DetachFailed
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp(1_795_448_203);
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn vm(n: u32) -> VmRef {
+        VmRef {
+            name: format!("web{n:02}"),
+            id: format!("vm-{n}"),
+        }
+    }
+
+    fn ticket(id: u64) -> Holder {
+        Holder::Ticket {
+            id,
+            number: format!("20261123100000{id}"),
+        }
+    }
+
+    fn names(vms: &[VmRef]) -> Vec<String> {
+        vms.iter().map(|v| v.name.clone()).collect()
+    }
+
+    fn tagged(ids: &[&str]) -> BTreeSet<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn locking_attaches_and_a_duplicate_event_changes_nothing() {
+        let vms = [vm(1)];
+        let after = lock_ticket(&[], &ticket(2), &names(&vms), &vms, NOW, 8 * HOUR);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].expires_at, NOW.plus(8 * HOUR));
+        let p = plan(&[], &after, &vms, &tagged(&[]), NOW);
+        assert_eq!(p[0].change, TagChange::Attach);
+
+        let later = Timestamp(NOW.0 + 60);
+        let again = lock_ticket(&after, &ticket(2), &names(&vms), &vms, later, 8 * HOUR);
+        assert_eq!(again, after, "no second lease, no extension");
+        let p = plan(&after, &again, &vms, &tagged(&["vm-1"]), later);
+        assert_eq!(p[0].change, TagChange::Keep);
+    }
+
+    #[test]
+    fn two_tickets_share_a_vm() {
+        let vms = [vm(1)];
+        let one = lock_ticket(&[], &ticket(2), &names(&vms), &vms, NOW, HOUR);
+        let both = lock_ticket(&one, &ticket(3), &names(&vms), &vms, NOW, HOUR);
+        let p = plan(&one, &both, &vms, &tagged(&["vm-1"]), NOW);
+        assert_eq!(p[0].change, TagChange::Keep);
+
+        let rest = release(&both, |l| l.holder == ticket(2));
+        let p = plan(&both, &rest, &vms, &tagged(&["vm-1"]), NOW);
+        assert_eq!(p[0].change, TagChange::Keep);
+        assert_eq!(p[0].held_after, vec![ticket(3)]);
+
+        let none = release(&rest, |l| l.holder == ticket(3));
+        let p = plan(&rest, &none, &vms, &tagged(&["vm-1"]), NOW);
+        assert_eq!(p[0].change, TagChange::Detach);
+    }
+
+    #[test]
+    fn a_relock_follows_the_edited_field() {
+        let first = [vm(1)];
+        let leases = lock_ticket(&[], &ticket(2), &names(&first), &first, NOW, HOUR);
+        let second = [vm(2)];
+        let after = lock_ticket(&leases, &ticket(2), &names(&second), &second, NOW, HOUR);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].vm_id, "vm-2");
+        let p = plan(&leases, &after, &[vm(1), vm(2)], &tagged(&["vm-1"]), NOW);
+        assert_eq!(p[0].change, TagChange::Detach);
+        assert_eq!(p[1].change, TagChange::Attach);
+    }
+
+    #[test]
+    fn an_expired_ticket_lease_is_not_renewed_by_a_repeated_event() {
+        let vms = [vm(1)];
+        let leases = lock_ticket(&[], &ticket(2), &names(&vms), &vms, NOW, HOUR);
+        let late = NOW.plus(2 * HOUR);
+        let after = lock_ticket(&leases, &ticket(2), &names(&vms), &vms, late, HOUR);
+        let p = plan(&leases, &after, &vms, &tagged(&["vm-1"]), late);
+        assert_eq!(p[0].change, TagChange::Detach);
+    }
+
+    #[test]
+    fn failures_keep_the_leases_honest() {
+        let vms = [vm(1)];
+        let after = lock_ticket(&[], &ticket(2), &names(&vms), &vms, NOW, HOUR);
+        assert_eq!(
+            take_vm(&after, &[], "vm-1"),
+            vec![],
+            "failed attach leaves no lease"
+        );
+
+        let released = release(&after, |l| l.holder == ticket(2));
+        let kept = keep_for_retry(&after, &released, "vm-1");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].state, LeaseState::DetachFailed);
+        // The next run touching anything retries it, and a success clears it.
+        let p = plan(&kept, &kept, &[], &tagged(&["vm-1"]), NOW);
+        assert_eq!(p[0].change, TagChange::Detach);
+        assert_eq!(settle(&kept, "vm-1"), vec![]);
+        // Locking the ticket again replaces the marked lease with a live one.
+        let relocked = lock_ticket(&kept, &ticket(2), &names(&vms), &vms, NOW, HOUR);
+        assert_eq!(relocked.len(), 1);
+        assert_eq!(relocked[0].state, LeaseState::Active);
+    }
+
+    #[test]
+    fn a_grant_extends_the_callers_lease() {
+        let alice = Holder::User {
+            name: "alice".into(),
+        };
+        let one = grant(&[], &alice, &vm(1), NOW, HOUR, Some("patching"));
+        let two = grant(&one, &alice, &vm(1), NOW.plus(HOUR / 2), HOUR, None);
+        assert_eq!(two.len(), 1);
+        assert_eq!(two[0].expires_at, NOW.plus(HOUR + HOUR / 2));
+        assert_eq!(two[0].reason.as_deref(), Some("patching"));
+        assert_eq!(two[0].granted_at, NOW);
+    }
+}

@@ -1,0 +1,289 @@
+//! The lease store (`leases.json`) and its lock (`leases.lock`) in the state directory.
+//!
+//! Every change happens under an exclusive lock on `leases.lock`, held from reading the leases
+//! to writing them back (and across the NSX calls between), so that concurrent help-desk
+//! workers are serialised. The file is replaced atomically: temp file, fsync, rename, fsync of
+//! the directory. A reader never sees half a file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::deadline::Deadline;
+use crate::error::{Exit, fault};
+use crate::time::Timestamp;
+use crate::vcenter::VmRef;
+
+const FORMAT_VERSION: u32 = 1;
+
+/// Who holds a lease.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Holder {
+    Ticket { id: u64, number: String },
+    User { name: String },
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Ticket { number, .. } => write!(f, "ticket {number}"),
+            Holder::User { name } => write!(f, "user {name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Holds the VM open until it expires.
+    #[default]
+    Active,
+    /// Released, but detaching the tag failed: holds nothing open, kept so that the next run
+    /// retries the detach.
+    DetachFailed,
+}
+
+/// "`holder` holds VM `vm` open until `expires_at`."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lease {
+    pub vm: String,
+    pub vm_id: String,
+    pub holder: Holder,
+    pub granted_at: Timestamp,
+    pub expires_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "is_active")]
+    pub state: LeaseState,
+}
+
+fn is_active(state: &LeaseState) -> bool {
+    *state == LeaseState::Active
+}
+
+impl Lease {
+    pub fn vm_ref(&self) -> VmRef {
+        VmRef {
+            name: self.vm.clone(),
+            id: self.vm_id.clone(),
+        }
+    }
+
+    /// Whether this lease holds its VM open at `now`.
+    pub fn is_live(&self, now: Timestamp) -> bool {
+        self.state == LeaseState::Active && self.expires_at > now
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseFile {
+    version: u32,
+    leases: Vec<Lease>,
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+/// Proof that the state lock is held; released when dropped.
+pub struct StateLock {
+    _file: File,
+}
+
+impl Store {
+    /// Opens the state directory, creating it (mode 0750) if needed.
+    pub fn open(dir: &Path) -> anyhow::Result<Store> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(|e| {
+                fault(
+                    Exit::Config,
+                    format!("cannot create the state directory {}: {e}; set state_dir to a directory this user may write", dir.display()),
+                )
+            })?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn leases_path(&self) -> PathBuf {
+        self.dir.join("leases.json")
+    }
+
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir.join("journal.jsonl")
+    }
+
+    /// Takes the exclusive state lock, waiting at most until `deadline` (then exit 75).
+    pub fn lock(&self, deadline: Deadline) -> anyhow::Result<StateLock> {
+        let path = self.dir.join("leases.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o640)
+            .open(&path)
+            .map_err(|e| {
+                fault(
+                    Exit::Config,
+                    format!("cannot open the lock file {}: {e}", path.display()),
+                )
+            })?;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(StateLock { _file: file }),
+                Err(fs::TryLockError::WouldBlock) => {
+                    if !deadline.sleep(pause) {
+                        return Err(fault(
+                            Exit::TempFail,
+                            format!(
+                                "the state lock {} stayed busy until the deadline; another otnsx is still running",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+    }
+
+    /// Reads the leases; a missing file means none.
+    pub fn load(&self) -> anyhow::Result<Vec<Lease>> {
+        let path = self.leases_path();
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let file: LeaseFile = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is damaged; nothing was changed. Move it aside to start afresh (journal.jsonl keeps the history) or repair it",
+                path.display()
+            )
+        })?;
+        if file.version != FORMAT_VERSION {
+            anyhow::bail!(
+                "{} has format version {}, this otnsx reads version {FORMAT_VERSION}",
+                path.display(),
+                file.version
+            );
+        }
+        Ok(file.leases)
+    }
+
+    /// Replaces the leases atomically. Needs the state lock.
+    pub fn save(&self, _lock: &StateLock, leases: &[Lease]) -> anyhow::Result<()> {
+        let path = self.leases_path();
+        let temp = self
+            .dir
+            .join(format!(".leases.json.{}.tmp", std::process::id()));
+        let file = LeaseFile {
+            version: FORMAT_VERSION,
+            leases: leases.to_vec(),
+        };
+        let mut text = serde_json::to_string_pretty(&file).context("encoding the leases")?;
+        text.push('\n');
+        let write = || -> std::io::Result<()> {
+            let mut out = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o640)
+                .open(&temp)?;
+            out.write_all(text.as_bytes())?;
+            out.sync_all()?;
+            fs::rename(&temp, &path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&temp);
+            anyhow::anyhow!("writing {}: {e}", path.display())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> Store {
+        let dir = std::env::temp_dir().join(format!("otnsx-store-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Store::open(&dir).expect("store")
+    }
+
+    fn lease() -> Lease {
+        Lease {
+            vm: "web01".into(),
+            vm_id: "vm-42".into(),
+            holder: Holder::Ticket {
+                id: 2,
+                number: "2026112310000011".into(),
+            },
+            granted_at: Timestamp(1_795_448_203),
+            expires_at: Timestamp(1_795_477_003),
+            reason: None,
+            state: LeaseState::Active,
+        }
+    }
+
+    #[test]
+    fn saves_and_loads() {
+        let store = temp_store("roundtrip");
+        assert_eq!(store.load().expect("empty"), vec![]);
+        let lock = store
+            .lock(Deadline::after(Duration::from_secs(1)))
+            .expect("lock");
+        store.save(&lock, &[lease()]).expect("save");
+        assert_eq!(store.load().expect("load"), vec![lease()]);
+        let text = fs::read_to_string(store.leases_path()).expect("text");
+        assert!(
+            text.contains("\"expires_at\": \"2026-11-23T23:36:43Z\""),
+            "{text}"
+        );
+        fs::remove_dir_all(store.dir()).ok();
+    }
+
+    #[test]
+    fn a_second_lock_waits_until_the_deadline() {
+        let store = temp_store("busy");
+        let _held = store
+            .lock(Deadline::after(Duration::from_secs(1)))
+            .expect("lock");
+        let err = store
+            .lock(Deadline::after(Duration::from_millis(100)))
+            .err()
+            .expect("busy");
+        assert_eq!(crate::error::exit_code(&err), Exit::TempFail);
+        fs::remove_dir_all(store.dir()).ok();
+    }
+
+    #[test]
+    fn a_damaged_file_is_reported_not_replaced() {
+        let store = temp_store("damaged");
+        fs::write(store.leases_path(), "{\"version\":1,\"leas").expect("write");
+        let err = store.load().unwrap_err();
+        assert!(format!("{err:#}").contains("is damaged"));
+        fs::remove_dir_all(store.dir()).ok();
+    }
+}

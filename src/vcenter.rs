@@ -1,0 +1,362 @@
+//! vCenter, through the vSphere Automation REST API: `/api` (7.0U2+) or `/rest` (6.5+). Used
+//! only to turn a VM's name into its managed object id. The session is always closed again.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ureq::http::Method;
+
+use crate::config::{ApiGeneration, Secret, VcenterConfig, is_moref};
+use crate::deadline::Deadline;
+use crate::error::{Exit, fault};
+use crate::http::{Call, Http, Reply, basic_auth, query};
+
+/// A VM as vCenter knows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VmRef {
+    pub name: String,
+    /// The managed object id: `vm-42`.
+    pub id: String,
+}
+
+impl std::fmt::Display for VmRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Generation {
+    Api,
+    Rest,
+}
+
+impl Generation {
+    fn session_path(self) -> &'static str {
+        match self {
+            Generation::Api => "/api/session",
+            Generation::Rest => "/rest/com/vmware/cis/session",
+        }
+    }
+}
+
+/// A logged-in vCenter session.
+pub struct Vcenter {
+    http: Http,
+    user: String,
+    password: Secret,
+    generation: Generation,
+    token: String,
+    folder: Option<String>,
+    datacenter: Option<String>,
+}
+
+/// Logs in, runs `work`, and logs out again whatever `work` returned.
+pub fn with_session<T>(
+    config: &VcenterConfig,
+    deadline: Deadline,
+    verbose: bool,
+    work: impl FnOnce(&mut Vcenter) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let http = Http::new("vCenter", &config.endpoint, deadline, verbose)?;
+    let mut vc = Vcenter {
+        http,
+        user: config.endpoint.user.clone(),
+        password: config.endpoint.password.clone(),
+        generation: Generation::Api,
+        token: String::new(),
+        folder: config.folder.clone(),
+        datacenter: config.datacenter.clone(),
+    };
+    vc.login(config.api)?;
+    let result = work(&mut vc);
+    if let Err(e) = vc.logout() {
+        eprintln!("otnsx: warning: {e:#}");
+    }
+    result
+}
+
+impl Vcenter {
+    fn login(&mut self, api: ApiGeneration) -> anyhow::Result<()> {
+        let order: &[Generation] = match api {
+            ApiGeneration::Auto => &[Generation::Api, Generation::Rest],
+            ApiGeneration::Api => &[Generation::Api],
+            ApiGeneration::Rest => &[Generation::Rest],
+        };
+        for (i, generation) in order.iter().enumerate() {
+            let call = Call::new(Method::POST, generation.session_path())
+                .header("authorization", basic_auth(&self.user, &self.password))
+                .header("accept", "application/json");
+            let reply = self.http.send(&call).context("logging in to vCenter")?;
+            if reply.status == 404 && i + 1 < order.len() {
+                continue; // vCenter 6.5/6.7: no /api yet
+            }
+            if !reply.is_success() {
+                let why = error_text(&reply);
+                let exit = if reply.status == 401 {
+                    Exit::NoPerm
+                } else {
+                    Exit::Unavailable
+                };
+                let hint = match reply.status {
+                    401 => format!("; check vcenter.user ({}) and its password", self.user),
+                    404 => {
+                        "; set vcenter.api to \"rest\" for vCenter 6.5/6.7, or check vcenter.url"
+                            .into()
+                    }
+                    _ => String::new(),
+                };
+                return Err(fault(
+                    exit,
+                    format!(
+                        "vCenter refused the login at {}{} ({why}){hint}",
+                        self.http.base,
+                        generation.session_path()
+                    ),
+                ));
+            }
+            let body = json_body(&reply).context("logging in to vCenter")?;
+            let token = match (generation, &body) {
+                (Generation::Api, Value::String(t)) => Some(t.clone()),
+                (Generation::Rest, Value::Object(o)) => {
+                    o.get("value").and_then(Value::as_str).map(str::to_string)
+                }
+                _ => None,
+            };
+            self.token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+                fault(
+                    Exit::Unavailable,
+                    "vCenter: the login answer holds no session token",
+                )
+            })?;
+            self.generation = *generation;
+            return Ok(());
+        }
+        Err(fault(
+            Exit::Unavailable,
+            "vCenter: no API generation answered",
+        ))
+    }
+
+    fn logout(&mut self) -> anyhow::Result<()> {
+        let call = Call::new(Method::DELETE, self.generation.session_path())
+            .header("vmware-api-session-id", self.token.clone());
+        // Logging out must be tried even when the run's deadline has passed.
+        let grace = Deadline::after(self.http.deadline().remaining().max(Duration::from_secs(2)));
+        let reply = self
+            .http
+            .send_by(&call, grace)
+            .context("logging out of vCenter")?;
+        if !reply.is_success() && reply.status != 401 {
+            return Err(fault(
+                Exit::Unavailable,
+                format!("vCenter: logging out failed ({})", error_text(&reply)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Finds the one VM named exactly `name` (within the configured folder and datacenter).
+    pub fn find_vm(&mut self, name: &str) -> anyhow::Result<VmRef> {
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        let (names, folders, datacenters) = match self.generation {
+            Generation::Api => ("names", "folders", "datacenters"),
+            Generation::Rest => ("filter.names", "filter.folders", "filter.datacenters"),
+        };
+        pairs.push((names, name));
+        if let Some(f) = &self.folder {
+            pairs.push((folders, f));
+        }
+        if let Some(d) = &self.datacenter {
+            pairs.push((datacenters, d));
+        }
+        let prefix = match self.generation {
+            Generation::Api => "/api/vcenter/vm",
+            Generation::Rest => "/rest/vcenter/vm",
+        };
+        let path = format!("{prefix}{}", query(pairs));
+        let reply = self
+            .get(&path)
+            .with_context(|| format!("looking up VM {name:?} in vCenter"))?;
+        let body = json_body(&reply)?;
+        let list = match self.generation {
+            Generation::Api => &body,
+            Generation::Rest => body.get("value").unwrap_or(&Value::Null),
+        };
+        let summaries: Vec<VmSummary> = serde_json::from_value(list.clone()).map_err(|e| {
+            fault(
+                Exit::Unavailable,
+                format!("vCenter: unexpected VM list for {name:?}: {e}"),
+            )
+        })?;
+        let matches: Vec<&VmSummary> = summaries.iter().filter(|vm| vm.name == name).collect();
+        let scope = match (&self.folder, &self.datacenter) {
+            (None, None) => String::new(),
+            (f, d) => format!(
+                " in{}{}",
+                f.as_ref()
+                    .map(|f| format!(" folder {f}"))
+                    .unwrap_or_default(),
+                d.as_ref()
+                    .map(|d| format!(" datacenter {d}"))
+                    .unwrap_or_default()
+            ),
+        };
+        match matches.as_slice() {
+            [] => Err(fault(
+                Exit::DataErr,
+                format!("vCenter has no VM named {name:?}{scope}; check the name in the ticket"),
+            )),
+            [vm] if is_moref(&vm.vm) => Ok(VmRef {
+                name: vm.name.clone(),
+                id: vm.vm.clone(),
+            }),
+            [vm] => Err(fault(
+                Exit::Unavailable,
+                format!("vCenter: VM {name:?} has an unusable id {:?}", vm.vm),
+            )),
+            many => {
+                let ids: Vec<&str> = many.iter().map(|vm| vm.vm.as_str()).collect();
+                Err(fault(
+                    Exit::DataErr,
+                    format!(
+                        "{} VMs are named {name:?}{scope} ({}); set vcenter.folder or vcenter.datacenter so that one matches",
+                        many.len(),
+                        ids.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// GET with the session; a session that expired mid-run is renewed once.
+    fn get(&mut self, path: &str) -> anyhow::Result<Reply> {
+        for attempt in 0..2 {
+            let call = Call::new(Method::GET, path)
+                .header("vmware-api-session-id", self.token.clone())
+                .header("accept", "application/json");
+            let reply = self.http.send(&call)?;
+            if reply.status == 401 && attempt == 0 {
+                let api = match self.generation {
+                    Generation::Api => ApiGeneration::Api,
+                    Generation::Rest => ApiGeneration::Rest,
+                };
+                self.login(api)
+                    .context("renewing the expired vCenter session")?;
+                continue;
+            }
+            if !reply.is_success() {
+                let exit = match reply.status {
+                    401 | 403 => Exit::NoPerm,
+                    429 => Exit::TempFail,
+                    _ => Exit::Unavailable,
+                };
+                return Err(fault(
+                    exit,
+                    format!(
+                        "vCenter: GET {path} failed (HTTP {}: {})",
+                        reply.status,
+                        error_text(&reply)
+                    ),
+                ));
+            }
+            return Ok(reply);
+        }
+        Err(fault(
+            Exit::NoPerm,
+            "vCenter keeps rejecting a fresh session",
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct VmSummary {
+    vm: String,
+    name: String,
+}
+
+fn json_body(reply: &Reply) -> anyhow::Result<Value> {
+    if reply.media_type() != "application/json" {
+        return Err(fault(
+            Exit::Unavailable,
+            format!(
+                "vCenter answered {:?} instead of JSON (HTTP {}): {}",
+                reply.media_type(),
+                reply.status,
+                reply.snippet()
+            ),
+        ));
+    }
+    serde_json::from_str(&reply.body).map_err(|e| {
+        fault(
+            Exit::Unavailable,
+            format!("vCenter answered malformed JSON: {e}"),
+        )
+    })
+}
+
+/// The error type and first message of a vCenter error, from either API generation.
+fn error_text(reply: &Reply) -> String {
+    let status = format!("HTTP {}", reply.status);
+    if (300..400).contains(&reply.status) {
+        return format!(
+            "{status}, redirected to {}; set vcenter.url to the final address",
+            reply.header("location").unwrap_or("?")
+        );
+    }
+    let Ok(body) = serde_json::from_str::<Value>(&reply.body) else {
+        return format!("{status}: {}", reply.snippet());
+    };
+    let inner = body.get("value").filter(|v| v.is_object()).unwrap_or(&body);
+    let kind = inner
+        .get("error_type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let message = inner
+        .get("messages")
+        .and_then(|m| m.get(0))
+        .and_then(|m| m.get("default_message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    format!("{status} {kind}: {message}")
+        .trim_end_matches([' ', ':'])
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn reads_errors_of_both_generations() {
+        let rest = r#"{"type":"com.vmware.vapi.std.errors.unauthenticated","value":{"messages":[{"id":"x","default_message":"Authentication required.","args":[]}],"error_type":"UNAUTHENTICATED"}}"#;
+        assert_eq!(
+            error_text(&reply(401, rest)),
+            "HTTP 401 UNAUTHENTICATED: Authentication required."
+        );
+        let api = r#"{"error_type":"UNABLE_TO_ALLOCATE_RESOURCE","messages":[{"id":"y","default_message":"Too many matches.","args":[]}]}"#;
+        assert_eq!(
+            error_text(&reply(500, api)),
+            "HTTP 500 UNABLE_TO_ALLOCATE_RESOURCE: Too many matches."
+        );
+        assert_eq!(error_text(&reply(503, "busy")), "HTTP 503: busy");
+    }
+
+    #[test]
+    fn reads_the_recorded_vm_list() {
+        let body = r#"{"value":[{"memory_size_MiB":256,"vm":"vm-58","name":"standalone-5a6b49911-esx.0-vm.0","power_state":"POWERED_OFF","cpu_count":1},{"vm":"vm-79","name":"Sample_Exhaustive_VM_for_Simple_Testbed","power_state":"POWERED_OFF"}]}"#;
+        let value: Value = serde_json::from_str(body).expect("json");
+        let list: Vec<VmSummary> = serde_json::from_value(value["value"].clone()).expect("shape");
+        assert_eq!(list[1].vm, "vm-79");
+    }
+}

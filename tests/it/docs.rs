@@ -1,0 +1,53 @@
+//! The documentation keeps up with the command line.
+
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap()
+}
+
+#[test]
+fn the_man_page_names_every_subcommand_and_long_option() {
+    let man = read("man/otnsx.1").replace("\\-", "-");
+    let cli = otnsx::cli::Cli::command();
+    let mut missing = Vec::new();
+    for cmd in std::iter::once(&cli).chain(cli.get_subcommands()) {
+        if !man.contains(&format!(".B {}", cmd.get_name())) && cmd.get_name() != "otnsx" {
+            missing.push(cmd.get_name().to_string());
+        }
+        for long in cmd.get_arguments().filter_map(|a| a.get_long()) {
+            if long != "help" && long != "version" && !man.contains(&format!("--{long}")) {
+                missing.push(format!("--{long}"));
+            }
+        }
+    }
+    for section in ["EXIT STATUS", "FILES", "ENVIRONMENT"] {
+        if !man.contains(section) {
+            missing.push(section.to_string());
+        }
+    }
+    for code in ["0", "1", "2", "65", "69", "75", "77", "78"] {
+        if !man.contains(&format!(".B {code}\n")) {
+            missing.push(format!("exit status {code}"));
+        }
+    }
+    assert!(missing.is_empty(), "man/otnsx.1 lacks {missing:?}");
+}
+
+#[test]
+fn ci_runs_the_test_command_the_readme_gives() {
+    let readme = read("README.md");
+    let ci = read(".ci/run");
+    let command = "cargo test --locked";
+    assert!(
+        readme.contains(command),
+        "README.md does not give `{command}`"
+    );
+    assert!(
+        ci.lines().any(|l| l.trim() == command),
+        ".ci/run does not run `{command}`"
+    );
+    assert!(readme.contains("cargo run --example sandbox"));
+}

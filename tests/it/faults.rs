@@ -1,0 +1,184 @@
+//! Services that fail, hang or lie; state that is busy or damaged. Nothing opens by mistake.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::support::server::{Response, Server};
+use crate::support::{T2, World, set};
+use crate::{event, lock, otnsx};
+
+#[test]
+fn a_hung_nsx_ends_the_run_at_the_deadline() {
+    let world = World::new();
+    let hung = Server::start(|_| Response::empty(200).delayed(Duration::from_secs(60)));
+    let text = world
+        .config_text()
+        .replace(&world.nsx.url(), &hung.url())
+        .replace("deadline = \"10s\"", "deadline = \"2s\"");
+    world.write_config(&text);
+    let started = Instant::now();
+    let run = lock(&world, T2);
+    let took = started.elapsed();
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("within the run's deadline"),
+        "{}",
+        run.stderr
+    );
+    // Generous bound: the point is that it ends, not how fast.
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(world.leases().is_empty());
+    assert_eq!(world.journal()[0]["action"], "error");
+}
+
+#[test]
+fn a_vcenter_session_expiring_mid_run_is_renewed_once() {
+    let world = World::new();
+    world.vcenter.expire_sessions_before_next_list();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.vcenter.sessions_created(), 2);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+}
+
+#[test]
+fn nsx_concurrent_access_error_is_retried() {
+    let world = World::new();
+    world.nsx.concurrent_errors(2);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(world.nsx.changes().len(), 3);
+}
+
+#[test]
+fn an_attach_that_the_read_back_does_not_show_is_unverified() {
+    let world = World::new();
+    world.nsx.lie_on_attach(true);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("read-back disagrees (unverified)"),
+        "{}",
+        run.stderr
+    );
+    assert!(world.leases().is_empty());
+    let entry = &world.journal()[0];
+    assert!(entry["detail"].as_str().unwrap().contains("unverified"));
+}
+
+#[test]
+fn an_unknown_web_service_name_is_explained() {
+    let world = World::new();
+    world.write_config(
+        &world
+            .config_text()
+            .replace("GenericTicketConnectorREST", "NoSuchWS"),
+    );
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("HTML error page; check that otrs.url ends with the web service's name"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_unreachable_service_exits_69() {
+    let world = World::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let text = world
+        .config_text()
+        .replace(&world.vcenter.url(), &format!("http://127.0.0.1:{port}"));
+    world.write_config(&text);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(run.stderr.contains("vCenter"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn a_busy_state_lock_exits_75() {
+    let world = World::new();
+    world.write_config(
+        &world
+            .config_text()
+            .replace("deadline = \"10s\"", "deadline = \"1s\""),
+    );
+    fs::create_dir_all(world.state_dir()).unwrap();
+    let held = fs::File::create(world.state_dir().join("leases.lock")).unwrap();
+    held.lock().unwrap();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 75, "{run:?}");
+    assert!(
+        run.stderr.contains("stayed busy until the deadline"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        world.helpdesk.requests().is_empty(),
+        "the ticket is read under the lock"
+    );
+    drop(held);
+    assert_eq!(event(&world, T2).code, 0);
+}
+
+#[test]
+fn a_damaged_lease_file_is_left_alone() {
+    let world = World::new();
+    fs::create_dir_all(world.state_dir()).unwrap();
+    let path = world.state_dir().join("leases.json");
+    fs::write(&path, "{\"version\":1,\"leases\":[{\"vm\":").unwrap();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("is damaged; nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        "{\"version\":1,\"leases\":[{\"vm\":"
+    );
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn secrets_never_reach_output_journal_or_state() {
+    let world = World::new();
+    let mut seen = String::new();
+    for args in [
+        vec!["-v", T2.1, "2"],
+        vec!["-v", "grant", "--vm", "db01"],
+        vec!["-v", "revoke", "--vm", "db01"],
+        vec!["-v", "grant", "--vm", "nosuchvm"],
+    ] {
+        world.helpdesk.set_lock(T2.0, "lock");
+        let run = otnsx(&world, &args);
+        seen.push_str(&run.stdout);
+        seen.push_str(&run.stderr);
+    }
+    world.helpdesk.set_password("otnsx", "changed");
+    let run = otnsx(&world, &["-v", T2.1, "2"]);
+    assert_eq!(run.code, 77);
+    seen.push_str(&run.stderr);
+    assert!(
+        seen.contains("otnsx: vCenter GET /api/vcenter/vm?names=web01 -> 200"),
+        "{seen}"
+    );
+    assert!(seen.contains("SessionID=(redacted)"), "{seen}");
+    seen.push_str(&fs::read_to_string(world.state_dir().join("journal.jsonl")).unwrap());
+    seen.push_str(&fs::read_to_string(world.state_dir().join("leases.json")).unwrap());
+    for secret in [
+        crate::support::helpdesk::API_PASSWORD,
+        crate::support::vcenter::PASSWORD,
+        crate::support::nsxv::PASSWORD,
+        "fakeSession",
+    ] {
+        assert!(!seen.contains(secret), "{secret} leaked");
+    }
+}

@@ -1,0 +1,119 @@
+//! `grant` and `revoke` by hand.
+
+use crate::support::{T2, World, set};
+use crate::{actions, lock, otnsx};
+
+#[test]
+fn grant_opens_for_a_while_and_revoke_closes() {
+    let world = World::new();
+    let run = otnsx(
+        &world,
+        &[
+            "grant", "--vm", "web01", "--for", "2h", "--reason", "patching",
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("grant by alice: opened web01 (vm-42) until"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    let lease = &world.leases()[0];
+    assert_eq!(
+        lease["holder"],
+        serde_json::json!({"kind": "user", "name": "alice"})
+    );
+    assert_eq!(lease["reason"], "patching");
+    let granted = lease["granted_at"].as_str().unwrap();
+    let expires = lease["expires_at"].as_str().unwrap();
+    assert_eq!(seconds(expires) - seconds(granted), 2 * 3600);
+    assert_eq!(world.journal()[0]["actor"], "alice");
+
+    let run = otnsx(&world, &["revoke", "--vm", "web01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    assert_eq!(actions(&world), ["grant", "revoke"]);
+    // Closing a VM the leases know needs no vCenter.
+    assert_eq!(world.vcenter.sessions_created(), 1);
+}
+
+/// Seconds of the day and days, enough to subtract two close RFC 3339 times.
+fn seconds(t: &str) -> i64 {
+    let day: i64 = t[8..10].parse().unwrap();
+    let h: i64 = t[11..13].parse().unwrap();
+    let m: i64 = t[14..16].parse().unwrap();
+    let s: i64 = t[17..19].parse().unwrap();
+    ((day * 24 + h) * 60 + m) * 60 + s
+}
+
+#[test]
+fn grant_without_for_uses_manual_duration() {
+    let world = World::new();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01", "db01"]).code, 0);
+    let leases = world.leases();
+    assert_eq!(leases.len(), 2);
+    let l = &leases[0];
+    assert_eq!(
+        seconds(l["expires_at"].as_str().unwrap()) - seconds(l["granted_at"].as_str().unwrap()),
+        3600
+    );
+    assert_eq!(world.tagged(), set(&["vm-42", "vm-43"]));
+}
+
+#[test]
+fn revoke_leaves_a_ticket_holding_the_vm_open_unless_forced() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+    let run = otnsx(&world, &["revoke", "--vm", "web01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("web01 (vm-42) stays open, still held by ticket 2026112310000011"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("--force"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(world.leases().len(), 1);
+
+    let run = otnsx(&world, &["revoke", "--vm", "web01", "--force"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    let last = world.journal().last().cloned().unwrap();
+    assert_eq!(last["action"], "revoke");
+    assert!(
+        last["detail"].as_str().unwrap().ends_with("[forced]"),
+        "{last}"
+    );
+}
+
+#[test]
+fn revoke_closes_a_vm_tagged_by_hand() {
+    let world = World::new();
+    world.nsx.attach_by_hand(crate::support::TAG_ID, "vm-43");
+    let run = otnsx(&world, &["revoke", "--vm", "db01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("closed db01 (vm-43)"), "{}", run.stdout);
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn grant_of_an_unknown_vm_exits_65() {
+    let world = World::new();
+    let run = otnsx(&world, &["grant", "--vm", "nosuchvm"]);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert!(world.leases().is_empty());
+    let too_long = "x".repeat(81);
+    let run = otnsx(&world, &["grant", "--vm", &too_long]);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert!(
+        run.stderr.contains("must have 1 to 80 characters"),
+        "{}",
+        run.stderr
+    );
+}

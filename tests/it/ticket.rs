@@ -1,0 +1,470 @@
+//! The help desk's path: a ticket's lock opens its VMs, its unlock closes them.
+
+use serde_json::json;
+
+use crate::support::{T2, T3, World, set};
+use crate::{actions, event, lock, otnsx, unlock};
+
+#[test]
+fn lock_attaches_the_tag_and_unlock_detaches_it() {
+    let world = World::new();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert!(
+        run.stdout
+            .contains("ticket 2026112310000011: opened web01 (vm-42) until"),
+        "{}",
+        run.stdout
+    );
+    let leases = world.leases();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0]["vm_id"], "vm-42");
+    assert_eq!(
+        leases[0]["holder"],
+        json!({"kind": "ticket", "id": 2, "number": "2026112310000011"})
+    );
+    let entry = &world.journal()[0];
+    assert_eq!(entry["action"], "grant");
+    assert_eq!(entry["ticket_number"], "2026112310000011");
+    assert_eq!(entry["ticket_id"], 2);
+    assert_eq!(entry["vm"], "web01");
+    assert_eq!(entry["vm_id"], "vm-42");
+    assert_eq!(entry["result"], "ok");
+    assert_eq!(entry["actor"], "helpdesk:agent1");
+
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    assert!(
+        run.stdout.contains("closed web01 (vm-42)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(actions(&world), ["grant", "revoke"]);
+    assert_eq!(
+        world.nsx.changes(),
+        [
+            "PUT /api/2.0/services/securitytags/tag/securitytag-12/vm/vm-42",
+            "DELETE /api/2.0/services/securitytags/tag/securitytag-12/vm/vm-42"
+        ]
+    );
+}
+
+#[test]
+fn the_help_desk_reads_the_ticket_through_a_session_and_its_fields() {
+    let world = World::new();
+    lock(&world, T2);
+    let lines: Vec<String> = world.helpdesk.requests().iter().map(|r| r.line()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        "POST /otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST/Session"
+    );
+    assert!(lines[1].starts_with("GET /otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST/Ticket/2?SessionID="));
+    assert!(lines[1].ends_with("&DynamicFields=1"), "{}", lines[1]);
+    // The password travels in the POST body only, never in a URL.
+    assert!(lines.iter().all(|l| !l.contains("Password")));
+}
+
+#[test]
+fn a_duplicate_lock_event_attaches_once() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    let run = event(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("web01 (vm-42) is already open for ticket 2026112310000011"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.nsx.changes().len(), 1, "one attach only");
+    assert_eq!(world.leases().len(), 1);
+    assert_eq!(actions(&world), ["grant", "noop"]);
+}
+
+#[test]
+fn two_tickets_on_one_vm_keep_it_open_until_both_unlock() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    let run = lock(&world, T3);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.contains(
+            "was already open; now also held by ticket 2026112310000011, ticket 2026112310000021"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.leases().len(), 2);
+
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0);
+    assert_eq!(
+        world.tagged(),
+        set(&["vm-42"]),
+        "ticket 3 still holds web01"
+    );
+    assert!(
+        run.stdout
+            .contains("stays open, still held by ticket 2026112310000021"),
+        "{}",
+        run.stdout
+    );
+
+    assert_eq!(unlock(&world, T3).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+    assert_eq!(world.nsx.changes().len(), 2, "one attach, one detach");
+    assert_eq!(actions(&world), ["grant", "grant", "revoke", "revoke"]);
+}
+
+#[test]
+fn unlock_closes_what_the_ticket_opened_even_if_the_field_was_edited() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    world.helpdesk.update(T2.0, |t| t.vm_field = json!("db01"));
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    // Closing needs no vCenter: the lease knows the VM's id.
+    assert_eq!(world.vcenter.sessions_created(), 1);
+}
+
+#[test]
+fn a_relock_after_the_field_changed_follows_the_field() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    world.helpdesk.update(T2.0, |t| t.vm_field = json!("db01"));
+    let run = event(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-43"]));
+}
+
+#[test]
+fn several_vms_in_one_field() {
+    let world = World::new();
+    world.helpdesk.update(T2.0, |t| {
+        t.vm_field = json!("web01, db01;app01\ncache01 web01")
+    });
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42", "vm-43", "vm-44", "vm-45"]));
+    assert_eq!(world.leases().len(), 4);
+    assert_eq!(
+        world.vcenter.sessions_created(),
+        1,
+        "one vCenter session for all names"
+    );
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn a_multiselect_field_names_vms_with_spaces() {
+    let world = World::new();
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!(["Büro 01 & co", "db01"]));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-43", "vm-46"]));
+    let lookups: Vec<String> = world
+        .vcenter
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/vcenter/vm")
+        .map(|r| r.raw_query.clone())
+        .collect();
+    assert_eq!(lookups, ["names=B%C3%BCro%2001%20%26%20co", "names=db01"]);
+}
+
+#[test]
+fn an_empty_field_is_nothing_to_do() {
+    let world = World::new();
+    world.helpdesk.update(T2.0, |t| t.vm_field = json!(null));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("field VMName names no VM; nothing to open"),
+        "{}",
+        run.stdout
+    );
+    assert!(world.nsx.requests().is_empty(), "NSX was not asked");
+    assert_eq!(world.vcenter.sessions_created(), 0, "vCenter was not asked");
+    let journal = world.journal();
+    assert_eq!(journal.len(), 1);
+    assert_eq!(journal[0]["action"], "noop");
+    assert!(
+        journal[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("names no VM")
+    );
+}
+
+#[test]
+fn an_unknown_vm_is_refused_with_exit_65() {
+    let world = World::new();
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("nosuchvm"));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert!(
+        run.stderr.contains("vCenter has no VM named \"nosuchvm\""),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    let entry = &world.journal()[0];
+    assert_eq!(
+        (entry["action"].as_str(), entry["vm"].as_str()),
+        (Some("refused"), Some("nosuchvm"))
+    );
+}
+
+#[test]
+fn one_unknown_vm_among_several_opens_the_others_and_exits_1() {
+    let world = World::new();
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01 nosuchvm"));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+}
+
+#[test]
+fn an_ambiguous_vm_name_is_refused_and_lists_the_candidates() {
+    let world = World::new();
+    world.helpdesk.update(T2.0, |t| t.vm_field = json!("dup"));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("2 VMs are named \"dup\" (vm-50, vm-51); set vcenter.folder"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&[]));
+
+    // A folder narrows the look-up to one.
+    world.write_config(
+        &world
+            .config_text()
+            .replace("api = \"auto\"", "api = \"auto\"\nfolder = \"group-v2\""),
+    );
+    let run = event(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-51"]));
+}
+
+#[test]
+fn a_ticket_number_that_does_not_match_the_id_is_refused() {
+    let world = World::new();
+    world.helpdesk.set_lock(T2.0, "lock");
+    let run = otnsx(&world, &["2026112310000021", "2"]);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("ticket ID 2 has number 2026112310000011, not 2026112310000021"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.nsx.requests().is_empty());
+    assert_eq!(world.vcenter.sessions_created(), 0);
+    let entry = &world.journal()[0];
+    assert_eq!(entry["action"], "refused");
+    assert_eq!(entry["ticket_id"], 2);
+}
+
+#[test]
+fn the_ticket_subcommand_works_with_and_without_the_number() {
+    let world = World::new();
+    world.helpdesk.set_lock(T2.0, "lock");
+    let run = otnsx(&world, &["ticket", "2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    world.helpdesk.set_lock(T2.0, "unlock");
+    assert_eq!(otnsx(&world, &["ticket", "2", "--number", "999"]).code, 65);
+    assert_eq!(
+        world.tagged(),
+        set(&["vm-42"]),
+        "a mismatch changes nothing"
+    );
+    assert_eq!(otnsx(&world, &["ticket", "2", "--number", T2.1]).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn a_tmp_lock_counts_as_unlocked() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    world.helpdesk.set_lock(T2.0, "tmp_lock");
+    assert_eq!(event(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn help_desk_credentials_refused_exit_77() {
+    let world = World::new();
+    world.helpdesk.set_password("otnsx", "changed");
+    world.helpdesk.set_lock(T2.0, "lock");
+    let run = event(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("the help desk refused the login of \"otnsx\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("SessionCreate.AuthFail"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&[]));
+    assert_eq!(world.journal()[0]["action"], "refused");
+}
+
+#[test]
+fn a_ticket_the_api_user_cannot_read_exits_65() {
+    let world = World::new();
+    world.helpdesk.update(T2.0, |t| t.readable = false);
+    let run = event(&world, T2);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("no such ticket, or the API user \"otnsx\" may not read it"),
+        "{}",
+        run.stderr
+    );
+    let run = otnsx(&world, &["999999", "999999"]);
+    assert_eq!(run.code, 65, "{run:?}");
+}
+
+#[test]
+fn nsx_failing_to_attach_leaves_no_lease_and_exits_69() {
+    let world = World::new();
+    world.nsx.fail_changes(Some(500));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("opening failed, no lease kept"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("HTTP 500 error 100: Internal server error: core-services failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(world.leases().is_empty());
+    assert_eq!(world.tagged(), set(&[]));
+    let entry = &world.journal()[0];
+    assert_eq!(
+        (entry["action"].as_str(), entry["result"].as_str()),
+        (Some("error"), Some("failed"))
+    );
+
+    // Once NSX works again, the same event opens access.
+    world.nsx.fail_changes(None);
+    assert_eq!(event(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+}
+
+#[test]
+fn a_failed_detach_is_kept_and_retried_by_the_next_run() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    world.nsx.fail_changes(Some(503));
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("closing failed, kept for retry"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    let leases = world.leases();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0]["state"], "detach_failed");
+
+    // Any later run retries it: here an unrelated grant.
+    world.nsx.fail_changes(None);
+    let run = otnsx(&world, &["grant", "--vm", "db01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-43"]));
+    assert_eq!(world.leases().len(), 1);
+}
+
+#[test]
+fn dry_run_changes_nothing() {
+    let world = World::new();
+    world.helpdesk.set_lock(T2.0, "lock");
+    let run = otnsx(&world, &["--dry-run", T2.1, "2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("dry run: ticket 2026112310000011: opened web01 (vm-42)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.nsx.changes().is_empty());
+    assert!(world.leases().is_empty());
+    assert!(world.journal().is_empty());
+    assert_eq!(world.vcenter.open_sessions(), 0);
+
+    assert_eq!(lock(&world, T2).code, 0);
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let run = otnsx(&world, &["--dry-run", T2.1, "2"]);
+    assert!(
+        run.stdout
+            .contains("dry run: ticket 2026112310000011: closed web01 (vm-42)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(world.leases().len(), 1);
+}
+
+#[test]
+fn a_vcenter_65_with_only_rest_works_with_api_auto() {
+    let world = World::with(crate::support::Generation::Rest65);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    let lines: Vec<String> = world.vcenter.requests().iter().map(|r| r.line()).collect();
+    assert_eq!(
+        lines,
+        [
+            "POST /api/session",
+            "POST /rest/com/vmware/cis/session",
+            "GET /rest/vcenter/vm?filter.names=web01",
+            "DELETE /rest/com/vmware/cis/session"
+        ]
+    );
+}
+
+#[test]
+fn vcenter_sessions_are_closed_on_failure_too() {
+    let world = World::new();
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("nosuchvm dup"));
+    let run = lock(&world, T2); // `lock` asserts no session is left open
+    assert_eq!(run.code, 65);
+    world.nsx.fail_changes(Some(500));
+    world.helpdesk.update(T2.0, |t| t.vm_field = json!("web01"));
+    assert_eq!(event(&world, T2).code, 69);
+    assert_eq!(world.vcenter.sessions_created(), 2);
+    assert_eq!(world.vcenter.open_sessions(), 0);
+}

@@ -1,0 +1,194 @@
+//! A fake OTRS 6 GenericTicketConnectorREST web service that answers like the recordings in
+//! `../shared/fixtures/otrs6/`: operation errors as HTTP 200 `{"Error":...}`, unknown routes
+//! as a text/plain 500, an unknown web service as an HTML 500, GET bodies ignored.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::server::{Request, Response, Server};
+
+pub const WEBSERVICE: &str = "/otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST";
+pub const API_USER: &str = "otnsx";
+pub const API_PASSWORD: &str = "helpdesk-secret-pw";
+
+#[derive(Debug, Clone)]
+pub struct FakeTicket {
+    pub number: String,
+    pub lock: String,
+    pub owner: String,
+    /// The VMName field's value: a string, an array (multiselect) or null.
+    pub vm_field: Value,
+    /// Whether the API user may read it (the `Restricted` queue of the recordings).
+    pub readable: bool,
+}
+
+#[derive(Default)]
+struct State {
+    users: HashMap<String, String>,
+    sessions: HashMap<String, String>,
+    tickets: BTreeMap<u64, FakeTicket>,
+    next_session: u64,
+}
+
+pub struct FakeHelpDesk {
+    pub server: Server,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeHelpDesk {
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        {
+            let mut s = state.lock().expect("state");
+            s.users.insert(API_USER.into(), API_PASSWORD.into());
+            s.users.insert("agent1".into(), "agentpw".into());
+        }
+        let shared = Arc::clone(&state);
+        let server = Server::start(move |req| route(&shared, req));
+        FakeHelpDesk { server, state }
+    }
+
+    /// The web service's base URL, as `otrs.url` takes it.
+    pub fn url(&self) -> String {
+        format!("{}{WEBSERVICE}", self.server.url())
+    }
+
+    pub fn add_ticket(&self, id: u64, number: &str, vm_field: Value) {
+        self.state.lock().expect("state").tickets.insert(
+            id,
+            FakeTicket {
+                number: number.into(),
+                lock: "unlock".into(),
+                owner: "agent1".into(),
+                vm_field,
+                readable: true,
+            },
+        );
+    }
+
+    pub fn update(&self, id: u64, change: impl FnOnce(&mut FakeTicket)) {
+        let mut state = self.state.lock().expect("state");
+        change(state.tickets.get_mut(&id).expect("ticket exists"));
+    }
+
+    pub fn set_lock(&self, id: u64, lock: &str) {
+        self.update(id, |t| t.lock = lock.into());
+    }
+
+    pub fn set_password(&self, user: &str, password: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .users
+            .insert(user.into(), password.into());
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.server.requests()
+    }
+}
+
+fn route(state: &Mutex<State>, req: &Request) -> Response {
+    let Some(route) = req.path.strip_prefix(WEBSERVICE) else {
+        // An unknown web service: the web server's HTML error page (fixture 20).
+        return Response::new(500, "text/html", UNKNOWN_WEBSERVICE_PAGE);
+    };
+    let mut state = state.lock().expect("state");
+    match (req.method.as_str(), route) {
+        ("POST", "/Session") => session_create(&mut state, req),
+        ("GET", r) if r.starts_with("/Ticket/") => ticket_get(&state, req, &r["/Ticket/".len()..]),
+        _ => Response::new(
+            500,
+            "text/plain; charset=UTF-8",
+            format!("HTTP::REST Error while determine Operation for request URI '{route}'."),
+        ),
+    }
+}
+
+fn json_utf8(body: String) -> Response {
+    Response::new(200, "application/json; charset=UTF-8", body)
+}
+
+fn error(code: &str, message: &str) -> Response {
+    json_utf8(json!({"Error": {"ErrorCode": code, "ErrorMessage": message}}).to_string())
+}
+
+fn session_create(state: &mut State, req: &Request) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return Response::new(
+            500,
+            "text/plain; charset=UTF-8",
+            "Error while decoding request content.",
+        );
+    };
+    let user = body.get("UserLogin").and_then(Value::as_str).unwrap_or("");
+    let password = body.get("Password").and_then(Value::as_str).unwrap_or("");
+    if state.users.get(user).is_none_or(|p| p != password) {
+        return error(
+            "SessionCreate.AuthFail",
+            "SessionCreate: Authorization failing!",
+        );
+    }
+    state.next_session += 1;
+    let id = format!("{:0>32}", format!("fakeSession{}", state.next_session));
+    state.sessions.insert(id.clone(), user.to_string());
+    json_utf8(json!({"SessionID": id}).to_string())
+}
+
+/// Who is asking: a valid SessionID, or UserLogin and Password, in the query string. A JSON
+/// body on a GET is ignored, as the real help desk does (fixture 09c).
+fn authenticate(state: &State, req: &Request) -> Option<String> {
+    if let Some(session) = req.query_value("SessionID") {
+        return state.sessions.get(&session).cloned();
+    }
+    let user = req.query_value("UserLogin")?;
+    let password = req.query_value("Password")?;
+    (state.users.get(&user) == Some(&password)).then_some(user)
+}
+
+fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
+    if authenticate(state, req).is_none() {
+        return error("TicketGet.AuthFail", "TicketGet: Authorization failing!");
+    }
+    let ticket = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| state.tickets.get(&id).map(|t| (id, t)));
+    let Some((id, ticket)) = ticket.filter(|(_, t)| t.readable) else {
+        return error(
+            "TicketGet.AccessDenied",
+            "TicketGet: User does not have access to the ticket!",
+        );
+    };
+    let lock_id = match ticket.lock.as_str() {
+        "unlock" => 1,
+        "lock" => 2,
+        _ => 3,
+    };
+    // The keys and value types of fixture 07 (TicketGet after lock).
+    let mut body = json!({
+        "ArchiveFlag": "n", "UnlockTimeout": 1_795_448_203, "Title": format!("VM request {id}"),
+        "RealTillTimeNotUsed": 0, "TypeID": 1, "OwnerID": 2, "CreateBy": 2,
+        "PriorityColor": "#cdcdcd", "SLAID": "", "StateType": "new", "TimeUnit": 0, "StateID": 1,
+        "QueueID": 2, "Responsible": "root@localhost", "EscalationTime": 0,
+        "TicketNumber": ticket.number, "ServiceID": "", "Created": "2026-11-23 15:35:54",
+        "Lock": ticket.lock, "Owner": ticket.owner, "ChangeBy": 2, "Type": "Unclassified",
+        "GroupID": 1, "PriorityID": 3, "Age": 59, "EscalationSolutionTime": 0,
+        "Changed": "2026-11-23 15:36:43", "EscalationUpdateTime": 0, "UntilTime": 0,
+        "LockID": lock_id, "EscalationResponseTime": 0, "ResponsibleID": 1, "Queue": "Raw",
+        "State": "new", "Priority": "3 normal", "CustomerID": "",
+        "CustomerUserID": "customer@example.invalid", "TicketID": id
+    });
+    if req.query_value("DynamicFields").as_deref() == Some("1") {
+        body["DynamicField"] = json!([
+            {"Name": "ProcessManagementActivityID", "Value": null},
+            {"Value": null, "Name": "ProcessManagementProcessID"},
+            {"Value": ticket.vm_field, "Name": "VMName"}
+        ]);
+    }
+    json_utf8(json!({"Ticket": [body]}).to_string())
+}
+
+const UNKNOWN_WEBSERVICE_PAGE: &str = "<html>\n<head><title>An Error Occurred</title></head>\n<body>\n<h1>An Error Occurred</h1>\n<p>500 Internal Server Error</p>\n</body>\n</html>\n";

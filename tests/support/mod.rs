@@ -1,0 +1,184 @@
+//! In-process fakes of the help desk, vCenter and NSX-V, and a `World` that starts them, writes
+//! a configuration pointing at them, and reads back the state otnsx leaves. Shared by the
+//! integration tests and `examples/sandbox.rs`. Everything listens on 127.0.0.1 only.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+pub mod helpdesk;
+pub mod nsxv;
+pub mod server;
+pub mod vcenter;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+
+pub use helpdesk::FakeHelpDesk;
+pub use nsxv::FakeNsxV;
+pub use vcenter::{FakeVcenter, Generation};
+
+pub const TAG: &str = "otnsx-maintenance";
+pub const TAG_ID: &str = "securitytag-12";
+
+/// The test tickets: ID 2 and 3 name web01, as in the recordings.
+pub const T2: (u64, &str) = (2, "2026112310000011");
+pub const T3: (u64, &str) = (3, "2026112310000021");
+
+/// A directory removed again on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = std::env::temp_dir().join(format!("otnsx-{label}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct World {
+    pub helpdesk: FakeHelpDesk,
+    pub vcenter: FakeVcenter,
+    pub nsx: FakeNsxV,
+    pub dir: TempDir,
+}
+
+impl World {
+    pub fn new() -> Self {
+        World::with(Generation::Modern)
+    }
+
+    /// The fakes with VMs web01 (vm-42), db01 (vm-43), app01 (vm-44), cache01 (vm-45),
+    /// "Büro 01 & co" (vm-46), two VMs named dup (vm-50 in group-v1, vm-51 in group-v2), and
+    /// tickets 2 and 3 naming web01; a configuration that points at them.
+    pub fn with(generation: Generation) -> Self {
+        let world = World {
+            helpdesk: FakeHelpDesk::start(),
+            vcenter: FakeVcenter::start(generation),
+            nsx: FakeNsxV::start(),
+            dir: TempDir::new("world"),
+        };
+        for (id, name, folder) in [
+            ("vm-42", "web01", "group-v1"),
+            ("vm-43", "db01", "group-v1"),
+            ("vm-44", "app01", "group-v1"),
+            ("vm-45", "cache01", "group-v1"),
+            ("vm-46", "Büro 01 & co", "group-v1"),
+            ("vm-50", "dup", "group-v1"),
+            ("vm-51", "dup", "group-v2"),
+        ] {
+            world.vcenter.add_vm(id, name, folder);
+            world.nsx.add_vm(id, name);
+        }
+        world.helpdesk.add_ticket(T2.0, T2.1, json!("web01"));
+        world.helpdesk.add_ticket(T3.0, T3.1, json!("web01"));
+        for (file, secret) in [
+            ("otrs.secret", helpdesk::API_PASSWORD),
+            ("vcenter.secret", vcenter::PASSWORD),
+            ("nsx.secret", nsxv::PASSWORD),
+        ] {
+            let path = world.dir.path().join(file);
+            fs::write(&path, format!("{secret}\n")).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        world.write_config(&world.config_text());
+        world
+    }
+
+    pub fn config_text(&self) -> String {
+        let dir = self.dir.path().display();
+        format!(
+            r#"state_dir = "{dir}/state"
+deadline = "10s"
+
+[otrs]
+url = "{otrs}"
+user = "{otrs_user}"
+password_file = "{dir}/otrs.secret"
+vm_field = "VMName"
+
+[vcenter]
+url = "{vcenter}"
+user = "{vc_user}"
+password_file = "{dir}/vcenter.secret"
+api = "auto"
+
+[nsx]
+kind = "nsx-v"
+url = "{nsx}"
+user = "{nsx_user}"
+password_file = "{dir}/nsx.secret"
+tag = "{TAG}"
+
+[policy]
+max_duration = "8h"
+manual_duration = "1h"
+"#,
+            otrs = self.helpdesk.url(),
+            otrs_user = helpdesk::API_USER,
+            vcenter = self.vcenter.url(),
+            vc_user = vcenter::USER,
+            nsx = self.nsx.url(),
+            nsx_user = nsxv::USER,
+        )
+    }
+
+    pub fn write_config(&self, text: &str) {
+        let path = self.config_path();
+        fs::write(&path, text).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("otnsx.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The journal's entries.
+    pub fn journal(&self) -> Vec<Value> {
+        fs::read_to_string(self.state_dir().join("journal.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("every journal line is JSON"))
+            .collect()
+    }
+
+    /// The leases in the lease file (none if there is no file).
+    pub fn leases(&self) -> Vec<Value> {
+        match fs::read_to_string(self.state_dir().join("leases.json")) {
+            Ok(text) => {
+                let file: Value = serde_json::from_str(&text).expect("the lease file is JSON");
+                file["leases"].as_array().cloned().unwrap_or_default()
+            }
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// The VMs carrying otnsx's tag in the fake NSX.
+    pub fn tagged(&self) -> BTreeSet<String> {
+        self.nsx.tagged(TAG)
+    }
+}
+
+pub fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}

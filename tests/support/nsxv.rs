@@ -1,0 +1,243 @@
+//! A fake NSX-V manager for the security-tag calls in `../shared/reference/nsx.md`: XML
+//! answers, basic auth on every call, `<error>` bodies, paging of the tag list. It keeps which
+//! VMs carry which tag, and can be told to fail or to lie.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use super::server::{Request, Response, Server, basic_auth};
+
+pub const USER: &str = "admin";
+pub const PASSWORD: &str = "nsx-secret-pw";
+const TAGS: &str = "/api/2.0/services/securitytags/tag";
+
+#[derive(Default)]
+struct State {
+    /// (objectId, name, systemResource)
+    tags: Vec<(String, String, bool)>,
+    attached: BTreeMap<String, BTreeSet<String>>,
+    /// VMs this manager knows (attach refuses others).
+    vms: BTreeMap<String, String>,
+    /// Answer attach and detach with this status and an `<error>`.
+    fail_changes: Option<u16>,
+    /// Answer attach with 200 but attach nothing.
+    lie_on_attach: bool,
+    /// Answer the next N changes with error 101 (concurrent access).
+    concurrent_errors: usize,
+}
+
+pub struct FakeNsxV {
+    pub server: Server,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeNsxV {
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        {
+            let mut s = state.lock().expect("state");
+            // A system tag first, and enough others that the list takes more than one page.
+            s.tags
+                .push(("securitytag-1".into(), "AntiVirus.virusFound".into(), true));
+            for n in 2..12 {
+                s.tags
+                    .push((format!("securitytag-{n}"), format!("other-tag-{n}"), false));
+            }
+            s.tags
+                .push(("securitytag-12".into(), "otnsx-maintenance".into(), false));
+        }
+        let shared = Arc::clone(&state);
+        let server = Server::start(move |req| route(&shared, req));
+        FakeNsxV { server, state }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn add_vm(&self, id: &str, name: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .vms
+            .insert(id.into(), name.into());
+    }
+
+    /// The VMs carrying the tag named `name`.
+    pub fn tagged(&self, name: &str) -> BTreeSet<String> {
+        let s = self.state.lock().expect("state");
+        let id = s
+            .tags
+            .iter()
+            .find(|t| t.1 == name)
+            .map(|t| t.0.clone())
+            .unwrap_or_default();
+        s.attached.get(&id).cloned().unwrap_or_default()
+    }
+
+    /// Puts the tag on a VM behind otnsx's back.
+    pub fn attach_by_hand(&self, tag_id: &str, vm: &str) {
+        let mut s = self.state.lock().expect("state");
+        s.attached
+            .entry(tag_id.into())
+            .or_default()
+            .insert(vm.into());
+    }
+
+    pub fn fail_changes(&self, status: Option<u16>) {
+        self.state.lock().expect("state").fail_changes = status;
+    }
+
+    pub fn lie_on_attach(&self, lie: bool) {
+        self.state.lock().expect("state").lie_on_attach = lie;
+    }
+
+    pub fn concurrent_errors(&self, count: usize) {
+        self.state.lock().expect("state").concurrent_errors = count;
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.server.requests()
+    }
+
+    /// The attach (PUT) and detach (DELETE) calls received.
+    pub fn changes(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "PUT" || r.method == "DELETE")
+            .map(|r| r.line())
+            .collect()
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn xml(status: u16, body: String) -> Response {
+    Response::new(status, "application/xml", body)
+}
+
+fn error(status: u16, code: u32, details: &str) -> Response {
+    xml(
+        status,
+        format!(
+            "<error><details>{details}</details><errorCode>{code}</errorCode><moduleName>core-services</moduleName></error>"
+        ),
+    )
+}
+
+fn route(state: &Mutex<State>, req: &Request) -> Response {
+    if basic_auth(req) != Some((USER.to_string(), PASSWORD.to_string())) {
+        return Response::empty(401).with_header("WWW-Authenticate", "Basic realm=\"NSX\"");
+    }
+    let mut s = state.lock().expect("state");
+    let Some(rest) = req.path.strip_prefix(TAGS) else {
+        return error(404, 100, "The requested URL was not found");
+    };
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    match (req.method.as_str(), parts.as_slice()) {
+        ("GET", []) => list_tags(&s, req),
+        ("GET", [tag, "vm"]) => match s.tags.iter().find(|t| t.0 == *tag) {
+            None => error(
+                404,
+                202,
+                &format!("The requested object : {tag} could not be found."),
+            ),
+            Some(_) => {
+                let names = s.vms.clone();
+                let body: String = s
+                    .attached
+                    .get(*tag)
+                    .into_iter()
+                    .flatten()
+                    .map(|vm| {
+                        let name = escape(&names.get(vm).cloned().unwrap_or_default());
+                        format!("<basicinfo><objectId>{vm}</objectId><objectTypeName>VirtualMachine</objectTypeName><name>{name}</name></basicinfo>")
+                    })
+                    .collect();
+                xml(
+                    200,
+                    format!(
+                        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><basicinfolist>{body}</basicinfolist>"
+                    ),
+                )
+            }
+        },
+        (method @ ("PUT" | "DELETE"), [tag, "vm", vm]) => {
+            if !req.body.is_empty() {
+                return error(400, 100, "No request body expected");
+            }
+            if !s.tags.iter().any(|t| t.0 == *tag) {
+                return error(
+                    404,
+                    202,
+                    &format!("The requested object : {tag} could not be found."),
+                );
+            }
+            if !s.vms.contains_key(*vm) {
+                return error(
+                    400,
+                    202,
+                    &format!("The requested object : {vm} could not be found."),
+                );
+            }
+            if s.concurrent_errors > 0 {
+                s.concurrent_errors -= 1;
+                return error(
+                    500,
+                    101,
+                    "Concurrent object access error. Please retry the operation.",
+                );
+            }
+            if let Some(status) = s.fail_changes {
+                return error(status, 100, "Internal server error: core-services failed");
+            }
+            if method == "PUT" {
+                if !s.lie_on_attach {
+                    s.attached
+                        .entry(tag.to_string())
+                        .or_default()
+                        .insert(vm.to_string());
+                }
+            } else {
+                s.attached.entry(tag.to_string()).or_default().remove(*vm);
+            }
+            Response::empty(200)
+        }
+        _ => error(405, 100, "Method not allowed"),
+    }
+}
+
+fn list_tags(s: &State, req: &Request) -> Response {
+    // Pages of at most 5 here, whatever was asked, so that paging is exercised.
+    let asked: usize = req
+        .query_value("pageSize")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let size = asked.min(5);
+    let start: usize = req
+        .query_value("startIndex")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let page: String = s
+        .tags
+        .iter()
+        .skip(start)
+        .take(size)
+        .map(|(id, name, system)| {
+            let name = escape(name);
+            let count = s.attached.get(id).map_or(0, BTreeSet::len);
+            format!("<securityTag><objectId>{id}</objectId><objectTypeName>SecurityTag</objectTypeName><name>{name}</name><description/><vmCount>{count}</vmCount><systemResource>{system}</systemResource></securityTag>")
+        })
+        .collect();
+    xml(
+        200,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><securityTags><pagingInfo><pageSize>{size}</pageSize><startIndex>{start}</startIndex><totalCount>{}</totalCount><sortOrderAscending>true</sortOrderAscending></pagingInfo>{page}</securityTags>",
+            s.tags.len()
+        ),
+    )
+}

@@ -1,0 +1,83 @@
+//! Integration tests: the real binary against in-process fakes of the help desk, vCenter and
+//! NSX-V (see `support/`). One test binary, so the suite links once.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod it {
+    pub mod concurrency;
+    pub mod config;
+    pub mod docs;
+    pub mod fakes;
+    pub mod faults;
+    pub mod manual;
+    pub mod ticket;
+}
+
+use std::process::{Command, Output};
+
+use support::World;
+
+/// What one run of otnsx did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs otnsx with `args` against the world's configuration, with an empty environment.
+pub fn otnsx(world: &World, args: &[&str]) -> Run {
+    let config = world.config_path();
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_binary(&all, &[])
+}
+
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_otnsx"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .env("USER", "alice")
+        .output()
+        .expect("run otnsx");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The help desk's call for a ticket: `otnsx <TICKET_NUMBER> <TICKET_ID>`.
+pub fn event(world: &World, ticket: (u64, &str)) -> Run {
+    let id = ticket.0.to_string();
+    let run = otnsx(world, &[ticket.1, &id]);
+    assert_eq!(
+        world.vcenter.open_sessions(),
+        0,
+        "a vCenter session was left open: {run:?}"
+    );
+    run
+}
+
+/// Locks the ticket in the fake help desk and runs the event.
+pub fn lock(world: &World, ticket: (u64, &str)) -> Run {
+    world.helpdesk.set_lock(ticket.0, "lock");
+    event(world, ticket)
+}
+
+pub fn unlock(world: &World, ticket: (u64, &str)) -> Run {
+    world.helpdesk.set_lock(ticket.0, "unlock");
+    event(world, ticket)
+}
+
+/// The journal's `action` values, in order.
+pub fn actions(world: &World) -> Vec<String> {
+    world
+        .journal()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_string())
+        .collect()
+}
