@@ -43,7 +43,7 @@ pub fn parse(xml: &str) -> Result<Element, String> {
             Event::Start(start) | Event::Empty(start) if root.is_some() => {
                 return Err(format!(
                     "unexpected element <{}> after the document",
-                    start.local_name().as_ref().to_string()
+                    start.local_name().as_ref()
                 ));
             }
             Event::Start(start) => {

@@ -81,14 +81,29 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
 
 /// The user who runs otnsx by hand (the one behind sudo, if any).
 fn os_user() -> String {
-    ["SUDO_USER", "USER", "LOGNAME"]
+    if let Some(name) = ["SUDO_USER", "USER", "LOGNAME"]
         .iter()
         .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
-        .unwrap_or_else(|| {
-            use std::os::unix::fs::MetadataExt;
-            std::fs::metadata("/proc/self").map_or("unknown".into(), |m| format!("uid {}", m.uid()))
+    {
+        return name;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
         })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
+
+/// A VM name that was not used, and why.
+pub type Refusal = (String, anyhow::Error);
 
 /// The result of one VM's part of a command.
 pub struct Outcome {
@@ -145,10 +160,7 @@ impl Run {
 
     /// Finds each name in vCenter (one session for all). A name that is invalid, missing or
     /// ambiguous is refused alone; a vCenter that cannot be used fails the whole command.
-    pub fn resolve(
-        &self,
-        names: &[String],
-    ) -> anyhow::Result<(Vec<VmRef>, Vec<(String, anyhow::Error)>)> {
+    pub fn resolve(&self, names: &[String]) -> anyhow::Result<(Vec<VmRef>, Vec<Refusal>)> {
         let mut refused = Vec::new();
         let mut valid = Vec::new();
         for name in names {
@@ -193,7 +205,7 @@ impl Run {
         before: &[Lease],
         after: &[Lease],
         touched: &[VmRef],
-        refused: &[(String, anyhow::Error)],
+        refused: &[Refusal],
     ) -> anyhow::Result<(Exit, Vec<Outcome>)> {
         for (name, err) in refused {
             let vm = VmRef {
@@ -283,12 +295,7 @@ impl Run {
     }
 
     /// Prints the one-line summary and returns the exit status the outcomes add up to.
-    pub fn report(
-        &self,
-        heading: &str,
-        refused: &[(String, anyhow::Error)],
-        outcomes: &[Outcome],
-    ) -> Exit {
+    pub fn report(&self, heading: &str, refused: &[Refusal], outcomes: &[Outcome]) -> Exit {
         let mut parts: Vec<String> = Vec::new();
         let mut exits: Vec<Exit> = Vec::new();
         for (name, err) in refused {
