@@ -129,6 +129,7 @@ impl Http {
             .max_redirects(0)
             .user_agent(concat!("otnsx/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
+            .proxy(proxy_from_env())
             .build()
             .new_agent();
         Ok(Http {
@@ -262,6 +263,23 @@ impl Http {
             ),
         }
     }
+}
+
+/// The proxy the environment names, except `HTTP_PROXY` when the help desk runs otnsx as a CGI
+/// child: there any web client can set it with a `Proxy:` request header ("httpoxy"), and would
+/// receive the services' credentials.
+fn proxy_from_env() -> Option<ureq::Proxy> {
+    let proxy = ureq::Proxy::try_from_env()?;
+    let under_cgi = ["REQUEST_METHOD", "GATEWAY_INTERFACE"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    let only_http_proxy = ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy"]
+        .iter()
+        .all(|v| std::env::var_os(v).is_none());
+    if under_cgi && only_http_proxy {
+        return None;
+    }
+    Some(proxy)
 }
 
 enum Failure {

@@ -182,3 +182,22 @@ fn secrets_never_reach_output_journal_or_state() {
         assert!(!seen.contains(secret), "{secret} leaked");
     }
 }
+
+#[test]
+fn http_proxy_from_a_cgi_request_is_ignored() {
+    let world = World::new();
+    let proxy = Server::start(|_| Response::empty(502));
+    world.helpdesk.set_lock(T2.0, "lock");
+    let config = world.config_path();
+    let run = crate::run_binary(
+        &["--config", config.to_str().unwrap(), T2.1, "2"],
+        &[("REQUEST_METHOD", "POST"), ("HTTP_PROXY", &proxy.url())],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        proxy.requests().is_empty(),
+        "the injected proxy saw {:?}",
+        proxy.requests()
+    );
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+}
