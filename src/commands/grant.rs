@@ -6,7 +6,7 @@ use crate::error::Exit;
 use crate::plan;
 use crate::store::Holder;
 
-use super::{Run, Subject};
+use super::{Decision, Run, Subject};
 
 pub fn run(
     run: &Run,
@@ -15,13 +15,8 @@ pub fn run(
     reason: Option<&str>,
 ) -> anyhow::Result<Exit> {
     let subject = Subject::default();
-    let result = (|| {
-        let lock = if run.dry_run {
-            None
-        } else {
-            Some(run.store.lock(run.deadline)?)
-        };
-        let before = run.store.load()?;
+    run.journaled(&subject, || {
+        let (lock, before) = run.begin()?;
         let (vms, refused) = run.resolve(names)?;
         let holder = Holder::User {
             name: run.actor.clone(),
@@ -30,20 +25,13 @@ pub fn run(
         let after = vms.iter().fold(before.clone(), |leases, vm| {
             plan::grant(&leases, &holder, vm, run.now, duration, reason)
         });
-        let heading = format!("grant by {}", run.actor);
-        let (exit, _) = run.change(
-            lock.as_ref(),
-            &subject,
-            &heading,
-            &before,
-            &after,
-            &vms,
-            &refused,
-        )?;
-        Ok(exit)
-    })();
-    if let Err(err) = &result {
-        run.journal_failure(&subject, err);
-    }
-    result
+        let decision = Decision {
+            heading: format!("grant by {}", run.actor),
+            before,
+            after,
+            touched: vms,
+            refused,
+        };
+        Ok(run.carry_out(lock.as_ref(), &subject, &decision)?.0)
+    })
 }

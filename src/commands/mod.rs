@@ -14,7 +14,7 @@ use crate::deadline::Deadline;
 use crate::error::{Exit, exit_code, fault};
 use crate::journal::{Action, Entry, Journal};
 use crate::plan::{self, TagChange, VmPlan};
-use crate::store::{Lease, StateLock, Store};
+use crate::store::{Lease, LeaseState, StateLock, Store};
 use crate::time::Timestamp;
 use crate::vcenter::{self, VmRef};
 
@@ -100,6 +100,17 @@ fn os_user() -> String {
             (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
         })
         .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// How a command wants the leases to change.
+pub struct Decision {
+    /// Starts the summary line: `ticket 2026112310000011`, `grant by alice`.
+    pub heading: String,
+    pub before: Vec<Lease>,
+    pub after: Vec<Lease>,
+    /// The VMs the command is about (their tag is checked even if their leases do not change).
+    pub touched: Vec<VmRef>,
+    pub refused: Vec<Refusal>,
 }
 
 /// A VM name that was not used, and why.
@@ -193,20 +204,44 @@ impl Run {
         Ok((vms, refused))
     }
 
-    /// Decides and carries out a change of the leases from `before` to `after`: journals the
-    /// refused names, asks NSX which VMs carry the tag (only if any VM is concerned), applies
-    /// the plan, and prints the summary.
-    #[allow(clippy::too_many_arguments)]
-    pub fn change(
+    /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.
+    pub fn begin(&self) -> anyhow::Result<(Option<StateLock>, Vec<Lease>)> {
+        let lock = if self.dry_run {
+            None
+        } else {
+            Some(self.store.lock(self.deadline)?)
+        };
+        Ok((lock, self.store.load()?))
+    }
+
+    /// Runs `work`; journals its failure, if any, before passing it on.
+    pub fn journaled<T>(
+        &self,
+        subject: &Subject,
+        work: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let result = work();
+        if let Err(err) = &result {
+            self.journal_failure(subject, err);
+        }
+        result
+    }
+
+    /// Carries out a decision: journals the refused names, asks NSX which VMs carry the tag
+    /// (only if any VM is concerned), applies the plan, and prints the summary.
+    pub fn carry_out(
         &self,
         lock: Option<&StateLock>,
         subject: &Subject,
-        heading: &str,
-        before: &[Lease],
-        after: &[Lease],
-        touched: &[VmRef],
-        refused: &[Refusal],
+        decision: &Decision,
     ) -> anyhow::Result<(Exit, Vec<Outcome>)> {
+        let Decision {
+            heading,
+            before,
+            after,
+            touched,
+            refused,
+        } = decision;
         for (name, err) in refused {
             let vm = VmRef {
                 name: name.clone(),
@@ -223,9 +258,7 @@ impl Run {
         let mut backend = TagBackend::new(&self.config, self.deadline, self.verbose)?;
         let concerned = !touched.is_empty()
             || before != after
-            || after
-                .iter()
-                .any(|l| l.state == crate::store::LeaseState::DetachFailed);
+            || after.iter().any(|l| l.state == LeaseState::DetachFailed);
         let tagged = if concerned {
             backend.tagged()?
         } else {

@@ -7,20 +7,15 @@ use crate::error::Exit;
 use crate::plan;
 use crate::store::Holder;
 
-use super::{Run, Subject, vms_of};
+use super::{Decision, Run, Subject, vms_of};
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
     let subject = Subject {
         note: force.then_some("forced"),
         ..Subject::default()
     };
-    let result = (|| {
-        let lock = if run.dry_run {
-            None
-        } else {
-            Some(run.store.lock(run.deadline)?)
-        };
-        let before = run.store.load()?;
+    run.journaled(&subject, || {
+        let (lock, before) = run.begin()?;
         // A VM the leases know needs no vCenter to be closed.
         let mut vms = Vec::new();
         let mut unknown = Vec::new();
@@ -41,16 +36,14 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
         let after = plan::release(&before, |l| {
             ids.contains(l.vm_id.as_str()) && (force || matches!(l.holder, Holder::User { .. }))
         });
-        let heading = format!("revoke by {}", run.actor);
-        let (exit, outcomes) = run.change(
-            lock.as_ref(),
-            &subject,
-            &heading,
-            &before,
-            &after,
-            &vms,
-            &refused,
-        )?;
+        let decision = Decision {
+            heading: format!("revoke by {}", run.actor),
+            before,
+            after,
+            touched: vms,
+            refused,
+        };
+        let (exit, outcomes) = run.carry_out(lock.as_ref(), &subject, &decision)?;
         let held = outcomes
             .iter()
             .any(|o| o.error.is_none() && !o.plan.held_after.is_empty());
@@ -60,9 +53,5 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             );
         }
         Ok(exit)
-    })();
-    if let Err(err) = &result {
-        run.journal_failure(&subject, err);
-    }
-    result
+    })
 }

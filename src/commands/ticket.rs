@@ -8,7 +8,7 @@ use crate::otrs::HelpDesk;
 use crate::plan;
 use crate::store::{Holder, Lease};
 
-use super::{Run, Subject, vms_of};
+use super::{Decision, Run, Subject, vms_of};
 
 pub fn run(mut run: Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
     run.actor = "helpdesk".into();
@@ -36,11 +36,7 @@ fn handle(
             "no [otrs] section: it is needed to read tickets",
         )
     })?;
-    let lock = if run.dry_run {
-        None
-    } else {
-        Some(run.store.lock(run.deadline)?)
-    };
+    let (lock, before) = run.begin()?;
     let ticket = HelpDesk::new(otrs, run.deadline, run.verbose)?.ticket(id)?;
     if let Some(owner) = &ticket.owner {
         run.actor = format!("helpdesk:{owner}");
@@ -62,7 +58,6 @@ fn handle(
         number: ticket.number.clone(),
     };
     let heading = format!("ticket {}", ticket.number);
-    let before = run.store.load()?;
     let (after, touched, refused) = if ticket.is_locked() {
         let (vms, refused) = run.resolve(&ticket.vms)?;
         let after = plan::lock_ticket(
@@ -92,14 +87,12 @@ fn handle(
         println!("{heading}: {why}");
         return Ok(Exit::Ok);
     }
-    let (exit, _) = run.change(
-        lock.as_ref(),
-        subject,
-        &heading,
-        &before,
-        &after,
-        &touched,
-        &refused,
-    )?;
-    Ok(exit)
+    let decision = Decision {
+        heading,
+        before,
+        after,
+        touched,
+        refused,
+    };
+    Ok(run.carry_out(lock.as_ref(), subject, &decision)?.0)
 }
