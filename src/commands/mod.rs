@@ -328,27 +328,34 @@ impl Run {
     }
 
     /// Prints the one-line summary and returns the exit status the outcomes add up to.
+    /// Prints the one-line summary on stdout, and the failures among it as one line on
+    /// stderr; returns the exit status the outcomes add up to.
     pub fn report(&self, heading: &str, refused: &[Refusal], outcomes: &[Outcome]) -> Exit {
         let mut parts: Vec<String> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
         let mut exits: Vec<Exit> = Vec::new();
         for (name, err) in refused {
-            parts.push(format!("{name}: {err:#}"));
+            failures.push(format!("{name}: {err:#}"));
             exits.push(exit_code(err));
         }
+        parts.extend(failures.iter().cloned());
         for outcome in outcomes {
             let (_, detail) = describe(outcome);
+            if let Some(err) = &outcome.error {
+                failures.push(detail.clone());
+                exits.push(exit_code(err));
+            } else {
+                exits.push(Exit::Ok);
+            }
             parts.push(detail);
-            exits.push(outcome.error.as_ref().map_or(Exit::Ok, exit_code));
         }
         if parts.is_empty() {
             parts.push("nothing to do".into());
         }
         let prefix = if self.dry_run { "dry run: " } else { "" };
-        let line = format!("{prefix}{heading}: {}", parts.join("; "));
-        if exits.iter().any(|e| *e != Exit::Ok) {
-            eprintln!("otnsx: {line}");
-        } else {
-            println!("{line}");
+        println!("{prefix}{heading}: {}", parts.join("; "));
+        if !failures.is_empty() {
+            eprintln!("otnsx: {heading}: {}", failures.join("; "));
         }
         combine(&exits)
     }

@@ -237,6 +237,17 @@ fn one_unknown_vm_among_several_opens_the_others_and_exits_1() {
     let run = lock(&world, T2);
     assert_eq!(run.code, 1, "{run:?}");
     assert_eq!(world.tagged(), set(&["vm-42"]));
+    // The summary names both on stdout; stderr carries only the failure.
+    assert!(
+        run.stdout.contains("nosuchvm: vCenter has no VM") && run.stdout.contains("opened web01"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("nosuchvm") && !run.stderr.contains("opened web01"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
