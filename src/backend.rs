@@ -1,28 +1,54 @@
-//! The NSX product that carries the tag. Each variant attaches, detaches and lists; the
+//! The NSX product that carries the tag. Each variant lists, attaches and detaches; the
 //! commands do not care which one answers.
 
 use std::collections::BTreeSet;
 
 use crate::config::{Config, NsxKind};
 use crate::deadline::Deadline;
+use crate::nsxt::NsxT;
 use crate::nsxv::NsxV;
 use crate::vcenter::VmRef;
 
 pub enum TagBackend {
     NsxV(NsxV),
+    NsxT(NsxT),
 }
 
 impl TagBackend {
-    pub fn new(config: &Config, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
-        match config.nsx.kind {
-            NsxKind::NsxV => Ok(TagBackend::NsxV(NsxV::new(&config.nsx, deadline, verbose)?)),
+    /// Runs `work` with the configured backend, then ends its session (if it made one),
+    /// whatever `work` returned. Nothing is sent before `work` asks.
+    pub fn with<T>(
+        config: &Config,
+        deadline: Deadline,
+        verbose: bool,
+        work: impl FnOnce(&mut TagBackend) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut backend = match config.nsx.kind {
+            NsxKind::NsxV => TagBackend::NsxV(NsxV::new(&config.nsx, deadline, verbose)?),
+            NsxKind::NsxT => TagBackend::NsxT(NsxT::new(&config.nsx, deadline, verbose)?),
+        };
+        let result = work(&mut backend);
+        if let TagBackend::NsxT(nsx) = &mut backend {
+            nsx.close();
         }
+        result
     }
 
-    /// The ids of the VMs that carry the tag now.
-    pub fn tagged(&mut self) -> anyhow::Result<BTreeSet<String>> {
+    /// Which of `vms` carry the tag now.
+    pub fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        if vms.is_empty() {
+            return Ok(BTreeSet::new());
+        }
         match self {
-            TagBackend::NsxV(nsx) => nsx.tagged(),
+            TagBackend::NsxV(nsx) => {
+                let all = nsx.tagged()?;
+                Ok(vms
+                    .iter()
+                    .filter(|v| all.contains(&v.id))
+                    .map(|v| v.id.clone())
+                    .collect())
+            }
+            TagBackend::NsxT(nsx) => nsx.tagged_among(vms),
         }
     }
 
@@ -30,6 +56,7 @@ impl TagBackend {
     pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
         match self {
             TagBackend::NsxV(nsx) => nsx.attach(vm),
+            TagBackend::NsxT(nsx) => nsx.attach(vm),
         }
     }
 
@@ -37,6 +64,23 @@ impl TagBackend {
     pub fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
         match self {
             TagBackend::NsxV(nsx) => nsx.detach(vm),
+            TagBackend::NsxT(nsx) => nsx.detach(vm),
+        }
+    }
+
+    /// Warnings about how the last changes were made, for the journal.
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        match self {
+            TagBackend::NsxV(_) => Vec::new(),
+            TagBackend::NsxT(nsx) => std::mem::take(&mut nsx.warnings),
+        }
+    }
+
+    /// The NSX-T client, when that is the backend.
+    pub fn nsxt(&mut self) -> Option<&mut NsxT> {
+        match self {
+            TagBackend::NsxT(nsx) => Some(nsx),
+            TagBackend::NsxV(_) => None,
         }
     }
 }

@@ -94,15 +94,45 @@ pub struct VcenterConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum NsxKind {
+    /// NSX for vSphere 6.x: XML API, tag by name, VM by managed object id.
     #[serde(rename = "nsx-v")]
     NsxV,
+    /// NSX-T 3.x and NSX 4.x: JSON API, `{scope, tag}` pairs, VM by `external_id`.
+    #[serde(rename = "nsx-t")]
+    NsxT,
+}
+
+/// How otnsx logs in to NSX-T.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsxAuth {
+    /// HTTP basic auth on every request.
+    Basic,
+    /// `POST /api/session/create`: a `JSESSIONID` cookie and an `X-XSRF-TOKEN` header.
+    Session,
+}
+
+/// Where NSX-T VMs are looked up by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolve {
+    /// By `display_name` in NSX's own inventory.
+    Nsx,
+    /// In vCenter (name → managed object id → instance UUID), then the NSX VM whose
+    /// `external_id` or `compute_ids` carry that UUID.
+    Vcenter,
 }
 
 #[derive(Debug)]
 pub struct NsxConfig {
     pub kind: NsxKind,
     pub endpoint: Endpoint,
+    /// NSX-V: the security tag's name. NSX-T: the tag's value.
     pub tag: String,
+    /// NSX-T: the tag's scope.
+    pub scope: String,
+    pub auth: NsxAuth,
+    pub resolve: Resolve,
 }
 
 #[derive(Debug)]
@@ -154,6 +184,9 @@ raw_service_section!(RawVcenter {
 raw_service_section!(RawNsx {
     kind: Option<NsxKind>,
     tag: Option<String>,
+    scope: Option<String>,
+    auth: Option<NsxAuth>,
+    resolve: Option<Resolve>,
 });
 
 #[derive(Deserialize, Default)]
@@ -274,17 +307,22 @@ impl Checker {
         };
         let deadline = self.duration("deadline", raw.deadline.as_deref(), "20s", true);
         let otrs = raw.otrs.map(|o| self.otrs(&o));
-        let vcenter = raw.vcenter.map(|v| self.vcenter(&v));
+        let vcenter = raw.vcenter.as_ref().map(|v| self.vcenter(v));
         let nsx = match raw.nsx {
-            Some(n) => self.nsx(&n),
+            Some(n) => self.nsx(&n, raw.vcenter.is_some()),
             None => {
                 self.problem("nsx", "section missing");
                 None
             }
         };
         let nsx = nsx?;
-        if nsx.kind == NsxKind::NsxV && vcenter.is_none() {
-            self.problem("vcenter", "section missing (nsx.kind = \"nsx-v\" needs it)");
+        if vcenter.is_none() && (nsx.kind == NsxKind::NsxV || nsx.resolve == Resolve::Vcenter) {
+            let why = if nsx.kind == NsxKind::NsxV {
+                "nsx.kind = \"nsx-v\" needs it"
+            } else {
+                "nsx.resolve = \"vcenter\" needs it"
+            };
+            self.problem("vcenter", format!("section missing ({why})"));
         }
         let policy = Policy {
             max_duration: self.duration(
@@ -342,10 +380,13 @@ impl Checker {
         })
     }
 
-    fn nsx(&mut self, raw: &RawNsx) -> Option<NsxConfig> {
+    fn nsx(&mut self, raw: &RawNsx, has_vcenter: bool) -> Option<NsxConfig> {
         let kind = raw.kind;
         if kind.is_none() {
-            self.problem("nsx.kind", "missing; write kind = \"nsx-v\"");
+            self.problem(
+                "nsx.kind",
+                "missing; write kind = \"nsx-t\" (NSX-T 3.x, NSX 4.x) or \"nsx-v\"",
+            );
         }
         let tag = raw.tag.clone().unwrap_or_default();
         if tag.trim().is_empty() {
@@ -354,11 +395,45 @@ impl Checker {
                 "missing; name the security tag that opens access",
             );
         }
+        let scope = raw.scope.clone().unwrap_or_default();
+        match kind {
+            Some(NsxKind::NsxT) if scope.trim().is_empty() => {
+                self.problem(
+                    "nsx.scope",
+                    "missing; NSX-T tags are a scope and a value, e.g. scope = \"otnsx\"",
+                );
+            }
+            Some(NsxKind::NsxV) => {
+                for (key, given) in [
+                    ("scope", raw.scope.is_some()),
+                    ("auth", raw.auth.is_some()),
+                    ("resolve", raw.resolve.is_some()),
+                ] {
+                    if given {
+                        self.problem(&format!("nsx.{key}"), "applies to kind = \"nsx-t\" only");
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (key, value) in [("nsx.scope", &scope), ("nsx.tag", &tag)] {
+            if kind == Some(NsxKind::NsxT) && (value.chars().count() > 128 || value.contains('|')) {
+                self.problem(key, "at most 128 characters, without '|'");
+            }
+        }
+        let resolve = raw.resolve.unwrap_or(if has_vcenter {
+            Resolve::Vcenter
+        } else {
+            Resolve::Nsx
+        });
         let endpoint = self.endpoint("nsx", &raw.endpoint_keys());
         Some(NsxConfig {
             kind: kind?,
             endpoint: endpoint?,
             tag,
+            scope,
+            auth: raw.auth.unwrap_or(NsxAuth::Basic),
+            resolve,
         })
     }
 

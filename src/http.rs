@@ -23,6 +23,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_TRIES: u32 = 4;
 
 /// One request, relative to the service's base URL.
+#[derive(Clone)]
 pub struct Call {
     pub method: Method,
     /// Path and query, already percent-encoded (see [`encode`]).
@@ -175,20 +176,18 @@ impl Http {
                     started.elapsed().as_millis()
                 );
             }
-            let wait = match &outcome {
-                Ok(reply) if matches!(reply.status, 429 | 502 | 503 | 504) => {
-                    match reply
-                        .header("retry-after")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                    {
-                        Some(secs) => Duration::from_secs(secs),
-                        None => backoff(tries),
-                    }
+            // 429 and 503 say "later": retried for as long as the deadline allows. Other
+            // transient failures: at most MAX_TRIES tries.
+            let (wait, patient) = match &outcome {
+                Ok(reply) if matches!(reply.status, 429 | 503) => (retry_after(reply, tries), true),
+                Ok(reply) if matches!(reply.status, 502 | 504) => {
+                    (retry_after(reply, tries), false)
                 }
-                Err(Failure::Transient(_)) => backoff(tries),
+                Err(Failure::Transient(_)) => (backoff(tries), false),
                 _ => return outcome.map_err(|f| self.failure(call, f)),
             };
-            if !call.retry || tries >= MAX_TRIES || wait >= deadline.remaining() {
+            let exhausted = !patient && tries >= MAX_TRIES;
+            if !call.retry || exhausted || wait >= deadline.remaining() {
                 return outcome.map_err(|f| self.failure(call, f));
             }
             deadline.sleep(wait);
@@ -309,9 +308,18 @@ fn classify(err: ureq::Error, deadline_bound: bool) -> Failure {
     }
 }
 
-/// Exponential backoff with jitter: about 200 ms, 400 ms, 800 ms.
+/// How long to wait before the next try: the server's `Retry-After` (in seconds) if it gave
+/// one, else [`backoff`].
+fn retry_after(reply: &Reply, tries: u32) -> Duration {
+    reply
+        .header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or_else(|| backoff(tries), Duration::from_secs)
+}
+
+/// Exponential backoff with jitter: about 200 ms, 400 ms, 800 ms, ... at most about 3 s.
 fn backoff(tries: u32) -> Duration {
-    let base = 200u64 << tries.saturating_sub(1).min(5);
+    let base = 200u64 << tries.saturating_sub(1).min(4);
     let jitter = u64::from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -14,6 +14,7 @@ mod deadline;
 mod error;
 mod http;
 mod journal;
+mod nsxt;
 mod nsxv;
 mod otrs;
 mod plan;

@@ -41,15 +41,9 @@ pub fn live_holders(leases: &[Lease], vm_id: &str, now: Timestamp) -> Vec<Holder
     holders
 }
 
-/// The tag change for each VM in `touched`, each VM whose leases differ between `before` and
-/// `after`, and each VM with a detach still to retry.
-pub fn plan(
-    before: &[Lease],
-    after: &[Lease],
-    touched: &[VmRef],
-    tagged: &BTreeSet<String>,
-    now: Timestamp,
-) -> Vec<VmPlan> {
+/// The VMs a change concerns: those in `touched`, those whose leases differ between `before`
+/// and `after`, and those with a detach still to retry.
+pub fn concerned_vms(before: &[Lease], after: &[Lease], touched: &[VmRef]) -> Vec<VmRef> {
     let mut vms: Vec<VmRef> = Vec::new();
     let changed = before
         .iter()
@@ -65,7 +59,20 @@ pub fn plan(
             vms.push(vm);
         }
     }
-    vms.into_iter()
+    vms
+}
+
+/// The tag change for each VM the change concerns (see [`concerned_vms`]), given which VMs
+/// carry the tag now.
+pub fn plan(
+    before: &[Lease],
+    after: &[Lease],
+    touched: &[VmRef],
+    tagged: &BTreeSet<String>,
+    now: Timestamp,
+) -> Vec<VmPlan> {
+    concerned_vms(before, after, touched)
+        .into_iter()
         .map(|vm| {
             let held_after = live_holders(after, &vm.id, now);
             let is_tagged = tagged.contains(&vm.id);

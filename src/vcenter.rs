@@ -11,7 +11,7 @@ use ureq::http::Method;
 use crate::config::{ApiGeneration, Secret, VcenterConfig, is_moref};
 use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
-use crate::http::{Call, Http, Reply, basic_auth, query};
+use crate::http::{Call, Http, Reply, basic_auth, encode, query};
 
 /// A VM as vCenter knows it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -229,6 +229,37 @@ impl Vcenter {
                 ))
             }
         }
+    }
+
+    /// The VM's instance UUID and BIOS UUID (`identity`, vCenter 6.7U1 and later).
+    pub fn identity(&mut self, vm: &VmRef) -> anyhow::Result<(String, Option<String>)> {
+        let path = match self.generation {
+            Generation::Api => format!("/api/vcenter/vm/{}", encode(&vm.id)),
+            Generation::Rest => format!("/rest/vcenter/vm/{}", encode(&vm.id)),
+        };
+        let reply = self
+            .get(&path)
+            .with_context(|| format!("reading the identity of {vm} in vCenter"))?;
+        let body = json_body(&reply)?;
+        let info = match self.generation {
+            Generation::Api => &body,
+            Generation::Rest => body.get("value").unwrap_or(&Value::Null),
+        };
+        let identity = info.get("identity");
+        let field = |key: &str| {
+            identity
+                .and_then(|i| i.get(key))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let instance = field("instance_uuid").ok_or_else(|| {
+            fault(
+                Exit::Unavailable,
+                format!("vCenter does not tell the instance UUID of {vm} (it needs 6.7U1 or later); set nsx.resolve = \"nsx\""),
+            )
+        })?;
+        Ok((instance, field("bios_uuid")))
     }
 
     /// GET with the session; a session that expired mid-run is renewed once.

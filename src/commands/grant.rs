@@ -16,22 +16,26 @@ pub fn run(
 ) -> anyhow::Result<Exit> {
     let subject = Subject::default();
     run.journaled(&subject, || {
-        let (lock, before) = run.begin()?;
-        let (vms, refused) = run.resolve(names)?;
-        let holder = Holder::User {
-            name: run.actor.clone(),
-        };
-        let duration = duration.unwrap_or(run.config.policy.manual_duration);
-        let after = vms.iter().fold(before.clone(), |leases, vm| {
-            plan::grant(&leases, &holder, vm, run.now, duration, reason)
-        });
-        let decision = Decision {
-            heading: format!("grant by {}", run.actor),
-            before,
-            after,
-            touched: vms,
-            refused,
-        };
-        Ok(run.carry_out(lock.as_ref(), &subject, &decision)?.0)
+        run.with_backend(|backend| {
+            let (lock, before) = run.begin()?;
+            let (vms, refused) = run.resolve(backend, names)?;
+            let holder = Holder::User {
+                name: run.actor.clone(),
+            };
+            let duration = duration.unwrap_or(run.config.policy.manual_duration);
+            let after = vms.iter().fold(before.clone(), |leases, vm| {
+                plan::grant(&leases, &holder, vm, run.now, duration, reason)
+            });
+            let decision = Decision {
+                heading: format!("grant by {}", run.actor),
+                before,
+                after,
+                touched: vms,
+                refused,
+            };
+            Ok(run
+                .carry_out(lock.as_ref(), backend, &subject, &decision)?
+                .0)
+        })
     })
 }

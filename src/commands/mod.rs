@@ -9,12 +9,12 @@ use std::collections::BTreeSet;
 
 use crate::backend::TagBackend;
 use crate::cli::{Cli, Command};
-use crate::config::{self, Config, MAX_VM_NAME};
+use crate::config::{self, Config, MAX_VM_NAME, NsxKind, Resolve};
 use crate::deadline::Deadline;
 use crate::error::{Exit, exit_code, fault};
 use crate::journal::{Action, Entry, Journal};
 use crate::plan::{self, TagChange, VmPlan};
-use crate::store::{Lease, LeaseState, StateLock, Store};
+use crate::store::{Lease, StateLock, Store};
 use crate::time::Timestamp;
 use crate::vcenter::{self, VmRef};
 
@@ -122,6 +122,8 @@ pub struct Outcome {
     pub error: Option<anyhow::Error>,
     /// When the VM's access ends, if it is open afterwards.
     pub open_until: Option<Timestamp>,
+    /// How the change was made, when that is worth a warning (last-writer-wins tag updates).
+    pub warnings: Vec<String>,
 }
 
 impl Run {
@@ -169,39 +171,73 @@ impl Run {
         self.journal(subject, action, None, true, &format!("{err:#}"));
     }
 
-    /// Finds each name in vCenter (one session for all). A name that is invalid, missing or
-    /// ambiguous is refused alone; a vCenter that cannot be used fails the whole command.
-    pub fn resolve(&self, names: &[String]) -> anyhow::Result<(Vec<VmRef>, Vec<Refusal>)> {
+    /// Finds each name: in vCenter (one session for all), in NSX-T's inventory, or in vCenter
+    /// and then NSX-T, as `nsx.kind` and `nsx.resolve` say. A name that is invalid, missing or
+    /// ambiguous is refused alone; a service that cannot be used fails the whole command.
+    pub fn resolve(
+        &self,
+        backend: &mut TagBackend,
+        names: &[String],
+    ) -> anyhow::Result<(Vec<VmRef>, Vec<Refusal>)> {
         let mut refused = Vec::new();
         let mut valid = Vec::new();
         for name in names {
             match check_vm_name(name) {
-                Ok(()) => valid.push(name),
+                Ok(()) => valid.push(name.clone()),
                 Err(e) => refused.push((name.clone(), e)),
             }
         }
         if valid.is_empty() {
             return Ok((Vec::new(), refused));
         }
-        let vc_config = self.config.vcenter.as_ref().ok_or_else(|| {
-            fault(
-                Exit::Config,
-                "no [vcenter] section: it is needed to find VMs by name",
-            )
-        })?;
         let mut vms = Vec::new();
-        vcenter::with_session(vc_config, self.deadline, self.verbose, |vc| {
-            for name in valid {
-                match vc.find_vm(name) {
-                    Ok(vm) => vms.push(vm),
-                    // Only "this name" failures stay per VM; anything else ends the run.
-                    Err(e) if exit_code(&e) == Exit::DataErr => refused.push((name.clone(), e)),
-                    Err(e) => return Err(e),
+        // Only "this name" failures (exit 65) stay per VM; anything else ends the run.
+        let mut sort = |name: String, found: anyhow::Result<VmRef>| match found {
+            Ok(vm) => Ok(vms.push(vm)),
+            Err(e) if exit_code(&e) == Exit::DataErr => Ok(refused.push((name, e))),
+            Err(e) => Err(e),
+        };
+        let by_nsx =
+            self.config.nsx.kind == NsxKind::NsxT && self.config.nsx.resolve == Resolve::Nsx;
+        match backend.nsxt() {
+            Some(nsx) if by_nsx => {
+                for name in valid {
+                    let found = nsx.find_by_name(&name);
+                    sort(name, found)?;
                 }
             }
-            Ok(())
-        })?;
+            nsxt => {
+                let vc_config = self.config.vcenter.as_ref().ok_or_else(|| {
+                    fault(
+                        Exit::Config,
+                        "no [vcenter] section: it is needed to find VMs by name",
+                    )
+                })?;
+                vcenter::with_session(vc_config, self.deadline, self.verbose, |vc| {
+                    let mut nsxt = nsxt;
+                    for name in valid {
+                        let found = vc.find_vm(&name).and_then(|vm| match nsxt.as_deref_mut() {
+                            None => Ok(vm),
+                            Some(nsx) => {
+                                let (instance, bios) = vc.identity(&vm)?;
+                                nsx.find_by_uuid(&vm, &instance, bios.as_deref())
+                            }
+                        });
+                        sort(name, found)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
         Ok((vms, refused))
+    }
+
+    /// Runs `work` with the NSX backend, ending its session afterwards.
+    pub fn with_backend<T>(
+        &self,
+        work: impl FnOnce(&mut TagBackend) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        TagBackend::with(&self.config, self.deadline, self.verbose, work)
     }
 
     /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.
@@ -232,6 +268,7 @@ impl Run {
     pub fn carry_out(
         &self,
         lock: Option<&StateLock>,
+        backend: &mut TagBackend,
         subject: &Subject,
         decision: &Decision,
     ) -> anyhow::Result<(Exit, Vec<Outcome>)> {
@@ -255,17 +292,10 @@ impl Run {
                 &format!("{err:#}"),
             );
         }
-        let mut backend = TagBackend::new(&self.config, self.deadline, self.verbose)?;
-        let concerned = !touched.is_empty()
-            || before != after
-            || after.iter().any(|l| l.state == LeaseState::DetachFailed);
-        let tagged = if concerned {
-            backend.tagged()?
-        } else {
-            BTreeSet::new()
-        };
+        let vms = plan::concerned_vms(before, after, touched);
+        let tagged = backend.tagged_among(&vms)?;
         let plans = plan::plan(before, after, touched, &tagged, self.now);
-        let outcomes = self.apply(lock, &mut backend, subject, before, after, plans)?;
+        let outcomes = self.apply(lock, backend, subject, before, after, plans)?;
         let exit = self.report(heading, refused, &outcomes);
         Ok((exit, outcomes))
     }
@@ -313,6 +343,7 @@ impl Run {
                 plan,
                 error: result.err(),
                 open_until,
+                warnings: backend.take_warnings(),
             };
             let (action, detail) = describe(&outcome);
             self.journal(
@@ -371,8 +402,16 @@ fn combine(exits: &[Exit]) -> Exit {
     }
 }
 
-/// The journal action and the human sentence for an outcome.
+/// The journal action and the human sentence for an outcome, with its warnings.
 fn describe(outcome: &Outcome) -> (Action, String) {
+    let (action, mut detail) = describe_change(outcome);
+    for warning in &outcome.warnings {
+        detail.push_str(&format!(" (warning: {warning})"));
+    }
+    (action, detail)
+}
+
+fn describe_change(outcome: &Outcome) -> (Action, String) {
     let plan = &outcome.plan;
     let vm = &plan.vm;
     let holders = |list: &[crate::store::Holder]| {

@@ -15,6 +15,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
         ..Subject::default()
     };
     run.journaled(&subject, || {
+        run.with_backend(|backend| {
         let (lock, before) = run.begin()?;
         // A VM the leases know needs no vCenter to be closed.
         let mut vms = Vec::new();
@@ -29,7 +30,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
         let (found, refused) = if unknown.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            run.resolve(&unknown)?
+            run.resolve(backend, &unknown)?
         };
         vms.extend(found);
         let ids: BTreeSet<&str> = vms.iter().map(|v| v.id.as_str()).collect();
@@ -43,7 +44,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             touched: vms,
             refused,
         };
-        let (exit, outcomes) = run.carry_out(lock.as_ref(), &subject, &decision)?;
+        let (exit, outcomes) = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
         let held = outcomes
             .iter()
             .any(|o| o.error.is_none() && !o.plan.held_after.is_empty());
@@ -53,5 +54,6 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             );
         }
         Ok(exit)
+        })
     })
 }

@@ -58,41 +58,44 @@ fn handle(
         number: ticket.number.clone(),
     };
     let heading = format!("ticket {}", ticket.number);
-    let (after, touched, refused) = if ticket.is_locked() {
-        let (vms, refused) = run.resolve(&ticket.vms)?;
-        let after = plan::lock_ticket(
-            &before,
-            &holder,
-            &ticket.vms,
-            &vms,
-            run.now,
-            run.config.policy.max_duration,
-        );
-        (after, vms, refused)
-    } else {
-        let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
-        let touched = vms_of(before.iter().filter(|l| mine(l)));
-        (plan::release(&before, mine), touched, Vec::new())
-    };
-    if touched.is_empty() && refused.is_empty() && after == before {
-        let why = if ticket.is_locked() {
-            format!("field {} names no VM; nothing to open", otrs.vm_field)
+    let run = &*run;
+    run.with_backend(|backend| {
+        let (after, touched, refused) = if ticket.is_locked() {
+            let (vms, refused) = run.resolve(backend, &ticket.vms)?;
+            let after = plan::lock_ticket(
+                &before,
+                &holder,
+                &ticket.vms,
+                &vms,
+                run.now,
+                run.config.policy.max_duration,
+            );
+            (after, vms, refused)
         } else {
-            format!(
-                "ticket is not locked ({}) and holds no access; nothing to close",
-                ticket.lock
-            )
+            let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
+            let touched = vms_of(before.iter().filter(|l| mine(l)));
+            (plan::release(&before, mine), touched, Vec::new())
         };
-        run.journal(subject, Action::Noop, None, false, &why);
-        println!("{heading}: {why}");
-        return Ok(Exit::Ok);
-    }
-    let decision = Decision {
-        heading,
-        before,
-        after,
-        touched,
-        refused,
-    };
-    Ok(run.carry_out(lock.as_ref(), subject, &decision)?.0)
+        if touched.is_empty() && refused.is_empty() && after == before {
+            let why = if ticket.is_locked() {
+                format!("field {} names no VM; nothing to open", otrs.vm_field)
+            } else {
+                format!(
+                    "ticket is not locked ({}) and holds no access; nothing to close",
+                    ticket.lock
+                )
+            };
+            run.journal(subject, Action::Noop, None, false, &why);
+            println!("{heading}: {why}");
+            return Ok(Exit::Ok);
+        }
+        let decision = Decision {
+            heading,
+            before,
+            after,
+            touched,
+            refused,
+        };
+        Ok(run.carry_out(lock.as_ref(), backend, subject, &decision)?.0)
+    })
 }

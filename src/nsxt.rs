@@ -1,0 +1,514 @@
+//! NSX-T 3.x and NSX 4.x: the Manager API's `fabric/virtual-machines`, JSON. A VM is named by
+//! its `external_id`; otnsx's tag is one `{scope, tag}` pair among the VM's tags, and every
+//! other tool's tags survive every change otnsx makes.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ureq::http::Method;
+
+use crate::config::{NsxAuth, NsxConfig, Secret};
+use crate::deadline::Deadline;
+use crate::error::{Exit, fault};
+use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::vcenter::VmRef;
+
+const VMS: &str = "/api/v1/fabric/virtual-machines";
+/// The largest page the Manager API serves.
+const PAGE_SIZE: &str = "1000";
+/// Error 607: the manager aborted a transaction; retry it.
+const TRANSACTION_ABORTED: i64 = 607;
+/// Error 98: the session's XSRF token expired; log in again.
+const SESSION_EXPIRED: i64 = 98;
+
+/// One tag of a VM. Either part may be missing in NSX's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub tag: String,
+}
+
+/// A VM in NSX's inventory, as far as otnsx reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NsxVm {
+    pub display_name: String,
+    pub external_id: String,
+    #[serde(default)]
+    pub compute_ids: Vec<String>,
+    /// Omitted by NSX when the VM has none.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    results: Vec<NsxVm>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+struct Session {
+    cookie: String,
+    xsrf: String,
+}
+
+pub struct NsxT {
+    http: Http,
+    user: String,
+    password: Secret,
+    auth: NsxAuth,
+    session: Option<Session>,
+    ours: Tag,
+    /// Learnt on the first change: whether the manager knows `add_tags` / `remove_tags`.
+    add_remove: Option<bool>,
+    /// Said once per run to the journal and stderr: changes were made last-writer-wins.
+    pub warnings: Vec<String>,
+}
+
+impl NsxT {
+    pub fn new(config: &NsxConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
+        Ok(NsxT {
+            http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
+            user: config.endpoint.user.clone(),
+            password: config.endpoint.password.clone(),
+            auth: config.auth,
+            session: None,
+            ours: Tag {
+                scope: config.scope.clone(),
+                tag: config.tag.clone(),
+            },
+            add_remove: None,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The one VM whose display name is `name`.
+    pub fn find_by_name(&mut self, name: &str) -> anyhow::Result<VmRef> {
+        let found = self
+            .list(("display_name", name))
+            .with_context(|| format!("looking up VM {name:?} in NSX"))?;
+        let found: Vec<&NsxVm> = found.iter().filter(|vm| vm.display_name == name).collect();
+        match found.as_slice() {
+            [] => Err(fault(
+                Exit::DataErr,
+                format!("NSX has no VM named {name:?}; check the name in the ticket"),
+            )),
+            [vm] => Ok(vm_ref(vm)),
+            many => {
+                let ids: Vec<&str> = many.iter().map(|vm| vm.external_id.as_str()).collect();
+                Err(fault(
+                    Exit::DataErr,
+                    format!(
+                        "{} VMs are named {name:?} in NSX (external ids {}); rename one, or set nsx.resolve = \"vcenter\" with vcenter.folder to tell them apart",
+                        many.len(),
+                        ids.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The NSX VM for a vCenter VM: the one whose `external_id` is its instance UUID, else the
+    /// one whose `external_id` is its BIOS UUID and whose `compute_ids` name its instance UUID.
+    pub fn find_by_uuid(
+        &mut self,
+        vm: &VmRef,
+        instance_uuid: &str,
+        bios_uuid: Option<&str>,
+    ) -> anyhow::Result<VmRef> {
+        let by_instance = self.list(("external_id", instance_uuid))?;
+        if let [one] = by_instance.as_slice() {
+            return Ok(vm_ref(one));
+        }
+        let wanted = format!("instanceUuid:{instance_uuid}");
+        if let Some(bios) = bios_uuid {
+            let by_bios = self.list(("external_id", bios))?;
+            let matching: Vec<&NsxVm> = by_bios
+                .iter()
+                .filter(|v| {
+                    v.compute_ids
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(&wanted))
+                })
+                .collect();
+            if let [one] = matching.as_slice() {
+                return Ok(vm_ref(one));
+            }
+        }
+        Err(fault(
+            Exit::DataErr,
+            format!(
+                "NSX has no VM for {vm} (instance UUID {instance_uuid}); is the VM on a host that NSX manages?"
+            ),
+        ))
+    }
+
+    /// Which of `vms` carry our tag now (one read per VM).
+    pub fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        let mut tagged = BTreeSet::new();
+        for vm in vms {
+            if self.read(vm)?.is_some_and(|found| self.carries(&found)) {
+                tagged.insert(vm.id.clone());
+            }
+        }
+        Ok(tagged)
+    }
+
+    pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(vm, true)
+    }
+
+    pub fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(vm, false)
+    }
+
+    /// Ends the session, if one was made.
+    pub fn close(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let call = Call::new(Method::POST, "/api/session/destroy")
+            .header("cookie", session.cookie)
+            .header("x-xsrf-token", session.xsrf);
+        let grace = Deadline::after(
+            self.http
+                .deadline()
+                .remaining()
+                .max(std::time::Duration::from_secs(2)),
+        );
+        if let Err(e) = self.http.send_by(&call, grace) {
+            eprintln!("otnsx: warning: ending the NSX session: {e:#}");
+        }
+    }
+
+    fn carries(&self, vm: &NsxVm) -> bool {
+        vm.tags.contains(&self.ours)
+    }
+
+    /// Adds or removes our tag with `add_tags` / `remove_tags`, or, on a manager without them,
+    /// with `update_tags` over a fresh read of the VM's tags; then reads back to verify.
+    fn change(&mut self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
+        let verb = if add { "attaching" } else { "detaching" };
+        let action = if add { "add_tags" } else { "remove_tags" };
+        let what = format!(
+            "NSX-T: {verb} {}|{} to {vm}",
+            self.ours.scope, self.ours.tag
+        );
+        if self.add_remove != Some(false) {
+            let body = serde_json::json!({"external_id": vm.id, "tags": [self.ours]});
+            let reply = self.send_raw(&post_json(
+                &format!("{VMS}{}", query([("action", action)])),
+                &body,
+            ))?;
+            if reply.is_success() {
+                self.add_remove = Some(true);
+            } else if matches!(reply.status, 400 | 404)
+                && self.add_remove.is_none()
+                && self.read(vm)?.is_some()
+            {
+                // The VM exists, so the action itself is what the manager does not know.
+                self.add_remove = Some(false);
+                self.warnings.push(format!(
+                    "NSX manager answered {action} with HTTP {}; changing tags with update_tags (last writer wins against other tools)",
+                    reply.status
+                ));
+            } else {
+                return Err(self.error(&reply)).with_context(|| what.clone());
+            }
+        }
+        if self.add_remove == Some(false) {
+            let current = self.read(vm)?.ok_or_else(|| {
+                fault(
+                    Exit::Unavailable,
+                    format!("{what}: NSX no longer lists the VM"),
+                )
+            })?;
+            let mut tags: Vec<Tag> = current
+                .tags
+                .into_iter()
+                .filter(|t| *t != self.ours)
+                .collect();
+            if add {
+                tags.push(self.ours.clone());
+            }
+            let body = serde_json::json!({"external_id": vm.id, "tags": tags});
+            self.send(&post_json(
+                &format!("{VMS}{}", query([("action", "update_tags")])),
+                &body,
+            ))
+            .with_context(|| what.clone())?;
+        }
+        let now = self
+            .read(vm)
+            .with_context(|| format!("{what}: reading back"))?;
+        if now.is_some_and(|v| self.carries(&v)) != add {
+            return Err(fault(
+                Exit::Unavailable,
+                format!("{what} was accepted but the read-back disagrees (unverified)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The VM with this external id, if NSX lists it.
+    fn read(&mut self, vm: &VmRef) -> anyhow::Result<Option<NsxVm>> {
+        let mut found = self.list(("external_id", &vm.id))?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            n => Err(fault(
+                Exit::Unavailable,
+                format!("NSX lists {n} VMs with external id {}", vm.id),
+            )),
+        }
+    }
+
+    /// Every VM matching one filter, following `cursor` over the pages.
+    fn list(&mut self, filter: (&str, &str)) -> anyhow::Result<Vec<NsxVm>> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut pairs = vec![filter, ("page_size", PAGE_SIZE)];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
+            }
+            let reply = self.send(&Call::new(Method::GET, format!("{VMS}{}", query(pairs))))?;
+            let page: Page = parse(&reply)?;
+            let empty = page.results.is_empty();
+            out.extend(page.results);
+            match page.cursor {
+                Some(next)
+                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
+                {
+                    cursor = Some(next);
+                }
+                _ => return Ok(out),
+            }
+        }
+        Err(fault(Exit::Unavailable, "NSX: the VM list does not end"))
+    }
+
+    /// Sends and turns a non-2xx answer into an error.
+    fn send(&mut self, call: &Call) -> anyhow::Result<Reply> {
+        let reply = self.send_raw(call)?;
+        if reply.is_success() {
+            Ok(reply)
+        } else {
+            Err(self.error(&reply))
+        }
+    }
+
+    /// Sends with our credentials; renews an expired session once, retries error 607 while
+    /// the deadline allows. Any status comes back.
+    fn send_raw(&mut self, call: &Call) -> anyhow::Result<Reply> {
+        let mut renewed = false;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let mut call = call.clone().header("accept", "application/json");
+            match self.auth {
+                NsxAuth::Basic => {
+                    call = call.header("authorization", basic_auth(&self.user, &self.password))
+                }
+                NsxAuth::Session => {
+                    let session = self.session()?;
+                    call = call
+                        .header("cookie", session.cookie.clone())
+                        .header("x-xsrf-token", session.xsrf.clone());
+                }
+            }
+            let reply = self.http.send(&call)?;
+            let code = error_code(&reply);
+            if reply.status == 403
+                && code == Some(SESSION_EXPIRED)
+                && self.auth == NsxAuth::Session
+                && !renewed
+            {
+                self.session = None;
+                renewed = true;
+                continue;
+            }
+            if reply.status == 500
+                && code == Some(TRANSACTION_ABORTED)
+                && tries < 6
+                && self
+                    .http
+                    .deadline()
+                    .sleep(std::time::Duration::from_millis(200 * u64::from(tries)))
+            {
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
+    fn session(&mut self) -> anyhow::Result<&Session> {
+        if self.session.is_none() {
+            let form = format!(
+                "j_username={}&j_password={}",
+                encode(&self.user),
+                encode(self.password.expose())
+            );
+            let call = Call::new(Method::POST, "/api/session/create")
+                .body("application/x-www-form-urlencoded", form.into_bytes());
+            let reply = self.http.send(&call).context("logging in to NSX")?;
+            if !reply.is_success() {
+                let exit = if matches!(reply.status, 401 | 403) {
+                    Exit::NoPerm
+                } else {
+                    Exit::Unavailable
+                };
+                return Err(fault(
+                    exit,
+                    format!(
+                        "NSX refused the session login of {:?} (HTTP {}); check nsx.user and its password",
+                        self.user, reply.status
+                    ),
+                ));
+            }
+            let cookie = reply
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+                .filter_map(|(_, v)| v.split(';').next())
+                .find(|c| c.trim_start().starts_with("JSESSIONID="))
+                .map(|c| c.trim().to_string());
+            let xsrf = reply.header("x-xsrf-token").map(str::to_string);
+            let (Some(cookie), Some(xsrf)) = (cookie, xsrf) else {
+                return Err(fault(
+                    Exit::Unavailable,
+                    "NSX: the session login answered without a JSESSIONID cookie and an X-XSRF-TOKEN header",
+                ));
+            };
+            self.session = Some(Session { cookie, xsrf });
+        }
+        self.session
+            .as_ref()
+            .ok_or_else(|| fault(Exit::Unavailable, "NSX: no session"))
+    }
+
+    fn error(&self, reply: &Reply) -> anyhow::Error {
+        let exit = match reply.status {
+            401 | 403 => Exit::NoPerm,
+            429 | 503 => Exit::TempFail,
+            _ => Exit::Unavailable,
+        };
+        let hint = match reply.status {
+            401 | 403 => {
+                "; check nsx.user, its password and its role (it must be allowed to change VM tags)"
+            }
+            300..=399 => "; redirects are not followed: set nsx.url to the final address",
+            429 | 503 => "; NSX kept asking to slow down until the deadline",
+            _ => "",
+        };
+        fault(
+            exit,
+            format!("NSX: HTTP {}: {}{hint}", reply.status, error_text(reply)),
+        )
+    }
+}
+
+fn vm_ref(vm: &NsxVm) -> VmRef {
+    VmRef {
+        name: vm.display_name.clone(),
+        id: vm.external_id.clone(),
+    }
+}
+
+fn post_json(path: &str, body: &Value) -> Call {
+    Call::new(Method::POST, path).body("application/json", body.to_string().into_bytes())
+}
+
+fn parse<T: serde::de::DeserializeOwned>(reply: &Reply) -> anyhow::Result<T> {
+    if reply.media_type() != "application/json" {
+        return Err(fault(
+            Exit::Unavailable,
+            format!(
+                "NSX answered {:?} instead of JSON: {}",
+                reply.media_type(),
+                reply.snippet()
+            ),
+        ));
+    }
+    serde_json::from_str(&reply.body).map_err(|e| {
+        fault(
+            Exit::Unavailable,
+            format!("NSX answered unexpected JSON: {e}"),
+        )
+    })
+}
+
+fn error_code(reply: &Reply) -> Option<i64> {
+    serde_json::from_str::<Value>(&reply.body)
+        .ok()?
+        .get("error_code")?
+        .as_i64()
+}
+
+/// NSX's error: code, message, details and related errors, on one line.
+pub fn error_text(reply: &Reply) -> String {
+    let Ok(body) = serde_json::from_str::<Value>(&reply.body) else {
+        return reply.snippet();
+    };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut out = match body.get("error_code").and_then(Value::as_i64) {
+        Some(code) => format!("error {code}: {}", text(&body, "error_message")),
+        None => text(&body, "error_message"),
+    };
+    let details = text(&body, "details");
+    if !details.is_empty() {
+        out.push_str(&format!(" ({details})"));
+    }
+    for related in body
+        .get("related_errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!("; related: {}", text(related, "error_message")));
+    }
+    if out.is_empty() { reply.snippet() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vms_leniently() {
+        let page: Page = serde_json::from_str(
+            r#"{"result_count":2,"cursor":"0042","results":[
+              {"resource_type":"VirtualMachine","display_name":"web01","external_id":"5012a","power_state":"VM_RUNNING",
+               "compute_ids":["instanceUuid:5012a","biosUuid:4212b"],"tags":[{"scope":"otnsx","tag":"maintenance"},{"scope":"backup"}]},
+              {"display_name":"db01","external_id":"5012c"}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(page.cursor.as_deref(), Some("0042"));
+        assert_eq!(
+            page.results[0].tags[1],
+            Tag {
+                scope: "backup".into(),
+                tag: String::new()
+            }
+        );
+        assert!(page.results[1].tags.is_empty());
+    }
+
+    #[test]
+    fn error_text_carries_code_message_and_related() {
+        let reply = Reply {
+            status: 400,
+            headers: vec![],
+            body: r#"{"httpStatus":"BAD_REQUEST","error_code":8327,"module_name":"common-services","error_message":"Tag scope too long.","related_errors":[{"error_code":1,"error_message":"first"}]}"#.into(),
+        };
+        assert_eq!(
+            error_text(&reply),
+            "error 8327: Tag scope too long.; related: first"
+        );
+    }
+}
