@@ -192,10 +192,13 @@ impl Run {
         }
         let mut vms = Vec::new();
         // Only "this name" failures (exit 65) stay per VM; anything else ends the run.
-        let mut sort = |name: String, found: anyhow::Result<VmRef>| match found {
-            Ok(vm) => Ok(vms.push(vm)),
-            Err(e) if exit_code(&e) == Exit::DataErr => Ok(refused.push((name, e))),
-            Err(e) => Err(e),
+        let mut sort = |name: String, found: anyhow::Result<VmRef>| {
+            match found {
+                Ok(vm) => vms.push(vm),
+                Err(e) if exit_code(&e) == Exit::DataErr => refused.push((name, e)),
+                Err(e) => return Err(e),
+            }
+            Ok(())
         };
         let by_nsx =
             self.config.nsx.kind == NsxKind::NsxT && self.config.nsx.resolve == Resolve::Nsx;
