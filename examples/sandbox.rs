@@ -1,25 +1,44 @@
-//! `cargo run --example sandbox`: the whole path end to end, on this machine alone. Starts a
-//! simulated help desk, vCenter and NSX-V on 127.0.0.1, writes a configuration for them, and
-//! runs otnsx as the help desk would: lock a ticket (access opens), unlock it (access closes),
-//! then a grant and revoke by hand.
+//! `cargo run --example sandbox [-- nsx-t]`: the whole path end to end, on this machine alone.
+//! Starts a simulated help desk, vCenter and NSX (NSX-V, or NSX-T with `nsx-t`) on 127.0.0.1,
+//! writes a configuration for them, and runs otnsx as the help desk would: lock a ticket
+//! (access opens), unlock it (access closes), then a grant and revoke by hand.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use support::{T2, TAG, World};
+use support::{SCOPE, T2, TAG, VALUE, World};
 
 fn main() -> ExitCode {
+    let nsxt = match std::env::args().nth(1).as_deref() {
+        None | Some("nsx-v") => false,
+        Some("nsx-t") => true,
+        Some(other) => {
+            eprintln!("usage: cargo run --example sandbox [-- nsx-v|nsx-t] (not {other:?})");
+            return ExitCode::from(2);
+        }
+    };
     let world = World::new();
+    if nsxt {
+        world.write_config(&world.config_text_nsxt("", true));
+    }
     let config = world.config_path();
     let config = config.to_str().unwrap_or_default().to_string();
     println!("simulated help desk: {}", world.helpdesk.url());
     println!("simulated vCenter:   {}", world.vcenter.url());
-    println!(
-        "simulated NSX-V:     {} (security tag {TAG:?})",
-        world.nsx.url()
-    );
+    if nsxt {
+        println!(
+            "simulated NSX-T:     {} (tag {SCOPE}|{VALUE})",
+            world.nsxt.url()
+        );
+    } else {
+        println!(
+            "simulated NSX-V:     {} (security tag {TAG:?})",
+            world.nsx.url()
+        );
+    }
     println!("configuration:       {config}\n");
 
     let otnsx = |args: &[&str]| {
@@ -28,15 +47,32 @@ fn main() -> ExitCode {
         println!("$ otnsx {}", args.join(" "));
         otnsx::main_with(all)
     };
+    // The names of the VMs carrying the tag.
     let show = |when: &str| {
-        let open: Vec<String> = world.tagged().into_iter().collect();
-        let open = if open.is_empty() {
+        let open: BTreeSet<String> = if nsxt {
+            world.tagged_t()
+        } else {
+            let names = [("vm-42", "web01"), ("vm-43", "db01")];
+            world
+                .tagged()
+                .iter()
+                .map(|id| {
+                    names
+                        .iter()
+                        .find(|(i, _)| i == id)
+                        .map_or(id.as_str(), |(_, n)| n)
+                        .to_string()
+                })
+                .collect()
+        };
+        let list: Vec<&str> = open.iter().map(String::as_str).collect();
+        let list = if list.is_empty() {
             "none".to_string()
         } else {
-            open.join(", ")
+            list.join(", ")
         };
-        println!("  -> {when}: VMs carrying the tag in NSX: {open}\n");
-        world.tagged()
+        println!("  -> {when}: VMs carrying the tag in NSX: {list}\n");
+        open
     };
     let id = T2.0.to_string();
     let mut ok = true;
@@ -47,7 +83,7 @@ fn main() -> ExitCode {
     );
     world.helpdesk.set_lock(T2.0, "lock");
     ok &= otnsx(&[T2.1, &id]) == ExitCode::SUCCESS;
-    ok &= show("after the lock") == support::set(&["vm-42"]);
+    ok &= show("after the lock") == support::set(&["web01"]);
 
     println!("2. The agent unlocks the ticket.");
     world.helpdesk.set_lock(T2.0, "unlock");
@@ -58,7 +94,7 @@ fn main() -> ExitCode {
     ok &= otnsx(&[
         "grant", "--vm", "db01", "--for", "30m", "--reason", "sandbox",
     ]) == ExitCode::SUCCESS;
-    ok &= show("after the grant") == support::set(&["vm-43"]);
+    ok &= show("after the grant") == support::set(&["db01"]);
     ok &= otnsx(&["revoke", "--vm", "db01"]) == ExitCode::SUCCESS;
     ok &= show("after the revoke").is_empty();
 

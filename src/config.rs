@@ -687,6 +687,44 @@ mod tests {
     }
 
     #[test]
+    fn example_nsxt_alternative_parses() {
+        let example = include_str!("../otnsx.toml.example");
+        let start = example.find("# --- NSX-T").expect("NSX-T block");
+        let end = example
+            .find("# --- end of the NSX-T alternative ---")
+            .expect("block end");
+        let block: String = example[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let nsx_v = example.find("[nsx]\n").expect("[nsx]");
+        let text = format!("{}{block}\n{}", &example[..nsx_v], &example[end..])
+            .replace(
+                "password_file = \"/etc/otnsx/otrs.secret\"",
+                "password = \"x\"",
+            )
+            .replace(
+                "password_file = \"/etc/otnsx/vcenter.secret\"",
+                "password = \"x\"",
+            )
+            .replace(
+                "password_file = \"/etc/otnsx/nsx.secret\"",
+                "password = \"x\"",
+            );
+        let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+            .expect("NSX-T example parses");
+        assert_eq!(config.nsx.kind, NsxKind::NsxT);
+        assert_eq!(
+            (config.nsx.scope.as_str(), config.nsx.tag.as_str()),
+            ("otnsx", "maintenance")
+        );
+        assert_eq!(config.nsx.resolve, Resolve::Vcenter);
+        assert_eq!(config.nsx.auth, NsxAuth::Basic);
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).expect("parses");
         assert_eq!(c.deadline, Duration::from_secs(20));

@@ -12,6 +12,7 @@ mod it {
     pub mod fakes;
     pub mod faults;
     pub mod manual;
+    pub mod nsxt;
     pub mod ticket;
 }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod helpdesk;
+pub mod nsxt;
 pub mod nsxv;
 pub mod server;
 pub mod vcenter;
@@ -18,11 +19,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 
 pub use helpdesk::FakeHelpDesk;
+pub use nsxt::FakeNsxT;
 pub use nsxv::FakeNsxV;
 pub use vcenter::{FakeVcenter, Generation};
 
 pub const TAG: &str = "otnsx-maintenance";
 pub const TAG_ID: &str = "securitytag-12";
+/// NSX-T: otnsx's tag scope and value.
+pub const SCOPE: &str = "otnsx";
+pub const VALUE: &str = "maintenance";
 
 /// The test tickets: ID 2 and 3 name web01, as in the recordings.
 pub const T2: (u64, &str) = (2, "2026112310000011");
@@ -52,10 +57,21 @@ impl Drop for TempDir {
     }
 }
 
+/// The instance and BIOS UUIDs the fake vCenter gives a VM (`vm-42` →
+/// `50120042-aaaa-bbbb-cccc-000000000042`, `42120042-...`).
+pub fn uuids(moref: &str) -> (String, String) {
+    let n: u32 = moref.trim_start_matches("vm-").parse().unwrap_or(0);
+    (
+        format!("5012{n:04}-aaaa-bbbb-cccc-{n:012}"),
+        format!("4212{n:04}-aaaa-bbbb-cccc-{n:012}"),
+    )
+}
+
 pub struct World {
     pub helpdesk: FakeHelpDesk,
     pub vcenter: FakeVcenter,
     pub nsx: FakeNsxV,
+    pub nsxt: FakeNsxT,
     pub dir: TempDir,
 }
 
@@ -72,6 +88,7 @@ impl World {
             helpdesk: FakeHelpDesk::start(),
             vcenter: FakeVcenter::start(generation),
             nsx: FakeNsxV::start(),
+            nsxt: FakeNsxT::start(),
             dir: TempDir::new("world"),
         };
         for (id, name, folder) in [
@@ -85,13 +102,39 @@ impl World {
         ] {
             world.vcenter.add_vm(id, name, folder);
             world.nsx.add_vm(id, name);
+            // NSX-T knows the VM by its instance UUID, and carries another tool's tags on it.
+            let (instance, bios) = uuids(id);
+            let compute = [
+                format!("instanceUuid:{instance}"),
+                format!("biosUuid:{bios}"),
+                "moIdOnHost:1".into(),
+            ];
+            world.nsxt.add_vm(
+                name,
+                &instance,
+                &compute,
+                &[("backup", Some("daily")), ("owner", None)],
+            );
         }
+        // A VM that NSX-T knows by its BIOS UUID, with no tags at all.
+        world.vcenter.add_vm("vm-47", "legacy01", "group-v1");
+        let (instance, bios) = uuids("vm-47");
+        world.nsxt.add_vm(
+            "legacy01",
+            &bios,
+            &[
+                format!("instanceUuid:{instance}"),
+                format!("biosUuid:{bios}"),
+            ],
+            &[],
+        );
         world.helpdesk.add_ticket(T2.0, T2.1, json!("web01"));
         world.helpdesk.add_ticket(T3.0, T3.1, json!("web01"));
         for (file, secret) in [
             ("otrs.secret", helpdesk::API_PASSWORD),
             ("vcenter.secret", vcenter::PASSWORD),
             ("nsx.secret", nsxv::PASSWORD),
+            ("nsxt.secret", nsxt::PASSWORD),
         ] {
             let path = world.dir.path().join(file);
             fs::write(&path, format!("{secret}\n")).unwrap();
@@ -137,6 +180,32 @@ manual_duration = "1h"
             nsx = self.nsx.url(),
             nsx_user = nsxv::USER,
         )
+    }
+
+    /// The configuration for NSX-T: `[nsx]` with `kind = "nsx-t"` and the given extra keys;
+    /// without `[vcenter]` unless `with_vcenter`.
+    pub fn config_text_nsxt(&self, extra: &str, with_vcenter: bool) -> String {
+        let text = self.config_text();
+        let nsx_start = text.find("[nsx]").unwrap();
+        let policy_start = text.find("[policy]").unwrap();
+        let dir = self.dir.path().display();
+        let nsx = format!(
+            "[nsx]\nkind = \"nsx-t\"\nurl = \"{}\"\nuser = \"{}\"\npassword_file = \"{dir}/nsxt.secret\"\nscope = \"{SCOPE}\"\ntag = \"{VALUE}\"\n{extra}\n\n",
+            self.nsxt.url(),
+            nsxt::USER
+        );
+        let mut out = format!("{}{nsx}{}", &text[..nsx_start], &text[policy_start..]);
+        if !with_vcenter {
+            let start = out.find("[vcenter]").unwrap();
+            let end = out.find("[nsx]").unwrap();
+            out.replace_range(start..end, "");
+        }
+        out
+    }
+
+    /// The VMs carrying otnsx's scope and tag in the fake NSX-T.
+    pub fn tagged_t(&self) -> BTreeSet<String> {
+        self.nsxt.carrying(SCOPE, VALUE).into_iter().collect()
     }
 
     pub fn write_config(&self, text: &str) {

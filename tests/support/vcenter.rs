@@ -124,6 +124,13 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
             }
             list_vms(&s, req, rest)
         }
+        ("GET", p) if p.starts_with("/api/vcenter/vm/") || p.starts_with("/rest/vcenter/vm/") => {
+            if session(&s, req).is_none() {
+                return unauthenticated(rest);
+            }
+            let id = p.rsplit('/').next().unwrap_or("");
+            vm_details(&s, id, rest)
+        }
         (
             _,
             "/api/session"
@@ -177,6 +184,30 @@ fn invalid_argument(rest: bool, what: &str) -> Response {
         json!({"error_type": "INVALID_ARGUMENT", "messages": messages})
     };
     Response::json(400, body.to_string())
+}
+
+/// `GET .../vcenter/vm/{vm}`: `identity` only from 6.7U1 on, so not on the 6.5 fake.
+fn vm_details(s: &State, id: &str, rest: bool) -> Response {
+    let Some(vm) = s.vms.iter().find(|v| v.id == id) else {
+        let messages = json!([{"args": [id], "default_message": format!("Virtual machine with identifier '{id}' does not exist."), "id": "com.vmware.api.vcenter.vm.not_found"}]);
+        let body = if rest {
+            json!({"type": "com.vmware.vapi.std.errors.not_found", "value": {"messages": messages, "error_type": "NOT_FOUND"}})
+        } else {
+            json!({"error_type": "NOT_FOUND", "messages": messages})
+        };
+        return Response::json(404, body.to_string());
+    };
+    let (instance, bios) = super::uuids(&vm.id);
+    let mut info = json!({"name": vm.name, "power_state": "POWERED_ON", "guest_OS": "OTHER_LINUX_64",
+                          "cpu": {"count": 2}, "memory": {"size_MiB": 4096}});
+    if s.generation == Generation::Modern {
+        info["identity"] = json!({"name": vm.name, "instance_uuid": instance, "bios_uuid": bios});
+    }
+    if rest {
+        Response::json(200, json!({"value": info}).to_string())
+    } else {
+        Response::json(200, info.to_string())
+    }
 }
 
 fn list_vms(s: &State, req: &Request, rest: bool) -> Response {

@@ -1,0 +1,383 @@
+//! A fake NSX-T / NSX 4 manager for `fabric/virtual-machines` as `../shared/reference/nsx.md`
+//! describes it: JSON, `tags` omitted when empty, a tag may lack its value, `cursor` paging
+//! with `page_size` at most 1000, the add/remove/update tag actions answering 204, basic auth
+//! or a session (JSESSIONID cookie + X-XSRF-TOKEN). It can be an old manager without
+//! add/remove, rate-limit with 429 and Retry-After, abort transactions (607), and expire
+//! session tokens (403, error 98).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use super::server::{Request, Response, Server, basic_auth};
+
+pub const USER: &str = "otnsx";
+pub const PASSWORD: &str = "nsxt-secret-pw";
+const VMS: &str = "/api/v1/fabric/virtual-machines";
+
+#[derive(Debug, Clone)]
+pub struct FakeVm {
+    pub display_name: String,
+    pub external_id: String,
+    pub compute_ids: Vec<String>,
+    /// (scope, tag); a tag without a value is `None`.
+    pub tags: Vec<(String, Option<String>)>,
+}
+
+#[derive(Default)]
+struct State {
+    vms: Vec<FakeVm>,
+    /// JSESSIONID → XSRF token.
+    sessions: BTreeMap<String, String>,
+    sessions_created: usize,
+    sessions_destroyed: usize,
+    old_manager: bool,
+    expire_tokens: bool,
+    /// Answer this many requests with 429 and this Retry-After.
+    rate_limited: usize,
+    retry_after: u64,
+    /// Answer this many changes with 500 / error 607.
+    aborted: usize,
+}
+
+pub struct FakeNsxT {
+    pub server: Server,
+    state: Arc<Mutex<State>>,
+}
+
+impl FakeNsxT {
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = Arc::clone(&state);
+        let server = Server::start(move |req| route(&shared, req));
+        FakeNsxT { server, state }
+    }
+
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    pub fn add_vm(
+        &self,
+        display_name: &str,
+        external_id: &str,
+        compute_ids: &[String],
+        tags: &[(&str, Option<&str>)],
+    ) {
+        self.state.lock().unwrap().vms.push(FakeVm {
+            display_name: display_name.into(),
+            external_id: external_id.into(),
+            compute_ids: compute_ids.to_vec(),
+            tags: tags
+                .iter()
+                .map(|(s, t)| (s.to_string(), t.map(str::to_string)))
+                .collect(),
+        });
+    }
+
+    /// The tags of the VM with this external id, as `scope|tag` strings.
+    pub fn tags(&self, external_id: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let vm = s
+            .vms
+            .iter()
+            .find(|v| v.external_id == external_id)
+            .expect("vm");
+        vm.tags
+            .iter()
+            .map(|(sc, t)| format!("{sc}|{}", t.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    /// The display names of the VMs carrying `scope|tag`.
+    pub fn carrying(&self, scope: &str, tag: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.vms
+            .iter()
+            .filter(|v| {
+                v.tags
+                    .iter()
+                    .any(|(sc, t)| sc == scope && t.as_deref() == Some(tag))
+            })
+            .map(|v| v.display_name.clone())
+            .collect()
+    }
+
+    pub fn old_manager(&self, old: bool) {
+        self.state.lock().unwrap().old_manager = old;
+    }
+
+    pub fn expire_tokens(&self) {
+        self.state.lock().unwrap().expire_tokens = true;
+    }
+
+    pub fn rate_limit(&self, count: usize, retry_after: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.rate_limited = count;
+        s.retry_after = retry_after;
+    }
+
+    pub fn abort_transactions(&self, count: usize) {
+        self.state.lock().unwrap().aborted = count;
+    }
+
+    /// (created, destroyed, still open)
+    pub fn sessions(&self) -> (usize, usize, usize) {
+        let s = self.state.lock().unwrap();
+        (s.sessions_created, s.sessions_destroyed, s.sessions.len())
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.server.requests()
+    }
+
+    /// The tag actions received (`add_tags`, `remove_tags`, `update_tags`), in order.
+    pub fn actions(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == VMS)
+            .filter_map(|r| r.query_value("action"))
+            .collect()
+    }
+}
+
+fn error(status: u16, code: i64, message: &str) -> Response {
+    let http = match status {
+        400 => "BAD_REQUEST",
+        403 => "FORBIDDEN",
+        404 => "NOT_FOUND",
+        429 => "TOO_MANY_REQUESTS",
+        _ => "INTERNAL_SERVER_ERROR",
+    };
+    Response::json(
+        status,
+        json!({"httpStatus": http, "error_code": code, "module_name": "common-services", "error_message": message}).to_string(),
+    )
+}
+
+enum Auth {
+    Ok,
+    Refused(Response),
+}
+
+fn authenticate(s: &mut State, req: &Request) -> Auth {
+    if let Some((user, password)) = basic_auth(req) {
+        return if user == USER && password == PASSWORD {
+            Auth::Ok
+        } else {
+            Auth::Refused(error(
+                403,
+                403,
+                "The credentials were incorrect or the account specified has been locked.",
+            ))
+        };
+    }
+    let cookie = req
+        .header("cookie")
+        .and_then(|c| {
+            c.split(';')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix("JSESSIONID="))
+        })
+        .map(str::to_string);
+    let Some(cookie) = cookie.filter(|c| s.sessions.contains_key(c)) else {
+        return Auth::Refused(error(
+            403,
+            403,
+            "The credentials were incorrect or the account specified has been locked.",
+        ));
+    };
+    if s.expire_tokens {
+        s.expire_tokens = false;
+        s.sessions.remove(&cookie);
+        return Auth::Refused(error(403, 98, "The XSRF token has expired."));
+    }
+    if req.header("x-xsrf-token") != s.sessions.get(&cookie).map(String::as_str) {
+        return Auth::Refused(error(403, 98, "Bad XSRF token."));
+    }
+    Auth::Ok
+}
+
+fn route(state: &Mutex<State>, req: &Request) -> Response {
+    let mut s = state.lock().unwrap();
+    match (req.method.as_str(), req.path.as_str()) {
+        ("POST", "/api/session/create") => return session_create(&mut s, req),
+        ("POST", "/api/session/destroy") => {
+            if let Auth::Refused(r) = authenticate(&mut s, req) {
+                return r;
+            }
+            let cookie = req
+                .header("cookie")
+                .unwrap_or("")
+                .trim_start_matches("JSESSIONID=")
+                .to_string();
+            s.sessions.remove(&cookie);
+            s.sessions_destroyed += 1;
+            return Response::empty(200);
+        }
+        _ => {}
+    }
+    if let Auth::Refused(r) = authenticate(&mut s, req) {
+        return r;
+    }
+    if s.rate_limited > 0 {
+        s.rate_limited -= 1;
+        let after = s.retry_after.to_string();
+        return error(
+            429,
+            102,
+            "Client 'otnsx' exceeded request rate of 100 per second",
+        )
+        .with_header("Retry-After", &after);
+    }
+    match (req.method.as_str(), req.path.as_str()) {
+        ("GET", VMS) => list(&s, req),
+        ("POST", VMS) => change(&mut s, req),
+        (_, VMS) => error(405, 400, "Method not allowed"),
+        _ => error(404, 404, "The requested URI could not be found."),
+    }
+}
+
+fn session_create(s: &mut State, req: &Request) -> Response {
+    if req.media_type() != "application/x-www-form-urlencoded" {
+        return error(415, 415, "Unsupported media type");
+    }
+    let form = Request {
+        raw_query: req.body_text(),
+        ..req.clone()
+    };
+    if form.query_value("j_username").as_deref() != Some(USER)
+        || form.query_value("j_password").as_deref() != Some(PASSWORD)
+    {
+        return error(
+            403,
+            403,
+            "The credentials were incorrect or the account specified has been locked.",
+        );
+    }
+    s.sessions_created += 1;
+    let cookie = format!("fakejsession{:08}", s.sessions_created);
+    let xsrf = format!("fakexsrf{:08}", s.sessions_created);
+    s.sessions.insert(cookie.clone(), xsrf.clone());
+    Response::empty(200)
+        .with_header(
+            "Set-Cookie",
+            &format!("JSESSIONID={cookie}; Path=/; Secure; HttpOnly"),
+        )
+        .with_header("X-XSRF-TOKEN", &xsrf)
+}
+
+fn vm_json(vm: &FakeVm) -> Value {
+    let mut v = json!({
+        "resource_type": "VirtualMachine", "display_name": vm.display_name,
+        "external_id": vm.external_id, "power_state": "VM_RUNNING", "type": "REGULAR",
+        "compute_ids": vm.compute_ids, "_last_sync_time": 1_795_448_203_000u64
+    });
+    if !vm.tags.is_empty() {
+        v["tags"] = vm
+            .tags
+            .iter()
+            .map(|(scope, tag)| match tag {
+                Some(t) => json!({"scope": scope, "tag": t}),
+                None => json!({"scope": scope}),
+            })
+            .collect();
+    }
+    v
+}
+
+fn list(s: &State, req: &Request) -> Response {
+    for (key, _) in req.query() {
+        if !["display_name", "external_id", "cursor", "page_size"].contains(&key.as_str()) {
+            return error(400, 400, &format!("Unknown query parameter {key}"));
+        }
+    }
+    let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
+    };
+    let matching: Vec<&FakeVm> = s
+        .vms
+        .iter()
+        .filter(|v| {
+            req.query_value("display_name")
+                .is_none_or(|n| v.display_name == n)
+        })
+        .filter(|v| {
+            req.query_value("external_id")
+                .is_none_or(|n| v.external_id == n)
+        })
+        .collect();
+    let start: usize = req
+        .query_value("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    // Pages of at most 2 here, whatever was asked, so that the cursor is exercised.
+    let end = (start + page_size.min(2)).min(matching.len());
+    let results: Vec<Value> = matching[start.min(end)..end]
+        .iter()
+        .map(|v| vm_json(v))
+        .collect();
+    let mut body = json!({"results": results, "sort_ascending": true});
+    if start == 0 {
+        body["result_count"] = json!(matching.len());
+    }
+    if end < matching.len() {
+        body["cursor"] = json!(format!("{end:04}"));
+    }
+    Response::json(200, body.to_string())
+}
+
+fn change(s: &mut State, req: &Request) -> Response {
+    let action = req.query_value("action").unwrap_or_default();
+    if !["add_tags", "remove_tags", "update_tags"].contains(&action.as_str()) {
+        return error(400, 220, &format!("Invalid action '{action}'"));
+    }
+    if s.old_manager && action != "update_tags" {
+        return error(400, 220, &format!("Invalid action '{action}'"));
+    }
+    if req.media_type() != "application/json" {
+        return error(415, 415, "Unsupported media type");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return error(400, 400, "Malformed request body");
+    };
+    let external_id = body["external_id"].as_str().unwrap_or_default().to_string();
+    let Some(tags) = body["tags"].as_array() else {
+        return error(400, 400, "tags is required");
+    };
+    let tags: Vec<(String, Option<String>)> = tags
+        .iter()
+        .map(|t| {
+            (
+                t["scope"].as_str().unwrap_or("").to_string(),
+                t["tag"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    let Some(vm) = s.vms.iter_mut().find(|v| v.external_id == external_id) else {
+        return error(404, 600, &format!("VirtualMachine {external_id} not found"));
+    };
+    if s.aborted > 0 {
+        s.aborted -= 1;
+        return error(
+            500,
+            607,
+            "The operation failed because the transaction was aborted. Please retry.",
+        );
+    }
+    match action.as_str() {
+        "add_tags" => {
+            for tag in tags {
+                if !vm.tags.contains(&tag) {
+                    vm.tags.push(tag);
+                }
+            }
+        }
+        "remove_tags" => vm.tags.retain(|t| !tags.contains(t)),
+        _ => vm.tags = tags,
+    }
+    Response::empty(204)
+}
