@@ -71,6 +71,10 @@ pub struct Tls {
 pub struct OtrsConfig {
     pub endpoint: Endpoint,
     pub vm_field: String,
+    /// Post an internal note to the ticket about every change otnsx makes for it.
+    pub notes: bool,
+    /// The help desk's major version: 5 writes notes as `ArticleType` `note-internal`.
+    pub version: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -175,7 +179,11 @@ macro_rules! raw_service_section {
     };
 }
 
-raw_service_section!(RawOtrs { vm_field: Option<String> });
+raw_service_section!(RawOtrs {
+    vm_field: Option<String>,
+    notes: Option<bool>,
+    version: Option<u32>,
+});
 raw_service_section!(RawVcenter {
     api: Option<ApiGeneration>,
     folder: Option<String>,
@@ -353,10 +361,19 @@ impl Checker {
         if vm_field.trim().is_empty() {
             self.problem("otrs.vm_field", "must name the ticket's dynamic field");
         }
+        let version = raw.version.unwrap_or(6);
+        if version < 5 {
+            self.problem(
+                "otrs.version",
+                "otnsx needs OTRS 5 or later (Znuny and OTOBO count as 6)",
+            );
+        }
         let endpoint = self.endpoint("otrs", &raw.endpoint_keys());
         Some(OtrsConfig {
             endpoint: endpoint?,
             vm_field,
+            notes: raw.notes.unwrap_or(true),
+            version,
         })
     }
 

@@ -51,6 +51,12 @@ impl Call {
         self
     }
 
+    /// Not retried: for writes that must not happen twice (a ticket note).
+    pub fn once(mut self) -> Self {
+        self.retry = false;
+        self
+    }
+
     pub fn body(mut self, content_type: &'static str, body: Vec<u8>) -> Self {
         self.body = Some((content_type, body));
         self

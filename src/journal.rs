@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::store::Holder;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -20,6 +21,8 @@ pub enum Action {
     Noop,
     Refused,
     Error,
+    /// A note was posted to the ticket (or failed to be).
+    Note,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +38,18 @@ pub struct Entry {
     pub detail: String,
     /// `helpdesk` (with the ticket's owner) or the OS user who ran the command.
     pub actor: String,
+    /// Why: `lock`, `unlock`, `grant`, `revoke`, `forced`, `emergency`, `expiry`, `reconcile`,
+    /// `drift`, `retry`.
+    pub cause: &'static str,
+    /// The holders whose access to the VM began with this entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gained: Vec<Holder>,
+    /// The holders whose access to the VM ended with this entry.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<Holder>,
+    /// The reason given with a manual grant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 pub struct Journal {

@@ -33,8 +33,13 @@ pub struct HelpDesk {
     user: String,
     password: Secret,
     vm_field: String,
+    version: u32,
     session: Option<String>,
 }
+
+/// TicketSearch's `Limit`: the answer's size bound. Correctness never depends on it: a ticket
+/// missing from the answer is read again before its lease is dropped.
+const SEARCH_LIMIT: &str = "10000";
 
 impl HelpDesk {
     pub fn new(config: &OtrsConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
@@ -43,6 +48,7 @@ impl HelpDesk {
             user: config.endpoint.user.clone(),
             password: config.endpoint.password.clone(),
             vm_field: config.vm_field.clone(),
+            version: config.version,
             session: None,
         })
     }
@@ -58,6 +64,43 @@ impl HelpDesk {
             .send("TicketGet", Call::new(Method::GET, path))
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
         parse_ticket(&body, &self.vm_field).with_context(|| format!("reading ticket ID {id}"))
+    }
+
+    /// TicketSearch for every locked ticket the API user may read.
+    pub fn locked_tickets(&mut self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+        let session = self.session_id()?;
+        let path = format!(
+            "/Ticket{}",
+            query([
+                ("SessionID", session.as_str()),
+                ("Locks", "lock"),
+                ("Limit", SEARCH_LIMIT)
+            ])
+        );
+        let body = self
+            .send("TicketSearch", Call::new(Method::GET, path))
+            .context("searching the help desk for locked tickets")?;
+        parse_search(&body)
+    }
+
+    /// TicketUpdate with an internal article: never visible to the customer.
+    pub fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<()> {
+        let session = self.session_id()?;
+        let article = if self.version == 5 {
+            serde_json::json!({"ArticleType": "note-internal", "SenderType": "agent",
+                "Subject": subject, "Body": text, "ContentType": "text/plain; charset=utf8"})
+        } else {
+            serde_json::json!({"CommunicationChannel": "Internal", "IsVisibleForCustomer": 0,
+                "SenderType": "agent", "Subject": subject, "Body": text,
+                "ContentType": "text/plain; charset=utf8"})
+        };
+        let body = serde_json::json!({"SessionID": session, "Article": article});
+        let call = Call::new(Method::PATCH, format!("/Ticket/{id}"))
+            .body("application/json", body.to_string().into_bytes())
+            .once();
+        self.send("TicketUpdate", call)
+            .with_context(|| format!("adding a note to ticket ID {id}"))?;
+        Ok(())
     }
 
     /// SessionCreate, once per run: the password travels in a POST body, never in a URL.
@@ -199,6 +242,30 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
     Err(fault(exit, format!("{hint} ({code}: {message})")))
 }
 
+/// Reads a TicketSearch answer: `{"TicketID":["2","7"]}`, or `{}` when nothing matches.
+pub fn parse_search(body: &Value) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+    let Some(ids) = body.get("TicketID") else {
+        return Ok(Default::default());
+    };
+    let bad = || {
+        fault(
+            Exit::Unavailable,
+            format!("help desk: unexpected TicketSearch answer {ids}"),
+        )
+    };
+    let list = match ids {
+        Value::Array(list) => list.clone(),
+        single => vec![single.clone()],
+    };
+    list.iter()
+        .map(|id| match id {
+            Value::String(s) => s.parse().map_err(|_| bad()),
+            Value::Number(n) => n.as_u64().ok_or_else(bad),
+            _ => Err(bad()),
+        })
+        .collect()
+}
+
 /// Reads a TicketGet answer: `{"Ticket":[{...}]}`.
 pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
     let bad = |what: &str| {
@@ -328,6 +395,16 @@ mod tests {
             format!("{err}")
                 .contains("ProcessManagementActivityID, ProcessManagementProcessID, VMName")
         );
+    }
+
+    #[test]
+    fn reads_search_answers() {
+        assert_eq!(
+            parse_search(&json!({"TicketID": ["2", "7"]})).expect("ids"),
+            [2, 7].into()
+        );
+        assert_eq!(parse_search(&json!({})).expect("none"), Default::default());
+        assert!(parse_search(&json!({"TicketID": [{"x": 1}]})).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod it {
     pub mod fakes;
     pub mod faults;
     pub mod manual;
+    pub mod notes;
     pub mod nsxt;
     pub mod ticket;
 }
@@ -74,11 +75,21 @@ pub fn unlock(world: &World, ticket: (u64, &str)) -> Run {
     event(world, ticket)
 }
 
-/// The journal's `action` values, in order.
+/// The journal's `action` values of decisions (notes left out), in order.
 pub fn actions(world: &World) -> Vec<String> {
     world
         .journal()
         .iter()
         .map(|e| e["action"].as_str().unwrap().to_string())
+        .filter(|a| a != "note")
+        .collect()
+}
+
+/// The journal's entries about notes posted to tickets.
+pub fn note_entries(world: &World) -> Vec<serde_json::Value> {
+    world
+        .journal()
+        .into_iter()
+        .filter(|e| e["action"] == "note")
         .collect()
 }

@@ -14,7 +14,7 @@ pub fn run(
     duration: Option<Duration>,
     reason: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    let subject = Subject::default();
+    let subject = Subject::new("grant");
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let (lock, before) = run.begin()?;
@@ -26,13 +26,8 @@ pub fn run(
             let after = vms.iter().fold(before.clone(), |leases, vm| {
                 plan::grant(&leases, &holder, vm, run.now, duration, reason)
             });
-            let decision = Decision {
-                heading: format!("grant by {}", run.actor),
-                before,
-                after,
-                touched: vms,
-                refused,
-            };
+            let mut decision = Decision::new(format!("grant by {}", run.actor), before, after, vms);
+            decision.refused = refused;
             Ok(run
                 .carry_out(lock.as_ref(), backend, &subject, &decision)?
                 .0)

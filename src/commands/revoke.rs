@@ -10,10 +10,7 @@ use crate::store::Holder;
 use super::{Decision, Run, Subject, vms_of};
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
-    let subject = Subject {
-        note: force.then_some("forced"),
-        ..Subject::default()
-    };
+    let subject = Subject::new(if force { "forced" } else { "revoke" });
     run.journaled(&subject, || {
         run.with_backend(|backend| {
         let (lock, before) = run.begin()?;
@@ -37,13 +34,8 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
         let after = plan::release(&before, |l| {
             ids.contains(l.vm_id.as_str()) && (force || matches!(l.holder, Holder::User { .. }))
         });
-        let decision = Decision {
-            heading: format!("revoke by {}", run.actor),
-            before,
-            after,
-            touched: vms,
-            refused,
-        };
+        let mut decision = Decision::new(format!("revoke by {}", run.actor), before, after, vms);
+            decision.refused = refused;
         let (exit, outcomes) = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
         let held = outcomes
             .iter()

@@ -8,14 +8,14 @@ use crate::otrs::HelpDesk;
 use crate::plan;
 use crate::store::{Holder, Lease};
 
-use super::{Decision, Run, Subject, vms_of};
+use super::{Decision, Run, Subject, notes, vms_of};
 
 pub fn run(mut run: Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
     run.actor = "helpdesk".into();
     let mut subject = Subject {
         ticket_number: number.clone(),
         ticket_id: Some(id),
-        note: None,
+        cause: "event",
     };
     let result = handle(&mut run, &mut subject, id, number.as_deref());
     if let Err(err) = &result {
@@ -37,7 +37,8 @@ fn handle(
         )
     })?;
     let (lock, before) = run.begin()?;
-    let ticket = HelpDesk::new(otrs, run.deadline, run.verbose)?.ticket(id)?;
+    let mut helpdesk = HelpDesk::new(otrs, run.deadline, run.verbose)?;
+    let ticket = helpdesk.ticket(id)?;
     if let Some(owner) = &ticket.owner {
         run.actor = format!("helpdesk:{owner}");
     }
@@ -53,6 +54,7 @@ fn handle(
         ));
     }
     subject.ticket_number = Some(ticket.number.clone());
+    subject.cause = if ticket.is_locked() { "lock" } else { "unlock" };
     let holder = Holder::Ticket {
         id,
         number: ticket.number.clone(),
@@ -85,17 +87,16 @@ fn handle(
                     ticket.lock
                 )
             };
-            run.journal(subject, Action::Noop, None, false, &why);
+            run.record(&run.entry(subject, Action::Noop, None, &why));
             println!("{heading}: {why}");
             return Ok(Exit::Ok);
         }
-        let decision = Decision {
-            heading,
-            before,
-            after,
-            touched,
-            refused,
-        };
-        Ok(run.carry_out(lock.as_ref(), backend, subject, &decision)?.0)
+        let mut decision = Decision::new(heading, before, after, touched);
+        decision.refused = refused;
+        let (exit, outcomes) = run.carry_out(lock.as_ref(), backend, subject, &decision)?;
+        if let Some(note) = notes::for_ticket(&holder, &outcomes, &decision.refused) {
+            run.post_note(&mut helpdesk, subject, id, &note);
+        }
+        Ok(exit)
     })
 }

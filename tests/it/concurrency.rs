@@ -63,8 +63,16 @@ fn sixteen_concurrent_events_end_consistent_with_the_tickets() {
     assert_eq!(world.vcenter.open_sessions(), 0);
 
     // Every decision journaled once: 16 in round one (8 grants, 8 no-ops) and 16 in round two.
-    let journal = world.journal();
+    let (notes, journal): (Vec<_>, Vec<_>) = world
+        .journal()
+        .into_iter()
+        .partition(|e| e["action"] == "note");
     assert_eq!(journal.len(), 32, "{journal:#?}");
+    assert_eq!(
+        notes.len(),
+        12,
+        "a note per grant and per revoke, none for no-ops"
+    );
     let count = |action: &str| journal.iter().filter(|e| e["action"] == action).count();
     assert_eq!(count("grant"), 8);
     assert_eq!(count("revoke"), 4, "one per unlocked ticket");

@@ -86,9 +86,10 @@ fn revoke_leaves_a_ticket_holding_the_vm_open_unless_forced() {
     assert!(world.leases().is_empty());
     let last = world.journal().last().cloned().unwrap();
     assert_eq!(last["action"], "revoke");
-    assert!(
-        last["detail"].as_str().unwrap().ends_with("[forced]"),
-        "{last}"
+    assert_eq!(last["cause"], "forced", "{last}");
+    assert_eq!(
+        last["lost"],
+        serde_json::json!([{"kind": "ticket", "id": 2, "number": "2026112310000011"}])
     );
 }
 

@@ -32,6 +32,11 @@ fn lock_attaches_the_tag_and_unlock_detaches_it() {
     assert_eq!(entry["vm_id"], "vm-42");
     assert_eq!(entry["result"], "ok");
     assert_eq!(entry["actor"], "helpdesk:agent1");
+    assert_eq!(entry["cause"], "lock");
+    assert_eq!(
+        entry["gained"],
+        json!([{"kind": "ticket", "id": 2, "number": "2026112310000011"}])
+    );
 
     let run = unlock(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
@@ -57,13 +62,17 @@ fn the_help_desk_reads_the_ticket_through_a_session_and_its_fields() {
     let world = World::new();
     lock(&world, T2);
     let lines: Vec<String> = world.helpdesk.requests().iter().map(|r| r.line()).collect();
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines.len(), 3, "{lines:?}");
     assert_eq!(
         lines[0],
         "POST /otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST/Session"
     );
     assert!(lines[1].starts_with("GET /otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST/Ticket/2?SessionID="));
     assert!(lines[1].ends_with("&DynamicFields=1"), "{}", lines[1]);
+    assert_eq!(
+        lines[2],
+        "PATCH /otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST/Ticket/2"
+    );
     // The password travels in the POST body only, never in a URL.
     assert!(lines.iter().all(|l| !l.contains("Password")));
 }

@@ -22,6 +22,10 @@ pub struct FakeTicket {
     pub vm_field: Value,
     /// Whether the API user may read it (the `Restricted` queue of the recordings).
     pub readable: bool,
+    /// Whether the API user may add notes (the `note` permission on its queue).
+    pub notable: bool,
+    /// The articles added through TicketUpdate, as received.
+    pub articles: Vec<Value>,
 }
 
 #[derive(Default)]
@@ -64,6 +68,8 @@ impl FakeHelpDesk {
                 owner: "agent1".into(),
                 vm_field,
                 readable: true,
+                notable: true,
+                articles: Vec::new(),
             },
         );
     }
@@ -85,6 +91,10 @@ impl FakeHelpDesk {
             .insert(user.into(), password.into());
     }
 
+    pub fn ticket(&self, id: u64) -> FakeTicket {
+        self.state.lock().expect("state").tickets[&id].clone()
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.server.requests()
     }
@@ -99,6 +109,10 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     match (req.method.as_str(), route) {
         ("POST", "/Session") => session_create(&mut state, req),
         ("GET", r) if r.starts_with("/Ticket/") => ticket_get(&state, req, &r["/Ticket/".len()..]),
+        ("PATCH", r) if r.starts_with("/Ticket/") => {
+            ticket_update(&mut state, req, &r["/Ticket/".len()..])
+        }
+        ("GET", "/Ticket") => ticket_search(&state, req),
         _ => Response::new(
             500,
             "text/plain; charset=UTF-8",
@@ -146,6 +160,95 @@ fn authenticate(state: &State, req: &Request) -> Option<String> {
     let user = req.query_value("UserLogin")?;
     let password = req.query_value("Password")?;
     (state.users.get(&user) == Some(&password)).then_some(user)
+}
+
+/// TicketSearch over GET: only the query string counts (fixture 09b: a dynamic-field
+/// condition there is ignored); `Locks=lock` filters, `Limit` caps.
+fn ticket_search(state: &State, req: &Request) -> Response {
+    if authenticate(state, req).is_none() {
+        return error(
+            "TicketSearch.AuthFail",
+            "TicketSearch: Authorization failing!",
+        );
+    }
+    let locks = req.query_all("Locks");
+    let limit: usize = req
+        .query_value("Limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(500);
+    let ids: Vec<String> = state
+        .tickets
+        .iter()
+        .filter(|(_, t)| t.readable)
+        .filter(|(_, t)| locks.is_empty() || locks.contains(&t.lock))
+        .map(|(id, _)| id.to_string())
+        .take(limit)
+        .collect();
+    if ids.is_empty() {
+        return json_utf8("{}".into());
+    }
+    json_utf8(json!({"TicketID": ids}).to_string())
+}
+
+/// TicketUpdate: credentials in the JSON body; a lock change and/or an article.
+fn ticket_update(state: &mut State, req: &Request, id: &str) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return Response::new(
+            500,
+            "text/plain; charset=UTF-8",
+            "Error while decoding request content.",
+        );
+    };
+    let user = match body.get("SessionID").and_then(Value::as_str) {
+        Some(session) => state.sessions.get(session).cloned(),
+        None => {
+            let user = body.get("UserLogin").and_then(Value::as_str).unwrap_or("");
+            let password = body.get("Password").and_then(Value::as_str).unwrap_or("");
+            (state.users.get(user).map(String::as_str) == Some(password)).then(|| user.to_string())
+        }
+    };
+    if user.is_none() {
+        return error(
+            "TicketUpdate.AuthFail",
+            "TicketUpdate: Authorization failing!",
+        );
+    }
+    let denied = || {
+        error(
+            "TicketUpdate.AccessDenied",
+            "TicketUpdate: User does not have access to the ticket!",
+        )
+    };
+    let Some(id) = id
+        .parse::<u64>()
+        .ok()
+        .filter(|id| state.tickets.get(id).is_some_and(|t| t.readable))
+    else {
+        return denied();
+    };
+    let ticket = state.tickets.get_mut(&id).expect("checked");
+    if let Some(lock) = body.pointer("/Ticket/Lock").and_then(Value::as_str) {
+        if !["lock", "unlock", "tmp_lock"].contains(&lock) {
+            return error(
+                "TicketUpdate.InvalidParameter",
+                "TicketUpdate: Ticket->LockID or Ticket->Lock parameter is invalid!",
+            );
+        }
+        ticket.lock = lock.to_string();
+    }
+    let mut answer = json!({"TicketNumber": ticket.number, "TicketID": id.to_string()});
+    if let Some(article) = body.get("Article") {
+        if !ticket.notable {
+            return denied();
+        }
+        let mut article = article.clone();
+        if article.get("IsVisibleForCustomer").is_none() && article.get("ArticleType").is_none() {
+            article["IsVisibleForCustomer"] = json!(1); // OTRS's default: visible
+        }
+        ticket.articles.push(article);
+        answer["ArticleID"] = json!(4 + ticket.articles.len());
+    }
+    json_utf8(answer.to_string())
 }
 
 fn ticket_get(state: &State, req: &Request, id: &str) -> Response {

@@ -1,0 +1,304 @@
+//! Carrying out a decision: which VMs it concerns, what NSX says of them, the change applied one
+//! VM at a time (NSX, then the leases saved, then the journal entry), and the summary.
+
+use std::collections::BTreeMap;
+
+use crate::backend::TagBackend;
+use crate::error::{Exit, exit_code};
+use crate::journal::Action;
+use crate::plan::{self, TagChange, VmPlan};
+use crate::store::{Holder, Lease, StateLock};
+use crate::time::Timestamp;
+use crate::vcenter::VmRef;
+
+use super::{Run, Subject};
+
+/// How a command wants the leases to change.
+pub struct Decision {
+    /// Starts the summary line: `ticket 2026112310000011`, `grant by alice`.
+    pub heading: String,
+    pub before: Vec<Lease>,
+    pub after: Vec<Lease>,
+    /// The VMs the command is about (their tag is checked even if their leases do not change).
+    pub touched: Vec<VmRef>,
+    pub refused: Vec<Refusal>,
+    /// Why a VM changes, where that differs from the command's own cause (reconcile: `expiry`,
+    /// `drift`), by VM id.
+    pub causes: BTreeMap<String, &'static str>,
+}
+
+impl Decision {
+    pub fn new(
+        heading: String,
+        before: Vec<Lease>,
+        after: Vec<Lease>,
+        touched: Vec<VmRef>,
+    ) -> Self {
+        Decision {
+            heading,
+            before,
+            after,
+            touched,
+            refused: Vec::new(),
+            causes: BTreeMap::new(),
+        }
+    }
+}
+
+/// A VM name that was not used, and why.
+pub type Refusal = (String, anyhow::Error);
+
+/// The result of one VM's part of a command.
+pub struct Outcome {
+    pub plan: VmPlan,
+    pub error: Option<anyhow::Error>,
+    /// When the VM's access ends, if it is open afterwards.
+    pub open_until: Option<Timestamp>,
+    /// How the change was made, when that is worth a warning (last-writer-wins tag updates).
+    pub warnings: Vec<String>,
+    pub cause: &'static str,
+}
+
+impl Outcome {
+    pub fn gained(&self) -> Vec<Holder> {
+        let p = &self.plan;
+        p.held_after
+            .iter()
+            .filter(|h| !p.held_before.contains(h))
+            .cloned()
+            .collect()
+    }
+
+    pub fn lost(&self) -> Vec<Holder> {
+        let p = &self.plan;
+        p.held_before
+            .iter()
+            .filter(|h| !p.held_after.contains(h))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Run {
+    /// Carries out a decision: journals the refused names, asks NSX which of the concerned
+    /// VMs carry the tag, applies the plan, and prints the summary.
+    pub fn carry_out(
+        &self,
+        lock: Option<&StateLock>,
+        backend: &mut TagBackend,
+        subject: &Subject,
+        decision: &Decision,
+    ) -> anyhow::Result<(Exit, Vec<Outcome>)> {
+        for (name, err) in &decision.refused {
+            let vm = VmRef {
+                name: name.clone(),
+                id: String::new(),
+            };
+            let mut entry = self.entry(subject, Action::Refused, Some(&vm), &format!("{err:#}"));
+            entry.result = "failed";
+            self.record(&entry);
+        }
+        let Decision {
+            before,
+            after,
+            touched,
+            ..
+        } = decision;
+        let vms = plan::concerned_vms(before, after, touched);
+        let tagged = backend.tagged_among(&vms)?;
+        let plans = plan::plan(before, after, touched, &tagged, self.now);
+        let outcomes = self.apply(lock, backend, subject, decision, plans)?;
+        let exit = self.report(&decision.heading, &decision.refused, &outcomes);
+        Ok((exit, outcomes))
+    }
+
+    /// Applies the plan VM by VM: the NSX change, then the VM's leases saved, then the journal
+    /// entry. A failed attach leaves no lease; a failed detach leaves its leases marked for
+    /// retry. Without a lock (dry run) nothing is changed.
+    fn apply(
+        &self,
+        lock: Option<&StateLock>,
+        backend: &mut TagBackend,
+        subject: &Subject,
+        decision: &Decision,
+        plans: Vec<VmPlan>,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        let (before, after) = (&decision.before, &decision.after);
+        let mut current = before.to_vec();
+        let mut outcomes = Vec::new();
+        for plan in plans {
+            let id = plan.vm.id.clone();
+            let result = match (lock, plan.change) {
+                (None, _) | (_, TagChange::Keep) => Ok(()),
+                (Some(_), TagChange::Attach) => backend.attach(&plan.vm),
+                (Some(_), TagChange::Detach) => backend.detach(&plan.vm),
+            };
+            let mut wanted = plan::take_vm(&current, after, &id);
+            match (&result, plan.change) {
+                (Err(_), TagChange::Attach) => wanted = plan::take_vm(&wanted, before, &id),
+                (Err(_), TagChange::Detach) => wanted = plan::keep_for_retry(before, &wanted, &id),
+                (Ok(()), TagChange::Detach) => wanted = plan::settle(&wanted, &id),
+                (Ok(()), TagChange::Keep) if !plan.tagged => wanted = plan::settle(&wanted, &id),
+                _ => {}
+            }
+            current = wanted;
+            if let Some(lock) = lock {
+                self.store.save(lock, &current)?;
+            }
+            let open_until = current
+                .iter()
+                .filter(|l| l.vm_id == id && l.is_live(self.now))
+                .map(|l| l.expires_at)
+                .max()
+                .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
+            let outcome = Outcome {
+                cause: decision.causes.get(&id).copied().unwrap_or(subject.cause),
+                plan,
+                error: result.err(),
+                open_until,
+                warnings: backend.take_warnings(),
+            };
+            let (action, detail) = describe(&outcome);
+            let mut entry = self.entry(subject, action, Some(&outcome.plan.vm), &detail);
+            entry.cause = outcome.cause;
+            entry.gained = outcome.gained();
+            entry.lost = outcome.lost();
+            entry.reason = current
+                .iter()
+                .find(|l| l.vm_id == id && entry.gained.contains(&l.holder))
+                .and_then(|l| l.reason.clone());
+            if outcome.error.is_some() {
+                entry.result = "failed";
+            }
+            self.record(&entry);
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    /// Prints the one-line summary on stdout, and the failures among it as one line on
+    /// stderr; returns the exit status the outcomes add up to.
+    pub fn report(&self, heading: &str, refused: &[Refusal], outcomes: &[Outcome]) -> Exit {
+        let mut parts: Vec<String> = Vec::new();
+        let mut failures: Vec<String> = Vec::new();
+        let mut exits: Vec<Exit> = Vec::new();
+        for (name, err) in refused {
+            failures.push(format!("{name}: {err:#}"));
+            exits.push(exit_code(err));
+        }
+        parts.extend(failures.iter().cloned());
+        for outcome in outcomes {
+            let (_, detail) = describe(outcome);
+            if let Some(err) = &outcome.error {
+                failures.push(detail.clone());
+                exits.push(exit_code(err));
+            } else {
+                exits.push(Exit::Ok);
+            }
+            parts.push(detail);
+        }
+        if parts.is_empty() {
+            parts.push("nothing to do".into());
+        }
+        let prefix = if self.dry_run { "dry run: " } else { "" };
+        println!("{prefix}{heading}: {}", parts.join("; "));
+        if !failures.is_empty() {
+            eprintln!("otnsx: {heading}: {}", failures.join("; "));
+        }
+        combine(&exits)
+    }
+}
+
+/// All fine → 0; some fine and some not → 1; all failed → the first failure's code.
+pub fn combine(exits: &[Exit]) -> Exit {
+    let failed: Vec<Exit> = exits.iter().copied().filter(|e| *e != Exit::Ok).collect();
+    match failed.first() {
+        None => Exit::Ok,
+        Some(_) if failed.len() < exits.len() => Exit::Partial,
+        Some(first) => *first,
+    }
+}
+
+/// The journal action and the human sentence for an outcome, with its warnings.
+pub fn describe(outcome: &Outcome) -> (Action, String) {
+    let (action, mut detail) = describe_change(outcome);
+    for warning in &outcome.warnings {
+        detail.push_str(&format!(" (warning: {warning})"));
+    }
+    (action, detail)
+}
+
+fn describe_change(outcome: &Outcome) -> (Action, String) {
+    let plan = &outcome.plan;
+    let vm = &plan.vm;
+    let holders = |list: &[Holder]| {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let until = outcome
+        .open_until
+        .map(|t| format!(" until {t}"))
+        .unwrap_or_default();
+    let why = match outcome.cause {
+        "expiry" => " (lease expired)",
+        "drift" => " (NSX disagreed with the leases)",
+        "retry" => " (retried)",
+        _ => "",
+    };
+    if let Some(err) = &outcome.error {
+        let what = match plan.change {
+            TagChange::Attach => "opening failed, no lease kept",
+            _ => "closing failed, kept for retry on the next run",
+        };
+        return (Action::Error, format!("{vm}: {what}: {err:#}"));
+    }
+    let gained = !outcome.gained().is_empty();
+    let lost = !outcome.lost().is_empty();
+    match plan.change {
+        TagChange::Attach => (Action::Grant, format!("opened {vm}{until}{why}")),
+        TagChange::Detach => (Action::Revoke, format!("closed {vm}{why}")),
+        TagChange::Keep if gained => (
+            Action::Grant,
+            format!(
+                "{vm} was already open; now also held by {}{until}",
+                holders(&plan.held_after)
+            ),
+        ),
+        TagChange::Keep if lost && !plan.held_after.is_empty() => (
+            Action::Revoke,
+            format!(
+                "{vm} stays open, still held by {}{why}",
+                holders(&plan.held_after)
+            ),
+        ),
+        TagChange::Keep if lost => (
+            Action::Revoke,
+            format!("released {vm} (it was already closed){why}"),
+        ),
+        TagChange::Keep if plan.held_after.is_empty() => {
+            (Action::Noop, format!("{vm} is already closed"))
+        }
+        TagChange::Keep => (
+            Action::Noop,
+            format!(
+                "{vm} is already open for {}{until}",
+                holders(&plan.held_after)
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_combine() {
+        assert_eq!(combine(&[]), Exit::Ok);
+        assert_eq!(combine(&[Exit::Ok, Exit::Ok]), Exit::Ok);
+        assert_eq!(combine(&[Exit::Ok, Exit::Unavailable]), Exit::Partial);
+        assert_eq!(combine(&[Exit::DataErr, Exit::Unavailable]), Exit::DataErr);
+    }
+}

@@ -1,0 +1,128 @@
+//! The internal notes otnsx posts to a ticket: the help desk throws otnsx's output away, so the
+//! agent learns in the ticket what happened. Short plain text, built from the outcomes alone.
+
+use crate::error::Fault;
+use crate::journal::Action;
+use crate::otrs::HelpDesk;
+use crate::plan::TagChange;
+use crate::store::Holder;
+
+use super::{Outcome, Refusal, Run, Subject};
+
+/// A note's subject and body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Note {
+    pub subject: String,
+    pub body: String,
+}
+
+/// The note for what one run did to a ticket's access, or none when nothing changed.
+pub fn for_ticket(holder: &Holder, outcomes: &[Outcome], refused: &[Refusal]) -> Option<Note> {
+    let mut lines = Vec::new();
+    let (mut opened, mut closed, mut trouble) = (false, false, false);
+    for (name, err) in refused {
+        trouble = true;
+        lines.push(format!("{name} was not opened: {}.", plain(err)));
+    }
+    for outcome in outcomes {
+        let vm = &outcome.plan.vm.name;
+        let others: Vec<String> = outcome
+            .plan
+            .held_after
+            .iter()
+            .filter(|h| *h != holder)
+            .map(ToString::to_string)
+            .collect();
+        let mine_gained = outcome.gained().contains(holder);
+        let mine_lost = outcome.lost().contains(holder);
+        match (&outcome.error, outcome.plan.change) {
+            (Some(err), TagChange::Attach) => {
+                trouble = true;
+                lines.push(format!(
+                    "Access to {vm} could not be opened: {}. Unlock and lock the ticket again to retry; if that fails too, tell the administrators.",
+                    plain(err)
+                ));
+            }
+            (Some(err), _) => {
+                trouble = true;
+                lines.push(format!(
+                    "Access to {vm} could not be closed yet: {}. otnsx retries on its next run; tell the administrators if it stays open.",
+                    plain(err)
+                ));
+            }
+            (None, TagChange::Detach) => {
+                closed = true;
+                lines.push(format!("Access to {vm} is closed."));
+            }
+            (None, _) if mine_gained => {
+                opened = true;
+                let until = outcome
+                    .open_until
+                    .map(|t| format!(" until {t} (UTC), or until the ticket is unlocked"))
+                    .unwrap_or_default();
+                lines.push(format!("Access to {vm} is open{until}."));
+            }
+            (None, _) if mine_lost && !others.is_empty() => {
+                closed = true;
+                lines.push(format!(
+                    "This ticket no longer holds {vm}; it stays open for {}.",
+                    others.join(", ")
+                ));
+            }
+            (None, _) if mine_lost => {
+                closed = true;
+                lines.push(format!("This ticket no longer holds {vm}."));
+            }
+            (None, _) => {}
+        }
+    }
+    if lines.is_empty() {
+        return None;
+    }
+    let subject = if trouble {
+        "otnsx: maintenance access problem"
+    } else if opened && !closed {
+        "otnsx: maintenance access opened"
+    } else if closed && !opened {
+        "otnsx: maintenance access closed"
+    } else {
+        "otnsx: maintenance access changed"
+    };
+    Some(Note {
+        subject: subject.to_string(),
+        body: lines.join("\n"),
+    })
+}
+
+/// The innermost message that explains an error to an agent, without the call chain.
+fn plain(err: &anyhow::Error) -> String {
+    err.chain()
+        .filter_map(|c| c.downcast_ref::<Fault>())
+        .last()
+        .map_or_else(|| format!("{err:#}"), |f| f.message.clone())
+}
+
+impl Run {
+    /// Posts the note (when notes are on and this is no dry run) and journals it. A failed
+    /// note changes nothing else: it is journaled and said on stderr.
+    pub fn post_note(
+        &self,
+        helpdesk: &mut HelpDesk,
+        subject: &Subject,
+        ticket_id: u64,
+        note: &Note,
+    ) {
+        let notes_on = self.config.otrs.as_ref().is_some_and(|o| o.notes);
+        if self.dry_run || !notes_on {
+            return;
+        }
+        let text = format!("{}: {}", note.subject, note.body.replace('\n', " "));
+        let mut entry = self.entry(subject, Action::Note, None, &text);
+        if let Err(err) = helpdesk.note(ticket_id, &note.subject, &note.body) {
+            eprintln!("otnsx: warning: {err:#}");
+            entry.result = "failed";
+            entry.detail = format!("note not posted: {err:#}; it said: {text}");
+        }
+        self.record(&entry);
+    }
+}
