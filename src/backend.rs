@@ -52,6 +52,14 @@ impl TagBackend {
         }
     }
 
+    /// Every VM that carries the tag now, as NSX sees it.
+    pub fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+        match self {
+            TagBackend::NsxV(nsx) => nsx.all_tagged(),
+            TagBackend::NsxT(nsx) => nsx.all_tagged(),
+        }
+    }
+
     /// Attaches the tag and verifies that it is there.
     pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
         match self {

@@ -77,15 +77,37 @@ pub enum Command {
         reason: Option<String>,
     },
 
-    /// Close VMs opened by hand
+    /// Close VMs opened by hand; with --all, close every VM at once
     Revoke {
         /// The VM's name in vCenter (repeatable)
-        #[arg(long = "vm", value_name = "NAME", required = true, num_args = 1..)]
+        #[arg(long = "vm", value_name = "NAME", required_unless_present = "all", num_args = 1..)]
         vms: Vec<String>,
 
         /// Close the VM even while tickets hold it (drops every lease on it)
         #[arg(long)]
         force: bool,
+
+        /// Emergency: detach the tag from every VM that carries it, drop every lease
+        #[arg(long, conflicts_with_all = ["vms", "force"])]
+        all: bool,
+    },
+
+    /// Make NSX match the leases: expiry, unlocked tickets, drift (run it from a timer)
+    Reconcile {
+        /// Print what was done as JSON
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Show which VMs are open, for whom, until when, and whether NSX agrees
+    Status {
+        /// Only this VM
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
+
+        /// Print JSON (see the man page for its fields)
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -270,10 +270,25 @@ impl NsxT {
 
     /// Every VM matching one filter, following `cursor` over the pages.
     fn list(&mut self, filter: (&str, &str)) -> anyhow::Result<Vec<NsxVm>> {
+        self.list_where(Some(filter))
+    }
+
+    /// The VMs that carry our tag now: the whole inventory, read page by page.
+    pub fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+        let all = self.list_where(None).context("listing NSX's VMs")?;
+        Ok(all
+            .iter()
+            .filter(|vm| self.carries(vm))
+            .map(vm_ref)
+            .collect())
+    }
+
+    fn list_where(&mut self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..10_000 {
-            let mut pairs = vec![filter, ("page_size", PAGE_SIZE)];
+            let mut pairs: Vec<(&str, &str)> = filter.into_iter().collect();
+            pairs.push(("page_size", PAGE_SIZE));
             if let Some(c) = &cursor {
                 pairs.push(("cursor", c));
             }

@@ -94,8 +94,8 @@ impl NsxV {
         ))
     }
 
-    /// The ids of the VMs that carry the tag now.
-    pub fn tagged(&mut self) -> anyhow::Result<BTreeSet<String>> {
+    /// The VMs that carry the tag now.
+    pub fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
         let tag = self.tag_id()?;
         let reply = self
             .send(Call::new(
@@ -103,9 +103,13 @@ impl NsxV {
                 format!("{TAGS}/{}/vm", encode(&tag)),
             ))
             .with_context(|| format!("reading the VMs that carry {tag}"))?;
-        let vms = parse_basic_info(&xml_body(&reply)?)
-            .map_err(|why| fault(Exit::Unavailable, format!("NSX: VM list of {tag}: {why}")))?;
-        Ok(vms.into_iter().collect())
+        parse_basic_info(&xml_body(&reply)?)
+            .map_err(|why| fault(Exit::Unavailable, format!("NSX: VM list of {tag}: {why}")))
+    }
+
+    /// The ids of the VMs that carry the tag now.
+    pub fn tagged(&mut self) -> anyhow::Result<BTreeSet<String>> {
+        Ok(self.all_tagged()?.into_iter().map(|vm| vm.id).collect())
     }
 
     pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
@@ -240,17 +244,21 @@ pub fn parse_security_tags(
     Ok((tags, paging))
 }
 
-/// Reads `<basicinfolist>`: the ids of the VMs listed.
-pub fn parse_basic_info(root: &xml::Element) -> Result<Vec<String>, String> {
+/// Reads `<basicinfolist>`: the VMs listed, by id and name.
+pub fn parse_basic_info(root: &xml::Element) -> Result<Vec<VmRef>, String> {
     if root.name != "basicinfolist" {
         return Err(format!("expected <basicinfolist>, got <{}>", root.name));
     }
     root.children_named("basicinfo")
         .map(|vm| {
-            vm.text_of("objectId")
+            let id = vm
+                .text_of("objectId")
                 .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| "a VM has no objectId".to_string())
+                .ok_or_else(|| "a VM has no objectId".to_string())?;
+            Ok(VmRef {
+                id: id.to_string(),
+                name: vm.text_of("name").unwrap_or(id).to_string(),
+            })
         })
         .collect()
 }
@@ -301,7 +309,13 @@ mod tests {
     fn reads_vm_lists_and_errors() {
         let root = xml::parse("<basicinfolist><basicinfo><objectId>vm-42</objectId><name>web01</name></basicinfo></basicinfolist>")
             .expect("xml");
-        assert_eq!(parse_basic_info(&root), Ok(vec!["vm-42".to_string()]));
+        assert_eq!(
+            parse_basic_info(&root),
+            Ok(vec![VmRef {
+                name: "web01".into(),
+                id: "vm-42".into()
+            }])
+        );
         assert_eq!(
             parse_error(
                 "<error><details>Concurrent object access error</details><errorCode>101</errorCode><moduleName>core-services</moduleName></error>"

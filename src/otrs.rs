@@ -66,6 +66,24 @@ impl HelpDesk {
         parse_ticket(&body, &self.vm_field).with_context(|| format!("reading ticket ID {id}"))
     }
 
+    /// A ticket's lock state alone (`lock`, `unlock`, `tmp_lock`): TicketGet without fields.
+    pub fn lock_of(&mut self, id: u64) -> anyhow::Result<String> {
+        let session = self.session_id()?;
+        let path = format!("/Ticket/{id}{}", query([("SessionID", session.as_str())]));
+        let body = self
+            .send("TicketGet", Call::new(Method::GET, path))
+            .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
+        body.pointer("/Ticket/0/Lock")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                fault(
+                    Exit::Unavailable,
+                    format!("help desk: ticket ID {id} has no Lock"),
+                )
+            })
+    }
+
     /// TicketSearch for every locked ticket the API user may read.
     pub fn locked_tickets(&mut self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
         let session = self.session_id()?;

@@ -25,17 +25,29 @@ pub struct VmPlan {
     pub change: TagChange,
     /// Whether NSX reported the tag on the VM before the change.
     pub tagged: bool,
-    /// The holders of live leases on the VM, before and after.
+    /// Who held the VM before: every active lease, expired or not (an expired lease that
+    /// this change drops is access that ends now).
     pub held_before: Vec<Holder>,
+    /// Who holds the VM after: the live leases.
     pub held_after: Vec<Holder>,
 }
 
+/// The holders of the live leases on a VM.
 pub fn live_holders(leases: &[Lease], vm_id: &str, now: Timestamp) -> Vec<Holder> {
-    let mut holders: Vec<Holder> = leases
-        .iter()
-        .filter(|l| l.vm_id == vm_id && l.is_live(now))
-        .map(|l| l.holder.clone())
-        .collect();
+    sorted(leases.iter().filter(|l| l.vm_id == vm_id && l.is_live(now)))
+}
+
+/// The holders of the active leases on a VM, expired or not.
+fn holders(leases: &[Lease], vm_id: &str) -> Vec<Holder> {
+    sorted(
+        leases
+            .iter()
+            .filter(|l| l.vm_id == vm_id && l.state == LeaseState::Active),
+    )
+}
+
+fn sorted<'a>(leases: impl Iterator<Item = &'a Lease>) -> Vec<Holder> {
+    let mut holders: Vec<Holder> = leases.map(|l| l.holder.clone()).collect();
     holders.sort();
     holders.dedup();
     holders
@@ -82,7 +94,7 @@ pub fn plan(
                 _ => TagChange::Keep,
             };
             VmPlan {
-                held_before: live_holders(before, &vm.id, now),
+                held_before: holders(before, &vm.id),
                 held_after,
                 tagged: is_tagged,
                 change,

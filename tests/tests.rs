@@ -11,6 +11,7 @@ mod it {
     pub mod docs;
     pub mod fakes;
     pub mod faults;
+    pub mod lifecycle;
     pub mod manual;
     pub mod notes;
     pub mod nsxt;
@@ -35,6 +36,38 @@ pub fn otnsx(world: &World, args: &[&str]) -> Run {
     let mut all = vec!["--config", config.to_str().unwrap()];
     all.extend_from_slice(args);
     run_binary(&all, &[])
+}
+
+/// Runs otnsx as [`otnsx`] does, at the time `now` (RFC 3339) by its clock.
+pub fn otnsx_at(world: &World, now: &str, args: &[&str]) -> Run {
+    let config = world.config_path();
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let run = run_binary(&all, &[("OTNSX_NOW", now)]);
+    assert_eq!(
+        world.vcenter.open_sessions(),
+        0,
+        "a vCenter session was left open: {run:?}"
+    );
+    run
+}
+
+/// Compares `actual` with the file `tests/golden/NAME`; with `OTNSX_BLESS=1`, writes it.
+pub fn golden(name: &str, actual: &str) {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("OTNSX_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (OTNSX_BLESS=1 writes it)", path.display()));
+    assert_eq!(
+        actual, expected,
+        "{name} differs from tests/golden/{name} (OTNSX_BLESS=1 rewrites it)"
+    );
 }
 
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Run {

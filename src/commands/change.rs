@@ -1,7 +1,7 @@
 //! Carrying out a decision: which VMs it concerns, what NSX says of them, the change applied one
 //! VM at a time (NSX, then the leases saved, then the journal entry), and the summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backend::TagBackend;
 use crate::error::{Exit, exit_code};
@@ -25,6 +25,9 @@ pub struct Decision {
     /// Why a VM changes, where that differs from the command's own cause (reconcile: `expiry`,
     /// `drift`), by VM id.
     pub causes: BTreeMap<String, &'static str>,
+    /// Which VMs carry the tag, when the command has read that already (reconcile, revoke
+    /// --all); otherwise NSX is asked about the concerned VMs.
+    pub tagged: Option<BTreeSet<String>>,
 }
 
 impl Decision {
@@ -41,6 +44,7 @@ impl Decision {
             touched,
             refused: Vec::new(),
             causes: BTreeMap::new(),
+            tagged: None,
         }
     }
 }
@@ -81,14 +85,14 @@ impl Outcome {
 
 impl Run {
     /// Carries out a decision: journals the refused names, asks NSX which of the concerned
-    /// VMs carry the tag, applies the plan, and prints the summary.
+    /// VMs carry the tag (unless the decision knows), and applies the plan.
     pub fn carry_out(
         &self,
         lock: Option<&StateLock>,
         backend: &mut TagBackend,
         subject: &Subject,
         decision: &Decision,
-    ) -> anyhow::Result<(Exit, Vec<Outcome>)> {
+    ) -> anyhow::Result<Vec<Outcome>> {
         for (name, err) in &decision.refused {
             let vm = VmRef {
                 name: name.clone(),
@@ -104,12 +108,12 @@ impl Run {
             touched,
             ..
         } = decision;
-        let vms = plan::concerned_vms(before, after, touched);
-        let tagged = backend.tagged_among(&vms)?;
+        let tagged = match &decision.tagged {
+            Some(known) => known.clone(),
+            None => backend.tagged_among(&plan::concerned_vms(before, after, touched))?,
+        };
         let plans = plan::plan(before, after, touched, &tagged, self.now);
-        let outcomes = self.apply(lock, backend, subject, decision, plans)?;
-        let exit = self.report(&decision.heading, &decision.refused, &outcomes);
-        Ok((exit, outcomes))
+        self.apply(lock, backend, subject, decision, plans)
     }
 
     /// Applies the plan VM by VM: the NSX change, then the VM's leases saved, then the journal
@@ -178,7 +182,8 @@ impl Run {
 
     /// Prints the one-line summary on stdout, and the failures among it as one line on
     /// stderr; returns the exit status the outcomes add up to.
-    pub fn report(&self, heading: &str, refused: &[Refusal], outcomes: &[Outcome]) -> Exit {
+    pub fn report(&self, decision: &Decision, outcomes: &[Outcome]) -> Exit {
+        let (heading, refused) = (&decision.heading, &decision.refused);
         let mut parts: Vec<String> = Vec::new();
         let mut failures: Vec<String> = Vec::new();
         let mut exits: Vec<Exit> = Vec::new();

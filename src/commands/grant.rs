@@ -28,9 +28,8 @@ pub fn run(
             });
             let mut decision = Decision::new(format!("grant by {}", run.actor), before, after, vms);
             decision.refused = refused;
-            Ok(run
-                .carry_out(lock.as_ref(), backend, &subject, &decision)?
-                .0)
+            let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
+            Ok(run.report(&decision, &outcomes))
         })
     })
 }

@@ -4,10 +4,12 @@
 mod change;
 mod grant;
 mod notes;
+mod reconcile;
 mod revoke;
+mod status;
 mod ticket;
 
-pub use change::{Decision, Outcome, Refusal};
+pub use change::{Decision, Outcome, Refusal, describe};
 
 use std::collections::BTreeSet;
 
@@ -106,7 +108,10 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
             duration,
             reason,
         } => grant::run(&run, &vms, duration, reason.as_deref()),
-        Command::Revoke { vms, force } => revoke::run(&run, &vms, force),
+        Command::Revoke { all: true, .. } => revoke::all(&run),
+        Command::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
+        Command::Reconcile { json } => reconcile::run(&run, json),
+        Command::Status { vm, json } => status::run(&run, vm.as_deref(), json),
     }
 }
 

@@ -16,8 +16,14 @@ pub struct Note {
     pub body: String,
 }
 
-/// The note for what one run did to a ticket's access, or none when nothing changed.
-pub fn for_ticket(holder: &Holder, outcomes: &[Outcome], refused: &[Refusal]) -> Option<Note> {
+/// The note for what one run did to a ticket's access, or none when nothing changed. `why`,
+/// when given, opens the note (a change the ticket did not ask for: expiry, emergency).
+pub fn for_ticket(
+    holder: &Holder,
+    outcomes: &[Outcome],
+    refused: &[Refusal],
+    why: Option<&str>,
+) -> Option<Note> {
     let mut lines = Vec::new();
     let (mut opened, mut closed, mut trouble) = (false, false, false);
     for (name, err) in refused {
@@ -26,6 +32,10 @@ pub fn for_ticket(holder: &Holder, outcomes: &[Outcome], refused: &[Refusal]) ->
     }
     for outcome in outcomes {
         let vm = &outcome.plan.vm.name;
+        let plan = &outcome.plan;
+        if !plan.held_before.contains(holder) && !plan.held_after.contains(holder) {
+            continue; // another holder's VM, in a run about several
+        }
         let others: Vec<String> = outcome
             .plan
             .held_after
@@ -78,6 +88,9 @@ pub fn for_ticket(holder: &Holder, outcomes: &[Outcome], refused: &[Refusal]) ->
     }
     if lines.is_empty() {
         return None;
+    }
+    if let Some(why) = why {
+        lines.insert(0, why.to_string());
     }
     let subject = if trouble {
         "otnsx: maintenance access problem"

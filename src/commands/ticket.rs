@@ -93,8 +93,9 @@ fn handle(
         }
         let mut decision = Decision::new(heading, before, after, touched);
         decision.refused = refused;
-        let (exit, outcomes) = run.carry_out(lock.as_ref(), backend, subject, &decision)?;
-        if let Some(note) = notes::for_ticket(&holder, &outcomes, &decision.refused) {
+        let outcomes = run.carry_out(lock.as_ref(), backend, subject, &decision)?;
+        let exit = run.report(&decision, &outcomes);
+        if let Some(note) = notes::for_ticket(&holder, &outcomes, &decision.refused, None) {
             run.post_note(&mut helpdesk, subject, id, &note);
         }
         Ok(exit)

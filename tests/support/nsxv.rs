@@ -84,6 +84,12 @@ impl FakeNsxV {
             .insert(vm.into());
     }
 
+    /// Takes the tag off a VM behind otnsx's back.
+    pub fn detach_by_hand(&self, tag_id: &str, vm: &str) {
+        let mut s = self.state.lock().expect("state");
+        s.attached.entry(tag_id.into()).or_default().remove(vm);
+    }
+
     pub fn fail_changes(&self, status: Option<u16>) {
         self.state.lock().expect("state").fail_changes = status;
     }

@@ -1,0 +1,138 @@
+//! `otnsx reconcile [--json]`, for a timer every minute or so: makes NSX match the leases.
+//!
+//! - Expired leases are dropped.
+//! - Ticket leases whose ticket is no longer locked are dropped: one TicketSearch gives the
+//!   locked tickets; only those missing from it are read again (a ticket the API user can no
+//!   longer see counts as unlocked).
+//! - Drift is repaired: a VM that carries the tag with no live lease is detached, a live lease
+//!   whose VM lacks the tag is attached again, a failed detach is retried.
+//!
+//! Each change is journaled; tickets whose access ended by expiry are told so in a note.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::json;
+
+use crate::error::{Exit, exit_code, fault};
+use crate::otrs::HelpDesk;
+use crate::plan;
+use crate::store::{Holder, Lease, LeaseState};
+
+use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
+
+pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
+    let subject = Subject::new("reconcile");
+    run.journaled(&subject, || {
+        run.with_backend(|backend| {
+            let (lock, before) = run.begin()?;
+            let unlocked = unlocked_tickets(run, &before)?;
+            let now = run.now;
+            let mut causes: BTreeMap<String, &'static str> = BTreeMap::new();
+            let mut expired_tickets: BTreeSet<Holder> = BTreeSet::new();
+            let after: Vec<Lease> = before
+                .iter()
+                .filter(|l| {
+                    let ticket_gone = matches!(l.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
+                    let expired = l.state == LeaseState::Active && l.expires_at <= now;
+                    if expired {
+                        causes.insert(l.vm_id.clone(), "expiry");
+                        if matches!(l.holder, Holder::Ticket { .. }) {
+                            expired_tickets.insert(l.holder.clone());
+                        }
+                    } else if ticket_gone {
+                        causes.entry(l.vm_id.clone()).or_insert("reconcile");
+                    } else if l.state == LeaseState::DetachFailed {
+                        causes.entry(l.vm_id.clone()).or_insert("retry");
+                    }
+                    !(expired || ticket_gone)
+                })
+                .cloned()
+                .collect();
+            let tagged_vms = backend.all_tagged()?;
+            let tagged: BTreeSet<String> = tagged_vms.iter().map(|v| v.id.clone()).collect();
+            // Drift: the tag where no live lease is, or a live lease where the tag is not.
+            let mut touched = tagged_vms;
+            touched.extend(vms_of(&before));
+            for vm in &touched {
+                let live = after.iter().any(|l| l.vm_id == vm.id && l.is_live(now));
+                if live != tagged.contains(&vm.id) {
+                    causes.entry(vm.id.clone()).or_insert("drift");
+                }
+            }
+            let mut decision = Decision::new("reconcile".into(), before, after, touched);
+            decision.causes = causes;
+            decision.tagged = Some(tagged);
+            let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
+            let changes: Vec<&Outcome> = outcomes.iter().filter(|o| changed(o)).collect();
+            let failed = changes.iter().any(|o| o.error.is_some());
+            if json {
+                let list: Vec<serde_json::Value> = changes
+                    .iter()
+                    .map(|o| {
+                        let (action, detail) = describe(o);
+                        json!({"vm": o.plan.vm.name, "vm_id": o.plan.vm.id, "action": action,
+                               "cause": o.cause, "result": if o.error.is_some() { "failed" } else { "ok" },
+                               "detail": detail})
+                    })
+                    .collect();
+                println!("{}", json!({"dry_run": run.dry_run, "ok": !failed, "changes": list}));
+            } else if changes.is_empty() {
+                let prefix = if run.dry_run { "dry run: " } else { "" };
+                println!("{prefix}reconcile: NSX matches the leases; nothing to repair");
+            } else {
+                run.report(&decision, &outcomes);
+            }
+            let why = format!(
+                "The ticket's maintenance access ended: it was locked longer than policy.max_duration ({}). Unlock and lock the ticket again to reopen it.",
+                crate::time::format_duration(run.config.policy.max_duration)
+            );
+            revoke::tell_tickets(run, &subject, &decision, &outcomes, &why, Some(&expired_tickets));
+            Ok(if failed { Exit::Partial } else { Exit::Ok })
+        })
+    })
+}
+
+/// Whether the outcome is a change worth reporting (not a VM that was fine as it was).
+fn changed(outcome: &Outcome) -> bool {
+    outcome.error.is_some()
+        || outcome.plan.change != plan::TagChange::Keep
+        || outcome.plan.held_before != outcome.plan.held_after
+}
+
+/// The tickets among the leases' holders that are no longer locked.
+fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>> {
+    let held: BTreeSet<u64> = leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Active)
+        .filter_map(|l| match l.holder {
+            Holder::Ticket { id, .. } => Some(id),
+            Holder::User { .. } => None,
+        })
+        .collect();
+    if held.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let otrs = run.config.otrs.as_ref().ok_or_else(|| {
+        fault(
+            Exit::Config,
+            "tickets hold leases but there is no [otrs] section to check them against",
+        )
+    })?;
+    let mut helpdesk = HelpDesk::new(otrs, run.deadline, run.verbose)?;
+    let locked = helpdesk.locked_tickets()?;
+    let mut unlocked = BTreeSet::new();
+    for id in held.difference(&locked) {
+        match helpdesk.lock_of(*id) {
+            Ok(lock) if lock == "lock" => {}
+            Ok(_) => {
+                unlocked.insert(*id);
+            }
+            // No such ticket any more, or the API user may no longer read it: unlocked.
+            Err(e) if exit_code(&e) == Exit::DataErr => {
+                unlocked.insert(*id);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(unlocked)
+}

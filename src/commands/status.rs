@@ -1,0 +1,188 @@
+//! `otnsx status [--vm NAME] [--json]`: one row per lease, and per VM that carries the tag with
+//! no lease; NSX's own view beside the leases, drift marked plainly. Reads only: no lock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Exit;
+use crate::store::{Holder, Lease, LeaseState};
+use crate::time::{Timestamp, format_duration};
+
+use super::Run;
+
+/// One VM in `status --json`. The field names are a stable interface (see the man page).
+#[derive(Debug, Serialize)]
+struct VmStatus {
+    vm: String,
+    vm_id: String,
+    /// Whether NSX reports the tag on the VM.
+    tagged: bool,
+    /// `null`, `"tag without lease"` or `"lease without tag"`.
+    drift: Option<&'static str>,
+    leases: Vec<LeaseStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct LeaseStatus {
+    holder: Holder,
+    reason: Option<String>,
+    granted_at: Timestamp,
+    expires_at: Timestamp,
+    /// Seconds until it expires; 0 once expired.
+    left_seconds: u64,
+    /// `active`, `expired` (waiting for reconcile), or `detach_failed`.
+    state: &'static str,
+}
+
+#[derive(Serialize)]
+struct Report {
+    now: Timestamp,
+    vms: Vec<VmStatus>,
+}
+
+pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
+    let leases = run.store.load()?;
+    let tagged = run.with_backend(|backend| backend.all_tagged())?;
+    let now = run.now;
+    let mut vms: BTreeMap<String, VmStatus> = BTreeMap::new();
+    for lease in &leases {
+        let entry = vms.entry(lease.vm_id.clone()).or_insert_with(|| VmStatus {
+            vm: lease.vm.clone(),
+            vm_id: lease.vm_id.clone(),
+            tagged: false,
+            drift: None,
+            leases: Vec::new(),
+        });
+        entry.leases.push(lease_status(lease, now));
+    }
+    for vm in tagged {
+        vms.entry(vm.id.clone())
+            .or_insert_with(|| VmStatus {
+                vm: vm.name.clone(),
+                vm_id: vm.id.clone(),
+                tagged: false,
+                drift: None,
+                leases: Vec::new(),
+            })
+            .tagged = true;
+    }
+    let mut list: Vec<VmStatus> = vms
+        .into_values()
+        .filter(|v| only.is_none_or(|name| v.vm == name))
+        .collect();
+    for vm in &mut list {
+        let live = vm.leases.iter().any(|l| l.state == "active");
+        vm.drift = match (live, vm.tagged) {
+            (false, true) => Some("tag without lease"),
+            (true, false) => Some("lease without tag"),
+            _ => None,
+        };
+    }
+    list.sort_by(|a, b| (&a.vm, &a.vm_id).cmp(&(&b.vm, &b.vm_id)));
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Report { now, vms: list })?
+        );
+        return Ok(Exit::Ok);
+    }
+    if list.is_empty() {
+        match only {
+            Some(name) => println!("{name}: no lease and no tag; access is closed"),
+            None => println!("no VM is open: no lease, and no VM carries the tag"),
+        }
+        return Ok(Exit::Ok);
+    }
+    print!("{}", table(&list));
+    Ok(Exit::Ok)
+}
+
+fn lease_status(lease: &Lease, now: Timestamp) -> LeaseStatus {
+    let left = u64::try_from(lease.expires_at.0.saturating_sub(now.0)).unwrap_or(0);
+    LeaseStatus {
+        holder: lease.holder.clone(),
+        reason: lease.reason.clone(),
+        granted_at: lease.granted_at,
+        expires_at: lease.expires_at,
+        left_seconds: left,
+        state: match lease.state {
+            LeaseState::DetachFailed => "detach_failed",
+            LeaseState::Active if left == 0 => "expired",
+            LeaseState::Active => "active",
+        },
+    }
+}
+
+/// An aligned table: a row per lease, and a row for a tagged VM without lease.
+fn table(list: &[VmStatus]) -> String {
+    let mut rows: Vec<[String; 8]> = vec![
+        [
+            "VM", "ID", "HELD BY", "REASON", "GRANTED", "EXPIRES", "LEFT", "NSX",
+        ]
+        .map(String::from),
+    ];
+    for vm in list {
+        let nsx = match vm.drift {
+            Some(drift) => format!(
+                "{} DRIFT: {drift}",
+                if vm.tagged { "tagged" } else { "untagged" }
+            ),
+            None if vm.tagged => "tagged".into(),
+            None => "untagged".into(),
+        };
+        if vm.leases.is_empty() {
+            rows.push([
+                vm.vm.clone(),
+                vm.vm_id.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                nsx.clone(),
+            ]);
+        }
+        for lease in &vm.leases {
+            let left = match lease.state {
+                "active" => format_duration(Duration::from_secs(lease.left_seconds)),
+                other => other.replace('_', " "),
+            };
+            rows.push([
+                vm.vm.clone(),
+                vm.vm_id.clone(),
+                lease.holder.to_string(),
+                lease.reason.clone().unwrap_or_else(|| "-".into()),
+                lease.granted_at.to_string(),
+                lease.expires_at.to_string(),
+                left,
+                nsx.clone(),
+            ]);
+        }
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                if i == 7 {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,305 @@
+//! Access that ends by itself and that everyone can see: expiry, reconcile, revoke --all,
+//! status. The clock is set with OTNSX_NOW.
+
+use serde_json::{Value, json};
+
+use crate::support::{T2, T3, TAG_ID, World, set};
+use crate::{golden, note_entries, otnsx_at};
+
+const T0: &str = "2026-11-23T16:00:00Z";
+
+fn lock_at(world: &World, ticket: (u64, &str), now: &str) -> crate::Run {
+    world.helpdesk.set_lock(ticket.0, "lock");
+    otnsx_at(world, now, &[ticket.1, &ticket.0.to_string()])
+}
+
+#[test]
+fn a_grant_expires_and_reconcile_closes_it() {
+    let world = World::new();
+    assert_eq!(
+        otnsx_at(&world, T0, &["grant", "--vm", "db01", "--for", "30m"]).code,
+        0
+    );
+    let run = otnsx_at(&world, "2026-11-23T16:29:59Z", &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("NSX matches the leases; nothing to repair"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.tagged(), set(&["vm-43"]));
+
+    let run = otnsx_at(&world, "2026-11-23T16:30:00Z", &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("closed db01 (vm-43) (lease expired)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    let last = world.journal().last().cloned().unwrap();
+    assert_eq!(
+        (last["action"].as_str(), last["cause"].as_str()),
+        (Some("revoke"), Some("expiry"))
+    );
+    assert_eq!(last["lost"], json!([{"kind": "user", "name": "alice"}]));
+}
+
+#[test]
+fn a_grant_on_a_held_vm_extends_it() {
+    let world = World::new();
+    assert_eq!(
+        otnsx_at(&world, T0, &["grant", "--vm", "db01", "--for", "30m"]).code,
+        0
+    );
+    assert_eq!(
+        otnsx_at(
+            &world,
+            "2026-11-23T16:20:00Z",
+            &["grant", "--vm", "db01", "--for", "30m"]
+        )
+        .code,
+        0
+    );
+    assert_eq!(world.leases()[0]["expires_at"], "2026-11-23T16:50:00Z");
+    assert_eq!(
+        otnsx_at(&world, "2026-11-23T16:40:00Z", &["reconcile"]).code,
+        0
+    );
+    assert_eq!(world.tagged(), set(&["vm-43"]));
+}
+
+#[test]
+fn a_ticket_lease_expires_after_max_duration_and_the_ticket_is_told() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    let run = otnsx_at(&world, "2026-11-24T00:00:00Z", &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    let article = world
+        .helpdesk
+        .ticket(T2.0)
+        .articles
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(article["Subject"], "otnsx: maintenance access closed");
+    assert_eq!(
+        article["Body"],
+        "The ticket's maintenance access ended: it was locked longer than policy.max_duration (8h). Unlock and lock the ticket again to reopen it.\nAccess to web01 is closed."
+    );
+    assert_eq!(note_entries(&world).last().unwrap()["cause"], "reconcile");
+    // A repeated lock event does not reopen it; unlocking and locking again does.
+    world.helpdesk.set_lock(T2.0, "unlock");
+    assert_eq!(
+        otnsx_at(&world, "2026-11-24T00:01:00Z", &[T2.1, "2"]).code,
+        0
+    );
+    assert_eq!(lock_at(&world, T2, "2026-11-24T00:02:00Z").code, 0);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+}
+
+#[test]
+fn a_missed_unlock_is_caught_by_reconcile() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    world.helpdesk.set_lock(T2.0, "unlock"); // the help desk never ran otnsx for it
+    let run = otnsx_at(&world, "2026-11-23T16:05:00Z", &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    // One TicketSearch, then a TicketGet only for the ticket missing from it.
+    let calls: Vec<String> = world
+        .helpdesk
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(&calls[calls.len() - 2..], ["Ticket", "2"]);
+    let search = world
+        .helpdesk
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| r.path.ends_with("/Ticket"))
+        .unwrap();
+    assert_eq!(search.query_value("Locks").as_deref(), Some("lock"));
+    assert_eq!(search.query_value("Limit").as_deref(), Some("10000"));
+}
+
+#[test]
+fn a_ticket_the_api_user_can_no_longer_see_counts_as_unlocked() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    world.helpdesk.update(T2.0, |t| t.readable = false);
+    assert_eq!(
+        otnsx_at(&world, "2026-11-23T16:05:00Z", &["reconcile"]).code,
+        0
+    );
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn locked_tickets_survive_reconcile_untouched() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    assert_eq!(lock_at(&world, T3, T0).code, 0);
+    let before = world.leases();
+    let requests = world.helpdesk.requests().len();
+    let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.leases(), before);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    // SessionCreate and one TicketSearch: no TicketGet, both tickets were in the search.
+    assert_eq!(world.helpdesk.requests().len(), requests + 2);
+}
+
+#[test]
+fn drift_is_repaired_both_ways() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    world.nsx.attach_by_hand(TAG_ID, "vm-44"); // opened in NSX by hand
+    world.nsx.detach_by_hand(TAG_ID, "vm-42"); // closed in NSX by hand, lease still live
+    let run = otnsx_at(&world, "2026-11-23T16:05:00Z", &["reconcile", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let changes: Vec<(String, String, String)> = report["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["vm_id"].as_str().unwrap().into(),
+                c["action"].as_str().unwrap().into(),
+                c["cause"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            ("vm-44".into(), "revoke".into(), "drift".into()),
+            ("vm-42".into(), "grant".into(), "drift".into())
+        ]
+    );
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    // The next run finds nothing to do.
+    let run = otnsx_at(&world, "2026-11-23T16:06:00Z", &["reconcile", "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&run.stdout).unwrap()["changes"],
+        json!([])
+    );
+}
+
+#[test]
+fn reconcile_dry_run_lists_and_changes_nothing() {
+    let world = World::new();
+    world.nsx.attach_by_hand(TAG_ID, "vm-44");
+    let run = otnsx_at(&world, T0, &["--dry-run", "reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("dry run: reconcile: closed app01 (vm-44) (NSX disagreed with the leases)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.tagged(), set(&["vm-44"]));
+    assert!(world.journal().is_empty());
+}
+
+#[test]
+fn reconcile_exits_1_when_something_cannot_be_repaired() {
+    let world = World::new();
+    world.nsx.attach_by_hand(TAG_ID, "vm-44");
+    world.nsx.fail_changes(Some(500));
+    let run = otnsx_at(&world, T0, &["reconcile"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("app01 (vm-44): closing failed"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn revoke_all_closes_everything_and_tells_every_ticket() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    world.helpdesk.update(T3.0, |t| t.vm_field = json!("db01"));
+    assert_eq!(lock_at(&world, T3, T0).code, 0);
+    assert_eq!(otnsx_at(&world, T0, &["grant", "--vm", "app01"]).code, 0);
+    world.nsx.attach_by_hand(TAG_ID, "vm-45");
+    let run = otnsx_at(&world, "2026-11-23T16:10:00Z", &["revoke", "--all"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    for ticket in [T2.0, T3.0] {
+        let article = world
+            .helpdesk
+            .ticket(ticket)
+            .articles
+            .last()
+            .cloned()
+            .unwrap();
+        assert!(
+            article["Body"]
+                .as_str()
+                .unwrap()
+                .starts_with("An administrator (alice) closed all maintenance access at once"),
+            "{article}"
+        );
+    }
+    let causes: Vec<Value> = world
+        .journal()
+        .iter()
+        .rev()
+        .take(6)
+        .map(|e| e["cause"].clone())
+        .collect();
+    assert!(causes.iter().all(|c| c == "emergency"), "{causes:?}");
+}
+
+#[test]
+fn status_shows_leases_tags_and_drift() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    assert_eq!(
+        otnsx_at(
+            &world,
+            T0,
+            &[
+                "grant",
+                "--vm",
+                "db01",
+                "--for",
+                "2h",
+                "--reason",
+                "kernel update"
+            ]
+        )
+        .code,
+        0
+    );
+    world.nsx.attach_by_hand(TAG_ID, "vm-44");
+    world.nsx.detach_by_hand(TAG_ID, "vm-43");
+    let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["status"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    golden("status.txt", &run.stdout);
+    let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["status", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    golden("status.json", &run.stdout);
+
+    let run = otnsx_at(
+        &world,
+        "2026-11-23T17:00:00Z",
+        &["status", "--vm", "cache01"],
+    );
+    assert_eq!(
+        (run.code, run.stdout.as_str()),
+        (0, "cache01: no lease and no tag; access is closed\n")
+    );
+}
