@@ -99,6 +99,25 @@ pub enum Command {
         json: bool,
     },
 
+    /// The journal as access periods, refusals and failures, for the audit
+    History {
+        /// Only what happened since then: a duration back from now (7d) or a date
+        #[arg(long, value_name = "DURATION|DATE")]
+        since: Option<String>,
+
+        /// Only this VM
+        #[arg(long, value_name = "NAME")]
+        vm: Option<String>,
+
+        /// Only this ticket (number or ID)
+        #[arg(long, value_name = "N", value_parser = parse_ticket_number)]
+        ticket: Option<String>,
+
+        /// Print JSON (see the man page for its fields)
+        #[arg(long)]
+        json: bool,
+    },
+
     /// Show which VMs are open, for whom, until when, and whether NSX agrees
     Status {
         /// Only this VM

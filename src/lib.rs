@@ -19,7 +19,7 @@ mod nsxv;
 mod otrs;
 mod plan;
 mod store;
-mod time;
+pub mod time;
 mod vcenter;
 mod xml;
 

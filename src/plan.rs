@@ -25,8 +25,8 @@ pub struct VmPlan {
     pub change: TagChange,
     /// Whether NSX reported the tag on the VM before the change.
     pub tagged: bool,
-    /// Who held the VM before: every active lease, expired or not (an expired lease that
-    /// this change drops is access that ends now).
+    /// Who held the VM before: every lease, expired or waiting for its detach (access that this
+    /// change ends, ends now).
     pub held_before: Vec<Holder>,
     /// Who holds the VM after: the live leases.
     pub held_after: Vec<Holder>,

@@ -22,7 +22,7 @@ use crate::vcenter::VmRef;
 const FORMAT_VERSION: u32 = 1;
 
 /// Who holds a lease.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Holder {
     Ticket { id: u64, number: String },

@@ -11,6 +11,7 @@ mod it {
     pub mod docs;
     pub mod fakes;
     pub mod faults;
+    pub mod history;
     pub mod lifecycle;
     pub mod manual;
     pub mod notes;

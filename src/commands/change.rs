@@ -7,7 +7,7 @@ use crate::backend::TagBackend;
 use crate::error::{Exit, exit_code};
 use crate::journal::Action;
 use crate::plan::{self, TagChange, VmPlan};
-use crate::store::{Holder, Lease, StateLock};
+use crate::store::{Holder, Lease, LeaseState, StateLock};
 use crate::time::Timestamp;
 use crate::vcenter::VmRef;
 
@@ -155,8 +155,18 @@ impl Run {
                 .map(|l| l.expires_at)
                 .max()
                 .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
+            // A detach left pending by an earlier run, and retried by this one.
+            let retried = !decision.touched.iter().any(|v| v.id == id)
+                && before
+                    .iter()
+                    .any(|l| l.vm_id == id && l.state == LeaseState::DetachFailed);
+            let cause = match decision.causes.get(&id) {
+                Some(cause) => cause,
+                None if retried => "retry",
+                None => subject.cause,
+            };
             let outcome = Outcome {
-                cause: decision.causes.get(&id).copied().unwrap_or(subject.cause),
+                cause,
                 plan,
                 error: result.err(),
                 open_until,

@@ -3,6 +3,7 @@
 
 mod change;
 mod grant;
+mod history;
 mod notes;
 mod reconcile;
 mod revoke;
@@ -112,6 +113,19 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
         Command::Reconcile { json } => reconcile::run(&run, json),
         Command::Status { vm, json } => status::run(&run, vm.as_deref(), json),
+        Command::History {
+            since,
+            vm,
+            ticket,
+            json,
+        } => {
+            let filter = history::Filter {
+                since: since.as_deref(),
+                vm: vm.as_deref(),
+                ticket: ticket.as_deref(),
+            };
+            history::run(&run, &filter, json)
+        }
     }
 }
 
@@ -288,6 +302,37 @@ impl Run {
         }
         result
     }
+}
+
+/// Rows as a table: columns padded to their widest cell, two spaces apart, the last column
+/// unpadded.
+pub fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; columns];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let last = row.len().saturating_sub(1);
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, w))| {
+                if i == last {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Checks a VM name taken from a ticket or the command line: vSphere's 80 characters, no

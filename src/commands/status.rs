@@ -117,12 +117,10 @@ fn lease_status(lease: &Lease, now: Timestamp) -> LeaseStatus {
 
 /// An aligned table: a row per lease, and a row for a tagged VM without lease.
 fn table(list: &[VmStatus]) -> String {
-    let mut rows: Vec<[String; 8]> = vec![
-        [
-            "VM", "ID", "HELD BY", "REASON", "GRANTED", "EXPIRES", "LEFT", "NSX",
-        ]
-        .map(String::from),
+    let header = [
+        "VM", "ID", "HELD BY", "REASON", "GRANTED", "EXPIRES", "LEFT", "NSX",
     ];
+    let mut rows: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
     for vm in list {
         let nsx = match vm.drift {
             Some(drift) => format!(
@@ -133,7 +131,7 @@ fn table(list: &[VmStatus]) -> String {
             None => "untagged".into(),
         };
         if vm.leases.is_empty() {
-            rows.push([
+            rows.push(vec![
                 vm.vm.clone(),
                 vm.vm_id.clone(),
                 "-".into(),
@@ -149,7 +147,7 @@ fn table(list: &[VmStatus]) -> String {
                 "active" => format_duration(Duration::from_secs(lease.left_seconds)),
                 other => other.replace('_', " "),
             };
-            rows.push([
+            rows.push(vec![
                 vm.vm.clone(),
                 vm.vm_id.clone(),
                 lease.holder.to_string(),
@@ -161,28 +159,5 @@ fn table(list: &[VmStatus]) -> String {
             ]);
         }
     }
-    let mut widths = [0usize; 8];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .enumerate()
-            .map(|(i, (cell, w))| {
-                if i == 7 {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}")
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::aligned(&rows)
 }

@@ -1,0 +1,252 @@
+//! `otnsx history [--since DURATION|DATE] [--vm NAME] [--ticket N] [--json]`: the journal read
+//! back as access periods (who had which VM open, from when to when, and how it ended), plus the
+//! refusals and failures, for the periodic audit. Reads only the journal: no lock, no service.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Exit, fault};
+use crate::store::Holder;
+use crate::time::{Timestamp, format_duration, parse_duration};
+
+use super::{Run, aligned};
+
+/// The fields of a journal line that history reads; others are ignored.
+#[derive(Deserialize)]
+struct Line {
+    ts: String,
+    action: String,
+    #[serde(default)]
+    ticket_number: Option<String>,
+    #[serde(default)]
+    vm: Option<String>,
+    #[serde(default)]
+    vm_id: Option<String>,
+    result: String,
+    detail: String,
+    actor: String,
+    #[serde(default)]
+    cause: Option<String>,
+    #[serde(default)]
+    gained: Vec<Holder>,
+    #[serde(default)]
+    lost: Vec<Holder>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// One holder's access to one VM. The field names are a stable interface (see the man page).
+#[derive(Debug, Serialize)]
+struct Period {
+    vm: String,
+    vm_id: String,
+    holder: Holder,
+    /// Who opened it: `helpdesk:<owner>` or the OS user.
+    actor: String,
+    reason: Option<String>,
+    opened_at: Timestamp,
+    /// `null` while still open.
+    closed_at: Option<Timestamp>,
+    /// `unlock`, `expiry`, `revoke`, `revoke --force`, `emergency`, `reconcile`, `relock`.
+    closed_by: Option<String>,
+    duration_seconds: i64,
+}
+
+/// A refusal or failure.
+#[derive(Debug, Serialize)]
+struct Event {
+    ts: Timestamp,
+    action: String,
+    ticket_number: Option<String>,
+    vm: Option<String>,
+    actor: String,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    periods: Vec<Period>,
+    events: Vec<Event>,
+}
+
+pub struct Filter<'a> {
+    pub since: Option<&'a str>,
+    pub vm: Option<&'a str>,
+    pub ticket: Option<&'a str>,
+}
+
+pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
+    let now = run.now;
+    let since = filter.since.map(|s| since(s, now)).transpose()?;
+    let path = run.store.journal_path();
+    let file = match File::open(&path) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut periods: Vec<Period> = Vec::new();
+    let mut open: HashMap<(String, Holder), usize> = HashMap::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut unreadable = 0usize;
+    for line in file.map(BufReader::new).into_iter().flat_map(|r| r.lines()) {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let Some((entry, ts)) = serde_json::from_str::<Line>(&line)
+            .ok()
+            .and_then(|e| Timestamp::parse(&e.ts).map(|ts| (e, ts)))
+        else {
+            unreadable += 1; // a line cut short by a crash, or not ours
+            continue;
+        };
+        if entry.action == "refused" || entry.action == "error" || entry.result == "failed" {
+            events.push(Event {
+                ts,
+                action: entry.action.clone(),
+                ticket_number: entry.ticket_number.clone(),
+                vm: entry.vm.clone(),
+                actor: entry.actor.clone(),
+                detail: entry.detail.clone(),
+            });
+        }
+        let Some(vm_id) = &entry.vm_id else { continue };
+        for holder in entry.lost {
+            if let Some(i) = open.remove(&(vm_id.clone(), holder)) {
+                let period = &mut periods[i];
+                period.closed_at = Some(ts);
+                period.closed_by = Some(closed_by(entry.cause.as_deref().unwrap_or("")).into());
+                period.duration_seconds = ts.0 - period.opened_at.0;
+            }
+        }
+        for holder in entry.gained {
+            let key = (vm_id.clone(), holder.clone());
+            if open.contains_key(&key) {
+                continue;
+            }
+            open.insert(key, periods.len());
+            periods.push(Period {
+                vm: entry.vm.clone().unwrap_or_default(),
+                vm_id: vm_id.clone(),
+                holder,
+                actor: entry.actor.clone(),
+                reason: entry.reason.clone(),
+                opened_at: ts,
+                closed_at: None,
+                closed_by: None,
+                duration_seconds: 0,
+            });
+        }
+    }
+    for period in periods.iter_mut().filter(|p| p.closed_at.is_none()) {
+        period.duration_seconds = now.0 - period.opened_at.0;
+    }
+    periods.retain(|p| {
+        since.is_none_or(|s| p.closed_at.unwrap_or(now) >= s)
+            && filter.vm.is_none_or(|vm| p.vm == vm)
+            && filter.ticket.is_none_or(|t| holds_ticket(&p.holder, t))
+    });
+    events.retain(|e| {
+        since.is_none_or(|s| e.ts >= s)
+            && filter.vm.is_none_or(|vm| e.vm.as_deref() == Some(vm))
+            && filter
+                .ticket
+                .is_none_or(|t| e.ticket_number.as_deref() == Some(t))
+    });
+    if unreadable > 0 {
+        eprintln!(
+            "otnsx: {}: {unreadable} unreadable lines skipped",
+            path.display()
+        );
+    }
+    if json {
+        println!("{}", serde_json::to_string(&Report { periods, events })?);
+    } else {
+        print!("{}", render(&periods, &events));
+    }
+    Ok(Exit::Ok)
+}
+
+fn holds_ticket(holder: &Holder, wanted: &str) -> bool {
+    matches!(holder, Holder::Ticket { id, number } if number == wanted || id.to_string() == wanted)
+}
+
+fn closed_by(cause: &str) -> &str {
+    match cause {
+        "reconcile" | "drift" | "retry" => "reconcile",
+        "forced" => "revoke --force",
+        "lock" => "relock",
+        other => other,
+    }
+}
+
+/// `--since`: a duration back from now (`7d`), a day (`2026-11-01`), or a time (RFC 3339).
+fn since(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
+    if let Ok(d) = parse_duration(text) {
+        return Ok(Timestamp(
+            now.0 - i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2),
+        ));
+    }
+    Timestamp::parse(text)
+        .or_else(|| Timestamp::parse(&format!("{text}T00:00:00Z")))
+        .ok_or_else(|| {
+            fault(
+                Exit::Usage,
+                format!("--since {text:?}: give a duration (7d, 12h) or a date (2026-11-01) or a UTC time (2026-11-01T08:00:00Z)"),
+            )
+        })
+}
+
+fn render(periods: &[Period], events: &[Event]) -> String {
+    let mut out = String::new();
+    if periods.is_empty() {
+        out.push_str("no access periods\n");
+    } else {
+        let header = [
+            "VM", "ID", "WHO", "REASON", "OPENED", "CLOSED", "HOW", "DURATION",
+        ];
+        let mut rows = vec![header.map(String::from).to_vec()];
+        for p in periods {
+            let who = match &p.holder {
+                Holder::Ticket { .. } => format!("{} ({})", p.holder, p.actor),
+                Holder::User { .. } => p.holder.to_string(),
+            };
+            let duration = format_duration(std::time::Duration::from_secs(
+                p.duration_seconds.max(0).unsigned_abs(),
+            ));
+            rows.push(vec![
+                p.vm.clone(),
+                p.vm_id.clone(),
+                who,
+                p.reason.clone().unwrap_or_else(|| "-".into()),
+                p.opened_at.to_string(),
+                p.closed_at
+                    .map_or_else(|| "(open)".into(), |t| t.to_string()),
+                p.closed_by.clone().unwrap_or_else(|| "-".into()),
+                duration,
+            ]);
+        }
+        out.push_str(&aligned(&rows));
+    }
+    if !events.is_empty() {
+        out.push_str("\nrefusals and failures:\n");
+        let mut rows = vec![
+            ["TIME", "WHAT", "TICKET", "VM", "BY", "DETAIL"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for e in events {
+            rows.push(vec![
+                e.ts.to_string(),
+                e.action.clone(),
+                e.ticket_number.clone().unwrap_or_else(|| "-".into()),
+                e.vm.clone().unwrap_or_else(|| "-".into()),
+                e.actor.clone(),
+                e.detail.clone(),
+            ]);
+        }
+        out.push_str(&aligned(&rows));
+    }
+    out
+}
