@@ -52,6 +52,27 @@ impl TagBackend {
         }
     }
 
+    /// Checks that NSX answers, accepts the credentials and knows the tag; says what it found.
+    pub fn probe(&mut self) -> anyhow::Result<String> {
+        match self {
+            TagBackend::NsxV(nsx) => {
+                let id = nsx.tag_id()?;
+                let count = nsx.tagged()?.len();
+                Ok(format!(
+                    "NSX-V answers; security tag {:?} is {id}, on {count} VM(s) now",
+                    nsx.tag_name()
+                ))
+            }
+            TagBackend::NsxT(nsx) => {
+                let count = nsx.all_tagged()?.len();
+                Ok(format!(
+                    "NSX-T answers; the VM inventory is readable; tag {} is on {count} VM(s) now",
+                    nsx.tag_label()
+                ))
+            }
+        }
+    }
+
     /// Every VM that carries the tag now, as NSX sees it.
     pub fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
         match self {

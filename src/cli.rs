@@ -99,6 +99,13 @@ pub enum Command {
         json: bool,
     },
 
+    /// Check the configuration and every service; the first command after install
+    Check {
+        /// A ticket whose VM field to check (default: any ticket the API user may read)
+        #[arg(long, value_name = "ID", value_parser = parse_ticket_id)]
+        ticket: Option<u64>,
+    },
+
     /// The journal as access periods, refusals and failures, for the audit
     History {
         /// Only what happened since then: a duration back from now (7d) or a date

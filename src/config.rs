@@ -7,7 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Deserialize;
 
 use crate::error::{Exit, fault};
@@ -49,6 +48,7 @@ pub struct Config {
     pub vcenter: Option<VcenterConfig>,
     pub nsx: NsxConfig,
     pub policy: Policy,
+    pub log: Log,
 }
 
 /// How to reach and log in to one service.
@@ -139,6 +139,15 @@ pub struct NsxConfig {
     pub resolve: Resolve,
 }
 
+/// Where journal entries also go.
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Send each journal entry to the local syslog socket too.
+    pub syslog: bool,
+    pub facility: u8,
+    pub socket: PathBuf,
+}
+
 #[derive(Debug)]
 pub struct Policy {
     pub max_duration: Duration,
@@ -204,6 +213,14 @@ struct RawPolicy {
     manual_duration: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    syslog: Option<bool>,
+    facility: Option<String>,
+    socket: Option<PathBuf>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -214,6 +231,8 @@ struct RawConfig {
     nsx: Option<RawNsx>,
     #[serde(default)]
     policy: RawPolicy,
+    #[serde(default)]
+    log: RawLog,
 }
 
 struct RawEndpoint<'a> {
@@ -253,43 +272,56 @@ pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
 impl Config {
     /// Reads and checks the file at `path`, reading the secrets it points to.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| fault(Exit::Config, format!("cannot read {}: {e}", path.display())))?;
-        let mode = fs::metadata(path)
-            .with_context(|| format!("reading the permissions of {}", path.display()))?
-            .permissions()
-            .mode();
+        let (text, mode) = read(path).map_err(|why| fault(Exit::Config, why))?;
         Config::parse(&text, path, mode)
+    }
+
+    /// Like [`Config::load`], with every problem apart (for `otnsx check`).
+    pub fn check_file(path: &Path) -> Result<Config, Vec<String>> {
+        let (text, mode) = read(path).map_err(|why| vec![why])?;
+        Config::check_text(&text, path, mode)
     }
 
     /// Checks configuration text as if read from `path` with permission bits `mode`.
     pub fn parse(text: &str, path: &Path, mode: u32) -> anyhow::Result<Config> {
+        Config::check_text(text, path, mode).map_err(|problems| {
+            fault(
+                Exit::Config,
+                format!("{} is invalid: {}", path.display(), problems.join("; ")),
+            )
+        })
+    }
+
+    fn check_text(text: &str, path: &Path, mode: u32) -> Result<Config, Vec<String>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim_end().to_string();
-            let place = e
-                .span()
-                .map(|s| format!(" (line {})", text[..s.start].matches('\n').count() + 1))
-                .unwrap_or_default();
-            fault(Exit::Config, format!("{}{place}: {msg}", path.display()))
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            vec![match line {
+                Some(line) => format!("line {line}: {msg}"),
+                None => msg,
+            }]
         })?;
         let mut check = Checker {
             problems: Vec::new(),
             base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             world_readable: mode & 0o004 != 0,
         };
-        let config = check.config(raw);
-        match config {
+        match check.config(raw) {
             Some(config) if check.problems.is_empty() => Ok(config),
-            _ => Err(fault(
-                Exit::Config,
-                format!(
-                    "{} is invalid: {}",
-                    path.display(),
-                    check.problems.join("; ")
-                ),
-            )),
+            _ => Err(check.problems),
         }
     }
+}
+
+/// The file's text and permission bits.
+fn read(path: &Path) -> Result<(String, u32), String> {
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = fs::metadata(path)
+        .map_err(|e| format!("cannot read the permissions of {}: {e}", path.display()))?
+        .permissions()
+        .mode();
+    Ok((text, mode))
 }
 
 struct Checker {
@@ -346,7 +378,26 @@ impl Checker {
                 true,
             ),
         };
+        let facility_name = raw.log.facility.as_deref().unwrap_or("authpriv");
+        let facility = crate::syslog::FACILITIES
+            .iter()
+            .find(|(name, _)| *name == facility_name)
+            .map(|(_, code)| *code)
+            .unwrap_or_else(|| {
+                self.problem("log.facility", format!("{facility_name:?} is not a syslog facility (authpriv, auth, daemon, local0 to local7, ...)"));
+                10
+            });
+        let log = Log {
+            syslog: raw.log.syslog.unwrap_or(false),
+            facility,
+            socket: raw
+                .log
+                .socket
+                .as_deref()
+                .map_or_else(|| PathBuf::from("/dev/log"), |p| self.resolve(p)),
+        };
         Some(Config {
+            log,
             state_dir,
             deadline,
             otrs: otrs.flatten(),

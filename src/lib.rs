@@ -19,6 +19,7 @@ mod nsxv;
 mod otrs;
 mod plan;
 mod store;
+mod syslog;
 pub mod time;
 mod vcenter;
 mod xml;

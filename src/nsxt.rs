@@ -87,6 +87,11 @@ impl NsxT {
         })
     }
 
+    /// `scope|tag`, as a Policy group's condition names it.
+    pub fn tag_label(&self) -> String {
+        format!("{}|{}", self.ours.scope, self.ours.tag)
+    }
+
     /// The one VM whose display name is `name`.
     pub fn find_by_name(&mut self, name: &str) -> anyhow::Result<VmRef> {
         let found = self

@@ -50,6 +50,10 @@ impl NsxV {
         })
     }
 
+    pub fn tag_name(&self) -> &str {
+        &self.tag_name
+    }
+
     /// The object id of the configured tag, looked up by name once per run.
     pub fn tag_id(&mut self) -> anyhow::Result<String> {
         if let Some(id) = &self.tag_id {

@@ -84,6 +84,23 @@ impl HelpDesk {
             })
     }
 
+    /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read
+    /// (TicketSearch with `Limit=1`), else none. Logs in either way.
+    pub fn any_ticket(&mut self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {
+        let session = self.session_id()?;
+        if wanted.is_some() {
+            return Ok(wanted);
+        }
+        let path = format!(
+            "/Ticket{}",
+            query([("SessionID", session.as_str()), ("Limit", "1")])
+        );
+        let body = self
+            .send("TicketSearch", Call::new(Method::GET, path))
+            .context("searching the help desk for a ticket")?;
+        Ok(parse_search(&body)?.into_iter().next())
+    }
+
     /// TicketSearch for every locked ticket the API user may read.
     pub fn locked_tickets(&mut self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
         let session = self.session_id()?;

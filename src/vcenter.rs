@@ -158,6 +158,14 @@ impl Vcenter {
         Ok(())
     }
 
+    /// The API generation in use, for `otnsx check`.
+    pub fn api_generation(&self) -> &'static str {
+        match self.generation {
+            Generation::Api => "/api (vSphere 7.0U2 or later)",
+            Generation::Rest => "/rest (vSphere 6.5 or 6.7)",
+        }
+    }
+
     /// Finds the one VM named exactly `name` (within the configured folder and datacenter).
     pub fn find_vm(&mut self, name: &str) -> anyhow::Result<VmRef> {
         let mut pairs: Vec<(&str, &str)> = Vec::new();

@@ -2,6 +2,7 @@
 //! a plan to NSX and the store one VM at a time, journaling each decision, and summing up.
 
 mod change;
+mod check;
 mod grant;
 mod history;
 mod notes;
@@ -15,12 +16,13 @@ pub use change::{Decision, Outcome, Refusal, describe};
 use std::collections::BTreeSet;
 
 use crate::backend::TagBackend;
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Global};
 use crate::config::{self, Config, MAX_VM_NAME, NsxKind, Resolve};
 use crate::deadline::Deadline;
 use crate::error::{Exit, exit_code, fault};
 use crate::journal::{Action, Entry, Journal};
 use crate::store::{Lease, StateLock, Store};
+use crate::syslog::Syslog;
 use crate::time::Timestamp;
 use crate::vcenter::{self, VmRef};
 
@@ -37,6 +39,7 @@ pub struct Run {
     /// The time the run decides by (see [`clock`]).
     pub now: Timestamp,
     started: std::time::Instant,
+    syslog: Option<Syslog>,
 }
 
 /// The current time, or the time in `OTNSX_NOW` (RFC 3339, UTC): a setting for tests, which
@@ -88,19 +91,35 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
             ));
         }
     };
-    let path = config::locate(cli.global.config.as_deref())?;
+    match command {
+        // check reads the configuration itself, to list its problems one by one.
+        Command::Check { ticket } => {
+            check::run(cli.global.config.as_deref(), ticket, cli.global.verbose)
+        }
+        command => execute_configured(command, &cli.global),
+    }
+}
+
+/// Runs a command that needs a valid configuration and the state directory.
+fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit> {
+    let path = config::locate(global.config.as_deref())?;
     let config = Config::load(&path)?;
     let store = Store::open(&config.state_dir)?;
+    let syslog = config
+        .log
+        .syslog
+        .then(|| Syslog::new(config.log.socket.clone(), config.log.facility));
     let run = Run {
         deadline: Deadline::after(config.deadline),
         journal: Journal::new(store.journal_path()),
         store,
         config,
-        verbose: cli.global.verbose,
-        dry_run: cli.global.dry_run,
+        verbose: global.verbose,
+        dry_run: global.dry_run,
         actor: os_user(),
         now: clock()?,
         started: std::time::Instant::now(),
+        syslog,
     };
     match command {
         Command::Ticket { ticket_id, number } => ticket::run(run, ticket_id, number),
@@ -113,6 +132,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
         Command::Reconcile { json } => reconcile::run(&run, json),
         Command::Status { vm, json } => status::run(&run, vm.as_deref(), json),
+        Command::Check { ticket } => check::run(Some(&path), ticket, global.verbose),
         Command::History {
             since,
             vm,
@@ -187,6 +207,9 @@ impl Run {
     pub fn record(&self, entry: &Entry) {
         if self.dry_run {
             return;
+        }
+        if let Some(syslog) = &self.syslog {
+            syslog.send(entry, &serde_json::to_string(entry).unwrap_or_default());
         }
         if let Err(e) = self.journal.append(entry) {
             // The decision stands; say loudly that its record is missing.

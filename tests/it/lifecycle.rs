@@ -303,3 +303,59 @@ fn status_shows_leases_tags_and_drift() {
         (0, "cache01: no lease and no tag; access is closed\n")
     );
 }
+
+#[test]
+fn journal_entries_also_go_to_syslog() {
+    use std::os::unix::net::UnixDatagram;
+    let world = World::new();
+    let socket = world.dir.path().join("log.sock");
+    let receiver = UnixDatagram::bind(&socket).unwrap();
+    receiver.set_nonblocking(true).unwrap();
+    world.write_config(&format!(
+        "{}\n[log]\nsyslog = true\nsocket = \"{}\"\n",
+        world.config_text(),
+        socket.display()
+    ));
+    assert_eq!(otnsx_at(&world, T0, &["grant", "--vm", "db01"]).code, 0);
+    assert_eq!(
+        otnsx_at(&world, T0, &["grant", "--vm", "nosuchvm"]).code,
+        65
+    );
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = receiver.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].starts_with("<86>1 2026-11-23T16:00:00Z "),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[0].contains(" otnsx ") && messages[0].contains(" grant - {"),
+        "{}",
+        messages[0]
+    );
+    let json: Value = serde_json::from_str(messages[0].split(" - ").nth(1).unwrap()).unwrap();
+    assert_eq!(json, world.journal()[0]);
+    assert!(
+        messages[1].starts_with("<84>1 "),
+        "refused is a warning: {}",
+        messages[1]
+    );
+
+    // An unknown facility is a configuration error.
+    world.write_config(&format!(
+        "{}\n[log]\nsyslog = true\nfacility = \"nope\"\n",
+        world.config_text()
+    ));
+    let run = otnsx_at(&world, T0, &["grant", "--vm", "db01"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("log.facility: \"nope\" is not a syslog facility"),
+        "{}",
+        run.stderr
+    );
+}

@@ -1,0 +1,212 @@
+//! `otnsx check [--ticket ID]`: the first command after install. Reads the configuration (every
+//! problem listed), then asks each service what otnsx will need of it, one line per check: ✓ or
+//! ✗ with what to do, ! for a warning. Exit 0 only if every check passes.
+
+use std::fs;
+use std::path::Path;
+
+use crate::backend::TagBackend;
+use crate::config::{self, Config, Endpoint, NsxKind};
+use crate::deadline::Deadline;
+use crate::error::Exit;
+use crate::otrs::HelpDesk;
+use crate::store::Store;
+use crate::time::format_duration;
+use crate::vcenter;
+
+struct Checklist {
+    failed: usize,
+    passed: usize,
+}
+
+impl Checklist {
+    fn pass(&mut self, what: &str, detail: &str) {
+        self.passed += 1;
+        println!("✓ {what}: {detail}");
+    }
+
+    fn fail(&mut self, what: &str, why: &str) {
+        self.failed += 1;
+        println!("✗ {what}: {why}");
+    }
+
+    fn warn(&self, what: &str, why: &str) {
+        println!("! {what}: {why}");
+    }
+
+    fn outcome<T>(
+        &mut self,
+        what: &str,
+        result: anyhow::Result<T>,
+        detail: impl FnOnce(T) -> String,
+    ) {
+        match result {
+            Ok(v) => self.pass(what, &detail(v)),
+            Err(e) => self.fail(what, &format!("{e:#}")),
+        }
+    }
+}
+
+pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyhow::Result<Exit> {
+    let mut list = Checklist {
+        failed: 0,
+        passed: 0,
+    };
+    let path = config::locate(explicit)?;
+    let config = match Config::check_file(&path) {
+        Ok(config) => {
+            list.pass(
+                &format!("configuration {}", path.display()),
+                &format!(
+                    "valid ({}, deadline {})",
+                    kind(&config),
+                    format_duration(config.deadline)
+                ),
+            );
+            config
+        }
+        Err(problems) => {
+            for problem in problems {
+                list.fail(&format!("configuration {}", path.display()), &problem);
+            }
+            println!(
+                "{} problem(s) in the configuration; the services were not checked",
+                list.failed
+            );
+            return Ok(Exit::Config);
+        }
+    };
+    let deadline = Deadline::after(config.deadline);
+    for (name, endpoint) in endpoints(&config) {
+        if endpoint.tls.insecure {
+            list.warn(
+                name,
+                &format!(
+                    "TLS verification of {} is off (insecure = true); set ca_file instead",
+                    endpoint.url
+                ),
+            );
+        }
+    }
+
+    let state = &config.state_dir;
+    list.outcome(
+        &format!("state directory {}", state.display()),
+        writable(state),
+        |()| "writable, lock file usable".into(),
+    );
+
+    match &config.otrs {
+        None => list.warn(
+            "help desk",
+            "no [otrs] section: ticket events and reconcile of ticket leases cannot work",
+        ),
+        Some(otrs) => {
+            let what = format!("help desk {}", otrs.endpoint.url);
+            let mut helpdesk = HelpDesk::new(otrs, deadline, verbose)?;
+            match helpdesk.any_ticket(ticket) {
+                Err(e) => list.fail(&what, &format!("{e:#}")),
+                Ok(None) => {
+                    list.pass(
+                        &what,
+                        &format!(
+                            "the web service answers; login as {:?} accepted",
+                            otrs.endpoint.user
+                        ),
+                    );
+                    list.warn(
+                        "help desk",
+                        "no ticket to check the VM field on; run `otnsx check --ticket ID`",
+                    );
+                }
+                Ok(Some(id)) => {
+                    list.pass(
+                        &what,
+                        &format!(
+                            "the web service answers; login as {:?} accepted",
+                            otrs.endpoint.user
+                        ),
+                    );
+                    list.outcome(
+                        &format!("help desk field {}", otrs.vm_field),
+                        helpdesk.ticket(id),
+                        |t| {
+                            let vms = if t.vms.is_empty() {
+                                "empty".to_string()
+                            } else {
+                                t.vms.join(", ")
+                            };
+                            format!("ticket {} (ID {id}) has it: {vms}", t.number)
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    if let Some(vc) = &config.vcenter {
+        let result =
+            vcenter::with_session(
+                vc,
+                deadline,
+                verbose,
+                |session| Ok(session.api_generation()),
+            );
+        list.outcome(
+            &format!("vCenter {}", vc.endpoint.url),
+            result,
+            |generation| {
+                format!(
+                    "login as {:?} accepted, API {generation}, session closed again",
+                    vc.endpoint.user
+                )
+            },
+        );
+    }
+
+    let nsx = &config.nsx;
+    let what = format!("NSX {}", nsx.endpoint.url);
+    let probe = TagBackend::with(&config, deadline, verbose, |backend| backend.probe());
+    list.outcome(&what, probe, |found| found);
+
+    println!("{} check(s) passed, {} failed", list.passed, list.failed);
+    Ok(if list.failed == 0 {
+        Exit::Ok
+    } else {
+        Exit::Partial
+    })
+}
+
+fn kind(config: &Config) -> &'static str {
+    match config.nsx.kind {
+        NsxKind::NsxV => "NSX-V",
+        NsxKind::NsxT => "NSX-T",
+    }
+}
+
+fn endpoints(config: &Config) -> Vec<(&'static str, &Endpoint)> {
+    let mut out = Vec::new();
+    if let Some(o) = &config.otrs {
+        out.push(("help desk", &o.endpoint));
+    }
+    if let Some(v) = &config.vcenter {
+        out.push(("vCenter", &v.endpoint));
+    }
+    out.push(("NSX", &config.nsx.endpoint));
+    out
+}
+
+/// The state directory can be created, written and locked by this user.
+fn writable(dir: &Path) -> anyhow::Result<()> {
+    let store = Store::open(dir)?;
+    let probe = dir.join(format!(".otnsx-check.{}", std::process::id()));
+    fs::write(&probe, b"check\n").map_err(|e| {
+        anyhow::anyhow!(
+            "cannot write in {}: {e}; make it writable by this user (the help desk's)",
+            dir.display()
+        )
+    })?;
+    fs::remove_file(&probe)?;
+    drop(store.lock(Deadline::after(std::time::Duration::from_secs(2)))?);
+    Ok(())
+}

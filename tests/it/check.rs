@@ -1,0 +1,167 @@
+//! `otnsx check`: every check passes on a good set-up, and each broken part is named with what
+//! to do.
+
+use std::fs;
+
+use crate::otnsx;
+use crate::support::World;
+
+fn lines(out: &str, mark: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with(mark))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn everything_passes_on_a_good_setup() {
+    let world = World::new();
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let passed = lines(&run.stdout, "✓");
+    assert_eq!(passed.len(), 6, "{}", run.stdout);
+    assert!(
+        passed[0].contains("valid (NSX-V, deadline 10s)"),
+        "{}",
+        passed[0]
+    );
+    assert!(
+        passed[3].contains("help desk field VMName: ticket 2026112310000011 (ID 2) has it: web01"),
+        "{}",
+        passed[3]
+    );
+    assert!(
+        passed[4].contains("API /api (vSphere 7.0U2 or later), session closed again"),
+        "{}",
+        passed[4]
+    );
+    assert!(
+        passed[5].contains("security tag \"otnsx-maintenance\" is securitytag-12"),
+        "{}",
+        passed[5]
+    );
+    assert!(
+        run.stdout.ends_with("6 check(s) passed, 0 failed\n"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.vcenter.open_sessions(), 0);
+    assert!(world.nsx.changes().is_empty(), "check changes nothing");
+}
+
+#[test]
+fn nsxt_and_a_chosen_ticket() {
+    let world = World::new();
+    world.write_config(&world.config_text_nsxt("auth = \"session\"", false));
+    let run = otnsx(&world, &["check", "--ticket", "3"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("ticket 2026112310000021 (ID 3) has it"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(
+            "NSX-T answers; the VM inventory is readable; tag otnsx|maintenance is on 0 VM(s) now"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        world.nsxt.sessions().2,
+        0,
+        "the NSX session is closed again"
+    );
+}
+
+#[test]
+fn config_problems_are_listed_one_per_line() {
+    let world = World::new();
+    let text = world
+        .config_text()
+        .replace("deadline = \"10s\"", "deadline = \"soon\"")
+        .replace("tag = \"otnsx-maintenance\"", "tag = \"\"");
+    world.write_config(&text);
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    let failed = lines(&run.stdout, "✗");
+    assert_eq!(failed.len(), 2, "{}", run.stdout);
+    assert!(
+        failed[0].ends_with("deadline: \"soon\" is not a duration like 20s, 15m, 8h, 1h30m or 2d"),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        failed[1].ends_with("nsx.tag: missing; name the security tag that opens access"),
+        "{}",
+        failed[1]
+    );
+    assert!(world.helpdesk.requests().is_empty());
+}
+
+#[test]
+fn each_broken_service_is_named_with_the_fix() {
+    let world = World::new();
+    let cases: Vec<(String, &str)> = vec![
+        (
+            world
+                .config_text()
+                .replace("GenericTicketConnectorREST", "NoSuchWS"),
+            "✗ help desk",
+        ),
+        (
+            world
+                .config_text()
+                .replace("vm_field = \"VMName\"", "vm_field = \"VMNames\""),
+            "✗ help desk field VMNames",
+        ),
+        (
+            world
+                .config_text()
+                .replace("tag = \"otnsx-maintenance\"", "tag = \"no-such-tag\""),
+            "✗ NSX",
+        ),
+        (
+            world.config_text().replace(
+                &format!("{}/state", world.dir.path().display()),
+                &format!("{}/otnsx.toml/state", world.dir.path().display()),
+            ),
+            "✗ state directory",
+        ),
+    ];
+    for (text, expected) in cases {
+        world.write_config(&text);
+        let run = otnsx(&world, &["check"]);
+        assert_eq!(run.code, 1, "{expected}: {run:?}");
+        let failed = lines(&run.stdout, "✗");
+        assert_eq!(failed.len(), 1, "{expected}: {}", run.stdout);
+        assert!(failed[0].starts_with(expected), "{expected}: {}", failed[0]);
+    }
+    world.write_config(&world.config_text());
+    fs::write(world.dir.path().join("vcenter.secret"), "wrong\n").unwrap();
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let failed = lines(&run.stdout, "✗");
+    assert!(
+        failed[0].contains("check vcenter.user (otnsx@vsphere.local) and its password"),
+        "{}",
+        failed[0]
+    );
+}
+
+#[test]
+fn insecure_tls_is_warned_about() {
+    let world = World::new();
+    world.write_config(&world.config_text().replace(
+        "tag = \"otnsx-maintenance\"",
+        "tag = \"otnsx-maintenance\"\ninsecure = true",
+    ));
+    let run = otnsx(&world, &["check"]);
+    assert!(
+        lines(&run.stdout, "!")
+            .iter()
+            .any(|l| l.contains("TLS verification of") && l.contains("set ca_file instead")),
+        "{}",
+        run.stdout
+    );
+}
