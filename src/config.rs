@@ -313,6 +313,21 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The services, by their names in messages, with how to reach them.
+    pub fn endpoints(&self) -> Vec<(&'static str, &Endpoint)> {
+        let mut out = Vec::new();
+        if let Some(o) = &self.otrs {
+            out.push(("help desk", &o.endpoint));
+        }
+        if let Some(v) = &self.vcenter {
+            out.push(("vCenter", &v.endpoint));
+        }
+        out.push(("NSX", &self.nsx.endpoint));
+        out
+    }
+}
+
 /// The file's text and permission bits.
 fn read(path: &Path) -> Result<(String, u32), String> {
     let text =

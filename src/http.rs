@@ -108,6 +108,8 @@ pub struct Http {
     agent: Agent,
     /// The service's name in messages: "help desk", "vCenter", "NSX".
     pub service: &'static str,
+    /// Its configuration section: "otrs", "vcenter", "nsx".
+    key: &'static str,
     pub base: String,
     deadline: Deadline,
     verbose: bool,
@@ -120,10 +122,13 @@ impl Http {
         deadline: Deadline,
         verbose: bool,
     ) -> anyhow::Result<Self> {
-        let mut tls = TlsConfig::builder();
-        if let Some(ca_file) = &endpoint.tls.ca_file {
-            tls = tls.root_certs(read_ca_file(service, ca_file)?);
-        }
+        // The system's trust store by default (corporate CAs installed there just work), or
+        // exactly the CAs of ca_file.
+        let roots = match &endpoint.tls.ca_file {
+            Some(ca_file) => read_ca_file(service, ca_file)?,
+            None => RootCerts::PlatformVerifier,
+        };
+        let mut tls = TlsConfig::builder().root_certs(roots);
         if endpoint.tls.insecure {
             eprintln!(
                 "otnsx: warning: TLS verification for the {service} ({}) is off (insecure = true)",
@@ -139,8 +144,14 @@ impl Http {
             .proxy(proxy_from_env())
             .build()
             .new_agent();
+        let key = match service {
+            "help desk" => "otrs",
+            "vCenter" => "vcenter",
+            _ => "nsx",
+        };
         Ok(Http {
             agent,
+            key,
             service,
             base: endpoint.url.clone(),
             deadline,
@@ -170,6 +181,7 @@ impl Http {
                 let status = match &outcome {
                     Ok(reply) => reply.status.to_string(),
                     Err(Failure::Deadline) => "deadline reached".to_string(),
+                    Err(Failure::Certificate(why)) => format!("failed ({why})"),
                     Err(Failure::Transient(why) | Failure::Permanent(why)) => {
                         format!("failed ({why})")
                     }
@@ -262,6 +274,16 @@ impl Http {
                     "{service}: no answer from {url} within the run's deadline (raise `deadline` if the service is just slow)"
                 ),
             ),
+            Failure::Certificate(why) => {
+                let key = self.key;
+                fault(
+                    Exit::Unavailable,
+                    format!(
+                        "{service}: {}: {why}; set {key}.ca_file to the CA that signed it, or pin it with {key}.tls_sha256",
+                        self.base
+                    ),
+                )
+            }
             Failure::Transient(why) | Failure::Permanent(why) => fault(
                 Exit::Unavailable,
                 format!("{service}: {} {url}: {why}", call.method),
@@ -290,6 +312,8 @@ fn proxy_from_env() -> Option<ureq::Proxy> {
 enum Failure {
     /// The deadline ran out.
     Deadline,
+    /// The server's certificate was not accepted.
+    Certificate(String),
     /// Worth another try: the connection failed or dropped.
     Transient(String),
     /// Not worth another try.
@@ -298,6 +322,9 @@ enum Failure {
 
 fn classify(err: ureq::Error, deadline_bound: bool) -> Failure {
     use ureq::Error as E;
+    if let Some(reason) = tls_reason(&err.to_string()) {
+        return Failure::Certificate(reason);
+    }
     match err {
         E::Timeout(_) if deadline_bound => Failure::Deadline,
         E::Timeout(t) => Failure::Transient(format!("timed out ({t})")),
@@ -307,11 +334,32 @@ fn classify(err: ureq::Error, deadline_bound: bool) -> Failure {
         E::BodyExceedsLimit(_) => {
             Failure::Permanent(format!("the answer is larger than {} MiB", MAX_BODY >> 20))
         }
-        E::Tls(why) => Failure::Permanent(format!(
-            "TLS failed: {why} (set ca_file to the CA that signed the server's certificate)"
-        )),
+        E::Tls(why) => Failure::Permanent(format!("TLS failed: {why}")),
         other => Failure::Permanent(other.to_string()),
     }
+}
+
+/// Why the server's certificate was refused, in words, from rustls's error text.
+fn tls_reason(text: &str) -> Option<String> {
+    if !text.contains("certificate") {
+        return None;
+    }
+    let reason = if text.contains("UnknownIssuer") {
+        "unknown issuer: no CA this machine trusts signed it"
+    } else if text.contains("Expired") {
+        "expired"
+    } else if text.contains("NotValidYet") {
+        "not valid yet (check this machine's clock)"
+    } else if text.contains("NotValidForName") {
+        "name mismatch: it is not for this host name"
+    } else if text.contains("Revoked") {
+        "revoked"
+    } else {
+        text
+    };
+    Some(format!(
+        "the server's TLS certificate was refused: {reason}"
+    ))
 }
 
 /// How long to wait before the next try: the server's `Retry-After` (in seconds) if it gave

@@ -23,6 +23,8 @@ pub enum Action {
     Error,
     /// A note was posted to the ticket (or failed to be).
     Note,
+    /// Something about the run itself that the audit must see (TLS verification off).
+    Warning,
 }
 
 #[derive(Debug, Clone, Serialize)]

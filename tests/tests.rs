@@ -18,6 +18,7 @@ mod it {
     pub mod notes;
     pub mod nsxt;
     pub mod ticket;
+    pub mod tls;
 }
 
 use std::process::{Command, Output};

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::backend::TagBackend;
-use crate::config::{self, Config, Endpoint, NsxKind};
+use crate::config::{self, Config, NsxKind};
 use crate::deadline::Deadline;
 use crate::error::Exit;
 use crate::otrs::HelpDesk;
@@ -77,7 +77,7 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
         }
     };
     let deadline = Deadline::after(config.deadline);
-    for (name, endpoint) in endpoints(&config) {
+    for (name, endpoint) in config.endpoints() {
         if endpoint.tls.insecure {
             list.warn(
                 name,
@@ -182,18 +182,6 @@ fn kind(config: &Config) -> &'static str {
         NsxKind::NsxV => "NSX-V",
         NsxKind::NsxT => "NSX-T",
     }
-}
-
-fn endpoints(config: &Config) -> Vec<(&'static str, &Endpoint)> {
-    let mut out = Vec::new();
-    if let Some(o) = &config.otrs {
-        out.push(("help desk", &o.endpoint));
-    }
-    if let Some(v) = &config.vcenter {
-        out.push(("vCenter", &v.endpoint));
-    }
-    out.push(("NSX", &config.nsx.endpoint));
-    out
 }
 
 /// The state directory can be created, written and locked by this user.

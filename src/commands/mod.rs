@@ -121,6 +121,15 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
         started: std::time::Instant::now(),
         syslog,
     };
+    for (service, endpoint) in run.config.endpoints() {
+        if endpoint.tls.insecure {
+            let text = format!(
+                "TLS verification for the {service} ({}) is off (insecure = true): anyone on the path can read its credentials",
+                endpoint.url
+            );
+            run.record(&run.entry(&Subject::new("config"), Action::Warning, None, &text));
+        }
+    }
     match command {
         Command::Ticket { ticket_id, number } => ticket::run(run, ticket_id, number),
         Command::Grant {

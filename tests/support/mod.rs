@@ -8,6 +8,7 @@ pub mod helpdesk;
 pub mod nsxt;
 pub mod nsxv;
 pub mod server;
+pub mod tls;
 pub mod vcenter;
 
 use std::collections::BTreeSet;

@@ -33,6 +33,15 @@ pub struct FakeNsxV {
 
 impl FakeNsxV {
     pub fn start() -> Self {
+        FakeNsxV::start_with(None)
+    }
+
+    /// The same manager behind HTTPS.
+    pub fn start_tls(tls: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        FakeNsxV::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Self {
         let state = Arc::new(Mutex::new(State::default()));
         {
             let mut s = state.lock().expect("state");
@@ -47,7 +56,11 @@ impl FakeNsxV {
                 .push(("securitytag-12".into(), "otnsx-maintenance".into(), false));
         }
         let shared = Arc::clone(&state);
-        let server = Server::start(move |req| route(&shared, req));
+        let handler = move |req: &Request| route(&shared, req);
+        let server = match tls {
+            None => Server::start(handler),
+            Some(tls) => Server::start_tls(handler, tls),
+        };
         FakeNsxV { server, state }
     }
 

@@ -2,7 +2,7 @@
 //! keep-alive, every request recorded. Nothing here knows any API; the fakes route.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -125,6 +125,21 @@ pub struct Server {
 
 impl Server {
     pub fn start(handler: impl Fn(&Request) -> Response + Send + Sync + 'static) -> Server {
+        Server::start_with(handler, None)
+    }
+
+    /// The same server speaking HTTPS with this rustls configuration.
+    pub fn start_tls(
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Server {
+        Server::start_with(handler, Some(tls))
+    }
+
+    fn start_with(
+        handler: impl Fn(&Request) -> Response + Send + Sync + 'static,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -134,7 +149,16 @@ impl Server {
             for stream in listener.incoming().flatten() {
                 let handler = Arc::clone(&handler);
                 let log = Arc::clone(&log2);
-                thread::spawn(move || serve_connection(stream, &handler, &log));
+                let tls = tls.clone();
+                thread::spawn(move || match tls {
+                    None => serve_connection(stream, &handler, &log),
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        serve_connection(rustls::StreamOwned::new(conn, stream), &handler, &log);
+                    }
+                });
             }
         });
         Server { addr, log }
@@ -154,15 +178,14 @@ impl Server {
     }
 }
 
-fn serve_connection(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Request>>) {
-    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-    let mut writer = stream;
+fn serve_connection(stream: impl Read + Write, handler: &Handler, log: &Mutex<Vec<Request>>) {
+    let mut reader = BufReader::new(stream);
     loop {
         let request = match read_request(&mut reader) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(why) => {
-                let _ = write_response(&mut writer, &Response::new(400, "text/plain", why));
+                let _ = write_response(reader.get_mut(), &Response::new(400, "text/plain", why));
                 return;
             }
         };
@@ -171,13 +194,13 @@ fn serve_connection(stream: TcpStream, handler: &Handler, log: &Mutex<Vec<Reques
         if !response.delay.is_zero() {
             thread::sleep(response.delay);
         }
-        if write_response(&mut writer, &response).is_err() {
+        if write_response(reader.get_mut(), &response).is_err() {
             return;
         }
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<Request>, String> {
+fn read_request(reader: &mut impl BufRead) -> Result<Option<Request>, String> {
     let mut line = String::new();
     if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
         return Ok(None);
@@ -225,7 +248,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Option<Request>, St
     }))
 }
 
-fn write_response(writer: &mut TcpStream, response: &Response) -> std::io::Result<()> {
+fn write_response(writer: &mut impl Write, response: &Response) -> std::io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\n",
         response.status,

@@ -1,0 +1,91 @@
+//! TLS: verified against the system's trust store by default; ca_file, insecure; failures named
+//! with what to set. The fakes serve HTTPS with certificates made at test time.
+
+use std::fs;
+
+use crate::support::nsxv::FakeNsxV;
+use crate::support::tls::{Leaf, TestCa};
+use crate::support::{T2, World, set};
+use crate::{actions, lock};
+
+/// The world with its NSX-V behind HTTPS on `localhost` with `leaf`; `ca` (if any) as
+/// nsx.ca_file, and `extra` keys in [nsx].
+fn https_world(leaf: &Leaf, ca: Option<&TestCa>, extra: &str) -> World {
+    let world = World::new();
+    let nsx = FakeNsxV::start_tls(leaf.server_config());
+    nsx.add_vm("vm-42", "web01");
+    let url = format!("https://localhost:{}", nsx.server.addr.port());
+    let mut keys = extra.to_string();
+    if let Some(ca) = ca {
+        let path = world.dir.path().join("ca.pem");
+        fs::write(&path, ca.pem()).unwrap();
+        keys.push_str(&format!("\nca_file = \"{}\"", path.display()));
+    }
+    let text = world.config_text().replace(&world.nsx.url(), &url).replace(
+        "tag = \"otnsx-maintenance\"",
+        &format!("tag = \"otnsx-maintenance\"\n{keys}"),
+    );
+    world.write_config(&text);
+    World { nsx, ..world }
+}
+
+#[test]
+fn the_system_trust_store_refuses_an_unknown_ca() {
+    let ca = TestCa::new();
+    let world = https_world(&ca.leaf("localhost", false), None, "");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(run.stderr.contains("NSX"), "{}", run.stderr);
+    assert!(run.stderr.contains("https://localhost:"), "{}", run.stderr);
+    assert!(run.stderr.contains("unknown issuer"), "{}", run.stderr);
+    assert!(run.stderr.contains("nsx.ca_file"), "{}", run.stderr);
+    assert!(world.leases().is_empty());
+}
+
+#[test]
+fn ca_file_is_trusted() {
+    let ca = TestCa::new();
+    let world = https_world(&ca.leaf("localhost", false), Some(&ca), "");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+}
+
+#[test]
+fn an_expired_or_misnamed_certificate_is_refused() {
+    let ca = TestCa::new();
+    for (leaf, reason) in [
+        (ca.leaf("localhost", true), "expired"),
+        (ca.leaf("nsx.example.com", false), "name"),
+    ] {
+        let world = https_world(&leaf, Some(&ca), "");
+        let run = lock(&world, T2);
+        assert_eq!(run.code, 69, "{reason}: {run:?}");
+        assert!(
+            run.stderr.to_lowercase().contains(reason),
+            "{reason}: {}",
+            run.stderr
+        );
+        assert!(world.leases().is_empty());
+    }
+}
+
+#[test]
+fn insecure_accepts_and_warns_every_run() {
+    let world = https_world(&Leaf::self_signed("localhost"), None, "insecure = true");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("TLS verification for the NSX"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    let warned = world.journal().iter().any(|e| {
+        e["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("insecure = true")
+    });
+    assert!(warned, "{:?}", actions(&world));
+}
