@@ -152,6 +152,8 @@ pub struct Log {
 pub struct Policy {
     pub max_duration: Duration,
     pub manual_duration: Duration,
+    /// Which VMs may be opened.
+    pub vms: crate::policy::VmPolicy,
 }
 
 /// Declares a raw config section: the keys every service takes, plus its own.
@@ -211,6 +213,8 @@ raw_service_section!(RawNsx {
 struct RawPolicy {
     max_duration: Option<String>,
     manual_duration: Option<String>,
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -379,7 +383,27 @@ impl Checker {
             };
             self.problem("vcenter", format!("section missing ({why})"));
         }
+        for (key, patterns) in [
+            ("policy.allow", &raw.policy.allow),
+            ("policy.deny", &raw.policy.deny),
+        ] {
+            for pattern in patterns.iter().flatten() {
+                if pattern.is_empty()
+                    || pattern.chars().count() > MAX_VM_NAME
+                    || pattern.chars().any(char::is_control)
+                {
+                    self.problem(
+                        key,
+                        format!("{pattern:?} is not a pattern of 1 to {MAX_VM_NAME} characters"),
+                    );
+                }
+            }
+        }
         let policy = Policy {
+            vms: crate::policy::VmPolicy {
+                allow: raw.policy.allow.clone().unwrap_or_default(),
+                deny: raw.policy.deny.clone().unwrap_or_default(),
+            },
             max_duration: self.duration(
                 "policy.max_duration",
                 raw.policy.max_duration.as_deref(),

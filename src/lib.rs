@@ -18,6 +18,7 @@ mod nsxt;
 mod nsxv;
 mod otrs;
 mod plan;
+mod policy;
 mod store;
 mod syslog;
 pub mod time;

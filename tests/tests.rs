@@ -17,6 +17,7 @@ mod it {
     pub mod manual;
     pub mod notes;
     pub mod nsxt;
+    pub mod policy;
     pub mod ticket;
     pub mod tls;
 }

@@ -260,6 +260,7 @@ fn describe_change(outcome: &Outcome) -> (Action, String) {
         "expiry" => " (lease expired)",
         "drift" => " (NSX disagreed with the leases)",
         "retry" => " (retried)",
+        "policy" => " (policy no longer allows it)",
         _ => "",
     };
     if let Some(err) = &outcome.error {

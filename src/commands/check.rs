@@ -89,6 +89,13 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
         }
     }
 
+    let vms = &config.policy.vms;
+    if vms.allow.is_empty() {
+        list.warn("policy", "policy.allow is empty: no VM can be opened; list the VMs that may be, e.g. allow = [\"srv-*\"]");
+    } else if vms.allow.iter().any(|p| p.chars().all(|c| c == '*')) {
+        list.warn("policy", "policy.allow = [\"*\"] lets a ticket open any VM, vCenter and NSX included; list the VMs that may be opened, and deny the infrastructure");
+    }
+
     let state = &config.state_dir;
     list.outcome(
         &format!("state directory {}", state.display()),

@@ -18,7 +18,9 @@ pub fn run(
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let (lock, before) = run.begin()?;
-            let (vms, refused) = run.resolve(backend, names)?;
+            let (allowed, mut refused) = run.allowed(names);
+            let (vms, not_found) = run.resolve(backend, &allowed)?;
+            refused.extend(not_found);
             let holder = Holder::User {
                 name: run.actor.clone(),
             };

@@ -240,6 +240,19 @@ impl Run {
         self.record(&entry);
     }
 
+    /// Splits names into those policy allows to be opened and those it refuses (exit 77).
+    pub fn allowed(&self, names: &[String]) -> (Vec<String>, Vec<Refusal>) {
+        let mut allowed = Vec::new();
+        let mut refused = Vec::new();
+        for name in names {
+            match self.config.policy.vms.refusal(name) {
+                None => allowed.push(name.clone()),
+                Some(why) => refused.push((name.clone(), fault(Exit::NoPerm, why))),
+            }
+        }
+        (allowed, refused)
+    }
+
     /// Finds each name: in vCenter (one session for all), in NSX-T's inventory, or in vCenter
     /// and then NSX-T, as `nsx.kind` and `nsx.resolve` say. A name that is invalid, missing or
     /// ambiguous is refused alone; a service that cannot be used fails the whole command.

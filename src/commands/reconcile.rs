@@ -34,6 +34,10 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                 .filter(|l| {
                     let ticket_gone = matches!(l.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
                     let expired = l.state == LeaseState::Active && l.expires_at <= now;
+                    let refused = l.state == LeaseState::Active && run.config.policy.vms.refusal(&l.vm).is_some();
+                    if refused && !expired && !ticket_gone {
+                        causes.insert(l.vm_id.clone(), "policy");
+                    }
                     if expired {
                         causes.insert(l.vm_id.clone(), "expiry");
                         if matches!(l.holder, Holder::Ticket { .. }) {
@@ -44,7 +48,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                     } else if l.state == LeaseState::DetachFailed {
                         causes.entry(l.vm_id.clone()).or_insert("retry");
                     }
-                    !(expired || ticket_gone)
+                    !(expired || ticket_gone || refused)
                 })
                 .cloned()
                 .collect();

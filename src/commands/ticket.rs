@@ -63,11 +63,14 @@ fn handle(
     let run = &*run;
     run.with_backend(|backend| {
         let (after, touched, refused) = if ticket.is_locked() {
-            let (vms, refused) = run.resolve(backend, &ticket.vms)?;
+            // A name policy refuses is not held either, even by a lease from before.
+            let (allowed, mut refused) = run.allowed(&ticket.vms);
+            let (vms, not_found) = run.resolve(backend, &allowed)?;
+            refused.extend(not_found);
             let after = plan::lock_ticket(
                 &before,
                 &holder,
-                &ticket.vms,
+                &allowed,
                 &vms,
                 run.now,
                 run.config.policy.max_duration,

@@ -173,6 +173,8 @@ tag = "{TAG}"
 [policy]
 max_duration = "8h"
 manual_duration = "1h"
+allow = ["*"]
+deny = ["vc*", "nsx*"]
 "#,
             otrs = self.helpdesk.url(),
             otrs_user = helpdesk::API_USER,
