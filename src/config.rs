@@ -167,6 +167,7 @@ macro_rules! raw_service_section {
             password: Option<String>,
             password_file: Option<PathBuf>,
             password_env: Option<String>,
+            password_command: Option<Vec<String>>,
             ca_file: Option<PathBuf>,
             tls_sha256: Option<String>,
             insecure: Option<bool>,
@@ -181,6 +182,7 @@ macro_rules! raw_service_section {
                     password: self.password.as_deref(),
                     password_file: self.password_file.as_deref(),
                     password_env: self.password_env.as_deref(),
+                    password_command: self.password_command.as_deref(),
                     ca_file: self.ca_file.as_deref(),
                     tls_sha256: self.tls_sha256.as_deref(),
                     insecure: self.insecure,
@@ -245,6 +247,7 @@ struct RawEndpoint<'a> {
     password: Option<&'a str>,
     password_file: Option<&'a Path>,
     password_env: Option<&'a str>,
+    password_command: Option<&'a [String]>,
     ca_file: Option<&'a Path>,
     tls_sha256: Option<&'a str>,
     insecure: Option<bool>,
@@ -307,6 +310,7 @@ impl Config {
         })?;
         let mut check = Checker {
             problems: Vec::new(),
+            command_timeout: Duration::from_secs(20),
             base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             world_readable: mode & 0o004 != 0,
         };
@@ -345,6 +349,8 @@ fn read(path: &Path) -> Result<(String, u32), String> {
 
 struct Checker {
     problems: Vec<String>,
+    /// How long a password_command may take: the run's deadline.
+    command_timeout: Duration,
     base: PathBuf,
     world_readable: bool,
 }
@@ -365,6 +371,9 @@ impl Checker {
                 }),
         };
         let deadline = self.duration("deadline", raw.deadline.as_deref(), "20s", true);
+        if !deadline.is_zero() {
+            self.command_timeout = deadline;
+        }
         let otrs = raw.otrs.map(|o| self.otrs(&o));
         let vcenter = raw.vcenter.as_ref().map(|v| self.vcenter(v));
         let nsx = match raw.nsx {
@@ -597,21 +606,35 @@ impl Checker {
             raw.password.is_some(),
             raw.password_file.is_some(),
             raw.password_env.is_some(),
+            raw.password_command.is_some(),
         ];
         let key = format!("{section}.password");
         match given.iter().filter(|g| **g).count() {
             0 => {
-                self.problem(&key, "missing; set password_file, password_env or password");
+                self.problem(
+                    &key,
+                    "missing; set password_file, password_env, password_command or password",
+                );
                 return None;
             }
             1 => {}
             _ => {
                 self.problem(
                     &key,
-                    "give only one of password_file, password_env and password",
+                    "give only one of password_file, password_env, password_command and password",
                 );
                 return None;
             }
+        }
+        if let Some(command) = raw.password_command {
+            let key = format!("{section}.password_command");
+            return match run_password_command(command, self.command_timeout) {
+                Ok(secret) => self.non_empty(&key, secret),
+                Err(why) => {
+                    self.problem(&key, why);
+                    None
+                }
+            };
         }
         if let Some(inline) = raw.password {
             if self.world_readable {
@@ -694,6 +717,71 @@ impl Checker {
             self.base.join(path)
         }
     }
+}
+
+/// Runs a password command (no shell, no standard input) and takes the first line of what it
+/// prints. It must finish within `timeout`; it is killed otherwise.
+fn run_password_command(argv: &[String], timeout: Duration) -> Result<String, String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let Some((program, args)) = argv.split_first().filter(|(p, _)| !p.is_empty()) else {
+        return Err("must name a program, e.g. [\"pass\", \"show\", \"otnsx/nsx\"]".into());
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(format!("cannot read the output of {program}"));
+    };
+    // Read both pipes while waiting, so that a chatty command cannot block on a full pipe.
+    let stdout = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.by_ref().take(1 << 20).read_to_end(&mut buf);
+        buf
+    });
+    let stderr = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err.by_ref().take(1 << 16).read_to_end(&mut buf);
+        buf
+    });
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() < timeout => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{program} did not finish within the deadline ({}s); it was stopped",
+                    timeout.as_secs()
+                ));
+            }
+            Err(e) => return Err(format!("waiting for {program}: {e}")),
+        }
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    if !status.success() {
+        let said = String::from_utf8_lossy(&stderr);
+        let said: String = said
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(format!("{program} failed ({status}): {said}"));
+    }
+    let text = String::from_utf8(stdout)
+        .map_err(|_| format!("{program} printed something that is not UTF-8"))?;
+    Ok(first_line(&text))
 }
 
 fn first_line(text: &str) -> String {

@@ -131,3 +131,82 @@ fn help_and_version_exit_0() {
     assert_eq!(run.code, 0);
     assert!(run.stdout.starts_with("otnsx "), "{}", run.stdout);
 }
+
+/// Writes an executable script into the world's directory and returns its path.
+fn script(world: &World, name: &str, body: &str) -> String {
+    let path = world.dir.path().join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn password_command_supplies_the_secret_without_a_shell_or_secrets_in_argv() {
+    let world = World::new();
+    let argv_log = world.dir.path().join("argv.log");
+    let command = script(
+        &world,
+        "vault.sh",
+        &format!(
+            "echo \"$0 $*\" >> {}\nprintf 'nsx-secret-pw\\nignored second line\\n'",
+            argv_log.display()
+        ),
+    );
+    let dir = world.dir.path().display().to_string();
+    let text = world.config_text().replace(
+        &format!("password_file = \"{dir}/nsx.secret\""),
+        &format!("password_command = [\"{command}\", \"show\", \"otnsx/nsx\"]"),
+    );
+    world.write_config(&text);
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let argv = fs::read_to_string(&argv_log).unwrap();
+    assert!(argv.ends_with("vault.sh show otnsx/nsx\n"), "{argv}");
+    assert!(!argv.contains("secret-pw"), "no secret in any argv: {argv}");
+}
+
+#[test]
+fn a_failing_or_hanging_password_command_is_a_config_error() {
+    let world = World::new();
+    let dir = world.dir.path().display().to_string();
+    for (name, body, expected) in [
+        (
+            "fails.sh",
+            "echo 'vault is sealed' >&2; exit 3",
+            "failed (exit status: 3): vault is sealed",
+        ),
+        (
+            "hangs.sh",
+            "sleep 30",
+            "did not finish within the deadline (1s); it was stopped",
+        ),
+        ("empty.sh", "true", "the password is empty"),
+    ] {
+        let command = script(&world, name, body);
+        let text = world
+            .config_text()
+            .replace("deadline = \"10s\"", "deadline = \"1s\"")
+            .replace(
+                &format!("password_file = \"{dir}/nsx.secret\""),
+                &format!("password_command = [\"{command}\"]"),
+            );
+        world.write_config(&text);
+        let started = std::time::Instant::now();
+        let run = otnsx(&world, &["grant", "--vm", "web01"]);
+        assert_eq!(run.code, 78, "{name}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!(
+                "nsx.password_command: {}",
+                if name == "fails.sh" || name == "hangs.sh" {
+                    format!("{command} {expected}")
+                } else {
+                    expected.to_string()
+                }
+            )),
+            "{name}: {}",
+            run.stderr
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+    assert!(world.nsx.requests().is_empty());
+}
