@@ -30,7 +30,7 @@ pub struct Call {
     pub path: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Option<(&'static str, Vec<u8>)>,
-    /// Whether a transient failure (429, 502, 503, 504, a dropped connection) may be retried.
+    /// Whether a transient failure (429, 500, 502, 503, 504, a dropped connection) may be retried.
     /// True for reads and for writes that are idempotent.
     pub retry: bool,
 }
@@ -198,7 +198,7 @@ impl Http {
             // transient failures: at most MAX_TRIES tries.
             let (wait, patient) = match &outcome {
                 Ok(reply) if matches!(reply.status, 429 | 503) => (retry_after(reply, tries), true),
-                Ok(reply) if matches!(reply.status, 502 | 504) => {
+                Ok(reply) if matches!(reply.status, 500 | 502 | 504) => {
                     (retry_after(reply, tries), false)
                 }
                 Err(Failure::Transient(_)) => (backoff(tries), false),

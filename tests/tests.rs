@@ -13,6 +13,7 @@ mod it {
     pub mod fakes;
     pub mod faults;
     pub mod history;
+    pub mod hostile;
     pub mod lifecycle;
     pub mod manual;
     pub mod notes;

@@ -24,6 +24,8 @@ struct State {
     lie_on_attach: bool,
     /// Answer the next N changes with error 101 (concurrent access).
     concurrent_errors: usize,
+    /// Answer the next requests, whatever they are, with these statuses, in order.
+    fail_next: Vec<u16>,
 }
 
 pub struct FakeNsxV {
@@ -111,6 +113,11 @@ impl FakeNsxV {
         self.state.lock().expect("state").lie_on_attach = lie;
     }
 
+    /// The next requests, whatever they are, get these statuses (with an `<error>`), in order.
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.state.lock().expect("state").fail_next = statuses.to_vec();
+    }
+
     pub fn concurrent_errors(&self, count: usize) {
         self.state.lock().expect("state").concurrent_errors = count;
     }
@@ -153,6 +160,10 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         return Response::empty(401).with_header("WWW-Authenticate", "Basic realm=\"NSX\"");
     }
     let mut s = state.lock().expect("state");
+    if !s.fail_next.is_empty() {
+        let status = s.fail_next.remove(0);
+        return error(status, 100, "Service temporarily failing");
+    }
     let Some(rest) = req.path.strip_prefix(TAGS) else {
         return error(404, 100, "The requested URL was not found");
     };

@@ -81,6 +81,10 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Wait this long before answering (a slow or hung server).
     pub delay: Duration,
+    /// Send the body one byte per second.
+    pub trickle: bool,
+    /// Announce the whole body but send only this many bytes of it, then hang up.
+    pub truncate: Option<usize>,
 }
 
 impl Response {
@@ -94,6 +98,8 @@ impl Response {
             headers,
             body: body.into(),
             delay: Duration::ZERO,
+            trickle: false,
+            truncate: None,
         }
     }
 
@@ -107,6 +113,16 @@ impl Response {
 
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn trickled(mut self) -> Self {
+        self.trickle = true;
+        self
+    }
+
+    pub fn truncated(mut self, at: usize) -> Self {
+        self.truncate = Some(at);
         self
     }
 
@@ -194,7 +210,7 @@ fn serve_connection(stream: impl Read + Write, handler: &Handler, log: &Mutex<Ve
         if !response.delay.is_zero() {
             thread::sleep(response.delay);
         }
-        if write_response(reader.get_mut(), &response).is_err() {
+        if write_response(reader.get_mut(), &response).is_err() || response.truncate.is_some() {
             return;
         }
     }
@@ -262,7 +278,19 @@ fn write_response(writer: &mut impl Write, response: &Response) -> std::io::Resu
     }
     head.push_str("Connection: keep-alive\r\n\r\n");
     writer.write_all(head.as_bytes())?;
-    writer.write_all(&response.body)?;
+    let body = match response.truncate {
+        Some(at) => &response.body[..at.min(response.body.len())],
+        None => &response.body[..],
+    };
+    if response.trickle {
+        for byte in body {
+            writer.write_all(&[*byte])?;
+            writer.flush()?;
+            thread::sleep(Duration::from_secs(1));
+        }
+    } else {
+        writer.write_all(body)?;
+    }
     writer.flush()
 }
 

@@ -1,0 +1,183 @@
+//! Answers no service should give, and services that fail for a while: each bad answer is a
+//! clear error naming the service, exit 69, and opens nothing; a transient failure is retried.
+
+use std::time::{Duration, Instant};
+
+use crate::support::server::{Response, Server};
+use crate::support::{T2, World, set};
+use crate::{lock, otnsx};
+
+/// A bad answer, by name.
+fn variants() -> Vec<(&'static str, Response)> {
+    let xml_and_json =
+        "<securityTags><securityTag><objectId>x</objectId></securityTag></securityTags>";
+    vec![
+        (
+            "malformed",
+            Response::new(
+                200,
+                "application/json",
+                "{\"Ticket\":[{\"x\" <securityTags><securityTag>",
+            ),
+        ),
+        (
+            "truncated",
+            Response::new(
+                200,
+                "application/json",
+                format!("{{\"value\":\"{}\"}}", "a".repeat(4000)),
+            )
+            .truncated(100),
+        ),
+        ("wrong type", Response::new(200, "text/plain", xml_and_json)),
+        (
+            "html page",
+            Response::new(
+                500,
+                "text/html",
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+            ),
+        ),
+        (
+            "redirect",
+            Response::empty(302).with_header("Location", "https://elsewhere.example.com/login"),
+        ),
+        ("empty 200", Response::new(200, "application/xml", "")),
+        (
+            "too large",
+            Response::new(200, "application/json", vec![b' '; 17 << 20]),
+        ),
+    ]
+}
+
+#[test]
+fn every_bad_answer_of_every_service_fails_closed() {
+    for service in ["help desk", "vCenter", "NSX"] {
+        for (name, response) in variants() {
+            let world = World::new();
+            let hostile = Server::start(move |_| response.clone());
+            let real = match service {
+                "help desk" => world.helpdesk.server.url(),
+                "vCenter" => world.vcenter.url(),
+                _ => world.nsx.url(),
+            };
+            world.write_config(&world.config_text().replace(&real, &hostile.url()));
+            let run = lock(&world, T2);
+            assert_eq!(run.code, 69, "{service}, {name}: {run:?}");
+            assert!(
+                run.stderr.contains(service),
+                "{service}, {name}: {}",
+                run.stderr
+            );
+            assert!(world.leases().is_empty(), "{service}, {name}");
+            assert_eq!(world.tagged(), set(&[]), "{service}, {name}");
+            assert_eq!(
+                world.journal().last().unwrap()["action"],
+                "error",
+                "{service}, {name}"
+            );
+            if name == "redirect" {
+                assert_eq!(hostile.requests().len(), 1, "a redirect is not followed");
+                assert!(run.stderr.contains("redirect"), "{}", run.stderr);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_server_failing_once_is_retried() {
+    for status in [500, 502, 503] {
+        let world = World::new();
+        world.nsx.fail_next(&[status]);
+        let run = lock(&world, T2);
+        assert_eq!(run.code, 0, "{status}: {run:?}");
+        assert_eq!(world.tagged(), set(&["vm-42"]));
+    }
+}
+
+#[test]
+fn a_server_unavailable_until_the_deadline_exits_69_in_time() {
+    let world = World::new();
+    world.write_config(
+        &world
+            .config_text()
+            .replace("deadline = \"10s\"", "deadline = \"3s\""),
+    );
+    world.nsx.fail_next(&[503; 1000]);
+    let started = Instant::now();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(world.leases().is_empty());
+}
+
+#[test]
+fn a_server_answering_one_byte_per_second_is_cut_at_the_deadline() {
+    let world = World::new();
+    let slow = Server::start(|_| {
+        Response::new(200, "application/xml", "<securityTags></securityTags>").trickled()
+    });
+    let text = world
+        .config_text()
+        .replace(&world.nsx.url(), &slow.url())
+        .replace("deadline = \"10s\"", "deadline = \"3s\"");
+    world.write_config(&text);
+    let started = Instant::now();
+    let run = lock(&world, T2);
+    assert!(run.code == 69 || run.code == 75, "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(world.leases().is_empty());
+}
+
+#[test]
+fn a_host_name_that_does_not_resolve_exits_69() {
+    let world = World::new();
+    let text = world
+        .config_text()
+        .replace(&world.vcenter.url(), "https://vcenter.otnsx-test.invalid")
+        .replace("deadline = \"10s\"", "deadline = \"3s\"");
+    world.write_config(&text);
+    let started = Instant::now();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("vcenter.otnsx-test.invalid"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn vm_names_with_every_reserved_character_are_encoded() {
+    let world = World::new();
+    let odd = "odd +/#%\"' näme&x=1;y";
+    world.vcenter.add_vm("vm-48", odd, "group-v1");
+    world.nsx.add_vm("vm-48", odd);
+    let run = otnsx(&world, &["grant", "--vm", odd]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-48"]));
+    let lookup = world
+        .vcenter
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/api/vcenter/vm")
+        .unwrap();
+    assert_eq!(
+        lookup.raw_query,
+        "names=odd%20%2B%2F%23%25%22%27%20n%C3%A4me%26x%3D1%3By"
+    );
+    assert_eq!(lookup.query_value("names").as_deref(), Some(odd));
+}
