@@ -29,6 +29,8 @@ pub enum Action {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
+    /// Unique: the run (process id and start time) and a count within it.
+    pub id: String,
     pub ts: Timestamp,
     pub action: Action,
     pub ticket_number: Option<String>,
@@ -64,7 +66,39 @@ impl Journal {
     }
 
     pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
-        let mut line = serde_json::to_string(entry).context("encoding a journal entry")?;
+        self.append_line(&serde_json::to_string(entry).context("encoding a journal entry")?)
+    }
+
+    /// Appends the entries of `outbox` that the journal does not have yet (by `id`, looked for
+    /// in the journal's last 256 KiB, where the latest entries are). Returns how many.
+    pub fn recover(&self, outbox: &[serde_json::Value]) -> anyhow::Result<usize> {
+        use std::io::{Read, Seek, SeekFrom};
+        if outbox.is_empty() {
+            return Ok(0);
+        }
+        let mut tail = String::new();
+        if let Ok(mut file) = std::fs::File::open(&self.path) {
+            let len = file.metadata().map_or(0, |m| m.len());
+            file.seek(SeekFrom::Start(len.saturating_sub(256 << 10)))?;
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            tail = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        let mut appended = 0;
+        for entry in outbox {
+            let Some(id) = entry.get("id").and_then(serde_json::Value::as_str) else {
+                continue;
+            };
+            if !tail.contains(&format!("\"id\":{}", serde_json::Value::from(id))) {
+                self.append_line(&entry.to_string())?;
+                appended += 1;
+            }
+        }
+        Ok(appended)
+    }
+
+    fn append_line(&self, line: &str) -> anyhow::Result<()> {
+        let mut line = line.to_string();
         line.push('\n');
         let mut file = OpenOptions::new()
             .create(true)

@@ -87,6 +87,10 @@ impl Lease {
 struct LeaseFile {
     version: u32,
     leases: Vec<Lease>,
+    /// Journal entries written with these leases and perhaps not yet appended to the journal
+    /// (the process may have been killed in between): the next run appends those missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    outbox: Vec<serde_json::Value>,
 }
 
 pub struct Store {
@@ -147,7 +151,10 @@ impl Store {
         let mut pause = Duration::from_millis(5);
         loop {
             match file.try_lock() {
-                Ok(()) => return Ok(StateLock { _file: file }),
+                Ok(()) => {
+                    self.remove_stale_temp_files();
+                    return Ok(StateLock { _file: file });
+                }
                 Err(fs::TryLockError::WouldBlock) => {
                     if !deadline.sleep(pause) {
                         return Err(fault(
@@ -167,12 +174,33 @@ impl Store {
         }
     }
 
+    /// Temporary files of a run killed while saving: with the lock held, nobody else writes.
+    fn remove_stale_temp_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".leases.json.") && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// Reads the leases; a missing file means none.
     pub fn load(&self) -> anyhow::Result<Vec<Lease>> {
+        Ok(self.load_with_outbox()?.0)
+    }
+
+    /// Reads the leases and the journal entries saved with them.
+    pub fn load_with_outbox(&self) -> anyhow::Result<(Vec<Lease>, Vec<serde_json::Value>)> {
         let path = self.leases_path();
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Vec::new(), Vec::new()));
+            }
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         let file: LeaseFile = serde_json::from_str(&text).with_context(|| {
@@ -188,11 +216,17 @@ impl Store {
                 file.version
             );
         }
-        Ok(file.leases)
+        Ok((file.leases, file.outbox))
     }
 
-    /// Replaces the leases atomically. Needs the state lock.
-    pub fn save(&self, _lock: &StateLock, leases: &[Lease]) -> anyhow::Result<()> {
+    /// Replaces the leases, with the journal entries that record the change (`outbox`),
+    /// atomically. Needs the state lock.
+    pub fn save(
+        &self,
+        _lock: &StateLock,
+        leases: &[Lease],
+        outbox: &[serde_json::Value],
+    ) -> anyhow::Result<()> {
         let path = self.leases_path();
         let temp = self
             .dir
@@ -200,6 +234,7 @@ impl Store {
         let file = LeaseFile {
             version: FORMAT_VERSION,
             leases: leases.to_vec(),
+            outbox: outbox.to_vec(),
         };
         let mut text = serde_json::to_string_pretty(&file).context("encoding the leases")?;
         text.push('\n');
@@ -254,7 +289,7 @@ mod tests {
         let lock = store
             .lock(Deadline::after(Duration::from_secs(1)))
             .expect("lock");
-        store.save(&lock, &[lease()]).expect("save");
+        store.save(&lock, &[lease()], &[]).expect("save");
         assert_eq!(store.load().expect("load"), vec![lease()]);
         let text = fs::read_to_string(store.leases_path()).expect("text");
         assert!(

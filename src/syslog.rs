@@ -104,6 +104,7 @@ mod tests {
     #[test]
     fn formats_rfc_5424() {
         let entry = Entry {
+            id: "1.2.3".into(),
             ts: Timestamp(1_795_448_203),
             action: Action::Grant,
             ticket_number: None,

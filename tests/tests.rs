@@ -9,6 +9,7 @@ mod it {
     pub mod check;
     pub mod concurrency;
     pub mod config;
+    pub mod crash;
     pub mod docs;
     pub mod fakes;
     pub mod faults;

@@ -146,9 +146,6 @@ impl Run {
                 _ => {}
             }
             current = wanted;
-            if let Some(lock) = lock {
-                self.store.save(lock, &current)?;
-            }
             let open_until = current
                 .iter()
                 .filter(|l| l.vm_id == id && l.is_live(self.now))
@@ -183,6 +180,15 @@ impl Run {
                 .and_then(|l| l.reason.clone());
             if outcome.error.is_some() {
                 entry.result = "failed";
+            }
+            // The leases and the entry that records their change are saved together, then the
+            // entry is appended to the journal: a run killed in between leaves it in the lease
+            // file's outbox, and the next run appends it.
+            if let Some(lock) = lock {
+                let outbox = serde_json::to_value(&entry)
+                    .map(|v| vec![v])
+                    .unwrap_or_default();
+                self.store.save(lock, &current, &outbox)?;
             }
             self.record(&entry);
             outcomes.push(outcome);

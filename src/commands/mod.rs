@@ -39,6 +39,9 @@ pub struct Run {
     /// The time the run decides by (see [`clock`]).
     pub now: Timestamp,
     started: std::time::Instant,
+    /// The start time in nanoseconds, and the entries made so far: for entry ids.
+    started_ns: u128,
+    entries: std::cell::Cell<u64>,
     syslog: Option<Syslog>,
 }
 
@@ -119,6 +122,10 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
         actor: os_user(),
         now: clock()?,
         started: std::time::Instant::now(),
+        started_ns: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        entries: std::cell::Cell::new(0),
         syslog,
     };
     for (service, endpoint) in run.config.endpoints() {
@@ -195,7 +202,10 @@ impl Run {
         vm: Option<&VmRef>,
         detail: &str,
     ) -> Entry {
+        let n = self.entries.get() + 1;
+        self.entries.set(n);
         Entry {
+            id: format!("{}.{}.{n}", std::process::id(), self.started_ns),
             ts: self.clock(),
             action,
             ticket_number: subject.ticket_number.clone(),
@@ -326,13 +336,23 @@ impl Run {
     }
 
     /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.
+    ///
+    /// Journal entries saved with the leases by a run that was killed before it appended them
+    /// to the journal are appended now, so that the journal records every saved change.
     pub fn begin(&self) -> anyhow::Result<(Option<StateLock>, Vec<Lease>)> {
-        let lock = if self.dry_run {
-            None
-        } else {
-            Some(self.store.lock(self.deadline)?)
-        };
-        Ok((lock, self.store.load()?))
+        if self.dry_run {
+            return Ok((None, self.store.load()?));
+        }
+        let lock = self.store.lock(self.deadline)?;
+        let (leases, outbox) = self.store.load_with_outbox()?;
+        if !outbox.is_empty() {
+            let recovered = self.journal.recover(&outbox)?;
+            if recovered > 0 {
+                eprintln!("otnsx: recovered {recovered} journal entries of an interrupted run");
+            }
+            self.store.save(&lock, &leases, &[])?;
+        }
+        Ok((Some(lock), leases))
     }
 
     /// Runs `work`; journals its failure, if any, before passing it on.

@@ -88,3 +88,70 @@ fn sixteen_concurrent_events_end_consistent_with_the_tickets() {
     assert_eq!(world.tagged(), set(&[]));
     assert!(world.leases().is_empty());
 }
+
+#[test]
+fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases() {
+    let world = World::new();
+    let vms = ["web01", "db01", "app01", "cache01"];
+    let tickets: Vec<(u64, String)> = (20..28)
+        .map(|id| (id, format!("20261123100002{id}")))
+        .collect();
+    for (i, (id, number)) in tickets.iter().enumerate() {
+        world.helpdesk.add_ticket(*id, number, json!(vms[i % 4]));
+        world
+            .helpdesk
+            .set_lock(*id, if i % 3 == 0 { "unlock" } else { "lock" });
+    }
+    // Every ticket's event twice, and eight grants and eight revokes over the four VMs, mixed.
+    let runs: Vec<Vec<String>> = (0..32)
+        .map(|i| match i % 2 {
+            0 => {
+                let (id, number) = &tickets[(i / 2) % 8];
+                vec![number.clone(), id.to_string()]
+            }
+            _ if i % 4 == 1 => vec!["grant".into(), "--vm".into(), vms[(i / 4) % 4].into()],
+            _ => vec!["revoke".into(), "--vm".into(), vms[(i / 4 + 1) % 4].into()],
+        })
+        .collect();
+    thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|args| {
+                let world = &world;
+                scope.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    otnsx(world, &args)
+                })
+            })
+            .collect();
+        for handle in handles {
+            let run = handle.join().unwrap();
+            assert!(run.code == 0, "{run:?}");
+        }
+    });
+    let leases = world.leases();
+    let held: BTreeSet<String> = leases
+        .iter()
+        .map(|l| l["vm_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        world.tagged(),
+        held,
+        "NSX carries the tag exactly on the VMs the leases hold"
+    );
+    let ticket_holders: BTreeSet<u64> = leases
+        .iter()
+        .filter_map(|l| l["holder"]["id"].as_u64())
+        .collect();
+    let locked: BTreeSet<u64> = tickets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, (id, _))| *id)
+        .collect();
+    assert_eq!(
+        ticket_holders, locked,
+        "exactly the locked tickets hold leases"
+    );
+    assert_eq!(world.vcenter.open_sessions(), 0);
+}

@@ -163,6 +163,7 @@ impl Server {
         let log2 = Arc::clone(&log);
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                let _ = stream.set_nodelay(true);
                 let handler = Arc::clone(&handler);
                 let log = Arc::clone(&log2);
                 let tls = tls.clone();
@@ -277,19 +278,23 @@ fn write_response(writer: &mut impl Write, response: &Response) -> std::io::Resu
         head.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
     }
     head.push_str("Connection: keep-alive\r\n\r\n");
-    writer.write_all(head.as_bytes())?;
     let body = match response.truncate {
         Some(at) => &response.body[..at.min(response.body.len())],
         None => &response.body[..],
     };
     if response.trickle {
+        writer.write_all(head.as_bytes())?;
         for byte in body {
             writer.write_all(&[*byte])?;
             writer.flush()?;
             thread::sleep(Duration::from_secs(1));
         }
     } else {
-        writer.write_all(body)?;
+        // One write: head and body in separate small segments would meet Nagle's algorithm
+        // and the client's delayed ACK, and every answer would take 40 ms.
+        let mut whole = head.into_bytes();
+        whole.extend_from_slice(body);
+        writer.write_all(&whole)?;
     }
     writer.flush()
 }

@@ -1,0 +1,156 @@
+//! otnsx killed (SIGKILL) at random points, 200 times, while it changes the leases: the lease
+//! file always parses, and says what the journal says, counting the entries saved with the
+//! leases that the killed run had no time to append (the next run appends them). Whatever NSX
+//! was left with, reconcile then brings in line.
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::otnsx;
+use crate::support::{World, set};
+
+/// Whether alice holds web01, by the journal's last decision about it, the lease file's
+/// outbox included.
+fn journal_says(world: &World) -> bool {
+    let mut entries = world.journal();
+    let file: serde_json::Value = std::fs::read_to_string(world.state_dir().join("leases.json"))
+        .map(|t| serde_json::from_str(&t).unwrap())
+        .unwrap_or_default();
+    for pending in file["outbox"].as_array().into_iter().flatten() {
+        if !entries.iter().any(|e| e["id"] == pending["id"]) {
+            entries.push(pending.clone());
+        }
+    }
+    let mut held = false;
+    for entry in entries {
+        let alice = serde_json::json!({"kind": "user", "name": "alice"});
+        let has = |key: &str| entry[key].as_array().is_some_and(|a| a.contains(&alice));
+        if entry["vm_id"] == "vm-42" && has("gained") {
+            held = true;
+        }
+        if entry["vm_id"] == "vm-42" && has("lost") {
+            held = false;
+        }
+    }
+    held
+}
+
+#[test]
+fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
+    let world = World::new();
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rng = seed;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let config = world.config_path();
+    // Kill times spread over a whole run, measured here: grant and revoke once, unhurried.
+    let started = std::time::Instant::now();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+    assert_eq!(otnsx(&world, &["revoke", "--vm", "web01"]).code, 0);
+    let span = (started.elapsed().as_micros() as u64 / 2).max(1000) * 5 / 4;
+    let mut killed = 0;
+    for round in 0..200 {
+        let grant = round % 2 == 0;
+        let args: &[&str] = if grant {
+            &["grant", "--vm", "web01"]
+        } else {
+            &["revoke", "--vm", "web01"]
+        };
+        let mut child = Command::new(env!("CARGO_BIN_EXE_otnsx"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_clear()
+            .env("USER", "alice")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_micros(next() % span));
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+
+        let leases = world.leases(); // panics if the file does not parse
+        let in_file = leases
+            .iter()
+            .any(|l| l["vm_id"] == "vm-42" && l["holder"]["name"] == "alice");
+        let journal = journal_says(&world);
+        assert_eq!(
+            in_file,
+            journal,
+            "seed {seed}, round {round}: the lease file and the journal disagree after a killed {}",
+            if grant { "grant" } else { "revoke" }
+        );
+    }
+    eprintln!("killed {killed} of 200 runs mid-way (seed {seed}, kill times up to {span} µs)");
+    assert!(
+        killed > 20,
+        "seed {seed}: only {killed} runs were killed mid-way; the test proves little"
+    );
+    assert!(
+        killed < 195,
+        "seed {seed}: {killed} runs were killed mid-way; few got as far as writing"
+    );
+    let run = otnsx(&world, &["reconcile"]);
+    assert!(run.code == 0, "{run:?}");
+    let held = world.leases().iter().any(|l| l["vm_id"] == "vm-42");
+    assert_eq!(
+        world.tagged(),
+        if held { set(&["vm-42"]) } else { set(&[]) }
+    );
+    // Every entry saved with the leases is in the journal now, once.
+    let journal = world.journal();
+    let mut ids: Vec<&str> = journal.iter().filter_map(|e| e["id"].as_str()).collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "an entry was appended twice");
+}
+
+#[test]
+fn an_entry_saved_but_not_journaled_is_appended_by_the_next_run() {
+    let world = World::new();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+    // As if the grant had been killed after saving, before appending: drop its journal line.
+    let journal_path = world.state_dir().join("journal.jsonl");
+    let saved = std::fs::read_to_string(&journal_path).unwrap();
+    std::fs::write(&journal_path, "").unwrap();
+    std::fs::write(
+        world.state_dir().join(".leases.json.99999.tmp"),
+        "{\"version\":1,\"lea",
+    )
+    .unwrap();
+    let run = otnsx(&world, &["grant", "--vm", "db01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("recovered 1 journal entries of an interrupted run"),
+        "{}",
+        run.stderr
+    );
+    let journal = world.journal();
+    assert_eq!(journal.len(), 2);
+    let first: serde_json::Value = serde_json::from_str(saved.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        journal[0], first,
+        "the recovered entry is the one that was lost"
+    );
+    assert_eq!(journal[1]["vm"], "db01");
+    // The next run finds nothing to recover, and the stale temporary file is gone.
+    let run = otnsx(&world, &["revoke", "--vm", "db01"]);
+    assert!(!run.stderr.contains("recovered"), "{}", run.stderr);
+    assert_eq!(world.journal().len(), 3);
+    assert!(!world.state_dir().join(".leases.json.99999.tmp").exists());
+}
