@@ -64,6 +64,8 @@ pub struct Endpoint {
 #[derive(Debug, Clone, Default)]
 pub struct Tls {
     pub ca_file: Option<PathBuf>,
+    /// Accept exactly the certificate with this SHA-256 fingerprint.
+    pub pin: Option<crate::pin::Fingerprint>,
     pub insecure: bool,
 }
 
@@ -299,7 +301,22 @@ impl Config {
         })
     }
 
+    /// Checks configuration text without reading any secret: no password file is read and no
+    /// password command is run (for the fuzz target, whose input may name anything).
+    pub fn check_offline(text: &str) -> Result<Config, Vec<String>> {
+        Config::check_with(text, Path::new("/nonexistent/otnsx.toml"), 0o600, false)
+    }
+
     fn check_text(text: &str, path: &Path, mode: u32) -> Result<Config, Vec<String>> {
+        Config::check_with(text, path, mode, true)
+    }
+
+    fn check_with(
+        text: &str,
+        path: &Path,
+        mode: u32,
+        read_secrets: bool,
+    ) -> Result<Config, Vec<String>> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let msg = e.message().trim_end().to_string();
             let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
@@ -310,6 +327,7 @@ impl Config {
         })?;
         let mut check = Checker {
             problems: Vec::new(),
+            read_secrets,
             command_timeout: Duration::from_secs(20),
             base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
             world_readable: mode & 0o004 != 0,
@@ -349,6 +367,8 @@ fn read(path: &Path) -> Result<(String, u32), String> {
 
 struct Checker {
     problems: Vec<String>,
+    /// Whether to read password files and run password commands (not when fuzzing).
+    read_secrets: bool,
     /// How long a password_command may take: the run's deadline.
     command_timeout: Duration,
     base: PathBuf,
@@ -574,10 +594,25 @@ impl Checker {
                 None
             }
         };
-        if raw.tls_sha256.is_some() {
+        let pin = raw.tls_sha256.and_then(|text| {
+            let pin = crate::pin::parse_fingerprint(text);
+            if pin.is_none() {
+                self.problem(
+                    &format!("{section}.tls_sha256"),
+                    "not a SHA-256 fingerprint (64 hex digits, with or without colons)",
+                );
+            }
+            pin
+        });
+        let tls_keys = [
+            raw.ca_file.is_some(),
+            raw.tls_sha256.is_some(),
+            raw.insecure == Some(true),
+        ];
+        if tls_keys.iter().filter(|k| **k).count() > 1 {
             self.problem(
-                &format!("{section}.tls_sha256"),
-                "certificate pinning is not supported by this version; use ca_file",
+                section,
+                "give only one of ca_file, tls_sha256 and insecure = true",
             );
         }
         let ca_file = raw.ca_file.map(|p| self.resolve(p));
@@ -596,6 +631,7 @@ impl Checker {
             password: password?,
             tls: Tls {
                 ca_file,
+                pin,
                 insecure: raw.insecure.unwrap_or(false),
             },
         })
@@ -625,6 +661,9 @@ impl Checker {
                 );
                 return None;
             }
+        }
+        if !self.read_secrets && raw.password.is_none() {
+            return Some(Secret("(not read)".into()));
         }
         if let Some(command) = raw.password_command {
             let key = format!("{section}.password_command");

@@ -136,14 +136,33 @@ impl Http {
             );
             tls = tls.disable_verification(true);
         }
-        let agent = Agent::config_builder()
+        let config = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
             .user_agent(concat!("otnsx/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .proxy(proxy_from_env())
-            .build()
-            .new_agent();
+            .build();
+        let agent = match endpoint.tls.pin {
+            None => config.new_agent(),
+            Some(pin) => {
+                use ureq::unversioned::resolver::DefaultResolver;
+                use ureq::unversioned::transport::{
+                    ConnectProxyConnector, Connector, TcpConnector,
+                };
+                let tls = crate::pin::PinnedTls::new(pin).map_err(|e| {
+                    fault(
+                        Exit::Config,
+                        format!("{service}: TLS set-up for tls_sha256: {e}"),
+                    )
+                })?;
+                let connector =
+                    ().chain(ConnectProxyConnector::default())
+                        .chain(TcpConnector::default())
+                        .chain(tls);
+                Agent::with_parts(config, connector, DefaultResolver::default())
+            }
+        };
         let key = match service {
             "help desk" => "otrs",
             "vCenter" => "vcenter",
@@ -343,6 +362,13 @@ fn classify(err: ureq::Error, deadline_bound: bool) -> Failure {
 fn tls_reason(text: &str) -> Option<String> {
     if !text.contains("certificate") {
         return None;
+    }
+    if let Some(at) = text.find("PinMismatch: ") {
+        let rest = &text[at + "PinMismatch: ".len()..];
+        return Some(format!(
+            "pin mismatch: {}",
+            rest.trim_end_matches([')', '"'])
+        ));
     }
     let reason = if text.contains("UnknownIssuer") {
         "unknown issuer: no CA this machine trusts signed it"

@@ -17,6 +17,7 @@ mod journal;
 mod nsxt;
 mod nsxv;
 mod otrs;
+mod pin;
 mod plan;
 mod policy;
 mod store;
@@ -44,6 +45,47 @@ pub fn main_with(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) ->
         Err(err) => {
             eprintln!("otnsx: {err:#}");
             ExitCode::from(error::exit_code(&err).code())
+        }
+    }
+}
+
+/// Entry points for the fuzz targets in `fuzz/` and for the tests that replay their seeds:
+/// each parses untrusted bytes the way otnsx does and must return, never panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A help desk TicketGet or TicketSearch answer.
+    pub fn helpdesk(data: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+            return;
+        };
+        let _ = crate::otrs::parse_ticket(&value, "VMName");
+        let _ = crate::otrs::parse_search(&value);
+        if let Some(field) = value.get("Value") {
+            let _ = crate::otrs::vm_names(field);
+        }
+    }
+
+    /// An NSX-V XML answer: the tag list, a VM list, an error.
+    pub fn nsxv(data: &[u8]) {
+        let Ok(text) = std::str::from_utf8(data) else {
+            return;
+        };
+        let _ = crate::nsxv::parse_error(text);
+        if let Ok(root) = crate::xml::parse(text) {
+            let _ = crate::nsxv::parse_security_tags(&root);
+            let _ = crate::nsxv::parse_basic_info(&root);
+        }
+    }
+
+    /// An NSX-T JSON answer: a VM page, an error.
+    pub fn nsxt(data: &[u8]) {
+        crate::nsxt::fuzz_parse(data);
+    }
+
+    /// A configuration file.
+    pub fn config(data: &[u8]) {
+        if let Ok(text) = std::str::from_utf8(data) {
+            let _ = crate::config::Config::check_offline(text);
         }
     }
 }

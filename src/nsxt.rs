@@ -433,6 +433,18 @@ impl NsxT {
     }
 }
 
+/// Parses `data` as NSX-T answers are parsed, for the fuzz targets.
+pub fn fuzz_parse(data: &[u8]) {
+    let reply = Reply {
+        status: 400,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: String::from_utf8_lossy(data).into_owned(),
+    };
+    let _ = parse::<Page>(&reply);
+    let _ = error_text(&reply);
+    let _ = error_code(&reply);
+}
+
 fn vm_ref(vm: &NsxVm) -> VmRef {
     VmRef {
         name: vm.display_name.clone(),

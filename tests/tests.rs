@@ -13,6 +13,7 @@ mod it {
     pub mod docs;
     pub mod fakes;
     pub mod faults;
+    pub mod fuzz_seeds;
     pub mod history;
     pub mod hostile;
     pub mod lifecycle;

@@ -56,7 +56,7 @@ fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
     let started = std::time::Instant::now();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
     assert_eq!(otnsx(&world, &["revoke", "--vm", "web01"]).code, 0);
-    let span = (started.elapsed().as_micros() as u64 / 2).max(1000) * 5 / 4;
+    let mut span = (started.elapsed().as_micros() as u64 / 2).max(1000) * 5 / 4;
     let mut killed = 0;
     for round in 0..200 {
         let grant = round % 2 == 0;
@@ -76,8 +76,12 @@ fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
             .spawn()
             .unwrap();
         thread::sleep(Duration::from_micros(next() % span));
+        // Aim at killing about half the runs, however fast the machine is right now.
         if child.try_wait().unwrap().is_none() {
             killed += 1;
+            span = span * 11 / 10;
+        } else {
+            span = (span * 9 / 10).max(500);
         }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
@@ -94,14 +98,14 @@ fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
             if grant { "grant" } else { "revoke" }
         );
     }
-    eprintln!("killed {killed} of 200 runs mid-way (seed {seed}, kill times up to {span} µs)");
+    eprintln!("killed {killed} of 200 runs mid-way (seed {seed}, last kill window {span} µs)");
     assert!(
         killed > 20,
         "seed {seed}: only {killed} runs were killed mid-way; the test proves little"
     );
     assert!(
-        killed < 195,
-        "seed {seed}: {killed} runs were killed mid-way; few got as far as writing"
+        killed < 180,
+        "seed {seed}: {killed} of 200 runs were killed mid-way; few got as far as writing"
     );
     let run = otnsx(&world, &["reconcile"]);
     assert!(run.code == 0, "{run:?}");

@@ -89,3 +89,73 @@ fn insecure_accepts_and_warns_every_run() {
     });
     assert!(warned, "{:?}", actions(&world));
 }
+
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[test]
+fn a_pinned_certificate_is_accepted_even_self_signed_and_anything_else_refused() {
+    // Self-signed, and not even for this host name: the pin alone decides.
+    let leaf = Leaf::self_signed("nsx.example.com");
+    let pin = colon_hex(ring::digest::digest(&ring::digest::SHA256, &leaf.der).as_ref());
+    let world = https_world(&leaf, None, &format!("tls_sha256 = \"{pin}\""));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+
+    // Hex without colons, in lower case, pins the same certificate.
+    let hex = pin.replace(':', "").to_lowercase();
+    let world = https_world(&leaf, None, &format!("tls_sha256 = \"{hex}\""));
+    assert_eq!(lock(&world, T2).code, 0);
+
+    let wrong = "00".repeat(32);
+    let world = https_world(&leaf, None, &format!("tls_sha256 = \"{wrong}\""));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "pin mismatch: the server's certificate has SHA-256 {pin}"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(world.leases().is_empty());
+
+    // A certificate signed by a trusted CA but not the pinned one is refused too.
+    let ca = TestCa::new();
+    let world = https_world(
+        &ca.leaf("localhost", false),
+        None,
+        &format!("tls_sha256 = \"{pin}\""),
+    );
+    assert_eq!(lock(&world, T2).code, 69);
+}
+
+#[test]
+fn tls_settings_are_checked() {
+    let world = World::new();
+    let text = world.config_text().replace(
+        "tag = \"otnsx-maintenance\"",
+        "tag = \"otnsx-maintenance\"\ntls_sha256 = \"AB:CD\"\ninsecure = true",
+    );
+    world.write_config(&text);
+    let run = crate::otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("nsx.tls_sha256: not a SHA-256 fingerprint"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("nsx: give only one of ca_file, tls_sha256 and insecure = true"),
+        "{}",
+        run.stderr
+    );
+}
