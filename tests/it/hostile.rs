@@ -52,16 +52,18 @@ fn variants() -> Vec<(&'static str, Response)> {
 
 #[test]
 fn every_bad_answer_of_every_service_fails_closed() {
-    for service in ["help desk", "vCenter", "NSX"] {
+    for service in ["help desk", "vCenter", "NSX", "NSX-T"] {
         for (name, response) in variants() {
             let world = World::new();
             let hostile = Server::start(move |_| response.clone());
-            let real = match service {
-                "help desk" => world.helpdesk.server.url(),
-                "vCenter" => world.vcenter.url(),
-                _ => world.nsx.url(),
+            let (config, real) = match service {
+                "help desk" => (world.config_text(), world.helpdesk.server.url()),
+                "vCenter" => (world.config_text(), world.vcenter.url()),
+                "NSX" => (world.config_text(), world.nsx.url()),
+                _ => (world.config_text_nsxt("", false), world.nsxt.url()),
             };
-            world.write_config(&world.config_text().replace(&real, &hostile.url()));
+            world.write_config(&config.replace(&real, &hostile.url()));
+            let service = if service == "NSX-T" { "NSX" } else { service };
             let run = lock(&world, T2);
             assert_eq!(run.code, 69, "{service}, {name}: {run:?}");
             assert!(
@@ -71,6 +73,7 @@ fn every_bad_answer_of_every_service_fails_closed() {
             );
             assert!(world.leases().is_empty(), "{service}, {name}");
             assert_eq!(world.tagged(), set(&[]), "{service}, {name}");
+            assert!(world.tagged_t().is_empty(), "{service}, {name}");
             assert_eq!(
                 world.journal().last().unwrap()["action"],
                 "error",
@@ -180,4 +183,33 @@ fn vm_names_with_every_reserved_character_are_encoded() {
         "names=odd%20%2B%2F%23%25%22%27%20n%C3%A4me%26x%3D1%3By"
     );
     assert_eq!(lookup.query_value("names").as_deref(), Some(odd));
+}
+
+#[test]
+fn a_retry_after_beyond_the_deadline_exits_75_at_once() {
+    let world = World::new();
+    let busy = Server::start(|_| {
+        Response::new(
+            429,
+            "application/xml",
+            "<error><details>Too many requests</details><errorCode>429</errorCode></error>",
+        )
+        .with_header("Retry-After", "3600")
+    });
+    world.write_config(&world.config_text().replace(&world.nsx.url(), &busy.url()));
+    let started = Instant::now();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 75, "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "slept past the answer: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        busy.requests().len(),
+        1,
+        "no retry when Retry-After is beyond the deadline"
+    );
+    assert!(world.leases().is_empty());
+    assert_eq!(world.journal().last().unwrap()["action"], "error");
 }
