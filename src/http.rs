@@ -94,6 +94,28 @@ impl Reply {
         (200..300).contains(&self.status)
     }
 
+    /// The body as JSON of type `T`; an answer that is not JSON, or not that shape, is an
+    /// error naming `service` (exit 69).
+    pub fn json<T: serde::de::DeserializeOwned>(&self, service: &str) -> anyhow::Result<T> {
+        let media = self.media_type();
+        if media != "application/json" {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "{service} answered {media:?} instead of JSON (HTTP {}): {}",
+                    self.status,
+                    self.snippet()
+                ),
+            ));
+        }
+        serde_json::from_str(&self.body).map_err(|e| {
+            fault(
+                Exit::Unavailable,
+                format!("{service} answered unexpected JSON: {e}"),
+            )
+        })
+    }
+
     /// The start of the body, on one line, for error messages.
     pub fn snippet(&self) -> String {
         let one_line: String = self.body.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -298,7 +298,7 @@ impl NsxT {
                 pairs.push(("cursor", c));
             }
             let reply = self.send(&Call::new(Method::GET, format!("{VMS}{}", query(pairs))))?;
-            let page: Page = parse(&reply)?;
+            let page: Page = reply.json("NSX")?;
             let empty = page.results.is_empty();
             out.extend(page.results);
             match page.cursor {
@@ -440,7 +440,7 @@ pub fn fuzz_parse(data: &[u8]) {
         headers: vec![("content-type".into(), "application/json".into())],
         body: String::from_utf8_lossy(data).into_owned(),
     };
-    let _ = parse::<Page>(&reply);
+    let _ = reply.json::<Page>("NSX");
     let _ = error_text(&reply);
     let _ = error_code(&reply);
 }
@@ -454,25 +454,6 @@ fn vm_ref(vm: &NsxVm) -> VmRef {
 
 fn post_json(path: &str, body: &Value) -> Call {
     Call::new(Method::POST, path).body("application/json", body.to_string().into_bytes())
-}
-
-fn parse<T: serde::de::DeserializeOwned>(reply: &Reply) -> anyhow::Result<T> {
-    if reply.media_type() != "application/json" {
-        return Err(fault(
-            Exit::Unavailable,
-            format!(
-                "NSX answered {:?} instead of JSON: {}",
-                reply.media_type(),
-                reply.snippet()
-            ),
-        ));
-    }
-    serde_json::from_str(&reply.body).map_err(|e| {
-        fault(
-            Exit::Unavailable,
-            format!("NSX answered unexpected JSON: {e}"),
-        )
-    })
 }
 
 fn error_code(reply: &Reply) -> Option<i64> {

@@ -117,7 +117,9 @@ impl Vcenter {
                     ),
                 ));
             }
-            let body = json_body(&reply).context("logging in to vCenter")?;
+            let body = reply
+                .json::<Value>("vCenter")
+                .context("logging in to vCenter")?;
             let token = match (generation, &body) {
                 (Generation::Api, Value::String(t)) => Some(t.clone()),
                 (Generation::Rest, Value::Object(o)) => {
@@ -188,7 +190,7 @@ impl Vcenter {
         let reply = self
             .get(&path)
             .with_context(|| format!("looking up VM {name:?} in vCenter"))?;
-        let body = json_body(&reply)?;
+        let body = reply.json::<Value>("vCenter")?;
         let list = match self.generation {
             Generation::Api => &body,
             Generation::Rest => body.get("value").unwrap_or(&Value::Null),
@@ -248,7 +250,7 @@ impl Vcenter {
         let reply = self
             .get(&path)
             .with_context(|| format!("reading the identity of {vm} in vCenter"))?;
-        let body = json_body(&reply)?;
+        let body = reply.json::<Value>("vCenter")?;
         let info = match self.generation {
             Generation::Api => &body,
             Generation::Rest => body.get("value").unwrap_or(&Value::Null),
@@ -314,26 +316,6 @@ impl Vcenter {
 struct VmSummary {
     vm: String,
     name: String,
-}
-
-fn json_body(reply: &Reply) -> anyhow::Result<Value> {
-    if reply.media_type() != "application/json" {
-        return Err(fault(
-            Exit::Unavailable,
-            format!(
-                "vCenter answered {:?} instead of JSON (HTTP {}): {}",
-                reply.media_type(),
-                reply.status,
-                reply.snippet()
-            ),
-        ));
-    }
-    serde_json::from_str(&reply.body).map_err(|e| {
-        fault(
-            Exit::Unavailable,
-            format!("vCenter answered malformed JSON: {e}"),
-        )
-    })
 }
 
 /// The error type and first message of a vCenter error, from either API generation.
