@@ -7,7 +7,11 @@ use ureq::http::Method;
 
 use crate::config::{OtrsConfig, Secret};
 use crate::deadline::Deadline;
-use crate::error::{Exit, fault};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use crate::error::{Exit, exit_code, fault};
 use crate::http::{Call, Http, Reply, query};
 
 /// What otnsx needs of a ticket.
@@ -35,6 +39,10 @@ pub struct HelpDesk {
     vm_field: String,
     version: u32,
     session: Option<String>,
+    /// Where the SessionID is kept between runs (mode 0600), if anywhere.
+    session_file: Option<PathBuf>,
+    /// Whether `session` came from that file (and may have expired).
+    session_cached: bool,
 }
 
 /// TicketSearch's `Limit`: the answer's size bound. Correctness never depends on it: a ticket
@@ -42,8 +50,16 @@ pub struct HelpDesk {
 const SEARCH_LIMIT: &str = "10000";
 
 impl HelpDesk {
-    pub fn new(config: &OtrsConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
+    /// `session_file`, when given, keeps the SessionID between runs (see [`HelpDesk::authed`]).
+    pub fn new(
+        config: &OtrsConfig,
+        deadline: Deadline,
+        verbose: bool,
+        session_file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         Ok(HelpDesk {
+            session_file,
+            session_cached: false,
             http: Http::new("help desk", &config.endpoint, deadline, verbose)?,
             user: config.endpoint.user.clone(),
             password: config.endpoint.password.clone(),
@@ -55,23 +71,27 @@ impl HelpDesk {
 
     /// TicketGet with the ticket's dynamic fields.
     pub fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket> {
-        let session = self.session_id()?;
-        let path = format!(
-            "/Ticket/{id}{}",
-            query([("SessionID", session.as_str()), ("DynamicFields", "1")])
-        );
         let body = self
-            .send("TicketGet", Call::new(Method::GET, path))
+            .authed("TicketGet", |session| {
+                let path = format!(
+                    "/Ticket/{id}{}",
+                    query([("SessionID", session), ("DynamicFields", "1")])
+                );
+                Call::new(Method::GET, path)
+            })
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
         parse_ticket(&body, &self.vm_field).with_context(|| format!("reading ticket ID {id}"))
     }
 
     /// A ticket's lock state alone (`lock`, `unlock`, `tmp_lock`): TicketGet without fields.
     pub fn lock_of(&mut self, id: u64) -> anyhow::Result<String> {
-        let session = self.session_id()?;
-        let path = format!("/Ticket/{id}{}", query([("SessionID", session.as_str())]));
         let body = self
-            .send("TicketGet", Call::new(Method::GET, path))
+            .authed("TicketGet", |session| {
+                Call::new(
+                    Method::GET,
+                    format!("/Ticket/{id}{}", query([("SessionID", session)])),
+                )
+            })
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
         body.pointer("/Ticket/0/Lock")
             .and_then(Value::as_str)
@@ -87,40 +107,38 @@ impl HelpDesk {
     /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read
     /// (TicketSearch with `Limit=1`), else none. Logs in either way.
     pub fn any_ticket(&mut self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {
-        let session = self.session_id()?;
+        self.session_id()?;
         if wanted.is_some() {
             return Ok(wanted);
         }
-        let path = format!(
-            "/Ticket{}",
-            query([("SessionID", session.as_str()), ("Limit", "1")])
-        );
         let body = self
-            .send("TicketSearch", Call::new(Method::GET, path))
+            .authed("TicketSearch", |session| {
+                Call::new(
+                    Method::GET,
+                    format!("/Ticket{}", query([("SessionID", session), ("Limit", "1")])),
+                )
+            })
             .context("searching the help desk for a ticket")?;
         Ok(parse_search(&body)?.into_iter().next())
     }
 
     /// TicketSearch for every locked ticket the API user may read.
     pub fn locked_tickets(&mut self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
-        let session = self.session_id()?;
-        let path = format!(
-            "/Ticket{}",
-            query([
-                ("SessionID", session.as_str()),
-                ("Locks", "lock"),
-                ("Limit", SEARCH_LIMIT)
-            ])
-        );
         let body = self
-            .send("TicketSearch", Call::new(Method::GET, path))
+            .authed("TicketSearch", |session| {
+                let pairs = [
+                    ("SessionID", session),
+                    ("Locks", "lock"),
+                    ("Limit", SEARCH_LIMIT),
+                ];
+                Call::new(Method::GET, format!("/Ticket{}", query(pairs)))
+            })
             .context("searching the help desk for locked tickets")?;
         parse_search(&body)
     }
 
     /// TicketUpdate with an internal article: never visible to the customer.
     pub fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<()> {
-        let session = self.session_id()?;
         let article = if self.version == 5 {
             serde_json::json!({"ArticleType": "note-internal", "SenderType": "agent",
                 "Subject": subject, "Body": text, "ContentType": "text/plain; charset=utf8"})
@@ -129,19 +147,76 @@ impl HelpDesk {
                 "SenderType": "agent", "Subject": subject, "Body": text,
                 "ContentType": "text/plain; charset=utf8"})
         };
-        let body = serde_json::json!({"SessionID": session, "Article": article});
-        let call = Call::new(Method::PATCH, format!("/Ticket/{id}"))
-            .body("application/json", body.to_string().into_bytes())
-            .once();
-        self.send("TicketUpdate", call)
-            .with_context(|| format!("adding a note to ticket ID {id}"))?;
+        self.authed("TicketUpdate", |session| {
+            let body = serde_json::json!({"SessionID": session, "Article": article});
+            Call::new(Method::PATCH, format!("/Ticket/{id}"))
+                .body("application/json", body.to_string().into_bytes())
+                .once()
+        })
+        .with_context(|| format!("adding a note to ticket ID {id}"))?;
         Ok(())
     }
 
-    /// SessionCreate, once per run: the password travels in a POST body, never in a URL.
+    /// Sends an operation with the session. A session kept from an earlier run may have
+    /// expired (the help desk then says AuthFail): it is dropped, a new one made, and the
+    /// operation sent once more.
+    fn authed(&mut self, operation: &str, build: impl Fn(&str) -> Call) -> anyhow::Result<Value> {
+        let session = self.session_id()?;
+        match self.send(operation, build(&session)) {
+            Err(e) if self.session_cached && exit_code(&e) == Exit::NoPerm => {
+                self.forget_session();
+                let fresh = self.session_id()?;
+                self.send(operation, build(&fresh))
+            }
+            other => other,
+        }
+    }
+
+    fn forget_session(&mut self) {
+        self.session = None;
+        self.session_cached = false;
+        if let Some(path) = &self.session_file {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The SessionID kept by an earlier run, if any and well-formed.
+    fn kept_session(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.session_file.as_ref()?).ok()?;
+        let id = text.trim();
+        (!id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric()))
+            .then(|| id.to_string())
+    }
+
+    /// Keeps the SessionID for the next run: written to a temporary file, mode 0600, renamed.
+    fn keep_session(&self, id: &str) {
+        let Some(path) = &self.session_file else {
+            return;
+        };
+        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&temp)
+            .and_then(|mut f| f.write_all(id.as_bytes()))
+            .and_then(|()| std::fs::rename(&temp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+    }
+
+    /// The session: kept from an earlier run, or made with SessionCreate (the password travels
+    /// in a POST body, never in a URL).
     fn session_id(&mut self) -> anyhow::Result<String> {
         if let Some(id) = &self.session {
             return Ok(id.clone());
+        }
+        if let Some(id) = self.kept_session() {
+            self.session = Some(id.clone());
+            self.session_cached = true;
+            return Ok(id);
         }
         let body = serde_json::json!({"UserLogin": self.user, "Password": self.password.expose()});
         let answer = self
@@ -163,6 +238,7 @@ impl HelpDesk {
             })?
             .to_string();
         self.session = Some(id.clone());
+        self.keep_session(&id);
         Ok(id)
     }
 

@@ -129,6 +129,11 @@ impl Store {
         self.dir.join("leases.json")
     }
 
+    /// Where the help desk's SessionID is kept between runs.
+    pub fn session_path(&self) -> PathBuf {
+        self.dir.join("otrs.session")
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.dir.join("journal.jsonl")
     }

@@ -110,7 +110,7 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
         ),
         Some(otrs) => {
             let what = format!("help desk {}", otrs.endpoint.url);
-            let mut helpdesk = HelpDesk::new(otrs, deadline, verbose)?;
+            let mut helpdesk = HelpDesk::new(otrs, deadline, verbose, None)?;
             match helpdesk.any_ticket(ticket) {
                 Err(e) => list.fail(&what, &format!("{e:#}")),
                 Ok(None) => {

@@ -122,7 +122,12 @@ fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>
             "tickets hold leases but there is no [otrs] section to check them against",
         )
     })?;
-    let mut helpdesk = HelpDesk::new(otrs, run.deadline, run.verbose)?;
+    let mut helpdesk = HelpDesk::new(
+        otrs,
+        run.deadline,
+        run.verbose,
+        Some(run.store.session_path()),
+    )?;
     let locked = helpdesk.locked_tickets()?;
     let mut unlocked = BTreeSet::new();
     for id in held.difference(&locked) {

@@ -104,7 +104,12 @@ pub fn tell_tickets(
     if tickets.is_empty() {
         return;
     }
-    let mut helpdesk = match HelpDesk::new(otrs, run.deadline, run.verbose) {
+    let mut helpdesk = match HelpDesk::new(
+        otrs,
+        run.deadline,
+        run.verbose,
+        Some(run.store.session_path()),
+    ) {
         Ok(h) => h,
         Err(e) => return eprintln!("otnsx: warning: {e:#}"),
     };

@@ -37,7 +37,12 @@ fn handle(
         )
     })?;
     let (lock, before) = run.begin()?;
-    let mut helpdesk = HelpDesk::new(otrs, run.deadline, run.verbose)?;
+    let mut helpdesk = HelpDesk::new(
+        otrs,
+        run.deadline,
+        run.verbose,
+        Some(run.store.session_path()),
+    )?;
     let ticket = helpdesk.ticket(id)?;
     if let Some(owner) = &ticket.owner {
         run.actor = format!("helpdesk:{owner}");

@@ -163,6 +163,7 @@ fn secrets_never_reach_output_journal_or_state() {
         seen.push_str(&run.stderr);
     }
     world.helpdesk.set_password("otnsx", "changed");
+    world.helpdesk.expire_sessions();
     let run = otnsx(&world, &["-v", T2.1, "2"]);
     assert_eq!(run.code, 77);
     seen.push_str(&run.stderr);

@@ -488,3 +488,31 @@ fn vcenter_sessions_are_closed_on_failure_too() {
     assert_eq!(world.vcenter.sessions_created(), 2);
     assert_eq!(world.vcenter.open_sessions(), 0);
 }
+
+#[test]
+fn the_help_desk_session_is_kept_between_runs_and_renewed_when_it_expires() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new();
+    let logins = |world: &World| {
+        world
+            .helpdesk
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/Session"))
+            .count()
+    };
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert_eq!(logins(&world), 1, "the second run reused the session");
+    let kept = world.state_dir().join("otrs.session");
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    world.helpdesk.expire_sessions();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(logins(&world), 2, "an expired session is replaced once");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+}

@@ -83,6 +83,11 @@ impl FakeHelpDesk {
         self.update(id, |t| t.lock = lock.into());
     }
 
+    /// Ends every session, as the help desk does after SessionMaxIdleTime.
+    pub fn expire_sessions(&self) {
+        self.state.lock().expect("state").sessions.clear();
+    }
+
     pub fn set_password(&self, user: &str, password: &str) {
         self.state
             .lock()
