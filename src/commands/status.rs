@@ -17,8 +17,8 @@ use super::Run;
 struct VmStatus {
     vm: String,
     vm_id: String,
-    /// Whether NSX reports the tag on the VM.
-    tagged: bool,
+    /// Whether NSX reports the tag on the VM; `null` when NSX could not be asked.
+    tagged: Option<bool>,
     /// `null`, `"tag without lease"` or `"lease without tag"`.
     drift: Option<&'static str>,
     leases: Vec<LeaseStatus>,
@@ -39,34 +39,45 @@ struct LeaseStatus {
 #[derive(Serialize)]
 struct Report {
     now: Timestamp,
+    /// Why NSX could not be asked, if it could not (the leases are shown all the same).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nsx_error: Option<String>,
     vms: Vec<VmStatus>,
 }
 
 pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
     let leases = run.store.load()?;
-    let tagged = run.with_backend(|backend| backend.all_tagged())?;
+    // NSX down at 3 a.m. must not hide the leases: they are shown, NSX's column unknown.
+    let (tagged, nsx_error) = match run.with_backend(|backend| backend.all_tagged()) {
+        Ok(tagged) => (Some(tagged), None),
+        Err(e) => {
+            eprintln!("otnsx: {e:#}; showing the leases without NSX's view");
+            (None, Some(format!("{e:#}")))
+        }
+    };
+    let known = tagged.is_some();
     let now = run.now;
     let mut vms: BTreeMap<String, VmStatus> = BTreeMap::new();
     for lease in &leases {
         let entry = vms.entry(lease.vm_id.clone()).or_insert_with(|| VmStatus {
             vm: lease.vm.clone(),
             vm_id: lease.vm_id.clone(),
-            tagged: false,
+            tagged: known.then_some(false),
             drift: None,
             leases: Vec::new(),
         });
         entry.leases.push(lease_status(lease, now));
     }
-    for vm in tagged {
+    for vm in tagged.into_iter().flatten() {
         vms.entry(vm.id.clone())
             .or_insert_with(|| VmStatus {
                 vm: vm.name.clone(),
                 vm_id: vm.id.clone(),
-                tagged: false,
+                tagged: None,
                 drift: None,
                 leases: Vec::new(),
             })
-            .tagged = true;
+            .tagged = Some(true);
     }
     let mut list: Vec<VmStatus> = vms
         .into_values()
@@ -75,28 +86,35 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
     for vm in &mut list {
         let live = vm.leases.iter().any(|l| l.state == "active");
         vm.drift = match (live, vm.tagged) {
-            (false, true) => Some("tag without lease"),
-            (true, false) => Some("lease without tag"),
+            (false, Some(true)) => Some("tag without lease"),
+            (true, Some(false)) => Some("lease without tag"),
             _ => None,
         };
     }
     list.sort_by(|a, b| (&a.vm, &a.vm_id).cmp(&(&b.vm, &b.vm_id)));
+    let exit = if known { Exit::Ok } else { Exit::Unavailable };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&Report { now, vms: list })?
-        );
-        return Ok(Exit::Ok);
+        let report = Report {
+            now,
+            nsx_error,
+            vms: list,
+        };
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(exit);
     }
     if list.is_empty() {
-        match only {
-            Some(name) => println!("{name}: no lease and no tag; access is closed"),
-            None => println!("no VM is open: no lease, and no VM carries the tag"),
+        match (only, known) {
+            (Some(name), true) => println!("{name}: no lease and no tag; access is closed"),
+            (None, true) => println!("no VM is open: no lease, and no VM carries the tag"),
+            (Some(name), false) => {
+                println!("{name}: no lease (NSX could not be asked about the tag)")
+            }
+            (None, false) => println!("no lease (NSX could not be asked which VMs carry the tag)"),
         }
-        return Ok(Exit::Ok);
+        return Ok(exit);
     }
     print!("{}", table(&list));
-    Ok(Exit::Ok)
+    Ok(exit)
 }
 
 fn lease_status(lease: &Lease, now: Timestamp) -> LeaseStatus {
@@ -122,13 +140,12 @@ fn table(list: &[VmStatus]) -> String {
     ];
     let mut rows: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
     for vm in list {
-        let nsx = match vm.drift {
-            Some(drift) => format!(
-                "{} DRIFT: {drift}",
-                if vm.tagged { "tagged" } else { "untagged" }
-            ),
-            None if vm.tagged => "tagged".into(),
-            None => "untagged".into(),
+        let nsx = match (vm.drift, vm.tagged) {
+            (Some(drift), Some(true)) => format!("tagged DRIFT: {drift}"),
+            (Some(drift), _) => format!("untagged DRIFT: {drift}"),
+            (None, Some(true)) => "tagged".into(),
+            (None, Some(false)) => "untagged".into(),
+            (None, None) => "unknown".into(),
         };
         if vm.leases.is_empty() {
             rows.push(vec![

@@ -360,3 +360,34 @@ fn journal_entries_also_go_to_syslog() {
         run.stderr
     );
 }
+
+#[test]
+fn status_shows_the_leases_even_when_nsx_is_down() {
+    let world = World::new();
+    assert_eq!(lock_at(&world, T2, T0).code, 0);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    world.write_config(
+        &world
+            .config_text()
+            .replace(&world.nsx.url(), &format!("http://127.0.0.1:{port}")),
+    );
+    let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["status"]);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stdout.contains("web01  vm-42  ticket 2026112310000011"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.trim_end().ends_with("unknown"), "{}", run.stdout);
+    assert!(
+        run.stderr.contains("showing the leases without NSX's view"),
+        "{}",
+        run.stderr
+    );
+    let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["status", "--json"]);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(report["nsx_error"].as_str().unwrap().contains("NSX"));
+    assert_eq!(report["vms"][0]["tagged"], Value::Null);
+}
