@@ -69,6 +69,11 @@ impl HelpDesk {
         })
     }
 
+    /// The name of the ticket field that names the VMs.
+    pub fn vm_field(&self) -> &str {
+        &self.vm_field
+    }
+
     /// TicketGet with the ticket's dynamic fields.
     pub fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket> {
         let body = self

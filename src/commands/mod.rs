@@ -21,6 +21,7 @@ use crate::config::{self, Config, MAX_VM_NAME, NsxKind, Resolve};
 use crate::deadline::Deadline;
 use crate::error::{Exit, exit_code, fault};
 use crate::journal::{Action, Entry, Journal};
+use crate::otrs::HelpDesk;
 use crate::store::{Lease, StateLock, Store};
 use crate::syslog::Syslog;
 use crate::time::Timestamp;
@@ -325,6 +326,23 @@ impl Run {
             }
         }
         Ok((vms, refused))
+    }
+
+    /// The help-desk client, with the session kept between runs; `need` says what for, in the
+    /// error when there is no `[otrs]` section.
+    pub fn helpdesk(&self, need: &str) -> anyhow::Result<HelpDesk> {
+        let otrs = self.config.otrs.as_ref().ok_or_else(|| {
+            fault(
+                Exit::Config,
+                format!("no [otrs] section: it is needed {need}"),
+            )
+        })?;
+        HelpDesk::new(
+            otrs,
+            self.deadline,
+            self.verbose,
+            Some(self.store.session_path()),
+        )
     }
 
     /// Runs `work` with the NSX backend, ending its session afterwards.

@@ -13,8 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use crate::error::{Exit, exit_code, fault};
-use crate::otrs::HelpDesk;
+use crate::error::{Exit, exit_code};
 use crate::plan;
 use crate::store::{Holder, Lease, LeaseState};
 
@@ -116,18 +115,7 @@ fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>
     if held.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let otrs = run.config.otrs.as_ref().ok_or_else(|| {
-        fault(
-            Exit::Config,
-            "tickets hold leases but there is no [otrs] section to check them against",
-        )
-    })?;
-    let mut helpdesk = HelpDesk::new(
-        otrs,
-        run.deadline,
-        run.verbose,
-        Some(run.store.session_path()),
-    )?;
+    let mut helpdesk = run.helpdesk("to check the tickets that hold leases")?;
     let locked = helpdesk.locked_tickets()?;
     let mut unlocked = BTreeSet::new();
     for id in held.difference(&locked) {

@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 
 use crate::error::Exit;
-use crate::otrs::HelpDesk;
 use crate::plan;
 use crate::store::Holder;
 
@@ -98,18 +97,11 @@ pub fn tell_tickets(
         .collect();
     tickets.sort();
     tickets.dedup();
-    let Some(otrs) = run.config.otrs.as_ref().filter(|o| o.notes && !run.dry_run) else {
-        return;
-    };
-    if tickets.is_empty() {
+    let notes_on = run.config.otrs.as_ref().is_some_and(|o| o.notes);
+    if tickets.is_empty() || !notes_on || run.dry_run {
         return;
     }
-    let mut helpdesk = match HelpDesk::new(
-        otrs,
-        run.deadline,
-        run.verbose,
-        Some(run.store.session_path()),
-    ) {
+    let mut helpdesk = match run.helpdesk("to note the tickets") {
         Ok(h) => h,
         Err(e) => return eprintln!("otnsx: warning: {e:#}"),
     };

@@ -4,7 +4,6 @@
 
 use crate::error::{Exit, fault};
 use crate::journal::Action;
-use crate::otrs::HelpDesk;
 use crate::plan;
 use crate::store::{Holder, Lease};
 
@@ -30,19 +29,8 @@ fn handle(
     id: u64,
     number: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    let otrs = run.config.otrs.as_ref().ok_or_else(|| {
-        fault(
-            Exit::Config,
-            "no [otrs] section: it is needed to read tickets",
-        )
-    })?;
+    let mut helpdesk = run.helpdesk("to read tickets")?;
     let (lock, before) = run.begin()?;
-    let mut helpdesk = HelpDesk::new(
-        otrs,
-        run.deadline,
-        run.verbose,
-        Some(run.store.session_path()),
-    )?;
     let ticket = helpdesk.ticket(id)?;
     if let Some(owner) = &ticket.owner {
         run.actor = format!("helpdesk:{owner}");
@@ -88,7 +76,7 @@ fn handle(
         };
         if touched.is_empty() && refused.is_empty() && after == before {
             let why = if ticket.is_locked() {
-                format!("field {} names no VM; nothing to open", otrs.vm_field)
+                format!("field {} names no VM; nothing to open", helpdesk.vm_field())
             } else {
                 format!(
                     "ticket is not locked ({}) and holds no access; nothing to close",
