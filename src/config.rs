@@ -15,6 +15,9 @@ use crate::time::parse_duration;
 /// Where the configuration is looked for when neither `--config` nor `OTNSX_CONFIG` names it.
 pub const SYSTEM_CONFIG: &str = "/etc/otnsx/otnsx.toml";
 
+/// The longest duration a configuration may give: ten years.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
 /// vSphere's limit on a VM name, in characters.
 pub const MAX_VM_NAME: usize = 80;
 
@@ -154,6 +157,9 @@ pub struct Log {
 pub struct Policy {
     pub max_duration: Duration,
     pub manual_duration: Duration,
+    /// The longest `grant --for` (and manual lease) allowed: `policy.max_grant`, by default
+    /// `max_duration`.
+    pub max_grant: Duration,
     /// Which VMs may be opened.
     pub vms: crate::policy::VmPolicy,
 }
@@ -217,6 +223,7 @@ raw_service_section!(RawNsx {
 struct RawPolicy {
     max_duration: Option<String>,
     manual_duration: Option<String>,
+    max_grant: Option<String>,
     allow: Option<Vec<String>>,
     deny: Option<Vec<String>>,
 }
@@ -356,13 +363,60 @@ impl Config {
 
 /// The file's text and permission bits.
 fn read(path: &Path) -> Result<(String, u32), String> {
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = fs::metadata(path)
-        .map_err(|e| format!("cannot read the permissions of {}: {e}", path.display()))?
-        .permissions()
-        .mode();
-    Ok((text, mode))
+    let (text, meta) = read_trusted(path, MAX_CONFIG)?;
+    Ok((text, meta.permissions().mode()))
+}
+
+/// The largest configuration or secret file otnsx reads.
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// Reads a configuration or secret file that otnsx may trust: a regular file (never a FIFO or
+/// a device, which could block or never end) of at most `max` bytes, not writable by every
+/// user, and, when otnsx runs as root, owned by root or by the user otnsx runs as (the rule
+/// of ssh's StrictModes): another user could otherwise rewrite what root believes.
+fn read_trusted(path: &Path, max: u64) -> Result<(String, fs::Metadata), String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let file = crate::sys::open_regular(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read the permissions of {}: {e}", path.display()))?;
+    if meta.len() > max {
+        return Err(format!(
+            "{} is larger than {} KiB; it cannot be a configuration or secret file",
+            path.display(),
+            max >> 10
+        ));
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o002 != 0 {
+        return Err(format!(
+            "{} is writable by every user (mode {:o}); chmod o-w it",
+            path.display(),
+            mode & 0o7777
+        ));
+    }
+    let (_, euid) = crate::sys::uids();
+    if euid == 0 && meta.uid() != 0 {
+        return Err(format!(
+            "{} belongs to uid {}, but otnsx runs as root: only root may own the files root trusts (chown root it)",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > max {
+        return Err(format!(
+            "{} grew past {} KiB while read",
+            path.display(),
+            max >> 10
+        ));
+    }
+    Ok((text, meta))
 }
 
 struct Checker {
@@ -428,23 +482,40 @@ impl Checker {
                 }
             }
         }
+        let max_duration = self.duration(
+            "policy.max_duration",
+            raw.policy.max_duration.as_deref(),
+            "8h",
+            true,
+        );
+        let max_grant = match raw.policy.max_grant.as_deref() {
+            Some(text) => self.duration("policy.max_grant", Some(text), "", true),
+            None => max_duration,
+        };
+        let manual_duration = self.duration(
+            "policy.manual_duration",
+            raw.policy.manual_duration.as_deref(),
+            "1h",
+            true,
+        );
+        if manual_duration > max_grant && !max_grant.is_zero() {
+            self.problem(
+                "policy.manual_duration",
+                format!(
+                    "{} is longer than policy.max_grant ({})",
+                    crate::time::format_duration(manual_duration),
+                    crate::time::format_duration(max_grant)
+                ),
+            );
+        }
         let policy = Policy {
             vms: crate::policy::VmPolicy {
                 allow: raw.policy.allow.clone().unwrap_or_default(),
                 deny: raw.policy.deny.clone().unwrap_or_default(),
             },
-            max_duration: self.duration(
-                "policy.max_duration",
-                raw.policy.max_duration.as_deref(),
-                "8h",
-                true,
-            ),
-            manual_duration: self.duration(
-                "policy.manual_duration",
-                raw.policy.manual_duration.as_deref(),
-                "1h",
-                true,
-            ),
+            max_duration,
+            max_grant,
+            manual_duration,
         };
         let facility_name = raw.log.facility.as_deref().unwrap_or("authpriv");
         let facility = crate::syslog::FACILITIES
@@ -625,6 +696,11 @@ impl Checker {
             );
         }
         let password = self.password(section, raw);
+        if let (Some(user), Some(password)) = (&user, &password)
+            && self.read_secrets
+        {
+            crate::secrets::password(user, password.expose());
+        }
         Some(Endpoint {
             url: url?,
             user: user?,
@@ -688,10 +764,10 @@ impl Checker {
         if let Some(file) = raw.password_file {
             let file = self.resolve(file);
             let key = format!("{section}.password_file");
-            let meta = match fs::metadata(&file) {
-                Ok(m) => m,
-                Err(e) => {
-                    self.problem(&key, format!("cannot read {}: {e}", file.display()));
+            let (text, meta) = match read_trusted(&file, MAX_CONFIG) {
+                Ok(read) => read,
+                Err(why) => {
+                    self.problem(&key, why);
                     return None;
                 }
             };
@@ -702,13 +778,7 @@ impl Checker {
                 );
                 return None;
             }
-            return match fs::read_to_string(&file) {
-                Ok(text) => self.non_empty(&key, first_line(&text)),
-                Err(e) => {
-                    self.problem(&key, format!("cannot read {}: {e}", file.display()));
-                    None
-                }
-            };
+            return self.non_empty(&key, first_line(&text));
         }
         let var = raw.password_env.unwrap_or_default();
         let key = format!("{section}.password_env");
@@ -737,6 +807,10 @@ impl Checker {
         positive: bool,
     ) -> Duration {
         match parse_duration(text.unwrap_or(default)) {
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(key, "must be at most 3650d (ten years)");
+                Duration::ZERO
+            }
             Ok(d) if positive && d.is_zero() => {
                 self.problem(key, "must be longer than zero");
                 d
@@ -758,55 +832,86 @@ impl Checker {
     }
 }
 
-/// Runs a password command (no shell, no standard input) and takes the first line of what it
-/// prints. It must finish within `timeout`; it is killed otherwise.
+/// Runs a password command (no shell, no standard input, an environment of PATH, HOME and
+/// LANG only: not the other services' secrets, nor the help desk's CGI variables) and takes
+/// the first line of what it prints. It runs in a process group of its own, which is killed
+/// when the command exits (nothing it started lingers) and at `timeout`, when it is stopped
+/// whether or not something still holds its output open.
 fn run_password_command(argv: &[String], timeout: Duration) -> Result<String, String> {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let Some((program, args)) = argv.split_first().filter(|(p, _)| !p.is_empty()) else {
         return Err("must name a program, e.g. [\"pass\", \"show\", \"otnsx/nsx\"]".into());
     };
-    let mut child = Command::new(program)
+    let mut command = Command::new(program);
+    command
         .args(args)
+        .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0);
+    for var in ["PATH", "HOME", "LANG"] {
+        if let Some(value) = std::env::var_os(var) {
+            command.env(var, value);
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+    let group = child.id();
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        crate::sys::kill_process_group(group);
+        let _ = child.wait();
         return Err(format!("cannot read the output of {program}"));
     };
     // Read both pipes while waiting, so that a chatty command cannot block on a full pipe.
-    let stdout = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.by_ref().take(1 << 20).read_to_end(&mut buf);
-        buf
-    });
-    let stderr = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = err.by_ref().take(1 << 16).read_to_end(&mut buf);
-        buf
-    });
-    let started = std::time::Instant::now();
+    let (sender, results) = std::sync::mpsc::channel();
+    for (stream, pipe, limit) in [
+        (0, Box::new(out) as Box<dyn Read + Send>, 1u64 << 20),
+        (1, Box::new(err), 1 << 16),
+    ] {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.take(limit).read_to_end(&mut buf);
+            let _ = sender.send((stream, buf));
+        });
+    }
+    let late = || {
+        format!(
+            "{program} did not finish within the deadline ({}s); it was stopped",
+            timeout.as_secs()
+        )
+    };
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() < timeout => {
-                std::thread::sleep(Duration::from_millis(10))
-            }
+            Ok(None) if started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
-                let _ = child.kill();
+                crate::sys::kill_process_group(group);
                 let _ = child.wait();
-                return Err(format!(
-                    "{program} did not finish within the deadline ({}s); it was stopped",
-                    timeout.as_secs()
-                ));
+                return Err(late());
             }
-            Err(e) => return Err(format!("waiting for {program}: {e}")),
+            Err(e) => {
+                crate::sys::kill_process_group(group);
+                return Err(format!("waiting for {program}: {e}"));
+            }
         }
     };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
+    // Whatever the command left running in its group would hold the pipes open.
+    crate::sys::kill_process_group(group);
+    let mut output: [Option<Vec<u8>>; 2] = [None, None];
+    while output.iter().any(Option::is_none) {
+        let left = timeout.saturating_sub(started.elapsed());
+        match results.recv_timeout(left.max(Duration::from_millis(100))) {
+            Ok((stream, buf)) => output[stream] = Some(buf),
+            Err(_) => return Err(late()),
+        }
+    }
+    let [stdout, stderr] = output.map(Option::unwrap_or_default);
     if !status.success() {
         let said = String::from_utf8_lossy(&stderr);
         let said: String = said
@@ -816,7 +921,10 @@ fn run_password_command(argv: &[String], timeout: Duration) -> Result<String, St
             .chars()
             .take(200)
             .collect();
-        return Err(format!("{program} failed ({status}): {said}"));
+        return Err(format!(
+            "{program} failed ({status}): {}",
+            crate::escape::printable(&said)
+        ));
     }
     let text = String::from_utf8(stdout)
         .map_err(|_| format!("{program} printed something that is not UTF-8"))?;
@@ -834,6 +942,15 @@ pub fn is_moref(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b':')
+}
+
+/// Whether `host` is a loopback address (127.0.0.0/8, ::1) or exactly `localhost`, decided by
+/// parsing it: `127.evil.example` is a name like any other, resolved who knows where.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Accepts `https://host[:port][/path]`, and `http://` only for a loopback host (credentials
@@ -870,7 +987,7 @@ fn check_url(url: &str) -> Result<String, String> {
     }
     match scheme {
         "https" => {}
-        "http" if matches!(host, "localhost" | "::1") || host.starts_with("127.") => {}
+        "http" if is_loopback(host) => {}
         "http" => return Err("plain http is allowed only for a loopback host; use https".into()),
         _ => return Err(format!("{url:?} is not an http(s) URL")),
     }
@@ -1013,6 +1130,19 @@ mod tests {
         assert!(check_url("http://127.0.0.1:8080/otrs").is_ok());
         assert!(check_url("http://[::1]:80").is_ok());
         assert!(check_url("http://helpdesk.example.com").is_err());
+        assert!(check_url("http://localhost:8080").is_ok());
+        assert!(check_url("http://127.255.0.1").is_ok());
+        for spoof in [
+            "http://127.evil.example",
+            "http://127.0.0.1.nip.io",
+            "http://localhost.evil.example",
+            "http://LOCALHOST.evil",
+            "http://[::ffff:8.8.8.8]",
+            "http://0x7f.1",
+            "http://2130706433",
+        ] {
+            assert!(check_url(spoof).is_err(), "{spoof}");
+        }
         assert!(check_url("https://user:pw@a.example").is_err());
         assert!(check_url("https://a.example:99999").is_err());
         assert!(check_url("ftp://a.example").is_err());

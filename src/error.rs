@@ -10,7 +10,7 @@ use std::fmt;
 pub enum Exit {
     /// Done, or nothing to do.
     Ok = 0,
-    /// Some of the work failed; the rest was done.
+    /// Some of the work failed; the rest was done (partly done).
     Partial = 1,
     /// The command line was wrong.
     Usage = 2,
@@ -19,6 +19,9 @@ pub enum Exit {
     DataErr = 65,
     /// A service was unreachable or kept failing.
     Unavailable = 69,
+    /// The state directory (lease file, lock, journal) could not be read or written. Closing
+    /// was still carried out as far as NSX allowed; nothing was opened without its record.
+    IoErr = 74,
     /// Try again later: the state lock was busy, or a service asked us to slow down.
     TempFail = 75,
     /// Refused: credentials rejected, or not allowed by policy.

@@ -152,7 +152,7 @@ impl Http {
         };
         let mut tls = TlsConfig::builder().root_certs(roots);
         if endpoint.tls.insecure {
-            eprintln!(
+            errln!(
                 "otnsx: warning: TLS verification for the {service} ({}) is off (insecure = true)",
                 endpoint.url
             );
@@ -227,7 +227,7 @@ impl Http {
                         format!("failed ({why})")
                     }
                 };
-                eprintln!(
+                errln!(
                     "otnsx: {} {} {} -> {status} ({} ms)",
                     self.service,
                     call.method,
@@ -286,7 +286,7 @@ impl Http {
             .map(|(k, v)| {
                 (
                     k.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    crate::secrets::scrub(&String::from_utf8_lossy(v.as_bytes())),
                 )
             })
             .collect();
@@ -298,6 +298,8 @@ impl Http {
             .map_err(|e| classify(e, timeout == left))?;
         let body = String::from_utf8(bytes)
             .map_err(|_| Failure::Permanent("the answer is not UTF-8 text".into()))?;
+        // A server that echoes the request must not carry a password into any message.
+        let body = crate::secrets::scrub(&body);
         Ok(Reply {
             status,
             headers,
@@ -432,10 +434,12 @@ fn backoff(tries: u32) -> Duration {
 
 /// `Authorization` header value for HTTP basic auth.
 pub fn basic_auth(user: &str, password: &Secret) -> String {
-    format!(
-        "Basic {}",
-        base64(format!("{user}:{}", password.expose()).as_bytes())
-    )
+    format!("Basic {}", basic_auth_value(user, password.expose()))
+}
+
+/// The credentials part of a basic-auth header: base64 of `user:password`.
+pub fn basic_auth_value(user: &str, password: &str) -> String {
+    base64(format!("{user}:{password}").as_bytes())
 }
 
 fn base64(input: &[u8]) -> String {

@@ -7,8 +7,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde::Serialize;
+
+use crate::error::{Exit, fault};
 
 use crate::store::Holder;
 use crate::time::Timestamp;
@@ -56,6 +57,14 @@ pub struct Entry {
     pub reason: Option<String>,
 }
 
+impl Entry {
+    /// The entry as one JSON line, C1 and bidi controls escaped.
+    pub fn to_json(&self) -> String {
+        // An entry is strings, numbers and lists of them: encoding cannot fail.
+        crate::escape::json(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
 pub struct Journal {
     path: PathBuf,
 }
@@ -66,7 +75,26 @@ impl Journal {
     }
 
     pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
-        self.append_line(&serde_json::to_string(entry).context("encoding a journal entry")?)
+        self.append_line(&entry.to_json())
+    }
+
+    /// Whether an entry could be appended now: the journal opens for appending. Checked before
+    /// access is opened, so that a journal that cannot take the record opens nothing.
+    pub fn check_writable(&self) -> anyhow::Result<()> {
+        self.open().map(drop)
+    }
+
+    fn open(&self) -> anyhow::Result<std::fs::File> {
+        crate::sys::open_no_follow(
+            OpenOptions::new().create(true).append(true).mode(0o640),
+            &self.path,
+        )
+        .map_err(|e| {
+            fault(
+                Exit::IoErr,
+                format!("opening the journal {}: {e}", self.path.display()),
+            )
+        })
     }
 
     /// Appends the entries of `outbox` that the journal does not have yet (by `id`, looked for
@@ -77,11 +105,18 @@ impl Journal {
             return Ok(0);
         }
         let mut tail = String::new();
-        if let Ok(mut file) = std::fs::File::open(&self.path) {
+        if let Ok(mut file) = crate::sys::open_no_follow(OpenOptions::new().read(true), &self.path)
+        {
             let len = file.metadata().map_or(0, |m| m.len());
-            file.seek(SeekFrom::Start(len.saturating_sub(256 << 10)))?;
             let mut bytes = Vec::new();
-            file.read_to_end(&mut bytes)?;
+            file.seek(SeekFrom::Start(len.saturating_sub(256 << 10)))
+                .and_then(|_| file.read_to_end(&mut bytes))
+                .map_err(|e| {
+                    fault(
+                        Exit::IoErr,
+                        format!("reading the journal {}: {e}", self.path.display()),
+                    )
+                })?;
             tail = String::from_utf8_lossy(&bytes).into_owned();
         }
         let mut appended = 0;
@@ -90,7 +125,7 @@ impl Journal {
                 continue;
             };
             if !tail.contains(&format!("\"id\":{}", serde_json::Value::from(id))) {
-                self.append_line(&entry.to_string())?;
+                self.append_line(&crate::escape::json(entry.to_string()))?;
                 appended += 1;
             }
         }
@@ -100,15 +135,15 @@ impl Journal {
     fn append_line(&self, line: &str) -> anyhow::Result<()> {
         let mut line = line.to_string();
         line.push('\n');
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(&self.path)
-            .with_context(|| format!("opening the journal {}", self.path.display()))?;
+        let mut file = self.open()?;
         // One write of the whole line: appends from concurrent runs never interleave.
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_data())
-            .with_context(|| format!("appending to the journal {}", self.path.display()))
+            .map_err(|e| {
+                fault(
+                    Exit::IoErr,
+                    format!("appending to the journal {}: {e}", self.path.display()),
+                )
+            })
     }
 }

@@ -6,12 +6,33 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `println!` for everything otnsx prints on stdout: known secrets scrubbed, control and bidi
+/// characters escaped (line breaks kept), and a closed pipe (`otnsx check | head -1`) no
+/// panic: what cannot be written is dropped.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = $crate::escape::printable_lines(&format!($($arg)*));
+        let _ = writeln!(std::io::stdout().lock(), "{text}");
+    }};
+}
+
+/// [`outln`] for stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = $crate::escape::printable_lines(&format!($($arg)*));
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    }};
+}
+
 mod backend;
 pub mod cli;
 mod commands;
 mod config;
 mod deadline;
 mod error;
+mod escape;
 mod http;
 mod journal;
 mod nsxt;
@@ -20,7 +41,9 @@ mod otrs;
 mod pin;
 mod plan;
 mod policy;
+mod secrets;
 mod store;
+mod sys;
 mod syslog;
 pub mod time;
 mod vcenter;
@@ -43,7 +66,7 @@ pub fn main_with(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) ->
     match commands::execute(cli) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(err) => {
-            eprintln!("otnsx: {err:#}");
+            errln!("otnsx: {err:#}");
             ExitCode::from(error::exit_code(&err).code())
         }
     }

@@ -187,7 +187,7 @@ impl NsxT {
                 .max(std::time::Duration::from_secs(2)),
         );
         if let Err(e) = self.http.send_by(&call, grace) {
-            eprintln!("otnsx: warning: ending the NSX session: {e:#}");
+            errln!("otnsx: warning: ending the NSX session: {e:#}");
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! The rule: a VM carries the tag exactly while at least one live lease holds it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use crate::store::{Holder, Lease, LeaseState};
@@ -56,22 +56,54 @@ fn sorted<'a>(leases: impl Iterator<Item = &'a Lease>) -> Vec<Holder> {
 /// The VMs a change concerns: those in `touched`, those whose leases differ between `before`
 /// and `after`, and those with a detach still to retry.
 pub fn concerned_vms(before: &[Lease], after: &[Lease], touched: &[VmRef]) -> Vec<VmRef> {
-    let mut vms: Vec<VmRef> = Vec::new();
+    let before_set: HashSet<&Lease> = before.iter().collect();
+    let after_set: HashSet<&Lease> = after.iter().collect();
     let changed = before
         .iter()
-        .filter(|l| !after.contains(l))
+        .filter(|l| !after_set.contains(l))
         .chain(
             after
                 .iter()
-                .filter(|l| !before.contains(l) || l.state == LeaseState::DetachFailed),
+                .filter(|l| !before_set.contains(l) || l.state == LeaseState::DetachFailed),
         )
         .map(Lease::vm_ref);
-    for vm in touched.iter().cloned().chain(changed) {
-        if !vms.iter().any(|v| v.id == vm.id) {
-            vms.push(vm);
-        }
-    }
-    vms
+    let mut seen: HashSet<String> = HashSet::new();
+    touched
+        .iter()
+        .cloned()
+        .chain(changed)
+        .filter(|vm| seen.insert(vm.id.clone()))
+        .collect()
+}
+
+/// Whose access to a VM began and ended between two sets of leases: the active holders of
+/// `previous` that hold no live lease in `current` lost it; the live holders of `current` that
+/// held nothing active in `previous` gained it.
+pub fn change_of(
+    previous: &[Lease],
+    current: &[Lease],
+    vm_id: &str,
+    now: Timestamp,
+) -> (Vec<Holder>, Vec<Holder>) {
+    let had = holders(previous, vm_id);
+    let has = live_holders(current, vm_id, now);
+    let gained = has.iter().filter(|h| !had.contains(h)).cloned().collect();
+    let lost = had.iter().filter(|h| !has.contains(h)).cloned().collect();
+    (gained, lost)
+}
+
+/// Whether two sets of leases hold the same leases on a VM.
+pub fn same_vm(a: &[Lease], b: &[Lease], vm_id: &str) -> bool {
+    let of = |leases: &[Lease]| -> Vec<Lease> {
+        let mut mine: Vec<Lease> = leases
+            .iter()
+            .filter(|l| l.vm_id == vm_id)
+            .cloned()
+            .collect();
+        mine.sort_by(|x, y| (&x.holder, x.state as u8).cmp(&(&y.holder, y.state as u8)));
+        mine
+    };
+    of(a) == of(b)
 }
 
 /// The tag change for each VM the change concerns (see [`concerned_vms`]), given which VMs

@@ -6,7 +6,7 @@
 //! the directory. A reader never sees half a file.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
+use crate::sys;
 use crate::time::Timestamp;
 use crate::vcenter::VmRef;
 
@@ -38,7 +39,7 @@ impl std::fmt::Display for Holder {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
     /// Holds the VM open until it expires.
@@ -50,7 +51,7 @@ pub enum LeaseState {
 }
 
 /// "`holder` holds VM `vm` open until `expires_at`."
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lease {
     pub vm: String,
@@ -80,9 +81,56 @@ impl Lease {
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.state == LeaseState::Active && self.expires_at > now
     }
+
+    /// Whether the lease is one otnsx could have written: names, ids and texts within their
+    /// limits, without control characters, and granted before it expires.
+    fn check(&self) -> Result<(), String> {
+        let fits = |text: &str, max: usize| {
+            !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control)
+        };
+        let holder_ok = match &self.holder {
+            Holder::Ticket { number, .. } => {
+                number.len() <= 64
+                    && !number.is_empty()
+                    && number.bytes().all(|b| b.is_ascii_digit())
+            }
+            Holder::User { name } => fits(name, 256),
+        };
+        let ok = fits(&self.vm, crate::config::MAX_VM_NAME)
+            && fits(&self.vm_id, 128)
+            && !self.vm_id.contains(char::is_whitespace)
+            && holder_ok
+            && self
+                .reason
+                .as_deref()
+                .is_none_or(|r| r.chars().count() <= MAX_REASON)
+            && self.granted_at <= self.expires_at;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "a lease on {} breaks the rules otnsx writes by",
+                crate::escape::shorten(&self.vm)
+            ))
+        }
+    }
+
+    /// The lease with its expiry brought within `max` of when it was granted (or of `now`, if
+    /// it claims to be granted later): a lease read from disk never lives longer than its kind
+    /// allows. `None` when it is within already.
+    pub fn clipped(&self, max: Duration, now: Timestamp) -> Option<Lease> {
+        let limit = self.granted_at.min(now).plus(max);
+        (self.expires_at > limit).then(|| Lease {
+            expires_at: limit,
+            ..self.clone()
+        })
+    }
 }
 
-#[derive(Serialize, Deserialize)]
+/// The longest reason a manual grant may carry, in characters.
+pub const MAX_REASON: usize = 500;
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LeaseFile {
     version: u32,
@@ -93,8 +141,19 @@ struct LeaseFile {
     outbox: Vec<serde_json::Value>,
 }
 
+/// [`LeaseFile`] as written, borrowing what it writes.
+#[derive(Serialize)]
+struct LeaseFileRef<'a> {
+    version: u32,
+    leases: &'a [Lease],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    outbox: &'a [serde_json::Value],
+}
+
 pub struct Store {
     dir: PathBuf,
+    /// Why the directory could not be created, if it could not.
+    problem: Option<String>,
 }
 
 /// Proof that the state lock is held; released when dropped.
@@ -102,22 +161,31 @@ pub struct StateLock {
     _file: File,
 }
 
+/// A failure to read or write the state directory: exit 74.
+fn io_fault(message: String) -> anyhow::Error {
+    fault(Exit::IoErr, message)
+}
+
 impl Store {
-    /// Opens the state directory, creating it (mode 0750) if needed.
-    pub fn open(dir: &Path) -> anyhow::Result<Store> {
-        fs::DirBuilder::new()
+    /// Opens the state directory, creating it (mode 0750) if needed. A directory that cannot
+    /// be created is not fatal here: closing access must still work, so the problem is kept and
+    /// every read or write of the state then fails with it (exit 74).
+    pub fn open(dir: &Path) -> Store {
+        let problem = fs::DirBuilder::new()
             .recursive(true)
             .mode(0o750)
             .create(dir)
-            .map_err(|e| {
-                fault(
-                    Exit::Config,
-                    format!("cannot create the state directory {}: {e}; set state_dir to a directory this user may write", dir.display()),
+            .err()
+            .map(|e| {
+                format!(
+                    "cannot create the state directory {}: {e}; set state_dir to a directory this user may write",
+                    dir.display()
                 )
-            })?;
-        Ok(Store {
+            });
+        Store {
             dir: dir.to_path_buf(),
-        })
+            problem,
+        }
     }
 
     #[cfg(test)]
@@ -138,21 +206,36 @@ impl Store {
         self.dir.join("journal.jsonl")
     }
 
-    /// Takes the exclusive state lock, waiting at most until `deadline` (then exit 75).
+    /// Why access may not be opened with this directory: it is writable by users other than
+    /// its owner and group (0777, 1777), so anyone could replace the leases or the journal.
+    pub fn unsafe_dir(&self) -> Option<String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(&self.dir).ok()?.permissions().mode();
+        (mode & 0o002 != 0).then(|| {
+            format!(
+                "the state directory {} is writable by every user (mode {:o}); chmod o-w it",
+                self.dir.display(),
+                mode & 0o7777
+            )
+        })
+    }
+
+    /// Takes the exclusive state lock, waiting at most until `deadline` (then exit 75). A lock
+    /// file that cannot be opened (or is a symbolic link) is exit 74.
     pub fn lock(&self, deadline: Deadline) -> anyhow::Result<StateLock> {
+        if let Some(problem) = &self.problem {
+            return Err(io_fault(problem.clone()));
+        }
         let path = self.dir.join("leases.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o640)
-            .open(&path)
-            .map_err(|e| {
-                fault(
-                    Exit::Config,
-                    format!("cannot open the lock file {}: {e}", path.display()),
-                )
-            })?;
+        let file = sys::open_no_follow(
+            OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o640),
+            &path,
+        )
+        .map_err(|e| io_fault(format!("cannot open the lock file {}: {e}", path.display())))?;
         let mut pause = Duration::from_millis(5);
         loop {
             match file.try_lock() {
@@ -173,7 +256,7 @@ impl Store {
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
                 Err(fs::TryLockError::Error(e)) => {
-                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                    return Err(io_fault(format!("locking {}: {e}", path.display())));
                 }
             }
         }
@@ -198,28 +281,44 @@ impl Store {
         Ok(self.load_with_outbox()?.0)
     }
 
-    /// Reads the leases and the journal entries saved with them.
+    /// Reads the leases and the journal entries saved with them. Anything but a file this
+    /// otnsx wrote (garbage, empty, `null`, another format version, a lease that breaks the
+    /// rules, a link) is an error of exit 74 that names the file and what to do.
     pub fn load_with_outbox(&self) -> anyhow::Result<(Vec<Lease>, Vec<serde_json::Value>)> {
+        if let Some(problem) = &self.problem {
+            return Err(io_fault(problem.clone()));
+        }
         let path = self.leases_path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let mut text = String::new();
+        match sys::open_no_follow(OpenOptions::new().read(true), &path) {
+            Ok(file) => {
+                let read = file.take(MAX_FILE + 1).read_to_string(&mut text);
+                read.map_err(|e| io_fault(format!("reading {}: {e}", path.display())))?;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((Vec::new(), Vec::new()));
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let file: LeaseFile = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is damaged; nothing was changed. Move it aside to start afresh (journal.jsonl keeps the history) or repair it",
+            Err(e) => return Err(io_fault(format!("reading {}: {e}", path.display()))),
+        }
+        let damaged = |why: String| {
+            io_fault(format!(
+                "{} is damaged ({why}); it was left as it is. `otnsx revoke --all` closes every VM and starts afresh (keeping the file aside); journal.jsonl keeps the history",
                 path.display()
-            )
-        })?;
+            ))
+        };
+        if text.len() as u64 > MAX_FILE {
+            return Err(damaged(format!("larger than {} MiB", MAX_FILE >> 20)));
+        }
+        let file: LeaseFile =
+            serde_json::from_str(&text).map_err(|e| damaged(format!("not a lease file: {e}")))?;
         if file.version != FORMAT_VERSION {
-            anyhow::bail!(
-                "{} has format version {}, this otnsx reads version {FORMAT_VERSION}",
-                path.display(),
+            return Err(damaged(format!(
+                "format version {}, this otnsx reads version {FORMAT_VERSION}",
                 file.version
-            );
+            )));
+        }
+        for lease in &file.leases {
+            lease.check().map_err(damaged)?;
         }
         Ok((file.leases, file.outbox))
     }
@@ -236,20 +335,19 @@ impl Store {
         let temp = self
             .dir
             .join(format!(".leases.json.{}.tmp", std::process::id()));
-        let file = LeaseFile {
+        let file = LeaseFileRef {
             version: FORMAT_VERSION,
-            leases: leases.to_vec(),
-            outbox: outbox.to_vec(),
+            leases,
+            outbox,
         };
         let mut text = serde_json::to_string_pretty(&file).context("encoding the leases")?;
         text.push('\n');
         let write = || -> std::io::Result<()> {
-            let mut out = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o640)
-                .open(&temp)?;
+            let _ = fs::remove_file(&temp);
+            let mut out = sys::open_no_follow(
+                OpenOptions::new().create_new(true).write(true).mode(0o640),
+                &temp,
+            )?;
             out.write_all(text.as_bytes())?;
             out.sync_all()?;
             fs::rename(&temp, &path)?;
@@ -257,10 +355,29 @@ impl Store {
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&temp);
-            anyhow::anyhow!("writing {}: {e}", path.display())
+            io_fault(format!("writing {}: {e}", path.display()))
         })
     }
+
+    /// Moves an unreadable lease file aside, to `leases.json.damaged-<time>`, and starts an
+    /// empty store. Returns where the old file went.
+    pub fn set_aside(&self, lock: &StateLock, now: Timestamp) -> anyhow::Result<PathBuf> {
+        let stamp = now.to_string().replace(':', "");
+        let aside = self.dir.join(format!("leases.json.damaged-{stamp}"));
+        fs::rename(self.leases_path(), &aside).map_err(|e| {
+            io_fault(format!(
+                "moving {} aside to {}: {e}",
+                self.leases_path().display(),
+                aside.display()
+            ))
+        })?;
+        self.save(lock, &[], &[])?;
+        Ok(aside)
+    }
 }
+
+/// The largest lease file otnsx reads (about 300,000 leases).
+const MAX_FILE: u64 = 256 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -269,7 +386,7 @@ mod tests {
     fn temp_store(name: &str) -> Store {
         let dir = std::env::temp_dir().join(format!("otnsx-store-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        Store::open(&dir).expect("store")
+        Store::open(&dir)
     }
 
     fn lease() -> Lease {

@@ -68,7 +68,7 @@ impl Syslog {
         if let Err(e) = sent
             && !self.warned.replace(true)
         {
-            eprintln!(
+            errln!(
                 "otnsx: warning: syslog {}: {e}; the journal has the entry",
                 self.socket.display()
             );

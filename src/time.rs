@@ -18,10 +18,14 @@ impl Timestamp {
         Timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
     }
 
+    /// The time `d` later, at most [`Timestamp::MAX`]: nothing past year 9999 is ever written.
     pub fn plus(self, d: Duration) -> Self {
         let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-        Timestamp(self.0.saturating_add(secs))
+        Timestamp(self.0.saturating_add(secs).min(Timestamp::MAX.0))
     }
+
+    /// 9999-12-31T23:59:59Z, the last time the format holds.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799);
 
     /// Parses exactly the form [`fmt::Display`] writes: `2026-11-23T15:36:43Z`.
     pub fn parse(s: &str) -> Option<Self> {
@@ -190,6 +194,15 @@ mod tests {
         ] {
             assert_eq!(Timestamp::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn no_time_past_year_9999() {
+        let far = Timestamp::now().plus(Duration::from_secs(3_000_000 * 86_400));
+        assert_eq!(far, Timestamp::MAX);
+        assert_eq!(far.to_string(), "9999-12-31T23:59:59Z");
+        assert_eq!(Timestamp::parse(&far.to_string()), Some(far));
+        assert_eq!(Timestamp::MAX.plus(Duration::MAX), Timestamp::MAX);
     }
 
     #[test]

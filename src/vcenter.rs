@@ -73,9 +73,21 @@ pub fn with_session<T>(
     vc.login(config.api)?;
     let result = work(&mut vc);
     if let Err(e) = vc.logout() {
-        eprintln!("otnsx: warning: {e:#}");
+        errln!("otnsx: warning: {e:#}");
     }
     result
+}
+
+/// The session token in a login answer: a JSON string (`/api`) or `{"value": "..."}`
+/// (`/rest`), read whatever the media type says.
+fn session_token(generation: Generation, body: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(body.trim()).ok()?;
+    let token = match (generation, &value) {
+        (Generation::Api, Value::String(t)) => t.clone(),
+        (Generation::Rest, Value::Object(o)) => o.get("value")?.as_str()?.to_string(),
+        _ => return None,
+    };
+    (!token.is_empty() && token.len() <= 4096).then_some(token)
 }
 
 impl Vcenter {
@@ -117,22 +129,38 @@ impl Vcenter {
                     ),
                 ));
             }
-            let body = reply
-                .json::<Value>("vCenter")
-                .context("logging in to vCenter")?;
-            let token = match (generation, &body) {
-                (Generation::Api, Value::String(t)) => Some(t.clone()),
-                (Generation::Rest, Value::Object(o)) => {
-                    o.get("value").and_then(Value::as_str).map(str::to_string)
+            // A 2xx answer made a session, whatever it looks like: its token is a secret from
+            // here on, and a session otnsx cannot use is closed again before failing.
+            let token = session_token(*generation, &reply.body);
+            if let Some(token) = &token {
+                crate::secrets::token(token);
+            }
+            let usable = reply.media_type() == "application/json";
+            match token {
+                Some(token) if usable => self.token = token,
+                Some(token) => {
+                    self.token = token;
+                    self.generation = *generation;
+                    let closed = match self.logout() {
+                        Ok(()) => "the session it made was closed again".to_string(),
+                        Err(e) => format!("closing the session it made failed too: {e:#}"),
+                    };
+                    self.token.clear();
+                    return Err(fault(
+                        Exit::Unavailable,
+                        format!(
+                            "vCenter answered the login with {:?} instead of JSON; {closed}",
+                            reply.media_type()
+                        ),
+                    ));
                 }
-                _ => None,
-            };
-            self.token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
-                fault(
-                    Exit::Unavailable,
-                    "vCenter: the login answer holds no session token",
-                )
-            })?;
+                None => {
+                    return Err(fault(
+                        Exit::Unavailable,
+                        "vCenter: the login answer holds no session token",
+                    ));
+                }
+            }
             self.generation = *generation;
             return Ok(());
         }

@@ -21,6 +21,8 @@ mod it {
     pub mod notes;
     pub mod nsxt;
     pub mod policy;
+    pub mod shaped;
+    pub mod state;
     pub mod ticket;
     pub mod tls;
 }

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backend::TagBackend;
-use crate::error::{Exit, exit_code};
-use crate::journal::Action;
+use crate::error::{Exit, exit_code, fault};
+use crate::journal::{Action, Entry};
 use crate::plan::{self, TagChange, VmPlan};
 use crate::store::{Holder, Lease, LeaseState, StateLock};
 use crate::time::Timestamp;
@@ -28,6 +28,9 @@ pub struct Decision {
     /// Which VMs carry the tag, when the command has read that already (reconcile, revoke
     /// --all); otherwise NSX is asked about the concerned VMs.
     pub tagged: Option<BTreeSet<String>>,
+    /// VMs that must not be opened by this decision, by id, with why (reconcile: a lease whose
+    /// name could not be checked again).
+    pub held_back: BTreeMap<String, String>,
 }
 
 impl Decision {
@@ -45,6 +48,7 @@ impl Decision {
             refused: Vec::new(),
             causes: BTreeMap::new(),
             tagged: None,
+            held_back: BTreeMap::new(),
         }
     }
 }
@@ -61,26 +65,33 @@ pub struct Outcome {
     /// How the change was made, when that is worth a warning (last-writer-wins tag updates).
     pub warnings: Vec<String>,
     pub cause: &'static str,
+    /// Whose access began and ended, by the leases before and after this VM's change.
+    gained: Vec<Holder>,
+    lost: Vec<Holder>,
 }
 
 impl Outcome {
+    /// The holders whose access to the VM began with this outcome.
     pub fn gained(&self) -> Vec<Holder> {
-        let p = &self.plan;
-        p.held_after
-            .iter()
-            .filter(|h| !p.held_before.contains(h))
-            .cloned()
-            .collect()
+        self.gained.clone()
     }
 
+    /// The holders whose access to the VM ended with this outcome.
     pub fn lost(&self) -> Vec<Holder> {
-        let p = &self.plan;
-        p.held_before
-            .iter()
-            .filter(|h| !p.held_after.contains(h))
-            .cloned()
-            .collect()
+        self.lost.clone()
     }
+}
+
+/// Where a command's changes go.
+#[derive(Clone, Copy)]
+pub enum Saving<'a> {
+    /// A dry run: nothing changes, in NSX or in the store.
+    DryRun,
+    /// NSX changes, and the leases are saved under the lock.
+    To(&'a StateLock),
+    /// The leases are unknown (the state cannot be read or locked): NSX may only be closed,
+    /// and nothing is saved.
+    Nowhere,
 }
 
 impl Run {
@@ -95,7 +106,7 @@ impl Run {
     ) -> anyhow::Result<Vec<Outcome>> {
         for (name, err) in &decision.refused {
             let vm = VmRef {
-                name: name.clone(),
+                name: crate::escape::shorten(name),
                 id: String::new(),
             };
             let mut entry = self.entry(subject, Action::Refused, Some(&vm), &format!("{err:#}"));
@@ -113,30 +124,49 @@ impl Run {
             None => backend.tagged_among(&plan::concerned_vms(before, after, touched))?,
         };
         let plans = plan::plan(before, after, touched, &tagged, self.now);
-        self.apply(lock, backend, subject, decision, plans)
+        let saving = match lock {
+            _ if self.dry_run => Saving::DryRun,
+            Some(lock) => Saving::To(lock),
+            None => Saving::Nowhere,
+        };
+        Ok(self.apply(saving, backend, subject, decision, plans))
     }
 
     /// Applies the plan VM by VM: the NSX change, then the VM's leases saved, then the journal
     /// entry. A failed attach leaves no lease; a failed detach leaves its leases marked for
-    /// retry. Without a lock (dry run) nothing is changed.
+    /// retry. Access is opened only when the journal can take its entry, and closed again when
+    /// the lease file or the journal cannot hold the record after all. Closing goes on
+    /// whatever the store does: its failures are said, and the run ends with exit 74.
     fn apply(
         &self,
-        lock: Option<&StateLock>,
+        saving: Saving<'_>,
         backend: &mut TagBackend,
         subject: &Subject,
         decision: &Decision,
         plans: Vec<VmPlan>,
-    ) -> anyhow::Result<Vec<Outcome>> {
+    ) -> Vec<Outcome> {
         let (before, after) = (&decision.before, &decision.after);
         let mut current = before.to_vec();
         let mut outcomes = Vec::new();
         for plan in plans {
             let id = plan.vm.id.clone();
-            let result = match (lock, plan.change) {
-                (None, _) | (_, TagChange::Keep) => Ok(()),
-                (Some(_), TagChange::Attach) => backend.attach(&plan.vm),
-                (Some(_), TagChange::Detach) => backend.detach(&plan.vm),
+            let result = match (saving, plan.change) {
+                (Saving::DryRun, _) | (_, TagChange::Keep) => Ok(()),
+                (_, TagChange::Attach) if decision.held_back.contains_key(&id) => {
+                    Err(fault(Exit::Unavailable, decision.held_back[&id].clone()))
+                }
+                (Saving::Nowhere, TagChange::Attach) => Err(fault(
+                    Exit::IoErr,
+                    "not opened: the state directory cannot hold its record",
+                )),
+                (Saving::To(_), TagChange::Attach) => self
+                    .journal
+                    .check_writable()
+                    .map_err(|e| e.context("not opened: the journal cannot take its record"))
+                    .and_then(|()| backend.attach(&plan.vm)),
+                (_, TagChange::Detach) => backend.detach(&plan.vm),
             };
+            let previous = current.clone();
             let mut wanted = plan::take_vm(&current, after, &id);
             match (&result, plan.change) {
                 (Err(_), TagChange::Attach) => wanted = plan::take_vm(&wanted, before, &id),
@@ -146,54 +176,142 @@ impl Run {
                 _ => {}
             }
             current = wanted;
-            let open_until = current
-                .iter()
-                .filter(|l| l.vm_id == id && l.is_live(self.now))
-                .map(|l| l.expires_at)
-                .max()
-                .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
-            // A detach left pending by an earlier run, and retried by this one.
-            let retried = !decision.touched.iter().any(|v| v.id == id)
-                && before
-                    .iter()
-                    .any(|l| l.vm_id == id && l.state == LeaseState::DetachFailed);
-            let cause = match decision.causes.get(&id) {
-                Some(cause) => cause,
-                None if retried => "retry",
-                None => subject.cause,
+            let opened = result.is_ok() && plan.change == TagChange::Attach;
+            let mut outcome = self.outcome(decision, subject, plan, result, &previous, &current);
+            outcome.warnings = backend.take_warnings();
+            let entry = self.entry_for(subject, &outcome, &current);
+            let unchanged = plan::same_vm(&previous, &current, &id);
+            let kept = match saving {
+                Saving::To(lock) if !unchanged => {
+                    let outbox = [serde_json::to_value(&entry).unwrap_or_default()];
+                    match self.store.save(lock, &current, &outbox) {
+                        Ok(()) => self.record(&entry) || !opened,
+                        Err(e) => {
+                            self.state_problem(&e);
+                            self.record(&entry);
+                            !opened
+                        }
+                    }
+                }
+                _ => self.record(&entry) || !opened,
             };
-            let outcome = Outcome {
-                cause,
-                plan,
-                error: result.err(),
-                open_until,
-                warnings: backend.take_warnings(),
-            };
-            let (action, detail) = describe(&outcome);
-            let mut entry = self.entry(subject, action, Some(&outcome.plan.vm), &detail);
-            entry.cause = outcome.cause;
-            entry.gained = outcome.gained();
-            entry.lost = outcome.lost();
-            entry.reason = current
-                .iter()
-                .find(|l| l.vm_id == id && entry.gained.contains(&l.holder))
-                .and_then(|l| l.reason.clone());
-            if outcome.error.is_some() {
-                entry.result = "failed";
+            if !kept {
+                // Opened, but its record is not durable: close it again.
+                let lock = match saving {
+                    Saving::To(lock) => Some(lock),
+                    _ => None,
+                };
+                current = previous.clone();
+                outcome = self.undo_open(lock, backend, subject, outcome, &entry, &current);
             }
-            // The leases and the entry that records their change are saved together, then the
-            // entry is appended to the journal: a run killed in between leaves it in the lease
-            // file's outbox, and the next run appends it.
-            if let Some(lock) = lock {
-                let outbox = serde_json::to_value(&entry)
-                    .map(|v| vec![v])
-                    .unwrap_or_default();
-                self.store.save(lock, &current, &outbox)?;
-            }
-            self.record(&entry);
             outcomes.push(outcome);
         }
-        Ok(outcomes)
+        outcomes
+    }
+
+    /// The outcome of one VM's change, with whose access began and ended.
+    fn outcome(
+        &self,
+        decision: &Decision,
+        subject: &Subject,
+        plan: VmPlan,
+        result: anyhow::Result<()>,
+        previous: &[Lease],
+        current: &[Lease],
+    ) -> Outcome {
+        let id = plan.vm.id.clone();
+        let open_until = current
+            .iter()
+            .filter(|l| l.vm_id == id && l.is_live(self.now))
+            .map(|l| l.expires_at)
+            .max()
+            .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
+        // A detach left pending by an earlier run, and retried by this one.
+        let retried = !decision.touched.iter().any(|v| v.id == id)
+            && decision
+                .before
+                .iter()
+                .any(|l| l.vm_id == id && l.state == LeaseState::DetachFailed);
+        let cause = match decision.causes.get(&id) {
+            Some(cause) => cause,
+            None if retried => "retry",
+            None => subject.cause,
+        };
+        let (gained, lost) = plan::change_of(previous, current, &id, self.now);
+        Outcome {
+            cause,
+            plan,
+            error: result.err(),
+            open_until,
+            warnings: Vec::new(),
+            gained,
+            lost,
+        }
+    }
+
+    /// The journal entry that records an outcome.
+    fn entry_for(&self, subject: &Subject, outcome: &Outcome, current: &[Lease]) -> Entry {
+        let id = &outcome.plan.vm.id;
+        let (action, detail) = describe(outcome);
+        let mut entry = self.entry(subject, action, Some(&outcome.plan.vm), &detail);
+        entry.cause = outcome.cause;
+        entry.gained = outcome.gained();
+        entry.lost = outcome.lost();
+        entry.reason = current
+            .iter()
+            .find(|l| &l.vm_id == id && entry.gained.contains(&l.holder))
+            .and_then(|l| l.reason.clone());
+        if outcome.error.is_some() {
+            entry.result = "failed";
+        }
+        entry
+    }
+
+    /// Access was opened but its record could not be made durable: detach again (verified),
+    /// put the VM's leases back (`restored`), and record both steps wherever they can go.
+    fn undo_open(
+        &self,
+        lock: Option<&StateLock>,
+        backend: &mut TagBackend,
+        subject: &Subject,
+        mut outcome: Outcome,
+        opened: &Entry,
+        restored: &[Lease],
+    ) -> Outcome {
+        let vm = outcome.plan.vm.clone();
+        let undone = backend.detach(&vm);
+        let mut entry = self.entry(subject, Action::Revoke, Some(&vm), "");
+        entry.result = "failed";
+        entry.cause = outcome.cause;
+        let why = "its record could not be written to the state directory";
+        match &undone {
+            Ok(()) => {
+                entry.lost = outcome.gained();
+                entry.detail = format!("closed {vm} again at once: {why}");
+                outcome.error = Some(fault(
+                    Exit::IoErr,
+                    format!("opened and closed again at once: {why}"),
+                ));
+            }
+            Err(e) => {
+                entry.action = Action::Error;
+                entry.detail = format!(
+                    "{vm} is OPEN without a durable record ({why}) and closing it again failed: {e:#}; run `otnsx revoke --force --vm {}`",
+                    vm.name
+                );
+                outcome.error = Some(fault(Exit::IoErr, entry.detail.clone()));
+            }
+        }
+        if let (Some(lock), Ok(())) = (lock, &undone) {
+            let outbox = [opened, &entry].map(|e| serde_json::to_value(e).unwrap_or_default());
+            if let Err(e) = self.store.save(lock, restored, &outbox) {
+                self.state_problem(&e);
+            }
+        }
+        self.record(&entry);
+        outcome.gained.clear();
+        outcome.open_until = None;
+        outcome
     }
 
     /// Prints the one-line summary on stdout, and the failures among it as one line on
@@ -204,7 +322,7 @@ impl Run {
         let mut failures: Vec<String> = Vec::new();
         let mut exits: Vec<Exit> = Vec::new();
         for (name, err) in refused {
-            failures.push(format!("{name}: {err:#}"));
+            failures.push(format!("{}: {err:#}", crate::escape::shorten(name)));
             exits.push(exit_code(err));
         }
         parts.extend(failures.iter().cloned());
@@ -222,9 +340,9 @@ impl Run {
             parts.push("nothing to do".into());
         }
         let prefix = if self.dry_run { "dry run: " } else { "" };
-        println!("{prefix}{heading}: {}", parts.join("; "));
+        outln!("{prefix}{heading}: {}", parts.join("; "));
         if !failures.is_empty() {
-            eprintln!("otnsx: {heading}: {}", failures.join("; "));
+            errln!("otnsx: {heading}: {}", failures.join("; "));
         }
         combine(&exits)
     }

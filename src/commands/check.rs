@@ -22,16 +22,16 @@ struct Checklist {
 impl Checklist {
     fn pass(&mut self, what: &str, detail: &str) {
         self.passed += 1;
-        println!("✓ {what}: {detail}");
+        outln!("✓ {what}: {detail}");
     }
 
     fn fail(&mut self, what: &str, why: &str) {
         self.failed += 1;
-        println!("✗ {what}: {why}");
+        outln!("✗ {what}: {why}");
     }
 
     fn warn(&self, what: &str, why: &str) {
-        println!("! {what}: {why}");
+        outln!("! {what}: {why}");
     }
 
     fn outcome<T>(
@@ -69,7 +69,7 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
             for problem in problems {
                 list.fail(&format!("configuration {}", path.display()), &problem);
             }
-            println!(
+            outln!(
                 "{} problem(s) in the configuration; the services were not checked",
                 list.failed
             );
@@ -176,7 +176,7 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
     let probe = TagBackend::with(&config, deadline, verbose, |backend| backend.probe());
     list.outcome(&what, probe, |found| found);
 
-    println!("{} check(s) passed, {} failed", list.passed, list.failed);
+    outln!("{} check(s) passed, {} failed", list.passed, list.failed);
     Ok(if list.failed == 0 {
         Exit::Ok
     } else {
@@ -193,7 +193,10 @@ fn kind(config: &Config) -> &'static str {
 
 /// The state directory can be created, written and locked by this user.
 fn writable(dir: &Path) -> anyhow::Result<()> {
-    let store = Store::open(dir)?;
+    let store = Store::open(dir);
+    if let Some(why) = store.unsafe_dir() {
+        anyhow::bail!("{why}: otnsx opens no access with it");
+    }
     let probe = dir.join(format!(".otnsx-check.{}", std::process::id()));
     fs::write(&probe, b"check\n").map_err(|e| {
         anyhow::anyhow!(

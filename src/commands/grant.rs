@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
-use crate::error::Exit;
+use crate::error::{Exit, fault};
 use crate::plan;
 use crate::store::Holder;
+use crate::time::format_duration;
 
 use super::{Decision, Run, Subject};
 
@@ -16,15 +17,26 @@ pub fn run(
 ) -> anyhow::Result<Exit> {
     let subject = Subject::new("grant");
     run.journaled(&subject, || {
+        let max = run.config.policy.max_grant;
+        let duration = duration.unwrap_or(run.config.policy.manual_duration);
+        if duration > max {
+            return Err(fault(
+                Exit::DataErr,
+                format!(
+                    "--for {} is longer than policy.max_grant ({}); nothing was opened",
+                    format_duration(duration),
+                    format_duration(max)
+                ),
+            ));
+        }
         run.with_backend(|backend| {
-            let (lock, before) = run.begin()?;
+            let (lock, before) = run.for_opening(run.begin()?)?;
             let (allowed, mut refused) = run.allowed(names);
             let (vms, not_found) = run.resolve(backend, &allowed)?;
             refused.extend(not_found);
             let holder = Holder::User {
                 name: run.actor.clone(),
             };
-            let duration = duration.unwrap_or(run.config.policy.manual_duration);
             let after = vms.iter().fold(before.clone(), |leases, vm| {
                 plan::grant(&leases, &holder, vm, run.now, duration, reason)
             });

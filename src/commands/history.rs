@@ -155,15 +155,18 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
                 .is_none_or(|t| e.ticket_number.as_deref() == Some(t))
     });
     if unreadable > 0 {
-        eprintln!(
+        errln!(
             "otnsx: {}: {unreadable} unreadable lines skipped",
             path.display()
         );
     }
     if json {
-        println!("{}", serde_json::to_string(&Report { periods, events })?);
+        outln!(
+            "{}",
+            crate::escape::json(serde_json::to_string(&Report { periods, events })?)
+        );
     } else {
-        print!("{}", render(&periods, &events));
+        outln!("{}", render(&periods, &events).trim_end_matches('\n'));
     }
     Ok(Exit::Ok)
 }

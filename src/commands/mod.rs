@@ -22,10 +22,25 @@ use crate::deadline::Deadline;
 use crate::error::{Exit, exit_code, fault};
 use crate::journal::{Action, Entry, Journal};
 use crate::otrs::HelpDesk;
-use crate::store::{Lease, StateLock, Store};
+use crate::plan;
+use crate::store::{Holder, Lease, StateLock, Store};
 use crate::syslog::Syslog;
 use crate::time::Timestamp;
 use crate::vcenter::{self, VmRef};
+
+/// What [`Run::begin`] found: the state lock, and the leases if they could be read.
+pub struct Begun {
+    pub lock: Option<StateLock>,
+    /// `None` when the lease file or the lock could not be read or taken: closing still works
+    /// (NSX first), opening is refused.
+    pub leases: Option<Vec<Lease>>,
+}
+
+impl Begun {
+    fn unknown(lock: Option<StateLock>) -> Self {
+        Begun { lock, leases: None }
+    }
+}
 
 /// Everything a command needs besides its own arguments.
 pub struct Run {
@@ -44,11 +59,17 @@ pub struct Run {
     started_ns: u128,
     entries: std::cell::Cell<u64>,
     syslog: Option<Syslog>,
+    /// The state directory's problems met so far, as said on stderr.
+    state_trouble: std::cell::RefCell<Vec<String>>,
 }
 
-/// The current time, or the time in `OTNSX_NOW` (RFC 3339, UTC): a setting for tests, which
-/// need a clock they control to make leases expire. Documented as such in the man page.
+/// The current time, or in a debug build the time in `OTNSX_NOW` (RFC 3339, UTC): a setting
+/// for tests, which need a clock they control to make leases expire. A release build never
+/// reads it: the environment is not a control channel (documented in the man page).
 fn clock() -> anyhow::Result<Timestamp> {
+    if !cfg!(debug_assertions) {
+        return Ok(Timestamp::now());
+    }
     match std::env::var("OTNSX_NOW") {
         Err(_) => Ok(Timestamp::now()),
         Ok(text) => Timestamp::parse(&text).ok_or_else(|| {
@@ -108,12 +129,12 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
 fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit> {
     let path = config::locate(global.config.as_deref())?;
     let config = Config::load(&path)?;
-    let store = Store::open(&config.state_dir)?;
+    let store = Store::open(&config.state_dir);
     let syslog = config
         .log
         .syslog
         .then(|| Syslog::new(config.log.socket.clone(), config.log.facility));
-    let run = Run {
+    let mut run = Run {
         deadline: Deadline::after(config.deadline),
         journal: Journal::new(store.journal_path()),
         store,
@@ -128,6 +149,7 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
             .map_or(0, |d| d.as_nanos()),
         entries: std::cell::Cell::new(0),
         syslog,
+        state_trouble: Default::default(),
     };
     for (service, endpoint) in run.config.endpoints() {
         if endpoint.tls.insecure {
@@ -138,8 +160,8 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
             run.record(&run.entry(&Subject::new("config"), Action::Warning, None, &text));
         }
     }
-    match command {
-        Command::Ticket { ticket_id, number } => ticket::run(run, ticket_id, number),
+    let exit = match command {
+        Command::Ticket { ticket_id, number } => ticket::run(&mut run, ticket_id, number),
         Command::Grant {
             vms,
             duration,
@@ -163,21 +185,38 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
             };
             history::run(&run, &filter, json)
         }
+    };
+    // A state directory that failed is said by its own exit status, whatever else happened.
+    if run.state_failed() {
+        if let Err(e) = &exit {
+            errln!("otnsx: {e:#}");
+        }
+        return Ok(Exit::IoErr);
     }
+    exit
 }
 
-/// The user who runs otnsx by hand (the one behind sudo, if any).
+/// The user who runs otnsx by hand: the one behind sudo, when otnsx really runs under sudo
+/// as root (real uid 0 and `SUDO_UID` set: anyone else can set `SUDO_USER`), else `USER` or
+/// `LOGNAME`, else the name of the real uid.
 fn os_user() -> String {
-    if let Some(name) = ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty() && !v.chars().any(crate::escape::is_hostile))
+            .map(|v| v.chars().take(64).collect::<String>())
+    };
+    let (real, _) = crate::sys::uids();
+    if real == 0
+        && std::env::var_os("SUDO_UID").is_some()
+        && let Some(name) = var("SUDO_USER")
     {
         return name;
     }
-    use std::os::unix::fs::MetadataExt;
-    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
-        return "unknown".into();
-    };
+    if let Some(name) = var("USER").or_else(|| var("LOGNAME")) {
+        return name;
+    }
+    let uid = real;
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     passwd
         .lines()
@@ -223,21 +262,41 @@ impl Run {
         }
     }
 
-    /// Appends an entry to the journal (not in a dry run).
-    pub fn record(&self, entry: &Entry) {
+    /// Appends an entry to the journal (not in a dry run), and sends it to syslog when that is
+    /// configured. Returns whether the journal has it durably. When it cannot take the entry,
+    /// the entry goes to stderr as one JSON line (and to syslog), and the run ends with exit 74.
+    pub fn record(&self, entry: &Entry) -> bool {
         if self.dry_run {
-            return;
+            return true;
         }
+        let line = entry.to_json();
         if let Some(syslog) = &self.syslog {
-            syslog.send(entry, &serde_json::to_string(entry).unwrap_or_default());
+            syslog.send(entry, &line);
         }
-        if let Err(e) = self.journal.append(entry) {
-            // The decision stands; say loudly that its record is missing.
-            eprintln!(
-                "otnsx: error: {e:#}; lost entry: {}",
-                serde_json::to_string(entry).unwrap_or_default()
-            );
+        match self.journal.append(entry) {
+            Ok(()) => true,
+            Err(e) => {
+                self.state_problem(&e);
+                errln!("{line}");
+                false
+            }
         }
+    }
+
+    /// Says on stderr that the state directory failed, once per kind of problem, and makes the
+    /// run end with exit 74 whatever else it did.
+    pub fn state_problem(&self, err: &anyhow::Error) {
+        let text = crate::escape::printable(&format!("{err:#}"));
+        let mut said = self.state_trouble.borrow_mut();
+        if !said.contains(&text) {
+            errln!("otnsx: state: {text}");
+            said.push(text);
+        }
+    }
+
+    /// Whether the state directory failed during this run.
+    pub fn state_failed(&self) -> bool {
+        !self.state_trouble.borrow().is_empty()
     }
 
     /// Journals a failure of the whole command, refusals as `refused`.
@@ -251,17 +310,55 @@ impl Run {
         self.record(&entry);
     }
 
-    /// Splits names into those policy allows to be opened and those it refuses (exit 77).
+    /// Splits names into those that may be opened and those refused: an invalid name (exit
+    /// 65) whatever the policy says, then what policy does not allow (exit 77).
     pub fn allowed(&self, names: &[String]) -> (Vec<String>, Vec<Refusal>) {
         let mut allowed = Vec::new();
         let mut refused = Vec::new();
         for name in names {
+            if let Err(e) = check_vm_name(name) {
+                refused.push((name.clone(), e));
+                continue;
+            }
             match self.config.policy.vms.refusal(name) {
                 None => allowed.push(name.clone()),
                 Some(why) => refused.push((name.clone(), fault(Exit::NoPerm, why))),
             }
         }
         (allowed, refused)
+    }
+
+    /// Closes `vms` while the leases are unknown (the lease file or the lock could not be read
+    /// or taken): NSX first, nothing saved, every step journaled where it can be. Fails closed:
+    /// whoever else held these VMs loses access too, and the summary says so.
+    pub fn close_unknown(
+        &self,
+        backend: &mut TagBackend,
+        subject: &Subject,
+        heading: String,
+        vms: Vec<VmRef>,
+        tagged: Option<BTreeSet<String>>,
+        refused: Vec<Refusal>,
+    ) -> anyhow::Result<Exit> {
+        let mut decision = Decision::new(heading, Vec::new(), Vec::new(), vms);
+        decision.tagged = tagged;
+        decision.refused = refused;
+        let outcomes = self.carry_out(None, backend, subject, &decision)?;
+        let exit = self.report(&decision, &outcomes);
+        let closed: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.error.is_none() && o.plan.change == plan::TagChange::Detach)
+            .map(|o| crate::escape::printable(&o.plan.vm.name))
+            .collect();
+        if !closed.is_empty() {
+            let text = format!(
+                "the leases could not be read, so otnsx closed {} without knowing who else held them (fail closed): another ticket or grant on them lost access too",
+                closed.join(", ")
+            );
+            self.record(&self.entry(subject, Action::Warning, None, &text));
+            errln!("otnsx: warning: {text}");
+        }
+        Ok(exit)
     }
 
     /// Finds each name: in vCenter (one session for all), in NSX-T's inventory, or in vCenter
@@ -354,23 +451,89 @@ impl Run {
     }
 
     /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.
+    /// Only a busy lock fails (exit 75): any other state problem is said (exit 74 at the end)
+    /// and leaves the leases unknown, so that closing still works and opening is refused.
     ///
     /// Journal entries saved with the leases by a run that was killed before it appended them
-    /// to the journal are appended now, so that the journal records every saved change.
-    pub fn begin(&self) -> anyhow::Result<(Option<StateLock>, Vec<Lease>)> {
-        if self.dry_run {
-            return Ok((None, self.store.load()?));
-        }
-        let lock = self.store.lock(self.deadline)?;
-        let (leases, outbox) = self.store.load_with_outbox()?;
-        if !outbox.is_empty() {
-            let recovered = self.journal.recover(&outbox)?;
-            if recovered > 0 {
-                eprintln!("otnsx: recovered {recovered} journal entries of an interrupted run");
+    /// to the journal are appended now, so that the journal records every saved change. A lease
+    /// that claims to live longer than its kind allows is clipped, and the clip journaled.
+    pub fn begin(&self) -> anyhow::Result<Begun> {
+        let lock = if self.dry_run {
+            None
+        } else {
+            match self.store.lock(self.deadline) {
+                Ok(lock) => Some(lock),
+                Err(e) if exit_code(&e) == Exit::TempFail => return Err(e),
+                Err(e) => {
+                    self.state_problem(&e);
+                    return Ok(Begun::unknown(None));
+                }
             }
-            self.store.save(&lock, &leases, &[])?;
+        };
+        let (mut leases, mut outbox) = match self.store.load_with_outbox() {
+            Ok(read) => read,
+            Err(e) => {
+                self.state_problem(&e);
+                return Ok(Begun::unknown(lock));
+            }
+        };
+        for lease in &mut leases {
+            let max = match lease.holder {
+                Holder::Ticket { .. } => self.config.policy.max_duration,
+                Holder::User { .. } => self.config.policy.max_grant,
+            };
+            if let Some(clipped) = lease.clipped(max, self.now) {
+                let vm = lease.vm_ref();
+                let text = format!(
+                    "the lease of {} on {} claimed to last until {}, longer than its kind allows; clipped to {}",
+                    lease.holder, vm.name, lease.expires_at, clipped.expires_at
+                );
+                let mut entry =
+                    self.entry(&Subject::new("clip"), Action::Warning, Some(&vm), &text);
+                entry.lost = vec![lease.holder.clone()];
+                entry.gained = vec![lease.holder.clone()];
+                outbox.push(serde_json::to_value(&entry).unwrap_or_default());
+                *lease = clipped;
+            }
         }
-        Ok((Some(lock), leases))
+        if let Some(lock) = &lock
+            && !outbox.is_empty()
+        {
+            match self.journal.recover(&outbox) {
+                Ok(recovered) => {
+                    if recovered > 0 {
+                        errln!(
+                            "otnsx: recovered {recovered} journal entries of an interrupted run"
+                        );
+                    }
+                    outbox.clear();
+                }
+                Err(e) => self.state_problem(&e),
+            }
+            // The outbox stays in the file while the journal cannot take it.
+            if let Err(e) = self.store.save(lock, &leases, &outbox) {
+                self.state_problem(&e);
+            }
+        }
+        Ok(Begun {
+            lock,
+            leases: Some(leases),
+        })
+    }
+
+    /// The leases and the lock, for a command that opens access: refused (exit 74) when the
+    /// state is unknown, and when the state directory is writable by every user.
+    pub fn for_opening(&self, begun: Begun) -> anyhow::Result<(Option<StateLock>, Vec<Lease>)> {
+        let Some(leases) = begun.leases else {
+            return Err(fault(
+                Exit::IoErr,
+                "nothing was opened: access opens only with its record, and the state directory cannot hold it now",
+            ));
+        };
+        if let Some(why) = self.store.unsafe_dir() {
+            return Err(fault(Exit::IoErr, format!("nothing was opened: {why}")));
+        }
+        Ok((begun.lock, leases))
     }
 
     /// Runs `work`; journals its failure, if any, before passing it on.
@@ -388,49 +551,70 @@ impl Run {
 }
 
 /// Rows as a table: columns padded to their widest cell, two spaces apart, the last column
-/// unpadded.
+/// unpadded. Cells are printable (controls and bidi escaped, secrets scrubbed) and at most
+/// [`MAX_CELL`] characters.
 pub fn aligned(rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| cell_text(cell)).collect())
+        .collect();
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0usize; columns];
-    for row in rows {
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in rows {
+    for row in &rows {
         let last = row.len().saturating_sub(1);
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .enumerate()
-            .map(|(i, (cell, w))| {
-                if i == last {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}")
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(&widths).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(cell);
+            if i != last {
+                line.extend(std::iter::repeat_n(' ', w - cell.chars().count()));
+            }
+        }
+        out.push_str(line.trim_end());
         out.push('\n');
     }
     out
 }
 
+/// The longest cell [`aligned`] prints, in characters.
+const MAX_CELL: usize = 300;
+
+fn cell_text(cell: &str) -> String {
+    let cell = crate::escape::printable(cell);
+    let count = cell.chars().count();
+    if count <= MAX_CELL {
+        return cell;
+    }
+    let head: String = cell.chars().take(MAX_CELL).collect();
+    format!("{head}...({} more characters)", count - MAX_CELL)
+}
+
+/// The most VM names one ticket's field may hold; a ticket naming more is refused (exit 65)
+/// before anything is looked up.
+pub const MAX_VMS_PER_TICKET: usize = 20;
+
 /// Checks a VM name taken from a ticket or the command line: vSphere's 80 characters, no
-/// control characters.
+/// control or bidi characters. What is echoed of a refused name is shortened and escaped.
 pub fn check_vm_name(name: &str) -> anyhow::Result<()> {
+    let shown = crate::escape::shorten(name);
     if name.is_empty() || name.chars().count() > MAX_VM_NAME {
         return Err(fault(
             Exit::DataErr,
-            format!("VM name {name:?} must have 1 to {MAX_VM_NAME} characters"),
+            format!("VM name \"{shown}\" must have 1 to {MAX_VM_NAME} characters"),
         ));
     }
-    if name.chars().any(char::is_control) {
+    if name.chars().any(crate::escape::is_hostile) {
         return Err(fault(
             Exit::DataErr,
-            format!("VM name {name:?} contains control characters"),
+            format!("VM name \"{shown}\" contains control or bidi characters"),
         ));
     }
     Ok(())

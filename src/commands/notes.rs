@@ -28,6 +28,7 @@ pub fn for_ticket(
     let (mut opened, mut closed, mut trouble) = (false, false, false);
     for (name, err) in refused {
         trouble = true;
+        let name = crate::escape::shorten(name);
         lines.push(format!("{name} was not opened: {}.", plain(err)));
     }
     for outcome in outcomes {
@@ -129,10 +130,12 @@ impl Run {
         if self.dry_run || !notes_on {
             return;
         }
-        let text = format!("{}: {}", note.subject, note.body.replace('\n', " "));
+        // What a customer or a server shaped is shown to the agent escaped, too.
+        let body = crate::escape::printable_lines(&crate::secrets::scrub(&note.body));
+        let text = format!("{}: {}", note.subject, body.replace('\n', " "));
         let mut entry = self.entry(subject, Action::Note, None, &text);
-        if let Err(err) = helpdesk.note(ticket_id, &note.subject, &note.body) {
-            eprintln!("otnsx: warning: {err:#}");
+        if let Err(err) = helpdesk.note(ticket_id, &note.subject, &body) {
+            errln!("otnsx: warning: {err:#}");
             entry.result = "failed";
             entry.detail = format!("note not posted: {err:#}; it said: {text}");
         }

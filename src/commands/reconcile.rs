@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
-use crate::error::{Exit, exit_code};
+use crate::error::{Exit, exit_code, fault};
 use crate::plan;
 use crate::store::{Holder, Lease, LeaseState};
 
@@ -23,12 +23,20 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new("reconcile");
     run.journaled(&subject, || {
         run.with_backend(|backend| {
-            let (lock, before) = run.begin()?;
+            let begun = run.begin()?;
+            let Some(before) = begun.leases else {
+                // The leases are unknown: nothing that carries the tag can be vouched for.
+                let tagged_vms = backend.all_tagged()?;
+                let tagged = tagged_vms.iter().map(|v| v.id.clone()).collect();
+                let heading = "reconcile".to_string();
+                return run.close_unknown(backend, &subject, heading, tagged_vms, Some(tagged), Vec::new());
+            };
+            let lock = begun.lock;
             let unlocked = unlocked_tickets(run, &before)?;
             let now = run.now;
             let mut causes: BTreeMap<String, &'static str> = BTreeMap::new();
             let mut expired_tickets: BTreeSet<Holder> = BTreeSet::new();
-            let after: Vec<Lease> = before
+            let mut after: Vec<Lease> = before
                 .iter()
                 .filter(|l| {
                     let ticket_gone = matches!(l.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
@@ -53,6 +61,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                 .collect();
             let tagged_vms = backend.all_tagged()?;
             let tagged: BTreeSet<String> = tagged_vms.iter().map(|v| v.id.clone()).collect();
+            let (refused, held_back) = verify_reopening(run, backend, &mut after, &tagged);
             // Drift: the tag where no live lease is, or a live lease where the tag is not.
             let mut touched = tagged_vms;
             touched.extend(vms_of(&before));
@@ -65,9 +74,11 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             let mut decision = Decision::new("reconcile".into(), before, after, touched);
             decision.causes = causes;
             decision.tagged = Some(tagged);
+            decision.refused = refused;
+            decision.held_back = held_back;
             let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
             let changes: Vec<&Outcome> = outcomes.iter().filter(|o| changed(o)).collect();
-            let failed = changes.iter().any(|o| o.error.is_some());
+            let failed = changes.iter().any(|o| o.error.is_some()) || !decision.refused.is_empty();
             if json {
                 let list: Vec<serde_json::Value> = changes
                     .iter()
@@ -78,10 +89,10 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                                "detail": detail})
                     })
                     .collect();
-                println!("{}", json!({"dry_run": run.dry_run, "ok": !failed, "changes": list}));
-            } else if changes.is_empty() {
+                outln!("{}", crate::escape::json(json!({"dry_run": run.dry_run, "ok": !failed, "changes": list}).to_string()));
+            } else if changes.is_empty() && decision.refused.is_empty() {
                 let prefix = if run.dry_run { "dry run: " } else { "" };
-                println!("{prefix}reconcile: NSX matches the leases; nothing to repair");
+                outln!("{prefix}reconcile: NSX matches the leases; nothing to repair");
             } else {
                 run.report(&decision, &outcomes);
             }
@@ -93,6 +104,65 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             Ok(if failed { Exit::Partial } else { Exit::Ok })
         })
     })
+}
+
+/// A lease read back from disk is not trusted to be what otnsx wrote: before drift repair
+/// reopens a VM from a lease, the lease's name is found again (vCenter or NSX-T, as for a
+/// lock) and must still be the stored id; policy was checked on that name already. A lease
+/// that fails is dropped and refused. When the look-up itself fails, the VMs are not reopened
+/// this run (held back, with why) and their leases stay.
+fn verify_reopening(
+    run: &Run,
+    backend: &mut crate::backend::TagBackend,
+    after: &mut Vec<Lease>,
+    tagged: &BTreeSet<String>,
+) -> (Vec<super::Refusal>, BTreeMap<String, String>) {
+    let now = run.now;
+    let reopen: Vec<&Lease> = after
+        .iter()
+        .filter(|l| l.is_live(now) && !tagged.contains(&l.vm_id))
+        .collect();
+    let mut names: Vec<String> = reopen.iter().map(|l| l.vm.clone()).collect();
+    names.sort();
+    names.dedup();
+    let mut refused = Vec::new();
+    let mut held_back = BTreeMap::new();
+    if names.is_empty() {
+        return (refused, held_back);
+    }
+    let found = match run.resolve(backend, &names) {
+        Ok((found, _)) => found,
+        Err(e) => {
+            for lease in reopen {
+                held_back.insert(
+                    lease.vm_id.clone(),
+                    format!("not reopened: its name could not be checked again: {e:#}"),
+                );
+            }
+            return (refused, held_back);
+        }
+    };
+    let mut bad: BTreeSet<(String, String)> = BTreeSet::new();
+    for lease in &reopen {
+        let now_is = found.iter().find(|v| v.name == lease.vm);
+        if now_is.is_some_and(|v| v.id == lease.vm_id) {
+            continue;
+        }
+        let why = match now_is {
+            Some(vm) => format!("is {} now", vm.id),
+            None => "is not found now".to_string(),
+        };
+        let text = format!(
+            "the lease names {} with id {}, but the VM of that name {why}: not reopened, the lease was dropped",
+            crate::escape::shorten(&lease.vm),
+            crate::escape::shorten(&lease.vm_id)
+        );
+        if bad.insert((lease.vm.clone(), lease.vm_id.clone())) {
+            refused.push((lease.vm.clone(), fault(Exit::DataErr, text)));
+        }
+    }
+    after.retain(|l| !bad.contains(&(l.vm.clone(), l.vm_id.clone())) || !l.is_live(now));
+    (refused, held_back)
 }
 
 /// Whether the outcome is a change worth reporting (not a VM that was fine as it was).

@@ -7,8 +7,9 @@
 use std::collections::BTreeSet;
 
 use crate::error::Exit;
+use crate::journal::Action;
 use crate::plan;
-use crate::store::Holder;
+use crate::store::{Holder, StateLock};
 
 use super::{Decision, Run, Subject, notes, vms_of};
 
@@ -16,7 +17,14 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(if force { "forced" } else { "revoke" });
     run.journaled(&subject, || {
         run.with_backend(|backend| {
-            let (lock, before) = run.begin()?;
+            let begun = run.begin()?;
+            let heading = format!("revoke by {}", run.actor);
+            let Some(before) = begun.leases else {
+                // The leases are unknown: close every named VM, whoever holds it.
+                let (vms, refused) = run.resolve(backend, names)?;
+                return run.close_unknown(backend, &subject, heading, vms, None, refused);
+            };
+            let lock = begun.lock;
             // A VM the leases know needs no vCenter to be closed.
             let mut vms = Vec::new();
             let mut unknown = Vec::new();
@@ -37,7 +45,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             let after = plan::release(&before, |l| {
                 ids.contains(l.vm_id.as_str()) && (force || matches!(l.holder, Holder::User { .. }))
             });
-            let mut decision = Decision::new(format!("revoke by {}", run.actor), before, after, vms);
+            let mut decision = Decision::new(heading, before, after, vms);
             decision.refused = refused;
             let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
             let exit = run.report(&decision, &outcomes);
@@ -45,7 +53,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
                 .iter()
                 .any(|o| o.error.is_none() && !o.plan.held_after.is_empty());
             if held && !force {
-                eprintln!(
+                errln!(
                     "otnsx: a ticket still holds access; `otnsx revoke --force --vm NAME` closes it anyway"
                 );
             }
@@ -58,12 +66,25 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
     let subject = Subject::new("emergency");
     run.journaled(&subject, || {
         run.with_backend(|backend| {
-            let (lock, before) = run.begin()?;
+            let begun = run.begin()?;
             let tagged_vms = backend.all_tagged()?;
             let tagged: BTreeSet<String> = tagged_vms.iter().map(|v| v.id.clone()).collect();
+            let heading = format!("emergency revoke by {}", run.actor);
+            let Some(before) = begun.leases else {
+                let exit = run.close_unknown(
+                    backend,
+                    &subject,
+                    heading,
+                    tagged_vms,
+                    Some(tagged),
+                    Vec::new(),
+                )?;
+                start_afresh(run, begun.lock.as_ref());
+                return Ok(exit);
+            };
+            let lock = begun.lock;
             let mut touched = tagged_vms;
             touched.extend(vms_of(&before));
-            let heading = format!("emergency revoke by {}", run.actor);
             let mut decision = Decision::new(heading, before, Vec::new(), touched);
             decision.tagged = Some(tagged);
             let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
@@ -76,6 +97,31 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
             Ok(exit)
         })
     })
+}
+
+/// After an emergency revoke over an unreadable lease file: the file is kept aside and an
+/// empty store started, so that the next runs work again. Says where the old file went.
+fn start_afresh(run: &Run, lock: Option<&StateLock>) {
+    let Some(lock) = lock else {
+        errln!(
+            "otnsx: the lease file was left where it is: the state lock could not be taken (see above)"
+        );
+        return;
+    };
+    if run.dry_run {
+        return;
+    }
+    match run.store.set_aside(lock, run.clock()) {
+        Ok(aside) => {
+            let text = format!(
+                "the unreadable lease file was moved to {}; otnsx starts with no leases",
+                aside.display()
+            );
+            run.record(&run.entry(&Subject::new("emergency"), Action::Warning, None, &text));
+            errln!("otnsx: {text}");
+        }
+        Err(e) => run.state_problem(&e),
+    }
 }
 
 /// Posts a note to every ticket whose access this decision ended (of those in `only`, if
@@ -103,7 +149,7 @@ pub fn tell_tickets(
     }
     let mut helpdesk = match run.helpdesk("to note the tickets") {
         Ok(h) => h,
-        Err(e) => return eprintln!("otnsx: warning: {e:#}"),
+        Err(e) => return errln!("otnsx: warning: {e:#}"),
     };
     for holder in tickets {
         let Holder::Ticket { id, number } = &holder else {

@@ -51,7 +51,7 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
     let (tagged, nsx_error) = match run.with_backend(|backend| backend.all_tagged()) {
         Ok(tagged) => (Some(tagged), None),
         Err(e) => {
-            eprintln!("otnsx: {e:#}; showing the leases without NSX's view");
+            errln!("otnsx: {e:#}; showing the leases without NSX's view");
             (None, Some(format!("{e:#}")))
         }
     };
@@ -99,21 +99,24 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
             nsx_error,
             vms: list,
         };
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!(
+            "{}",
+            crate::escape::json(serde_json::to_string_pretty(&report)?)
+        );
         return Ok(exit);
     }
     if list.is_empty() {
         match (only, known) {
-            (Some(name), true) => println!("{name}: no lease and no tag; access is closed"),
-            (None, true) => println!("no VM is open: no lease, and no VM carries the tag"),
+            (Some(name), true) => outln!("{name}: no lease and no tag; access is closed"),
+            (None, true) => outln!("no VM is open: no lease, and no VM carries the tag"),
             (Some(name), false) => {
-                println!("{name}: no lease (NSX could not be asked about the tag)")
+                outln!("{name}: no lease (NSX could not be asked about the tag)")
             }
-            (None, false) => println!("no lease (NSX could not be asked which VMs carry the tag)"),
+            (None, false) => outln!("no lease (NSX could not be asked which VMs carry the tag)"),
         }
         return Ok(exit);
     }
-    print!("{}", table(&list));
+    outln!("{}", table(&list).trim_end_matches('\n'));
     Ok(exit)
 }
 

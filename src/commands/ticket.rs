@@ -7,16 +7,16 @@ use crate::journal::Action;
 use crate::plan;
 use crate::store::{Holder, Lease};
 
-use super::{Decision, Run, Subject, notes, vms_of};
+use super::{Decision, MAX_VMS_PER_TICKET, Run, Subject, notes, vms_of};
 
-pub fn run(mut run: Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
+pub fn run(run: &mut Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
     run.actor = "helpdesk".into();
     let mut subject = Subject {
         ticket_number: number.clone(),
         ticket_id: Some(id),
         cause: "event",
     };
-    let result = handle(&mut run, &mut subject, id, number.as_deref());
+    let result = handle(run, &mut subject, id, number.as_deref());
     if let Err(err) = &result {
         run.journal_failure(&subject, err);
     }
@@ -30,7 +30,7 @@ fn handle(
     number: Option<&str>,
 ) -> anyhow::Result<Exit> {
     let mut helpdesk = run.helpdesk("to read tickets")?;
-    let (lock, before) = run.begin()?;
+    let begun = run.begin()?;
     let ticket = helpdesk.ticket(id)?;
     if let Some(owner) = &ticket.owner {
         run.actor = format!("helpdesk:{owner}");
@@ -53,7 +53,30 @@ fn handle(
         number: ticket.number.clone(),
     };
     let heading = format!("ticket {}", ticket.number);
+    if ticket.vms.len() > MAX_VMS_PER_TICKET && (ticket.is_locked() || begun.leases.is_none()) {
+        return Err(fault(
+            Exit::DataErr,
+            format!(
+                "field {} names {} VMs, more than the {MAX_VMS_PER_TICKET} one ticket may hold; nothing was looked up",
+                helpdesk.vm_field(),
+                ticket.vms.len()
+            ),
+        ));
+    }
     let run = &*run;
+    let (lock, before) = match begun.leases {
+        Some(_) if ticket.is_locked() => run.for_opening(begun)?,
+        Some(leases) => (begun.lock, leases),
+        None if ticket.is_locked() => run.for_opening(begun)?,
+        None => {
+            // The leases are unknown: close what the ticket's field names now.
+            return run.with_backend(|backend| {
+                // Closing is not subject to policy; only the names must be valid.
+                let (vms, refused) = run.resolve(backend, &ticket.vms)?;
+                run.close_unknown(backend, subject, heading.clone(), vms, None, refused)
+            });
+        }
+    };
     run.with_backend(|backend| {
         let (after, touched, refused) = if ticket.is_locked() {
             // A name policy refuses is not held either, even by a lease from before.
@@ -84,7 +107,7 @@ fn handle(
                 )
             };
             run.record(&run.entry(subject, Action::Noop, None, &why));
-            println!("{heading}: {why}");
+            outln!("{heading}: {why}");
             return Ok(Exit::Ok);
         }
         let mut decision = Decision::new(heading, before, after, touched);

@@ -210,3 +210,181 @@ fn a_failing_or_hanging_password_command_is_a_config_error() {
     }
     assert!(world.nsx.requests().is_empty());
 }
+
+const PW: &str = crate::support::nsxv::PASSWORD;
+
+#[test]
+fn a_password_command_is_bounded_by_the_deadline_even_when_its_children_hold_stdout() {
+    let world = World::new();
+    let dir = world.dir.path().display().to_string();
+    for (name, body, code) in [
+        // The command exits, its child keeps stdout open: the group is ended at once.
+        ("lingers.sh", format!("sleep 30 &\nprintf '{PW}\\n'"), 0),
+        // A child that leaves the group holds stdout past the deadline: stopped there.
+        // (The pause lets setsid leave the group before the command exits.)
+        (
+            "escapes.sh",
+            format!("setsid sleep 30 &\nsleep 1\nprintf '{PW}\\n'"),
+            78,
+        ),
+    ] {
+        let command = script(&world, name, &body);
+        let text = world
+            .config_text()
+            .replace("deadline = \"10s\"", "deadline = \"3s\"")
+            .replace(
+                &format!("password_file = \"{dir}/nsx.secret\""),
+                &format!("password_command = [\"{command}\"]"),
+            );
+        world.write_config(&text);
+        let started = std::time::Instant::now();
+        let run = otnsx(&world, &["status"]);
+        let took = started.elapsed();
+        assert_eq!(run.code, code, "{name}: {run:?}");
+        // Generous bound for a busy machine: the point is 3 s, not 30.
+        assert!(
+            took < std::time::Duration::from_secs(8),
+            "{name}: took {took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_password_command_sees_only_path_home_and_lang() {
+    let world = World::new();
+    let dir = world.dir.path().display().to_string();
+    let env_log = world.dir.path().join("env.log");
+    let command = script(
+        &world,
+        "env.sh",
+        &format!("env > {}\nprintf '{PW}\\n'", env_log.display()),
+    );
+    let text = world.config_text().replace(
+        &format!("password_file = \"{dir}/nsx.secret\""),
+        &format!("password_command = [\"{command}\"]"),
+    );
+    world.write_config(&text);
+    let config = world.config_path();
+    let run = crate::run_binary(
+        &["--config", config.to_str().unwrap(), "status"],
+        &[
+            ("PATH", "/usr/bin:/bin"),
+            ("HOME", "/root"),
+            ("LANG", "C.UTF-8"),
+            ("OTNSX_OTRS_PASSWORD", "helpdesk-secret"),
+            ("REQUEST_METHOD", "POST"),
+            ("HTTP_COOKIE", "OTRSAgentInterface=abc"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let seen = fs::read_to_string(&env_log).unwrap();
+    let names: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| !["PWD", "SHLVL", "_", "OLDPWD"].contains(k))
+        .collect();
+    assert_eq!(names.len(), 3, "{seen}");
+    for name in ["PATH", "HOME", "LANG"] {
+        assert!(names.contains(&name), "{seen}");
+    }
+    assert!(
+        !seen.contains("helpdesk-secret") && !seen.contains("REQUEST_METHOD"),
+        "{seen}"
+    );
+}
+
+#[test]
+fn config_and_secret_files_that_others_may_write_are_refused() {
+    let world = World::new();
+    for mode in [0o666, 0o602, 0o622] {
+        fs::set_permissions(world.config_path(), fs::Permissions::from_mode(mode)).unwrap();
+        let run = otnsx(&world, &["status"]);
+        assert_eq!(run.code, 78, "{mode:o}: {run:?}");
+        assert!(
+            run.stderr.contains("is writable by every user"),
+            "{}",
+            run.stderr
+        );
+    }
+    fs::set_permissions(world.config_path(), fs::Permissions::from_mode(0o640)).unwrap();
+    let secret = world.dir.path().join("nsx.secret");
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o602)).unwrap();
+    let run = otnsx(&world, &["status"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("nsx.password_file"), "{}", run.stderr);
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(otnsx(&world, &["status"]).code, 0);
+}
+
+#[test]
+fn files_root_trusts_must_belong_to_root() {
+    let world = World::new();
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: only a run as root checks who owns its files");
+        return;
+    }
+    for file in ["otnsx.toml", "nsx.secret"] {
+        let path = world.dir.path().join(file);
+        let status = std::process::Command::new("chown")
+            .arg("65534")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let run = otnsx(&world, &["status"]);
+        assert_eq!(run.code, 78, "{file}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("belongs to uid 65534, but otnsx runs as root"),
+            "{}",
+            run.stderr
+        );
+        std::process::Command::new("chown")
+            .arg("0")
+            .arg(&path)
+            .status()
+            .unwrap();
+    }
+    assert_eq!(otnsx(&world, &["status"]).code, 0);
+}
+
+#[test]
+fn a_config_that_is_no_regular_file_or_too_large_is_refused_at_once() {
+    let world = World::new();
+    let fifo = world.dir.path().join("fifo.toml");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let large = world.dir.path().join("large.toml");
+    fs::write(
+        &large,
+        format!("# {}\n{}", "x".repeat(1 << 20), world.config_text()),
+    )
+    .unwrap();
+    for path in [
+        fifo.as_path(),
+        std::path::Path::new("/dev/zero"),
+        large.as_path(),
+    ] {
+        let started = std::time::Instant::now();
+        let run = crate::run_binary(&["--config", path.to_str().unwrap(), "status"], &[]);
+        assert_eq!(run.code, 78, "{}: {run:?}", path.display());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let why = if path == large {
+            "larger than 1024 KiB"
+        } else {
+            "is not a regular file"
+        };
+        assert!(
+            run.stderr.contains(why),
+            "{}: {}",
+            path.display(),
+            run.stderr
+        );
+    }
+}

@@ -134,12 +134,14 @@ fn a_damaged_lease_file_is_left_alone() {
     let path = world.state_dir().join("leases.json");
     fs::write(&path, "{\"version\":1,\"leases\":[{\"vm\":").unwrap();
     let run = lock(&world, T2);
-    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.code, 74, "{run:?}");
     assert!(
-        run.stderr.contains("is damaged; nothing was changed"),
+        run.stderr
+            .contains("leases.json is damaged (not a lease file:"),
         "{}",
         run.stderr
     );
+    assert!(run.stderr.contains("nothing was opened"), "{}", run.stderr);
     assert_eq!(
         fs::read_to_string(&path).unwrap(),
         "{\"version\":1,\"leases\":[{\"vm\":"

@@ -118,3 +118,34 @@ fn grant_of_an_unknown_vm_exits_65() {
         run.stderr
     );
 }
+
+#[test]
+fn sudo_user_is_believed_only_under_sudo_as_root() {
+    let world = crate::support::World::new();
+    let config = world.config_path();
+    let config = config.to_str().unwrap();
+    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
+    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    // Without SUDO_UID, SUDO_USER is just a variable anyone can set.
+    let run = crate::run_binary(
+        &["--config", config, "grant", "--vm", "web01"],
+        &[("SUDO_USER", "mallory")],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.leases()[0]["holder"]["name"], "alice");
+    if !root {
+        eprintln!("skipped the sudo half: it needs a run as root");
+        return;
+    }
+    let run = crate::run_binary(
+        &["--config", config, "grant", "--vm", "db01"],
+        &[("SUDO_USER", "bob"), ("SUDO_UID", "1001")],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    let holders: Vec<String> = world
+        .leases()
+        .iter()
+        .map(|l| l["holder"]["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(holders.contains(&"bob".to_string()), "{holders:?}");
+}

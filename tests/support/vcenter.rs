@@ -37,6 +37,9 @@ struct State {
     vms: Vec<FakeVm>,
     /// Forget every session before the next VM list (a session that expired mid-run).
     expire_sessions: bool,
+    /// Answer the login as text/plain, as VMware's simulator does: the session is made all
+    /// the same.
+    login_as_text: bool,
 }
 
 pub struct FakeVcenter {
@@ -52,6 +55,7 @@ impl FakeVcenter {
             created: 0,
             vms: Vec::new(),
             expire_sessions: false,
+            login_as_text: false,
         }));
         let shared = Arc::clone(&state);
         let server = Server::start(move |req| route(&shared, req));
@@ -79,6 +83,21 @@ impl FakeVcenter {
     /// Sessions created so far.
     pub fn sessions_created(&self) -> usize {
         self.state.lock().expect("state").created
+    }
+
+    pub fn login_as_text(&self, on: bool) {
+        self.state.lock().expect("state").login_as_text = on;
+    }
+
+    /// The tokens of the sessions made so far that are still open.
+    pub fn open_tokens(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("state")
+            .sessions
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn expire_sessions_before_next_list(&self) {
@@ -155,6 +174,8 @@ fn login(s: &mut State, req: &Request, rest: bool) -> Response {
             "Set-Cookie",
             &format!("vmware-api-session-id={token};Path=/rest;Secure;HttpOnly"),
         )
+    } else if s.login_as_text {
+        Response::new(201, "text/plain", Value::String(token).to_string())
     } else {
         Response::json(201, Value::String(token).to_string())
     }

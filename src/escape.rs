@@ -1,0 +1,116 @@
+//! Text that a customer or a server can shape (VM names, holders, details, reasons) is printed
+//! escaped: control characters (C0 and C1) and the bidirectional controls that can make a line
+//! read differently from what it says become `\u{..}`; JSON output gets the same characters as
+//! `\uXXXX` escapes. Long values are shortened where they are echoed.
+
+use std::fmt::Write as _;
+
+/// How many characters of a refused or unknown value are echoed back.
+pub const ECHO: usize = 100;
+
+/// Whether `c` is one of the characters that reorder or hide text: the bidi embeddings,
+/// overrides, isolates and marks, and the invisible separators.
+fn is_bidi(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        | '\u{2028}' | '\u{2029}')
+}
+
+/// Whether `c` is printed escaped.
+pub fn is_hostile(c: char) -> bool {
+    c.is_control() || is_bidi(c)
+}
+
+/// `text` with every known secret scrubbed and every control and bidi character as `\u{XX}`;
+/// a backslash stays as it is.
+pub fn printable(text: &str) -> String {
+    let text = &crate::secrets::scrub(text);
+    if !text.chars().any(is_hostile) {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_hostile(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// [`printable`], line by line: the line breaks of a multi-line text stay.
+pub fn printable_lines(text: &str) -> String {
+    text.split('\n')
+        .map(printable)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// At most [`ECHO`] characters of `text`, with how much was left out. (Escaping is the
+/// printing's business: see [`printable`].)
+pub fn shorten(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= ECHO {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(ECHO).collect();
+    format!("{head}...({} more characters)", count - ECHO)
+}
+
+/// Serialized JSON with known secrets scrubbed, and C1 controls and bidi characters as
+/// `\uXXXX` (serde_json escapes only C0). Such characters appear only inside strings, where
+/// the escape means the same.
+pub fn json(text: String) -> String {
+    let text = crate::secrets::scrub(&text);
+    if !text.chars().any(|c| is_hostile(c) && !c.is_ascii()) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_hostile(c) && !c.is_ascii() {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_and_bidi_are_escaped() {
+        assert_eq!(printable("web01"), "web01");
+        assert_eq!(printable("Büro 01"), "Büro 01");
+        assert_eq!(printable("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        assert_eq!(
+            printable("x\u{202E}y\u{85}z\n"),
+            "x\\u{202e}y\\u{85}z\\u{a}"
+        );
+        assert_eq!(printable_lines("a\u{7}\nb"), "a\\u{7}\nb");
+    }
+
+    #[test]
+    fn long_values_are_shortened() {
+        let long = "x".repeat(1 << 20);
+        let short = shorten(&long);
+        assert!(short.len() < 200, "{short}");
+        assert!(short.ends_with("(1048476 more characters)"), "{short}");
+        assert_eq!(shorten("web01"), "web01");
+    }
+
+    #[test]
+    fn json_escapes_c1_and_bidi() {
+        let text = serde_json::to_string(&"a\u{85}b\u{202E}c\u{1}").expect("json");
+        let safe = json(text);
+        assert_eq!(safe, "\"a\\u0085b\\u202ec\\u0001\"");
+        let back: String = serde_json::from_str(&safe).expect("still JSON");
+        assert_eq!(back, "a\u{85}b\u{202E}c\u{1}");
+    }
+}

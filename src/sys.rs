@@ -1,0 +1,91 @@
+//! The few operating-system facts std does not give: who the process runs as, opening a file
+//! without following a symbolic link, and ending a child's whole process group.
+//!
+//! The crate forbids `unsafe` everywhere but here, where each call is a plain system call
+//! with integer arguments and no memory handed over.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The real and the effective user id of this process.
+#[allow(unsafe_code)]
+pub fn uids() -> (u32, u32) {
+    // SAFETY: getuid(2) and geteuid(2) take no arguments and cannot fail.
+    unsafe { (libc::getuid(), libc::geteuid()) }
+}
+
+/// Sends SIGKILL to every process in the process group `group` (a child started with
+/// `process_group(0)`, whose group id is its pid). A group already gone is not an error.
+#[allow(unsafe_code)]
+pub fn kill_process_group(group: u32) {
+    let Ok(group) = libc::pid_t::try_from(group) else {
+        return;
+    };
+    if group <= 1 {
+        return; // never the caller's own group or every process
+    }
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is shared.
+    unsafe {
+        libc::kill(-group, libc::SIGKILL);
+    }
+}
+
+/// `options` with `O_NOFOLLOW` (and `O_CLOEXEC`, as std sets): the open fails with ELOOP when
+/// the last component of the path is a symbolic link.
+pub fn no_follow(options: &mut OpenOptions) -> &mut OpenOptions {
+    options.custom_flags(libc::O_NOFOLLOW)
+}
+
+/// Opens `path` with `options`, refusing a symbolic link with an error that says so.
+pub fn open_no_follow(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    no_follow(options).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            std::io::Error::other(format!(
+                "{} is a symbolic link; otnsx does not follow links in its state directory (remove it)",
+                path.display()
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// Opens a regular file for reading without blocking on a FIFO or a device: `O_NONBLOCK` for
+/// the open, then the opened file must be a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_refused() {
+        let dir = std::env::temp_dir().join(format!("otnsx-sys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let target = dir.join("target");
+        std::fs::write(&target, "x").expect("write");
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&target, &link).expect("link");
+        let err = open_no_follow(OpenOptions::new().read(true), &link).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(open_no_follow(OpenOptions::new().read(true), &target).is_ok());
+        assert!(open_regular(Path::new("/dev/null")).is_err());
+        assert!(open_regular(&target).is_ok());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
