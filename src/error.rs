@@ -36,6 +36,17 @@ impl Exit {
     }
 }
 
+/// The exit code of a service's HTTP status, the same for every service: credentials or
+/// rights refused (401, 403) are 77, "slow down" (429) is 75 once the retries are spent, and
+/// every other failure (a persistent 503 included) is 69.
+pub fn for_status(status: u16) -> Exit {
+    match status {
+        401 | 403 => Exit::NoPerm,
+        429 => Exit::TempFail,
+        _ => Exit::Unavailable,
+    }
+}
+
 /// A failure whose exit code callers depend on.
 #[derive(Debug)]
 pub struct Fault {
@@ -79,6 +90,15 @@ mod tests {
             .unwrap_err();
         assert_eq!(exit_code(&err), Exit::NoPerm);
         assert_eq!(format!("{err:#}"), "reading ticket 2: denied");
+    }
+
+    #[test]
+    fn one_table_for_every_service() {
+        assert_eq!(for_status(401), Exit::NoPerm);
+        assert_eq!(for_status(403), Exit::NoPerm);
+        assert_eq!(for_status(429), Exit::TempFail);
+        assert_eq!(for_status(503), Exit::Unavailable);
+        assert_eq!(for_status(500), Exit::Unavailable);
     }
 
     #[test]

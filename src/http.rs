@@ -135,6 +135,10 @@ pub struct Http {
     pub base: String,
     deadline: Deadline,
     verbose: bool,
+    /// Whether a connection closed without an answer is worth another try.
+    retry_dropped: bool,
+    /// What to add to the message of a connection closed without an answer.
+    dropped_hint: &'static str,
 }
 
 impl Http {
@@ -197,6 +201,8 @@ impl Http {
             base: endpoint.url.clone(),
             deadline,
             verbose,
+            retry_dropped: true,
+            dropped_hint: "",
         })
     }
 
@@ -204,28 +210,47 @@ impl Http {
         self.deadline
     }
 
-    /// Sends `call`, retrying transient failures while the deadline allows. Returns the answer
+    /// Sends `call`, retrying transient failures (see [`Http::send_with`]). Returns the answer
     /// whatever its status; fails only when no answer could be had.
     pub fn send(&self, call: &Call) -> anyhow::Result<Reply> {
-        self.send_by(call, self.deadline)
+        self.send_with(call, self.deadline, &mut |_, _| false)
     }
 
     /// [`Http::send`] bounded by another deadline: for clean-up that must be tried even when
     /// the run's deadline has passed (logging out of vCenter).
     pub fn send_by(&self, call: &Call, deadline: Deadline) -> anyhow::Result<Reply> {
+        self.send_with(call, deadline, &mut |_, _| false)
+    }
+
+    /// The one retry loop: at most [`MAX_TRIES`] attempts of one request, every wait within
+    /// `deadline`. Retried: a dropped connection or timeout before the deadline (for a call
+    /// that may be repeated), HTTP 429, 500, 502, 503 and 504 (honouring `Retry-After` when it
+    /// fits the deadline), and whatever answer the client's `also` says is worth another try
+    /// (NSX-V error 101, NSX-T error 607, an expired session); `also` may change the call
+    /// for the next attempt (a renewed session's credentials). What `also` accepts is retried
+    /// even for a call marked [`Call::once`]: such an answer proves nothing was done.
+    pub fn send_with(
+        &self,
+        call: &Call,
+        deadline: Deadline,
+        also: &mut dyn FnMut(&Reply, &mut Call) -> bool,
+    ) -> anyhow::Result<Reply> {
+        let mut call = call.clone();
         let mut tries = 0;
         loop {
             tries += 1;
             let started = Instant::now();
-            let outcome = self.send_once(call, deadline);
+            let outcome = self.send_once(&call, deadline);
             if self.verbose {
                 let status = match &outcome {
                     Ok(reply) => reply.status.to_string(),
                     Err(Failure::Deadline) => "deadline reached".to_string(),
-                    Err(Failure::Certificate(why)) => format!("failed ({why})"),
-                    Err(Failure::Transient(why) | Failure::Permanent(why)) => {
-                        format!("failed ({why})")
-                    }
+                    Err(
+                        Failure::Certificate(why)
+                        | Failure::Transient(why)
+                        | Failure::Dropped(why)
+                        | Failure::Permanent(why),
+                    ) => format!("failed ({why})"),
                 };
                 errln!(
                     "otnsx: {} {} {} -> {status} ({} ms)",
@@ -235,22 +260,30 @@ impl Http {
                     started.elapsed().as_millis()
                 );
             }
-            // 429 and 503 say "later": retried for as long as the deadline allows. Other
-            // transient failures: at most MAX_TRIES tries.
-            let (wait, patient) = match &outcome {
-                Ok(reply) if matches!(reply.status, 429 | 503) => (retry_after(reply, tries), true),
-                Ok(reply) if matches!(reply.status, 500 | 502 | 504) => {
-                    (retry_after(reply, tries), false)
+            let wait = match &outcome {
+                Ok(reply) if matches!(reply.status, 429 | 500 | 502 | 503 | 504) && call.retry => {
+                    retry_after(reply, tries)
                 }
-                Err(Failure::Transient(_)) => (backoff(tries), false),
-                _ => return outcome.map_err(|f| self.failure(call, f)),
+                Ok(reply) if !reply.is_success() && also(reply, &mut call) => {
+                    retry_after(reply, tries)
+                }
+                Err(Failure::Transient(_)) if call.retry => backoff(tries),
+                Err(Failure::Dropped(_)) if call.retry && self.retry_dropped => backoff(tries),
+                _ => return outcome.map_err(|f| self.failure(&call, f)),
             };
-            let exhausted = !patient && tries >= MAX_TRIES;
-            if !call.retry || exhausted || wait >= deadline.remaining() {
-                return outcome.map_err(|f| self.failure(call, f));
+            if tries >= MAX_TRIES || wait >= deadline.remaining() {
+                return outcome.map_err(|f| self.failure(&call, f));
             }
             deadline.sleep(wait);
         }
+    }
+
+    /// The help desk drops the connection without an answer for a wrong web service name
+    /// (Znuny 7, OTRS 6 under mod_perl): another try gives the same, so it is not retried.
+    pub fn no_retry_when_dropped(mut self, hint: &'static str) -> Self {
+        self.retry_dropped = false;
+        self.dropped_hint = hint;
+        self
     }
 
     fn send_once(&self, call: &Call, deadline: Deadline) -> Result<Reply, Failure> {
@@ -331,6 +364,13 @@ impl Http {
                 Exit::Unavailable,
                 format!("{service}: {} {url}: {why}", call.method),
             ),
+            Failure::Dropped(why) => fault(
+                Exit::Unavailable,
+                format!(
+                    "{service}: {} {url}: {why}{}",
+                    call.method, self.dropped_hint
+                ),
+            ),
         }
     }
 }
@@ -357,8 +397,10 @@ enum Failure {
     Deadline,
     /// The server's certificate was not accepted.
     Certificate(String),
-    /// Worth another try: the connection failed or dropped.
+    /// Worth another try: the connection failed, or timed out before the deadline.
     Transient(String),
+    /// The server closed the connection without answering.
+    Dropped(String),
     /// Not worth another try.
     Permanent(String),
 }
@@ -372,6 +414,9 @@ fn classify(err: ureq::Error, deadline_bound: bool) -> Failure {
         E::Timeout(_) if deadline_bound => Failure::Deadline,
         E::Timeout(t) => Failure::Transient(format!("timed out ({t})")),
         E::ConnectionFailed => Failure::Transient("connection refused or failed".into()),
+        E::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Failure::Dropped("the server closed the connection without an answer".into())
+        }
         E::Io(e) => Failure::Transient(e.to_string()),
         E::HostNotFound => Failure::Permanent("host name does not resolve (check url)".into()),
         E::BodyExceedsLimit(_) => {

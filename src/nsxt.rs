@@ -323,13 +323,12 @@ impl NsxT {
         }
     }
 
-    /// Sends with our credentials; renews an expired session once, retries error 607 while
-    /// the deadline allows. Any status comes back.
+    /// Sends with our credentials. Error 607 (transaction aborted) is retried by the HTTP
+    /// layer's one loop; an expired session (403, error 98) is renewed once and the request
+    /// sent again. Any status comes back.
     fn send_raw(&mut self, call: &Call) -> anyhow::Result<Reply> {
         let mut renewed = false;
-        let mut tries = 0u32;
         loop {
-            tries += 1;
             let mut call = call.clone().header("accept", "application/json");
             match self.auth {
                 NsxAuth::Basic => {
@@ -342,25 +341,17 @@ impl NsxT {
                         .header("x-xsrf-token", session.xsrf.clone());
                 }
             }
-            let reply = self.http.send(&call)?;
-            let code = error_code(&reply);
+            let aborted = &mut |reply: &Reply, _: &mut Call| {
+                reply.status == 500 && error_code(reply) == Some(TRANSACTION_ABORTED)
+            };
+            let reply = self.http.send_with(&call, self.http.deadline(), aborted)?;
             if reply.status == 403
-                && code == Some(SESSION_EXPIRED)
+                && error_code(&reply) == Some(SESSION_EXPIRED)
                 && self.auth == NsxAuth::Session
                 && !renewed
             {
                 self.session = None;
                 renewed = true;
-                continue;
-            }
-            if reply.status == 500
-                && code == Some(TRANSACTION_ABORTED)
-                && tries < 6
-                && self
-                    .http
-                    .deadline()
-                    .sleep(std::time::Duration::from_millis(200 * u64::from(tries)))
-            {
                 continue;
             }
             return Ok(reply);
@@ -378,11 +369,7 @@ impl NsxT {
                 .body("application/x-www-form-urlencoded", form.into_bytes());
             let reply = self.http.send(&call).context("logging in to NSX")?;
             if !reply.is_success() {
-                let exit = if matches!(reply.status, 401 | 403) {
-                    Exit::NoPerm
-                } else {
-                    Exit::Unavailable
-                };
+                let exit = crate::error::for_status(reply.status);
                 return Err(fault(
                     exit,
                     format!(
@@ -413,17 +400,13 @@ impl NsxT {
     }
 
     fn error(&self, reply: &Reply) -> anyhow::Error {
-        let exit = match reply.status {
-            401 | 403 => Exit::NoPerm,
-            429 | 503 => Exit::TempFail,
-            _ => Exit::Unavailable,
-        };
+        let exit = crate::error::for_status(reply.status);
         let hint = match reply.status {
             401 | 403 => {
                 "; check nsx.user, its password and its role (it must be allowed to change VM tags)"
             }
             300..=399 => "; redirects are not followed: set nsx.url to the final address",
-            429 | 503 => "; NSX kept asking to slow down until the deadline",
+            429 => "; NSX kept asking to slow down",
             _ => "",
         };
         fault(

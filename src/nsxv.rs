@@ -150,54 +150,42 @@ impl NsxV {
         Ok(())
     }
 
-    /// Sends with basic auth; retries error 101 (concurrent access) while the deadline allows;
-    /// turns any other non-2xx answer into an error carrying NSX's own message.
+    /// Sends with basic auth; error 101 (concurrent access) is retried by the HTTP layer's one
+    /// loop; any other non-2xx answer becomes an error carrying NSX's own message.
     fn send(&self, call: Call) -> anyhow::Result<Reply> {
         let call = call
             .header("authorization", self.authorization.clone())
             .header("accept", "application/xml");
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let reply = self.http.send(&call)?;
-            if reply.is_success() {
-                return Ok(reply);
-            }
-            let (code, message) =
-                parse_error(&reply.body).unwrap_or_else(|| (String::new(), reply.snippet()));
-            if code == CONCURRENT_ACCESS
-                && tries < 4
-                && self
-                    .http
-                    .deadline()
-                    .sleep(std::time::Duration::from_millis(250 * tries))
-            {
-                continue;
-            }
-            let exit = match reply.status {
-                401 | 403 => Exit::NoPerm,
-                429 => Exit::TempFail,
-                _ => Exit::Unavailable,
-            };
-            let code = if code.is_empty() {
-                String::new()
-            } else {
-                format!(" error {code}")
-            };
-            let hint = match reply.status {
-                401 => "; check nsx.user and its password",
-                403 => "; the NSX user needs the Security Administrator role",
-                300..=399 => "; redirects are not followed: set nsx.url to the final address",
-                _ => "",
-            };
-            return Err(fault(
-                exit,
-                format!(
-                    "NSX: {} {} failed (HTTP {}{code}: {message}){hint}",
-                    call.method, call.path, reply.status
-                ),
-            ));
+        let concurrent = &mut |reply: &Reply, _: &mut Call| {
+            parse_error(&reply.body).is_some_and(|(code, _)| code == CONCURRENT_ACCESS)
+        };
+        let reply = self
+            .http
+            .send_with(&call, self.http.deadline(), concurrent)?;
+        if reply.is_success() {
+            return Ok(reply);
         }
+        let (code, message) =
+            parse_error(&reply.body).unwrap_or_else(|| (String::new(), reply.snippet()));
+        let code = if code.is_empty() {
+            String::new()
+        } else {
+            format!(" error {code}")
+        };
+        let hint = match reply.status {
+            401 => "; check nsx.user and its password",
+            403 => "; the NSX user needs the Security Administrator role",
+            300..=399 => "; redirects are not followed: set nsx.url to the final address",
+            429 => "; NSX kept asking to slow down",
+            _ => "",
+        };
+        Err(fault(
+            crate::error::for_status(reply.status),
+            format!(
+                "NSX: {} {} failed (HTTP {}{code}: {message}){hint}",
+                call.method, call.path, reply.status
+            ),
+        ))
     }
 }
 

@@ -24,6 +24,9 @@ pub struct Ticket {
     pub owner: Option<String>,
     /// The VM names the field holds, trimmed, in order, without duplicates. Unchecked.
     pub vms: Vec<String>,
+    /// The help desk's generation, as its articles tell, when they were read (see
+    /// [`generation_of`]).
+    pub generation: Option<u32>,
 }
 
 impl Ticket {
@@ -38,6 +41,8 @@ pub struct HelpDesk {
     password: Secret,
     vm_field: String,
     version: u32,
+    /// The help desk's generation as its articles showed it: 5, or 6 for 6 and later.
+    generation: Option<u32>,
     session: Option<String>,
     /// Where the SessionID is kept between runs (mode 0600), if anywhere.
     session_file: Option<PathBuf>,
@@ -60,11 +65,13 @@ impl HelpDesk {
         Ok(HelpDesk {
             session_file,
             session_cached: false,
-            http: Http::new("help desk", &config.endpoint, deadline, verbose)?,
+            http: Http::new("help desk", &config.endpoint, deadline, verbose)?
+                .no_retry_when_dropped(WEB_SERVICE_HINT),
             user: config.endpoint.user.clone(),
             password: config.endpoint.password.clone(),
             vm_field: config.vm_field.clone(),
             version: config.version,
+            generation: None,
             session: None,
         })
     }
@@ -74,18 +81,36 @@ impl HelpDesk {
         &self.vm_field
     }
 
-    /// TicketGet with the ticket's dynamic fields.
+    /// TicketGet with the ticket's dynamic fields; with `otrs.version = 5` also its first
+    /// article, whose fields tell the help desk's real generation (see [`HelpDesk::note`]).
     pub fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket> {
+        self.read_ticket(id, self.version == 5)
+    }
+
+    /// TicketGet with the dynamic fields and the first article, for `otnsx check`.
+    pub fn ticket_with_articles(&mut self, id: u64) -> anyhow::Result<Ticket> {
+        self.read_ticket(id, true)
+    }
+
+    /// The generation this client writes notes for: `otrs.version`, 6 for 6 and later.
+    pub fn configured_generation(&self) -> u32 {
+        self.version.min(6)
+    }
+
+    fn read_ticket(&mut self, id: u64, articles: bool) -> anyhow::Result<Ticket> {
         let body = self
             .authed("TicketGet", |session| {
-                let path = format!(
-                    "/Ticket/{id}{}",
-                    query([("SessionID", session), ("DynamicFields", "1")])
-                );
-                Call::new(Method::GET, path)
+                let mut pairs = vec![("SessionID", session), ("DynamicFields", "1")];
+                if articles {
+                    pairs.extend([("AllArticles", "1"), ("ArticleLimit", "1")]);
+                }
+                Call::new(Method::GET, format!("/Ticket/{id}{}", query(pairs)))
             })
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
-        parse_ticket(&body, &self.vm_field).with_context(|| format!("reading ticket ID {id}"))
+        let ticket = parse_ticket(&body, &self.vm_field)
+            .with_context(|| format!("reading ticket ID {id}"))?;
+        self.generation = self.generation.or(ticket.generation);
+        Ok(ticket)
     }
 
     /// A ticket's lock state alone (`lock`, `unlock`, `tmp_lock`): TicketGet without fields.
@@ -142,9 +167,45 @@ impl HelpDesk {
         parse_search(&body)
     }
 
-    /// TicketUpdate with an internal article: never visible to the customer.
-    pub fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<()> {
-        let article = if self.version == 5 {
+    /// TicketUpdate with an internal article: never visible to the customer. Help desks of
+    /// generation 6 and later ignore OTRS 5's `ArticleType` and make such a note visible to the
+    /// customer, so with `otrs.version = 5` the help desk's generation is read from a ticket's
+    /// article first: a later help desk gets the 6 form (and a warning comes back), and when no
+    /// article tells, no note is posted.
+    pub fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
+        let mut warning = None;
+        if self.version == 5 && self.generation.is_none() {
+            let body = self
+                .authed("TicketGet", |session| {
+                    let pairs = [
+                        ("SessionID", session),
+                        ("AllArticles", "1"),
+                        ("ArticleLimit", "1"),
+                    ];
+                    Call::new(Method::GET, format!("/Ticket/{id}{}", query(pairs)))
+                })
+                .with_context(|| format!("reading an article of ticket ID {id}"))?;
+            self.generation = body.pointer("/Ticket/0").and_then(generation_of);
+        }
+        let old_form = match (self.version, self.generation) {
+            (5, Some(5)) => true,
+            (5, Some(_)) => {
+                warning = Some(
+                    "otrs.version = 5, but the help desk is of generation 6 or later (its articles say so): the note was posted in the 6 form, internal; set otrs.version = 6".to_string(),
+                );
+                false
+            }
+            (5, None) => {
+                return Err(fault(
+                    Exit::Config,
+                    format!(
+                        "otrs.version = 5, but no article of ticket ID {id} tells whether the help desk really is OTRS 5; no note was posted, since an OTRS 5 note on a later help desk is visible to the customer"
+                    ),
+                ));
+            }
+            _ => false,
+        };
+        let article = if old_form {
             serde_json::json!({"ArticleType": "note-internal", "SenderType": "agent",
                 "Subject": subject, "Body": text, "ContentType": "text/plain; charset=utf8"})
         } else {
@@ -159,7 +220,7 @@ impl HelpDesk {
                 .once()
         })
         .with_context(|| format!("adding a note to ticket ID {id}"))?;
-        Ok(())
+        Ok(warning)
     }
 
     /// Sends an operation with the session. A session kept from an earlier run may have
@@ -254,6 +315,9 @@ impl HelpDesk {
     }
 }
 
+/// What a wrong web service name in `otrs.url` looks like to otnsx, and what to do.
+pub const WEB_SERVICE_HINT: &str = "; check the web service name in otrs.url (it must end with …/Webservice/GenericTicketConnectorREST, the name the help desk's web service has)";
+
 /// Turns the help desk's answer into JSON or a clear error.
 fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
     let media = reply.media_type();
@@ -269,9 +333,9 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
                 ),
             ));
         }
-        401 | 403 => {
+        401 | 403 | 429 => {
             return Err(fault(
-                Exit::NoPerm,
+                crate::error::for_status(reply.status),
                 format!(
                     "help desk: {operation} refused (HTTP {}): {}",
                     reply.status,
@@ -279,10 +343,18 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
                 ),
             ));
         }
-        500 if media == "text/html" => {
+        // OTRS 6 answers a wrong web service name with an HTML page, OTOBO with an empty 500.
+        500 if media == "text/html" || reply.body.trim().is_empty() => {
             return Err(fault(
                 Exit::Unavailable,
-                "help desk: HTTP 500 with an HTML error page; check that otrs.url ends with the web service's name (…/Webservice/GenericTicketConnectorREST)",
+                format!(
+                    "help desk: {operation} failed with HTTP 500 and {}{WEB_SERVICE_HINT}",
+                    if media == "text/html" {
+                        "an HTML error page"
+                    } else {
+                        "no text at all"
+                    }
+                ),
             ));
         }
         500 if media == "text/plain" => {
@@ -382,6 +454,21 @@ pub fn parse_search(body: &Value) -> anyhow::Result<std::collections::BTreeSet<u
         .collect()
 }
 
+/// The help desk's generation as a ticket's articles show it: `IsVisibleForCustomer` or
+/// `CommunicationChannelID` (6 and later), or `ArticleType` (OTRS 5); `None` without articles.
+pub fn generation_of(ticket: &Value) -> Option<u32> {
+    let article = ticket.get("Article")?.as_array()?.first()?;
+    if article.get("IsVisibleForCustomer").is_some()
+        || article.get("CommunicationChannelID").is_some()
+    {
+        Some(6)
+    } else if article.get("ArticleType").is_some() {
+        Some(5)
+    } else {
+        None
+    }
+}
+
 /// Reads a TicketGet answer: `{"Ticket":[{...}]}`.
 pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
     let bad = |what: &str| {
@@ -447,6 +534,7 @@ pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
         )
     })?;
     Ok(Ticket {
+        generation: generation_of(ticket),
         id,
         number,
         lock,
@@ -596,7 +684,10 @@ mod tests {
         .to_string();
         assert!(text.contains("determine Operation"), "{text}");
         let html = answer("TicketGet", "otnsx", &reply(500, "text/html", "<html>")).unwrap_err();
-        assert!(html.to_string().contains("web service's name"));
+        assert!(
+            html.to_string()
+                .contains("check the web service name in otrs.url")
+        );
         assert!(
             answer(
                 "TicketGet",

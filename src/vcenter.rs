@@ -107,11 +107,7 @@ impl Vcenter {
             }
             if !reply.is_success() {
                 let why = error_text(&reply);
-                let exit = if reply.status == 401 {
-                    Exit::NoPerm
-                } else {
-                    Exit::Unavailable
-                };
+                let exit = crate::error::for_status(reply.status);
                 let hint = match reply.status {
                     401 => format!("; check vcenter.user ({}) and its password", self.user),
                     404 => {
@@ -317,13 +313,8 @@ impl Vcenter {
                 continue;
             }
             if !reply.is_success() {
-                let exit = match reply.status {
-                    401 | 403 => Exit::NoPerm,
-                    429 => Exit::TempFail,
-                    _ => Exit::Unavailable,
-                };
                 return Err(fault(
-                    exit,
+                    crate::error::for_status(reply.status),
                     format!(
                         "vCenter: GET {path} failed (HTTP {}: {})",
                         reply.status,

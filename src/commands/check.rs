@@ -76,7 +76,10 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
             return Ok(Exit::Config);
         }
     };
-    let deadline = Deadline::after(config.deadline);
+    // Each service gets its own share of the deadline, so that one that hangs does not leave
+    // the others no time and mark them failed too.
+    let services = u32::try_from(config.endpoints().len()).unwrap_or(1).max(1);
+    let share = config.deadline / services;
     for (name, endpoint) in config.endpoints() {
         if endpoint.tls.insecure {
             list.warn(
@@ -110,7 +113,7 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
         ),
         Some(otrs) => {
             let what = format!("help desk {}", otrs.endpoint.url);
-            let mut helpdesk = HelpDesk::new(otrs, deadline, verbose, None)?;
+            let mut helpdesk = HelpDesk::new(otrs, Deadline::after(share), verbose, None)?;
             match helpdesk.any_ticket(ticket) {
                 Err(e) => list.fail(&what, &format!("{e:#}")),
                 Ok(None) => {
@@ -134,31 +137,26 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
                             otrs.endpoint.user
                         ),
                     );
-                    list.outcome(
-                        &format!("help desk field {}", otrs.vm_field),
-                        helpdesk.ticket(id),
-                        |t| {
-                            let vms = if t.vms.is_empty() {
-                                "empty".to_string()
-                            } else {
-                                t.vms.join(", ")
-                            };
-                            format!("ticket {} (ID {id}) has it: {vms}", t.number)
-                        },
-                    );
+                    let ticket = helpdesk.ticket_with_articles(id);
+                    let generation = ticket.as_ref().ok().and_then(|t| t.generation);
+                    list.outcome(&format!("help desk field {}", otrs.vm_field), ticket, |t| {
+                        let vms = if t.vms.is_empty() {
+                            "empty".to_string()
+                        } else {
+                            t.vms.join(", ")
+                        };
+                        format!("ticket {} (ID {id}) has it: {vms}", t.number)
+                    });
+                    check_generation(&mut list, helpdesk.configured_generation(), generation, id);
                 }
             }
         }
     }
 
     if let Some(vc) = &config.vcenter {
-        let result =
-            vcenter::with_session(
-                vc,
-                deadline,
-                verbose,
-                |session| Ok(session.api_generation()),
-            );
+        let result = vcenter::with_session(vc, Deadline::after(share), verbose, |session| {
+            Ok(session.api_generation())
+        });
         list.outcome(
             &format!("vCenter {}", vc.endpoint.url),
             result,
@@ -173,7 +171,9 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
 
     let nsx = &config.nsx;
     let what = format!("NSX {}", nsx.endpoint.url);
-    let probe = TagBackend::with(&config, deadline, verbose, |backend| backend.probe());
+    let probe = TagBackend::with(&config, Deadline::after(share), verbose, |backend| {
+        backend.probe()
+    });
     list.outcome(&what, probe, |found| found);
 
     outln!("{} check(s) passed, {} failed", list.passed, list.failed);
@@ -182,6 +182,33 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
     } else {
         Exit::Partial
     })
+}
+
+/// Whether `otrs.version` matches the help desk the articles show: an OTRS 5 note on a later
+/// help desk would be visible to the customer.
+fn check_generation(list: &mut Checklist, configured: u32, seen: Option<u32>, id: u64) {
+    let what = "help desk version";
+    match seen {
+        None => list.warn(
+            what,
+            &format!("ticket ID {id} has no article to tell the help desk's generation; run `otnsx check --ticket ID` with a ticket that has one"),
+        ),
+        Some(seen) if seen == configured => list.pass(
+            what,
+            &format!(
+                "otrs.version = {configured} matches the articles ({})",
+                if seen == 5 { "ArticleType" } else { "IsVisibleForCustomer" }
+            ),
+        ),
+        Some(6) => list.fail(
+            what,
+            "otrs.version = 5, but the articles are those of OTRS 6 or later (Znuny, OTOBO): an OTRS 5 note would be visible to the customer there, so otnsx posts the 6 form; set otrs.version = 6",
+        ),
+        Some(_) => list.fail(
+            what,
+            "the articles are those of OTRS 5 (ArticleType): set otrs.version = 5",
+        ),
+    }
 }
 
 fn kind(config: &Config) -> &'static str {

@@ -134,10 +134,17 @@ impl Run {
         let body = crate::escape::printable_lines(&crate::secrets::scrub(&note.body));
         let text = format!("{}: {}", note.subject, body.replace('\n', " "));
         let mut entry = self.entry(subject, Action::Note, None, &text);
-        if let Err(err) = helpdesk.note(ticket_id, &note.subject, &body) {
-            errln!("otnsx: warning: {err:#}");
-            entry.result = "failed";
-            entry.detail = format!("note not posted: {err:#}; it said: {text}");
+        match helpdesk.note(ticket_id, &note.subject, &body) {
+            Ok(None) => {}
+            Ok(Some(warning)) => {
+                errln!("otnsx: warning: {warning}");
+                entry.detail = format!("{text} (warning: {warning})");
+            }
+            Err(err) => {
+                errln!("otnsx: warning: {err:#}");
+                entry.result = "failed";
+                entry.detail = format!("note not posted: {err:#}; it said: {text}");
+            }
         }
         self.record(&entry);
     }

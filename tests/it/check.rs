@@ -19,7 +19,7 @@ fn everything_passes_on_a_good_setup() {
     let run = otnsx(&world, &["check"]);
     assert_eq!(run.code, 0, "{run:?}");
     let passed = lines(&run.stdout, "✓");
-    assert_eq!(passed.len(), 6, "{}", run.stdout);
+    assert_eq!(passed.len(), 7, "{}", run.stdout);
     assert!(
         passed[0].contains("valid (NSX-V, deadline 10s)"),
         "{}",
@@ -31,17 +31,22 @@ fn everything_passes_on_a_good_setup() {
         passed[3]
     );
     assert!(
-        passed[4].contains("API /api (vSphere 7.0U2 or later), session closed again"),
+        passed[4].contains("help desk version: otrs.version = 6 matches the articles"),
         "{}",
         passed[4]
     );
     assert!(
-        passed[5].contains("security tag \"otnsx-maintenance\" is securitytag-12"),
+        passed[5].contains("API /api (vSphere 7.0U2 or later), session closed again"),
         "{}",
         passed[5]
     );
     assert!(
-        run.stdout.ends_with("6 check(s) passed, 0 failed\n"),
+        passed[6].contains("security tag \"otnsx-maintenance\" is securitytag-12"),
+        "{}",
+        passed[6]
+    );
+    assert!(
+        run.stdout.ends_with("7 check(s) passed, 0 failed\n"),
         "{}",
         run.stdout
     );
@@ -164,4 +169,29 @@ fn insecure_tls_is_warned_about() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_hung_service_does_not_fail_the_healthy_ones() {
+    use crate::support::server::{Response, Server};
+    let world = World::new();
+    let hung = Server::start(|_| Response::empty(200).delayed(std::time::Duration::from_secs(30)));
+    let text = world
+        .config_text()
+        .replace(&world.helpdesk.url(), &hung.url())
+        .replace("deadline = \"10s\"", "deadline = \"3s\"");
+    world.write_config(&text);
+    let started = std::time::Instant::now();
+    let run = otnsx(&world, &["check"]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    let failed = lines(&run.stdout, "✗");
+    assert_eq!(failed.len(), 1, "only the help desk fails: {}", run.stdout);
+    assert!(failed[0].starts_with("✗ help desk"), "{}", failed[0]);
+    assert!(run.stdout.contains("✓ vCenter"), "{}", run.stdout);
+    assert!(run.stdout.contains("✓ NSX"), "{}", run.stdout);
 }

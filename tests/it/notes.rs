@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::support::{T2, T3, World, set};
-use crate::{event, lock, note_entries, unlock};
+use crate::{event, lock, note_entries, otnsx, unlock};
 
 /// The PATCH bodies the help desk received, parsed.
 fn patches(world: &World) -> Vec<Value> {
@@ -134,6 +134,7 @@ fn a_note_that_fails_changes_nothing_but_is_journaled() {
 #[test]
 fn otrs_5_gets_an_article_type_and_notes_can_be_off() {
     let world = World::new();
+    world.helpdesk.set_generation(5);
     world.write_config(&world.config_text().replace(
         "vm_field = \"VMName\"",
         "vm_field = \"VMName\"\nversion = 5",
@@ -152,6 +153,56 @@ fn otrs_5_gets_an_article_type_and_notes_can_be_off() {
     ));
     assert_eq!(unlock(&world, T2).code, 0);
     assert_eq!(patches(&world).len(), 1, "no note with notes = false");
+}
+
+#[test]
+fn otrs_version_5_against_a_later_help_desk_never_posts_a_customer_visible_note() {
+    let world = World::new(); // the fake is of generation 6
+    world.write_config(&world.config_text().replace(
+        "vm_field = \"VMName\"",
+        "vm_field = \"VMName\"\nversion = 5",
+    ));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    // The event's TicketGet asked for the first article, which told the generation.
+    let get = world
+        .helpdesk
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "GET")
+        .unwrap();
+    assert_eq!(get.query_value("AllArticles").as_deref(), Some("1"));
+    assert_eq!(get.query_value("ArticleLimit").as_deref(), Some("1"));
+    let article = &patches(&world)[0]["Article"];
+    assert_eq!(article["IsVisibleForCustomer"], 0, "{article}");
+    assert_eq!(article["CommunicationChannel"], "Internal");
+    assert!(article.get("ArticleType").is_none(), "{article}");
+    let stored = &world.helpdesk.ticket(T2.0).articles[0];
+    assert_eq!(
+        stored["IsVisibleForCustomer"], 0,
+        "internal in the help desk"
+    );
+    assert!(
+        run.stderr.contains("set otrs.version = 6"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        note_entries(&world)[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("set otrs.version = 6")
+    );
+    // check says so too.
+    let run = otnsx(&world, &["check", "--ticket", "2"]);
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains(
+            "✗ help desk version: otrs.version = 5, but the articles are those of OTRS 6 or later"
+        ),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn session_auth_renews_an_expired_token_once_and_logs_out() {
 #[test]
 fn a_429_storm_within_the_deadline_ends_in_success() {
     let world = nsxt_world("", false);
-    world.nsxt.rate_limit(5, 0);
+    world.nsxt.rate_limit(3, 0);
     let run = lock(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(world.tagged_t(), set(&["web01"]));
@@ -196,6 +196,29 @@ fn a_429_storm_past_the_deadline_exits_75_without_sleeping_past_it() {
         started.elapsed()
     );
     assert!(world.leases().is_empty());
+    assert_eq!(world.tagged_t(), set(&[]));
+}
+
+#[test]
+fn one_retry_loop_at_most_four_attempts_per_request() {
+    // 607 on every change: four POSTs, not 24.
+    let world = nsxt_world("", false);
+    world.nsxt.abort_transactions(1000);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert_eq!(world.nsxt.actions(), ["add_tags"; 4]);
+    // 429 for ever: the first request is tried four times, then 75.
+    let world = nsxt_world("", false);
+    world.nsxt.rate_limit(1000, 0);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 75, "{run:?}");
+    assert_eq!(world.nsxt.requests().len(), 4);
+    // A persistent 503 is 69, as on NSX-V.
+    let world = nsxt_world("", false);
+    world.nsxt.unavailable(1000);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert_eq!(world.nsxt.requests().len(), 4);
     assert_eq!(world.tagged_t(), set(&[]));
 }
 

@@ -30,6 +30,8 @@ pub struct FakeTicket {
 
 #[derive(Default)]
 struct State {
+    /// 5 for OTRS 5 (articles with ArticleType), else 6 and later (IsVisibleForCustomer).
+    generation: u32,
     users: HashMap<String, String>,
     sessions: HashMap<String, String>,
     tickets: BTreeMap<u64, FakeTicket>,
@@ -79,6 +81,11 @@ impl FakeHelpDesk {
         change(state.tickets.get_mut(&id).expect("ticket exists"));
     }
 
+    /// Answer as OTRS 5 (5) or as OTRS 6 and later (6, the default).
+    pub fn set_generation(&self, generation: u32) {
+        self.state.lock().expect("state").generation = generation;
+    }
+
     pub fn set_lock(&self, id: u64, lock: &str) {
         self.update(id, |t| t.lock = lock.into());
     }
@@ -106,6 +113,9 @@ impl FakeHelpDesk {
 }
 
 fn route(state: &Mutex<State>, req: &Request) -> Response {
+    if state.lock().expect("state").generation == 0 {
+        state.lock().expect("state").generation = 6;
+    }
     let Some(route) = req.path.strip_prefix(WEBSERVICE) else {
         // An unknown web service: the web server's HTML error page (fixture 20).
         return Response::new(500, "text/html", UNKNOWN_WEBSERVICE_PAGE);
@@ -231,6 +241,7 @@ fn ticket_update(state: &mut State, req: &Request, id: &str) -> Response {
     else {
         return denied();
     };
+    let state_generation = state.generation;
     let ticket = state.tickets.get_mut(&id).expect("checked");
     if let Some(lock) = body.pointer("/Ticket/Lock").and_then(Value::as_str) {
         if !["lock", "unlock", "tmp_lock"].contains(&lock) {
@@ -247,8 +258,17 @@ fn ticket_update(state: &mut State, req: &Request, id: &str) -> Response {
             return denied();
         }
         let mut article = article.clone();
-        if article.get("IsVisibleForCustomer").is_none() && article.get("ArticleType").is_none() {
-            article["IsVisibleForCustomer"] = json!(1); // OTRS's default: visible
+        if state_generation == 5 {
+            // OTRS 5 knows articles by type only.
+            if article.get("ArticleType").is_none() && article.get("ArticleTypeID").is_none() {
+                return error(
+                    "TicketUpdate.MissingParameter",
+                    "TicketUpdate: Article->ArticleTypeID or Article->ArticleType parameter is required!",
+                );
+            }
+        } else if article.get("IsVisibleForCustomer").is_none() {
+            // 6 and later ignore ArticleType: without the flag, visible (fixture znuny7/29c).
+            article["IsVisibleForCustomer"] = json!(1);
         }
         ticket.articles.push(article);
         answer["ArticleID"] = json!(4 + ticket.articles.len());
@@ -295,6 +315,27 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
             {"Value": null, "Name": "ProcessManagementProcessID"},
             {"Value": ticket.vm_field, "Name": "VMName"}
         ]);
+    }
+    if req.query_value("AllArticles").as_deref() == Some("1") {
+        // The ticket's first article (made by the customer), then those added, in the fields
+        // of the help desk's generation (fixture znuny7/29c for 6 and later).
+        let first = if state.generation == 5 {
+            json!({"ArticleID": 1, "ArticleType": "email-external", "SenderType": "customer",
+                   "Subject": "Initial", "Body": "Please patch web01", "TicketID": id})
+        } else {
+            json!({"ArticleID": 1, "ArticleNumber": 1, "CommunicationChannelID": 3,
+                   "IsVisibleForCustomer": 1, "SenderType": "customer", "Subject": "Initial",
+                   "Body": "Please patch web01", "TicketID": id})
+        };
+        let limit: usize = req
+            .query_value("ArticleLimit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(usize::MAX);
+        let articles: Vec<Value> = std::iter::once(first)
+            .chain(ticket.articles.iter().cloned())
+            .take(limit)
+            .collect();
+        body["Article"] = json!(articles);
     }
     json_utf8(json!({"Ticket": [body]}).to_string())
 }

@@ -39,6 +39,8 @@ struct State {
     retry_after: u64,
     /// Answer this many changes with 500 / error 607.
     aborted: usize,
+    /// Answer this many requests with 503 Service Unavailable.
+    unavailable: usize,
 }
 
 pub struct FakeNsxT {
@@ -118,6 +120,10 @@ impl FakeNsxT {
         s.retry_after = retry_after;
     }
 
+    pub fn unavailable(&self, count: usize) {
+        self.state.lock().unwrap().unavailable = count;
+    }
+
     pub fn abort_transactions(&self, count: usize) {
         self.state.lock().unwrap().aborted = count;
     }
@@ -148,6 +154,7 @@ fn error(status: u16, code: i64, message: &str) -> Response {
         403 => "FORBIDDEN",
         404 => "NOT_FOUND",
         429 => "TOO_MANY_REQUESTS",
+        503 => "SERVICE_UNAVAILABLE",
         _ => "INTERNAL_SERVER_ERROR",
     };
     Response::json(
@@ -220,6 +227,10 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     }
     if let Auth::Refused(r) = authenticate(&mut s, req) {
         return r;
+    }
+    if s.unavailable > 0 {
+        s.unavailable -= 1;
+        return error(503, 503, "Service Unavailable: the manager is starting");
     }
     if s.rate_limited > 0 {
         s.rate_limited -= 1;

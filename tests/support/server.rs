@@ -85,6 +85,8 @@ pub struct Response {
     pub trickle: bool,
     /// Announce the whole body but send only this many bytes of it, then hang up.
     pub truncate: Option<usize>,
+    /// Close the connection without answering at all (Znuny 7 for a wrong web service name).
+    pub hang_up: bool,
 }
 
 impl Response {
@@ -100,6 +102,15 @@ impl Response {
             delay: Duration::ZERO,
             trickle: false,
             truncate: None,
+            hang_up: false,
+        }
+    }
+
+    /// No answer: the connection is closed after the request was read.
+    pub fn hang_up() -> Self {
+        Response {
+            hang_up: true,
+            ..Response::empty(500)
         }
     }
 
@@ -210,6 +221,9 @@ fn serve_connection(stream: impl Read + Write, handler: &Handler, log: &Mutex<Ve
         let response = handler(&request);
         if !response.delay.is_zero() {
             thread::sleep(response.delay);
+        }
+        if response.hang_up {
+            return;
         }
         if write_response(reader.get_mut(), &response).is_err() || response.truncate.is_some() {
             return;
