@@ -116,9 +116,11 @@ impl Reply {
         })
     }
 
-    /// The start of the body, on one line, for error messages.
+    /// The start of the body, on one line, for error messages: a server that echoes the
+    /// request must not carry a password into any message (every output scrubs again).
     pub fn snippet(&self) -> String {
-        let one_line: String = self.body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let body = crate::secrets::scrub(&self.body);
+        let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
         match one_line.char_indices().nth(200) {
             Some((cut, _)) => format!("{}...", &one_line[..cut]),
             None => one_line,
@@ -319,7 +321,7 @@ impl Http {
             .map(|(k, v)| {
                 (
                     k.as_str().to_string(),
-                    crate::secrets::scrub(&String::from_utf8_lossy(v.as_bytes())),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
                 )
             })
             .collect();
@@ -331,8 +333,6 @@ impl Http {
             .map_err(|e| classify(e, timeout == left))?;
         let body = String::from_utf8(bytes)
             .map_err(|_| Failure::Permanent("the answer is not UTF-8 text".into()))?;
-        // A server that echoes the request must not carry a password into any message.
-        let body = crate::secrets::scrub(&body);
         Ok(Reply {
             status,
             headers,

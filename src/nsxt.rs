@@ -386,6 +386,9 @@ impl NsxT {
                 .find(|c| c.trim_start().starts_with("JSESSIONID="))
                 .map(|c| c.trim().to_string());
             let xsrf = reply.header("x-xsrf-token").map(str::to_string);
+            for token in cookie.iter().chain(&xsrf) {
+                crate::secrets::token(token.trim_start_matches("JSESSIONID="));
+            }
             let (Some(cookie), Some(xsrf)) = (cookie, xsrf) else {
                 return Err(fault(
                     Exit::Unavailable,

@@ -248,7 +248,14 @@ impl HelpDesk {
 
     /// The SessionID kept by an earlier run, if any and well-formed.
     fn kept_session(&self) -> Option<String> {
-        let text = std::fs::read_to_string(self.session_file.as_ref()?).ok()?;
+        use std::io::Read;
+        let path = self.session_file.as_ref()?;
+        let mut text = String::new();
+        crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), path)
+            .ok()?
+            .take(4096)
+            .read_to_string(&mut text)
+            .ok()?;
         let id = text.trim();
         (!id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric()))
             .then(|| id.to_string())
@@ -260,14 +267,16 @@ impl HelpDesk {
             return;
         };
         let temp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temp)
-            .and_then(|mut f| f.write_all(id.as_bytes()))
-            .and_then(|()| std::fs::rename(&temp, path));
+        let _ = std::fs::remove_file(&temp);
+        let written = crate::sys::open_no_follow(
+            std::fs::OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600),
+            &temp,
+        )
+        .and_then(|mut f| f.write_all(id.as_bytes()))
+        .and_then(|()| std::fs::rename(&temp, path));
         if written.is_err() {
             let _ = std::fs::remove_file(&temp);
         }
@@ -280,6 +289,7 @@ impl HelpDesk {
             return Ok(id.clone());
         }
         if let Some(id) = self.kept_session() {
+            crate::secrets::token(&id);
             self.session = Some(id.clone());
             self.session_cached = true;
             return Ok(id);
@@ -303,6 +313,7 @@ impl HelpDesk {
                 )
             })?
             .to_string();
+        crate::secrets::token(&id);
         self.session = Some(id.clone());
         self.keep_session(&id);
         Ok(id)

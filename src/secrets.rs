@@ -1,8 +1,10 @@
 //! Known secrets never leave the process. Every configured password (with the forms a server
 //! may echo it in: URL-encoded, form-encoded, JSON- and XML-escaped, inside the Basic-auth
 //! value) and every session token otnsx is given is registered here, and [`scrub`] replaces
-//! them in any text before it reaches stderr, stdout, the journal, syslog or a ticket note.
-//! Answers are scrubbed as they arrive (see `http`), and the output paths scrub again.
+//! them in any text before it reaches stderr, stdout, the journal, syslog or a ticket note: the
+//! output paths (`outln!`, `errln!`, journal and syslog lines, notes) and the error snippets of
+//! server answers scrub. Answers themselves are left as they came, so that nothing a server
+//! says is changed before otnsx reads it.
 
 use std::sync::Mutex;
 

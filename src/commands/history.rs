@@ -3,10 +3,8 @@
 //! refusals and failures, for the periodic audit. Reads only the journal: no lock, no service.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{BufRead, BufReader};
 
-use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Exit, fault};
@@ -83,19 +81,30 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
     let now = run.now;
     let since = filter.since.map(|s| since(s, now)).transpose()?;
     let path = run.store.journal_path();
-    let file = match File::open(&path) {
+    let file = match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => {
+            return Err(fault(
+                Exit::IoErr,
+                format!("reading {}: {e}", path.display()),
+            ));
+        }
     };
     let mut periods: Vec<Period> = Vec::new();
     let mut open: HashMap<(String, Holder), usize> = HashMap::new();
     let mut events: Vec<Event> = Vec::new();
     let mut unreadable = 0usize;
-    for line in file.map(BufReader::new).into_iter().flat_map(|r| r.lines()) {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        let Some((entry, ts)) = serde_json::from_str::<Line>(&line)
+    for line in file
+        .map(BufReader::new)
+        .into_iter()
+        .flat_map(|r| r.split(b'\n'))
+    {
+        let line =
+            line.map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
+        let Some((entry, ts)) = std::str::from_utf8(&line)
             .ok()
+            .and_then(|line| serde_json::from_str::<Line>(line).ok())
             .and_then(|e| Timestamp::parse(&e.ts).map(|ts| (e, ts)))
         else {
             unreadable += 1; // a line cut short by a crash, or not ours

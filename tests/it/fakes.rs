@@ -14,6 +14,19 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
 }
 
+/// Whether the recordings are there: they live in `../shared`, beside the project, not in it
+/// (a user's clone has none; CI always has them, and `.ci/run` refuses to run without them).
+fn recordings_present() -> bool {
+    let present = fixtures().is_dir();
+    if !present {
+        eprintln!(
+            "skipped: {} is absent, so the fakes cannot be compared with the real recordings",
+            fixtures().display()
+        );
+    }
+    present
+}
+
 struct Exchange {
     method: String,
     /// Path and query, from the recorded URL.
@@ -133,6 +146,9 @@ fn help_desk_world() -> World {
 
 #[test]
 fn help_desk_errors_are_answered_exactly_as_recorded() {
+    if !recordings_present() {
+        return;
+    }
     let world = help_desk_world();
     for name in [
         "09c_TicketSearch_GET_with_JSON_body_IGNORED.txt",
@@ -195,6 +211,9 @@ fn shape(value: &Value) -> Vec<(String, &'static str)> {
 
 #[test]
 fn ticket_get_answers_in_the_recorded_shape() {
+    if !recordings_present() {
+        return;
+    }
     let world = help_desk_world();
     world.helpdesk.set_lock(2, "lock");
     let (recorded, (status, content_type, body)) = replay(&world, "07_TicketGet_after_lock.txt");
@@ -226,6 +245,9 @@ fn ticket_get_answers_in_the_recorded_shape() {
 
 #[test]
 fn session_create_answers_a_session_id() {
+    if !recordings_present() {
+        return;
+    }
     let world = help_desk_world();
     let (recorded, (status, content_type, body)) = replay(&world, "01_SessionCreate.txt");
     assert_eq!(
@@ -240,6 +262,9 @@ fn session_create_answers_a_session_id() {
 
 #[test]
 fn vcenter_65_answers_in_the_recorded_shapes() {
+    if !recordings_present() {
+        return;
+    }
     let world = World::with(crate::support::Generation::Rest65);
     let dir = fixtures().join("vcenter65-real");
     let recorded_login: Value = serde_json::from_str(

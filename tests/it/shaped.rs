@@ -215,7 +215,9 @@ fn history_survives_any_journal() {
     journal.push_str(&format!(
         "{huge}\n{{\"id\":[\nnot json at all\n\u{0}\u{1}\n"
     ));
-    fs::write(&path, journal).unwrap();
+    let mut bytes = journal.into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe not UTF-8 \xc3\n");
+    fs::write(&path, bytes).unwrap();
     for args in [&["history"][..], &["history", "--json"][..]] {
         let run = otnsx(&world, args);
         assert_eq!(
