@@ -61,6 +61,14 @@ pub fn otnsx_at(world: &World, now: &str, args: &[&str]) -> Run {
     run
 }
 
+/// Whether the tests run as root (CI does): some cases need it, and skip without it.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 /// Compares `actual` with the file `tests/golden/NAME`; with `OTNSX_BLESS=1`, writes it.
 pub fn golden(name: &str, actual: &str) {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -124,8 +124,7 @@ fn sudo_user_is_believed_only_under_sudo_as_root() {
     let world = crate::support::World::new();
     let config = world.config_path();
     let config = config.to_str().unwrap();
-    let uid = std::process::Command::new("id").arg("-u").output().unwrap();
-    let root = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+    let root = crate::is_root();
     // Without SUDO_UID, SUDO_USER is just a variable anyone can set.
     let run = crate::run_binary(
         &["--config", config, "grant", "--vm", "web01"],
