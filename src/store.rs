@@ -116,10 +116,13 @@ impl Lease {
     }
 
     /// The lease with its expiry brought within `max` of when it was granted (or of `now`, if
-    /// it claims to be granted later): a lease read from disk never lives longer than its kind
-    /// allows. `None` when it is within already.
+    /// it claims to be granted later than clocks can disagree): a lease read from disk never
+    /// lives longer than its kind allows. `None` when it is within already.
     pub fn clipped(&self, max: Duration, now: Timestamp) -> Option<Lease> {
-        let limit = self.granted_at.min(now).plus(max);
+        // Another run (another node) may have stamped its grant a little after this one's
+        // clock: that is not a lease from the future.
+        let latest = now.plus(Duration::from_secs(300));
+        let limit = self.granted_at.min(latest).plus(max);
         (self.expires_at > limit).then(|| Lease {
             expires_at: limit,
             ..self.clone()
@@ -433,6 +436,27 @@ mod tests {
             .expect("busy");
         assert_eq!(crate::error::exit_code(&err), Exit::TempFail);
         fs::remove_dir_all(store.dir()).ok();
+    }
+
+    #[test]
+    fn clipping_allows_for_clocks_that_disagree_a_little() {
+        let hour = Duration::from_secs(3600);
+        let mut l = lease();
+        l.expires_at = l.granted_at.plus(hour);
+        // Read by a run whose clock is a second behind the grant's: not a lease from the future.
+        assert_eq!(l.clipped(hour, Timestamp(l.granted_at.0 - 1)), None);
+        // Longer than its kind allows: clipped to its grant plus the maximum.
+        assert_eq!(
+            l.clipped(hour / 2, l.granted_at).map(|c| c.expires_at),
+            Some(l.granted_at.plus(hour / 2))
+        );
+        // Granted a day "later" than now: clipped to now plus the maximum (and the slack).
+        let now = Timestamp(l.granted_at.0 - 86_400);
+        let clipped = l.clipped(hour, now).expect("clipped");
+        assert_eq!(
+            clipped.expires_at,
+            now.plus(Duration::from_secs(300)).plus(hour)
+        );
     }
 
     #[test]

@@ -159,11 +159,18 @@ impl Run {
                     Exit::IoErr,
                     "not opened: the state directory cannot hold its record",
                 )),
-                (Saving::To(_), TagChange::Attach) => self
-                    .journal
-                    .check_writable()
-                    .map_err(|e| e.context("not opened: the journal cannot take its record"))
-                    .and_then(|()| backend.attach(&plan.vm)),
+                (Saving::To(_), TagChange::Attach) => match self.store.unsafe_dir() {
+                    Some(why) => {
+                        let err = fault(Exit::IoErr, format!("not opened: {why}"));
+                        self.state_problem(&err);
+                        Err(err)
+                    }
+                    None => self
+                        .journal
+                        .check_writable()
+                        .map_err(|e| e.context("not opened: the journal cannot take its record"))
+                        .and_then(|()| backend.attach(&plan.vm)),
+                },
                 (_, TagChange::Detach) => backend.detach(&plan.vm),
             };
             let previous = current.clone();

@@ -482,7 +482,7 @@ impl Run {
                 Holder::Ticket { .. } => self.config.policy.max_duration,
                 Holder::User { .. } => self.config.policy.max_grant,
             };
-            if let Some(clipped) = lease.clipped(max, self.now) {
+            if let Some(clipped) = lease.clipped(max, self.clock()) {
                 let vm = lease.vm_ref();
                 let text = format!(
                     "the lease of {} on {} claimed to last until {}, longer than its kind allows; clipped to {}",

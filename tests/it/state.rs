@@ -394,6 +394,14 @@ fn a_state_directory_everyone_may_write_opens_nothing_but_still_closes() {
         assert_eq!(run.code, 0, "{mode:o}: {run:?}");
         assert_eq!(world.tagged(), set(&[]));
     }
+    // Drift repair opens too: not with such a directory.
+    let world = World::new();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    world.nsx.detach_by_hand("securitytag-12", "vm-43");
+    fs::set_permissions(world.state_dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
 }
 
 #[test]
