@@ -173,7 +173,8 @@ impl Run {
                 },
                 (_, TagChange::Detach) => backend.detach(&plan.vm),
             };
-            let previous = current.clone();
+            // This VM's leases before its change (the others do not change with it).
+            let previous: Vec<Lease> = current.iter().filter(|l| l.vm_id == id).cloned().collect();
             let mut wanted = plan::take_vm(&current, after, &id);
             match (&result, plan.change) {
                 (Err(_), TagChange::Attach) => wanted = plan::take_vm(&wanted, before, &id),
@@ -208,7 +209,7 @@ impl Run {
                     Saving::To(lock) => Some(lock),
                     _ => None,
                 };
-                current = previous.clone();
+                current = plan::take_vm(&current, &previous, &id);
                 outcome = self.undo_open(lock, backend, subject, outcome, &entry, &current);
             }
             outcomes.push(outcome);

@@ -521,8 +521,9 @@ impl Run {
         })
     }
 
-    /// The leases and the lock, for a command that opens access: refused (exit 74) when the
-    /// state is unknown, and when the state directory is writable by every user.
+    /// The leases and the lock, for a command that may open access: refused (exit 74) when the
+    /// state is unknown. (A state directory writable by every user refuses each attach, in
+    /// `apply`, and lets the closing a command also does go on.)
     pub fn for_opening(&self, begun: Begun) -> anyhow::Result<(Option<StateLock>, Vec<Lease>)> {
         let Some(leases) = begun.leases else {
             return Err(fault(
@@ -530,9 +531,6 @@ impl Run {
                 "nothing was opened: access opens only with its record, and the state directory cannot hold it now",
             ));
         };
-        if let Some(why) = self.store.unsafe_dir() {
-            return Err(fault(Exit::IoErr, format!("nothing was opened: {why}")));
-        }
         Ok((begun.lock, leases))
     }
 

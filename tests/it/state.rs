@@ -394,6 +394,16 @@ fn a_state_directory_everyone_may_write_opens_nothing_but_still_closes() {
         assert_eq!(run.code, 0, "{mode:o}: {run:?}");
         assert_eq!(world.tagged(), set(&[]));
     }
+    // A relock after the field was edited: what the ticket no longer names is closed, what it
+    // names now is not opened.
+    let world = opened();
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = serde_json::json!("db01"));
+    fs::set_permissions(world.state_dir(), fs::Permissions::from_mode(0o777)).unwrap();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "web01 closed, db01 not opened");
     // Drift repair opens too: not with such a directory.
     let world = World::new();
     assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
