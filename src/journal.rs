@@ -4,7 +4,6 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -85,16 +84,14 @@ impl Journal {
     }
 
     fn open(&self) -> anyhow::Result<std::fs::File> {
-        crate::sys::open_no_follow(
-            OpenOptions::new().create(true).append(true).mode(0o640),
-            &self.path,
+        crate::sys::open_shared(OpenOptions::new().create(true).append(true), &self.path).map_err(
+            |e| {
+                fault(
+                    Exit::IoErr,
+                    format!("opening the journal {}: {e}", self.path.display()),
+                )
+            },
         )
-        .map_err(|e| {
-            fault(
-                Exit::IoErr,
-                format!("opening the journal {}: {e}", self.path.display()),
-            )
-        })
     }
 
     /// Appends the entries of `outbox` that the journal does not have yet (by `id`, looked for

@@ -8,7 +8,6 @@ use ureq::http::Method;
 use crate::config::{OtrsConfig, Secret};
 use crate::deadline::Deadline;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::error::{Exit, exit_code, fault};
@@ -268,11 +267,9 @@ impl HelpDesk {
         };
         let temp = path.with_extension(format!("{}.tmp", std::process::id()));
         let _ = std::fs::remove_file(&temp);
-        let written = crate::sys::open_no_follow(
-            std::fs::OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .mode(0o600),
+        // Shared with the help desk's other users (the group), as the other state files.
+        let written = crate::sys::open_shared(
+            std::fs::OpenOptions::new().create_new(true).write(true),
             &temp,
         )
         .and_then(|mut f| f.write_all(id.as_bytes()))

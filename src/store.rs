@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -170,16 +170,22 @@ fn io_fault(message: String) -> anyhow::Error {
 }
 
 impl Store {
-    /// Opens the state directory, creating it (mode 0750) if needed. A directory that cannot
+    /// Opens the state directory, creating it (mode 2770: the group's, setgid) if needed. A
+    /// directory that cannot
     /// be created is not fatal here: closing access must still work, so the problem is kept and
     /// every read or write of the state then fails with it (exit 74).
     pub fn open(dir: &Path) -> Store {
-        let problem = fs::DirBuilder::new()
+        use std::os::unix::fs::PermissionsExt;
+        let existed = dir.is_dir();
+        let created = fs::DirBuilder::new()
             .recursive(true)
-            .mode(0o750)
-            .create(dir)
-            .err()
-            .map(|e| {
+            .mode(sys::SHARED_DIR)
+            .create(dir);
+        if created.is_ok() && !existed {
+            // The umask may have taken the group's bits; setgid is never set by mkdir's mode.
+            let _ = fs::set_permissions(dir, fs::Permissions::from_mode(sys::SHARED_DIR));
+        }
+        let problem = created.err().map(|e| {
                 format!(
                     "cannot create the state directory {}: {e}; set state_dir to a directory this user may write",
                     dir.display()
@@ -230,12 +236,8 @@ impl Store {
             return Err(io_fault(problem.clone()));
         }
         let path = self.dir.join("leases.lock");
-        let file = sys::open_no_follow(
-            OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .mode(0o640),
+        let file = sys::open_shared(
+            OpenOptions::new().create(true).truncate(false).write(true),
             &path,
         )
         .map_err(|e| io_fault(format!("cannot open the lock file {}: {e}", path.display())))?;
@@ -347,10 +349,7 @@ impl Store {
         text.push('\n');
         let write = || -> std::io::Result<()> {
             let _ = fs::remove_file(&temp);
-            let mut out = sys::open_no_follow(
-                OpenOptions::new().create_new(true).write(true).mode(0o640),
-                &temp,
-            )?;
+            let mut out = sys::open_shared(OpenOptions::new().create_new(true).write(true), &temp)?;
             out.write_all(text.as_bytes())?;
             out.sync_all()?;
             fs::rename(&temp, &path)?;

@@ -51,6 +51,30 @@ pub fn open_no_follow(options: &mut OpenOptions, path: &Path) -> std::io::Result
     })
 }
 
+/// The mode of every file otnsx creates in its state directory: read and written by the owner
+/// and the directory's group (the help desk's users share it), by nobody else.
+pub const SHARED_FILE: u32 = 0o660;
+
+/// The mode of a state directory otnsx creates: the group's, and setgid so that every file
+/// made in it belongs to that group whoever made it.
+pub const SHARED_DIR: u32 = 0o2770;
+
+/// Opens a state file with `options` (created with [`SHARED_FILE`]), refusing a link; a file
+/// this user owns gets the group bits the umask took away (a web server's umask is often 022,
+/// which would lock the help desk's other users out of a file the web server created).
+pub fn open_shared(options: &mut OpenOptions, path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let file = open_no_follow(options.mode(SHARED_FILE), path)?;
+    if let Ok(meta) = file.metadata()
+        && meta.uid() == uids().1
+        && meta.mode() & SHARED_FILE != SHARED_FILE
+    {
+        let mode = (meta.mode() & 0o7777) | SHARED_FILE;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
+    }
+    Ok(file)
+}
+
 /// Opens a regular file for reading without blocking on a FIFO or a device: `O_NONBLOCK` for
 /// the open, then the opened file must be a regular file.
 pub fn open_regular(path: &Path) -> std::io::Result<File> {

@@ -22,6 +22,7 @@ mod it {
     pub mod nsxt;
     pub mod policy;
     pub mod shaped;
+    pub mod shared;
     pub mod state;
     pub mod ticket;
     pub mod tls;

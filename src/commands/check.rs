@@ -100,11 +100,15 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
     }
 
     let state = &config.state_dir;
-    list.outcome(
-        &format!("state directory {}", state.display()),
-        writable(state),
-        |()| "writable, lock file usable".into(),
-    );
+    let what = format!("state directory {}", state.display());
+    let usable = writable(state);
+    let usable_ok = usable.is_ok();
+    list.outcome(&what, usable, |()| "writable, lock file usable".into());
+    if usable_ok {
+        list.outcome(&what, shared(state), |group| {
+            format!("shared with group {group}: setgid, and every state file read and written by the group")
+        });
+    }
 
     match &config.otrs {
         None => list.warn(
@@ -216,6 +220,65 @@ fn kind(config: &Config) -> &'static str {
         NsxKind::NsxV => "NSX-V",
         NsxKind::NsxT => "NSX-T",
     }
+}
+
+/// The state directory is shared by the help desk's users through its group: group rwx and
+/// setgid on the directory, and every state file in the directory's group with g+rw. Returns
+/// the group's name.
+fn shared(dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(dir)?;
+    let group = group_name(meta.gid());
+    let mut problems = Vec::new();
+    if meta.mode() & 0o2070 != 0o2070 {
+        problems.push(format!(
+            "the directory is mode {:o}; the help desk's users (web server, daemon, console) share it through its group: chmod 2770 {}",
+            meta.mode() & 0o7777,
+            dir.display()
+        ));
+    }
+    for name in [
+        "leases.lock",
+        "leases.json",
+        "journal.jsonl",
+        "otrs.session",
+    ] {
+        let path = dir.join(name);
+        let Ok(file) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if file.gid() != meta.gid() {
+            problems.push(format!(
+                "{name} belongs to group {}, not {group}: chgrp {group} {}",
+                group_name(file.gid()),
+                path.display()
+            ));
+        } else if file.mode() & 0o060 != 0o060 {
+            problems.push(format!(
+                "{name} is mode {:o}, so the group cannot write it: chmod g+rw {}",
+                file.mode() & 0o7777,
+                path.display()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(group)
+    } else {
+        anyhow::bail!("{}", problems.join("; "))
+    }
+}
+
+/// The name of group `gid` from /etc/group, or the number.
+fn group_name(gid: u32) -> String {
+    fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)? == gid.to_string()).then(|| name.to_string())
+        })
+        .unwrap_or_else(|| gid.to_string())
 }
 
 /// The state directory can be created, written and locked by this user.

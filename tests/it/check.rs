@@ -19,34 +19,39 @@ fn everything_passes_on_a_good_setup() {
     let run = otnsx(&world, &["check"]);
     assert_eq!(run.code, 0, "{run:?}");
     let passed = lines(&run.stdout, "✓");
-    assert_eq!(passed.len(), 7, "{}", run.stdout);
+    assert_eq!(passed.len(), 8, "{}", run.stdout);
+    assert!(
+        passed[2].contains("shared with group ") && passed[2].contains(": setgid"),
+        "{}",
+        passed[2]
+    );
     assert!(
         passed[0].contains("valid (NSX-V, deadline 10s)"),
         "{}",
         passed[0]
     );
     assert!(
-        passed[3].contains("help desk field VMName: ticket 2026112310000011 (ID 2) has it: web01"),
-        "{}",
-        passed[3]
-    );
-    assert!(
-        passed[4].contains("help desk version: otrs.version = 6 matches the articles"),
+        passed[4].contains("help desk field VMName: ticket 2026112310000011 (ID 2) has it: web01"),
         "{}",
         passed[4]
     );
     assert!(
-        passed[5].contains("API /api (vSphere 7.0U2 or later), session closed again"),
+        passed[5].contains("help desk version: otrs.version = 6 matches the articles"),
         "{}",
         passed[5]
     );
     assert!(
-        passed[6].contains("security tag \"otnsx-maintenance\" is securitytag-12"),
+        passed[6].contains("API /api (vSphere 7.0U2 or later), session closed again"),
         "{}",
         passed[6]
     );
     assert!(
-        run.stdout.ends_with("7 check(s) passed, 0 failed\n"),
+        passed[7].contains("security tag \"otnsx-maintenance\" is securitytag-12"),
+        "{}",
+        passed[7]
+    );
+    assert!(
+        run.stdout.ends_with("8 check(s) passed, 0 failed\n"),
         "{}",
         run.stdout
     );
