@@ -78,6 +78,8 @@ pub struct OtrsConfig {
     pub vm_field: String,
     /// Post an internal note to the ticket about every change otnsx makes for it.
     pub notes: bool,
+    /// Let the help desk e-mail the ticket's agents about each note (off: `NoAgentNotify`).
+    pub notify_agents: bool,
     /// The help desk's major version: 5 writes notes as `ArticleType` `note-internal`.
     pub version: u32,
 }
@@ -203,6 +205,7 @@ macro_rules! raw_service_section {
 raw_service_section!(RawOtrs {
     vm_field: Option<String>,
     notes: Option<bool>,
+    notify_agents: Option<bool>,
     version: Option<u32>,
 });
 raw_service_section!(RawVcenter {
@@ -563,6 +566,7 @@ impl Checker {
             endpoint: endpoint?,
             vm_field,
             notes: raw.notes.unwrap_or(true),
+            notify_agents: raw.notify_agents.unwrap_or(false),
             version,
         })
     }

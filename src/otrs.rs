@@ -40,6 +40,8 @@ pub struct HelpDesk {
     password: Secret,
     vm_field: String,
     version: u32,
+    /// Whether the help desk e-mails the ticket's agents about otnsx's notes.
+    notify_agents: bool,
     /// The help desk's generation as its articles showed it: 5, or 6 for 6 and later.
     generation: Option<u32>,
     session: Option<String>,
@@ -70,6 +72,7 @@ impl HelpDesk {
             password: config.endpoint.password.clone(),
             vm_field: config.vm_field.clone(),
             version: config.version,
+            notify_agents: config.notify_agents,
             generation: None,
             session: None,
         })
@@ -204,14 +207,17 @@ impl HelpDesk {
             }
             _ => false,
         };
-        let article = if old_form {
-            serde_json::json!({"ArticleType": "note-internal", "SenderType": "agent",
-                "Subject": subject, "Body": text, "ContentType": "text/plain; charset=utf8"})
+        // MimeType and Charset beside ContentType: without them OTRS 6 leaves a Perl warning
+        // in the web server's log for every note. NoAgentNotify: no e-mail to the owner.
+        let mut article = serde_json::json!({"SenderType": "agent", "Subject": subject,
+            "Body": text, "ContentType": "text/plain; charset=utf8", "MimeType": "text/plain",
+            "Charset": "utf8", "NoAgentNotify": u8::from(!self.notify_agents)});
+        if old_form {
+            article["ArticleType"] = "note-internal".into();
         } else {
-            serde_json::json!({"CommunicationChannel": "Internal", "IsVisibleForCustomer": 0,
-                "SenderType": "agent", "Subject": subject, "Body": text,
-                "ContentType": "text/plain; charset=utf8"})
-        };
+            article["CommunicationChannel"] = "Internal".into();
+            article["IsVisibleForCustomer"] = 0.into();
+        }
         self.authed("TicketUpdate", |session| {
             let body = serde_json::json!({"SessionID": session, "Article": article});
             Call::new(Method::PATCH, format!("/Ticket/{id}"))
@@ -424,6 +430,12 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
             Exit::NoPerm,
             format!(
                 "the help desk refused the login of {user:?}; check otrs.user and its password"
+            ),
+        ),
+        "AccessDenied" if operation == "TicketUpdate" => (
+            Exit::NoPerm,
+            format!(
+                "the API user {user:?} may not add a note to this ticket: it needs ro + note on the ticket's queue (Admin → Agents ↔ Groups, or Roles ↔ Groups, the \"note\" column)"
             ),
         ),
         "AccessDenied" => (

@@ -100,7 +100,14 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                 "The ticket's maintenance access ended: it was locked longer than policy.max_duration ({}). Unlock and lock the ticket again to reopen it.",
                 crate::time::format_duration(run.config.policy.max_duration)
             );
-            revoke::tell_tickets(run, &subject, &decision, &outcomes, &why, Some(&expired_tickets));
+            // Expiry opens its note with why; a ticket unlocked behind otnsx's back gets the
+            // note its unlock event would have posted.
+            let why_for = |holder: &Holder| match holder {
+                _ if expired_tickets.contains(holder) => Some(Some(why.clone())),
+                Holder::Ticket { id, .. } if unlocked.contains(id) => Some(None),
+                _ => None,
+            };
+            revoke::tell_tickets(run, &subject, &decision, &outcomes, &why_for);
             Ok(if failed { Exit::Partial } else { Exit::Ok })
         })
     })

@@ -93,7 +93,9 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
                 "An administrator ({}) closed all maintenance access at once (otnsx revoke --all).",
                 run.actor
             );
-            tell_tickets(run, &subject, &decision, &outcomes, &why, None);
+            tell_tickets(run, &subject, &decision, &outcomes, &|_| {
+                Some(Some(why.clone()))
+            });
             Ok(exit)
         })
     })
@@ -124,22 +126,22 @@ fn start_afresh(run: &Run, lock: Option<&StateLock>) {
     }
 }
 
-/// Posts a note to every ticket whose access this decision ended (of those in `only`, if
-/// given). The help desk is used only if there is such a ticket, and a failure to reach it
-/// changes nothing else.
+/// Posts a note to every ticket whose access this decision ended and that `why` names: `why`
+/// gives the sentence that opens its note (a change the ticket did not ask for), or `None` for
+/// the note an unlock event would post. The help desk is used only if there is such a ticket,
+/// and a failure to reach it changes nothing else.
 pub fn tell_tickets(
     run: &Run,
     subject: &Subject,
     decision: &Decision,
     outcomes: &[super::Outcome],
-    why: &str,
-    only: Option<&BTreeSet<Holder>>,
+    why: &dyn Fn(&Holder) -> Option<Option<String>>,
 ) {
-    let mut tickets: Vec<Holder> = outcomes
+    let mut tickets: Vec<(Holder, Option<String>)> = outcomes
         .iter()
         .flat_map(|o| o.lost())
         .filter(|h| matches!(h, Holder::Ticket { .. }))
-        .filter(|h| only.is_none_or(|set| set.contains(h)))
+        .filter_map(|h| why(&h).map(|w| (h, w)))
         .collect();
     tickets.sort();
     tickets.dedup();
@@ -151,11 +153,12 @@ pub fn tell_tickets(
         Ok(h) => h,
         Err(e) => return errln!("otnsx: warning: {e:#}"),
     };
-    for holder in tickets {
+    for (holder, why) in tickets {
         let Holder::Ticket { id, number } = &holder else {
             continue;
         };
-        if let Some(note) = notes::for_ticket(&holder, outcomes, &decision.refused, Some(why)) {
+        if let Some(note) = notes::for_ticket(&holder, outcomes, &decision.refused, why.as_deref())
+        {
             let about = Subject {
                 ticket_number: Some(number.clone()),
                 ticket_id: Some(*id),

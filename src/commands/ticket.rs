@@ -108,6 +108,17 @@ fn handle(
             };
             run.record(&run.entry(subject, Action::Noop, None, &why));
             outln!("{heading}: {why}");
+            if ticket.is_locked() {
+                // The agent locked the ticket to work on a VM: say why nothing opened.
+                let note = notes::Note {
+                    subject: "otnsx: no maintenance access".into(),
+                    body: format!(
+                        "This ticket names no VM in its field {}; nothing was opened. Fill in the field, then unlock and lock the ticket again.",
+                        helpdesk.vm_field()
+                    ),
+                };
+                run.post_note(&mut helpdesk, subject, id, &note);
+            }
             return Ok(Exit::Ok);
         }
         let mut decision = Decision::new(heading, before, after, touched);

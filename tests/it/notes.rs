@@ -37,7 +37,8 @@ fn opening_and_closing_post_internal_notes_never_visible_to_the_customer() {
             "CommunicationChannel": "Internal", "IsVisibleForCustomer": 0, "SenderType": "agent",
             "Subject": "otnsx: maintenance access opened",
             "Body": format!("Access to web01 is open until {until} (UTC), or until the ticket is unlocked."),
-            "ContentType": "text/plain; charset=utf8"
+            "ContentType": "text/plain; charset=utf8", "MimeType": "text/plain", "Charset": "utf8",
+            "NoAgentNotify": 1
         })
     );
     assert!(bodies[0]["SessionID"].is_string());
@@ -118,6 +119,14 @@ fn a_note_that_fails_changes_nothing_but_is_journaled() {
         "{}",
         run.stderr
     );
+    // The permission is named, not "no such ticket".
+    assert!(
+        run.stderr
+            .contains("it needs ro + note on the ticket's queue"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("no such ticket"), "{}", run.stderr);
     let notes = note_entries(&world);
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0]["result"], "failed");
@@ -223,5 +232,51 @@ fn two_tickets_the_second_unlock_notes_what_stays_open() {
     assert_eq!(
         bodies[2]["Article"]["Body"],
         "This ticket no longer holds web01; it stays open for ticket 2026112310000021."
+    );
+}
+
+#[test]
+fn agents_are_notified_of_notes_only_when_asked_to() {
+    let world = World::new();
+    world.write_config(&world.config_text().replace(
+        "vm_field = \"VMName\"",
+        "vm_field = \"VMName\"\nnotify_agents = true",
+    ));
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(patches(&world)[0]["Article"]["NoAgentNotify"], 0);
+}
+
+#[test]
+fn an_empty_field_at_lock_time_gets_a_note() {
+    let world = World::new();
+    world.helpdesk.update(T2.0, |t| t.vm_field = json!(null));
+    assert_eq!(lock(&world, T2).code, 0);
+    let bodies = patches(&world);
+    assert_eq!(bodies.len(), 1);
+    assert_eq!(
+        bodies[0]["Article"]["Body"],
+        "This ticket names no VM in its field VMName; nothing was opened. Fill in the field, then unlock and lock the ticket again."
+    );
+    assert_eq!(bodies[0]["Article"]["IsVisibleForCustomer"], 0);
+    // An unlock that holds nothing posts nothing.
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert_eq!(patches(&world).len(), 1);
+}
+
+#[test]
+fn reconcile_closing_an_unlocked_ticket_posts_the_unlock_note() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    // Unlocked in the help desk, and the event never reached otnsx.
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(world.tagged().is_empty());
+    let bodies = patches(&world);
+    assert_eq!(bodies.len(), 2, "the lock's note and the close's");
+    assert_eq!(bodies[1]["Article"]["Body"], "Access to web01 is closed.");
+    assert_eq!(
+        bodies[1]["Article"]["Subject"],
+        "otnsx: maintenance access closed"
     );
 }

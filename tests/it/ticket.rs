@@ -205,8 +205,9 @@ fn an_empty_field_is_nothing_to_do() {
     assert!(world.nsx.requests().is_empty(), "NSX was not asked");
     assert_eq!(world.vcenter.sessions_created(), 0, "vCenter was not asked");
     let journal = world.journal();
-    assert_eq!(journal.len(), 1);
+    assert_eq!(journal.len(), 2, "the no-op, and the note that says so");
     assert_eq!(journal[0]["action"], "noop");
+    assert_eq!(journal[1]["action"], "note");
     assert!(
         journal[0]["detail"]
             .as_str()

@@ -255,7 +255,11 @@ fn ticket_update(state: &mut State, req: &Request, id: &str) -> Response {
     let mut answer = json!({"TicketNumber": ticket.number, "TicketID": id.to_string()});
     if let Some(article) = body.get("Article") {
         if !ticket.notable {
-            return denied();
+            // OTRS 6 with ro only on the queue (Znuny 7.0.19 does not check it: fixture 32a).
+            return error(
+                "TicketUpdate.AccessDenied",
+                "TicketUpdate: Does not have permissions to create new articles!",
+            );
         }
         let mut article = article.clone();
         if state_generation == 5 {
