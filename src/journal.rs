@@ -54,6 +54,9 @@ pub struct Entry {
     /// The reason given with a manual grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Who had opened the access this entry ends (from the leases): the locking agent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opened_by: Vec<String>,
 }
 
 impl Entry {

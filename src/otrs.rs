@@ -136,6 +136,37 @@ impl HelpDesk {
             })
     }
 
+    /// The ID of the user who last unlocked the ticket, from TicketHistoryGet (the `CreateBy`
+    /// of its latest `Unlock` entry), if the history has one.
+    pub fn unlocked_by(&mut self, id: u64) -> anyhow::Result<Option<u64>> {
+        let body = self
+            .authed("TicketHistoryGet", |session| {
+                Call::new(
+                    Method::GET,
+                    format!("/TicketHistory/{id}{}", query([("SessionID", session)])),
+                )
+            })
+            .with_context(|| format!("reading the history of ticket ID {id}"))?;
+        let history = body
+            .pointer("/TicketHistory/0/History")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                fault(
+                    Exit::Unavailable,
+                    format!("help desk: the history of ticket ID {id} has no History list"),
+                )
+            })?;
+        Ok(history
+            .iter()
+            .filter(|h| h.get("HistoryType").and_then(Value::as_str) == Some("Unlock"))
+            .filter_map(|h| match h.get("CreateBy") {
+                Some(Value::Number(n)) => n.as_u64(),
+                Some(Value::String(s)) => s.parse().ok(),
+                _ => None,
+            })
+            .last())
+    }
+
     /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read
     /// (TicketSearch with `Limit=1`), else none. Logs in either way.
     pub fn any_ticket(&mut self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {

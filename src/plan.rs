@@ -164,6 +164,7 @@ pub fn lock_ticket(
                 expires_at: now.plus(max),
                 reason: None,
                 state: LeaseState::Active,
+                by: None,
             });
         }
     }
@@ -203,6 +204,7 @@ pub fn grant(
             expires_at,
             reason: reason.map(str::to_string),
             state: LeaseState::Active,
+            by: None,
         }),
     }
     out

@@ -63,6 +63,11 @@ pub struct Lease {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "is_active")]
     pub state: LeaseState,
+    /// Who opened it: the locking agent (`helpdesk:agent1`) or the OS user. Kept so that the
+    /// journal can name who held access when it ends, whoever the help desk says owns the
+    /// ticket by then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 fn is_active(state: &LeaseState) -> bool {
@@ -403,6 +408,7 @@ mod tests {
             expires_at: Timestamp(1_795_477_003),
             reason: None,
             state: LeaseState::Active,
+            by: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod it {
     pub mod fakes;
     pub mod faults;
     pub mod fuzz_seeds;
+    pub mod helpdesk_files;
     pub mod history;
     pub mod hostile;
     pub mod lifecycle;

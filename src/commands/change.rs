@@ -184,10 +184,25 @@ impl Run {
                 _ => {}
             }
             current = wanted;
+            // A lease made now records who opened it.
+            for lease in current
+                .iter_mut()
+                .filter(|l| l.vm_id == id && l.by.is_none())
+            {
+                if !previous.iter().any(|p| p.holder == lease.holder) {
+                    lease.by = Some(self.actor.clone());
+                }
+            }
             let opened = result.is_ok() && plan.change == TagChange::Attach;
             let mut outcome = self.outcome(decision, subject, plan, result, &previous, &current);
             outcome.warnings = backend.take_warnings();
-            let entry = self.entry_for(subject, &outcome, &current);
+            let mut entry = self.entry_for(subject, &outcome, &current);
+            entry.opened_by = previous
+                .iter()
+                .filter(|l| outcome.lost.contains(&l.holder))
+                .filter_map(|l| l.by.clone())
+                .collect();
+            entry.opened_by.dedup();
             let unchanged = plan::same_vm(&previous, &current, &id);
             let kept = match saving {
                 Saving::To(lock) if !unchanged => {

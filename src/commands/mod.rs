@@ -259,6 +259,7 @@ impl Run {
             gained: Vec::new(),
             lost: Vec::new(),
             reason: None,
+            opened_by: Vec::new(),
         }
     }
 

@@ -23,6 +23,19 @@ pub fn run(run: &mut Run, id: u64, number: Option<String>) -> anyhow::Result<Exi
     result
 }
 
+/// `helpdesk:user-id N` for the user the ticket's history names as the last to unlock it, or
+/// `helpdesk:unknown` (the history is not readable, or names nobody).
+fn unlocked_by(helpdesk: &mut crate::otrs::HelpDesk, id: u64) -> String {
+    match helpdesk.unlocked_by(id) {
+        Ok(Some(user)) => format!("helpdesk:user-id {user}"),
+        Ok(None) => "helpdesk:unknown".into(),
+        Err(e) => {
+            errln!("otnsx: warning: who unlocked ticket ID {id} is not known: {e:#}");
+            "helpdesk:unknown".into()
+        }
+    }
+}
+
 fn handle(
     run: &mut Run,
     subject: &mut Subject,
@@ -32,9 +45,20 @@ fn handle(
     let mut helpdesk = run.helpdesk("to read tickets")?;
     let begun = run.begin()?;
     let ticket = helpdesk.ticket(id)?;
-    if let Some(owner) = &ticket.owner {
-        run.actor = format!("helpdesk:{owner}");
-    }
+    // Who acts: the agent who locked (the ticket's owner then); for an unlock, who the ticket's
+    // history says unlocked it, never the owner: OTOBO hands an unlocked ticket to
+    // root@localhost before the event runs.
+    let holds = begun.leases.as_ref().is_none_or(|leases| {
+        leases
+            .iter()
+            .any(|l| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id))
+    });
+    run.actor = match &ticket.owner {
+        Some(owner) if ticket.is_locked() => format!("helpdesk:{owner}"),
+        _ if ticket.is_locked() => "helpdesk".into(),
+        _ if holds => unlocked_by(&mut helpdesk, id),
+        _ => "helpdesk:unknown".into(),
+    };
     if let Some(given) = number
         && given != ticket.number
     {

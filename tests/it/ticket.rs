@@ -518,3 +518,46 @@ fn the_help_desk_session_is_kept_between_runs_and_renewed_when_it_expires() {
     assert_eq!(logins(&world), 2, "an expired session is replaced once");
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
+
+#[test]
+fn the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set() {
+    let world = World::new();
+    // OTOBO's Ticket::OwnerResetOnUnlock: the unlocked ticket belongs to root@localhost.
+    world.helpdesk.owner_reset_on_unlock(true);
+    assert_eq!(lock(&world, T2).code, 0);
+    // The unlock timeout, by the help desk's daemon (user ID 1).
+    world.helpdesk.set_lock_by(T2.0, "unlock", 1);
+    assert_eq!(event(&world, T2).code, 0);
+    assert_eq!(world.helpdesk.ticket(T2.0).owner, "root@localhost");
+    let journal = world.journal();
+    let grant = journal.iter().find(|e| e["action"] == "grant").unwrap();
+    assert_eq!(grant["actor"], "helpdesk:agent1");
+    let revoke = journal.iter().find(|e| e["action"] == "revoke").unwrap();
+    assert_eq!(revoke["actor"], "helpdesk:user-id 1", "{revoke}");
+    assert_eq!(revoke["opened_by"], json!(["helpdesk:agent1"]), "{revoke}");
+    assert!(
+        !world
+            .journal()
+            .iter()
+            .any(|e| e["actor"] == "helpdesk:root@localhost")
+    );
+    // A web service without TicketHistoryGet: the closer is unknown, and closing still works.
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    world.helpdesk.set_lock(T2.0, "unlock");
+    world.helpdesk.hide_history(true);
+    let run = event(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("who unlocked ticket ID 2 is not known"),
+        "{}",
+        run.stderr
+    );
+    let revoke = world
+        .journal()
+        .into_iter()
+        .find(|e| e["action"] == "revoke")
+        .unwrap();
+    assert_eq!(revoke["actor"], "helpdesk:unknown");
+    assert!(world.tagged().is_empty());
+}

@@ -26,12 +26,19 @@ pub struct FakeTicket {
     pub notable: bool,
     /// The articles added through TicketUpdate, as received.
     pub articles: Vec<Value>,
+    /// Lock changes as the ticket's history records them: `Lock` or `Unlock`, and the ID of
+    /// the user who made them.
+    pub history: Vec<(String, u64)>,
 }
 
 #[derive(Default)]
 struct State {
     /// 5 for OTRS 5 (articles with ArticleType), else 6 and later (IsVisibleForCustomer).
     generation: u32,
+    /// Hand an unlocked ticket to root@localhost, as OTOBO's Ticket::OwnerResetOnUnlock does.
+    owner_reset_on_unlock: bool,
+    /// Answer TicketHistoryGet as a web service without that route does.
+    hide_history: bool,
     users: HashMap<String, String>,
     sessions: HashMap<String, String>,
     tickets: BTreeMap<u64, FakeTicket>,
@@ -72,6 +79,7 @@ impl FakeHelpDesk {
                 readable: true,
                 notable: true,
                 articles: Vec::new(),
+                history: Vec::new(),
             },
         );
     }
@@ -86,8 +94,32 @@ impl FakeHelpDesk {
         self.state.lock().expect("state").generation = generation;
     }
 
+    /// Locks or unlocks the ticket as agent1 (user ID 2) does in the agent interface.
     pub fn set_lock(&self, id: u64, lock: &str) {
-        self.update(id, |t| t.lock = lock.into());
+        self.set_lock_by(id, lock, 2);
+    }
+
+    /// Locks or unlocks the ticket as the user with this ID (1: the system, as the daemon's
+    /// unlock timeout), recorded in the ticket's history.
+    pub fn set_lock_by(&self, id: u64, lock: &str, user_id: u64) {
+        let reset = self.state.lock().expect("state").owner_reset_on_unlock;
+        self.update(id, |t| {
+            t.lock = lock.into();
+            let kind = if lock == "lock" { "Lock" } else { "Unlock" };
+            t.history.push((kind.into(), user_id));
+            if lock == "unlock" && reset {
+                t.owner = "root@localhost".into();
+            }
+        });
+    }
+
+    /// A web service definition without TicketHistoryGet (the stock OTRS 6 one).
+    pub fn hide_history(&self, on: bool) {
+        self.state.lock().expect("state").hide_history = on;
+    }
+
+    pub fn owner_reset_on_unlock(&self, on: bool) {
+        self.state.lock().expect("state").owner_reset_on_unlock = on;
     }
 
     /// Ends every session, as the help desk does after SessionMaxIdleTime.
@@ -128,6 +160,9 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
             ticket_update(&mut state, req, &r["/Ticket/".len()..])
         }
         ("GET", "/Ticket") => ticket_search(&state, req),
+        ("GET", r) if r.starts_with("/TicketHistory/") && !state.hide_history => {
+            ticket_history(&state, req, &r["/TicketHistory/".len()..])
+        }
         _ => Response::new(
             500,
             "text/plain; charset=UTF-8",
@@ -278,6 +313,44 @@ fn ticket_update(state: &mut State, req: &Request, id: &str) -> Response {
         answer["ArticleID"] = json!(4 + ticket.articles.len());
     }
     json_utf8(answer.to_string())
+}
+
+/// TicketHistoryGet: `{"TicketHistory":[{"TicketID":..,"History":[..]}]}` with the safe
+/// attributes of OTRS's operation (HistoryType, CreateBy, CreateTime, Name, ...).
+fn ticket_history(state: &State, req: &Request, id: &str) -> Response {
+    if authenticate(state, req).is_none() {
+        return error(
+            "TicketHistoryGet.AuthFail",
+            "TicketHistoryGet: Authorization failing!",
+        );
+    }
+    let Some((id, ticket)) = id
+        .parse::<u64>()
+        .ok()
+        .and_then(|id| state.tickets.get(&id).map(|t| (id, t)))
+        .filter(|(_, t)| t.readable)
+    else {
+        return error(
+            "TicketHistoryGet.AccessDenied",
+            &format!("TicketHistoryGet: User does not have access to the ticket {id}!"),
+        );
+    };
+    let mut history = vec![
+        json!({"HistoryType": "NewTicket", "HistoryTypeID": 1, "CreateBy": 1,
+        "CreateTime": "2026-11-23 15:35:54", "Name": "%%new ticket", "TicketID": id}),
+    ];
+    for (kind, user) in &ticket.history {
+        let (type_id, name) = if kind == "Lock" {
+            (17, "%%lock")
+        } else {
+            (18, "%%unlock")
+        };
+        history.push(
+            json!({"HistoryType": kind, "HistoryTypeID": type_id, "CreateBy": user,
+            "CreateTime": "2026-11-23 15:36:43", "Name": name, "TicketID": id}),
+        );
+    }
+    json_utf8(json!({"TicketHistory": [{"TicketID": id, "History": history}]}).to_string())
 }
 
 fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
