@@ -158,13 +158,14 @@ impl HelpDesk {
             })?;
         Ok(history
             .iter()
+            .rev()
             .filter(|h| h.get("HistoryType").and_then(Value::as_str) == Some("Unlock"))
             .filter_map(|h| match h.get("CreateBy") {
                 Some(Value::Number(n)) => n.as_u64(),
                 Some(Value::String(s)) => s.parse().ok(),
                 _ => None,
             })
-            .last())
+            .next())
     }
 
     /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read

@@ -118,6 +118,7 @@ mod tests {
             gained: vec![],
             lost: vec![],
             reason: None,
+            opened_by: Vec::new(),
         };
         assert_eq!(
             format_message(10, "helpdesk01", 42, &entry, "{}"),
