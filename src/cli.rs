@@ -104,6 +104,10 @@ pub enum Command {
         /// A ticket whose VM field to check (default: any ticket the API user may read)
         #[arg(long, value_name = "ID", value_parser = parse_ticket_id)]
         ticket: Option<u64>,
+
+        /// Also add one internal note to that ticket, to test the note permission
+        #[arg(long)]
+        note: bool,
     },
 
     /// The journal as access periods, refusals and failures, for the audit

@@ -168,6 +168,28 @@ impl HelpDesk {
             .next())
     }
 
+    /// TicketUpdate's route and the API user's access to ticket `id`, without changing it: a
+    /// lock value the help desk rejects only after routing the request, logging the user in and
+    /// checking its access (`TicketUpdate.InvalidParameter`, fixture 23).
+    pub fn probe_update(&mut self, id: u64) -> anyhow::Result<()> {
+        let result = self.authed("TicketUpdate", |session| {
+            let body = serde_json::json!({"SessionID": session, "Ticket": {"Lock": "otnsx-check-no-such-lock"}});
+            Call::new(Method::PATCH, format!("/Ticket/{id}"))
+                .body("application/json", body.to_string().into_bytes())
+                .once()
+        });
+        match result {
+            Err(e) if format!("{e:#}").contains("TicketUpdate.InvalidParameter") => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("TicketUpdate on ticket ID {id}")),
+            Ok(_) => Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "TicketUpdate on ticket ID {id} accepted an invalid lock value; is this the GenericTicketConnectorREST web service?"
+                ),
+            )),
+        }
+    }
+
     /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read
     /// (TicketSearch with `Limit=1`), else none. Logs in either way.
     pub fn any_ticket(&mut self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {

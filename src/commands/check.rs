@@ -47,7 +47,12 @@ impl Checklist {
     }
 }
 
-pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyhow::Result<Exit> {
+pub fn run(
+    explicit: Option<&Path>,
+    ticket: Option<u64>,
+    note: bool,
+    verbose: bool,
+) -> anyhow::Result<Exit> {
     let mut list = Checklist {
         failed: 0,
         passed: 0,
@@ -117,7 +122,9 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
         ),
         Some(otrs) => {
             let what = format!("help desk {}", otrs.endpoint.url);
-            let mut helpdesk = HelpDesk::new(otrs, Deadline::after(share), verbose, None)?;
+            // The session kept by earlier runs is reused (and kept): no new one every check.
+            let session = config.state_dir.join("otrs.session");
+            let mut helpdesk = HelpDesk::new(otrs, Deadline::after(share), verbose, Some(session))?;
             match helpdesk.any_ticket(ticket) {
                 Err(e) => list.fail(&what, &format!("{e:#}")),
                 Ok(None) => {
@@ -152,6 +159,34 @@ pub fn run(explicit: Option<&Path>, ticket: Option<u64>, verbose: bool) -> anyho
                         format!("ticket {} (ID {id}) has it: {vms}", t.number)
                     });
                     check_generation(&mut list, helpdesk.configured_generation(), generation, id);
+                    list.outcome(
+                        "help desk operations",
+                        helpdesk
+                            .unlocked_by(id)
+                            .and_then(|_| helpdesk.probe_update(id)),
+                        |()| {
+                            format!("SessionCreate, TicketSearch, TicketGet, TicketHistoryGet and TicketUpdate answer on ticket ID {id} (nothing was changed)")
+                        },
+                    );
+                    if note && otrs.notes {
+                        list.outcome(
+                            "help desk note permission",
+                            helpdesk.note(
+                                id,
+                                "otnsx check",
+                                "A test note from `otnsx check --note`: the API user may add internal notes to this ticket's queue.",
+                            ),
+                            |warning| match warning {
+                                None => format!("an internal note was added to ticket ID {id}"),
+                                Some(w) => format!("an internal note was added to ticket ID {id} ({w})"),
+                            },
+                        );
+                    } else if otrs.notes {
+                        list.warn(
+                            "help desk note permission",
+                            "not tested (it takes writing a note): `otnsx check --ticket ID --note` adds one internal note to that ticket",
+                        );
+                    }
                 }
             }
         }

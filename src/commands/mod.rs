@@ -118,9 +118,12 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
     };
     match command {
         // check reads the configuration itself, to list its problems one by one.
-        Command::Check { ticket } => {
-            check::run(cli.global.config.as_deref(), ticket, cli.global.verbose)
-        }
+        Command::Check { ticket, note } => check::run(
+            cli.global.config.as_deref(),
+            ticket,
+            note,
+            cli.global.verbose,
+        ),
         command => execute_configured(command, &cli.global),
     }
 }
@@ -171,7 +174,7 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
         Command::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
         Command::Reconcile { json } => reconcile::run(&run, json),
         Command::Status { vm, json } => status::run(&run, vm.as_deref(), json),
-        Command::Check { ticket } => check::run(Some(&path), ticket, global.verbose),
+        Command::Check { ticket, note } => check::run(Some(&path), ticket, note, global.verbose),
         Command::History {
             since,
             vm,

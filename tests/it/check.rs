@@ -19,11 +19,16 @@ fn everything_passes_on_a_good_setup() {
     let run = otnsx(&world, &["check"]);
     assert_eq!(run.code, 0, "{run:?}");
     let passed = lines(&run.stdout, "✓");
-    assert_eq!(passed.len(), 8, "{}", run.stdout);
+    assert_eq!(passed.len(), 9, "{}", run.stdout);
     assert!(
         passed[2].contains("shared with group ") && passed[2].contains(": setgid"),
         "{}",
         passed[2]
+    );
+    assert!(
+        passed[6].contains("help desk operations: SessionCreate, TicketSearch, TicketGet, TicketHistoryGet and TicketUpdate answer"),
+        "{}",
+        passed[6]
     );
     assert!(
         passed[0].contains("valid (NSX-V, deadline 10s)"),
@@ -41,22 +46,40 @@ fn everything_passes_on_a_good_setup() {
         passed[5]
     );
     assert!(
-        passed[6].contains("API /api (vSphere 7.0U2 or later), session closed again"),
-        "{}",
-        passed[6]
-    );
-    assert!(
-        passed[7].contains("security tag \"otnsx-maintenance\" is securitytag-12"),
+        passed[7].contains("API /api (vSphere 7.0U2 or later), session closed again"),
         "{}",
         passed[7]
     );
     assert!(
-        run.stdout.ends_with("8 check(s) passed, 0 failed\n"),
+        passed[8].contains("security tag \"otnsx-maintenance\" is securitytag-12"),
+        "{}",
+        passed[8]
+    );
+    assert!(
+        run.stdout.ends_with("9 check(s) passed, 0 failed\n"),
         "{}",
         run.stdout
     );
     assert_eq!(world.vcenter.open_sessions(), 0);
     assert!(world.nsx.changes().is_empty(), "check changes nothing");
+    assert!(
+        world.helpdesk.ticket(2).articles.is_empty(),
+        "no note without --note"
+    );
+    assert_eq!(
+        world.helpdesk.ticket(2).lock,
+        "unlock",
+        "the probe changed nothing"
+    );
+    // A second check reuses the session the first one kept.
+    assert_eq!(otnsx(&world, &["check"]).code, 0);
+    let logins = world
+        .helpdesk
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/Session"))
+        .count();
+    assert_eq!(logins, 1, "one session for both checks");
 }
 
 #[test]
@@ -199,4 +222,38 @@ fn a_hung_service_does_not_fail_the_healthy_ones() {
     assert!(failed[0].starts_with("✗ help desk"), "{}", failed[0]);
     assert!(run.stdout.contains("✓ vCenter"), "{}", run.stdout);
     assert!(run.stdout.contains("✓ NSX"), "{}", run.stdout);
+}
+
+#[test]
+fn check_finds_a_missing_route_and_a_missing_note_permission() {
+    let world = World::new();
+    world.helpdesk.hide_update(true);
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let failed = lines(&run.stdout, "✗");
+    assert_eq!(failed.len(), 1, "{}", run.stdout);
+    assert!(
+        failed[0].starts_with("✗ help desk operations: TicketUpdate on ticket ID 2"),
+        "{}",
+        failed[0]
+    );
+    // ro only on the queue: --note finds it out.
+    let world = World::new();
+    world.helpdesk.update(2, |t| t.notable = false);
+    let run = otnsx(&world, &["check", "--ticket", "2", "--note"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("✗ help desk note permission:")
+            && run.stdout.contains("it needs ro + note"),
+        "{}",
+        run.stdout
+    );
+    world.helpdesk.update(2, |t| t.notable = true);
+    let run = otnsx(&world, &["check", "--ticket", "2", "--note"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.helpdesk.ticket(2).articles.len(), 1);
+    assert_eq!(
+        world.helpdesk.ticket(2).articles[0]["IsVisibleForCustomer"],
+        0
+    );
 }

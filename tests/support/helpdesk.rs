@@ -39,6 +39,9 @@ struct State {
     owner_reset_on_unlock: bool,
     /// Answer TicketHistoryGet as a web service without that route does.
     hide_history: bool,
+    /// Answer TicketUpdate as a web service that maps it elsewhere does (Znuny 7's test
+    /// sample: `POST /TicketUpdate`).
+    hide_update: bool,
     users: HashMap<String, String>,
     sessions: HashMap<String, String>,
     tickets: BTreeMap<u64, FakeTicket>,
@@ -118,6 +121,10 @@ impl FakeHelpDesk {
         self.state.lock().expect("state").hide_history = on;
     }
 
+    pub fn hide_update(&self, on: bool) {
+        self.state.lock().expect("state").hide_update = on;
+    }
+
     pub fn owner_reset_on_unlock(&self, on: bool) {
         self.state.lock().expect("state").owner_reset_on_unlock = on;
     }
@@ -156,7 +163,7 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     match (req.method.as_str(), route) {
         ("POST", "/Session") => session_create(&mut state, req),
         ("GET", r) if r.starts_with("/Ticket/") => ticket_get(&state, req, &r["/Ticket/".len()..]),
-        ("PATCH", r) if r.starts_with("/Ticket/") => {
+        ("PATCH", r) if r.starts_with("/Ticket/") && !state.hide_update => {
             ticket_update(&mut state, req, &r["/Ticket/".len()..])
         }
         ("GET", "/Ticket") => ticket_search(&state, req),
