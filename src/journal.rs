@@ -77,7 +77,27 @@ impl Journal {
     }
 
     pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
-        self.append_line(&entry.to_json())
+        self.append_line(&entry.to_json())?;
+        self.mark(&entry.id);
+        Ok(())
+    }
+
+    /// Where the id of the entry appended last is kept: after logrotate's copytruncate the
+    /// journal's tail no longer shows it, and the entry still in the lease file's outbox would
+    /// otherwise be appended again as "recovered".
+    fn marker(&self) -> std::path::PathBuf {
+        self.path.with_extension("appended")
+    }
+
+    /// Notes that `id` is in the journal now. Best effort: without it, the journal's tail is
+    /// looked at as before.
+    fn mark(&self, id: &str) {
+        let written = crate::sys::open_shared(
+            OpenOptions::new().create(true).write(true).truncate(true),
+            &self.marker(),
+        )
+        .and_then(|mut file| file.write_all(id.as_bytes()));
+        drop(written);
     }
 
     /// Whether an entry could be appended now: the journal opens for appending. Checked before
@@ -119,13 +139,17 @@ impl Journal {
                 })?;
             tail = String::from_utf8_lossy(&bytes).into_owned();
         }
+        let last = std::fs::read_to_string(self.marker()).unwrap_or_default();
         let mut appended = 0;
         for entry in outbox {
             let Some(id) = entry.get("id").and_then(serde_json::Value::as_str) else {
                 continue;
             };
-            if !tail.contains(&format!("\"id\":{}", serde_json::Value::from(id))) {
+            let journaled =
+                id == last || tail.contains(&format!("\"id\":{}", serde_json::Value::from(id)));
+            if !journaled {
                 self.append_line(&crate::escape::json(entry.to_string()))?;
+                self.mark(id);
                 appended += 1;
             }
         }

@@ -21,6 +21,7 @@ mod it {
     pub mod manual;
     pub mod notes;
     pub mod nsxt;
+    pub mod package;
     pub mod policy;
     pub mod shaped;
     pub mod shared;

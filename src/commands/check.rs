@@ -276,6 +276,7 @@ fn shared(dir: &Path) -> anyhow::Result<String> {
         "leases.lock",
         "leases.json",
         "journal.jsonl",
+        "journal.appended",
         "otrs.session",
     ] {
         let path = dir.join(name);

@@ -131,6 +131,8 @@ fn an_entry_saved_but_not_journaled_is_appended_by_the_next_run() {
     let journal_path = world.state_dir().join("journal.jsonl");
     let saved = std::fs::read_to_string(&journal_path).unwrap();
     std::fs::write(&journal_path, "").unwrap();
+    // (A run killed before its append never noted the entry as appended either.)
+    std::fs::remove_file(world.state_dir().join("journal.appended")).unwrap();
     std::fs::write(
         world.state_dir().join(".leases.json.99999.tmp"),
         "{\"version\":1,\"lea",
@@ -157,4 +159,20 @@ fn an_entry_saved_but_not_journaled_is_appended_by_the_next_run() {
     assert!(!run.stderr.contains("recovered"), "{}", run.stderr);
     assert_eq!(world.journal().len(), 3);
     assert!(!world.state_dir().join(".leases.json.99999.tmp").exists());
+}
+
+#[test]
+fn a_rotated_journal_gets_no_entry_twice() {
+    let world = World::new();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+    // logrotate's copytruncate: the journal is copied away and emptied.
+    let journal = world.state_dir().join("journal.jsonl");
+    std::fs::copy(&journal, world.state_dir().join("journal.jsonl.1")).unwrap();
+    std::fs::write(&journal, "").unwrap();
+    let run = otnsx(&world, &["grant", "--vm", "db01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("recovered"), "{}", run.stderr);
+    let entries = world.journal();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["vm"], "db01");
 }

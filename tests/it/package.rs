@@ -1,0 +1,84 @@
+//! What the Debian package installs besides the binary: shell completions that match the
+//! command line, systemd units and a logrotate file that fit the state directory's design.
+
+use std::fs;
+use std::path::PathBuf;
+
+use clap::CommandFactory;
+
+fn dist() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dist")
+}
+
+#[test]
+fn the_shipped_completions_match_the_command_line() {
+    use clap_complete::Shell;
+    for (shell, file) in [
+        (Shell::Bash, "otnsx.bash"),
+        (Shell::Zsh, "_otnsx"),
+        (Shell::Fish, "otnsx.fish"),
+    ] {
+        let mut generated = Vec::new();
+        clap_complete::generate(
+            shell,
+            &mut otnsx::cli::Cli::command(),
+            "otnsx",
+            &mut generated,
+        );
+        let generated = String::from_utf8(generated).unwrap();
+        let path = dist().join("completions").join(file);
+        if std::env::var_os("OTNSX_BLESS").is_some() {
+            fs::write(&path, &generated).unwrap();
+            continue;
+        }
+        let shipped = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (OTNSX_BLESS=1 writes it)", path.display()));
+        assert_eq!(
+            shipped, generated,
+            "{file} is out of date with the command line (OTNSX_BLESS=1 rewrites it)"
+        );
+    }
+}
+
+#[test]
+fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
+    let manifest =
+        fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let deb = manifest
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("cargo-deb metadata");
+    // Every source path of an asset exists (the binary is built by cargo deb itself).
+    let mut assets = 0;
+    for line in deb.lines().filter(|l| l.trim_start().starts_with("[\"")) {
+        let source = line
+            .trim_start()
+            .trim_start_matches("[\"")
+            .split('"')
+            .next()
+            .unwrap();
+        assets += 1;
+        if source.starts_with("target/") {
+            continue;
+        }
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(source);
+        assert!(path.exists(), "asset {source} is missing");
+    }
+    assert!(assets >= 10, "{assets} assets");
+    let service = fs::read_to_string(dist().join("systemd/otnsx-reconcile.service")).unwrap();
+    assert!(
+        service.contains("ExecStart=/usr/bin/otnsx reconcile"),
+        "{service}"
+    );
+    assert!(
+        service.contains("ReadWritePaths=/var/lib/otnsx"),
+        "{service}"
+    );
+    let postinst = fs::read_to_string(dist().join("debian/postinst")).unwrap();
+    assert!(postinst.contains("install -d -m 2770 -o root -g \"$group\" /var/lib/otnsx"));
+    let logrotate = fs::read_to_string(dist().join("logrotate/otnsx")).unwrap();
+    assert!(
+        logrotate.contains("copytruncate"),
+        "otnsx keeps the journal open by path"
+    );
+}
