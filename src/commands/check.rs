@@ -211,9 +211,24 @@ pub fn run(
     let nsx = &config.nsx;
     let what = format!("NSX {}", nsx.endpoint.url);
     let probe = TagBackend::with(&config, Deadline::after(share), verbose, |backend| {
-        backend.probe()
+        let found = backend.probe()?;
+        Ok((found, backend.all_tagged()?))
     });
-    list.outcome(&what, probe, |found| found);
+    let tagged = probe.as_ref().ok().map(|(_, tagged)| tagged.clone());
+    list.outcome(&what, probe, |(found, _)| found);
+    if let Some(tagged) = tagged {
+        let strangers = never_opened(&config.state_dir, &tagged);
+        if !strangers.is_empty() {
+            list.warn(
+                "NSX tag",
+                &format!(
+                    "NSX shows the tag on {} VM(s) this otnsx holds no lease for and never opened ({}): another otnsx (another help desk) may use the same tag, and this one's reconcile would close them as drift; give each instance its own tag and state directory",
+                    strangers.len(),
+                    strangers.join(", ")
+                ),
+            );
+        }
+    }
 
     outln!("{} check(s) passed, {} failed", list.passed, list.failed);
     Ok(if list.failed == 0 {
@@ -302,6 +317,33 @@ fn shared(dir: &Path) -> anyhow::Result<String> {
     } else {
         anyhow::bail!("{}", problems.join("; "))
     }
+}
+
+/// The VMs among `tagged` that have no lease here and that this otnsx's journal never shows
+/// opened: the sign of a second instance using the same tag.
+fn never_opened(state_dir: &Path, tagged: &[crate::vcenter::VmRef]) -> Vec<String> {
+    let store = Store::open(state_dir);
+    let leased: Vec<String> = store
+        .load()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l.vm_id)
+        .collect();
+    let journal = fs::read_to_string(store.journal_path()).unwrap_or_default();
+    let opened = |id: &str| {
+        let needle = format!("\"vm_id\":{}", serde_json::Value::from(id));
+        journal
+            .lines()
+            .any(|line| line.contains(&needle) && line.contains("\"gained\""))
+    };
+    let mut strangers: Vec<String> = tagged
+        .iter()
+        .filter(|vm| !leased.contains(&vm.id) && !opened(&vm.id))
+        .map(|vm| vm.to_string())
+        .collect();
+    strangers.sort();
+    strangers.dedup();
+    strangers
 }
 
 /// The name of group `gid` from /etc/group, or the number.

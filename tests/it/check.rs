@@ -257,3 +257,20 @@ fn check_finds_a_missing_route_and_a_missing_note_permission() {
         0
     );
 }
+
+#[test]
+fn check_warns_of_a_second_instance_on_the_same_tag() {
+    let world = World::new();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+    let run = otnsx(&world, &["check"]);
+    assert!(!run.stdout.contains("! NSX tag"), "{}", run.stdout);
+    // Another help desk's otnsx tags db01: this one holds no lease for it and never opened it.
+    world.nsx.attach_by_hand("securitytag-12", "vm-43");
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "a warning, not a failure: {run:?}");
+    assert!(
+        run.stdout.contains("! NSX tag: NSX shows the tag on 1 VM(s) this otnsx holds no lease for and never opened (db01 (vm-43))"),
+        "{}",
+        run.stdout
+    );
+}
