@@ -38,7 +38,12 @@ struct Exchange {
 }
 
 fn recording(name: &str) -> Exchange {
-    let text = std::fs::read_to_string(fixtures().join("otrs6").join(name)).unwrap();
+    recording_in("otrs6", name)
+}
+
+/// One recorded exchange of the help desk recorded in `dir` (`otrs6`, `znuny7`).
+fn recording_in(dir: &str, name: &str) -> Exchange {
+    let text = std::fs::read_to_string(fixtures().join(dir).join(name)).unwrap();
     let (request, response) = text.split_once("### RESPONSE").unwrap();
     let request = request.trim_start_matches("### REQUEST").trim();
     let (request_head, request_body) = request.split_once("\n\n").unwrap_or((request, ""));
@@ -142,6 +147,52 @@ fn help_desk_world() -> World {
         .helpdesk
         .update(2, |t| t.vm_field = json!("vm-test-01"));
     world
+}
+
+#[test]
+fn help_desk_errors_are_answered_as_znuny_7_answers_them() {
+    if !recordings_present() {
+        return;
+    }
+    // The Znuny 7 recordings' agent, tickets and path (fixtures/znuny7/README.md).
+    let world = World::new();
+    world.helpdesk.set_password("agent1", "agent1pw");
+    world
+        .helpdesk
+        .add_ticket(10, "2026120110000097", json!("vm-test-01"));
+    world
+        .helpdesk
+        .add_ticket(12, "2026120110000115", json!("vm-secret"));
+    world.helpdesk.update(12, |t| t.readable = false);
+    for name in [
+        "10_TicketGet_nonexistent.txt",
+        "11_TicketGet_bad_password.txt",
+        "12_TicketGet_no_permission.txt",
+        "13_SessionCreate_bad_password.txt",
+        "18_TicketGet_no_credentials.txt",
+        "21_TicketGet_invalid_SessionID.txt",
+        "33_TicketGet_non_numeric_TicketID.txt",
+    ] {
+        let recorded = recording_in("znuny7", name);
+        let target = recorded.target.replacen("/znuny/", "/otrs/", 1);
+        let headers: Vec<(&str, &str)> = if recorded.request_body.is_empty() {
+            vec![]
+        } else {
+            vec![("Content-Type", "application/json")]
+        };
+        let (status, content_type, body) = send(
+            &world.helpdesk.server.url(),
+            &recorded.method,
+            &target,
+            &headers,
+            &recorded.request_body,
+        );
+        assert_eq!(status, recorded.status, "{name}");
+        assert_eq!(content_type, recorded.content_type, "{name}");
+        let ours: Value = serde_json::from_str(&body).unwrap();
+        let theirs: Value = serde_json::from_str(&recorded.body).unwrap();
+        assert_eq!(ours, theirs, "{name}");
+    }
 }
 
 #[test]
