@@ -39,11 +39,18 @@ fn journal_says(world: &World) -> bool {
 #[test]
 fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
     let world = World::new();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    // OTNSX_SEED=<seed> replays a run; the seed is printed either way.
+    let seed = std::env::var("OTNSX_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
         | 1;
+    eprintln!("crash test seed {seed} (OTNSX_SEED={seed} replays it)");
     let mut rng = seed;
     let mut next = move || {
         rng ^= rng << 13;

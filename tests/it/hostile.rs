@@ -8,83 +8,112 @@ use crate::support::{T2, World, set};
 use crate::{lock, otnsx};
 
 /// A bad answer, by name.
-fn variants() -> Vec<(&'static str, Response)> {
+fn variant(name: &str) -> Response {
     let xml_and_json =
         "<securityTags><securityTag><objectId>x</objectId></securityTag></securityTags>";
-    vec![
-        (
-            "malformed",
-            Response::new(
-                200,
-                "application/json",
-                "{\"Ticket\":[{\"x\" <securityTags><securityTag>",
-            ),
+    match name {
+        "malformed" => Response::new(
+            200,
+            "application/json",
+            "{\"Ticket\":[{\"x\" <securityTags><securityTag>",
         ),
-        (
-            "truncated",
-            Response::new(
-                200,
-                "application/json",
-                format!("{{\"value\":\"{}\"}}", "a".repeat(4000)),
-            )
-            .truncated(100),
-        ),
-        ("wrong type", Response::new(200, "text/plain", xml_and_json)),
-        (
-            "html page",
-            Response::new(
-                500,
-                "text/html",
-                "<html><body><h1>502 Bad Gateway</h1></body></html>",
-            ),
-        ),
-        (
-            "redirect",
-            Response::empty(302).with_header("Location", "https://elsewhere.example.com/login"),
-        ),
-        ("empty 200", Response::new(200, "application/xml", "")),
-        (
-            "too large",
-            Response::new(200, "application/json", vec![b' '; 17 << 20]),
-        ),
-    ]
+        "truncated" => Response::new(
+            200,
+            "application/json",
+            format!("{{\"value\":\"{}\"}}", "a".repeat(4000)),
+        )
+        .truncated(100),
+        "wrong type" => Response::new(200, "text/plain", xml_and_json),
+        "html page" => Response::new(
+            500,
+            "text/html",
+            "<html><body><h1>502 Bad Gateway</h1></body></html>",
+        )
+        // An injected failure says "now", so that its retries cost no time here.
+        .with_header("Retry-After", "0"),
+        "redirect" => {
+            Response::empty(302).with_header("Location", "https://elsewhere.example.com/login")
+        }
+        "empty 200" => Response::new(200, "application/xml", ""),
+        "too large" => Response::new(200, "application/json", vec![b' '; 17 << 20]),
+        other => panic!("no hostile answer {other:?}"),
+    }
 }
 
-#[test]
-fn every_bad_answer_of_every_service_fails_closed() {
-    for service in ["help desk", "vCenter", "NSX", "NSX-T"] {
-        for (name, response) in variants() {
-            let world = World::new();
-            let hostile = Server::start(move |_| response.clone());
-            let (config, real) = match service {
-                "help desk" => (world.config_text(), world.helpdesk.server.url()),
-                "vCenter" => (world.config_text(), world.vcenter.url()),
-                "NSX" => (world.config_text(), world.nsx.url()),
-                _ => (world.config_text_nsxt("", false), world.nsxt.url()),
-            };
-            world.write_config(&config.replace(&real, &hostile.url()));
-            let service = if service == "NSX-T" { "NSX" } else { service };
-            let run = lock(&world, T2);
-            assert_eq!(run.code, 69, "{service}, {name}: {run:?}");
-            assert!(
-                run.stderr.contains(service),
-                "{service}, {name}: {}",
-                run.stderr
-            );
-            assert!(world.leases().is_empty(), "{service}, {name}");
-            assert_eq!(world.tagged(), set(&[]), "{service}, {name}");
-            assert!(world.tagged_t().is_empty(), "{service}, {name}");
-            assert_eq!(
-                world.journal().last().unwrap()["action"],
-                "error",
-                "{service}, {name}"
-            );
-            if name == "redirect" {
-                assert_eq!(hostile.requests().len(), 1, "a redirect is not followed");
-                assert!(run.stderr.contains("redirect"), "{}", run.stderr);
-            }
-        }
+/// One service answers `name` to everything: exit 69 naming the service, nothing opened,
+/// the failure journaled.
+fn fails_closed(service: &str, name: &str) {
+    let world = World::new();
+    let response = variant(name);
+    let hostile = Server::start(move |_| response.clone());
+    let (config, real) = match service {
+        "help desk" => (world.config_text(), world.helpdesk.server.url()),
+        "vCenter" => (world.config_text(), world.vcenter.url()),
+        "NSX" => (world.config_text(), world.nsx.url()),
+        _ => (world.config_text_nsxt("", false), world.nsxt.url()),
+    };
+    world.write_config(&config.replace(&real, &hostile.url()));
+    let service = if service == "NSX-T" { "NSX" } else { service };
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{service}, {name}: {run:?}");
+    assert!(
+        run.stderr.contains(service),
+        "{service}, {name}: {}",
+        run.stderr
+    );
+    assert!(world.leases().is_empty(), "{service}, {name}");
+    assert_eq!(world.tagged(), set(&[]), "{service}, {name}");
+    assert!(world.tagged_t().is_empty(), "{service}, {name}");
+    assert_eq!(
+        world.journal().last().unwrap()["action"],
+        "error",
+        "{service}, {name}"
+    );
+    if name == "redirect" {
+        assert_eq!(hostile.requests().len(), 1, "a redirect is not followed");
+        assert!(run.stderr.contains("redirect"), "{}", run.stderr);
     }
+}
+
+/// One test per service and bad answer, so that one failure does not hide the others.
+macro_rules! hostile {
+    ($($test:ident: $service:literal, $name:literal;)*) => {
+        $(#[test]
+        fn $test() {
+            fails_closed($service, $name);
+        })*
+    };
+}
+
+hostile! {
+    help_desk_malformed: "help desk", "malformed";
+    help_desk_truncated: "help desk", "truncated";
+    help_desk_wrong_type: "help desk", "wrong type";
+    help_desk_html_page: "help desk", "html page";
+    help_desk_redirect: "help desk", "redirect";
+    help_desk_empty_200: "help desk", "empty 200";
+    help_desk_too_large: "help desk", "too large";
+    vcenter_malformed: "vCenter", "malformed";
+    vcenter_truncated: "vCenter", "truncated";
+    vcenter_wrong_type: "vCenter", "wrong type";
+    vcenter_html_page: "vCenter", "html page";
+    vcenter_redirect: "vCenter", "redirect";
+    vcenter_empty_200: "vCenter", "empty 200";
+    vcenter_too_large: "vCenter", "too large";
+    nsx_v_malformed: "NSX", "malformed";
+    nsx_v_truncated: "NSX", "truncated";
+    nsx_v_wrong_type: "NSX", "wrong type";
+    nsx_v_html_page: "NSX", "html page";
+    nsx_v_redirect: "NSX", "redirect";
+    nsx_v_empty_200: "NSX", "empty 200";
+    nsx_v_too_large: "NSX", "too large";
+    nsx_t_malformed: "NSX-T", "malformed";
+    nsx_t_truncated: "NSX-T", "truncated";
+    nsx_t_wrong_type: "NSX-T", "wrong type";
+    nsx_t_html_page: "NSX-T", "html page";
+    nsx_t_redirect: "NSX-T", "redirect";
+    nsx_t_empty_200: "NSX-T", "empty 200";
+    nsx_t_too_large: "NSX-T", "too large";
 }
 
 #[test]

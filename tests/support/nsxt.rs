@@ -230,7 +230,8 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     }
     if s.unavailable > 0 {
         s.unavailable -= 1;
-        return error(503, 503, "Service Unavailable: the manager is starting");
+        return error(503, 503, "Service Unavailable: the manager is starting")
+            .with_header("Retry-After", "0");
     }
     if s.rate_limited > 0 {
         s.rate_limited -= 1;
@@ -377,7 +378,8 @@ fn change(s: &mut State, req: &Request) -> Response {
             500,
             607,
             "The operation failed because the transaction was aborted. Please retry.",
-        );
+        )
+        .with_header("Retry-After", "0");
     }
     match action.as_str() {
         "add_tags" => {

@@ -162,7 +162,8 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     let mut s = state.lock().expect("state");
     if !s.fail_next.is_empty() {
         let status = s.fail_next.remove(0);
-        return error(status, 100, "Service temporarily failing");
+        // Injected failures say "now", so that the retries they cause cost the suite no time.
+        return error(status, 100, "Service temporarily failing").with_header("Retry-After", "0");
     }
     let Some(rest) = req.path.strip_prefix(TAGS) else {
         return error(404, 100, "The requested URL was not found");
@@ -220,10 +221,12 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
                     500,
                     101,
                     "Concurrent object access error. Please retry the operation.",
-                );
+                )
+                .with_header("Retry-After", "0");
             }
             if let Some(status) = s.fail_changes {
-                return error(status, 100, "Internal server error: core-services failed");
+                return error(status, 100, "Internal server error: core-services failed")
+                    .with_header("Retry-After", "0");
             }
             if method == "PUT" {
                 if !s.lie_on_attach {
