@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 
 use crate::config::{Config, NsxKind};
 use crate::deadline::Deadline;
+use crate::domain::vm::VmRef;
 use crate::nsxt::NsxT;
 use crate::nsxv::NsxV;
-use crate::vcenter::VmRef;
 
 pub enum TagBackend {
     NsxV(NsxV),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, fault};
 
 use crate::store::Holder;
@@ -37,14 +38,11 @@ pub struct Entry {
     pub ticket_id: Option<u64>,
     pub vm: Option<String>,
     pub vm_id: Option<String>,
-    /// `ok`, `failed`, or `dry-run`.
-    pub result: &'static str,
+    pub result: EntryResult,
     pub detail: String,
     /// `helpdesk` (with the ticket's owner) or the OS user who ran the command.
     pub actor: String,
-    /// Why: `lock`, `unlock`, `grant`, `revoke`, `forced`, `emergency`, `expiry`, `reconcile`,
-    /// `drift`, `retry`.
-    pub cause: &'static str,
+    pub cause: Cause,
     /// The holders whose access to the VM began with this entry.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub gained: Vec<Holder>,

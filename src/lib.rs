@@ -31,6 +31,7 @@ pub mod cli;
 mod commands;
 mod config;
 mod deadline;
+mod domain;
 mod error;
 mod escape;
 mod http;

@@ -11,9 +11,9 @@ use ureq::http::Method;
 
 use crate::config::{NsxAuth, NsxConfig, Secret};
 use crate::deadline::Deadline;
+use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, basic_auth, encode, query};
-use crate::vcenter::VmRef;
 
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 /// The largest page the Manager API serves.

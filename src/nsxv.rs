@@ -8,9 +8,9 @@ use ureq::http::Method;
 
 use crate::config::NsxConfig;
 use crate::deadline::Deadline;
+use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, basic_auth, encode, query};
-use crate::vcenter::VmRef;
 use crate::xml;
 
 const TAGS: &str = "/api/2.0/services/securitytags/tag";

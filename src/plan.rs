@@ -7,9 +7,9 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
+use crate::domain::vm::VmRef;
 use crate::store::{Holder, Lease, LeaseState};
 use crate::time::Timestamp;
-use crate::vcenter::VmRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagChange {

@@ -15,10 +15,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
+use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::sys;
 use crate::time::Timestamp;
-use crate::vcenter::VmRef;
 
 const FORMAT_VERSION: u32 = 1;
 

@@ -6,6 +6,7 @@ use std::cell::Cell;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
+use crate::domain::cause::EntryResult;
 use crate::journal::{Action, Entry};
 
 /// Facility names and their numbers (RFC 5424, section 6.2.1).
@@ -82,7 +83,7 @@ impl Syslog {
 fn format_message(facility: u8, hostname: &str, pid: u32, entry: &Entry, json: &str) -> String {
     let severity = match (entry.action, entry.result) {
         (Action::Error, _) => 3,
-        (_, "failed") => 4,
+        (_, EntryResult::Failed) => 4,
         _ => 6,
     };
     let msgid = serde_json::to_value(entry.action)
@@ -111,10 +112,10 @@ mod tests {
             ticket_id: None,
             vm: None,
             vm_id: None,
-            result: "ok",
+            result: EntryResult::Ok,
             detail: String::new(),
             actor: "alice".into(),
-            cause: "grant",
+            cause: crate::domain::cause::Cause::Grant,
             gained: vec![],
             lost: vec![],
             reason: None,
@@ -126,7 +127,7 @@ mod tests {
         );
         let failed = Entry {
             action: Action::Error,
-            result: "failed",
+            result: EntryResult::Failed,
             ..entry
         };
         assert!(format_message(4, "h", 1, &failed, "{}").starts_with("<35>1 "));

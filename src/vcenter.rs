@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use ureq::http::Method;
 
@@ -13,19 +13,7 @@ use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, basic_auth, encode, query};
 
-/// A VM as vCenter knows it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct VmRef {
-    pub name: String,
-    /// The managed object id: `vm-42`.
-    pub id: String,
-}
-
-impl std::fmt::Display for VmRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.name, self.id)
-    }
-}
+use crate::domain::vm::VmRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Generation {

@@ -4,12 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::backend::TagBackend;
+use crate::domain::cause::{Cause, EntryResult};
+use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
 use crate::journal::{Action, Entry};
 use crate::plan::{self, TagChange, VmPlan};
 use crate::store::{Holder, Lease, LeaseState, StateLock};
 use crate::time::Timestamp;
-use crate::vcenter::VmRef;
 
 use super::{Run, Subject};
 
@@ -24,7 +25,7 @@ pub struct Decision {
     pub refused: Vec<Refusal>,
     /// Why a VM changes, where that differs from the command's own cause (reconcile: `expiry`,
     /// `drift`), by VM id.
-    pub causes: BTreeMap<String, &'static str>,
+    pub causes: BTreeMap<String, Cause>,
     /// Which VMs carry the tag, when the command has read that already (reconcile, revoke
     /// --all); otherwise NSX is asked about the concerned VMs.
     pub tagged: Option<BTreeSet<String>>,
@@ -64,7 +65,7 @@ pub struct Outcome {
     pub open_until: Option<Timestamp>,
     /// How the change was made, when that is worth a warning (last-writer-wins tag updates).
     pub warnings: Vec<String>,
-    pub cause: &'static str,
+    pub cause: Cause,
     /// Whose access began and ended, by the leases before and after this VM's change.
     gained: Vec<Holder>,
     lost: Vec<Holder>,
@@ -110,7 +111,7 @@ impl Run {
                 id: String::new(),
             };
             let mut entry = self.entry(subject, Action::Refused, Some(&vm), &format!("{err:#}"));
-            entry.result = "failed";
+            entry.result = EntryResult::Failed;
             self.record(&entry);
         }
         let Decision {
@@ -256,8 +257,8 @@ impl Run {
                 .iter()
                 .any(|l| l.vm_id == id && l.state == LeaseState::DetachFailed);
         let cause = match decision.causes.get(&id) {
-            Some(cause) => cause,
-            None if retried => "retry",
+            Some(cause) => *cause,
+            None if retried => Cause::Retry,
             None => subject.cause,
         };
         let (gained, lost) = plan::change_of(previous, current, &id, self.now);
@@ -285,7 +286,7 @@ impl Run {
             .find(|l| &l.vm_id == id && entry.gained.contains(&l.holder))
             .and_then(|l| l.reason.clone());
         if outcome.error.is_some() {
-            entry.result = "failed";
+            entry.result = EntryResult::Failed;
         }
         entry
     }
@@ -304,7 +305,7 @@ impl Run {
         let vm = outcome.plan.vm.clone();
         let undone = backend.detach(&vm);
         let mut entry = self.entry(subject, Action::Revoke, Some(&vm), "");
-        entry.result = "failed";
+        entry.result = EntryResult::Failed;
         entry.cause = outcome.cause;
         let why = "its record could not be written to the state directory";
         match &undone {
@@ -404,10 +405,10 @@ fn describe_change(outcome: &Outcome) -> (Action, String) {
         .map(|t| format!(" until {t}"))
         .unwrap_or_default();
     let why = match outcome.cause {
-        "expiry" => " (lease expired)",
-        "drift" => " (NSX disagreed with the leases)",
-        "retry" => " (retried)",
-        "policy" => " (policy no longer allows it)",
+        Cause::Expiry => " (lease expired)",
+        Cause::Drift => " (NSX disagreed with the leases)",
+        Cause::Retry => " (retried)",
+        Cause::Policy => " (policy no longer allows it)",
         _ => "",
     };
     if let Some(err) = &outcome.error {

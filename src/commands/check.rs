@@ -321,7 +321,7 @@ fn shared(dir: &Path) -> anyhow::Result<String> {
 
 /// The VMs among `tagged` that have no lease here and that this otnsx's journal never shows
 /// opened: the sign of a second instance using the same tag.
-fn never_opened(state_dir: &Path, tagged: &[crate::vcenter::VmRef]) -> Vec<String> {
+fn never_opened(state_dir: &Path, tagged: &[crate::domain::vm::VmRef]) -> Vec<String> {
     let store = Store::open(state_dir);
     let leased: Vec<String> = store
         .load()

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::domain::cause::Cause;
 use crate::error::{Exit, fault};
 use crate::plan;
 use crate::store::Holder;
@@ -15,7 +16,7 @@ pub fn run(
     duration: Option<Duration>,
     reason: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    let subject = Subject::new("grant");
+    let subject = Subject::new(Cause::Grant);
     run.journaled(&subject, || {
         let max = run.config.policy.max_grant;
         let duration = duration.unwrap_or(run.config.policy.manual_duration);

@@ -19,6 +19,8 @@ use crate::backend::TagBackend;
 use crate::cli::{Cli, Command, Global};
 use crate::config::{self, Config, MAX_VM_NAME, NsxKind, Resolve};
 use crate::deadline::Deadline;
+use crate::domain::cause::{Cause, EntryResult};
+use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
 use crate::journal::{Action, Entry, Journal};
 use crate::otrs::HelpDesk;
@@ -26,7 +28,7 @@ use crate::plan;
 use crate::store::{Holder, Lease, StateLock, Store};
 use crate::syslog::Syslog;
 use crate::time::Timestamp;
-use crate::vcenter::{self, VmRef};
+use crate::vcenter;
 
 /// What [`Run::begin`] found: the state lock, and the leases if they could be read.
 pub struct Begun {
@@ -86,13 +88,12 @@ fn clock() -> anyhow::Result<Timestamp> {
 pub struct Subject {
     pub ticket_number: Option<String>,
     pub ticket_id: Option<u64>,
-    /// Why access changes: `lock`, `unlock`, `grant`, `revoke`, `forced`, `emergency`,
-    /// `expiry`, `reconcile`, `drift`.
-    pub cause: &'static str,
+    /// Why access changes.
+    pub cause: Cause,
 }
 
 impl Subject {
-    pub fn new(cause: &'static str) -> Self {
+    pub fn new(cause: Cause) -> Self {
         Subject {
             ticket_number: None,
             ticket_id: None,
@@ -160,7 +161,7 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
                 "TLS verification for the {service} ({}) is off (insecure = true): anyone on the path can read its credentials",
                 endpoint.url
             );
-            run.record(&run.entry(&Subject::new("config"), Action::Warning, None, &text));
+            run.record(&run.entry(&Subject::new(Cause::Config), Action::Warning, None, &text));
         }
     }
     let exit = match command {
@@ -255,7 +256,7 @@ impl Run {
             ticket_id: subject.ticket_id,
             vm: vm.map(|v| v.name.clone()),
             vm_id: vm.map(|v| v.id.clone()).filter(|id| !id.is_empty()),
-            result: "ok",
+            result: EntryResult::Ok,
             detail: detail.to_string(),
             actor: self.actor.clone(),
             cause: subject.cause,
@@ -310,7 +311,7 @@ impl Run {
             _ => Action::Error,
         };
         let mut entry = self.entry(subject, action, None, &format!("{err:#}"));
-        entry.result = "failed";
+        entry.result = EntryResult::Failed;
         self.record(&entry);
     }
 
@@ -492,8 +493,12 @@ impl Run {
                     "the lease of {} on {} claimed to last until {}, longer than its kind allows; clipped to {}",
                     lease.holder, vm.name, lease.expires_at, clipped.expires_at
                 );
-                let mut entry =
-                    self.entry(&Subject::new("clip"), Action::Warning, Some(&vm), &text);
+                let mut entry = self.entry(
+                    &Subject::new(Cause::Clip),
+                    Action::Warning,
+                    Some(&vm),
+                    &text,
+                );
                 entry.lost = vec![lease.holder.clone()];
                 entry.gained = vec![lease.holder.clone()];
                 outbox.push(serde_json::to_value(&entry).unwrap_or_default());

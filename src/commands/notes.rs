@@ -142,7 +142,7 @@ impl Run {
             }
             Err(err) => {
                 errln!("otnsx: warning: {err:#}");
-                entry.result = "failed";
+                entry.result = crate::domain::cause::EntryResult::Failed;
                 entry.detail = format!("note not posted: {err:#}; it said: {text}");
             }
         }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
+use crate::domain::cause::Cause;
 use crate::error::{Exit, exit_code, fault};
 use crate::plan;
 use crate::store::{Holder, Lease, LeaseState};
@@ -20,7 +21,7 @@ use crate::store::{Holder, Lease, LeaseState};
 use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
-    let subject = Subject::new("reconcile");
+    let subject = Subject::new(Cause::Reconcile);
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let begun = run.begin()?;
@@ -34,7 +35,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             let lock = begun.lock;
             let unlocked = unlocked_tickets(run, &before)?;
             let now = run.now;
-            let mut causes: BTreeMap<String, &'static str> = BTreeMap::new();
+            let mut causes: BTreeMap<String, Cause> = BTreeMap::new();
             let mut expired_tickets: BTreeSet<Holder> = BTreeSet::new();
             let mut after: Vec<Lease> = before
                 .iter()
@@ -43,17 +44,17 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                     let expired = l.state == LeaseState::Active && l.expires_at <= now;
                     let refused = l.state == LeaseState::Active && run.config.policy.vms.refusal(&l.vm).is_some();
                     if refused && !expired && !ticket_gone {
-                        causes.insert(l.vm_id.clone(), "policy");
+                        causes.insert(l.vm_id.clone(), Cause::Policy);
                     }
                     if expired {
-                        causes.insert(l.vm_id.clone(), "expiry");
+                        causes.insert(l.vm_id.clone(), Cause::Expiry);
                         if matches!(l.holder, Holder::Ticket { .. }) {
                             expired_tickets.insert(l.holder.clone());
                         }
                     } else if ticket_gone {
-                        causes.entry(l.vm_id.clone()).or_insert("reconcile");
+                        causes.entry(l.vm_id.clone()).or_insert(Cause::Reconcile);
                     } else if l.state == LeaseState::DetachFailed {
-                        causes.entry(l.vm_id.clone()).or_insert("retry");
+                        causes.entry(l.vm_id.clone()).or_insert(Cause::Retry);
                     }
                     !(expired || ticket_gone || refused)
                 })
@@ -68,7 +69,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             for vm in &touched {
                 let live = after.iter().any(|l| l.vm_id == vm.id && l.is_live(now));
                 if live != tagged.contains(&vm.id) {
-                    causes.entry(vm.id.clone()).or_insert("drift");
+                    causes.entry(vm.id.clone()).or_insert(Cause::Drift);
                 }
             }
             let mut decision = Decision::new("reconcile".into(), before, after, touched);

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::domain::cause::Cause;
 use crate::error::Exit;
 use crate::journal::Action;
 use crate::plan;
@@ -14,7 +15,7 @@ use crate::store::{Holder, StateLock};
 use super::{Decision, Run, Subject, notes, vms_of};
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
-    let subject = Subject::new(if force { "forced" } else { "revoke" });
+    let subject = Subject::new(if force { Cause::Forced } else { Cause::Revoke });
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let begun = run.begin()?;
@@ -63,7 +64,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
 }
 
 pub fn all(run: &Run) -> anyhow::Result<Exit> {
-    let subject = Subject::new("emergency");
+    let subject = Subject::new(Cause::Emergency);
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let begun = run.begin()?;
@@ -119,7 +120,12 @@ fn start_afresh(run: &Run, lock: Option<&StateLock>) {
                 "the unreadable lease file was moved to {}; otnsx starts with no leases",
                 aside.display()
             );
-            run.record(&run.entry(&Subject::new("emergency"), Action::Warning, None, &text));
+            run.record(&run.entry(
+                &Subject::new(Cause::Emergency),
+                Action::Warning,
+                None,
+                &text,
+            ));
             errln!("otnsx: {text}");
         }
         Err(e) => run.state_problem(&e),

@@ -2,6 +2,7 @@
 //! when a ticket's lock changes. The ticket is read again (never trust the event) under the
 //! state lock, so concurrent events for one ticket apply in order.
 
+use crate::domain::cause::Cause;
 use crate::error::{Exit, fault};
 use crate::journal::Action;
 use crate::plan;
@@ -14,7 +15,7 @@ pub fn run(run: &mut Run, id: u64, number: Option<String>) -> anyhow::Result<Exi
     let mut subject = Subject {
         ticket_number: number.clone(),
         ticket_id: Some(id),
-        cause: "event",
+        cause: Cause::Event,
     };
     let result = handle(run, &mut subject, id, number.as_deref());
     if let Err(err) = &result {
@@ -71,7 +72,11 @@ fn handle(
         ));
     }
     subject.ticket_number = Some(ticket.number.clone());
-    subject.cause = if ticket.is_locked() { "lock" } else { "unlock" };
+    subject.cause = if ticket.is_locked() {
+        Cause::Lock
+    } else {
+        Cause::Unlock
+    };
     let holder = Holder::Ticket {
         id,
         number: ticket.number.clone(),
