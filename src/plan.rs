@@ -4,9 +4,10 @@
 //!
 //! The rule: a VM carries the tag exactly while at least one live lease holds it.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
+use crate::domain::cause::Cause;
 use crate::domain::vm::VmRef;
 use crate::store::{Holder, Lease, LeaseState};
 use crate::time::Timestamp;
@@ -249,6 +250,74 @@ pub fn settle(after: &[Lease], vm_id: &str) -> Vec<Lease> {
     })
 }
 
+/// What `reconcile` decides from the leases alone: the leases to keep, why each VM changes,
+/// and the tickets whose access ended by expiry (they are told so in a note).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub after: Vec<Lease>,
+    pub causes: BTreeMap<String, Cause>,
+    pub expired_tickets: BTreeSet<Holder>,
+}
+
+/// Reconcile's decision over the leases: a lease that expired, whose ticket is no longer
+/// locked (`unlocked`), or whose VM policy no longer allows (`refused`) is dropped, with the
+/// cause that explains the VM's change (expiry first, then the ticket, then policy); a detach
+/// still to retry is marked as such.
+pub fn reconcile(
+    before: &[Lease],
+    unlocked: &BTreeSet<u64>,
+    now: Timestamp,
+    refused: impl Fn(&str) -> bool,
+) -> Reconciled {
+    let mut out = Reconciled::default();
+    for lease in before {
+        let active = lease.state == LeaseState::Active;
+        let ticket_gone =
+            matches!(lease.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
+        let expired = active && lease.expires_at <= now;
+        let denied = active && refused(&lease.vm);
+        let id = lease.vm_id.clone();
+        if expired {
+            out.causes.insert(id, Cause::Expiry);
+            if matches!(lease.holder, Holder::Ticket { .. }) {
+                out.expired_tickets.insert(lease.holder.clone());
+            }
+        } else if ticket_gone {
+            out.causes.entry(id).or_insert(Cause::Reconcile);
+        } else if denied {
+            out.causes.insert(id, Cause::Policy);
+        } else if lease.state == LeaseState::DetachFailed {
+            out.causes.entry(id).or_insert(Cause::Retry);
+        }
+        if !(expired || ticket_gone || denied) {
+            out.after.push(lease.clone());
+        }
+    }
+    out
+}
+
+/// Drift: for each VM in `touched`, whether its tag disagrees with its live leases in `after`
+/// (the tag without a lease, or a lease without the tag). Marks those VMs `drift` in `causes`
+/// unless they already have a cause.
+pub fn mark_drift(
+    causes: &mut BTreeMap<String, Cause>,
+    touched: &[VmRef],
+    after: &[Lease],
+    tagged: &BTreeSet<String>,
+    now: Timestamp,
+) {
+    let live: HashSet<&str> = after
+        .iter()
+        .filter(|l| l.is_live(now))
+        .map(|l| l.vm_id.as_str())
+        .collect();
+    for vm in touched {
+        if live.contains(vm.id.as_str()) != tagged.contains(&vm.id) {
+            causes.entry(vm.id.clone()).or_insert(Cause::Drift);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +426,63 @@ mod tests {
         let relocked = lock_ticket(&kept, &ticket(2), &names(&vms), &vms, NOW, HOUR);
         assert_eq!(relocked.len(), 1);
         assert_eq!(relocked[0].state, LeaseState::Active);
+    }
+
+    #[test]
+    fn reconcile_drops_what_expired_was_unlocked_or_is_denied_and_says_why() {
+        let vms = [vm(1), vm(2), vm(3), vm(4)];
+        let mut leases = lock_ticket(&[], &ticket(2), &names(&vms[..1]), &vms[..1], NOW, HOUR);
+        leases = lock_ticket(
+            &leases,
+            &ticket(3),
+            &names(&vms[1..2]),
+            &vms[1..2],
+            NOW,
+            3 * HOUR,
+        );
+        leases = lock_ticket(
+            &leases,
+            &ticket(4),
+            &names(&vms[2..3]),
+            &vms[2..3],
+            NOW,
+            3 * HOUR,
+        );
+        let alice = Holder::User {
+            name: "alice".into(),
+        };
+        leases = grant(&leases, &alice, &vms[3], NOW, 3 * HOUR, None);
+        let later = NOW.plus(2 * HOUR);
+        let unlocked: BTreeSet<u64> = [3].into_iter().collect();
+        let r = reconcile(&leases, &unlocked, later, |name| name == "web04");
+        // Ticket 2 expired, ticket 3 was unlocked, web04 is denied; ticket 4 stays.
+        assert_eq!(r.after.len(), 1);
+        assert_eq!(r.after[0].holder, ticket(4));
+        assert_eq!(r.causes["vm-1"], Cause::Expiry);
+        assert_eq!(r.causes["vm-2"], Cause::Reconcile);
+        assert_eq!(r.causes["vm-4"], Cause::Policy);
+        assert!(!r.causes.contains_key("vm-3"));
+        assert_eq!(r.expired_tickets, [ticket(2)].into_iter().collect());
+    }
+
+    #[test]
+    fn reconcile_retries_a_pending_detach_and_drift_is_marked_both_ways() {
+        let vms = [vm(1)];
+        let leases = lock_ticket(&[], &ticket(2), &names(&vms), &vms, NOW, HOUR);
+        let pending = keep_for_retry(&leases, &[], "vm-1");
+        let r = reconcile(&pending, &BTreeSet::new(), NOW, |_| false);
+        assert_eq!(r.causes["vm-1"], Cause::Retry);
+        assert_eq!(r.after, pending, "kept: the detach is retried");
+
+        let mut causes = BTreeMap::new();
+        let touched = [vm(1), vm(2)];
+        // web01 has a live lease but no tag; web02 the tag but no lease.
+        mark_drift(&mut causes, &touched, &leases, &tagged(&["vm-2"]), NOW);
+        assert_eq!(causes["vm-1"], Cause::Drift);
+        assert_eq!(causes["vm-2"], Cause::Drift);
+        let mut causes = BTreeMap::new();
+        mark_drift(&mut causes, &touched, &leases, &tagged(&["vm-1"]), NOW);
+        assert!(causes.is_empty(), "{causes:?}");
     }
 
     #[test]

@@ -35,43 +35,19 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             let lock = begun.lock;
             let unlocked = unlocked_tickets(run, &before)?;
             let now = run.now;
-            let mut causes: BTreeMap<String, Cause> = BTreeMap::new();
-            let mut expired_tickets: BTreeSet<Holder> = BTreeSet::new();
-            let mut after: Vec<Lease> = before
-                .iter()
-                .filter(|l| {
-                    let ticket_gone = matches!(l.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
-                    let expired = l.state == LeaseState::Active && l.expires_at <= now;
-                    let refused = l.state == LeaseState::Active && run.config.policy.vms.refusal(&l.vm).is_some();
-                    if refused && !expired && !ticket_gone {
-                        causes.insert(l.vm_id.clone(), Cause::Policy);
-                    }
-                    if expired {
-                        causes.insert(l.vm_id.clone(), Cause::Expiry);
-                        if matches!(l.holder, Holder::Ticket { .. }) {
-                            expired_tickets.insert(l.holder.clone());
-                        }
-                    } else if ticket_gone {
-                        causes.entry(l.vm_id.clone()).or_insert(Cause::Reconcile);
-                    } else if l.state == LeaseState::DetachFailed {
-                        causes.entry(l.vm_id.clone()).or_insert(Cause::Retry);
-                    }
-                    !(expired || ticket_gone || refused)
-                })
-                .cloned()
-                .collect();
+            let policy = &run.config.policy.vms;
+            let plan::Reconciled {
+                mut after,
+                mut causes,
+                expired_tickets,
+            } = plan::reconcile(&before, &unlocked, now, |name| policy.refusal(name).is_some());
             let tagged_vms = backend.all_tagged()?;
             let tagged: BTreeSet<String> = tagged_vms.iter().map(|v| v.id.clone()).collect();
             let (refused, held_back) = verify_reopening(run, backend, &mut after, &tagged);
             // Drift: the tag where no live lease is, or a live lease where the tag is not.
             let mut touched = tagged_vms;
             touched.extend(vms_of(&before));
-            for vm in &touched {
-                let live = after.iter().any(|l| l.vm_id == vm.id && l.is_live(now));
-                if live != tagged.contains(&vm.id) {
-                    causes.entry(vm.id.clone()).or_insert(Cause::Drift);
-                }
-            }
+            plan::mark_drift(&mut causes, &touched, &after, &tagged, now);
             let mut decision = Decision::new("reconcile".into(), before, after, touched);
             decision.causes = causes;
             decision.tagged = Some(tagged);
