@@ -1,0 +1,426 @@
+//! Checking the raw configuration into the typed [`Config`], every problem kept with its key.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{RawConfig, RawEndpoint, RawNsx, RawOtrs, RawVcenter};
+use super::secret::{MAX_CONFIG, Secret, first_line, read_trusted, run_password_command};
+use super::url::{check_url, is_moref};
+use super::*;
+use crate::time::parse_duration;
+
+pub(super) struct Checker {
+    pub(super) problems: Vec<String>,
+    /// Whether to read password files and run password commands (not when fuzzing).
+    pub(super) read_secrets: bool,
+    /// How long a password_command may take: the run's deadline.
+    pub(super) command_timeout: Duration,
+    pub(super) base: PathBuf,
+    pub(super) world_readable: bool,
+}
+
+impl Checker {
+    fn problem(&mut self, key: &str, what: impl fmt::Display) {
+        self.problems.push(format!("{key}: {what}"));
+    }
+
+    pub(super) fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let state_dir = match raw.state_dir {
+            Some(dir) => self.resolve(&dir),
+            None => directories::ProjectDirs::from("", "", "otnsx")
+                .map(|d| d.data_dir().to_path_buf())
+                .unwrap_or_else(|| {
+                    self.problem("state_dir", "no default for this user; set it");
+                    PathBuf::new()
+                }),
+        };
+        let deadline = self.duration("deadline", raw.deadline.as_deref(), "20s", true);
+        if !deadline.is_zero() {
+            self.command_timeout = deadline;
+        }
+        let otrs = raw.otrs.map(|o| self.otrs(&o));
+        let vcenter = raw.vcenter.as_ref().map(|v| self.vcenter(v));
+        let nsx = match raw.nsx {
+            Some(n) => self.nsx(&n, raw.vcenter.is_some()),
+            None => {
+                self.problem("nsx", "section missing");
+                None
+            }
+        };
+        let nsx = nsx?;
+        if vcenter.is_none() && (nsx.kind == NsxKind::NsxV || nsx.resolve == Resolve::Vcenter) {
+            let why = if nsx.kind == NsxKind::NsxV {
+                "nsx.kind = \"nsx-v\" needs it"
+            } else {
+                "nsx.resolve = \"vcenter\" needs it"
+            };
+            self.problem("vcenter", format!("section missing ({why})"));
+        }
+        for (key, patterns) in [
+            ("policy.allow", &raw.policy.allow),
+            ("policy.deny", &raw.policy.deny),
+        ] {
+            for pattern in patterns.iter().flatten() {
+                if pattern.is_empty()
+                    || pattern.chars().count() > MAX_VM_NAME
+                    || pattern.chars().any(char::is_control)
+                {
+                    self.problem(
+                        key,
+                        format!("{pattern:?} is not a pattern of 1 to {MAX_VM_NAME} characters"),
+                    );
+                }
+            }
+        }
+        let max_duration = self.duration(
+            "policy.max_duration",
+            raw.policy.max_duration.as_deref(),
+            "8h",
+            true,
+        );
+        let max_grant = match raw.policy.max_grant.as_deref() {
+            Some(text) => self.duration("policy.max_grant", Some(text), "", true),
+            None => max_duration,
+        };
+        let manual_duration = self.duration(
+            "policy.manual_duration",
+            raw.policy.manual_duration.as_deref(),
+            "1h",
+            true,
+        );
+        if manual_duration > max_grant && !max_grant.is_zero() {
+            self.problem(
+                "policy.manual_duration",
+                format!(
+                    "{} is longer than policy.max_grant ({})",
+                    crate::time::format_duration(manual_duration),
+                    crate::time::format_duration(max_grant)
+                ),
+            );
+        }
+        let policy = Policy {
+            vms: crate::policy::VmPolicy {
+                allow: raw.policy.allow.clone().unwrap_or_default(),
+                deny: raw.policy.deny.clone().unwrap_or_default(),
+            },
+            max_duration,
+            max_grant,
+            manual_duration,
+        };
+        let facility_name = raw.log.facility.as_deref().unwrap_or("authpriv");
+        let facility = crate::syslog::FACILITIES
+            .iter()
+            .find(|(name, _)| *name == facility_name)
+            .map(|(_, code)| *code)
+            .unwrap_or_else(|| {
+                self.problem("log.facility", format!("{facility_name:?} is not a syslog facility (authpriv, auth, daemon, local0 to local7, ...)"));
+                10
+            });
+        let log = Log {
+            syslog: raw.log.syslog.unwrap_or(false),
+            facility,
+            socket: raw
+                .log
+                .socket
+                .as_deref()
+                .map_or_else(|| PathBuf::from("/dev/log"), |p| self.resolve(p)),
+        };
+        Some(Config {
+            log,
+            state_dir,
+            deadline,
+            otrs: otrs.flatten(),
+            vcenter: vcenter.flatten(),
+            nsx,
+            policy,
+        })
+    }
+
+    fn otrs(&mut self, raw: &RawOtrs) -> Option<OtrsConfig> {
+        let vm_field = raw.vm_field.clone().unwrap_or_else(|| "VMName".into());
+        if vm_field.trim().is_empty() {
+            self.problem("otrs.vm_field", "must name the ticket's dynamic field");
+        }
+        let version = raw.version.unwrap_or(6);
+        if version < 5 {
+            self.problem(
+                "otrs.version",
+                "otnsx needs OTRS 5 or later (Znuny and OTOBO count as 6)",
+            );
+        }
+        let endpoint = self.endpoint("otrs", &raw.endpoint_keys());
+        Some(OtrsConfig {
+            endpoint: endpoint?,
+            vm_field,
+            notes: raw.notes.unwrap_or(true),
+            notify_agents: raw.notify_agents.unwrap_or(false),
+            version,
+        })
+    }
+
+    fn vcenter(&mut self, raw: &RawVcenter) -> Option<VcenterConfig> {
+        for (key, value) in [("folder", &raw.folder), ("datacenter", &raw.datacenter)] {
+            if let Some(v) = value
+                && !is_moref(v)
+            {
+                self.problem(
+                    &format!("vcenter.{key}"),
+                    format!("{v:?} is not a managed object id like group-v22 or datacenter-2"),
+                );
+            }
+        }
+        let endpoint = self.endpoint("vcenter", &raw.endpoint_keys());
+        Some(VcenterConfig {
+            endpoint: endpoint?,
+            api: raw.api.unwrap_or(ApiGeneration::Auto),
+            folder: raw.folder.clone(),
+            datacenter: raw.datacenter.clone(),
+        })
+    }
+
+    fn nsx(&mut self, raw: &RawNsx, has_vcenter: bool) -> Option<NsxConfig> {
+        let kind = raw.kind;
+        if kind.is_none() {
+            self.problem(
+                "nsx.kind",
+                "missing; write kind = \"nsx-t\" (NSX-T 3.x, NSX 4.x) or \"nsx-v\"",
+            );
+        }
+        let tag = raw.tag.clone().unwrap_or_default();
+        if tag.trim().is_empty() {
+            self.problem(
+                "nsx.tag",
+                "missing; name the security tag that opens access",
+            );
+        }
+        let scope = raw.scope.clone().unwrap_or_default();
+        match kind {
+            Some(NsxKind::NsxT) if scope.trim().is_empty() => {
+                self.problem(
+                    "nsx.scope",
+                    "missing; NSX-T tags are a scope and a value, e.g. scope = \"otnsx\"",
+                );
+            }
+            Some(NsxKind::NsxV) => {
+                for (key, given) in [
+                    ("scope", raw.scope.is_some()),
+                    ("auth", raw.auth.is_some()),
+                    ("resolve", raw.resolve.is_some()),
+                ] {
+                    if given {
+                        self.problem(&format!("nsx.{key}"), "applies to kind = \"nsx-t\" only");
+                    }
+                }
+            }
+            _ => {}
+        }
+        for (key, value) in [("nsx.scope", &scope), ("nsx.tag", &tag)] {
+            if kind == Some(NsxKind::NsxT) && (value.chars().count() > 128 || value.contains('|')) {
+                self.problem(key, "at most 128 characters, without '|'");
+            }
+        }
+        let resolve = raw.resolve.unwrap_or(if has_vcenter {
+            Resolve::Vcenter
+        } else {
+            Resolve::Nsx
+        });
+        let endpoint = self.endpoint("nsx", &raw.endpoint_keys());
+        Some(NsxConfig {
+            kind: kind?,
+            endpoint: endpoint?,
+            tag,
+            scope,
+            auth: raw.auth.unwrap_or(NsxAuth::Basic),
+            resolve,
+        })
+    }
+
+    fn endpoint(&mut self, section: &str, raw: &RawEndpoint<'_>) -> Option<Endpoint> {
+        let url = match raw.url {
+            None => {
+                self.problem(&format!("{section}.url"), "missing");
+                None
+            }
+            Some(u) => match check_url(u) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    self.problem(&format!("{section}.url"), why);
+                    None
+                }
+            },
+        };
+        let user = match raw.user {
+            Some(u) if !u.is_empty() => Some(u.to_string()),
+            _ => {
+                self.problem(&format!("{section}.user"), "missing");
+                None
+            }
+        };
+        let pin = raw.tls_sha256.and_then(|text| {
+            let pin = crate::pin::parse_fingerprint(text);
+            if pin.is_none() {
+                self.problem(
+                    &format!("{section}.tls_sha256"),
+                    "not a SHA-256 fingerprint (64 hex digits, with or without colons)",
+                );
+            }
+            pin
+        });
+        let tls_keys = [
+            raw.ca_file.is_some(),
+            raw.tls_sha256.is_some(),
+            raw.insecure == Some(true),
+        ];
+        if tls_keys.iter().filter(|k| **k).count() > 1 {
+            self.problem(
+                section,
+                "give only one of ca_file, tls_sha256 and insecure = true",
+            );
+        }
+        let ca_file = raw.ca_file.map(|p| self.resolve(p));
+        if let Some(ca) = &ca_file
+            && !ca.is_file()
+        {
+            self.problem(
+                &format!("{section}.ca_file"),
+                format!("{} is not a readable file", ca.display()),
+            );
+        }
+        let password = self.password(section, raw);
+        if let (Some(user), Some(password)) = (&user, &password)
+            && self.read_secrets
+        {
+            crate::secrets::password(user, password.expose());
+        }
+        Some(Endpoint {
+            url: url?,
+            user: user?,
+            password: password?,
+            tls: Tls {
+                ca_file,
+                pin,
+                insecure: raw.insecure.unwrap_or(false),
+            },
+        })
+    }
+
+    fn password(&mut self, section: &str, raw: &RawEndpoint<'_>) -> Option<Secret> {
+        let given = [
+            raw.password.is_some(),
+            raw.password_file.is_some(),
+            raw.password_env.is_some(),
+            raw.password_command.is_some(),
+        ];
+        let key = format!("{section}.password");
+        match given.iter().filter(|g| **g).count() {
+            0 => {
+                self.problem(
+                    &key,
+                    "missing; set password_file, password_env, password_command or password",
+                );
+                return None;
+            }
+            1 => {}
+            _ => {
+                self.problem(
+                    &key,
+                    "give only one of password_file, password_env, password_command and password",
+                );
+                return None;
+            }
+        }
+        if !self.read_secrets && raw.password.is_none() {
+            return Some(Secret("(not read)".into()));
+        }
+        if let Some(command) = raw.password_command {
+            let key = format!("{section}.password_command");
+            return match run_password_command(command, self.command_timeout) {
+                Ok(secret) => self.non_empty(&key, secret),
+                Err(why) => {
+                    self.problem(&key, why);
+                    None
+                }
+            };
+        }
+        if let Some(inline) = raw.password {
+            if self.world_readable {
+                self.problem(
+                    &key,
+                    "an inline password in a world-readable file is refused; chmod o-r the file or use password_file",
+                );
+                return None;
+            }
+            return self.non_empty(&key, inline.to_string());
+        }
+        if let Some(file) = raw.password_file {
+            let file = self.resolve(file);
+            let key = format!("{section}.password_file");
+            let (text, meta) = match read_trusted(&file, MAX_CONFIG) {
+                Ok(read) => read,
+                Err(why) => {
+                    self.problem(&key, why);
+                    return None;
+                }
+            };
+            if meta.permissions().mode() & 0o004 != 0 {
+                self.problem(
+                    &key,
+                    format!("{} is world-readable; chmod o-r it", file.display()),
+                );
+                return None;
+            }
+            return self.non_empty(&key, first_line(&text));
+        }
+        let var = raw.password_env.unwrap_or_default();
+        let key = format!("{section}.password_env");
+        match std::env::var(var) {
+            Ok(value) => self.non_empty(&key, first_line(&value)),
+            Err(_) => {
+                self.problem(&key, format!("environment variable {var} is not set"));
+                None
+            }
+        }
+    }
+
+    fn non_empty(&mut self, key: &str, secret: String) -> Option<Secret> {
+        if secret.is_empty() {
+            self.problem(key, "the password is empty");
+            return None;
+        }
+        Some(Secret(secret))
+    }
+
+    fn duration(
+        &mut self,
+        key: &str,
+        text: Option<&str>,
+        default: &str,
+        positive: bool,
+    ) -> Duration {
+        match parse_duration(text.unwrap_or(default)) {
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(key, "must be at most 3650d (ten years)");
+                Duration::ZERO
+            }
+            Ok(d) if positive && d.is_zero() => {
+                self.problem(key, "must be longer than zero");
+                d
+            }
+            Ok(d) => d,
+            Err(why) => {
+                self.problem(key, why);
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base.join(path)
+        }
+    }
+}

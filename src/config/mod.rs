@@ -1,0 +1,383 @@
+//! The configuration file: raw serde structs that reject unknown keys, checked into a typed
+//! [`Config`] that reports every problem at once, each with its key's path.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Exit, fault};
+
+mod check;
+mod raw;
+mod secret;
+mod url;
+
+pub use secret::Secret;
+pub use url::is_moref;
+
+use check::Checker;
+use raw::RawConfig;
+use secret::read;
+
+/// Where the configuration is looked for when neither `--config` nor `OTNSX_CONFIG` names it.
+pub const SYSTEM_CONFIG: &str = "/etc/otnsx/otnsx.toml";
+
+/// The longest duration a configuration may give: ten years.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// vSphere's limit on a VM name, in characters.
+pub const MAX_VM_NAME: usize = 80;
+
+/// A password. Its `Debug` and `Display` never show it.
+#[derive(Debug)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub deadline: Duration,
+    pub otrs: Option<OtrsConfig>,
+    pub vcenter: Option<VcenterConfig>,
+    pub nsx: NsxConfig,
+    pub policy: Policy,
+    pub log: Log,
+}
+
+/// How to reach and log in to one service.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Scheme, host, port and path, without a trailing slash.
+    pub url: String,
+    pub user: String,
+    pub password: Secret,
+    pub tls: Tls,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_file: Option<PathBuf>,
+    /// Accept exactly the certificate with this SHA-256 fingerprint.
+    pub pin: Option<crate::pin::Fingerprint>,
+    pub insecure: bool,
+}
+
+#[derive(Debug)]
+pub struct OtrsConfig {
+    pub endpoint: Endpoint,
+    pub vm_field: String,
+    /// Post an internal note to the ticket about every change otnsx makes for it.
+    pub notes: bool,
+    /// Let the help desk e-mail the ticket's agents about each note (off: `NoAgentNotify`).
+    pub notify_agents: bool,
+    /// The help desk's major version: 5 writes notes as `ArticleType` `note-internal`.
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiGeneration {
+    /// Try `/api` and fall back to `/rest` when vCenter answers 404.
+    Auto,
+    /// vSphere 7.0U2 and later.
+    Api,
+    /// vSphere 6.5 and later.
+    Rest,
+}
+
+#[derive(Debug)]
+pub struct VcenterConfig {
+    pub endpoint: Endpoint,
+    pub api: ApiGeneration,
+    pub folder: Option<String>,
+    pub datacenter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum NsxKind {
+    /// NSX for vSphere 6.x: XML API, tag by name, VM by managed object id.
+    #[serde(rename = "nsx-v")]
+    NsxV,
+    /// NSX-T 3.x and NSX 4.x: JSON API, `{scope, tag}` pairs, VM by `external_id`.
+    #[serde(rename = "nsx-t")]
+    NsxT,
+}
+
+/// How otnsx logs in to NSX-T.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsxAuth {
+    /// HTTP basic auth on every request.
+    Basic,
+    /// `POST /api/session/create`: a `JSESSIONID` cookie and an `X-XSRF-TOKEN` header.
+    Session,
+}
+
+/// Where NSX-T VMs are looked up by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolve {
+    /// By `display_name` in NSX's own inventory.
+    Nsx,
+    /// In vCenter (name → managed object id → instance UUID), then the NSX VM whose
+    /// `external_id` or `compute_ids` carry that UUID.
+    Vcenter,
+}
+
+#[derive(Debug)]
+pub struct NsxConfig {
+    pub kind: NsxKind,
+    pub endpoint: Endpoint,
+    /// NSX-V: the security tag's name. NSX-T: the tag's value.
+    pub tag: String,
+    /// NSX-T: the tag's scope.
+    pub scope: String,
+    pub auth: NsxAuth,
+    pub resolve: Resolve,
+}
+
+/// Where journal entries also go.
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Send each journal entry to the local syslog socket too.
+    pub syslog: bool,
+    pub facility: u8,
+    pub socket: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    pub max_duration: Duration,
+    pub manual_duration: Duration,
+    /// The longest `grant --for` (and manual lease) allowed: `policy.max_grant`, by default
+    /// `max_duration`.
+    pub max_grant: Duration,
+    /// Which VMs may be opened.
+    pub vms: crate::policy::VmPolicy,
+}
+
+/// Finds the configuration file: the explicit path (`--config` or `OTNSX_CONFIG`), else
+/// [`SYSTEM_CONFIG`], else `otnsx.toml` in the user's config directory.
+pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let mut tried = vec![PathBuf::from(SYSTEM_CONFIG)];
+    if let Some(dirs) = directories::ProjectDirs::from("", "", "otnsx") {
+        tried.push(dirs.config_dir().join("otnsx.toml"));
+    }
+    if let Some(found) = tried.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(fault(
+        Exit::Config,
+        format!(
+            "no configuration file: looked in {}; write one (see otnsx.toml.example) or pass --config",
+            list.join(" and ")
+        ),
+    ))
+}
+
+impl Config {
+    /// Reads and checks the file at `path`, reading the secrets it points to.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let (text, mode) = read(path).map_err(|why| fault(Exit::Config, why))?;
+        Config::parse(&text, path, mode)
+    }
+
+    /// Like [`Config::load`], with every problem apart (for `otnsx check`).
+    pub fn check_file(path: &Path) -> Result<Config, Vec<String>> {
+        let (text, mode) = read(path).map_err(|why| vec![why])?;
+        Config::check_text(&text, path, mode)
+    }
+
+    /// Checks configuration text as if read from `path` with permission bits `mode`.
+    pub fn parse(text: &str, path: &Path, mode: u32) -> anyhow::Result<Config> {
+        Config::check_text(text, path, mode).map_err(|problems| {
+            fault(
+                Exit::Config,
+                format!("{} is invalid: {}", path.display(), problems.join("; ")),
+            )
+        })
+    }
+
+    /// Checks configuration text without reading any secret: no password file is read and no
+    /// password command is run (for the fuzz target, whose input may name anything).
+    pub fn check_offline(text: &str) -> Result<Config, Vec<String>> {
+        Config::check_with(text, Path::new("/nonexistent/otnsx.toml"), 0o600, false)
+    }
+
+    fn check_text(text: &str, path: &Path, mode: u32) -> Result<Config, Vec<String>> {
+        Config::check_with(text, path, mode, true)
+    }
+
+    fn check_with(
+        text: &str,
+        path: &Path,
+        mode: u32,
+        read_secrets: bool,
+    ) -> Result<Config, Vec<String>> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim_end().to_string();
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1);
+            vec![match line {
+                Some(line) => format!("line {line}: {msg}"),
+                None => msg,
+            }]
+        })?;
+        let mut check = Checker {
+            problems: Vec::new(),
+            read_secrets,
+            command_timeout: Duration::from_secs(20),
+            base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+            world_readable: mode & 0o004 != 0,
+        };
+        match check.config(raw) {
+            Some(config) if check.problems.is_empty() => Ok(config),
+            _ => Err(check.problems),
+        }
+    }
+}
+
+impl Config {
+    /// The services, by their names in messages, with how to reach them.
+    pub fn endpoints(&self) -> Vec<(&'static str, &Endpoint)> {
+        let mut out = Vec::new();
+        if let Some(o) = &self.otrs {
+            out.push(("help desk", &o.endpoint));
+        }
+        if let Some(v) = &self.vcenter {
+            out.push(("vCenter", &v.endpoint));
+        }
+        out.push(("NSX", &self.nsx.endpoint));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        Config::parse(text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+    }
+
+    const MINIMAL: &str = r#"
+        state_dir = "/var/lib/otnsx"
+        [vcenter]
+        url = "https://vc.example.com"
+        user = "otnsx@vsphere.local"
+        password = "vc-secret"
+        [nsx]
+        kind = "nsx-v"
+        url = "https://nsx.example.com/"
+        user = "admin"
+        password = "nsx-secret"
+        tag = "otnsx-maintenance"
+    "#;
+
+    #[test]
+    fn example_config_parses() {
+        let dir = std::env::temp_dir().join(format!("otnsx-example-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        for name in ["otrs.secret", "vcenter.secret", "nsx.secret"] {
+            let file = dir.join(name);
+            fs::write(&file, "pw\n").expect("write secret");
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let text = include_str!("../../otnsx.toml.example").replace("/etc/otnsx/", "");
+        let config = Config::parse(&text, &dir.join("otnsx.toml"), 0o640).expect("example parses");
+        assert_eq!(config.deadline, Duration::from_secs(20));
+        assert_eq!(config.policy.max_duration, Duration::from_secs(8 * 3600));
+        assert_eq!(
+            config.otrs.as_ref().map(|o| o.vm_field.as_str()),
+            Some("VMName")
+        );
+        assert_eq!(config.nsx.endpoint.password.expose(), "pw");
+        fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn example_nsxt_alternative_parses() {
+        let example = include_str!("../../otnsx.toml.example");
+        let start = example.find("# --- NSX-T").expect("NSX-T block");
+        let end = example
+            .find("# --- end of the NSX-T alternative ---")
+            .expect("block end");
+        let block: String = example[start..end]
+            .lines()
+            .skip(1)
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let nsx_v = example.find("[nsx]\n").expect("[nsx]");
+        let text = format!("{}{block}\n{}", &example[..nsx_v], &example[end..])
+            .replace(
+                "password_file = \"/etc/otnsx/otrs.secret\"",
+                "password = \"x\"",
+            )
+            .replace(
+                "password_file = \"/etc/otnsx/vcenter.secret\"",
+                "password = \"x\"",
+            )
+            .replace(
+                "password_file = \"/etc/otnsx/nsx.secret\"",
+                "password = \"x\"",
+            );
+        let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+            .expect("NSX-T example parses");
+        assert_eq!(config.nsx.kind, NsxKind::NsxT);
+        assert_eq!(
+            (config.nsx.scope.as_str(), config.nsx.tag.as_str()),
+            ("otnsx", "maintenance")
+        );
+        assert_eq!(config.nsx.resolve, Resolve::Vcenter);
+        assert_eq!(config.nsx.auth, NsxAuth::Basic);
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).expect("parses");
+        assert_eq!(c.deadline, Duration::from_secs(20));
+        assert_eq!(c.policy.manual_duration, Duration::from_secs(3600));
+        assert_eq!(c.nsx.endpoint.url, "https://nsx.example.com");
+        assert!(c.otrs.is_none());
+        assert_eq!(c.vcenter.as_ref().map(|v| v.api), Some(ApiGeneration::Auto));
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = parse(&MINIMAL.replace("tag =", "tagg =")).unwrap_err();
+        assert_eq!(crate::error::exit_code(&err), Exit::Config);
+        assert!(format!("{err:#}").contains("tagg"), "{err:#}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = MINIMAL
+            .replace("https://vc.example.com", "vc.example.com")
+            .replace("kind = \"nsx-v\"\n", "")
+            .replace("state_dir", "deadline = \"soon\"\nstate_dir");
+        let msg = format!("{:#}", parse(&text).unwrap_err());
+        for key in ["vcenter.url", "nsx.kind", "deadline"] {
+            assert!(msg.contains(key), "{key} missing from {msg}");
+        }
+    }
+
+    #[test]
+    fn inline_password_in_world_readable_file_is_refused() {
+        let err = Config::parse(MINIMAL, Path::new("/x/otnsx.toml"), 0o644).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("world-readable"), "{msg}");
+        assert!(!msg.contains("nsx-secret"), "{msg}");
+        assert!(Config::parse(MINIMAL, Path::new("/x/otnsx.toml"), 0o640).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = parse(MINIMAL).expect("parses");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("nsx-secret") && !shown.contains("vc-secret"));
+        assert!(shown.contains("(redacted)"));
+    }
+}

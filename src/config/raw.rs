@@ -1,0 +1,106 @@
+//! The configuration file as serde reads it: every section and key, unknown keys refused.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{ApiGeneration, NsxAuth, NsxKind, Resolve};
+
+/// Declares a raw config section: the keys every service takes, plus its own.
+macro_rules! raw_service_section {
+    ($name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        #[derive(Deserialize, Default)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            pub(super) url: Option<String>,
+            pub(super) user: Option<String>,
+            pub(super) password: Option<String>,
+            pub(super) password_file: Option<PathBuf>,
+            pub(super) password_env: Option<String>,
+            pub(super) password_command: Option<Vec<String>>,
+            pub(super) ca_file: Option<PathBuf>,
+            pub(super) tls_sha256: Option<String>,
+            pub(super) insecure: Option<bool>,
+            $(pub(super) $field: $ty,)*
+        }
+
+        impl $name {
+            pub(super) fn endpoint_keys(&self) -> RawEndpoint<'_> {
+                RawEndpoint {
+                    url: self.url.as_deref(),
+                    user: self.user.as_deref(),
+                    password: self.password.as_deref(),
+                    password_file: self.password_file.as_deref(),
+                    password_env: self.password_env.as_deref(),
+                    password_command: self.password_command.as_deref(),
+                    ca_file: self.ca_file.as_deref(),
+                    tls_sha256: self.tls_sha256.as_deref(),
+                    insecure: self.insecure,
+                }
+            }
+        }
+    };
+}
+
+raw_service_section!(RawOtrs {
+    vm_field: Option<String>,
+    notes: Option<bool>,
+    notify_agents: Option<bool>,
+    version: Option<u32>,
+});
+raw_service_section!(RawVcenter {
+    api: Option<ApiGeneration>,
+    folder: Option<String>,
+    datacenter: Option<String>,
+});
+raw_service_section!(RawNsx {
+    kind: Option<NsxKind>,
+    tag: Option<String>,
+    scope: Option<String>,
+    auth: Option<NsxAuth>,
+    resolve: Option<Resolve>,
+});
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) max_duration: Option<String>,
+    pub(super) manual_duration: Option<String>,
+    pub(super) max_grant: Option<String>,
+    pub(super) allow: Option<Vec<String>>,
+    pub(super) deny: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) syslog: Option<bool>,
+    pub(super) facility: Option<String>,
+    pub(super) socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) state_dir: Option<PathBuf>,
+    pub(super) deadline: Option<String>,
+    pub(super) otrs: Option<RawOtrs>,
+    pub(super) vcenter: Option<RawVcenter>,
+    pub(super) nsx: Option<RawNsx>,
+    #[serde(default)]
+    pub(super) policy: RawPolicy,
+    #[serde(default)]
+    pub(super) log: RawLog,
+}
+
+pub(super) struct RawEndpoint<'a> {
+    pub(super) url: Option<&'a str>,
+    pub(super) user: Option<&'a str>,
+    pub(super) password: Option<&'a str>,
+    pub(super) password_file: Option<&'a Path>,
+    pub(super) password_env: Option<&'a str>,
+    pub(super) password_command: Option<&'a [String]>,
+    pub(super) ca_file: Option<&'a Path>,
+    pub(super) tls_sha256: Option<&'a str>,
+    pub(super) insecure: Option<bool>,
+}

@@ -1,0 +1,93 @@
+//! The services' URLs and vCenter's object ids, as the configuration takes them.
+
+/// A managed object id as vCenter writes them: `vm-42`, `group-v22`, `datacenter-2`.
+pub fn is_moref(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' || b == b':')
+}
+
+/// Whether `host` is a loopback address (127.0.0.0/8, ::1) or exactly `localhost`, decided by
+/// parsing it: `127.evil.example` is a name like any other, resolved who knows where.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Accepts `https://host[:port][/path]`, and `http://` only for a loopback host (credentials
+/// never cross a network in clear). Returns the URL without a trailing slash.
+pub(super) fn check_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL like https://host.example.com"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("must not carry credentials; use user and password_file".into());
+    }
+    if url.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{url:?} must not contain a query, a fragment or spaces"
+        ));
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let port = authority
+        .rsplit_once(']')
+        .map_or(authority, |(_, after)| after)
+        .split_once(':')
+        .map(|(_, p)| p);
+    if let Some(port) = port
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("{url:?} has an invalid port"));
+    }
+    match scheme {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => return Err("plain http is allowed only for a loopback host; use https".into()),
+        _ => return Err(format!("{url:?} is not an http(s) URL")),
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        assert_eq!(
+            check_url("https://a.example/x/"),
+            Ok("https://a.example/x".into())
+        );
+        assert!(check_url("http://127.0.0.1:8080/otrs").is_ok());
+        assert!(check_url("http://[::1]:80").is_ok());
+        assert!(check_url("http://helpdesk.example.com").is_err());
+        assert!(check_url("http://localhost:8080").is_ok());
+        assert!(check_url("http://127.255.0.1").is_ok());
+        for spoof in [
+            "http://127.evil.example",
+            "http://127.0.0.1.nip.io",
+            "http://localhost.evil.example",
+            "http://LOCALHOST.evil",
+            "http://[::ffff:8.8.8.8]",
+            "http://0x7f.1",
+            "http://2130706433",
+        ] {
+            assert!(check_url(spoof).is_err(), "{spoof}");
+        }
+        assert!(check_url("https://user:pw@a.example").is_err());
+        assert!(check_url("https://a.example:99999").is_err());
+        assert!(check_url("ftp://a.example").is_err());
+        assert!(check_url("https://a.example/?x=1").is_err());
+    }
+}
