@@ -3,16 +3,22 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Config, NsxKind};
+use crate::config::{Config, NsxKind, Resolve, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
+use crate::error::{Exit, fault};
 use crate::nsxt::NsxT;
 use crate::nsxv::NsxV;
 
 pub enum TagBackend {
     NsxV(NsxV),
-    NsxT(NsxT),
+    /// NSX-T, and whether it finds VMs by name in its own inventory (`nsx.resolve = "nsx"`)
+    /// rather than through vCenter.
+    NsxT(NsxT, Resolve),
 }
+
+/// Takes each looked-up name with what was found for it; an error ends the look-ups.
+pub type Found<'a> = dyn FnMut(String, anyhow::Result<VmRef>) -> anyhow::Result<()> + 'a;
 
 impl TagBackend {
     /// Runs `work` with the configured backend, then ends its session (if it made one),
@@ -25,10 +31,13 @@ impl TagBackend {
     ) -> anyhow::Result<T> {
         let mut backend = match config.nsx.kind {
             NsxKind::NsxV => TagBackend::NsxV(NsxV::new(&config.nsx, deadline, verbose)?),
-            NsxKind::NsxT => TagBackend::NsxT(NsxT::new(&config.nsx, deadline, verbose)?),
+            NsxKind::NsxT => TagBackend::NsxT(
+                NsxT::new(&config.nsx, deadline, verbose)?,
+                config.nsx.resolve,
+            ),
         };
         let result = work(&mut backend);
-        if let TagBackend::NsxT(nsx) = &mut backend {
+        if let TagBackend::NsxT(nsx, _) = &mut backend {
             nsx.close();
         }
         result
@@ -48,7 +57,7 @@ impl TagBackend {
                     .map(|v| v.id.clone())
                     .collect())
             }
-            TagBackend::NsxT(nsx) => nsx.tagged_among(vms),
+            TagBackend::NsxT(nsx, _) => nsx.tagged_among(vms),
         }
     }
 
@@ -63,7 +72,7 @@ impl TagBackend {
                     nsx.tag_name()
                 ))
             }
-            TagBackend::NsxT(nsx) => {
+            TagBackend::NsxT(nsx, _) => {
                 let count = nsx.all_tagged()?.len();
                 Ok(format!(
                     "NSX-T answers; the VM inventory is readable; tag {} is on {count} VM(s) now",
@@ -77,7 +86,7 @@ impl TagBackend {
     pub fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
         match self {
             TagBackend::NsxV(nsx) => nsx.all_tagged(),
-            TagBackend::NsxT(nsx) => nsx.all_tagged(),
+            TagBackend::NsxT(nsx, _) => nsx.all_tagged(),
         }
     }
 
@@ -85,7 +94,7 @@ impl TagBackend {
     pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
         match self {
             TagBackend::NsxV(nsx) => nsx.attach(vm),
-            TagBackend::NsxT(nsx) => nsx.attach(vm),
+            TagBackend::NsxT(nsx, _) => nsx.attach(vm),
         }
     }
 
@@ -93,7 +102,7 @@ impl TagBackend {
     pub fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
         match self {
             TagBackend::NsxV(nsx) => nsx.detach(vm),
-            TagBackend::NsxT(nsx) => nsx.detach(vm),
+            TagBackend::NsxT(nsx, _) => nsx.detach(vm),
         }
     }
 
@@ -101,15 +110,46 @@ impl TagBackend {
     pub fn take_warnings(&mut self) -> Vec<String> {
         match self {
             TagBackend::NsxV(_) => Vec::new(),
-            TagBackend::NsxT(nsx) => std::mem::take(&mut nsx.warnings),
+            TagBackend::NsxT(nsx, _) => std::mem::take(&mut nsx.warnings),
         }
     }
 
-    /// The NSX-T client, when that is the backend.
-    pub fn nsxt(&mut self) -> Option<&mut NsxT> {
-        match self {
-            TagBackend::NsxT(nsx) => Some(nsx),
-            TagBackend::NsxV(_) => None,
+    /// Finds each of `names` as this backend knows VMs: NSX-V by vCenter's managed object id;
+    /// NSX-T by display name in its own inventory, or through vCenter (name → instance UUID →
+    /// the NSX VM with that external id or compute id). One vCenter session serves all names.
+    pub fn find(
+        &mut self,
+        vcenter: Option<&VcenterConfig>,
+        deadline: Deadline,
+        verbose: bool,
+        names: Vec<String>,
+        found: &mut Found<'_>,
+    ) -> anyhow::Result<()> {
+        if let TagBackend::NsxT(nsx, Resolve::Nsx) = self {
+            for name in names {
+                let vm = nsx.find_by_name(&name);
+                found(name, vm)?;
+            }
+            return Ok(());
         }
+        let vc_config = vcenter.ok_or_else(|| {
+            fault(
+                Exit::Config,
+                "no [vcenter] section: it is needed to find VMs by name",
+            )
+        })?;
+        crate::vcenter::with_session(vc_config, deadline, verbose, |vc| {
+            for name in names {
+                let vm = vc.find_vm(&name).and_then(|vm| match self {
+                    TagBackend::NsxV(_) => Ok(vm),
+                    TagBackend::NsxT(nsx, _) => {
+                        let (instance, bios) = vc.identity(&vm)?;
+                        nsx.find_by_uuid(&vm, &instance, bios.as_deref())
+                    }
+                });
+                found(name, vm)?;
+            }
+            Ok(())
+        })
     }
 }

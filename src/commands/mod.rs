@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use crate::backend::TagBackend;
 use crate::cli::{Cli, Command, Global};
-use crate::config::{self, Config, MAX_VM_NAME, NsxKind, Resolve};
+use crate::config::{self, Config, MAX_VM_NAME};
 use crate::deadline::Deadline;
 use crate::domain::cause::{Cause, EntryResult};
 use crate::domain::vm::VmRef;
@@ -28,7 +28,6 @@ use crate::plan;
 use crate::store::{Holder, Lease, StateLock, Store};
 use crate::syslog::Syslog;
 use crate::time::Timestamp;
-use crate::vcenter;
 
 /// What [`Run::begin`] found: the state lock, and the leases if they could be read.
 pub struct Begun {
@@ -395,38 +394,13 @@ impl Run {
             }
             Ok(())
         };
-        let by_nsx =
-            self.config.nsx.kind == NsxKind::NsxT && self.config.nsx.resolve == Resolve::Nsx;
-        match backend.nsxt() {
-            Some(nsx) if by_nsx => {
-                for name in valid {
-                    let found = nsx.find_by_name(&name);
-                    sort(name, found)?;
-                }
-            }
-            nsxt => {
-                let vc_config = self.config.vcenter.as_ref().ok_or_else(|| {
-                    fault(
-                        Exit::Config,
-                        "no [vcenter] section: it is needed to find VMs by name",
-                    )
-                })?;
-                vcenter::with_session(vc_config, self.deadline, self.verbose, |vc| {
-                    let mut nsxt = nsxt;
-                    for name in valid {
-                        let found = vc.find_vm(&name).and_then(|vm| match nsxt.as_deref_mut() {
-                            None => Ok(vm),
-                            Some(nsx) => {
-                                let (instance, bios) = vc.identity(&vm)?;
-                                nsx.find_by_uuid(&vm, &instance, bios.as_deref())
-                            }
-                        });
-                        sort(name, found)?;
-                    }
-                    Ok(())
-                })?;
-            }
-        }
+        backend.find(
+            self.config.vcenter.as_ref(),
+            self.deadline,
+            self.verbose,
+            valid,
+            &mut sort,
+        )?;
         Ok((vms, refused))
     }
 
