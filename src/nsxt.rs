@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ureq::http::Method;
 
-use crate::config::{NsxAuth, NsxConfig, Secret};
+use crate::backend::{Found, TagBackend, find_in_vcenter};
+use crate::config::{NsxAuth, NsxConfig, Resolve, Secret, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
@@ -67,7 +68,9 @@ pub struct NsxT {
     /// Learnt on the first change: whether the manager knows `add_tags` / `remove_tags`.
     add_remove: Option<bool>,
     /// Said once per run to the journal and stderr: changes were made last-writer-wins.
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
+    /// Whether VMs are found by name in NSX's own inventory rather than through vCenter.
+    resolve: Resolve,
 }
 
 impl NsxT {
@@ -84,6 +87,7 @@ impl NsxT {
             },
             add_remove: None,
             warnings: Vec::new(),
+            resolve: config.resolve,
         })
     }
 
@@ -153,27 +157,8 @@ impl NsxT {
         ))
     }
 
-    /// Which of `vms` carry our tag now (one read per VM).
-    pub fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
-        let mut tagged = BTreeSet::new();
-        for vm in vms {
-            if self.read(vm)?.is_some_and(|found| self.carries(&found)) {
-                tagged.insert(vm.id.clone());
-            }
-        }
-        Ok(tagged)
-    }
-
-    pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(vm, true)
-    }
-
-    pub fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(vm, false)
-    }
-
     /// Ends the session, if one was made.
-    pub fn close(&mut self) {
+    fn close(&mut self) {
         let Some(session) = self.session.take() else {
             return;
         };
@@ -279,7 +264,7 @@ impl NsxT {
     }
 
     /// The VMs that carry our tag now: the whole inventory, read page by page.
-    pub fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+    fn every_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
         let all = self.list_where(None).context("listing NSX's VMs")?;
         Ok(all
             .iter()
@@ -416,6 +401,72 @@ impl NsxT {
             exit,
             format!("NSX: HTTP {}: {}{hint}", reply.status, error_text(reply)),
         )
+    }
+}
+
+impl TagBackend for NsxT {
+    fn find(
+        &mut self,
+        vcenter: Option<&VcenterConfig>,
+        deadline: Deadline,
+        verbose: bool,
+        names: Vec<String>,
+        found: &mut Found<'_>,
+    ) -> anyhow::Result<()> {
+        if self.resolve == Resolve::Nsx {
+            for name in names {
+                let vm = self.find_by_name(&name);
+                found(name, vm)?;
+            }
+            return Ok(());
+        }
+        // Through vCenter: name → instance UUID → the NSX VM with that external or compute id.
+        find_in_vcenter(vcenter, deadline, verbose, names, found, |vc, vm| {
+            let (instance, bios) = vc.identity(&vm)?;
+            self.find_by_uuid(&vm, &instance, bios.as_deref())
+        })
+    }
+
+    /// One read per VM.
+    fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        let mut tagged = BTreeSet::new();
+        for vm in vms {
+            if self.read(vm)?.is_some_and(|found| self.carries(&found)) {
+                tagged.insert(vm.id.clone());
+            }
+        }
+        Ok(tagged)
+    }
+
+    fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+        self.every_tagged()
+    }
+
+    fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(vm, true)
+    }
+
+    fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(vm, false)
+    }
+
+    fn probe(&mut self) -> anyhow::Result<String> {
+        let count = self.every_tagged()?.len();
+        Ok(format!(
+            "NSX-T answers; the VM inventory is readable; tag {} is on {count} VM(s) now",
+            self.tag_label()
+        ))
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+}
+
+/// The session is ended however the run ends.
+impl Drop for NsxT {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

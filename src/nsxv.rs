@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use ureq::http::Method;
 
-use crate::config::NsxConfig;
+use crate::backend::{Found, TagBackend, find_in_vcenter};
+use crate::config::{NsxConfig, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
@@ -48,10 +49,6 @@ impl NsxV {
             tag_name: config.tag.clone(),
             tag_id: None,
         })
-    }
-
-    pub fn tag_name(&self) -> &str {
-        &self.tag_name
     }
 
     /// The object id of the configured tag, looked up by name once per run.
@@ -116,14 +113,6 @@ impl NsxV {
         Ok(self.all_tagged()?.into_iter().map(|vm| vm.id).collect())
     }
 
-    pub fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(Method::PUT, vm)
-    }
-
-    pub fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(Method::DELETE, vm)
-    }
-
     /// Attaches (PUT) or detaches (DELETE), then reads back to verify.
     fn change(&mut self, method: Method, vm: &VmRef) -> anyhow::Result<()> {
         let tag = self.tag_id()?;
@@ -185,6 +174,53 @@ impl NsxV {
                 "NSX: {} {} failed (HTTP {}{code}: {message}){hint}",
                 call.method, call.path, reply.status
             ),
+        ))
+    }
+}
+
+impl TagBackend for NsxV {
+    fn find(
+        &mut self,
+        vcenter: Option<&VcenterConfig>,
+        deadline: Deadline,
+        verbose: bool,
+        names: Vec<String>,
+        found: &mut Found<'_>,
+    ) -> anyhow::Result<()> {
+        // NSX-V tags a VM by vCenter's managed object id: vCenter's answer is the VM.
+        find_in_vcenter(vcenter, deadline, verbose, names, found, |_, vm| Ok(vm))
+    }
+
+    fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        if vms.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let all = self.tagged()?;
+        Ok(vms
+            .iter()
+            .filter(|v| all.contains(&v.id))
+            .map(|v| v.id.clone())
+            .collect())
+    }
+
+    fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+        NsxV::all_tagged(self)
+    }
+
+    fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(Method::PUT, vm)
+    }
+
+    fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(Method::DELETE, vm)
+    }
+
+    fn probe(&mut self) -> anyhow::Result<String> {
+        let id = self.tag_id()?;
+        let count = self.tagged()?.len();
+        Ok(format!(
+            "NSX-V answers; security tag {:?} is {id}, on {count} VM(s) now",
+            self.tag_name
         ))
     }
 }

@@ -5,7 +5,6 @@
 use std::fs;
 use std::path::Path;
 
-use crate::backend::TagBackend;
 use crate::config::{self, Config, NsxKind};
 use crate::deadline::Deadline;
 use crate::error::Exit;
@@ -210,7 +209,7 @@ pub fn run(
 
     let nsx = &config.nsx;
     let what = format!("NSX {}", nsx.endpoint.url);
-    let probe = TagBackend::with(&config, Deadline::after(share), verbose, |backend| {
+    let probe = crate::backend::with(&config, Deadline::after(share), verbose, |backend| {
         let found = backend.probe()?;
         Ok((found, backend.all_tagged()?))
     });

@@ -337,7 +337,7 @@ impl Run {
     /// whoever else held these VMs loses access too, and the summary says so.
     pub fn close_unknown(
         &self,
-        backend: &mut TagBackend,
+        backend: &mut dyn TagBackend,
         subject: &Subject,
         heading: String,
         vms: Vec<VmRef>,
@@ -370,7 +370,7 @@ impl Run {
     /// ambiguous is refused alone; a service that cannot be used fails the whole command.
     pub fn resolve(
         &self,
-        backend: &mut TagBackend,
+        backend: &mut dyn TagBackend,
         names: &[String],
     ) -> anyhow::Result<(Vec<VmRef>, Vec<Refusal>)> {
         let mut refused = Vec::new();
@@ -424,9 +424,9 @@ impl Run {
     /// Runs `work` with the NSX backend, ending its session afterwards.
     pub fn with_backend<T>(
         &self,
-        work: impl FnOnce(&mut TagBackend) -> anyhow::Result<T>,
+        work: impl FnOnce(&mut dyn TagBackend) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        TagBackend::with(&self.config, self.deadline, self.verbose, work)
+        crate::backend::with(&self.config, self.deadline, self.verbose, work)
     }
 
     /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.
