@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use crate::error::{Exit, exit_code, fault};
 use crate::http::{Call, Http, Reply, query};
 
+/// The help desk's name of the one lock state that opens access.
+const LOCKED: &str = "lock";
+
 /// What otnsx needs of a ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
@@ -30,7 +33,7 @@ pub struct Ticket {
 
 impl Ticket {
     pub fn is_locked(&self) -> bool {
-        self.lock == "lock"
+        self.lock == LOCKED
     }
 }
 
@@ -115,8 +118,9 @@ impl HelpDesk {
         Ok(ticket)
     }
 
-    /// A ticket's lock state alone (`lock`, `unlock`, `tmp_lock`): TicketGet without fields.
-    pub fn lock_of(&mut self, id: u64) -> anyhow::Result<String> {
+    /// Whether a ticket is locked (`Lock` is `lock`; `unlock` and `tmp_lock` are not):
+    /// TicketGet without fields.
+    pub fn is_locked(&mut self, id: u64) -> anyhow::Result<bool> {
         let body = self
             .authed("TicketGet", |session| {
                 Call::new(
@@ -127,7 +131,7 @@ impl HelpDesk {
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
         body.pointer("/Ticket/0/Lock")
             .and_then(Value::as_str)
-            .map(str::to_string)
+            .map(|lock| lock == LOCKED)
             .ok_or_else(|| {
                 fault(
                     Exit::Unavailable,
@@ -214,7 +218,7 @@ impl HelpDesk {
             .authed("TicketSearch", |session| {
                 let pairs = [
                     ("SessionID", session),
-                    ("Locks", "lock"),
+                    ("Locks", LOCKED),
                     ("Limit", SEARCH_LIMIT),
                 ];
                 Call::new(Method::GET, format!("/Ticket{}", query(pairs)))

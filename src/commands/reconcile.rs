@@ -173,9 +173,9 @@ fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>
     let locked = helpdesk.locked_tickets()?;
     let mut unlocked = BTreeSet::new();
     for id in held.difference(&locked) {
-        match helpdesk.lock_of(*id) {
-            Ok(lock) if lock == "lock" => {}
-            Ok(_) => {
+        match helpdesk.is_locked(*id) {
+            Ok(true) => {}
+            Ok(false) => {
                 unlocked.insert(*id);
             }
             // No such ticket any more, or the API user may no longer read it: unlocked.
