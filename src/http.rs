@@ -2,7 +2,6 @@
 //! every request, bounded retries of transient failures, capped answer sizes, no redirects, and
 //! transport failures turned into errors that name the service and the URL.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use ureq::http::{Method, Request};
@@ -508,18 +507,17 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
+/// RFC 3986's unreserved characters are the only ones left as they are.
+const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes everything but RFC 3986's unreserved characters, so a value is safe in a
 /// path segment and in a query (where the help desk also splits on `;` and reads `+` as space).
 pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(value, RESERVED).to_string()
 }
 
 /// Builds `?k=v&k=v` with every key and value encoded.
