@@ -72,6 +72,38 @@ pub fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// `text` with what changes from run to run replaced: the world's directory by `[DIR]`, the
+/// fakes' ports by `[PORT]`, journal entry ids by `[ID]` and their times by `[TS]`.
+pub fn redact(world: &World, text: &str) -> String {
+    let mut out = text.replace(&world.dir.path().display().to_string(), "[DIR]");
+    for (marker, end) in [("127.0.0.1:", |c: char| !c.is_ascii_digit())] {
+        let mut redacted = String::new();
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(marker) {
+            redacted.push_str(&rest[..at + marker.len()]);
+            rest = &rest[at + marker.len()..];
+            let digits = rest.find(end).unwrap_or(rest.len());
+            redacted.push_str("[PORT]");
+            rest = &rest[digits..];
+        }
+        redacted.push_str(rest);
+        out = redacted;
+    }
+    out.lines()
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(mut entry) if entry.get("id").is_some() => {
+                    entry["id"] = "[ID]".into();
+                    entry["ts"] = "[TS]".into();
+                    entry.to_string()
+                }
+                _ => line.to_string(),
+            },
+        )
+        .map(|line| line + "\n")
+        .collect()
+}
+
 /// Compares `actual` with the file `tests/golden/NAME`; with `OTNSX_BLESS=1`, writes it.
 pub fn golden(name: &str, actual: &str) {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -274,3 +274,22 @@ fn check_warns_of_a_second_instance_on_the_same_tag() {
         run.stdout
     );
 }
+
+#[test]
+fn check_output_is_pinned() {
+    let world = World::new();
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    // The state directory's group is whatever the user running the tests has.
+    let out: String = crate::redact(&world, &run.stdout)
+        .lines()
+        .map(|line| match line.split_once("shared with group ") {
+            Some((head, tail)) => {
+                let rest = tail.split_once(':').map_or("", |(_, rest)| rest);
+                format!("{head}shared with group [GROUP]:{rest}\n")
+            }
+            None => format!("{line}\n"),
+        })
+        .collect();
+    crate::golden("check.txt", &out);
+}

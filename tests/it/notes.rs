@@ -280,3 +280,23 @@ fn reconcile_closing_an_unlocked_ticket_posts_the_unlock_note() {
         "otnsx: maintenance access closed"
     );
 }
+
+#[test]
+fn journal_lines_and_notes_of_a_lock_and_unlock_are_pinned() {
+    let world = World::new();
+    let now = "2026-11-23T15:36:43Z";
+    world.helpdesk.set_lock(T2.0, "lock");
+    assert_eq!(crate::otnsx_at(&world, now, &[T2.1, "2"]).code, 0);
+    world.helpdesk.set_lock(T2.0, "unlock");
+    assert_eq!(crate::otnsx_at(&world, now, &[T2.1, "2"]).code, 0);
+    let journal = std::fs::read_to_string(world.state_dir().join("journal.jsonl")).unwrap();
+    crate::golden(
+        "lock-unlock.journal.jsonl",
+        &crate::redact(&world, &journal),
+    );
+    let notes: String = patches(&world)
+        .iter()
+        .map(|p| format!("{}\n{}\n\n", p["Article"]["Subject"], p["Article"]["Body"]))
+        .collect();
+    crate::golden("lock-unlock.notes.txt", &notes);
+}
