@@ -34,6 +34,7 @@ mod deadline;
 mod domain;
 mod error;
 mod escape;
+mod helpdesk;
 mod http;
 mod journal;
 mod nsxt;

@@ -16,27 +16,9 @@ use crate::http::{Call, Http, Reply, query};
 /// The help desk's name of the one lock state that opens access.
 const LOCKED: &str = "lock";
 
-/// What otnsx needs of a ticket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ticket {
-    pub id: u64,
-    pub number: String,
-    /// `lock`, `unlock` or `tmp_lock`; only `lock` opens access.
-    pub lock: String,
-    pub owner: Option<String>,
-    /// The VM names the field holds, trimmed, in order, without duplicates. Unchecked.
-    pub vms: Vec<String>,
-    /// The help desk's generation, as its articles tell, when they were read (see
-    /// [`generation_of`]).
-    pub generation: Option<u32>,
-}
+pub use crate::domain::ticket::Ticket;
 
-impl Ticket {
-    pub fn is_locked(&self) -> bool {
-        self.lock == LOCKED
-    }
-}
-
+/// The OTRS family's GenericTicketConnectorREST web service.
 pub struct HelpDesk {
     http: Http,
     user: String,
@@ -387,6 +369,32 @@ impl HelpDesk {
     }
 }
 
+impl crate::helpdesk::HelpDesk for HelpDesk {
+    fn vm_field(&self) -> &str {
+        HelpDesk::vm_field(self)
+    }
+
+    fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket> {
+        HelpDesk::ticket(self, id)
+    }
+
+    fn locked_tickets(&mut self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+        HelpDesk::locked_tickets(self)
+    }
+
+    fn is_locked(&mut self, id: u64) -> anyhow::Result<bool> {
+        HelpDesk::is_locked(self, id)
+    }
+
+    fn unlocked_by(&mut self, id: u64) -> anyhow::Result<Option<u64>> {
+        HelpDesk::unlocked_by(self, id)
+    }
+
+    fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
+        HelpDesk::note(self, id, subject, text)
+    }
+}
+
 /// What a wrong web service name in `otrs.url` looks like to otnsx, and what to do.
 pub const WEB_SERVICE_HINT: &str = "; check the web service name in otrs.url (it must end with …/Webservice/GenericTicketConnectorREST, the name the help desk's web service has)";
 
@@ -615,6 +623,7 @@ pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
         generation: generation_of(ticket),
         id,
         number,
+        locked: lock == LOCKED,
         lock,
         owner,
         vms,

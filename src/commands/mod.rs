@@ -22,8 +22,8 @@ use crate::deadline::Deadline;
 use crate::domain::cause::{Cause, EntryResult};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
+use crate::helpdesk::HelpDesk;
 use crate::journal::{Action, Entry, Journal};
-use crate::otrs::HelpDesk;
 use crate::plan;
 use crate::store::{Holder, Lease, StateLock, Store};
 use crate::syslog::Syslog;
@@ -406,19 +406,20 @@ impl Run {
 
     /// The help-desk client, with the session kept between runs; `need` says what for, in the
     /// error when there is no `[otrs]` section.
-    pub fn helpdesk(&self, need: &str) -> anyhow::Result<HelpDesk> {
+    pub fn helpdesk(&self, need: &str) -> anyhow::Result<Box<dyn HelpDesk>> {
         let otrs = self.config.otrs.as_ref().ok_or_else(|| {
             fault(
                 Exit::Config,
                 format!("no [otrs] section: it is needed {need}"),
             )
         })?;
-        HelpDesk::new(
+        let client = crate::otrs::HelpDesk::new(
             otrs,
             self.deadline,
             self.verbose,
             Some(self.store.session_path()),
-        )
+        )?;
+        Ok(Box::new(client))
     }
 
     /// Runs `work` with the NSX backend, ending its session afterwards.

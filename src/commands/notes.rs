@@ -2,8 +2,8 @@
 //! agent learns in the ticket what happened. Short plain text, built from the outcomes alone.
 
 use crate::error::Fault;
+use crate::helpdesk::HelpDesk;
 use crate::journal::Action;
-use crate::otrs::HelpDesk;
 use crate::plan::TagChange;
 use crate::store::Holder;
 
@@ -121,7 +121,7 @@ impl Run {
     /// note changes nothing else: it is journaled and said on stderr.
     pub fn post_note(
         &self,
-        helpdesk: &mut HelpDesk,
+        helpdesk: &mut dyn HelpDesk,
         subject: &Subject,
         ticket_id: u64,
         note: &Note,

@@ -170,7 +170,7 @@ pub fn tell_tickets(
                 ticket_id: Some(*id),
                 cause: subject.cause,
             };
-            run.post_note(&mut helpdesk, &about, *id, &note);
+            run.post_note(helpdesk.as_mut(), &about, *id, &note);
         }
     }
 }

@@ -2,4 +2,5 @@
 //! something changed, how it ended.
 
 pub mod cause;
+pub mod ticket;
 pub mod vm;

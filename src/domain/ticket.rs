@@ -1,0 +1,25 @@
+//! A help-desk ticket, in the terms otnsx decides by.
+
+/// What otnsx needs of a ticket, whichever help desk it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: u64,
+    pub number: String,
+    /// Whether the ticket is locked: only a locked ticket holds access.
+    pub locked: bool,
+    /// The help desk's own word for its lock state (`lock`, `unlock`, `tmp_lock`), for messages.
+    pub lock: String,
+    /// The agent who owns it, by login.
+    pub owner: Option<String>,
+    /// The VM names the field holds, trimmed, in order, without duplicates. Unchecked.
+    pub vms: Vec<String>,
+    /// The help desk's generation, as its articles tell, when they were read (OTRS family: 5,
+    /// or 6 for 6 and later).
+    pub generation: Option<u32>,
+}
+
+impl Ticket {
+    pub fn is_locked(&self) -> bool {
+        self.locked
+    }
+}
