@@ -26,7 +26,6 @@ macro_rules! errln {
     }};
 }
 
-mod backend;
 pub mod cli;
 mod commands;
 mod config;
@@ -36,17 +35,14 @@ mod error;
 mod escape;
 mod helpdesk;
 mod http;
-mod journal;
-mod nsxt;
-mod nsxv;
+mod nsx;
 mod otrs;
 mod pin;
 mod plan;
 mod policy;
 mod secrets;
-mod store;
+mod state;
 mod sys;
-mod syslog;
 pub mod time;
 mod vcenter;
 mod xml;
@@ -95,16 +91,16 @@ pub mod fuzzing {
         let Ok(text) = std::str::from_utf8(data) else {
             return;
         };
-        let _ = crate::nsxv::parse_error(text);
+        let _ = crate::nsx::v::parse_error(text);
         if let Ok(root) = crate::xml::parse(text) {
-            let _ = crate::nsxv::parse_security_tags(&root);
-            let _ = crate::nsxv::parse_basic_info(&root);
+            let _ = crate::nsx::v::parse_security_tags(&root);
+            let _ = crate::nsx::v::parse_basic_info(&root);
         }
     }
 
     /// An NSX-T JSON answer: a VM page, an error.
     pub fn nsxt(data: &[u8]) {
-        crate::nsxt::fuzz_parse(data);
+        crate::nsx::t::fuzz_parse(data);
     }
 
     /// A configuration file.

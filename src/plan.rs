@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::domain::cause::Cause;
 use crate::domain::vm::VmRef;
-use crate::store::{Holder, Lease, LeaseState};
+use crate::state::store::{Holder, Lease, LeaseState};
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::backend::TagBackend;
 use crate::domain::cause::{Cause, EntryResult};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
-use crate::journal::{Action, Entry};
+use crate::nsx::TagBackend;
 use crate::plan::{self, TagChange, VmPlan};
-use crate::store::{Holder, Lease, LeaseState, StateLock};
+use crate::state::journal::{Action, Entry};
+use crate::state::store::{Holder, Lease, LeaseState, StateLock};
 use crate::time::Timestamp;
 
 use super::{Run, Subject};

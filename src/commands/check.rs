@@ -9,7 +9,7 @@ use crate::config::{self, Config, NsxKind};
 use crate::deadline::Deadline;
 use crate::error::Exit;
 use crate::otrs::HelpDesk;
-use crate::store::Store;
+use crate::state::store::Store;
 use crate::time::format_duration;
 use crate::vcenter;
 
@@ -209,7 +209,7 @@ pub fn run(
 
     let nsx = &config.nsx;
     let what = format!("NSX {}", nsx.endpoint.url);
-    let probe = crate::backend::with(&config, Deadline::after(share), verbose, |backend| {
+    let probe = crate::nsx::with(&config, Deadline::after(share), verbose, |backend| {
         let found = backend.probe()?;
         Ok((found, backend.all_tagged()?))
     });

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::domain::cause::Cause;
 use crate::error::{Exit, fault};
 use crate::plan;
-use crate::store::Holder;
+use crate::state::store::Holder;
 use crate::time::format_duration;
 
 use super::{Decision, Run, Subject};

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Exit, fault};
-use crate::store::Holder;
+use crate::state::store::Holder;
 use crate::time::{Timestamp, format_duration, parse_duration};
 
 use super::{Run, aligned};

@@ -15,7 +15,6 @@ pub use change::{Decision, Outcome, Refusal, describe};
 
 use std::collections::BTreeSet;
 
-use crate::backend::TagBackend;
 use crate::cli::{Cli, Command, Global};
 use crate::config::{self, Config, MAX_VM_NAME};
 use crate::deadline::Deadline;
@@ -23,10 +22,11 @@ use crate::domain::cause::{Cause, EntryResult};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
 use crate::helpdesk::HelpDesk;
-use crate::journal::{Action, Entry, Journal};
+use crate::nsx::TagBackend;
 use crate::plan;
-use crate::store::{Holder, Lease, StateLock, Store};
-use crate::syslog::Syslog;
+use crate::state::journal::{Action, Entry, Journal};
+use crate::state::store::{Holder, Lease, StateLock, Store};
+use crate::state::syslog::Syslog;
 use crate::time::Timestamp;
 
 /// What [`Run::begin`] found: the state lock, and the leases if they could be read.
@@ -427,7 +427,7 @@ impl Run {
         &self,
         work: impl FnOnce(&mut dyn TagBackend) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        crate::backend::with(&self.config, self.deadline, self.verbose, work)
+        crate::nsx::with(&self.config, self.deadline, self.verbose, work)
     }
 
     /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.

@@ -3,9 +3,9 @@
 
 use crate::error::Fault;
 use crate::helpdesk::HelpDesk;
-use crate::journal::Action;
 use crate::plan::TagChange;
-use crate::store::Holder;
+use crate::state::journal::Action;
+use crate::state::store::Holder;
 
 use super::{Outcome, Refusal, Run, Subject};
 

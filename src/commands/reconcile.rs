@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::domain::cause::Cause;
 use crate::error::{Exit, exit_code, fault};
 use crate::plan;
-use crate::store::{Holder, Lease, LeaseState};
+use crate::state::store::{Holder, Lease, LeaseState};
 
 use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
 
@@ -97,7 +97,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
 /// this run (held back, with why) and their leases stay.
 fn verify_reopening(
     run: &Run,
-    backend: &mut dyn crate::backend::TagBackend,
+    backend: &mut dyn crate::nsx::TagBackend,
     after: &mut Vec<Lease>,
     tagged: &BTreeSet<String>,
 ) -> (Vec<super::Refusal>, BTreeMap<String, String>) {

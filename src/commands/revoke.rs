@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 
 use crate::domain::cause::Cause;
 use crate::error::Exit;
-use crate::journal::Action;
 use crate::plan;
-use crate::store::{Holder, StateLock};
+use crate::state::journal::Action;
+use crate::state::store::{Holder, StateLock};
 
 use super::{Decision, Run, Subject, notes, vms_of};
 

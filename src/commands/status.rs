@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Exit;
-use crate::store::{Holder, Lease, LeaseState};
+use crate::state::store::{Holder, Lease, LeaseState};
 use crate::time::{Timestamp, format_duration};
 
 use super::Run;

@@ -4,9 +4,9 @@
 
 use crate::domain::cause::Cause;
 use crate::error::{Exit, fault};
-use crate::journal::Action;
 use crate::plan;
-use crate::store::{Holder, Lease};
+use crate::state::journal::Action;
+use crate::state::store::{Holder, Lease};
 
 use super::{Decision, MAX_VMS_PER_TICKET, Run, Subject, notes, vms_of};
 

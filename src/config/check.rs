@@ -110,7 +110,7 @@ impl Checker {
             manual_duration,
         };
         let facility_name = raw.log.facility.as_deref().unwrap_or("authpriv");
-        let facility = crate::syslog::FACILITIES
+        let facility = crate::state::syslog::FACILITIES
             .iter()
             .find(|(name, _)| *name == facility_name)
             .map(|(_, code)| *code)

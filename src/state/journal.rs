@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, fault};
 
-use crate::store::Holder;
+use crate::state::store::Holder;
 use crate::time::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ureq::http::Method;
 
-use crate::backend::{Found, TagBackend, find_in_vcenter};
 use crate::config::{NsxAuth, NsxConfig, Resolve, Secret, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::nsx::{Found, TagBackend, find_in_vcenter};
 
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 /// The largest page the Manager API serves.

@@ -1,5 +1,5 @@
 //! The NSX product that carries the tag: one trait, one implementation per product (NSX-V in
-//! `nsxv.rs`, NSX-T in `nsxt.rs`). Each finds its VMs, lists, attaches and detaches; the
+//! `v.rs`, NSX-T in `t.rs`). Each finds its VMs, lists, attaches and detaches; the
 //! commands do not care which one answers. A new product is a new implementation, one variant
 //! of `nsx.kind`, and one line in [`with`].
 
@@ -9,9 +9,13 @@ use crate::config::{Config, NsxKind, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
-use crate::nsxt::NsxT;
-use crate::nsxv::NsxV;
 use crate::vcenter::Vcenter;
+
+pub mod t;
+pub mod v;
+
+use t::NsxT;
+use v::NsxV;
 
 /// Takes each looked-up name with what was found for it; an error ends the look-ups.
 pub type Found<'a> = dyn FnMut(String, anyhow::Result<VmRef>) -> anyhow::Result<()> + 'a;

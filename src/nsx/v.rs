@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use ureq::http::Method;
 
-use crate::backend::{Found, TagBackend, find_in_vcenter};
 use crate::config::{NsxConfig, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::nsx::{Found, TagBackend, find_in_vcenter};
 use crate::xml;
 
 const TAGS: &str = "/api/2.0/services/securitytags/tag";

@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
 use crate::domain::cause::EntryResult;
-use crate::journal::{Action, Entry};
+use crate::state::journal::{Action, Entry};
 
 /// Facility names and their numbers (RFC 5424, section 6.2.1).
 pub const FACILITIES: [(&str, u8); 20] = [

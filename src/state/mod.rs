@@ -1,0 +1,5 @@
+//! The state directory: the leases under their lock, the audit journal, and syslog.
+
+pub mod journal;
+pub mod store;
+pub mod syslog;
