@@ -37,7 +37,6 @@ mod helpdesk;
 mod http;
 mod nsx;
 mod otrs;
-mod pin;
 mod plan;
 mod policy;
 mod secrets;

@@ -259,7 +259,7 @@ impl Checker {
             }
         };
         let pin = raw.tls_sha256.and_then(|text| {
-            let pin = crate::pin::parse_fingerprint(text);
+            let pin = crate::http::pin::parse_fingerprint(text);
             if pin.is_none() {
                 self.problem(
                     &format!("{section}.tls_sha256"),

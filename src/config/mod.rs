@@ -55,7 +55,7 @@ pub struct Endpoint {
 pub struct Tls {
     pub ca_file: Option<PathBuf>,
     /// Accept exactly the certificate with this SHA-256 fingerprint.
-    pub pin: Option<crate::pin::Fingerprint>,
+    pub pin: Option<crate::http::pin::Fingerprint>,
     pub insecure: bool,
 }
 

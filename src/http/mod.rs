@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod pin;
+
 use ureq::http::{Method, Request};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 use ureq::{Agent, RequestExt};
@@ -177,7 +179,7 @@ impl Http {
                 use ureq::unversioned::transport::{
                     ConnectProxyConnector, Connector, TcpConnector,
                 };
-                let tls = crate::pin::PinnedTls::new(pin).map_err(|e| {
+                let tls = crate::http::pin::PinnedTls::new(pin).map_err(|e| {
                     fault(
                         Exit::Config,
                         format!("{service}: TLS set-up for tls_sha256: {e}"),
