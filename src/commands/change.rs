@@ -101,7 +101,7 @@ impl Run {
     pub fn carry_out(
         &self,
         lock: Option<&StateLock>,
-        backend: &mut dyn TagBackend,
+        backend: &dyn TagBackend,
         subject: &Subject,
         decision: &Decision,
     ) -> anyhow::Result<Vec<Outcome>> {
@@ -141,7 +141,7 @@ impl Run {
     fn apply(
         &self,
         saving: Saving<'_>,
-        backend: &mut dyn TagBackend,
+        backend: &dyn TagBackend,
         subject: &Subject,
         decision: &Decision,
         plans: Vec<VmPlan>,
@@ -296,7 +296,7 @@ impl Run {
     fn undo_open(
         &self,
         lock: Option<&StateLock>,
-        backend: &mut dyn TagBackend,
+        backend: &dyn TagBackend,
         subject: &Subject,
         mut outcome: Outcome,
         opened: &Entry,

@@ -337,7 +337,7 @@ impl Run {
     /// whoever else held these VMs loses access too, and the summary says so.
     pub fn close_unknown(
         &self,
-        backend: &mut dyn TagBackend,
+        backend: &dyn TagBackend,
         subject: &Subject,
         heading: String,
         vms: Vec<VmRef>,
@@ -370,7 +370,7 @@ impl Run {
     /// ambiguous is refused alone; a service that cannot be used fails the whole command.
     pub fn resolve(
         &self,
-        backend: &mut dyn TagBackend,
+        backend: &dyn TagBackend,
         names: &[String],
     ) -> anyhow::Result<(Vec<VmRef>, Vec<Refusal>)> {
         let mut refused = Vec::new();
@@ -425,7 +425,7 @@ impl Run {
     /// Runs `work` with the NSX backend, ending its session afterwards.
     pub fn with_backend<T>(
         &self,
-        work: impl FnOnce(&mut dyn TagBackend) -> anyhow::Result<T>,
+        work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
         crate::nsx::with(&self.config, self.deadline, self.verbose, work)
     }

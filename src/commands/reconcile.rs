@@ -97,7 +97,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
 /// this run (held back, with why) and their leases stay.
 fn verify_reopening(
     run: &Run,
-    backend: &mut dyn crate::nsx::TagBackend,
+    backend: &dyn crate::nsx::TagBackend,
     after: &mut Vec<Lease>,
     tagged: &BTreeSet<String>,
 ) -> (Vec<super::Refusal>, BTreeMap<String, String>) {

@@ -20,11 +20,12 @@ use v::NsxV;
 /// Takes each looked-up name with what was found for it; an error ends the look-ups.
 pub type Found<'a> = dyn FnMut(String, anyhow::Result<VmRef>) -> anyhow::Result<()> + 'a;
 
-pub trait TagBackend {
+/// Every method takes `&self`: a backend can be shared by requests made at once.
+pub trait TagBackend: Send + Sync {
     /// Finds each of `names` as this backend knows VMs, calling `found` for each; `vcenter`
     /// is there for backends that find VMs through it.
     fn find(
-        &mut self,
+        &self,
         vcenter: Option<&VcenterConfig>,
         deadline: Deadline,
         verbose: bool,
@@ -33,22 +34,22 @@ pub trait TagBackend {
     ) -> anyhow::Result<()>;
 
     /// Which of `vms` carry the tag now.
-    fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>>;
+    fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>>;
 
     /// Every VM that carries the tag now, as NSX sees it.
-    fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>>;
+    fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>>;
 
     /// Attaches the tag and verifies that it is there.
-    fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()>;
+    fn attach(&self, vm: &VmRef) -> anyhow::Result<()>;
 
     /// Detaches the tag and verifies that it is gone.
-    fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()>;
+    fn detach(&self, vm: &VmRef) -> anyhow::Result<()>;
 
     /// Checks that NSX answers, accepts the credentials and knows the tag; says what it found.
-    fn probe(&mut self) -> anyhow::Result<String>;
+    fn probe(&self) -> anyhow::Result<String>;
 
     /// Warnings about how the last changes were made, for the journal.
-    fn take_warnings(&mut self) -> Vec<String> {
+    fn take_warnings(&self) -> Vec<String> {
         Vec::new()
     }
 }
@@ -59,13 +60,13 @@ pub fn with<T>(
     config: &Config,
     deadline: Deadline,
     verbose: bool,
-    work: impl FnOnce(&mut dyn TagBackend) -> anyhow::Result<T>,
+    work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let mut backend: Box<dyn TagBackend> = match config.nsx.kind {
+    let backend: Box<dyn TagBackend> = match config.nsx.kind {
         NsxKind::NsxV => Box::new(NsxV::new(&config.nsx, deadline, verbose)?),
         NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, deadline, verbose)?),
     };
-    work(backend.as_mut())
+    work(backend.as_ref())
 }
 
 /// Finds each of `names` in vCenter (one session for all), then turns vCenter's VM into the

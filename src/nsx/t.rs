@@ -53,6 +53,7 @@ struct Page {
     cursor: Option<String>,
 }
 
+#[derive(Clone)]
 struct Session {
     cookie: String,
     xsrf: String,
@@ -63,12 +64,12 @@ pub struct NsxT {
     user: String,
     password: Secret,
     auth: NsxAuth,
-    session: Option<Session>,
+    session: std::sync::Mutex<Option<Session>>,
     ours: Tag,
     /// Learnt on the first change: whether the manager knows `add_tags` / `remove_tags`.
-    add_remove: Option<bool>,
+    add_remove: std::sync::Mutex<Option<bool>>,
     /// Said once per run to the journal and stderr: changes were made last-writer-wins.
-    warnings: Vec<String>,
+    warnings: std::sync::Mutex<Vec<String>>,
     /// Whether VMs are found by name in NSX's own inventory rather than through vCenter.
     resolve: Resolve,
 }
@@ -80,13 +81,13 @@ impl NsxT {
             user: config.endpoint.user.clone(),
             password: config.endpoint.password.clone(),
             auth: config.auth,
-            session: None,
+            session: std::sync::Mutex::new(None),
             ours: Tag {
                 scope: config.scope.clone(),
                 tag: config.tag.clone(),
             },
-            add_remove: None,
-            warnings: Vec::new(),
+            add_remove: std::sync::Mutex::new(None),
+            warnings: std::sync::Mutex::new(Vec::new()),
             resolve: config.resolve,
         })
     }
@@ -97,7 +98,7 @@ impl NsxT {
     }
 
     /// The one VM whose display name is `name`.
-    pub fn find_by_name(&mut self, name: &str) -> anyhow::Result<VmRef> {
+    pub fn find_by_name(&self, name: &str) -> anyhow::Result<VmRef> {
         let found = self
             .list(("display_name", name))
             .with_context(|| format!("looking up VM {name:?} in NSX"))?;
@@ -125,7 +126,7 @@ impl NsxT {
     /// The NSX VM for a vCenter VM: the one whose `external_id` is its instance UUID, else the
     /// one whose `external_id` is its BIOS UUID and whose `compute_ids` name its instance UUID.
     pub fn find_by_uuid(
-        &mut self,
+        &self,
         vm: &VmRef,
         instance_uuid: &str,
         bios_uuid: Option<&str>,
@@ -158,8 +159,8 @@ impl NsxT {
     }
 
     /// Ends the session, if one was made.
-    fn close(&mut self) {
-        let Some(session) = self.session.take() else {
+    fn close(&self) {
+        let Some(session) = lock(&self.session).take() else {
             return;
         };
         let call = Call::new(Method::POST, "/api/session/destroy")
@@ -182,28 +183,29 @@ impl NsxT {
 
     /// Adds or removes our tag with `add_tags` / `remove_tags`, or, on a manager without them,
     /// with `update_tags` over a fresh read of the VM's tags; then reads back to verify.
-    fn change(&mut self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
+    fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
         let verb = if add { "attaching" } else { "detaching" };
         let action = if add { "add_tags" } else { "remove_tags" };
         let what = format!(
             "NSX-T: {verb} {}|{} to {vm}",
             self.ours.scope, self.ours.tag
         );
-        if self.add_remove != Some(false) {
+        let known = *lock(&self.add_remove);
+        if known != Some(false) {
             let body = serde_json::json!({"external_id": vm.id, "tags": [self.ours]});
             let reply = self.send_raw(&post_json(
                 &format!("{VMS}{}", query([("action", action)])),
                 &body,
             ))?;
             if reply.is_success() {
-                self.add_remove = Some(true);
+                *lock(&self.add_remove) = Some(true);
             } else if matches!(reply.status, 400 | 404)
-                && self.add_remove.is_none()
+                && known.is_none()
                 && self.read(vm)?.is_some()
             {
                 // The VM exists, so the action itself is what the manager does not know.
-                self.add_remove = Some(false);
-                self.warnings.push(format!(
+                *lock(&self.add_remove) = Some(false);
+                lock(&self.warnings).push(format!(
                     "NSX manager answered {action} with HTTP {}; changing tags with update_tags (last writer wins against other tools)",
                     reply.status
                 ));
@@ -211,7 +213,7 @@ impl NsxT {
                 return Err(self.error(&reply)).with_context(|| what.clone());
             }
         }
-        if self.add_remove == Some(false) {
+        if *lock(&self.add_remove) == Some(false) {
             let current = self.read(vm)?.ok_or_else(|| {
                 fault(
                     Exit::Unavailable,
@@ -246,7 +248,7 @@ impl NsxT {
     }
 
     /// The VM with this external id, if NSX lists it.
-    fn read(&mut self, vm: &VmRef) -> anyhow::Result<Option<NsxVm>> {
+    fn read(&self, vm: &VmRef) -> anyhow::Result<Option<NsxVm>> {
         let mut found = self.list(("external_id", &vm.id))?;
         match found.len() {
             0 => Ok(None),
@@ -259,12 +261,12 @@ impl NsxT {
     }
 
     /// Every VM matching one filter, following `cursor` over the pages.
-    fn list(&mut self, filter: (&str, &str)) -> anyhow::Result<Vec<NsxVm>> {
+    fn list(&self, filter: (&str, &str)) -> anyhow::Result<Vec<NsxVm>> {
         self.list_where(Some(filter))
     }
 
     /// The VMs that carry our tag now: the whole inventory, read page by page.
-    fn every_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+    fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
         let all = self.list_where(None).context("listing NSX's VMs")?;
         Ok(all
             .iter()
@@ -273,7 +275,7 @@ impl NsxT {
             .collect())
     }
 
-    fn list_where(&mut self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
+    fn list_where(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..10_000 {
@@ -299,7 +301,7 @@ impl NsxT {
     }
 
     /// Sends and turns a non-2xx answer into an error.
-    fn send(&mut self, call: &Call) -> anyhow::Result<Reply> {
+    fn send(&self, call: &Call) -> anyhow::Result<Reply> {
         let reply = self.send_raw(call)?;
         if reply.is_success() {
             Ok(reply)
@@ -311,7 +313,7 @@ impl NsxT {
     /// Sends with our credentials. Error 607 (transaction aborted) is retried by the HTTP
     /// layer's one loop; an expired session (403, error 98) is renewed once and the request
     /// sent again. Any status comes back.
-    fn send_raw(&mut self, call: &Call) -> anyhow::Result<Reply> {
+    fn send_raw(&self, call: &Call) -> anyhow::Result<Reply> {
         let mut renewed = false;
         loop {
             let mut call = call.clone().header("accept", "application/json");
@@ -322,8 +324,8 @@ impl NsxT {
                 NsxAuth::Session => {
                     let session = self.session()?;
                     call = call
-                        .header("cookie", session.cookie.clone())
-                        .header("x-xsrf-token", session.xsrf.clone());
+                        .header("cookie", session.cookie)
+                        .header("x-xsrf-token", session.xsrf);
                 }
             }
             let aborted = &mut |reply: &Reply, _: &mut Call| {
@@ -335,7 +337,7 @@ impl NsxT {
                 && self.auth == NsxAuth::Session
                 && !renewed
             {
-                self.session = None;
+                *lock(&self.session) = None;
                 renewed = true;
                 continue;
             }
@@ -343,8 +345,11 @@ impl NsxT {
         }
     }
 
-    fn session(&mut self) -> anyhow::Result<&Session> {
-        if self.session.is_none() {
+    /// The session, logging in once (the lock is held across the login, so that requests
+    /// made at once share one session).
+    fn session(&self) -> anyhow::Result<Session> {
+        let mut kept = lock(&self.session);
+        if kept.is_none() {
             let form = format!(
                 "j_username={}&j_password={}",
                 encode(&self.user),
@@ -380,10 +385,9 @@ impl NsxT {
                     "NSX: the session login answered without a JSESSIONID cookie and an X-XSRF-TOKEN header",
                 ));
             };
-            self.session = Some(Session { cookie, xsrf });
+            *kept = Some(Session { cookie, xsrf });
         }
-        self.session
-            .as_ref()
+        kept.clone()
             .ok_or_else(|| fault(Exit::Unavailable, "NSX: no session"))
     }
 
@@ -406,7 +410,7 @@ impl NsxT {
 
 impl TagBackend for NsxT {
     fn find(
-        &mut self,
+        &self,
         vcenter: Option<&VcenterConfig>,
         deadline: Deadline,
         verbose: bool,
@@ -428,7 +432,7 @@ impl TagBackend for NsxT {
     }
 
     /// One read per VM.
-    fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+    fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
         let mut tagged = BTreeSet::new();
         for vm in vms {
             if self.read(vm)?.is_some_and(|found| self.carries(&found)) {
@@ -438,19 +442,19 @@ impl TagBackend for NsxT {
         Ok(tagged)
     }
 
-    fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+    fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
         self.every_tagged()
     }
 
-    fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+    fn attach(&self, vm: &VmRef) -> anyhow::Result<()> {
         self.change(vm, true)
     }
 
-    fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+    fn detach(&self, vm: &VmRef) -> anyhow::Result<()> {
         self.change(vm, false)
     }
 
-    fn probe(&mut self) -> anyhow::Result<String> {
+    fn probe(&self) -> anyhow::Result<String> {
         let count = self.every_tagged()?.len();
         Ok(format!(
             "NSX-T answers; the VM inventory is readable; tag {} is on {count} VM(s) now",
@@ -458,8 +462,8 @@ impl TagBackend for NsxT {
         ))
     }
 
-    fn take_warnings(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.warnings)
+    fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.warnings))
     }
 }
 
@@ -468,6 +472,13 @@ impl Drop for NsxT {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The state behind a lock; a lock a panicking thread left is still the state.
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Parses `data` as NSX-T answers are parsed, for the fuzz targets.

@@ -23,7 +23,8 @@ pub struct NsxV {
     http: Http,
     authorization: String,
     tag_name: String,
-    tag_id: Option<String>,
+    /// The tag's object id, looked up once per run.
+    tag_id: std::sync::OnceLock<String>,
 }
 
 /// One entry of the security tag list.
@@ -47,13 +48,13 @@ impl NsxV {
             http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
             authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
             tag_name: config.tag.clone(),
-            tag_id: None,
+            tag_id: std::sync::OnceLock::new(),
         })
     }
 
     /// The object id of the configured tag, looked up by name once per run.
-    pub fn tag_id(&mut self) -> anyhow::Result<String> {
-        if let Some(id) = &self.tag_id {
+    pub fn tag_id(&self) -> anyhow::Result<String> {
+        if let Some(id) = self.tag_id.get() {
             return Ok(id.clone());
         }
         let mut start = 0;
@@ -76,7 +77,7 @@ impl NsxV {
                 .into_iter()
                 .find(|t| t.name == self.tag_name && !t.system)
             {
-                self.tag_id = Some(tag.id.clone());
+                let _ = self.tag_id.set(tag.id.clone());
                 return Ok(tag.id);
             }
             match paging {
@@ -96,7 +97,7 @@ impl NsxV {
     }
 
     /// The VMs that carry the tag now.
-    pub fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+    pub fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
         let tag = self.tag_id()?;
         let reply = self
             .send(Call::new(
@@ -109,12 +110,12 @@ impl NsxV {
     }
 
     /// The ids of the VMs that carry the tag now.
-    pub fn tagged(&mut self) -> anyhow::Result<BTreeSet<String>> {
+    pub fn tagged(&self) -> anyhow::Result<BTreeSet<String>> {
         Ok(self.all_tagged()?.into_iter().map(|vm| vm.id).collect())
     }
 
     /// Attaches (PUT) or detaches (DELETE), then reads back to verify.
-    fn change(&mut self, method: Method, vm: &VmRef) -> anyhow::Result<()> {
+    fn change(&self, method: Method, vm: &VmRef) -> anyhow::Result<()> {
         let tag = self.tag_id()?;
         let verb = if method == Method::PUT {
             "attaching"
@@ -180,7 +181,7 @@ impl NsxV {
 
 impl TagBackend for NsxV {
     fn find(
-        &mut self,
+        &self,
         vcenter: Option<&VcenterConfig>,
         deadline: Deadline,
         verbose: bool,
@@ -191,7 +192,7 @@ impl TagBackend for NsxV {
         find_in_vcenter(vcenter, deadline, verbose, names, found, |_, vm| Ok(vm))
     }
 
-    fn tagged_among(&mut self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+    fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
         if vms.is_empty() {
             return Ok(BTreeSet::new());
         }
@@ -203,19 +204,19 @@ impl TagBackend for NsxV {
             .collect())
     }
 
-    fn all_tagged(&mut self) -> anyhow::Result<Vec<VmRef>> {
+    fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
         NsxV::all_tagged(self)
     }
 
-    fn attach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+    fn attach(&self, vm: &VmRef) -> anyhow::Result<()> {
         self.change(Method::PUT, vm)
     }
 
-    fn detach(&mut self, vm: &VmRef) -> anyhow::Result<()> {
+    fn detach(&self, vm: &VmRef) -> anyhow::Result<()> {
         self.change(Method::DELETE, vm)
     }
 
-    fn probe(&mut self) -> anyhow::Result<String> {
+    fn probe(&self) -> anyhow::Result<String> {
         let id = self.tag_id()?;
         let count = self.tagged()?.len();
         Ok(format!(
