@@ -6,23 +6,24 @@ use std::collections::BTreeSet;
 
 use crate::domain::ticket::Ticket;
 
-pub trait HelpDesk {
+/// Every method takes `&self`: a client can be shared by requests made at once.
+pub trait HelpDesk: Send + Sync {
     /// The name of the ticket field that names the VMs.
     fn vm_field(&self) -> &str;
 
     /// The ticket, with the VMs its field names.
-    fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket>;
+    fn ticket(&self, id: u64) -> anyhow::Result<Ticket>;
 
     /// Every locked ticket the API user may read.
-    fn locked_tickets(&mut self) -> anyhow::Result<BTreeSet<u64>>;
+    fn locked_tickets(&self) -> anyhow::Result<BTreeSet<u64>>;
 
     /// Whether the ticket is locked now.
-    fn is_locked(&mut self, id: u64) -> anyhow::Result<bool>;
+    fn is_locked(&self, id: u64) -> anyhow::Result<bool>;
 
     /// The user the ticket's history names as the last to unlock it, if it names one.
-    fn unlocked_by(&mut self, id: u64) -> anyhow::Result<Option<u64>>;
+    fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>>;
 
     /// Adds an internal note, never visible to the customer; returns a warning worth the
     /// journal, if any.
-    fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>>;
+    fn note(&self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>>;
 }

@@ -41,6 +41,7 @@ mod plan;
 mod policy;
 mod secrets;
 mod state;
+mod sync;
 mod sys;
 pub mod time;
 mod vcenter;

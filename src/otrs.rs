@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use crate::error::{Exit, exit_code, fault};
 use crate::http::{Call, Http, Reply, query};
+use crate::sync::lock;
+use std::sync::Mutex;
 
 /// The help desk's name of the one lock state that opens access.
 const LOCKED: &str = "lock";
@@ -28,12 +30,18 @@ pub struct HelpDesk {
     /// Whether the help desk e-mails the ticket's agents about otnsx's notes.
     notify_agents: bool,
     /// The help desk's generation as its articles showed it: 5, or 6 for 6 and later.
-    generation: Option<u32>,
-    session: Option<String>,
+    generation: Mutex<Option<u32>>,
+    session: Mutex<SessionState>,
     /// Where the SessionID is kept between runs (mode 0600), if anywhere.
     session_file: Option<PathBuf>,
-    /// Whether `session` came from that file (and may have expired).
-    session_cached: bool,
+}
+
+/// The help desk's session: its id, and whether it came from the session file (and may have
+/// expired).
+#[derive(Default)]
+struct SessionState {
+    id: Option<String>,
+    cached: bool,
 }
 
 /// TicketSearch's `Limit`: the answer's size bound. Correctness never depends on it: a ticket
@@ -50,7 +58,6 @@ impl HelpDesk {
     ) -> anyhow::Result<Self> {
         Ok(HelpDesk {
             session_file,
-            session_cached: false,
             http: Http::new("help desk", &config.endpoint, deadline, verbose)?
                 .no_retry_when_dropped(WEB_SERVICE_HINT),
             user: config.endpoint.user.clone(),
@@ -58,8 +65,8 @@ impl HelpDesk {
             vm_field: config.vm_field.clone(),
             version: config.version,
             notify_agents: config.notify_agents,
-            generation: None,
-            session: None,
+            generation: Mutex::new(None),
+            session: Mutex::new(SessionState::default()),
         })
     }
 
@@ -70,12 +77,12 @@ impl HelpDesk {
 
     /// TicketGet with the ticket's dynamic fields; with `otrs.version = 5` also its first
     /// article, whose fields tell the help desk's real generation (see [`HelpDesk::note`]).
-    pub fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket> {
+    pub fn ticket(&self, id: u64) -> anyhow::Result<Ticket> {
         self.read_ticket(id, self.version == 5)
     }
 
     /// TicketGet with the dynamic fields and the first article, for `otnsx check`.
-    pub fn ticket_with_articles(&mut self, id: u64) -> anyhow::Result<Ticket> {
+    pub fn ticket_with_articles(&self, id: u64) -> anyhow::Result<Ticket> {
         self.read_ticket(id, true)
     }
 
@@ -84,7 +91,7 @@ impl HelpDesk {
         self.version.min(6)
     }
 
-    fn read_ticket(&mut self, id: u64, articles: bool) -> anyhow::Result<Ticket> {
+    fn read_ticket(&self, id: u64, articles: bool) -> anyhow::Result<Ticket> {
         let body = self
             .authed("TicketGet", |session| {
                 let mut pairs = vec![("SessionID", session), ("DynamicFields", "1")];
@@ -96,13 +103,16 @@ impl HelpDesk {
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
         let ticket = parse_ticket(&body, &self.vm_field)
             .with_context(|| format!("reading ticket ID {id}"))?;
-        self.generation = self.generation.or(ticket.generation);
+        let mut generation = lock(&self.generation);
+        if generation.is_none() {
+            *generation = ticket.generation;
+        }
         Ok(ticket)
     }
 
     /// Whether a ticket is locked (`Lock` is `lock`; `unlock` and `tmp_lock` are not):
     /// TicketGet without fields.
-    pub fn is_locked(&mut self, id: u64) -> anyhow::Result<bool> {
+    pub fn is_locked(&self, id: u64) -> anyhow::Result<bool> {
         let body = self
             .authed("TicketGet", |session| {
                 Call::new(
@@ -124,7 +134,7 @@ impl HelpDesk {
 
     /// The ID of the user who last unlocked the ticket, from TicketHistoryGet (the `CreateBy`
     /// of its latest `Unlock` entry), if the history has one.
-    pub fn unlocked_by(&mut self, id: u64) -> anyhow::Result<Option<u64>> {
+    pub fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
         let body = self
             .authed("TicketHistoryGet", |session| {
                 Call::new(
@@ -157,7 +167,7 @@ impl HelpDesk {
     /// TicketUpdate's route and the API user's access to ticket `id`, without changing it: a
     /// lock value the help desk rejects only after routing the request, logging the user in and
     /// checking its access (`TicketUpdate.InvalidParameter`, fixture 23).
-    pub fn probe_update(&mut self, id: u64) -> anyhow::Result<()> {
+    pub fn probe_update(&self, id: u64) -> anyhow::Result<()> {
         let result = self.authed("TicketUpdate", |session| {
             let body = serde_json::json!({"SessionID": session, "Ticket": {"Lock": "otnsx-check-no-such-lock"}});
             Call::new(Method::PATCH, format!("/Ticket/{id}"))
@@ -178,7 +188,7 @@ impl HelpDesk {
 
     /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read
     /// (TicketSearch with `Limit=1`), else none. Logs in either way.
-    pub fn any_ticket(&mut self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {
+    pub fn any_ticket(&self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {
         self.session_id()?;
         if wanted.is_some() {
             return Ok(wanted);
@@ -195,7 +205,7 @@ impl HelpDesk {
     }
 
     /// TicketSearch for every locked ticket the API user may read.
-    pub fn locked_tickets(&mut self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+    pub fn locked_tickets(&self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
         let body = self
             .authed("TicketSearch", |session| {
                 let pairs = [
@@ -214,9 +224,9 @@ impl HelpDesk {
     /// customer, so with `otrs.version = 5` the help desk's generation is read from a ticket's
     /// article first: a later help desk gets the 6 form (and a warning comes back), and when no
     /// article tells, no note is posted.
-    pub fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
+    pub fn note(&self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
         let mut warning = None;
-        if self.version == 5 && self.generation.is_none() {
+        if self.version == 5 && lock(&self.generation).is_none() {
             let body = self
                 .authed("TicketGet", |session| {
                     let pairs = [
@@ -227,9 +237,10 @@ impl HelpDesk {
                     Call::new(Method::GET, format!("/Ticket/{id}{}", query(pairs)))
                 })
                 .with_context(|| format!("reading an article of ticket ID {id}"))?;
-            self.generation = body.pointer("/Ticket/0").and_then(generation_of);
+            *lock(&self.generation) = body.pointer("/Ticket/0").and_then(generation_of);
         }
-        let old_form = match (self.version, self.generation) {
+        let generation = *lock(&self.generation);
+        let old_form = match (self.version, generation) {
             (5, Some(5)) => true,
             (5, Some(_)) => {
                 warning = Some(
@@ -271,21 +282,20 @@ impl HelpDesk {
     /// Sends an operation with the session. A session kept from an earlier run may have
     /// expired (the help desk then says AuthFail): it is dropped, a new one made, and the
     /// operation sent once more.
-    fn authed(&mut self, operation: &str, build: impl Fn(&str) -> Call) -> anyhow::Result<Value> {
-        let session = self.session_id()?;
+    fn authed(&self, operation: &str, build: impl Fn(&str) -> Call) -> anyhow::Result<Value> {
+        let (session, cached) = self.session_id()?;
         match self.send(operation, build(&session)) {
-            Err(e) if self.session_cached && exit_code(&e) == Exit::NoPerm => {
+            Err(e) if cached && exit_code(&e) == Exit::NoPerm => {
                 self.forget_session();
-                let fresh = self.session_id()?;
+                let (fresh, _) = self.session_id()?;
                 self.send(operation, build(&fresh))
             }
             other => other,
         }
     }
 
-    fn forget_session(&mut self) {
-        self.session = None;
-        self.session_cached = false;
+    fn forget_session(&self) {
+        *lock(&self.session) = SessionState::default();
         if let Some(path) = &self.session_file {
             let _ = std::fs::remove_file(path);
         }
@@ -325,17 +335,21 @@ impl HelpDesk {
         }
     }
 
-    /// The session: kept from an earlier run, or made with SessionCreate (the password travels
-    /// in a POST body, never in a URL).
-    fn session_id(&mut self) -> anyhow::Result<String> {
-        if let Some(id) = &self.session {
-            return Ok(id.clone());
+    /// The session, and whether it was kept from an earlier run (or else made now with
+    /// SessionCreate: the password travels in a POST body, never in a URL). The lock is held
+    /// across the login, so that requests made at once share one session.
+    fn session_id(&self) -> anyhow::Result<(String, bool)> {
+        let mut state = lock(&self.session);
+        if let Some(id) = &state.id {
+            return Ok((id.clone(), state.cached));
         }
         if let Some(id) = self.kept_session() {
             crate::secrets::token(&id);
-            self.session = Some(id.clone());
-            self.session_cached = true;
-            return Ok(id);
+            *state = SessionState {
+                id: Some(id.clone()),
+                cached: true,
+            };
+            return Ok((id, true));
         }
         let body = serde_json::json!({"UserLogin": self.user, "Password": self.password.expose()});
         let answer = self
@@ -357,9 +371,12 @@ impl HelpDesk {
             })?
             .to_string();
         crate::secrets::token(&id);
-        self.session = Some(id.clone());
+        *state = SessionState {
+            id: Some(id.clone()),
+            cached: false,
+        };
         self.keep_session(&id);
-        Ok(id)
+        Ok((id, false))
     }
 
     /// Sends one operation and returns its JSON answer, or the help desk's error as a [`Fault`].
@@ -374,23 +391,23 @@ impl crate::helpdesk::HelpDesk for HelpDesk {
         HelpDesk::vm_field(self)
     }
 
-    fn ticket(&mut self, id: u64) -> anyhow::Result<Ticket> {
+    fn ticket(&self, id: u64) -> anyhow::Result<Ticket> {
         HelpDesk::ticket(self, id)
     }
 
-    fn locked_tickets(&mut self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+    fn locked_tickets(&self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
         HelpDesk::locked_tickets(self)
     }
 
-    fn is_locked(&mut self, id: u64) -> anyhow::Result<bool> {
+    fn is_locked(&self, id: u64) -> anyhow::Result<bool> {
         HelpDesk::is_locked(self, id)
     }
 
-    fn unlocked_by(&mut self, id: u64) -> anyhow::Result<Option<u64>> {
+    fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
         HelpDesk::unlocked_by(self, id)
     }
 
-    fn note(&mut self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
+    fn note(&self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
         HelpDesk::note(self, id, subject, text)
     }
 }

@@ -121,7 +121,7 @@ impl Run {
     /// note changes nothing else: it is journaled and said on stderr.
     pub fn post_note(
         &self,
-        helpdesk: &mut dyn HelpDesk,
+        helpdesk: &dyn HelpDesk,
         subject: &Subject,
         ticket_id: u64,
         note: &Note,

@@ -169,7 +169,7 @@ fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>
     if held.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let mut helpdesk = run.helpdesk("to check the tickets that hold leases")?;
+    let helpdesk = run.helpdesk("to check the tickets that hold leases")?;
     let locked = helpdesk.locked_tickets()?;
     let mut unlocked = BTreeSet::new();
     for id in held.difference(&locked) {

@@ -155,7 +155,7 @@ pub fn tell_tickets(
     if tickets.is_empty() || !notes_on || run.dry_run {
         return;
     }
-    let mut helpdesk = match run.helpdesk("to note the tickets") {
+    let helpdesk = match run.helpdesk("to note the tickets") {
         Ok(h) => h,
         Err(e) => return errln!("otnsx: warning: {e:#}"),
     };
@@ -170,7 +170,7 @@ pub fn tell_tickets(
                 ticket_id: Some(*id),
                 cause: subject.cause,
             };
-            run.post_note(helpdesk.as_mut(), &about, *id, &note);
+            run.post_note(helpdesk.as_ref(), &about, *id, &note);
         }
     }
 }

@@ -26,7 +26,7 @@ pub fn run(run: &mut Run, id: u64, number: Option<String>) -> anyhow::Result<Exi
 
 /// `helpdesk:user-id N` for the user the ticket's history names as the last to unlock it, or
 /// `helpdesk:unknown` (the history is not readable, or names nobody).
-fn unlocked_by(helpdesk: &mut dyn crate::helpdesk::HelpDesk, id: u64) -> String {
+fn unlocked_by(helpdesk: &dyn crate::helpdesk::HelpDesk, id: u64) -> String {
     match helpdesk.unlocked_by(id) {
         Ok(Some(user)) => format!("helpdesk:user-id {user}"),
         Ok(None) => "helpdesk:unknown".into(),
@@ -43,7 +43,7 @@ fn handle(
     id: u64,
     number: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    let mut helpdesk = run.helpdesk("to read tickets")?;
+    let helpdesk = run.helpdesk("to read tickets")?;
     let begun = run.begin()?;
     let ticket = helpdesk.ticket(id)?;
     // Who acts: the agent who locked (the ticket's owner then); for an unlock, who the ticket's
@@ -57,7 +57,7 @@ fn handle(
     run.actor = match &ticket.owner {
         Some(owner) if ticket.is_locked() => format!("helpdesk:{owner}"),
         _ if ticket.is_locked() => "helpdesk".into(),
-        _ if holds => unlocked_by(helpdesk.as_mut(), id),
+        _ if holds => unlocked_by(helpdesk.as_ref(), id),
         _ => "helpdesk:unknown".into(),
     };
     if let Some(given) = number
@@ -146,7 +146,7 @@ fn handle(
                         helpdesk.vm_field()
                     ),
                 };
-                run.post_note(helpdesk.as_mut(), subject, id, &note);
+                run.post_note(helpdesk.as_ref(), subject, id, &note);
             }
             return Ok(Exit::Ok);
         }
@@ -155,7 +155,7 @@ fn handle(
         let outcomes = run.carry_out(lock.as_ref(), backend, subject, &decision)?;
         let exit = run.report(&decision, &outcomes);
         if let Some(note) = notes::for_ticket(&holder, &outcomes, &decision.refused, None) {
-            run.post_note(helpdesk.as_mut(), subject, id, &note);
+            run.post_note(helpdesk.as_ref(), subject, id, &note);
         }
         Ok(exit)
     })

@@ -15,6 +15,7 @@ use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, find_in_vcenter};
+use crate::sync::lock;
 
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 /// The largest page the Manager API serves.
@@ -472,13 +473,6 @@ impl Drop for NsxT {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-/// The state behind a lock; a lock a panicking thread left is still the state.
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Parses `data` as NSX-T answers are parsed, for the fuzz targets.
