@@ -12,6 +12,8 @@ use crate::config::{ApiGeneration, Secret, VcenterConfig, is_moref};
 use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::sync::lock;
+use std::sync::Mutex;
 
 use crate::domain::vm::VmRef;
 
@@ -35,8 +37,8 @@ pub struct Vcenter {
     http: Http,
     user: String,
     password: Secret,
-    generation: Generation,
-    token: String,
+    /// The API generation that answered, and the session's token.
+    session: Mutex<(Generation, String)>,
     folder: Option<String>,
     datacenter: Option<String>,
 }
@@ -46,20 +48,19 @@ pub fn with_session<T>(
     config: &VcenterConfig,
     deadline: Deadline,
     verbose: bool,
-    work: impl FnOnce(&mut Vcenter) -> anyhow::Result<T>,
+    work: impl FnOnce(&Vcenter) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let http = Http::new("vCenter", &config.endpoint, deadline, verbose)?;
-    let mut vc = Vcenter {
+    let vc = Vcenter {
         http,
         user: config.endpoint.user.clone(),
         password: config.endpoint.password.clone(),
-        generation: Generation::Api,
-        token: String::new(),
+        session: Mutex::new((Generation::Api, String::new())),
         folder: config.folder.clone(),
         datacenter: config.datacenter.clone(),
     };
     vc.login(config.api)?;
-    let result = work(&mut vc);
+    let result = work(&vc);
     if let Err(e) = vc.logout() {
         errln!("otnsx: warning: {e:#}");
     }
@@ -79,7 +80,19 @@ fn session_token(generation: Generation, body: &str) -> Option<String> {
 }
 
 impl Vcenter {
-    fn login(&mut self, api: ApiGeneration) -> anyhow::Result<()> {
+    fn generation(&self) -> Generation {
+        lock(&self.session).0
+    }
+
+    fn token(&self) -> String {
+        lock(&self.session).1.clone()
+    }
+
+    fn set_session(&self, generation: Generation, token: String) {
+        *lock(&self.session) = (generation, token);
+    }
+
+    fn login(&self, api: ApiGeneration) -> anyhow::Result<()> {
         let order: &[Generation] = match api {
             ApiGeneration::Auto => &[Generation::Api, Generation::Rest],
             ApiGeneration::Api => &[Generation::Api],
@@ -121,15 +134,14 @@ impl Vcenter {
             }
             let usable = reply.media_type() == "application/json";
             match token {
-                Some(token) if usable => self.token = token,
+                Some(token) if usable => self.set_session(*generation, token),
                 Some(token) => {
-                    self.token = token;
-                    self.generation = *generation;
+                    self.set_session(*generation, token);
                     let closed = match self.logout() {
                         Ok(()) => "the session it made was closed again".to_string(),
                         Err(e) => format!("closing the session it made failed too: {e:#}"),
                     };
-                    self.token.clear();
+                    self.set_session(*generation, String::new());
                     return Err(fault(
                         Exit::Unavailable,
                         format!(
@@ -145,7 +157,6 @@ impl Vcenter {
                     ));
                 }
             }
-            self.generation = *generation;
             return Ok(());
         }
         Err(fault(
@@ -154,9 +165,9 @@ impl Vcenter {
         ))
     }
 
-    fn logout(&mut self) -> anyhow::Result<()> {
-        let call = Call::new(Method::DELETE, self.generation.session_path())
-            .header("vmware-api-session-id", self.token.clone());
+    fn logout(&self) -> anyhow::Result<()> {
+        let call = Call::new(Method::DELETE, self.generation().session_path())
+            .header("vmware-api-session-id", self.token());
         // Logging out must be tried even when the run's deadline has passed.
         let grace = Deadline::after(self.http.deadline().remaining().max(Duration::from_secs(2)));
         let reply = self
@@ -174,16 +185,16 @@ impl Vcenter {
 
     /// The API generation in use, for `otnsx check`.
     pub fn api_generation(&self) -> &'static str {
-        match self.generation {
+        match self.generation() {
             Generation::Api => "/api (vSphere 7.0U2 or later)",
             Generation::Rest => "/rest (vSphere 6.5 or 6.7)",
         }
     }
 
     /// Finds the one VM named exactly `name` (within the configured folder and datacenter).
-    pub fn find_vm(&mut self, name: &str) -> anyhow::Result<VmRef> {
+    pub fn find_vm(&self, name: &str) -> anyhow::Result<VmRef> {
         let mut pairs: Vec<(&str, &str)> = Vec::new();
-        let (names, folders, datacenters) = match self.generation {
+        let (names, folders, datacenters) = match self.generation() {
             Generation::Api => ("names", "folders", "datacenters"),
             Generation::Rest => ("filter.names", "filter.folders", "filter.datacenters"),
         };
@@ -194,7 +205,7 @@ impl Vcenter {
         if let Some(d) = &self.datacenter {
             pairs.push((datacenters, d));
         }
-        let prefix = match self.generation {
+        let prefix = match self.generation() {
             Generation::Api => "/api/vcenter/vm",
             Generation::Rest => "/rest/vcenter/vm",
         };
@@ -203,7 +214,7 @@ impl Vcenter {
             .get(&path)
             .with_context(|| format!("looking up VM {name:?} in vCenter"))?;
         let body = reply.json::<Value>("vCenter")?;
-        let list = match self.generation {
+        let list = match self.generation() {
             Generation::Api => &body,
             Generation::Rest => body.get("value").unwrap_or(&Value::Null),
         };
@@ -254,8 +265,8 @@ impl Vcenter {
     }
 
     /// The VM's instance UUID and BIOS UUID (`identity`, vCenter 6.7U1 and later).
-    pub fn identity(&mut self, vm: &VmRef) -> anyhow::Result<(String, Option<String>)> {
-        let path = match self.generation {
+    pub fn identity(&self, vm: &VmRef) -> anyhow::Result<(String, Option<String>)> {
+        let path = match self.generation() {
             Generation::Api => format!("/api/vcenter/vm/{}", encode(&vm.id)),
             Generation::Rest => format!("/rest/vcenter/vm/{}", encode(&vm.id)),
         };
@@ -263,7 +274,7 @@ impl Vcenter {
             .get(&path)
             .with_context(|| format!("reading the identity of {vm} in vCenter"))?;
         let body = reply.json::<Value>("vCenter")?;
-        let info = match self.generation {
+        let info = match self.generation() {
             Generation::Api => &body,
             Generation::Rest => body.get("value").unwrap_or(&Value::Null),
         };
@@ -285,14 +296,14 @@ impl Vcenter {
     }
 
     /// GET with the session; a session that expired mid-run is renewed once.
-    fn get(&mut self, path: &str) -> anyhow::Result<Reply> {
+    fn get(&self, path: &str) -> anyhow::Result<Reply> {
         for attempt in 0..2 {
             let call = Call::new(Method::GET, path)
-                .header("vmware-api-session-id", self.token.clone())
+                .header("vmware-api-session-id", self.token())
                 .header("accept", "application/json");
             let reply = self.http.send(&call)?;
             if reply.status == 401 && attempt == 0 {
-                let api = match self.generation {
+                let api = match self.generation() {
                     Generation::Api => ApiGeneration::Api,
                     Generation::Rest => ApiGeneration::Rest,
                 };

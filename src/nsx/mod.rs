@@ -77,7 +77,7 @@ pub fn find_in_vcenter(
     verbose: bool,
     names: Vec<String>,
     found: &mut Found<'_>,
-    mut to_backend: impl FnMut(&mut Vcenter, VmRef) -> anyhow::Result<VmRef>,
+    mut to_backend: impl FnMut(&Vcenter, VmRef) -> anyhow::Result<VmRef>,
 ) -> anyhow::Result<()> {
     let vc_config = vcenter.ok_or_else(|| {
         fault(
