@@ -26,6 +26,7 @@ macro_rules! errln {
     }};
 }
 
+mod apply;
 pub mod cli;
 mod commands;
 mod config;

@@ -55,6 +55,29 @@ impl Timestamp {
     }
 }
 
+/// A run's time. [`Clock::decides_at`] is read once when the run starts: every decision of
+/// one run (what has expired, when a lease ends) is made by that one instant. [`Clock::now`]
+/// moves on with the run, for the stamps of its journal entries.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub decides_at: Timestamp,
+    started: std::time::Instant,
+}
+
+impl Clock {
+    pub fn starting_at(decides_at: Timestamp) -> Self {
+        Clock {
+            decides_at,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The time now: the start time plus the time the run has taken.
+    pub fn now(&self) -> Timestamp {
+        self.decides_at.plus(self.started.elapsed())
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let days = self.0.div_euclid(86_400);

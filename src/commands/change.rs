@@ -1,8 +1,10 @@
-//! Carrying out a decision: which VMs it concerns, what NSX says of them, the change applied one
-//! VM at a time (NSX, then the leases saved, then the journal entry), and the summary.
+//! Carrying out a decision: which VMs it concerns, what NSX says of them, the NSX changes
+//! (`apply.rs`), then what came of each recorded in turn (the leases saved, then the journal
+//! entry), and the summary.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::apply::{Applied, apply};
 use crate::domain::cause::{Cause, EntryResult};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
@@ -110,9 +112,11 @@ impl Run {
                 name: crate::escape::shorten(name),
                 id: String::new(),
             };
-            let mut entry = self.entry(subject, Action::Refused, Some(&vm), &format!("{err:#}"));
+            let mut entry =
+                self.recorder
+                    .entry(subject, Action::Refused, Some(&vm), &format!("{err:#}"));
             entry.result = EntryResult::Failed;
-            self.record(&entry);
+            self.recorder.record(&entry);
         }
         let Decision {
             before,
@@ -124,56 +128,74 @@ impl Run {
             Some(known) => known.clone(),
             None => backend.tagged_among(&plan::concerned_vms(before, after, touched))?,
         };
-        let plans = plan::plan(before, after, touched, &tagged, self.now);
+        let plans = plan::plan(before, after, touched, &tagged, self.clock.decides_at);
         let saving = match lock {
             _ if self.dry_run => Saving::DryRun,
             Some(lock) => Saving::To(lock),
             None => Saving::Nowhere,
         };
-        Ok(self.apply(saving, backend, subject, decision, plans))
+        let applied = match saving {
+            Saving::DryRun => plans
+                .iter()
+                .map(|_| Applied {
+                    result: Ok(()),
+                    warnings: Vec::new(),
+                })
+                .collect(),
+            _ => apply(backend, &plans, |plan| {
+                self.may_open(saving, decision, plan)
+            }),
+        };
+        Ok(self.record_changes(saving, backend, subject, decision, plans, applied))
     }
 
-    /// Applies the plan VM by VM: the NSX change, then the VM's leases saved, then the journal
-    /// entry. A failed attach leaves no lease; a failed detach leaves its leases marked for
-    /// retry. Access is opened only when the journal can take its entry, and closed again when
-    /// the lease file or the journal cannot hold the record after all. Closing goes on
-    /// whatever the store does: its failures are said, and the run ends with exit 74.
-    fn apply(
+    /// Why `plan`'s VM must not be opened now, if it must not: the decision holds it back, or
+    /// the state directory cannot hold its record (the journal must take it before any attach).
+    fn may_open(
+        &self,
+        saving: Saving<'_>,
+        decision: &Decision,
+        plan: &VmPlan,
+    ) -> anyhow::Result<()> {
+        if let Some(why) = decision.held_back.get(&plan.vm.id) {
+            return Err(fault(Exit::Unavailable, why.clone()));
+        }
+        if let Saving::Nowhere = saving {
+            return Err(fault(
+                Exit::IoErr,
+                "not opened: the state directory cannot hold its record",
+            ));
+        }
+        if let Some(why) = self.store.unsafe_dir() {
+            let err = fault(Exit::IoErr, format!("not opened: {why}"));
+            self.recorder.state_problem(&err);
+            return Err(err);
+        }
+        self.recorder
+            .journal()
+            .check_writable()
+            .map_err(|e| e.context("not opened: the journal cannot take its record"))
+    }
+
+    /// Records what came of each VM's change, one VM after the other: its leases saved, then
+    /// its journal entry. A failed attach leaves no lease; a failed detach leaves its leases
+    /// marked for retry. Access that was opened is closed again when the lease file or the
+    /// journal cannot hold its record after all. Closing goes on whatever the store does: its
+    /// failures are said, and the run ends with exit 74.
+    fn record_changes(
         &self,
         saving: Saving<'_>,
         backend: &dyn TagBackend,
         subject: &Subject,
         decision: &Decision,
         plans: Vec<VmPlan>,
+        applied: Vec<Applied>,
     ) -> Vec<Outcome> {
         let (before, after) = (&decision.before, &decision.after);
         let mut current = before.to_vec();
         let mut outcomes = Vec::new();
-        for plan in plans {
+        for (plan, Applied { result, warnings }) in plans.into_iter().zip(applied) {
             let id = plan.vm.id.clone();
-            let result = match (saving, plan.change) {
-                (Saving::DryRun, _) | (_, TagChange::Keep) => Ok(()),
-                (_, TagChange::Attach) if decision.held_back.contains_key(&id) => {
-                    Err(fault(Exit::Unavailable, decision.held_back[&id].clone()))
-                }
-                (Saving::Nowhere, TagChange::Attach) => Err(fault(
-                    Exit::IoErr,
-                    "not opened: the state directory cannot hold its record",
-                )),
-                (Saving::To(_), TagChange::Attach) => match self.store.unsafe_dir() {
-                    Some(why) => {
-                        let err = fault(Exit::IoErr, format!("not opened: {why}"));
-                        self.state_problem(&err);
-                        Err(err)
-                    }
-                    None => self
-                        .journal
-                        .check_writable()
-                        .map_err(|e| e.context("not opened: the journal cannot take its record"))
-                        .and_then(|()| backend.attach(&plan.vm)),
-                },
-                (_, TagChange::Detach) => backend.detach(&plan.vm),
-            };
             // This VM's leases before its change (the others do not change with it).
             let previous: Vec<Lease> = current.iter().filter(|l| l.vm_id == id).cloned().collect();
             let mut wanted = plan::take_vm(&current, after, &id);
@@ -186,17 +208,18 @@ impl Run {
             }
             current = wanted;
             // A lease made now records who opened it.
+            let actor = self.recorder.actor();
             for lease in current
                 .iter_mut()
                 .filter(|l| l.vm_id == id && l.by.is_none())
             {
                 if !previous.iter().any(|p| p.holder == lease.holder) {
-                    lease.by = Some(self.actor.clone());
+                    lease.by = Some(actor.clone());
                 }
             }
             let opened = result.is_ok() && plan.change == TagChange::Attach;
             let mut outcome = self.outcome(decision, subject, plan, result, &previous, &current);
-            outcome.warnings = backend.take_warnings();
+            outcome.warnings = warnings;
             let mut entry = self.entry_for(subject, &outcome, &current);
             entry.opened_by = previous
                 .iter()
@@ -209,15 +232,15 @@ impl Run {
                 Saving::To(lock) if !unchanged => {
                     let outbox = [serde_json::to_value(&entry).unwrap_or_default()];
                     match self.store.save(lock, &current, &outbox) {
-                        Ok(()) => self.record(&entry) || !opened,
+                        Ok(()) => self.recorder.record(&entry) || !opened,
                         Err(e) => {
-                            self.state_problem(&e);
-                            self.record(&entry);
+                            self.recorder.state_problem(&e);
+                            self.recorder.record(&entry);
                             !opened
                         }
                     }
                 }
-                _ => self.record(&entry) || !opened,
+                _ => self.recorder.record(&entry) || !opened,
             };
             if !kept {
                 // Opened, but its record is not durable: close it again.
@@ -246,7 +269,7 @@ impl Run {
         let id = plan.vm.id.clone();
         let open_until = current
             .iter()
-            .filter(|l| l.vm_id == id && l.is_live(self.now))
+            .filter(|l| l.vm_id == id && l.is_live(self.clock.decides_at))
             .map(|l| l.expires_at)
             .max()
             .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
@@ -261,7 +284,7 @@ impl Run {
             None if retried => Cause::Retry,
             None => subject.cause,
         };
-        let (gained, lost) = plan::change_of(previous, current, &id, self.now);
+        let (gained, lost) = plan::change_of(previous, current, &id, self.clock.decides_at);
         Outcome {
             cause,
             plan,
@@ -277,7 +300,9 @@ impl Run {
     fn entry_for(&self, subject: &Subject, outcome: &Outcome, current: &[Lease]) -> Entry {
         let id = &outcome.plan.vm.id;
         let (action, detail) = describe(outcome);
-        let mut entry = self.entry(subject, action, Some(&outcome.plan.vm), &detail);
+        let mut entry = self
+            .recorder
+            .entry(subject, action, Some(&outcome.plan.vm), &detail);
         entry.cause = outcome.cause;
         entry.gained = outcome.gained();
         entry.lost = outcome.lost();
@@ -304,7 +329,7 @@ impl Run {
     ) -> Outcome {
         let vm = outcome.plan.vm.clone();
         let undone = backend.detach(&vm);
-        let mut entry = self.entry(subject, Action::Revoke, Some(&vm), "");
+        let mut entry = self.recorder.entry(subject, Action::Revoke, Some(&vm), "");
         entry.result = EntryResult::Failed;
         entry.cause = outcome.cause;
         let why = "its record could not be written to the state directory";
@@ -329,10 +354,10 @@ impl Run {
         if let (Some(lock), Ok(())) = (lock, &undone) {
             let outbox = [opened, &entry].map(|e| serde_json::to_value(e).unwrap_or_default());
             if let Err(e) = self.store.save(lock, restored, &outbox) {
-                self.state_problem(&e);
+                self.recorder.state_problem(&e);
             }
         }
-        self.record(&entry);
+        self.recorder.record(&entry);
         outcome.gained.clear();
         outcome.open_until = None;
         outcome

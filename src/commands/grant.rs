@@ -36,12 +36,17 @@ pub fn run(
             let (vms, not_found) = run.resolve(backend, &allowed)?;
             refused.extend(not_found);
             let holder = Holder::User {
-                name: run.actor.clone(),
+                name: run.recorder.actor(),
             };
             let after = vms.iter().fold(before.clone(), |leases, vm| {
-                plan::grant(&leases, &holder, vm, run.now, duration, reason)
+                plan::grant(&leases, &holder, vm, run.clock.decides_at, duration, reason)
             });
-            let mut decision = Decision::new(format!("grant by {}", run.actor), before, after, vms);
+            let mut decision = Decision::new(
+                format!("grant by {}", run.recorder.actor()),
+                before,
+                after,
+                vms,
+            );
             decision.refused = refused;
             let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
             Ok(run.report(&decision, &outcomes))

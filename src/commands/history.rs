@@ -78,7 +78,7 @@ pub struct Filter<'a> {
 }
 
 pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
-    let now = run.now;
+    let now = run.clock.decides_at;
     let since = filter.since.map(|s| since(s, now)).transpose()?;
     let path = run.store.journal_path();
     let file = match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {

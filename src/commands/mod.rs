@@ -18,16 +18,18 @@ use std::collections::BTreeSet;
 use crate::cli::{Cli, Command, Global};
 use crate::config::{self, Config, MAX_VM_NAME};
 use crate::deadline::Deadline;
-use crate::domain::cause::{Cause, EntryResult};
+use crate::domain::cause::Cause;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
 use crate::helpdesk::HelpDesk;
 use crate::nsx::TagBackend;
 use crate::plan;
-use crate::state::journal::{Action, Entry, Journal};
+use crate::state::journal::{Action, Journal};
+use crate::state::recorder::Recorder;
+pub use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease, StateLock, Store};
 use crate::state::syslog::Syslog;
-use crate::time::Timestamp;
+use crate::time::{Clock, Timestamp};
 
 /// What [`Run::begin`] found: the state lock, and the leases if they could be read.
 pub struct Begun {
@@ -43,25 +45,16 @@ impl Begun {
     }
 }
 
-/// Everything a command needs besides its own arguments.
+/// Everything a command needs besides its own arguments: what it reads (the configuration,
+/// the state directory, the clock) and the one recorder of what it does.
 pub struct Run {
     pub config: Config,
     pub deadline: Deadline,
     pub verbose: bool,
     pub dry_run: bool,
     pub store: Store,
-    journal: Journal,
-    /// Who acts: `helpdesk` (with the ticket's owner once known) or the OS user.
-    pub actor: String,
-    /// The time the run decides by (see [`clock`]).
-    pub now: Timestamp,
-    started: std::time::Instant,
-    /// The start time in nanoseconds, and the entries made so far: for entry ids.
-    started_ns: u128,
-    entries: std::cell::Cell<u64>,
-    syslog: Option<Syslog>,
-    /// The state directory's problems met so far, as said on stderr.
-    state_trouble: std::cell::RefCell<Vec<String>>,
+    pub clock: Clock,
+    pub recorder: Recorder,
 }
 
 /// The current time, or in a debug build the time in `OTNSX_NOW` (RFC 3339, UTC): a setting
@@ -79,25 +72,6 @@ fn clock() -> anyhow::Result<Timestamp> {
                 format!("OTNSX_NOW={text:?} is not a UTC time like 2026-11-23T15:36:43Z"),
             )
         }),
-    }
-}
-
-/// What a journal entry is about besides its VM.
-#[derive(Debug, Clone)]
-pub struct Subject {
-    pub ticket_number: Option<String>,
-    pub ticket_id: Option<u64>,
-    /// Why access changes.
-    pub cause: Cause,
-}
-
-impl Subject {
-    pub fn new(cause: Cause) -> Self {
-        Subject {
-            ticket_number: None,
-            ticket_id: None,
-            cause,
-        }
     }
 }
 
@@ -137,22 +111,22 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
         .log
         .syslog
         .then(|| Syslog::new(config.log.socket.clone(), config.log.facility));
-    let mut run = Run {
+    let clock = Clock::starting_at(clock()?);
+    let recorder = Recorder::new(
+        Journal::new(store.journal_path()),
+        syslog,
+        global.dry_run,
+        clock,
+        os_user(),
+    );
+    let run = Run {
         deadline: Deadline::after(config.deadline),
-        journal: Journal::new(store.journal_path()),
         store,
         config,
         verbose: global.verbose,
         dry_run: global.dry_run,
-        actor: os_user(),
-        now: clock()?,
-        started: std::time::Instant::now(),
-        started_ns: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-        entries: std::cell::Cell::new(0),
-        syslog,
-        state_trouble: Default::default(),
+        clock,
+        recorder,
     };
     for (service, endpoint) in run.config.endpoints() {
         if endpoint.tls.insecure {
@@ -160,11 +134,16 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
                 "TLS verification for the {service} ({}) is off (insecure = true): anyone on the path can read its credentials",
                 endpoint.url
             );
-            run.record(&run.entry(&Subject::new(Cause::Config), Action::Warning, None, &text));
+            run.recorder.record(&run.recorder.entry(
+                &Subject::new(Cause::Config),
+                Action::Warning,
+                None,
+                &text,
+            ));
         }
     }
     let exit = match command {
-        Command::Ticket { ticket_id, number } => ticket::run(&mut run, ticket_id, number),
+        Command::Ticket { ticket_id, number } => ticket::run(&run, ticket_id, number),
         Command::Grant {
             vms,
             duration,
@@ -190,7 +169,7 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
         }
     };
     // A state directory that failed is said by its own exit status, whatever else happened.
-    if run.state_failed() {
+    if run.recorder.state_failed() {
         if let Err(e) = &exit {
             errln!("otnsx: {e:#}");
         }
@@ -232,88 +211,6 @@ fn os_user() -> String {
 }
 
 impl Run {
-    /// The time now, by the run's clock.
-    pub fn clock(&self) -> Timestamp {
-        self.now.plus(self.started.elapsed())
-    }
-
-    /// A journal entry about `subject` (and `vm`), stamped now.
-    pub fn entry(
-        &self,
-        subject: &Subject,
-        action: Action,
-        vm: Option<&VmRef>,
-        detail: &str,
-    ) -> Entry {
-        let n = self.entries.get() + 1;
-        self.entries.set(n);
-        Entry {
-            id: format!("{}.{}.{n}", std::process::id(), self.started_ns),
-            ts: self.clock(),
-            action,
-            ticket_number: subject.ticket_number.clone(),
-            ticket_id: subject.ticket_id,
-            vm: vm.map(|v| v.name.clone()),
-            vm_id: vm.map(|v| v.id.clone()).filter(|id| !id.is_empty()),
-            result: EntryResult::Ok,
-            detail: detail.to_string(),
-            actor: self.actor.clone(),
-            cause: subject.cause,
-            gained: Vec::new(),
-            lost: Vec::new(),
-            reason: None,
-            opened_by: Vec::new(),
-        }
-    }
-
-    /// Appends an entry to the journal (not in a dry run), and sends it to syslog when that is
-    /// configured. Returns whether the journal has it durably. When it cannot take the entry,
-    /// the entry goes to stderr as one JSON line (and to syslog), and the run ends with exit 74.
-    pub fn record(&self, entry: &Entry) -> bool {
-        if self.dry_run {
-            return true;
-        }
-        let line = entry.to_json();
-        if let Some(syslog) = &self.syslog {
-            syslog.send(entry, &line);
-        }
-        match self.journal.append(entry) {
-            Ok(()) => true,
-            Err(e) => {
-                self.state_problem(&e);
-                errln!("{line}");
-                false
-            }
-        }
-    }
-
-    /// Says on stderr that the state directory failed, once per kind of problem, and makes the
-    /// run end with exit 74 whatever else it did.
-    pub fn state_problem(&self, err: &anyhow::Error) {
-        let text = crate::escape::printable(&format!("{err:#}"));
-        let mut said = self.state_trouble.borrow_mut();
-        if !said.contains(&text) {
-            errln!("otnsx: state: {text}");
-            said.push(text);
-        }
-    }
-
-    /// Whether the state directory failed during this run.
-    pub fn state_failed(&self) -> bool {
-        !self.state_trouble.borrow().is_empty()
-    }
-
-    /// Journals a failure of the whole command, refusals as `refused`.
-    pub fn journal_failure(&self, subject: &Subject, err: &anyhow::Error) {
-        let action = match exit_code(err) {
-            Exit::NoPerm | Exit::DataErr => Action::Refused,
-            _ => Action::Error,
-        };
-        let mut entry = self.entry(subject, action, None, &format!("{err:#}"));
-        entry.result = EntryResult::Failed;
-        self.record(&entry);
-    }
-
     /// Splits names into those that may be opened and those refused: an invalid name (exit
     /// 65) whatever the policy says, then what policy does not allow (exit 77).
     pub fn allowed(&self, names: &[String]) -> (Vec<String>, Vec<Refusal>) {
@@ -359,7 +256,8 @@ impl Run {
                 "the leases could not be read, so otnsx closed {} without knowing who else held them (fail closed): another ticket or grant on them lost access too",
                 closed.join(", ")
             );
-            self.record(&self.entry(subject, Action::Warning, None, &text));
+            self.recorder
+                .record(&self.recorder.entry(subject, Action::Warning, None, &text));
             errln!("otnsx: warning: {text}");
         }
         Ok(exit)
@@ -445,7 +343,7 @@ impl Run {
                 Ok(lock) => Some(lock),
                 Err(e) if exit_code(&e) == Exit::TempFail => return Err(e),
                 Err(e) => {
-                    self.state_problem(&e);
+                    self.recorder.state_problem(&e);
                     return Ok(Begun::unknown(None));
                 }
             }
@@ -453,7 +351,7 @@ impl Run {
         let (mut leases, mut outbox) = match self.store.load_with_outbox() {
             Ok(read) => read,
             Err(e) => {
-                self.state_problem(&e);
+                self.recorder.state_problem(&e);
                 return Ok(Begun::unknown(lock));
             }
         };
@@ -462,13 +360,13 @@ impl Run {
                 Holder::Ticket { .. } => self.config.policy.max_duration,
                 Holder::User { .. } => self.config.policy.max_grant,
             };
-            if let Some(clipped) = lease.clipped(max, self.clock()) {
+            if let Some(clipped) = lease.clipped(max, self.clock.now()) {
                 let vm = lease.vm_ref();
                 let text = format!(
                     "the lease of {} on {} claimed to last until {}, longer than its kind allows; clipped to {}",
                     lease.holder, vm.name, lease.expires_at, clipped.expires_at
                 );
-                let mut entry = self.entry(
+                let mut entry = self.recorder.entry(
                     &Subject::new(Cause::Clip),
                     Action::Warning,
                     Some(&vm),
@@ -483,7 +381,7 @@ impl Run {
         if let Some(lock) = &lock
             && !outbox.is_empty()
         {
-            match self.journal.recover(&outbox) {
+            match self.recorder.journal().recover(&outbox) {
                 Ok(recovered) => {
                     if recovered > 0 {
                         errln!(
@@ -492,11 +390,11 @@ impl Run {
                     }
                     outbox.clear();
                 }
-                Err(e) => self.state_problem(&e),
+                Err(e) => self.recorder.state_problem(&e),
             }
             // The outbox stays in the file while the journal cannot take it.
             if let Err(e) = self.store.save(lock, &leases, &outbox) {
-                self.state_problem(&e);
+                self.recorder.state_problem(&e);
             }
         }
         Ok(Begun {
@@ -526,7 +424,7 @@ impl Run {
     ) -> anyhow::Result<T> {
         let result = work();
         if let Err(err) = &result {
-            self.journal_failure(subject, err);
+            self.recorder.failure(subject, err);
         }
         result
     }

@@ -133,7 +133,7 @@ impl Run {
         // What a customer or a server shaped is shown to the agent escaped, too.
         let body = crate::escape::printable_lines(&crate::secrets::scrub(&note.body));
         let text = format!("{}: {}", note.subject, body.replace('\n', " "));
-        let mut entry = self.entry(subject, Action::Note, None, &text);
+        let mut entry = self.recorder.entry(subject, Action::Note, None, &text);
         match helpdesk.note(ticket_id, &note.subject, &body) {
             Ok(None) => {}
             Ok(Some(warning)) => {
@@ -146,6 +146,6 @@ impl Run {
                 entry.detail = format!("note not posted: {err:#}; it said: {text}");
             }
         }
-        self.record(&entry);
+        self.recorder.record(&entry);
     }
 }

@@ -34,7 +34,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             };
             let lock = begun.lock;
             let unlocked = unlocked_tickets(run, &before)?;
-            let now = run.now;
+            let now = run.clock.decides_at;
             let policy = &run.config.policy.vms;
             let plan::Reconciled {
                 mut after,
@@ -101,7 +101,7 @@ fn verify_reopening(
     after: &mut Vec<Lease>,
     tagged: &BTreeSet<String>,
 ) -> (Vec<super::Refusal>, BTreeMap<String, String>) {
-    let now = run.now;
+    let now = run.clock.decides_at;
     let reopen: Vec<&Lease> = after
         .iter()
         .filter(|l| l.is_live(now) && !tagged.contains(&l.vm_id))

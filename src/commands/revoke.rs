@@ -19,7 +19,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let begun = run.begin()?;
-            let heading = format!("revoke by {}", run.actor);
+            let heading = format!("revoke by {}", run.recorder.actor());
             let Some(before) = begun.leases else {
                 // The leases are unknown: close every named VM, whoever holds it.
                 let (vms, refused) = run.resolve(backend, names)?;
@@ -70,7 +70,7 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
             let begun = run.begin()?;
             let tagged_vms = backend.all_tagged()?;
             let tagged: BTreeSet<String> = tagged_vms.iter().map(|v| v.id.clone()).collect();
-            let heading = format!("emergency revoke by {}", run.actor);
+            let heading = format!("emergency revoke by {}", run.recorder.actor());
             let Some(before) = begun.leases else {
                 let exit = run.close_unknown(
                     backend,
@@ -92,7 +92,7 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
             let exit = run.report(&decision, &outcomes);
             let why = format!(
                 "An administrator ({}) closed all maintenance access at once (otnsx revoke --all).",
-                run.actor
+                run.recorder.actor()
             );
             tell_tickets(run, &subject, &decision, &outcomes, &|_| {
                 Some(Some(why.clone()))
@@ -114,13 +114,13 @@ fn start_afresh(run: &Run, lock: Option<&StateLock>) {
     if run.dry_run {
         return;
     }
-    match run.store.set_aside(lock, run.clock()) {
+    match run.store.set_aside(lock, run.clock.now()) {
         Ok(aside) => {
             let text = format!(
                 "the unreadable lease file was moved to {}; otnsx starts with no leases",
                 aside.display()
             );
-            run.record(&run.entry(
+            run.recorder.record(&run.recorder.entry(
                 &Subject::new(Cause::Emergency),
                 Action::Warning,
                 None,
@@ -128,7 +128,7 @@ fn start_afresh(run: &Run, lock: Option<&StateLock>) {
             ));
             errln!("otnsx: {text}");
         }
-        Err(e) => run.state_problem(&e),
+        Err(e) => run.recorder.state_problem(&e),
     }
 }
 

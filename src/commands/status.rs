@@ -56,7 +56,7 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
         }
     };
     let known = tagged.is_some();
-    let now = run.now;
+    let now = run.clock.decides_at;
     let mut vms: BTreeMap<String, VmStatus> = BTreeMap::new();
     for lease in &leases {
         let entry = vms.entry(lease.vm_id.clone()).or_insert_with(|| VmStatus {

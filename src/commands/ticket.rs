@@ -10,8 +10,8 @@ use crate::state::store::{Holder, Lease};
 
 use super::{Decision, MAX_VMS_PER_TICKET, Run, Subject, notes, vms_of};
 
-pub fn run(run: &mut Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
-    run.actor = "helpdesk".into();
+pub fn run(run: &Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
+    run.recorder.act_as("helpdesk".into());
     let mut subject = Subject {
         ticket_number: number.clone(),
         ticket_id: Some(id),
@@ -19,7 +19,7 @@ pub fn run(run: &mut Run, id: u64, number: Option<String>) -> anyhow::Result<Exi
     };
     let result = handle(run, &mut subject, id, number.as_deref());
     if let Err(err) = &result {
-        run.journal_failure(&subject, err);
+        run.recorder.failure(&subject, err);
     }
     result
 }
@@ -37,12 +37,7 @@ fn unlocked_by(helpdesk: &dyn crate::helpdesk::HelpDesk, id: u64) -> String {
     }
 }
 
-fn handle(
-    run: &mut Run,
-    subject: &mut Subject,
-    id: u64,
-    number: Option<&str>,
-) -> anyhow::Result<Exit> {
+fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> anyhow::Result<Exit> {
     let helpdesk = run.helpdesk("to read tickets")?;
     let begun = run.begin()?;
     let ticket = helpdesk.ticket(id)?;
@@ -54,12 +49,13 @@ fn handle(
             .iter()
             .any(|l| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id))
     });
-    run.actor = match &ticket.owner {
+    let actor = match &ticket.owner {
         Some(owner) if ticket.is_locked() => format!("helpdesk:{owner}"),
         _ if ticket.is_locked() => "helpdesk".into(),
         _ if holds => unlocked_by(helpdesk.as_ref(), id),
         _ => "helpdesk:unknown".into(),
     };
+    run.recorder.act_as(actor);
     if let Some(given) = number
         && given != ticket.number
     {
@@ -92,7 +88,6 @@ fn handle(
             ),
         ));
     }
-    let run = &*run;
     let (lock, before) = match begun.leases {
         Some(_) if ticket.is_locked() => run.for_opening(begun)?,
         Some(leases) => (begun.lock, leases),
@@ -117,7 +112,7 @@ fn handle(
                 &holder,
                 &allowed,
                 &vms,
-                run.now,
+                run.clock.decides_at,
                 run.config.policy.max_duration,
             );
             (after, vms, refused)
@@ -135,7 +130,7 @@ fn handle(
                     ticket.lock
                 )
             };
-            run.record(&run.entry(subject, Action::Noop, None, &why));
+            run.recorder.record(&run.recorder.entry(subject, Action::Noop, None, &why));
             outln!("{heading}: {why}");
             if ticket.is_locked() {
                 // The agent locked the ticket to work on a VM: say why nothing opened.
