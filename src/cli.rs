@@ -49,9 +49,31 @@ pub struct Global {
     pub verbose: bool,
 }
 
+/// `check` reads the configuration itself, to list its problems one by one; every other
+/// command starts from a valid configuration and the state directory.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Check the configuration and every service; the first command after install
+    #[command(display_order = 5)]
+    Check {
+        /// A ticket whose VM field to check (default: any ticket the API user may read)
+        #[arg(long, value_name = "ID", value_parser = parse_ticket_id)]
+        ticket: Option<u64>,
+
+        /// Also add one internal note to that ticket, to test the note permission
+        #[arg(long)]
+        note: bool,
+    },
+
+    #[command(flatten)]
+    Configured(Configured),
+}
+
+/// The commands that need a valid configuration and the state directory.
+#[derive(Debug, Subcommand)]
+pub enum Configured {
     /// Apply a ticket's lock state, for callers that know only the ticket's ID
+    #[command(display_order = 1)]
     Ticket {
         /// The ticket's ID
         #[arg(value_name = "TICKET_ID", value_parser = parse_ticket_id)]
@@ -63,6 +85,7 @@ pub enum Command {
     },
 
     /// Open VMs by hand, for a while
+    #[command(display_order = 2)]
     Grant {
         /// The VM's name in vCenter (repeatable)
         #[arg(long = "vm", value_name = "NAME", required = true, num_args = 1..)]
@@ -78,6 +101,7 @@ pub enum Command {
     },
 
     /// Close VMs opened by hand; with --all, close every VM at once
+    #[command(display_order = 3)]
     Revoke {
         /// The VM's name in vCenter (repeatable)
         #[arg(long = "vm", value_name = "NAME", required_unless_present = "all", num_args = 1..)]
@@ -93,24 +117,15 @@ pub enum Command {
     },
 
     /// Make NSX match the leases: expiry, unlocked tickets, drift (run it from a timer)
+    #[command(display_order = 4)]
     Reconcile {
         /// Print what was done as JSON
         #[arg(long)]
         json: bool,
     },
 
-    /// Check the configuration and every service; the first command after install
-    Check {
-        /// A ticket whose VM field to check (default: any ticket the API user may read)
-        #[arg(long, value_name = "ID", value_parser = parse_ticket_id)]
-        ticket: Option<u64>,
-
-        /// Also add one internal note to that ticket, to test the note permission
-        #[arg(long)]
-        note: bool,
-    },
-
     /// The journal as access periods, refusals and failures, for the audit
+    #[command(display_order = 6)]
     History {
         /// Only what happened since then: a duration back from now (7d) or a date
         #[arg(long, value_name = "DURATION|DATE")]
@@ -130,6 +145,7 @@ pub enum Command {
     },
 
     /// Show which VMs are open, for whom, until when, and whether NSX agrees
+    #[command(display_order = 7)]
     Status {
         /// Only this VM
         #[arg(long, value_name = "NAME")]
@@ -207,6 +223,8 @@ mod tests {
         assert!(Cli::try_parse_from(["otnsx", "2026112310000011"]).is_err());
         let cli = Cli::try_parse_from(["otnsx", "grant", "--vm", "a", "b", "--for", "2h"])
             .expect("parses");
-        assert!(matches!(cli.command, Some(Command::Grant { ref vms, .. }) if vms.len() == 2));
+        assert!(
+            matches!(cli.command, Some(Command::Configured(Configured::Grant { ref vms, .. })) if vms.len() == 2)
+        );
     }
 }

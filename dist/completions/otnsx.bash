@@ -71,7 +71,7 @@ _otnsx() {
 
     case "${cmd}" in
         otnsx)
-            opts="-v -h -V --config --dry-run --verbose --help --version ticket grant revoke reconcile check history status help"
+            opts="-v -h -V --config --dry-run --verbose --help --version check ticket grant revoke reconcile history status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -141,7 +141,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__help)
-            opts="ticket grant revoke reconcile check history status help"
+            opts="check ticket grant revoke reconcile history status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -29,14 +29,20 @@ complete -c otnsx -n "__fish_otnsx_needs_command" -l dry-run -d 'Resolve everyth
 complete -c otnsx -n "__fish_otnsx_needs_command" -s v -l verbose -d 'Print each request to the services (without secrets) on stderr'
 complete -c otnsx -n "__fish_otnsx_needs_command" -s h -l help -d 'Print help'
 complete -c otnsx -n "__fish_otnsx_needs_command" -s V -l version -d 'Print version'
+complete -c otnsx -n "__fish_otnsx_needs_command" -a "check" -d 'Check the configuration and every service; the first command after install'
 complete -c otnsx -n "__fish_otnsx_needs_command" -a "ticket" -d 'Apply a ticket\'s lock state, for callers that know only the ticket\'s ID'
 complete -c otnsx -n "__fish_otnsx_needs_command" -a "grant" -d 'Open VMs by hand, for a while'
 complete -c otnsx -n "__fish_otnsx_needs_command" -a "revoke" -d 'Close VMs opened by hand; with --all, close every VM at once'
 complete -c otnsx -n "__fish_otnsx_needs_command" -a "reconcile" -d 'Make NSX match the leases: expiry, unlocked tickets, drift (run it from a timer)'
-complete -c otnsx -n "__fish_otnsx_needs_command" -a "check" -d 'Check the configuration and every service; the first command after install'
 complete -c otnsx -n "__fish_otnsx_needs_command" -a "history" -d 'The journal as access periods, refusals and failures, for the audit'
 complete -c otnsx -n "__fish_otnsx_needs_command" -a "status" -d 'Show which VMs are open, for whom, until when, and whether NSX agrees'
 complete -c otnsx -n "__fish_otnsx_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l ticket -d 'A ticket whose VM field to check (default: any ticket the API user may read)' -r
+complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l config -d 'Configuration file [default: /etc/otnsx/otnsx.toml, else the user\'s config directory]' -r -F
+complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l note -d 'Also add one internal note to that ticket, to test the note permission'
+complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l dry-run -d 'Resolve everything and print what would change; change nothing'
+complete -c otnsx -n "__fish_otnsx_using_subcommand check" -s v -l verbose -d 'Print each request to the services (without secrets) on stderr'
+complete -c otnsx -n "__fish_otnsx_using_subcommand check" -s h -l help -d 'Print help'
 complete -c otnsx -n "__fish_otnsx_using_subcommand ticket" -l number -d 'The ticket\'s number; when given, it must match the ticket' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand ticket" -l config -d 'Configuration file [default: /etc/otnsx/otnsx.toml, else the user\'s config directory]' -r -F
 complete -c otnsx -n "__fish_otnsx_using_subcommand ticket" -l dry-run -d 'Resolve everything and print what would change; change nothing'
@@ -61,12 +67,6 @@ complete -c otnsx -n "__fish_otnsx_using_subcommand reconcile" -l json -d 'Print
 complete -c otnsx -n "__fish_otnsx_using_subcommand reconcile" -l dry-run -d 'Resolve everything and print what would change; change nothing'
 complete -c otnsx -n "__fish_otnsx_using_subcommand reconcile" -s v -l verbose -d 'Print each request to the services (without secrets) on stderr'
 complete -c otnsx -n "__fish_otnsx_using_subcommand reconcile" -s h -l help -d 'Print help'
-complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l ticket -d 'A ticket whose VM field to check (default: any ticket the API user may read)' -r
-complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l config -d 'Configuration file [default: /etc/otnsx/otnsx.toml, else the user\'s config directory]' -r -F
-complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l note -d 'Also add one internal note to that ticket, to test the note permission'
-complete -c otnsx -n "__fish_otnsx_using_subcommand check" -l dry-run -d 'Resolve everything and print what would change; change nothing'
-complete -c otnsx -n "__fish_otnsx_using_subcommand check" -s v -l verbose -d 'Print each request to the services (without secrets) on stderr'
-complete -c otnsx -n "__fish_otnsx_using_subcommand check" -s h -l help -d 'Print help'
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l since -d 'Only what happened since then: a duration back from now (7d) or a date' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l vm -d 'Only this VM' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l ticket -d 'Only this ticket (number or ID)' -r
@@ -81,11 +81,11 @@ complete -c otnsx -n "__fish_otnsx_using_subcommand status" -l json -d 'Print JS
 complete -c otnsx -n "__fish_otnsx_using_subcommand status" -l dry-run -d 'Resolve everything and print what would change; change nothing'
 complete -c otnsx -n "__fish_otnsx_using_subcommand status" -s v -l verbose -d 'Print each request to the services (without secrets) on stderr'
 complete -c otnsx -n "__fish_otnsx_using_subcommand status" -s h -l help -d 'Print help'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "ticket" -d 'Apply a ticket\'s lock state, for callers that know only the ticket\'s ID'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "grant" -d 'Open VMs by hand, for a while'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "revoke" -d 'Close VMs opened by hand; with --all, close every VM at once'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "reconcile" -d 'Make NSX match the leases: expiry, unlocked tickets, drift (run it from a timer)'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "check" -d 'Check the configuration and every service; the first command after install'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "history" -d 'The journal as access periods, refusals and failures, for the audit'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "status" -d 'Show which VMs are open, for whom, until when, and whether NSX agrees'
-complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from ticket grant revoke reconcile check history status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "check" -d 'Check the configuration and every service; the first command after install'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "ticket" -d 'Apply a ticket\'s lock state, for callers that know only the ticket\'s ID'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "grant" -d 'Open VMs by hand, for a while'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "revoke" -d 'Close VMs opened by hand; with --all, close every VM at once'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "reconcile" -d 'Make NSX match the leases: expiry, unlocked tickets, drift (run it from a timer)'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "history" -d 'The journal as access periods, refusals and failures, for the audit'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "status" -d 'Show which VMs are open, for whom, until when, and whether NSX agrees'
+complete -c otnsx -n "__fish_otnsx_using_subcommand help; and not __fish_seen_subcommand_from check ticket grant revoke reconcile history status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -15,7 +15,7 @@ pub use change::{Decision, Outcome, Refusal, describe};
 
 use std::collections::BTreeSet;
 
-use crate::cli::{Cli, Command, Global};
+use crate::cli::{Cli, Command, Configured, Global};
 use crate::config::{self, Config, MAX_VM_NAME};
 use crate::deadline::Deadline;
 use crate::domain::cause::Cause;
@@ -78,10 +78,10 @@ fn clock() -> anyhow::Result<Timestamp> {
 pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
     // The form of the command line is checked before anything is read.
     let command = match (cli.command, cli.ticket_number, cli.ticket_id) {
-        (None, Some(number), Some(ticket_id)) => Command::Ticket {
+        (None, Some(number), Some(ticket_id)) => Command::Configured(Configured::Ticket {
             ticket_id,
             number: Some(number),
-        },
+        }),
         (Some(command), None, None) => command,
         _ => {
             return Err(fault(
@@ -91,19 +91,18 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
         }
     };
     match command {
-        // check reads the configuration itself, to list its problems one by one.
         Command::Check { ticket, note } => check::run(
             cli.global.config.as_deref(),
             ticket,
             note,
             cli.global.verbose,
         ),
-        command => execute_configured(command, &cli.global),
+        Command::Configured(command) => execute_configured(command, &cli.global),
     }
 }
 
 /// Runs a command that needs a valid configuration and the state directory.
-fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit> {
+fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Exit> {
     let path = config::locate(global.config.as_deref())?;
     let config = Config::load(&path)?;
     let store = Store::open(&config.state_dir);
@@ -143,18 +142,17 @@ fn execute_configured(command: Command, global: &Global) -> anyhow::Result<Exit>
         }
     }
     let exit = match command {
-        Command::Ticket { ticket_id, number } => ticket::run(&run, ticket_id, number),
-        Command::Grant {
+        Configured::Ticket { ticket_id, number } => ticket::run(&run, ticket_id, number),
+        Configured::Grant {
             vms,
             duration,
             reason,
         } => grant::run(&run, &vms, duration, reason.as_deref()),
-        Command::Revoke { all: true, .. } => revoke::all(&run),
-        Command::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
-        Command::Reconcile { json } => reconcile::run(&run, json),
-        Command::Status { vm, json } => status::run(&run, vm.as_deref(), json),
-        Command::Check { ticket, note } => check::run(Some(&path), ticket, note, global.verbose),
-        Command::History {
+        Configured::Revoke { all: true, .. } => revoke::all(&run),
+        Configured::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
+        Configured::Reconcile { json } => reconcile::run(&run, json),
+        Configured::Status { vm, json } => status::run(&run, vm.as_deref(), json),
+        Configured::History {
             since,
             vm,
             ticket,
