@@ -1,7 +1,8 @@
 //! The documented exit codes and the one typed error that carries them.
 //!
-//! Every failure travels as an `anyhow::Error`; where the exit code matters, a [`Fault`] sits
-//! somewhere in its chain and [`exit_code`] finds it.
+//! Every failure travels as an `anyhow::Error`; where the exit code matters, a [`Fault`] or a
+//! service's failure ([`crate::http::ServiceError`]) sits somewhere in its chain and
+//! [`exit_code`] finds it.
 
 use std::fmt;
 
@@ -70,12 +71,15 @@ pub fn fault(exit: Exit, message: impl Into<String>) -> anyhow::Error {
     })
 }
 
-/// The exit code an error maps to: that of the outermost [`Fault`] in its chain, else
-/// [`Exit::Partial`] (something failed that has no more specific code).
+/// The exit code an error maps to: that of the outermost [`Fault`] or service error in its
+/// chain, else [`Exit::Partial`] (something failed that has no more specific code).
 pub fn exit_code(err: &anyhow::Error) -> Exit {
     err.chain()
-        .find_map(|cause| cause.downcast_ref::<Fault>())
-        .map_or(Exit::Partial, |f| f.exit)
+        .find_map(|cause| {
+            let service = cause.downcast_ref::<crate::http::ServiceError>();
+            (cause.downcast_ref::<Fault>().map(|f| f.exit)).or(service.map(|e| e.exit()))
+        })
+        .unwrap_or(Exit::Partial)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use crate::error::{Exit, exit_code, fault};
-use crate::http::{Call, Http, Reply, query};
+use crate::http::{Call, Http, Reply, ServiceError, query};
 use crate::sync::lock;
 use std::sync::Mutex;
 
@@ -125,10 +125,7 @@ impl HelpDesk {
             .and_then(Value::as_str)
             .map(|lock| lock == LOCKED)
             .ok_or_else(|| {
-                fault(
-                    Exit::Unavailable,
-                    format!("help desk: ticket ID {id} has no Lock"),
-                )
+                ServiceError::malformed(format!("help desk: ticket ID {id} has no Lock"))
             })
     }
 
@@ -147,10 +144,9 @@ impl HelpDesk {
             .pointer("/TicketHistory/0/History")
             .and_then(Value::as_array)
             .ok_or_else(|| {
-                fault(
-                    Exit::Unavailable,
-                    format!("help desk: the history of ticket ID {id} has no History list"),
-                )
+                ServiceError::malformed(format!(
+                    "help desk: the history of ticket ID {id} has no History list"
+                ))
             })?;
         Ok(history
             .iter()
@@ -364,10 +360,7 @@ impl HelpDesk {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                fault(
-                    Exit::Unavailable,
-                    "help desk: SessionCreate answered without a SessionID",
-                )
+                ServiceError::malformed("help desk: SessionCreate answered without a SessionID")
             })?
             .to_string();
         crate::secrets::token(&id);
@@ -421,8 +414,8 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
     match reply.status {
         200 if media == "application/json" => {}
         300..=399 => {
-            return Err(fault(
-                Exit::Unavailable,
+            return Err(ServiceError::status(
+                reply.status,
                 format!(
                     "help desk: {operation} was redirected (HTTP {}) to {}; set otrs.url to the final address",
                     reply.status,
@@ -431,8 +424,8 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
             ));
         }
         401 | 403 | 429 => {
-            return Err(fault(
-                crate::error::for_status(reply.status),
+            return Err(ServiceError::status(
+                reply.status,
                 format!(
                     "help desk: {operation} refused (HTTP {}): {}",
                     reply.status,
@@ -442,8 +435,8 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
         }
         // OTRS 6 answers a wrong web service name with an HTML page, OTOBO with an empty 500.
         500 if media == "text/html" || reply.body.trim().is_empty() => {
-            return Err(fault(
-                Exit::Unavailable,
+            return Err(ServiceError::status(
+                500,
                 format!(
                     "help desk: {operation} failed with HTTP 500 and {}{WEB_SERVICE_HINT}",
                     if media == "text/html" {
@@ -455,8 +448,8 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
             ));
         }
         500 if media == "text/plain" => {
-            return Err(fault(
-                Exit::Unavailable,
+            return Err(ServiceError::status(
+                500,
                 format!(
                     "help desk: the web service failed {operation} (HTTP 500): {}; check otrs.url and the web service's routes",
                     reply.snippet()
@@ -464,17 +457,14 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
             ));
         }
         200 => {
-            return Err(fault(
-                Exit::Unavailable,
-                format!(
-                    "help desk: {operation} answered {media:?} instead of JSON: {}",
-                    reply.snippet()
-                ),
-            ));
+            return Err(ServiceError::malformed(format!(
+                "help desk: {operation} answered {media:?} instead of JSON: {}",
+                reply.snippet()
+            )));
         }
         status => {
-            return Err(fault(
-                Exit::Unavailable,
+            return Err(ServiceError::status(
+                status,
                 format!(
                     "help desk: {operation} failed (HTTP {status}): {}",
                     reply.snippet()
@@ -483,20 +473,16 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
         }
     }
     let value: Value = serde_json::from_str(&reply.body).map_err(|e| {
-        fault(
-            Exit::Unavailable,
-            format!("help desk: {operation} answered malformed JSON: {e}"),
-        )
+        ServiceError::malformed(format!(
+            "help desk: {operation} answered malformed JSON: {e}"
+        ))
     })?;
     let Some(error) = value.get("Error") else {
         if !value.is_object() {
-            return Err(fault(
-                Exit::Unavailable,
-                format!(
-                    "help desk: {operation} answered JSON that is not an object: {}",
-                    reply.snippet()
-                ),
-            ));
+            return Err(ServiceError::malformed(format!(
+                "help desk: {operation} answered JSON that is not an object: {}",
+                reply.snippet()
+            )));
         }
         return Ok(value);
     };
@@ -538,12 +524,8 @@ pub fn parse_search(body: &Value) -> anyhow::Result<std::collections::BTreeSet<u
     let Some(ids) = body.get("TicketID") else {
         return Ok(Default::default());
     };
-    let bad = || {
-        fault(
-            Exit::Unavailable,
-            format!("help desk: unexpected TicketSearch answer {ids}"),
-        )
-    };
+    let bad =
+        || ServiceError::malformed(format!("help desk: unexpected TicketSearch answer {ids}"));
     let list = match ids {
         Value::Array(list) => list.clone(),
         single => vec![single.clone()],
@@ -574,12 +556,7 @@ pub fn generation_of(ticket: &Value) -> Option<u32> {
 
 /// Reads a TicketGet answer: `{"Ticket":[{...}]}`.
 pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
-    let bad = |what: &str| {
-        fault(
-            Exit::Unavailable,
-            format!("help desk: TicketGet answer {what}"),
-        )
-    };
+    let bad = |what: &str| ServiceError::malformed(format!("help desk: TicketGet answer {what}"));
     let tickets = body
         .get("Ticket")
         .and_then(Value::as_array)

@@ -11,7 +11,7 @@ use ureq::http::Method;
 use crate::config::{ApiGeneration, Secret, VcenterConfig, is_moref};
 use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
-use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::sync::lock;
 use std::sync::Mutex;
 
@@ -108,7 +108,6 @@ impl Vcenter {
             }
             if !reply.is_success() {
                 let why = error_text(&reply);
-                let exit = crate::error::for_status(reply.status);
                 let hint = match reply.status {
                     401 => format!("; check vcenter.user ({}) and its password", self.user),
                     404 => {
@@ -117,8 +116,8 @@ impl Vcenter {
                     }
                     _ => String::new(),
                 };
-                return Err(fault(
-                    exit,
+                return Err(ServiceError::status(
+                    reply.status,
                     format!(
                         "vCenter refused the login at {}{} ({why}){hint}",
                         self.http.base,
@@ -142,17 +141,13 @@ impl Vcenter {
                         Err(e) => format!("closing the session it made failed too: {e:#}"),
                     };
                     self.set_session(*generation, String::new());
-                    return Err(fault(
-                        Exit::Unavailable,
-                        format!(
-                            "vCenter answered the login with {:?} instead of JSON; {closed}",
-                            reply.media_type()
-                        ),
-                    ));
+                    return Err(ServiceError::malformed(format!(
+                        "vCenter answered the login with {:?} instead of JSON; {closed}",
+                        reply.media_type()
+                    )));
                 }
                 None => {
-                    return Err(fault(
-                        Exit::Unavailable,
+                    return Err(ServiceError::malformed(
                         "vCenter: the login answer holds no session token",
                     ));
                 }
@@ -219,10 +214,7 @@ impl Vcenter {
             Generation::Rest => body.get("value").unwrap_or(&Value::Null),
         };
         let summaries: Vec<VmSummary> = serde_json::from_value(list.clone()).map_err(|e| {
-            fault(
-                Exit::Unavailable,
-                format!("vCenter: unexpected VM list for {name:?}: {e}"),
-            )
+            ServiceError::malformed(format!("vCenter: unexpected VM list for {name:?}: {e}"))
         })?;
         let matches: Vec<&VmSummary> = summaries.iter().filter(|vm| vm.name == name).collect();
         let scope = match (&self.folder, &self.datacenter) {
@@ -246,10 +238,10 @@ impl Vcenter {
                 name: vm.name.clone(),
                 id: vm.vm.clone(),
             }),
-            [vm] => Err(fault(
-                Exit::Unavailable,
-                format!("vCenter: VM {name:?} has an unusable id {:?}", vm.vm),
-            )),
+            [vm] => Err(ServiceError::malformed(format!(
+                "vCenter: VM {name:?} has an unusable id {:?}",
+                vm.vm
+            ))),
             many => {
                 let ids: Vec<&str> = many.iter().map(|vm| vm.vm.as_str()).collect();
                 Err(fault(
@@ -312,8 +304,8 @@ impl Vcenter {
                 continue;
             }
             if !reply.is_success() {
-                return Err(fault(
-                    crate::error::for_status(reply.status),
+                return Err(ServiceError::status(
+                    reply.status,
                     format!(
                         "vCenter: GET {path} failed (HTTP {}: {})",
                         reply.status,

@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+pub mod error;
 pub mod pin;
+
+pub use error::{Kind, ServiceError};
 
 use ureq::http::{Method, Request};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
@@ -100,20 +103,14 @@ impl Reply {
     pub fn json<T: serde::de::DeserializeOwned>(&self, service: &str) -> anyhow::Result<T> {
         let media = self.media_type();
         if media != "application/json" {
-            return Err(fault(
-                Exit::Unavailable,
-                format!(
-                    "{service} answered {media:?} instead of JSON (HTTP {}): {}",
-                    self.status,
-                    self.snippet()
-                ),
-            ));
+            return Err(ServiceError::malformed(format!(
+                "{service} answered {media:?} instead of JSON (HTTP {}): {}",
+                self.status,
+                self.snippet()
+            )));
         }
         serde_json::from_str(&self.body).map_err(|e| {
-            fault(
-                Exit::Unavailable,
-                format!("{service} answered unexpected JSON: {e}"),
-            )
+            ServiceError::malformed(format!("{service} answered unexpected JSON: {e}"))
         })
     }
 
@@ -345,28 +342,28 @@ impl Http {
         let url = format!("{}{}", self.base, redact_query(&call.path));
         let service = self.service;
         match failure {
-            Failure::Deadline => fault(
-                Exit::Unavailable,
+            Failure::Deadline => ServiceError::of(
+                Kind::Deadline,
                 format!(
                     "{service}: no answer from {url} within the run's deadline (raise `deadline` if the service is just slow)"
                 ),
             ),
             Failure::Certificate(why) => {
                 let key = self.key;
-                fault(
-                    Exit::Unavailable,
+                ServiceError::of(
+                    Kind::Certificate,
                     format!(
                         "{service}: {}: {why}; set {key}.ca_file to the CA that signed it, or pin it with {key}.tls_sha256",
                         self.base
                     ),
                 )
             }
-            Failure::Transient(why) | Failure::Permanent(why) => fault(
-                Exit::Unavailable,
+            Failure::Transient(why) | Failure::Permanent(why) => ServiceError::of(
+                Kind::NoAnswer,
                 format!("{service}: {} {url}: {why}", call.method),
             ),
-            Failure::Dropped(why) => fault(
-                Exit::Unavailable,
+            Failure::Dropped(why) => ServiceError::of(
+                Kind::NoAnswer,
                 format!(
                     "{service}: {} {url}: {why}{}",
                     call.method, self.dropped_hint

@@ -13,7 +13,7 @@ use crate::config::{NsxAuth, NsxConfig, Resolve, Secret, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
-use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, find_in_vcenter};
 use crate::sync::lock;
 
@@ -254,10 +254,10 @@ impl NsxT {
         match found.len() {
             0 => Ok(None),
             1 => Ok(found.pop()),
-            n => Err(fault(
-                Exit::Unavailable,
-                format!("NSX lists {n} VMs with external id {}", vm.id),
-            )),
+            n => Err(ServiceError::malformed(format!(
+                "NSX lists {n} VMs with external id {}",
+                vm.id
+            ))),
         }
     }
 
@@ -298,7 +298,7 @@ impl NsxT {
                 _ => return Ok(out),
             }
         }
-        Err(fault(Exit::Unavailable, "NSX: the VM list does not end"))
+        Err(ServiceError::malformed("NSX: the VM list does not end"))
     }
 
     /// Sends and turns a non-2xx answer into an error.
@@ -360,9 +360,8 @@ impl NsxT {
                 .body("application/x-www-form-urlencoded", form.into_bytes());
             let reply = self.http.send(&call).context("logging in to NSX")?;
             if !reply.is_success() {
-                let exit = crate::error::for_status(reply.status);
-                return Err(fault(
-                    exit,
+                return Err(ServiceError::status(
+                    reply.status,
                     format!(
                         "NSX refused the session login of {:?} (HTTP {}); check nsx.user and its password",
                         self.user, reply.status
@@ -381,8 +380,7 @@ impl NsxT {
                 crate::secrets::token(token.trim_start_matches("JSESSIONID="));
             }
             let (Some(cookie), Some(xsrf)) = (cookie, xsrf) else {
-                return Err(fault(
-                    Exit::Unavailable,
+                return Err(ServiceError::malformed(
                     "NSX: the session login answered without a JSESSIONID cookie and an X-XSRF-TOKEN header",
                 ));
             };
@@ -393,7 +391,6 @@ impl NsxT {
     }
 
     fn error(&self, reply: &Reply) -> anyhow::Error {
-        let exit = crate::error::for_status(reply.status);
         let hint = match reply.status {
             401 | 403 => {
                 "; check nsx.user, its password and its role (it must be allowed to change VM tags)"
@@ -402,8 +399,8 @@ impl NsxT {
             429 => "; NSX kept asking to slow down",
             _ => "",
         };
-        fault(
-            exit,
+        ServiceError::status(
+            reply.status,
             format!("NSX: HTTP {}: {}{hint}", reply.status, error_text(reply)),
         )
     }

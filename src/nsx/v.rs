@@ -10,7 +10,7 @@ use crate::config::{NsxConfig, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
-use crate::http::{Call, Http, Reply, basic_auth, encode, query};
+use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, find_in_vcenter};
 use crate::xml;
 
@@ -69,9 +69,8 @@ impl NsxV {
             let reply = self
                 .send(Call::new(Method::GET, path))
                 .context("listing NSX-V security tags")?;
-            let (tags, paging) = parse_security_tags(&xml_body(&reply)?).map_err(|why| {
-                fault(Exit::Unavailable, format!("NSX: security tag list: {why}"))
-            })?;
+            let (tags, paging) = parse_security_tags(&xml_body(&reply)?)
+                .map_err(|why| ServiceError::malformed(format!("NSX: security tag list: {why}")))?;
             let count = tags.len();
             if let Some(tag) = tags
                 .into_iter()
@@ -106,7 +105,7 @@ impl NsxV {
             ))
             .with_context(|| format!("reading the VMs that carry {tag}"))?;
         parse_basic_info(&xml_body(&reply)?)
-            .map_err(|why| fault(Exit::Unavailable, format!("NSX: VM list of {tag}: {why}")))
+            .map_err(|why| ServiceError::malformed(format!("NSX: VM list of {tag}: {why}")))
     }
 
     /// The ids of the VMs that carry the tag now.
@@ -169,8 +168,8 @@ impl NsxV {
             429 => "; NSX kept asking to slow down",
             _ => "",
         };
-        Err(fault(
-            crate::error::for_status(reply.status),
+        Err(ServiceError::status(
+            reply.status,
             format!(
                 "NSX: {} {} failed (HTTP {}{code}: {message}){hint}",
                 call.method, call.path, reply.status
@@ -229,12 +228,12 @@ impl TagBackend for NsxV {
 fn xml_body(reply: &Reply) -> anyhow::Result<xml::Element> {
     let media = reply.media_type();
     if media != "application/xml" && media != "text/xml" {
-        return Err(fault(
-            Exit::Unavailable,
-            format!("NSX answered {media:?} instead of XML: {}", reply.snippet()),
-        ));
+        return Err(ServiceError::malformed(format!(
+            "NSX answered {media:?} instead of XML: {}",
+            reply.snippet()
+        )));
     }
-    xml::parse(&reply.body).map_err(|why| fault(Exit::Unavailable, format!("NSX: {why}")))
+    xml::parse(&reply.body).map_err(|why| ServiceError::malformed(format!("NSX: {why}")))
 }
 
 /// Reads `<securityTags>`: the tags and, when present, the paging information.
