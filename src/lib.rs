@@ -37,7 +37,6 @@ mod escape;
 mod helpdesk;
 mod http;
 mod nsx;
-mod otrs;
 mod plan;
 mod policy;
 mod secrets;
@@ -77,13 +76,19 @@ pub fn main_with(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) ->
 pub mod fuzzing {
     /// A help desk TicketGet or TicketSearch answer.
     pub fn helpdesk(data: &[u8]) {
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
-            return;
+        use crate::helpdesk::otrs::{
+            TicketGet, TicketSearch, parse_search, parse_ticket, vm_names,
         };
-        let _ = crate::otrs::parse_ticket(&value, "VMName");
-        let _ = crate::otrs::parse_search(&value);
-        if let Some(field) = value.get("Value") {
-            let _ = crate::otrs::vm_names(field);
+        if let Ok(answer) = serde_json::from_slice::<TicketGet>(data) {
+            let _ = parse_ticket(&answer, "VMName");
+        }
+        if let Ok(answer) = serde_json::from_slice::<TicketSearch>(data) {
+            let _ = parse_search(&answer);
+        }
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(data)
+            && let Some(field) = value.get("Value")
+        {
+            let _ = vm_names(field);
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::config::{self, Config, NsxKind};
 use crate::deadline::Deadline;
 use crate::error::Exit;
-use crate::otrs::HelpDesk;
+use crate::helpdesk::otrs::Otrs;
 use crate::state::store::Store;
 use crate::time::format_duration;
 use crate::vcenter;
@@ -123,7 +123,7 @@ pub fn run(
             let what = format!("help desk {}", otrs.endpoint.url);
             // The session kept by earlier runs is reused (and kept): no new one every check.
             let session = config.state_dir.join("otrs.session");
-            let helpdesk = HelpDesk::new(otrs, Deadline::after(share), verbose, Some(session))?;
+            let helpdesk = Otrs::new(otrs, Deadline::after(share), verbose, Some(session))?;
             match helpdesk.any_ticket(ticket) {
                 Err(e) => list.fail(&what, &format!("{e:#}")),
                 Ok(None) => {

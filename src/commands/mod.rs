@@ -309,7 +309,7 @@ impl Run {
                 format!("no [otrs] section: it is needed {need}"),
             )
         })?;
-        let client = crate::otrs::HelpDesk::new(
+        let client = crate::helpdesk::otrs::Otrs::new(
             otrs,
             self.deadline,
             self.verbose,

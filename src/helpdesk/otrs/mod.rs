@@ -1,7 +1,11 @@
 //! The help desk (OTRS, Znuny, OTOBO) over the GenericInterface REST web service
 //! `GenericTicketConnectorREST`. Operation errors arrive as HTTP 200 with an `Error` object.
 
+mod answer;
+
 use anyhow::Context;
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::Value;
 use ureq::http::Method;
 
@@ -15,13 +19,16 @@ use crate::http::{Call, Http, Reply, ServiceError, query};
 use crate::sync::lock;
 use std::sync::Mutex;
 
+use answer::{OneOrMany, OperationError, SessionCreate, TicketData, TicketHistoryGet};
+
 /// The help desk's name of the one lock state that opens access.
 const LOCKED: &str = "lock";
 
 pub use crate::domain::ticket::Ticket;
+pub use answer::{TicketGet, TicketSearch};
 
 /// The OTRS family's GenericTicketConnectorREST web service.
-pub struct HelpDesk {
+pub struct Otrs {
     http: Http,
     user: String,
     password: Secret,
@@ -48,15 +55,15 @@ struct SessionState {
 /// missing from the answer is read again before its lease is dropped.
 const SEARCH_LIMIT: &str = "10000";
 
-impl HelpDesk {
-    /// `session_file`, when given, keeps the SessionID between runs (see [`HelpDesk::authed`]).
+impl Otrs {
+    /// `session_file`, when given, keeps the SessionID between runs (see [`Otrs::authed`]).
     pub fn new(
         config: &OtrsConfig,
         deadline: Deadline,
         verbose: bool,
         session_file: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        Ok(HelpDesk {
+        Ok(Otrs {
             session_file,
             http: Http::new("help desk", &config.endpoint, deadline, verbose)?
                 .no_retry_when_dropped(WEB_SERVICE_HINT),
@@ -76,7 +83,7 @@ impl HelpDesk {
     }
 
     /// TicketGet with the ticket's dynamic fields; with `otrs.version = 5` also its first
-    /// article, whose fields tell the help desk's real generation (see [`HelpDesk::note`]).
+    /// article, whose fields tell the help desk's real generation (see [`Otrs::note`]).
     pub fn ticket(&self, id: u64) -> anyhow::Result<Ticket> {
         self.read_ticket(id, self.version == 5)
     }
@@ -92,7 +99,7 @@ impl HelpDesk {
     }
 
     fn read_ticket(&self, id: u64, articles: bool) -> anyhow::Result<Ticket> {
-        let body = self
+        let body: TicketGet = self
             .authed("TicketGet", |session| {
                 let mut pairs = vec![("SessionID", session), ("DynamicFields", "1")];
                 if articles {
@@ -113,7 +120,7 @@ impl HelpDesk {
     /// Whether a ticket is locked (`Lock` is `lock`; `unlock` and `tmp_lock` are not):
     /// TicketGet without fields.
     pub fn is_locked(&self, id: u64) -> anyhow::Result<bool> {
-        let body = self
+        let body: TicketGet = self
             .authed("TicketGet", |session| {
                 Call::new(
                     Method::GET,
@@ -121,9 +128,11 @@ impl HelpDesk {
                 )
             })
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
-        body.pointer("/Ticket/0/Lock")
-            .and_then(Value::as_str)
-            .map(|lock| lock == LOCKED)
+        body.tickets
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|t| t.lock.as_ref()?.string().map(|lock| lock == LOCKED))
             .ok_or_else(|| {
                 ServiceError::malformed(format!("help desk: ticket ID {id} has no Lock"))
             })
@@ -132,7 +141,7 @@ impl HelpDesk {
     /// The ID of the user who last unlocked the ticket, from TicketHistoryGet (the `CreateBy`
     /// of its latest `Unlock` entry), if the history has one.
     pub fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
-        let body = self
+        let body: TicketHistoryGet = self
             .authed("TicketHistoryGet", |session| {
                 Call::new(
                     Method::GET,
@@ -141,8 +150,11 @@ impl HelpDesk {
             })
             .with_context(|| format!("reading the history of ticket ID {id}"))?;
         let history = body
-            .pointer("/TicketHistory/0/History")
-            .and_then(Value::as_array)
+            .tickets
+            .into_iter()
+            .flatten()
+            .next()
+            .and_then(|t| t.history)
             .ok_or_else(|| {
                 ServiceError::malformed(format!(
                     "help desk: the history of ticket ID {id} has no History list"
@@ -151,20 +163,15 @@ impl HelpDesk {
         Ok(history
             .iter()
             .rev()
-            .filter(|h| h.get("HistoryType").and_then(Value::as_str) == Some("Unlock"))
-            .filter_map(|h| match h.get("CreateBy") {
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(s)) => s.parse().ok(),
-                _ => None,
-            })
-            .next())
+            .filter(|h| h.kind.as_ref().and_then(|k| k.string()) == Some("Unlock"))
+            .find_map(|h| h.by.as_ref()?.id()))
     }
 
     /// TicketUpdate's route and the API user's access to ticket `id`, without changing it: a
     /// lock value the help desk rejects only after routing the request, logging the user in and
     /// checking its access (`TicketUpdate.InvalidParameter`, fixture 23).
     pub fn probe_update(&self, id: u64) -> anyhow::Result<()> {
-        let result = self.authed("TicketUpdate", |session| {
+        let result = self.authed::<IgnoredAny>("TicketUpdate", |session| {
             let body = serde_json::json!({"SessionID": session, "Ticket": {"Lock": "otnsx-check-no-such-lock"}});
             Call::new(Method::PATCH, format!("/Ticket/{id}"))
                 .body("application/json", body.to_string().into_bytes())
@@ -189,7 +196,7 @@ impl HelpDesk {
         if wanted.is_some() {
             return Ok(wanted);
         }
-        let body = self
+        let body: TicketSearch = self
             .authed("TicketSearch", |session| {
                 Call::new(
                     Method::GET,
@@ -202,7 +209,7 @@ impl HelpDesk {
 
     /// TicketSearch for every locked ticket the API user may read.
     pub fn locked_tickets(&self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
-        let body = self
+        let body: TicketSearch = self
             .authed("TicketSearch", |session| {
                 let pairs = [
                     ("SessionID", session),
@@ -223,7 +230,7 @@ impl HelpDesk {
     pub fn note(&self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
         let mut warning = None;
         if self.version == 5 && lock(&self.generation).is_none() {
-            let body = self
+            let body: TicketGet = self
                 .authed("TicketGet", |session| {
                     let pairs = [
                         ("SessionID", session),
@@ -233,7 +240,7 @@ impl HelpDesk {
                     Call::new(Method::GET, format!("/Ticket/{id}{}", query(pairs)))
                 })
                 .with_context(|| format!("reading an article of ticket ID {id}"))?;
-            *lock(&self.generation) = body.pointer("/Ticket/0").and_then(generation_of);
+            *lock(&self.generation) = body.tickets.iter().flatten().next().and_then(generation_of);
         }
         let generation = *lock(&self.generation);
         let old_form = match (self.version, generation) {
@@ -265,7 +272,7 @@ impl HelpDesk {
             article["CommunicationChannel"] = "Internal".into();
             article["IsVisibleForCustomer"] = 0.into();
         }
-        self.authed("TicketUpdate", |session| {
+        self.authed::<IgnoredAny>("TicketUpdate", |session| {
             let body = serde_json::json!({"SessionID": session, "Article": article});
             Call::new(Method::PATCH, format!("/Ticket/{id}"))
                 .body("application/json", body.to_string().into_bytes())
@@ -278,7 +285,11 @@ impl HelpDesk {
     /// Sends an operation with the session. A session kept from an earlier run may have
     /// expired (the help desk then says AuthFail): it is dropped, a new one made, and the
     /// operation sent once more.
-    fn authed(&self, operation: &str, build: impl Fn(&str) -> Call) -> anyhow::Result<Value> {
+    fn authed<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        build: impl Fn(&str) -> Call,
+    ) -> anyhow::Result<T> {
         let (session, cached) = self.session_id()?;
         match self.send(operation, build(&session)) {
             Err(e) if cached && exit_code(&e) == Exit::NoPerm => {
@@ -348,7 +359,7 @@ impl HelpDesk {
             return Ok((id, true));
         }
         let body = serde_json::json!({"UserLogin": self.user, "Password": self.password.expose()});
-        let answer = self
+        let answer: SessionCreate = self
             .send(
                 "SessionCreate",
                 Call::new(Method::POST, "/Session")
@@ -356,8 +367,9 @@ impl HelpDesk {
             )
             .with_context(|| format!("logging in to the help desk as {}", self.user))?;
         let id = answer
-            .get("SessionID")
-            .and_then(Value::as_str)
+            .session_id
+            .as_ref()
+            .and_then(|id| id.string())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
                 ServiceError::malformed("help desk: SessionCreate answered without a SessionID")
@@ -372,36 +384,41 @@ impl HelpDesk {
         Ok((id, false))
     }
 
-    /// Sends one operation and returns its JSON answer, or the help desk's error as a [`Fault`].
-    fn send(&self, operation: &str, call: Call) -> anyhow::Result<Value> {
+    /// Sends one operation and returns its answer as `T`, or the help desk's error.
+    fn send<T: DeserializeOwned>(&self, operation: &str, call: Call) -> anyhow::Result<T> {
         let reply = self.http.send(&call)?;
-        answer(operation, &self.user, &reply)
+        let value = answer(operation, &self.user, &reply)?;
+        serde_json::from_value(value).map_err(|e| {
+            ServiceError::malformed(format!(
+                "help desk: {operation} answered JSON of an unexpected shape: {e}"
+            ))
+        })
     }
 }
 
-impl crate::helpdesk::HelpDesk for HelpDesk {
+impl crate::helpdesk::HelpDesk for Otrs {
     fn vm_field(&self) -> &str {
-        HelpDesk::vm_field(self)
+        Otrs::vm_field(self)
     }
 
     fn ticket(&self, id: u64) -> anyhow::Result<Ticket> {
-        HelpDesk::ticket(self, id)
+        Otrs::ticket(self, id)
     }
 
     fn locked_tickets(&self) -> anyhow::Result<std::collections::BTreeSet<u64>> {
-        HelpDesk::locked_tickets(self)
+        Otrs::locked_tickets(self)
     }
 
     fn is_locked(&self, id: u64) -> anyhow::Result<bool> {
-        HelpDesk::is_locked(self, id)
+        Otrs::is_locked(self, id)
     }
 
     fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
-        HelpDesk::unlocked_by(self, id)
+        Otrs::unlocked_by(self, id)
     }
 
     fn note(&self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
-        HelpDesk::note(self, id, subject, text)
+        Otrs::note(self, id, subject, text)
     }
 }
 
@@ -486,13 +503,15 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
         }
         return Ok(value);
     };
-    let code = error
-        .get("ErrorCode")
-        .and_then(Value::as_str)
-        .unwrap_or("?");
+    let error = OperationError::deserialize(error).unwrap_or(OperationError {
+        code: None,
+        message: None,
+    });
+    let code = error.code.as_ref().and_then(|c| c.string()).unwrap_or("?");
     let message = error
-        .get("ErrorMessage")
-        .and_then(Value::as_str)
+        .message
+        .as_ref()
+        .and_then(|m| m.string())
         .unwrap_or("");
     let (exit, hint) = match code.rsplit('.').next().unwrap_or("") {
         "AuthFail" => (
@@ -520,34 +539,30 @@ fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
 }
 
 /// Reads a TicketSearch answer: `{"TicketID":["2","7"]}`, or `{}` when nothing matches.
-pub fn parse_search(body: &Value) -> anyhow::Result<std::collections::BTreeSet<u64>> {
-    let Some(ids) = body.get("TicketID") else {
-        return Ok(Default::default());
+pub fn parse_search(body: &TicketSearch) -> anyhow::Result<std::collections::BTreeSet<u64>> {
+    let ids = match &body.ids {
+        None => return Ok(Default::default()),
+        Some(OneOrMany::One(id)) => std::slice::from_ref(id),
+        Some(OneOrMany::Many(ids)) => ids.as_slice(),
     };
-    let bad =
-        || ServiceError::malformed(format!("help desk: unexpected TicketSearch answer {ids}"));
-    let list = match ids {
-        Value::Array(list) => list.clone(),
-        single => vec![single.clone()],
-    };
-    list.iter()
-        .map(|id| match id {
-            Value::String(s) => s.parse().map_err(|_| bad()),
-            Value::Number(n) => n.as_u64().ok_or_else(bad),
-            _ => Err(bad()),
+    ids.iter()
+        .map(|id| {
+            id.id().ok_or_else(|| {
+                ServiceError::malformed(format!(
+                    "help desk: unexpected TicketSearch answer: the ticket ID {id:?}"
+                ))
+            })
         })
         .collect()
 }
 
 /// The help desk's generation as a ticket's articles show it: `IsVisibleForCustomer` or
 /// `CommunicationChannelID` (6 and later), or `ArticleType` (OTRS 5); `None` without articles.
-pub fn generation_of(ticket: &Value) -> Option<u32> {
-    let article = ticket.get("Article")?.as_array()?.first()?;
-    if article.get("IsVisibleForCustomer").is_some()
-        || article.get("CommunicationChannelID").is_some()
-    {
+fn generation_of(ticket: &TicketData) -> Option<u32> {
+    let article = ticket.articles.as_ref()?.first()?;
+    if article.visible_for_customer || article.channel {
         Some(6)
-    } else if article.get("ArticleType").is_some() {
+    } else if article.article_type {
         Some(5)
     } else {
         None
@@ -555,46 +570,34 @@ pub fn generation_of(ticket: &Value) -> Option<u32> {
 }
 
 /// Reads a TicketGet answer: `{"Ticket":[{...}]}`.
-pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
+pub fn parse_ticket(body: &TicketGet, vm_field: &str) -> anyhow::Result<Ticket> {
     let bad = |what: &str| ServiceError::malformed(format!("help desk: TicketGet answer {what}"));
     let tickets = body
-        .get("Ticket")
-        .and_then(Value::as_array)
+        .tickets
+        .as_ref()
         .ok_or_else(|| bad("has no Ticket array"))?;
     let [ticket] = tickets.as_slice() else {
         return Err(bad(&format!("holds {} tickets, not one", tickets.len())));
     };
-    let id = match ticket.get("TicketID") {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.parse().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| bad("has no numeric TicketID"))?;
-    let number = match ticket.get("TicketNumber") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(bad("has no TicketNumber")),
-    };
-    let lock = ticket
-        .get("Lock")
-        .and_then(Value::as_str)
+    let id = (ticket.id.as_ref().and_then(answer::Scalar::id))
+        .ok_or_else(|| bad("has no numeric TicketID"))?;
+    let number = (ticket.number.as_ref().and_then(answer::Scalar::text))
+        .ok_or_else(|| bad("has no TicketNumber"))?;
+    let lock = (ticket.lock.as_ref().and_then(|l| l.string()))
         .ok_or_else(|| bad("has no Lock"))?
         .to_string();
     let owner = ticket
-        .get("Owner")
-        .and_then(Value::as_str)
+        .owner
+        .as_ref()
+        .and_then(|o| o.string())
         .map(str::to_string);
-    let fields = ticket.get("DynamicField").and_then(Value::as_array);
-    let field = fields
-        .into_iter()
-        .flatten()
-        .find(|f| f.get("Name").and_then(Value::as_str) == Some(vm_field));
-    let Some(field) = field else {
-        let names: Vec<&str> = fields
-            .into_iter()
-            .flatten()
-            .filter_map(|f| f.get("Name").and_then(Value::as_str))
-            .collect();
+    let fields = ticket.fields.as_deref().unwrap_or_default();
+    let name_of = |f: &answer::Field| f.name.as_ref().and_then(|n| n.string().map(str::to_string));
+    let Some(field) = fields
+        .iter()
+        .find(|f| name_of(f).as_deref() == Some(vm_field))
+    else {
+        let names: Vec<String> = fields.iter().filter_map(name_of).collect();
         return Err(fault(
             Exit::Config,
             format!(
@@ -607,7 +610,7 @@ pub fn parse_ticket(body: &Value, vm_field: &str) -> anyhow::Result<Ticket> {
             ),
         ));
     };
-    let vms = vm_names(field.get("Value").unwrap_or(&Value::Null)).map_err(|why| {
+    let vms = vm_names(&field.value).map_err(|why| {
         fault(
             Exit::DataErr,
             format!("ticket {number}: field {vm_field}: {why}"),
@@ -662,7 +665,7 @@ mod tests {
 
     #[test]
     fn parses_a_recorded_ticket() {
-        let body: Value = serde_json::from_str(FIXTURE_07).expect("json");
+        let body: TicketGet = serde_json::from_str(FIXTURE_07).expect("json");
         let t = parse_ticket(&body, "VMName").expect("parses");
         assert_eq!(t.id, 2);
         assert_eq!(t.number, "2026112310000011");
@@ -673,7 +676,7 @@ mod tests {
 
     #[test]
     fn a_missing_field_names_the_fields_there_are() {
-        let body: Value = serde_json::from_str(FIXTURE_07).expect("json");
+        let body: TicketGet = serde_json::from_str(FIXTURE_07).expect("json");
         let err = parse_ticket(&body, "VMNames").unwrap_err();
         assert_eq!(crate::error::exit_code(&err), Exit::Config);
         assert!(
@@ -684,12 +687,30 @@ mod tests {
 
     #[test]
     fn reads_search_answers() {
+        let search = |value: Value| parse_search(&serde_json::from_value(value).expect("shape"));
         assert_eq!(
-            parse_search(&json!({"TicketID": ["2", "7"]})).expect("ids"),
+            search(json!({"TicketID": ["2", 7]})).expect("ids"),
             [2, 7].into()
         );
-        assert_eq!(parse_search(&json!({})).expect("none"), Default::default());
-        assert!(parse_search(&json!({"TicketID": [{"x": 1}]})).is_err());
+        assert_eq!(search(json!({"TicketID": "9"})).expect("one"), [9].into());
+        assert_eq!(search(json!({})).expect("none"), Default::default());
+        assert!(search(json!({"TicketID": [{"x": 1}]})).is_err());
+        assert!(search(json!({"TicketID": ["-1"]})).is_err());
+    }
+
+    #[test]
+    fn ids_and_numbers_come_either_way() {
+        let body: TicketGet = serde_json::from_value(json!({"Ticket": [{"TicketID": "2",
+            "TicketNumber": 2026112310000011_u64, "Lock": "unlock", "Owner": 7,
+            "DynamicField": [{"Name": 3, "Value": "x"}, {"Name": "VMName"}],
+            "Article": [{"IsVisibleForCustomer": null}]}]}))
+        .expect("shape");
+        let t = parse_ticket(&body, "VMName").expect("parses");
+        assert_eq!((t.id, t.number.as_str()), (2, "2026112310000011"));
+        assert!(!t.is_locked());
+        assert_eq!(t.owner, None);
+        assert!(t.vms.is_empty());
+        assert_eq!(t.generation, Some(6));
     }
 
     #[test]

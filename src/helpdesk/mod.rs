@@ -1,8 +1,10 @@
 //! The help desk, in domain terms: what the commands ask of it, whichever help desk answers.
-//! `otrs.rs` implements it for the OTRS family (OTRS 5/6, Znuny, OTOBO); a second kind of help
-//! desk is a second implementation.
+//! `otrs/` implements it for the OTRS family (OTRS 5/6, Znuny, OTOBO); a second kind of help
+//! desk is a second implementation beside it.
 
 use std::collections::BTreeSet;
+
+pub mod otrs;
 
 use crate::domain::ticket::Ticket;
 
