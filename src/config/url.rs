@@ -19,41 +19,41 @@ fn is_loopback(host: &str) -> bool {
 }
 
 /// Accepts `https://host[:port][/path]`, and `http://` only for a loopback host (credentials
-/// never cross a network in clear). Returns the URL without a trailing slash.
+/// never cross a network in clear). Returns the URL without a trailing slash. Parsed by the
+/// `http` crate's URI parser, which the HTTP client uses too.
 pub(super) fn check_url(url: &str) -> Result<String, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("{url:?} is not a URL like https://host.example.com"))?;
-    let authority = rest.split('/').next().unwrap_or("");
-    if authority.contains('@') {
-        return Err("must not carry credentials; use user and password_file".into());
-    }
+    let not_a_url = || format!("{url:?} is not a URL like https://host.example.com");
     if url.contains(['?', '#', ' ']) {
         return Err(format!(
             "{url:?} must not contain a query, a fragment or spaces"
         ));
     }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => authority.split(':').next().unwrap_or(""),
-    };
+    let uri: ureq::http::Uri = url.parse().map_err(|_| not_a_url())?;
+    let authority = uri.authority().ok_or_else(not_a_url)?;
+    if authority.as_str().contains('@') {
+        return Err("must not carry credentials; use user and password_file".into());
+    }
+    let host = authority.host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
         return Err(format!("{url:?} has no host"));
     }
     let port = authority
+        .as_str()
         .rsplit_once(']')
-        .map_or(authority, |(_, after)| after)
-        .split_once(':')
-        .map(|(_, p)| p);
-    if let Some(port) = port
-        && port.parse::<u16>().is_err()
-    {
+        .map_or(authority.as_str(), |(_, p)| p);
+    if port.contains(':') && authority.port_u16().is_none() {
         return Err(format!("{url:?} has an invalid port"));
     }
-    match scheme {
-        "https" => {}
-        "http" if is_loopback(host) => {}
-        "http" => return Err("plain http is allowed only for a loopback host; use https".into()),
+    match uri.scheme_str() {
+        Some("https") => {}
+        Some("http") if is_loopback(host) => {}
+        Some("http") => {
+            return Err("plain http is allowed only for a loopback host; use https".into());
+        }
         _ => return Err(format!("{url:?} is not an http(s) URL")),
     }
     Ok(url.trim_end_matches('/').to_string())
@@ -89,5 +89,8 @@ mod tests {
         assert!(check_url("https://a.example:99999").is_err());
         assert!(check_url("ftp://a.example").is_err());
         assert!(check_url("https://a.example/?x=1").is_err());
+        assert!(check_url("https://:443").is_err());
+        assert!(check_url("https://a.example:").is_err());
+        assert!(check_url("a.example").is_err());
     }
 }
