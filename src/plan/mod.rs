@@ -3,14 +3,22 @@
 //! functions over plain values; the commands fetch the inputs and apply the result.
 //!
 //! The rule: a VM carries the tag exactly while at least one live lease holds it.
+//!
+//! Here: the tag change per VM. `lease.rs`: how an event (a lock, a grant, a release) changes
+//! the leases, and what is kept of a change once NSX has answered. `reconcile.rs`: reconcile's
+//! decision.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeSet, HashSet};
 
-use crate::domain::cause::Cause;
 use crate::domain::vm::VmRef;
 use crate::state::store::{Holder, Lease, LeaseState};
 use crate::time::Timestamp;
+
+mod lease;
+mod reconcile;
+
+pub use lease::{grant, keep_for_retry, lock_ticket, release, settle, take_vm};
+pub use reconcile::{Reconciled, mark_drift, reconcile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TagChange {
@@ -137,190 +145,12 @@ pub fn plan(
         .collect()
 }
 
-/// A locked ticket holds exactly the VMs its field names now: a lease is added for each VM in
-/// `vms` that the ticket does not hold yet, and the ticket's leases on VMs the field no longer
-/// names (by name, in `named`) are dropped. Existing leases are not extended: a ticket stays
-/// open at most `max` after it was first locked.
-pub fn lock_ticket(
-    leases: &[Lease],
-    holder: &Holder,
-    named: &[String],
-    vms: &[VmRef],
-    now: Timestamp,
-    max: Duration,
-) -> Vec<Lease> {
-    let mut out: Vec<Lease> = leases
-        .iter()
-        .filter(|l| l.holder != *holder || (l.state == LeaseState::Active && named.contains(&l.vm)))
-        .cloned()
-        .collect();
-    for vm in vms {
-        let held = out.iter().any(|l| l.holder == *holder && l.vm_id == vm.id);
-        if !held {
-            out.push(Lease {
-                vm: vm.name.clone(),
-                vm_id: vm.id.clone(),
-                holder: holder.clone(),
-                granted_at: now,
-                expires_at: now.plus(max),
-                reason: None,
-                state: LeaseState::Active,
-                by: None,
-            });
-        }
-    }
-    out
-}
-
-/// A manual grant: a new lease, or the caller's existing lease on the VM extended.
-pub fn grant(
-    leases: &[Lease],
-    holder: &Holder,
-    vm: &VmRef,
-    now: Timestamp,
-    duration: Duration,
-    reason: Option<&str>,
-) -> Vec<Lease> {
-    let mut out: Vec<Lease> = leases
-        .iter()
-        .filter(|l| !(l.holder == *holder && l.vm_id == vm.id && l.state != LeaseState::Active))
-        .cloned()
-        .collect();
-    let expires_at = now.plus(duration);
-    match out
-        .iter_mut()
-        .find(|l| l.holder == *holder && l.vm_id == vm.id)
-    {
-        Some(existing) => {
-            existing.expires_at = existing.expires_at.max(expires_at);
-            if let Some(reason) = reason {
-                existing.reason = Some(reason.to_string());
-            }
-        }
-        None => out.push(Lease {
-            vm: vm.name.clone(),
-            vm_id: vm.id.clone(),
-            holder: holder.clone(),
-            granted_at: now,
-            expires_at,
-            reason: reason.map(str::to_string),
-            state: LeaseState::Active,
-            by: None,
-        }),
-    }
-    out
-}
-
-/// All leases except those `drop` selects.
-pub fn release(leases: &[Lease], drop: impl Fn(&Lease) -> bool) -> Vec<Lease> {
-    leases.iter().filter(|l| !drop(l)).cloned().collect()
-}
-
-/// `base` with the VM's leases replaced by those in `from`. Applies a change one VM at a time,
-/// and after a failed attach puts the VM's leases back to what they were, so that no lease
-/// claims access that was never opened.
-pub fn take_vm(base: &[Lease], from: &[Lease], vm_id: &str) -> Vec<Lease> {
-    let mut out: Vec<Lease> = base.iter().filter(|l| l.vm_id != vm_id).cloned().collect();
-    out.extend(from.iter().filter(|l| l.vm_id == vm_id).cloned());
-    out
-}
-
-/// After a failed detach: the leases this change dropped on the VM stay, marked, so that a
-/// later run retries the detach.
-pub fn keep_for_retry(before: &[Lease], after: &[Lease], vm_id: &str) -> Vec<Lease> {
-    let mut out = after.to_vec();
-    for lease in before.iter().filter(|l| l.vm_id == vm_id) {
-        if !after
-            .iter()
-            .any(|a| a.vm_id == vm_id && a.holder == lease.holder)
-        {
-            out.push(Lease {
-                state: LeaseState::DetachFailed,
-                ..lease.clone()
-            });
-        }
-    }
-    out
-}
-
-/// Once the tag is known to be off the VM: nothing is left to retry there.
-pub fn settle(after: &[Lease], vm_id: &str) -> Vec<Lease> {
-    release(after, |l| {
-        l.vm_id == vm_id && l.state == LeaseState::DetachFailed
-    })
-}
-
-/// What `reconcile` decides from the leases alone: the leases to keep, why each VM changes,
-/// and the tickets whose access ended by expiry (they are told so in a note).
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Reconciled {
-    pub after: Vec<Lease>,
-    pub causes: BTreeMap<String, Cause>,
-    pub expired_tickets: BTreeSet<Holder>,
-}
-
-/// Reconcile's decision over the leases: a lease that expired, whose ticket is no longer
-/// locked (`unlocked`), or whose VM policy no longer allows (`refused`) is dropped, with the
-/// cause that explains the VM's change (expiry first, then the ticket, then policy); a detach
-/// still to retry is marked as such.
-pub fn reconcile(
-    before: &[Lease],
-    unlocked: &BTreeSet<u64>,
-    now: Timestamp,
-    refused: impl Fn(&str) -> bool,
-) -> Reconciled {
-    let mut out = Reconciled::default();
-    for lease in before {
-        let active = lease.state == LeaseState::Active;
-        let ticket_gone =
-            matches!(lease.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
-        let expired = active && lease.expires_at <= now;
-        let denied = active && refused(&lease.vm);
-        let id = lease.vm_id.clone();
-        if expired {
-            out.causes.insert(id, Cause::Expiry);
-            if matches!(lease.holder, Holder::Ticket { .. }) {
-                out.expired_tickets.insert(lease.holder.clone());
-            }
-        } else if ticket_gone {
-            out.causes.entry(id).or_insert(Cause::Reconcile);
-        } else if denied {
-            out.causes.insert(id, Cause::Policy);
-        } else if lease.state == LeaseState::DetachFailed {
-            out.causes.entry(id).or_insert(Cause::Retry);
-        }
-        if !(expired || ticket_gone || denied) {
-            out.after.push(lease.clone());
-        }
-    }
-    out
-}
-
-/// Drift: for each VM in `touched`, whether its tag disagrees with its live leases in `after`
-/// (the tag without a lease, or a lease without the tag). Marks those VMs `drift` in `causes`
-/// unless they already have a cause.
-pub fn mark_drift(
-    causes: &mut BTreeMap<String, Cause>,
-    touched: &[VmRef],
-    after: &[Lease],
-    tagged: &BTreeSet<String>,
-    now: Timestamp,
-) {
-    let live: HashSet<&str> = after
-        .iter()
-        .filter(|l| l.is_live(now))
-        .map(|l| l.vm_id.as_str())
-        .collect();
-    for vm in touched {
-        if live.contains(vm.id.as_str()) != tagged.contains(&vm.id) {
-            causes.entry(vm.id.clone()).or_insert(Cause::Drift);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::cause::Cause;
+    use std::collections::BTreeMap;
+    use std::time::Duration;
 
     const NOW: Timestamp = Timestamp(1_795_448_203);
     const HOUR: Duration = Duration::from_secs(3600);

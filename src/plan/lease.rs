@@ -1,0 +1,121 @@
+//! How an event changes the leases: a ticket locked, a grant made, leases released, and what
+//! is kept of a change once NSX has answered.
+
+use std::time::Duration;
+
+use crate::domain::vm::VmRef;
+use crate::state::store::{Holder, Lease, LeaseState};
+use crate::time::Timestamp;
+
+/// A locked ticket holds exactly the VMs its field names now: a lease is added for each VM in
+/// `vms` that the ticket does not hold yet, and the ticket's leases on VMs the field no longer
+/// names (by name, in `named`) are dropped. Existing leases are not extended: a ticket stays
+/// open at most `max` after it was first locked.
+pub fn lock_ticket(
+    leases: &[Lease],
+    holder: &Holder,
+    named: &[String],
+    vms: &[VmRef],
+    now: Timestamp,
+    max: Duration,
+) -> Vec<Lease> {
+    let mut out: Vec<Lease> = leases
+        .iter()
+        .filter(|l| l.holder != *holder || (l.state == LeaseState::Active && named.contains(&l.vm)))
+        .cloned()
+        .collect();
+    for vm in vms {
+        let held = out.iter().any(|l| l.holder == *holder && l.vm_id == vm.id);
+        if !held {
+            out.push(Lease {
+                vm: vm.name.clone(),
+                vm_id: vm.id.clone(),
+                holder: holder.clone(),
+                granted_at: now,
+                expires_at: now.plus(max),
+                reason: None,
+                state: LeaseState::Active,
+                by: None,
+            });
+        }
+    }
+    out
+}
+
+/// A manual grant: a new lease, or the caller's existing lease on the VM extended.
+pub fn grant(
+    leases: &[Lease],
+    holder: &Holder,
+    vm: &VmRef,
+    now: Timestamp,
+    duration: Duration,
+    reason: Option<&str>,
+) -> Vec<Lease> {
+    let mut out: Vec<Lease> = leases
+        .iter()
+        .filter(|l| !(l.holder == *holder && l.vm_id == vm.id && l.state != LeaseState::Active))
+        .cloned()
+        .collect();
+    let expires_at = now.plus(duration);
+    match out
+        .iter_mut()
+        .find(|l| l.holder == *holder && l.vm_id == vm.id)
+    {
+        Some(existing) => {
+            existing.expires_at = existing.expires_at.max(expires_at);
+            if let Some(reason) = reason {
+                existing.reason = Some(reason.to_string());
+            }
+        }
+        None => out.push(Lease {
+            vm: vm.name.clone(),
+            vm_id: vm.id.clone(),
+            holder: holder.clone(),
+            granted_at: now,
+            expires_at,
+            reason: reason.map(str::to_string),
+            state: LeaseState::Active,
+            by: None,
+        }),
+    }
+    out
+}
+
+/// All leases except those `drop` selects.
+pub fn release(leases: &[Lease], drop: impl Fn(&Lease) -> bool) -> Vec<Lease> {
+    leases.iter().filter(|l| !drop(l)).cloned().collect()
+}
+
+/// `base` with the VM's leases replaced by those in `from`. Applies a change one VM at a time,
+/// and after a failed attach puts the VM's leases back to what they were, so that no lease
+/// claims access that was never opened.
+pub fn take_vm(base: &[Lease], from: &[Lease], vm_id: &str) -> Vec<Lease> {
+    let mut out: Vec<Lease> = base.iter().filter(|l| l.vm_id != vm_id).cloned().collect();
+    out.extend(from.iter().filter(|l| l.vm_id == vm_id).cloned());
+    out
+}
+
+/// After a failed detach: the leases this change dropped on the VM stay, marked, so that a
+/// later run retries the detach.
+pub fn keep_for_retry(before: &[Lease], after: &[Lease], vm_id: &str) -> Vec<Lease> {
+    let mut out = after.to_vec();
+    for lease in before.iter().filter(|l| l.vm_id == vm_id) {
+        if !after
+            .iter()
+            .any(|a| a.vm_id == vm_id && a.holder == lease.holder)
+        {
+            out.push(Lease {
+                state: LeaseState::DetachFailed,
+                ..lease.clone()
+            });
+        }
+    }
+    out
+}
+
+/// Once the tag is known to be off the VM: nothing is left to retry there.
+pub fn settle(after: &[Lease], vm_id: &str) -> Vec<Lease> {
+    release(after, |l| {
+        l.vm_id == vm_id && l.state == LeaseState::DetachFailed
+    })
+}
