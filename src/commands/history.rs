@@ -5,37 +5,15 @@
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, fault};
+use crate::state::journal::{Action, Entry};
 use crate::state::store::Holder;
 use crate::time::{Timestamp, format_duration, parse_duration};
 
 use super::{Run, aligned};
-
-/// The fields of a journal line that history reads; others are ignored.
-#[derive(Deserialize)]
-struct Line {
-    ts: String,
-    action: String,
-    #[serde(default)]
-    ticket_number: Option<String>,
-    #[serde(default)]
-    vm: Option<String>,
-    #[serde(default)]
-    vm_id: Option<String>,
-    result: String,
-    detail: String,
-    actor: String,
-    #[serde(default)]
-    cause: Option<String>,
-    #[serde(default)]
-    gained: Vec<Holder>,
-    #[serde(default)]
-    lost: Vec<Holder>,
-    #[serde(default)]
-    reason: Option<String>,
-}
 
 /// One holder's access to one VM. The field names are a stable interface (see the man page).
 #[derive(Debug, Serialize)]
@@ -58,7 +36,7 @@ struct Period {
 #[derive(Debug, Serialize)]
 struct Event {
     ts: Timestamp,
-    action: String,
+    action: Action,
     ticket_number: Option<String>,
     vm: Option<String>,
     actor: String,
@@ -102,18 +80,20 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
     {
         let line =
             line.map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
-        let Some((entry, ts)) = std::str::from_utf8(&line)
+        let Some(entry) = std::str::from_utf8(&line)
             .ok()
-            .and_then(|line| serde_json::from_str::<Line>(line).ok())
-            .and_then(|e| Timestamp::parse(&e.ts).map(|ts| (e, ts)))
+            .and_then(|line| serde_json::from_str::<Entry>(line).ok())
         else {
             unreadable += 1; // a line cut short by a crash, or not ours
             continue;
         };
-        if entry.action == "refused" || entry.action == "error" || entry.result == "failed" {
+        let ts = entry.ts;
+        if matches!(entry.action, Action::Refused | Action::Error)
+            || entry.result == EntryResult::Failed
+        {
             events.push(Event {
                 ts,
-                action: entry.action.clone(),
+                action: entry.action,
                 ticket_number: entry.ticket_number.clone(),
                 vm: entry.vm.clone(),
                 actor: entry.actor.clone(),
@@ -125,7 +105,7 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             if let Some(i) = open.remove(&(vm_id.clone(), holder)) {
                 let period = &mut periods[i];
                 period.closed_at = Some(ts);
-                period.closed_by = Some(closed_by(entry.cause.as_deref().unwrap_or("")).into());
+                period.closed_by = Some(closed_by(entry.cause).into());
                 period.duration_seconds = ts.0 - period.opened_at.0;
             }
         }
@@ -184,12 +164,12 @@ fn holds_ticket(holder: &Holder, wanted: &str) -> bool {
     matches!(holder, Holder::Ticket { id, number } if number == wanted || id.to_string() == wanted)
 }
 
-fn closed_by(cause: &str) -> &str {
+fn closed_by(cause: Cause) -> &'static str {
     match cause {
-        "reconcile" | "drift" | "retry" => "reconcile",
-        "forced" => "revoke --force",
-        "lock" => "relock",
-        other => other,
+        Cause::Reconcile | Cause::Drift | Cause::Retry => "reconcile",
+        Cause::Forced => "revoke --force",
+        Cause::Lock => "relock",
+        other => other.as_str(),
     }
 }
 
@@ -251,7 +231,7 @@ fn render(periods: &[Period], events: &[Event]) -> String {
         for e in events {
             rows.push(vec![
                 e.ts.to_string(),
-                e.action.clone(),
+                e.action.as_str().to_string(),
                 e.ticket_number.clone().unwrap_or_else(|| "-".into()),
                 e.vm.clone().unwrap_or_else(|| "-".into()),
                 e.actor.clone(),

@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, fault};
@@ -14,7 +14,7 @@ use crate::error::{Exit, fault};
 use crate::state::store::Holder;
 use crate::time::Timestamp;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Grant,
@@ -28,15 +28,37 @@ pub enum Action {
     Warning,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl Action {
+    /// The word the journal writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Grant => "grant",
+            Action::Revoke => "revoke",
+            Action::Noop => "noop",
+            Action::Refused => "refused",
+            Action::Error => "error",
+            Action::Note => "note",
+            Action::Warning => "warning",
+        }
+    }
+}
+
+/// One journal line, as written and as `history` reads it back. What a reader may not find in
+/// an older line has a default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     /// Unique: the run (process id and start time) and a count within it.
+    #[serde(default)]
     pub id: String,
     pub ts: Timestamp,
     pub action: Action,
+    #[serde(default)]
     pub ticket_number: Option<String>,
+    #[serde(default)]
     pub ticket_id: Option<u64>,
+    #[serde(default)]
     pub vm: Option<String>,
+    #[serde(default)]
     pub vm_id: Option<String>,
     pub result: EntryResult,
     pub detail: String,
@@ -44,16 +66,16 @@ pub struct Entry {
     pub actor: String,
     pub cause: Cause,
     /// The holders whose access to the VM began with this entry.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gained: Vec<Holder>,
     /// The holders whose access to the VM ended with this entry.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lost: Vec<Holder>,
     /// The reason given with a manual grant.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Who had opened the access this entry ends (from the leases): the locking agent.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub opened_by: Vec<String>,
 }
 
@@ -167,5 +189,32 @@ impl Journal {
                     format!("appending to the journal {}: {e}", self.path.display()),
                 )
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_reads_back_as_written_and_older_lines_still_read() {
+        for action in [
+            Action::Grant,
+            Action::Revoke,
+            Action::Noop,
+            Action::Refused,
+            Action::Error,
+            Action::Note,
+            Action::Warning,
+        ] {
+            let json = serde_json::to_string(&action).expect("json");
+            assert_eq!(json, format!("\"{}\"", action.as_str()));
+        }
+        let line = r#"{"id":"1.2.3","ts":"2026-11-23T15:36:43Z","action":"grant","ticket_number":null,"ticket_id":2,"vm":"web01","vm_id":"vm-42","result":"ok","detail":"opened","actor":"helpdesk:agent1","cause":"lock","gained":[{"kind":"ticket","id":2,"number":"2026112310000011"}]}"#;
+        let entry: Entry = serde_json::from_str(line).expect("reads");
+        assert_eq!(entry.to_json(), line);
+        let older = r#"{"ts":"2026-11-23T15:36:43Z","action":"noop","result":"ok","detail":"","actor":"alice","cause":"grant"}"#;
+        let entry: Entry = serde_json::from_str(older).expect("reads");
+        assert!(entry.id.is_empty() && entry.gained.is_empty() && entry.vm.is_none());
     }
 }
