@@ -104,22 +104,20 @@ pub fn redact(world: &World, text: &str) -> String {
         .collect()
 }
 
-/// Compares `actual` with the file `tests/golden/NAME`; with `OTNSX_BLESS=1`, writes it.
+/// Compares `actual` with the file `tests/golden/NAME` (snapbox: a diff when they differ;
+/// `SNAPSHOTS=overwrite cargo test` rewrites the file).
 pub fn golden(name: &str, actual: &str) {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);
-    if std::env::var_os("OTNSX_BLESS").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (OTNSX_BLESS=1 writes it)", path.display()));
-    assert_eq!(
-        actual, expected,
-        "{name} differs from tests/golden/{name} (OTNSX_BLESS=1 rewrites it)"
-    );
+    snapshot(&path, actual);
+}
+
+/// Compares `actual` with the file at `path`, as [`golden`] does.
+pub fn snapshot(path: &std::path::Path, actual: &str) {
+    snapbox::Assert::new()
+        .action_env(snapbox::assert::DEFAULT_ACTION_ENV)
+        .eq(actual.to_string(), snapbox::Data::read_from(path, None).raw());
 }
 
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Run {

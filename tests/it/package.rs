@@ -26,17 +26,8 @@ fn the_shipped_completions_match_the_command_line() {
             &mut generated,
         );
         let generated = String::from_utf8(generated).unwrap();
-        let path = dist().join("completions").join(file);
-        if std::env::var_os("OTNSX_BLESS").is_some() {
-            fs::write(&path, &generated).unwrap();
-            continue;
-        }
-        let shipped = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (OTNSX_BLESS=1 writes it)", path.display()));
-        assert_eq!(
-            shipped, generated,
-            "{file} is out of date with the command line (OTNSX_BLESS=1 rewrites it)"
-        );
+        // SNAPSHOTS=overwrite cargo test rewrites them.
+        crate::snapshot(&dist().join("completions").join(file), &generated);
     }
 }
 
