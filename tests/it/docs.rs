@@ -51,3 +51,14 @@ fn ci_runs_the_test_command_the_readme_gives() {
     );
     assert!(readme.contains("cargo run --example sandbox"));
 }
+
+#[test]
+fn the_help_pages_are_pinned() {
+    let mut pages = String::new();
+    for args in [&["--help"][..], &["grant", "--help"], &["revoke", "--help"]] {
+        let run = crate::run_binary(args, &[]);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        pages.push_str(&format!("$ otnsx {}\n{}\n", args.join(" "), run.stdout));
+    }
+    crate::golden("help.txt", &pages);
+}
