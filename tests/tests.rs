@@ -117,7 +117,10 @@ pub fn golden(name: &str, actual: &str) {
 pub fn snapshot(path: &std::path::Path, actual: &str) {
     snapbox::Assert::new()
         .action_env(snapbox::assert::DEFAULT_ACTION_ENV)
-        .eq(actual.to_string(), snapbox::Data::read_from(path, None).raw());
+        .eq(
+            actual.to_string(),
+            snapbox::Data::read_from(path, None).raw(),
+        );
 }
 
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Run {

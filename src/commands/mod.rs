@@ -290,13 +290,7 @@ impl Run {
             }
             Ok(())
         };
-        backend.find(
-            self.config.vcenter.as_ref(),
-            self.deadline,
-            self.verbose,
-            valid,
-            &mut sort,
-        )?;
+        backend.find(valid, &mut sort)?;
         Ok((vms, refused))
     }
 

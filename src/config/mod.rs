@@ -82,7 +82,7 @@ pub enum ApiGeneration {
     Rest,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct VcenterConfig {
     pub endpoint: Endpoint,
     pub api: ApiGeneration,

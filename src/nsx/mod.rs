@@ -22,16 +22,8 @@ pub type Found<'a> = dyn FnMut(String, anyhow::Result<VmRef>) -> anyhow::Result<
 
 /// Every method takes `&self`: a backend can be shared by requests made at once.
 pub trait TagBackend: Send + Sync {
-    /// Finds each of `names` as this backend knows VMs, calling `found` for each; `vcenter`
-    /// is there for backends that find VMs through it.
-    fn find(
-        &self,
-        vcenter: Option<&VcenterConfig>,
-        deadline: Deadline,
-        verbose: bool,
-        names: Vec<String>,
-        found: &mut Found<'_>,
-    ) -> anyhow::Result<()>;
+    /// Finds each of `names` as this backend knows VMs, calling `found` for each.
+    fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()>;
 
     /// Which of `vms` carry the tag now.
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>>;
@@ -62,34 +54,47 @@ pub fn with<T>(
     verbose: bool,
     work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    let vcenter = ViaVcenter {
+        config: config.vcenter.clone(),
+        deadline,
+        verbose,
+    };
     let backend: Box<dyn TagBackend> = match config.nsx.kind {
-        NsxKind::NsxV => Box::new(NsxV::new(&config.nsx, deadline, verbose)?),
-        NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, deadline, verbose)?),
+        NsxKind::NsxV => Box::new(NsxV::new(&config.nsx, vcenter, deadline, verbose)?),
+        NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, vcenter, deadline, verbose)?),
     };
     work(backend.as_ref())
 }
 
-/// Finds each of `names` in vCenter (one session for all), then turns vCenter's VM into the
-/// backend's with `to_backend`: for backends that find VMs through vCenter.
-pub fn find_in_vcenter(
-    vcenter: Option<&VcenterConfig>,
+/// The way to vCenter, for backends that find VMs through it.
+pub struct ViaVcenter {
+    config: Option<VcenterConfig>,
     deadline: Deadline,
     verbose: bool,
-    names: Vec<String>,
-    found: &mut Found<'_>,
-    mut to_backend: impl FnMut(&Vcenter, VmRef) -> anyhow::Result<VmRef>,
-) -> anyhow::Result<()> {
-    let vc_config = vcenter.ok_or_else(|| {
-        fault(
-            Exit::Config,
-            "no [vcenter] section: it is needed to find VMs by name",
-        )
-    })?;
-    crate::vcenter::with_session(vc_config, deadline, verbose, |vc| {
-        for name in names {
-            let vm = vc.find_vm(&name).and_then(|vm| to_backend(vc, vm));
-            found(name, vm)?;
-        }
-        Ok(())
-    })
+}
+
+impl ViaVcenter {
+    /// Finds each of `names` in vCenter (one session for all), then turns vCenter's VM into
+    /// the backend's with `to_backend`.
+    pub fn find(
+        &self,
+        names: Vec<String>,
+        found: &mut Found<'_>,
+        mut to_backend: impl FnMut(&Vcenter, VmRef) -> anyhow::Result<VmRef>,
+    ) -> anyhow::Result<()> {
+        let (deadline, verbose) = (self.deadline, self.verbose);
+        let vc_config = self.config.as_ref().ok_or_else(|| {
+            fault(
+                Exit::Config,
+                "no [vcenter] section: it is needed to find VMs by name",
+            )
+        })?;
+        crate::vcenter::with_session(vc_config, deadline, verbose, |vc| {
+            for name in names {
+                let vm = vc.find_vm(&name).and_then(|vm| to_backend(vc, vm));
+                found(name, vm)?;
+            }
+            Ok(())
+        })
+    }
 }

@@ -9,12 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use ureq::http::Method;
 
-use crate::config::{NsxAuth, NsxConfig, Resolve, Secret, VcenterConfig};
+use crate::config::{NsxAuth, NsxConfig, Resolve, Secret};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
-use crate::nsx::{Found, TagBackend, find_in_vcenter};
+use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::sync::lock;
 
 const VMS: &str = "/api/v1/fabric/virtual-machines";
@@ -73,12 +73,20 @@ pub struct NsxT {
     warnings: std::sync::Mutex<Vec<String>>,
     /// Whether VMs are found by name in NSX's own inventory rather than through vCenter.
     resolve: Resolve,
+    /// How VMs are found with `resolve = "vcenter"`.
+    vcenter: ViaVcenter,
 }
 
 impl NsxT {
-    pub fn new(config: &NsxConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &NsxConfig,
+        vcenter: ViaVcenter,
+        deadline: Deadline,
+        verbose: bool,
+    ) -> anyhow::Result<Self> {
         Ok(NsxT {
             http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
+            vcenter,
             user: config.endpoint.user.clone(),
             password: config.endpoint.password.clone(),
             auth: config.auth,
@@ -407,14 +415,7 @@ impl NsxT {
 }
 
 impl TagBackend for NsxT {
-    fn find(
-        &self,
-        vcenter: Option<&VcenterConfig>,
-        deadline: Deadline,
-        verbose: bool,
-        names: Vec<String>,
-        found: &mut Found<'_>,
-    ) -> anyhow::Result<()> {
+    fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
         if self.resolve == Resolve::Nsx {
             for name in names {
                 let vm = self.find_by_name(&name);
@@ -423,7 +424,7 @@ impl TagBackend for NsxT {
             return Ok(());
         }
         // Through vCenter: name → instance UUID → the NSX VM with that external or compute id.
-        find_in_vcenter(vcenter, deadline, verbose, names, found, |vc, vm| {
+        self.vcenter.find(names, found, |vc, vm| {
             let (instance, bios) = vc.identity(&vm)?;
             self.find_by_uuid(&vm, &instance, bios.as_deref())
         })

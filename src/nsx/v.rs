@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 use anyhow::Context;
 use ureq::http::Method;
 
-use crate::config::{NsxConfig, VcenterConfig};
+use crate::config::NsxConfig;
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
-use crate::nsx::{Found, TagBackend, find_in_vcenter};
+use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::xml;
 
 const TAGS: &str = "/api/2.0/services/securitytags/tag";
@@ -25,6 +25,8 @@ pub struct NsxV {
     tag_name: String,
     /// The tag's object id, looked up once per run.
     tag_id: std::sync::OnceLock<String>,
+    /// NSX-V tags a VM by vCenter's managed object id: vCenter finds the VMs.
+    vcenter: ViaVcenter,
 }
 
 /// One entry of the security tag list.
@@ -43,9 +45,15 @@ pub struct Paging {
 }
 
 impl NsxV {
-    pub fn new(config: &NsxConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &NsxConfig,
+        vcenter: ViaVcenter,
+        deadline: Deadline,
+        verbose: bool,
+    ) -> anyhow::Result<Self> {
         Ok(NsxV {
             http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
+            vcenter,
             authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
             tag_name: config.tag.clone(),
             tag_id: std::sync::OnceLock::new(),
@@ -179,16 +187,9 @@ impl NsxV {
 }
 
 impl TagBackend for NsxV {
-    fn find(
-        &self,
-        vcenter: Option<&VcenterConfig>,
-        deadline: Deadline,
-        verbose: bool,
-        names: Vec<String>,
-        found: &mut Found<'_>,
-    ) -> anyhow::Result<()> {
+    fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
         // NSX-V tags a VM by vCenter's managed object id: vCenter's answer is the VM.
-        find_in_vcenter(vcenter, deadline, verbose, names, found, |_, vm| Ok(vm))
+        self.vcenter.find(names, found, |_, vm| Ok(vm))
     }
 
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
