@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::config::{self, Config, NsxKind};
+use crate::config::{self, Config};
 use crate::deadline::Deadline;
 use crate::error::Exit;
 use crate::helpdesk::otrs::Otrs;
@@ -63,7 +63,7 @@ pub fn run(
                 &format!("configuration {}", path.display()),
                 &format!(
                     "valid ({}, deadline {})",
-                    kind(&config),
+                    config.nsx.kind.product(),
                     format_duration(config.deadline)
                 ),
             );
@@ -261,13 +261,6 @@ fn check_generation(list: &mut Checklist, configured: u32, seen: Option<u32>, id
             what,
             "the articles are those of OTRS 5 (ArticleType): set otrs.version = 5",
         ),
-    }
-}
-
-fn kind(config: &Config) -> &'static str {
-    match config.nsx.kind {
-        NsxKind::NsxV => "NSX-V",
-        NsxKind::NsxT => "NSX-T",
     }
 }
 

@@ -100,6 +100,16 @@ pub enum NsxKind {
     NsxT,
 }
 
+impl NsxKind {
+    /// The product's name, for messages.
+    pub fn product(self) -> &'static str {
+        match self {
+            NsxKind::NsxV => "NSX-V",
+            NsxKind::NsxT => "NSX-T",
+        }
+    }
+}
+
 /// How otnsx logs in to NSX-T.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
