@@ -179,7 +179,8 @@ fn an_unreachable_service_exits_69() {
     drop(closed);
     let text = world
         .config_text()
-        .replace(&world.vcenter.url(), &format!("http://127.0.0.1:{port}"));
+        .replace(&world.vcenter.url(), &format!("http://127.0.0.1:{port}"))
+        .replace("deadline = \"10s\"", "deadline = \"1s\"");
     world.write_config(&text);
     let run = lock(&world, T2);
     assert_eq!(run.code, 69, "{run:?}");

@@ -371,7 +371,8 @@ fn status_shows_the_leases_even_when_nsx_is_down() {
     world.write_config(
         &world
             .config_text()
-            .replace(&world.nsx.url(), &format!("http://127.0.0.1:{port}")),
+            .replace(&world.nsx.url(), &format!("http://127.0.0.1:{port}"))
+            .replace("deadline = \"10s\"", "deadline = \"1s\""),
     );
     let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["status"]);
     assert_eq!(run.code, 69, "{run:?}");
