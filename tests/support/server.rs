@@ -148,6 +148,16 @@ type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync>;
 pub struct Server {
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<Request>>>,
+    net: Arc<Net>,
+}
+
+/// What the network around a server does and saw: a delay before every answer (a round trip
+/// for the benchmark), the connections accepted, and when each request came and was answered.
+#[derive(Default)]
+struct Net {
+    delay_us: std::sync::atomic::AtomicU64,
+    connections: std::sync::atomic::AtomicUsize,
+    spans: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
 }
 
 impl Server {
@@ -172,24 +182,30 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let handler: Handler = Arc::new(handler);
         let log2 = Arc::clone(&log);
+        let net = Arc::new(Net::default());
+        let net2 = Arc::clone(&net);
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let _ = stream.set_nodelay(true);
+                net2.connections
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let handler = Arc::clone(&handler);
                 let log = Arc::clone(&log2);
+                let net = Arc::clone(&net2);
                 let tls = tls.clone();
                 thread::spawn(move || match tls {
-                    None => serve_connection(stream, &handler, &log),
+                    None => serve_connection(stream, &handler, &log, &net),
                     Some(config) => {
                         let Ok(conn) = rustls::ServerConnection::new(config) else {
                             return;
                         };
-                        serve_connection(rustls::StreamOwned::new(conn, stream), &handler, &log);
+                        let stream = rustls::StreamOwned::new(conn, stream);
+                        serve_connection(stream, &handler, &log, &net);
                     }
                 });
             }
         });
-        Server { addr, log }
+        Server { addr, log, net }
     }
 
     pub fn url(&self) -> String {
@@ -203,10 +219,32 @@ impl Server {
 
     pub fn clear_log(&self) {
         self.log.lock().expect("log").clear();
+        self.net.spans.lock().expect("spans").clear();
+    }
+
+    /// Waits this long before every answer, as a network round trip would.
+    pub fn set_delay(&self, delay: Duration) {
+        let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
+        self.net.delay_us.store(us, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.net.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// When each request since the last [`Server::clear_log`] arrived and was answered.
+    pub fn spans(&self) -> Vec<(std::time::Instant, std::time::Instant)> {
+        self.net.spans.lock().expect("spans").clone()
     }
 }
 
-fn serve_connection(stream: impl Read + Write, handler: &Handler, log: &Mutex<Vec<Request>>) {
+fn serve_connection(
+    stream: impl Read + Write,
+    handler: &Handler,
+    log: &Mutex<Vec<Request>>,
+    net: &Net,
+) {
     let mut reader = BufReader::new(stream);
     loop {
         let request = match read_request(&mut reader) {
@@ -217,15 +255,23 @@ fn serve_connection(stream: impl Read + Write, handler: &Handler, log: &Mutex<Ve
                 return;
             }
         };
+        let arrived = std::time::Instant::now();
         log.lock().expect("log").push(request.clone());
         let response = handler(&request);
-        if !response.delay.is_zero() {
-            thread::sleep(response.delay);
+        let delay = net.delay_us.load(std::sync::atomic::Ordering::SeqCst);
+        let delay = response.delay + Duration::from_micros(delay);
+        if !delay.is_zero() {
+            thread::sleep(delay);
         }
         if response.hang_up {
             return;
         }
-        if write_response(reader.get_mut(), &response).is_err() || response.truncate.is_some() {
+        let written = write_response(reader.get_mut(), &response);
+        net.spans
+            .lock()
+            .expect("spans")
+            .push((arrived, std::time::Instant::now()));
+        if written.is_err() || response.truncate.is_some() {
             return;
         }
     }

@@ -1,0 +1,272 @@
+//! `cargo run --release --example bench [-- RUNS]`: how long the help desk waits on otnsx.
+//!
+//! Builds the release binary and runs it as the help desk does (`otnsx NUMBER ID`, a process per
+//! event) against the simulated services on 127.0.0.1, each answering after an injected delay
+//! (0, 5 and 25 ms: a round trip). For lock and unlock on NSX-V and NSX-T, and for a ticket naming
+//! ten VMs, it prints the median and p95 wall time, the requests and connections per service of
+//! one event, the longest chain of requests that followed one another, and the ratio of the
+//! median to the floor (the requests that must follow one another, times the delay). Then the
+//! start-up time (`--version`) and the largest resident set of any run.
+
+#![allow(unsafe_code)] // wait4, for each child's peak resident set
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::server::Server;
+use support::{T2, World, uuids};
+
+/// The requests that must follow one another: lock = TicketGet → look-up → attach → read-back →
+/// note; unlock = TicketGet → detach → read-back → note; ten VMs add two (bounded parallel
+/// look-ups and changes).
+const LOCK_FLOOR: u32 = 5;
+const UNLOCK_FLOOR: u32 = 4;
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(21);
+    let binary = build();
+    println!(
+        "{:<16} {:>5} {:>9} {:>9} {:>6} {:>5}  requests h/vc/nsx  connections h/vc/nsx",
+        "event", "delay", "median", "p95", "ratio", "chain"
+    );
+    let mut peak_rss = 0;
+    for nsx in ["nsx-v", "nsx-t"] {
+        for vms in [1, 10] {
+            for delay in [0, 5, 25] {
+                let bench = Bench::new(nsx, vms, Duration::from_millis(delay), &binary);
+                for (event, floor) in [("lock", LOCK_FLOOR), ("unlock", UNLOCK_FLOOR)] {
+                    let floor = floor + if vms > 1 { 2 } else { 0 };
+                    let result = bench.measure(event, runs);
+                    peak_rss = peak_rss.max(result.rss_kib);
+                    let name = format!("{nsx} {event} {vms}vm");
+                    result.print(&name, delay, floor);
+                }
+            }
+        }
+    }
+    let mut version = Vec::new();
+    for _ in 0..runs.max(11) {
+        let started = Instant::now();
+        let status = Command::new(&binary).arg("--version").output().expect("run");
+        assert!(status.status.success());
+        version.push(started.elapsed());
+    }
+    version.sort();
+    println!(
+        "--version: median {:.1} ms; largest resident set of any event: {:.1} MiB; release binary {:.1} MiB",
+        ms(version[version.len() / 2]),
+        peak_rss as f64 / 1024.0,
+        std::fs::metadata(&binary).map_or(0, |m| m.len()) as f64 / (1 << 20) as f64
+    );
+}
+
+/// Builds the release binary with the cargo that runs this example.
+fn build() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--bin", "otnsx"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "the release build failed");
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), Into::into);
+    target.join("release/otnsx")
+}
+
+struct Bench<'a> {
+    world: World,
+    binary: &'a std::path::Path,
+    ticket: (u64, String),
+}
+
+struct Measured {
+    times: Vec<Duration>,
+    requests: [usize; 3],
+    connections: [usize; 3],
+    chain: usize,
+    rss_kib: i64,
+}
+
+impl<'a> Bench<'a> {
+    fn new(nsx: &str, vms: usize, delay: Duration, binary: &'a std::path::Path) -> Bench<'a> {
+        let world = World::new();
+        let mut names = vec!["web01".to_string()];
+        for n in 1..vms {
+            let (id, name) = (format!("vm-{}", 100 + n), format!("bench{n:02}"));
+            world.vcenter.add_vm(&id, &name, "group-v1");
+            world.nsx.add_vm(&id, &name);
+            let (instance, bios) = uuids(&id);
+            let compute = [
+                format!("instanceUuid:{instance}"),
+                format!("biosUuid:{bios}"),
+            ];
+            world.nsxt.add_vm(&name, &instance, &compute, &[]);
+            names.push(name);
+        }
+        let ticket = if vms == 1 {
+            (T2.0, T2.1.to_string())
+        } else {
+            world
+                .helpdesk
+                .add_ticket(9, "2026112310000091", json!(names.join(",")));
+            (9, "2026112310000091".to_string())
+        };
+        if nsx == "nsx-t" {
+            world.write_config(&world.config_text_nsxt("", true));
+        }
+        for server in servers(&world) {
+            server.set_delay(delay);
+        }
+        Bench {
+            world,
+            binary,
+            ticket,
+        }
+    }
+
+    /// Runs `event` `runs` times (after one run that makes the help desk session and is not
+    /// counted), each preceded by the opposite event so that every run changes NSX.
+    fn measure(&self, event: &str, runs: usize) -> Measured {
+        let other = if event == "lock" { "unlock" } else { "lock" };
+        let mut times = Vec::new();
+        let mut measured = Measured {
+            times: Vec::new(),
+            requests: [0; 3],
+            connections: [0; 3],
+            chain: 0,
+            rss_kib: 0,
+        };
+        for round in 0..=runs {
+            self.run(other);
+            let servers = servers(&self.world);
+            let before: Vec<usize> = servers.iter().map(|s| s.connections()).collect();
+            for server in &servers {
+                server.clear_log();
+            }
+            let started = Instant::now();
+            measured.rss_kib = measured.rss_kib.max(self.run(event));
+            let took = started.elapsed();
+            if round == 0 {
+                continue;
+            }
+            times.push(took);
+            let spans: Vec<_> = servers.iter().flat_map(|s| s.spans()).collect();
+            measured.chain = measured.chain.max(chain(spans));
+            let count = |i: usize, s: &[&Server]| match i {
+                0 => s[0].spans().len(),
+                1 => s[1].spans().len(),
+                _ => s[2].spans().len() + s[3].spans().len(),
+            };
+            for i in 0..3 {
+                measured.requests[i] = count(i, &servers);
+                let connections = |k: usize| servers[k].connections() - before[k];
+                measured.connections[i] = match i {
+                    2 => connections(2) + connections(3),
+                    k => connections(k),
+                };
+            }
+        }
+        times.sort();
+        measured.times = times;
+        measured
+    }
+
+    /// One event as the help desk runs it; returns the child's peak resident set in KiB.
+    fn run(&self, lock: &str) -> i64 {
+        self.world.helpdesk.set_lock(self.ticket.0, lock);
+        let config = self.world.config_path();
+        let mut child = Command::new(self.binary)
+            .args(["--config".as_ref(), config.as_os_str()])
+            .arg(&self.ticket.1)
+            .arg(self.ticket.0.to_string())
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run otnsx");
+        let mut stderr = String::new();
+        if let Some(mut pipe) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+        }
+        let (code, rss) = wait(child.id());
+        assert_eq!(code, 0, "{lock}: {stderr}");
+        rss
+    }
+}
+
+impl Measured {
+    fn print(&self, name: &str, delay: u64, floor: u32) {
+        let median = self.times[self.times.len() / 2];
+        let p95 = self.times[(self.times.len() * 95 / 100).min(self.times.len() - 1)];
+        let ratio = if delay == 0 {
+            "-".to_string()
+        } else {
+            format!("{:.2}", ms(median) / (f64::from(floor) * delay as f64))
+        };
+        let [h, v, n] = self.requests;
+        let [ch, cv, cn] = self.connections;
+        println!(
+            "{name:<16} {:>3}ms {:>7.1}ms {:>7.1}ms {ratio:>6} {:>5}  {h:>2}/{v:>2}/{n:>2}            {ch}/{cv}/{cn}",
+            delay,
+            ms(median),
+            ms(p95),
+            self.chain
+        );
+    }
+}
+
+/// The help desk, vCenter, NSX-V and NSX-T servers.
+fn servers(world: &World) -> [&Server; 4] {
+    [
+        &world.helpdesk.server,
+        &world.vcenter.server,
+        &world.nsx.server,
+        &world.nsxt.server,
+    ]
+}
+
+/// The most requests that followed one another (each began after the one before was
+/// answered): the chain the event waited on.
+fn chain(mut spans: Vec<(Instant, Instant)>) -> usize {
+    spans.sort_by_key(|(_, end)| *end);
+    let mut count = 0;
+    let mut last_end: Option<Instant> = None;
+    for (start, end) in spans {
+        if last_end.is_none_or(|last| start >= last) {
+            count += 1;
+            last_end = Some(end);
+        }
+    }
+    count
+}
+
+/// Waits for the child `pid`: its exit status and its peak resident set in KiB.
+fn wait(pid: u32) -> (i32, i64) {
+    let mut status = 0;
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: wait4 writes the status and a whole rusage into the pointers it is given; the
+    // child is ours and not yet waited for.
+    let usage = unsafe {
+        let pid = libc::pid_t::try_from(pid).unwrap_or(-1);
+        assert_eq!(libc::wait4(pid, &mut status, 0, usage.as_mut_ptr()), pid);
+        usage.assume_init()
+    };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
