@@ -54,7 +54,10 @@ fn main() {
     let mut version = Vec::new();
     for _ in 0..runs.max(11) {
         let started = Instant::now();
-        let status = Command::new(&binary).arg("--version").output().expect("run");
+        let status = Command::new(&binary)
+            .arg("--version")
+            .output()
+            .expect("run");
         assert!(status.status.success());
         version.push(started.elapsed());
     }
@@ -179,6 +182,7 @@ impl<'a> Bench<'a> {
     }
 
     /// One event as the help desk runs it; returns the child's peak resident set in KiB.
+    #[allow(clippy::zombie_processes)] // waited for by wait4, which also tells its rusage
     fn run(&self, lock: &str) -> i64 {
         self.world.helpdesk.set_lock(self.ticket.0, lock);
         let config = self.world.config_path();

@@ -13,25 +13,39 @@ pub struct Applied {
     pub warnings: Vec<String>,
 }
 
-/// Changes each VM's tag as its plan says, in the plans' order; one [`Applied`] per plan.
-/// `may_open` is asked before each attach: an error is that VM's result, and nothing is sent.
+/// Changes each VM's tag as its plan says, several VMs at once (at most
+/// [`crate::parallel::PER_SERVICE`]); one [`Applied`] per plan, in the plans' order. `may_open`
+/// is asked before each attach: an error is that VM's result, and nothing is sent.
 pub fn apply(
     backend: &dyn TagBackend,
     plans: &[VmPlan],
-    may_open: impl Fn(&VmPlan) -> anyhow::Result<()>,
+    may_open: impl Fn(&VmPlan) -> anyhow::Result<()> + Sync,
 ) -> Vec<Applied> {
+    let changing: Vec<&VmPlan> = plans
+        .iter()
+        .filter(|p| p.change != TagChange::Keep)
+        .collect();
+    let mut results = crate::parallel::map(&changing, crate::parallel::PER_SERVICE, |plan| {
+        match plan.change {
+            TagChange::Attach => may_open(plan).and_then(|()| backend.attach(&plan.vm)),
+            _ => backend.detach(&plan.vm),
+        }
+    })
+    .into_iter();
+    // A warning is about how this run changes tags; it goes with the first change.
+    let mut warnings = backend.take_warnings();
     plans
         .iter()
-        .map(|plan| {
-            let result = match plan.change {
+        .map(|plan| Applied {
+            result: match plan.change {
                 TagChange::Keep => Ok(()),
-                TagChange::Attach => may_open(plan).and_then(|()| backend.attach(&plan.vm)),
-                TagChange::Detach => backend.detach(&plan.vm),
-            };
-            Applied {
-                result,
-                warnings: backend.take_warnings(),
-            }
+                _ => (results.next())
+                    .unwrap_or_else(|| Err(anyhow::anyhow!("no result for {}", plan.vm))),
+            },
+            warnings: match plan.change {
+                TagChange::Keep => Vec::new(),
+                _ => std::mem::take(&mut warnings),
+            },
         })
         .collect()
 }

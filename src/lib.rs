@@ -37,6 +37,7 @@ mod escape;
 mod helpdesk;
 mod http;
 mod nsx;
+mod parallel;
 mod plan;
 mod policy;
 mod secrets;

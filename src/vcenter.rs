@@ -50,21 +50,34 @@ pub fn with_session<T>(
     verbose: bool,
     work: impl FnOnce(&Vcenter) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let http = Http::new("vCenter", &config.endpoint, deadline, verbose)?;
-    let vc = Vcenter {
-        http,
-        user: config.endpoint.user.clone(),
-        password: config.endpoint.password.clone(),
-        session: Mutex::new((Generation::Api, String::new())),
-        folder: config.folder.clone(),
-        datacenter: config.datacenter.clone(),
-    };
-    vc.login(config.api)?;
+    let vc = Vcenter::open(config, deadline, verbose)?;
     let result = work(&vc);
-    if let Err(e) = vc.logout() {
-        errln!("otnsx: warning: {e:#}");
-    }
+    vc.close();
     result
+}
+
+impl Vcenter {
+    /// A logged-in session; end it with [`Vcenter::close`].
+    pub fn open(config: &VcenterConfig, deadline: Deadline, verbose: bool) -> anyhow::Result<Self> {
+        let http = Http::new("vCenter", &config.endpoint, deadline, verbose)?;
+        let vc = Vcenter {
+            http,
+            user: config.endpoint.user.clone(),
+            password: config.endpoint.password.clone(),
+            session: Mutex::new((Generation::Api, String::new())),
+            folder: config.folder.clone(),
+            datacenter: config.datacenter.clone(),
+        };
+        vc.login(config.api)?;
+        Ok(vc)
+    }
+
+    /// Logs out; a failure is only a warning (the session times out on its own).
+    pub fn close(self) {
+        if let Err(e) = self.logout() {
+            errln!("otnsx: warning: {e:#}");
+        }
+    }
 }
 
 /// The session token in a login answer: a JSON string (`/api`) or `{"value": "..."}`

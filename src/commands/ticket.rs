@@ -40,22 +40,64 @@ fn unlocked_by(helpdesk: &dyn crate::helpdesk::HelpDesk, id: u64) -> String {
 fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> anyhow::Result<Exit> {
     let helpdesk = run.helpdesk("to read tickets")?;
     let begun = run.begin()?;
-    let ticket = helpdesk.ticket(id)?;
-    // Who acts: the agent who locked (the ticket's owner then); for an unlock, who the ticket's
-    // history says unlocked it, never the owner: OTOBO hands an unlocked ticket to
-    // root@localhost before the event runs.
-    let holds = begun.leases.as_ref().is_none_or(|leases| {
-        leases
-            .iter()
-            .any(|l| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id))
-    });
-    let actor = match &ticket.owner {
-        Some(owner) if ticket.is_locked() => format!("helpdesk:{owner}"),
-        _ if ticket.is_locked() => "helpdesk".into(),
-        _ if holds => unlocked_by(helpdesk.as_ref(), id),
-        _ => "helpdesk:unknown".into(),
-    };
-    run.recorder.act_as(actor);
+    let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
+    // The VMs the ticket holds (unknown: the leases could not be read).
+    let held = begun
+        .leases
+        .as_ref()
+        .map(|leases| vms_of(leases.iter().filter(|l| mine(l))));
+    let holds = held.as_ref().is_none_or(|vms| !vms.is_empty());
+    run.with_backend(|backend| {
+        std::thread::scope(|scope| {
+            // Beside the ticket read: NSX's view of the VMs the ticket holds, and the vCenter
+            // login when it holds none (a lock then needs look-ups; an unlock does not).
+            scope.spawn(|| backend.prepare(held.as_deref().unwrap_or_default(), !holds));
+            let ticket = helpdesk.ticket(id)?;
+            // Who acts: the agent who locked (the ticket's owner then); for an unlock, who the
+            // ticket's history says unlocked it, never the owner: OTOBO hands an unlocked
+            // ticket to root@localhost before the event runs. The history is read beside the
+            // NSX change; the first journal entry waits for it.
+            match &ticket.owner {
+                Some(owner) if ticket.is_locked() => {
+                    run.recorder.act_as(format!("helpdesk:{owner}"))
+                }
+                _ if ticket.is_locked() => run.recorder.act_as("helpdesk".into()),
+                _ if holds => {
+                    let (tell, told) = std::sync::mpsc::channel();
+                    run.recorder.act_as_soon(told);
+                    let helpdesk = &helpdesk;
+                    scope.spawn(move || tell.send(unlocked_by(helpdesk.as_ref(), id)));
+                }
+                _ => run.recorder.act_as("helpdesk:unknown".into()),
+            }
+            decide(
+                run,
+                backend,
+                scope,
+                helpdesk.as_ref(),
+                subject,
+                begun,
+                &ticket,
+                id,
+                number,
+            )
+        })
+    })
+}
+
+/// What the ticket's lock state means for its leases, carried out with `backend`.
+#[allow(clippy::too_many_arguments)]
+fn decide<'scope>(
+    run: &'scope Run,
+    backend: &'scope dyn crate::nsx::TagBackend,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    helpdesk: &dyn crate::helpdesk::HelpDesk,
+    subject: &mut Subject,
+    begun: super::Begun,
+    ticket: &crate::domain::ticket::Ticket,
+    id: u64,
+    number: Option<&str>,
+) -> anyhow::Result<Exit> {
     if let Some(given) = number
         && given != ticket.number
     {
@@ -94,18 +136,19 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
         None if ticket.is_locked() => run.for_opening(begun)?,
         None => {
             // The leases are unknown: close what the ticket's field names now.
-            return run.with_backend(|backend| {
-                // Closing is not subject to policy; only the names must be valid.
-                let (vms, refused) = run.resolve(backend, &ticket.vms)?;
-                run.close_unknown(backend, subject, heading.clone(), vms, None, refused)
-            });
+            // Closing is not subject to policy; only the names must be valid.
+            let (vms, refused) = run.resolve(backend, &ticket.vms)?;
+            scope.spawn(|| backend.done_finding());
+            return run.close_unknown(backend, subject, heading.clone(), vms, None, refused);
         }
     };
-    run.with_backend(|backend| {
+    {
         let (after, touched, refused) = if ticket.is_locked() {
             // A name policy refuses is not held either, even by a lease from before.
             let (allowed, mut refused) = run.allowed(&ticket.vms);
             let (vms, not_found) = run.resolve(backend, &allowed)?;
+            // vCenter's logout, off the critical path.
+            scope.spawn(|| backend.done_finding());
             refused.extend(not_found);
             let after = plan::lock_ticket(
                 &before,
@@ -130,7 +173,8 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
                     ticket.lock
                 )
             };
-            run.recorder.record(&run.recorder.entry(subject, Action::Noop, None, &why));
+            run.recorder
+                .record(&run.recorder.entry(subject, Action::Noop, None, &why));
             outln!("{heading}: {why}");
             if ticket.is_locked() {
                 // The agent locked the ticket to work on a VM: say why nothing opened.
@@ -141,7 +185,7 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
                         helpdesk.vm_field()
                     ),
                 };
-                run.post_note(helpdesk.as_ref(), subject, id, &note);
+                run.post_note(helpdesk, subject, id, &note);
             }
             return Ok(Exit::Ok);
         }
@@ -150,8 +194,8 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
         let outcomes = run.carry_out(lock.as_ref(), backend, subject, &decision)?;
         let exit = run.report(&decision, &outcomes);
         if let Some(note) = notes::for_ticket(&holder, &outcomes, &decision.refused, None) {
-            run.post_note(helpdesk.as_ref(), subject, id, &note);
+            run.post_note(helpdesk, subject, id, &note);
         }
         Ok(exit)
-    })
+    }
 }

@@ -9,7 +9,9 @@ use crate::config::{Config, NsxKind, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
+use crate::sync::lock;
 use crate::vcenter::Vcenter;
+use std::sync::Mutex;
 
 pub mod t;
 pub mod v;
@@ -40,6 +42,16 @@ pub trait TagBackend: Send + Sync {
     /// Checks that NSX answers, accepts the credentials and knows the tag; says what it found.
     fn probe(&self) -> anyhow::Result<String>;
 
+    /// Gets ready beside the ticket read, before anything is asked: NSX's view of the tag (on
+    /// `vms` where it is read per VM), and with `finding` the way to find VMs (the vCenter
+    /// login). What fails here is kept and said where it is needed, not asked twice.
+    fn prepare(&self, vms: &[VmRef], finding: bool) {
+        let _ = (vms, finding);
+    }
+
+    /// The look-ups are done: ends their sessions (vCenter's logout), off the critical path.
+    fn done_finding(&self) {}
+
     /// Warnings about how the last changes were made, for the journal.
     fn take_warnings(&self) -> Vec<String> {
         Vec::new()
@@ -54,11 +66,7 @@ pub fn with<T>(
     verbose: bool,
     work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let vcenter = ViaVcenter {
-        config: config.vcenter.clone(),
-        deadline,
-        verbose,
-    };
+    let vcenter = ViaVcenter::new(config.vcenter.clone(), deadline, verbose);
     let backend: Box<dyn TagBackend> = match config.nsx.kind {
         NsxKind::NsxV => Box::new(NsxV::new(&config.nsx, vcenter, deadline, verbose)?),
         NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, vcenter, deadline, verbose)?),
@@ -66,35 +74,79 @@ pub fn with<T>(
     work(backend.as_ref())
 }
 
-/// The way to vCenter, for backends that find VMs through it.
+/// The way to vCenter, for backends that find VMs through it. Its session may be opened ahead
+/// ([`ViaVcenter::open_ahead`], beside the ticket read) and is ended by [`ViaVcenter::close`]
+/// (off the critical path, once the look-ups are done), or when it is dropped.
 pub struct ViaVcenter {
     config: Option<VcenterConfig>,
     deadline: Deadline,
     verbose: bool,
+    /// The session, or why it could not be had; `None` before it is first needed.
+    session: Mutex<Option<anyhow::Result<Vcenter>>>,
 }
 
 impl ViaVcenter {
-    /// Finds each of `names` in vCenter (one session for all), then turns vCenter's VM into
-    /// the backend's with `to_backend`.
-    pub fn find(
-        &self,
-        names: Vec<String>,
-        found: &mut Found<'_>,
-        mut to_backend: impl FnMut(&Vcenter, VmRef) -> anyhow::Result<VmRef>,
-    ) -> anyhow::Result<()> {
-        let (deadline, verbose) = (self.deadline, self.verbose);
-        let vc_config = self.config.as_ref().ok_or_else(|| {
+    pub fn new(config: Option<VcenterConfig>, deadline: Deadline, verbose: bool) -> Self {
+        ViaVcenter {
+            config,
+            deadline,
+            verbose,
+            session: Mutex::new(None),
+        }
+    }
+
+    /// Logs in now, so that the look-ups find the session ready. A failure is kept and given
+    /// to the look-ups: the login is not tried twice.
+    pub fn open_ahead(&self) {
+        let mut session = lock(&self.session);
+        if session.is_none() {
+            *session = Some(self.open());
+        }
+    }
+
+    fn open(&self) -> anyhow::Result<Vcenter> {
+        let config = self.config.as_ref().ok_or_else(|| {
             fault(
                 Exit::Config,
                 "no [vcenter] section: it is needed to find VMs by name",
             )
         })?;
-        crate::vcenter::with_session(vc_config, deadline, verbose, |vc| {
-            for name in names {
-                let vm = vc.find_vm(&name).and_then(|vm| to_backend(vc, vm));
-                found(name, vm)?;
-            }
-            Ok(())
-        })
+        Vcenter::open(config, self.deadline, self.verbose)
+    }
+
+    /// Logs out, if a session is open.
+    pub fn close(&self) {
+        if let Some(Ok(vc)) = lock(&self.session).take() {
+            vc.close();
+        }
+    }
+
+    /// Finds each of `names` in vCenter, several at once, then turns vCenter's VM into the
+    /// backend's with `to_backend`; `found` gets the results in the order of `names`.
+    pub fn find(
+        &self,
+        names: Vec<String>,
+        found: &mut Found<'_>,
+        to_backend: impl Fn(&Vcenter, VmRef) -> anyhow::Result<VmRef> + Sync,
+    ) -> anyhow::Result<()> {
+        let vc = match lock(&self.session).take() {
+            Some(Ok(vc)) => vc,
+            Some(Err(e)) => return Err(e),
+            None => self.open()?,
+        };
+        let results = crate::parallel::map(&names, crate::parallel::PER_SERVICE, |name| {
+            vc.find_vm(name).and_then(|vm| to_backend(&vc, vm))
+        });
+        *lock(&self.session) = Some(Ok(vc));
+        for (name, vm) in names.into_iter().zip(results) {
+            found(name, vm)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ViaVcenter {
+    fn drop(&mut self) {
+        self.close();
     }
 }

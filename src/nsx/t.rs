@@ -75,6 +75,9 @@ pub struct NsxT {
     resolve: Resolve,
     /// How VMs are found with `resolve = "vcenter"`.
     vcenter: ViaVcenter,
+    /// Whether a VM carries the tag, by external id, as a read made ahead (by `prepare`, or
+    /// finding the VM) showed it; taken by the first `tagged_among` that asks.
+    read_ahead: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
 }
 
 impl NsxT {
@@ -98,6 +101,7 @@ impl NsxT {
             add_remove: std::sync::Mutex::new(None),
             warnings: std::sync::Mutex::new(Vec::new()),
             resolve: config.resolve,
+            read_ahead: std::sync::Mutex::new(Default::default()),
         })
     }
 
@@ -117,7 +121,7 @@ impl NsxT {
                 Exit::DataErr,
                 format!("NSX has no VM named {name:?}; check the name in the ticket"),
             )),
-            [vm] => Ok(vm_ref(vm)),
+            [vm] => Ok(self.found(vm)),
             many => {
                 let ids: Vec<&str> = many.iter().map(|vm| vm.external_id.as_str()).collect();
                 Err(fault(
@@ -142,7 +146,7 @@ impl NsxT {
     ) -> anyhow::Result<VmRef> {
         let by_instance = self.list(("external_id", instance_uuid))?;
         if let [one] = by_instance.as_slice() {
-            return Ok(vm_ref(one));
+            return Ok(self.found(one));
         }
         let wanted = format!("instanceUuid:{instance_uuid}");
         if let Some(bios) = bios_uuid {
@@ -156,7 +160,7 @@ impl NsxT {
                 })
                 .collect();
             if let [one] = matching.as_slice() {
-                return Ok(vm_ref(one));
+                return Ok(self.found(one));
             }
         }
         Err(fault(
@@ -165,6 +169,13 @@ impl NsxT {
                 "NSX has no VM for {vm} (instance UUID {instance_uuid}); is the VM on a host that NSX manages?"
             ),
         ))
+    }
+
+    /// A VM found now, its tag state remembered for `tagged_among`.
+    fn found(&self, vm: &NsxVm) -> VmRef {
+        let found = vm_ref(vm);
+        lock(&self.read_ahead).insert(found.id.clone(), self.carries(vm));
+        found
     }
 
     /// Ends the session, if one was made.
@@ -417,8 +428,10 @@ impl NsxT {
 impl TagBackend for NsxT {
     fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
         if self.resolve == Resolve::Nsx {
-            for name in names {
-                let vm = self.find_by_name(&name);
+            let vms = crate::parallel::map(&names, crate::parallel::PER_SERVICE, |name| {
+                self.find_by_name(name)
+            });
+            for (name, vm) in names.into_iter().zip(vms) {
                 found(name, vm)?;
             }
             return Ok(());
@@ -430,11 +443,51 @@ impl TagBackend for NsxT {
         })
     }
 
-    /// One read per VM.
+    /// Beside the vCenter login: the session (when it is one), and the VMs' tags read ahead.
+    fn prepare(&self, vms: &[VmRef], finding: bool) {
+        std::thread::scope(|scope| {
+            if finding && self.resolve == Resolve::Vcenter {
+                scope.spawn(|| self.vcenter.open_ahead());
+            }
+            if self.auth == NsxAuth::Session && self.session().is_err() {
+                return; // said where a request needs the session
+            }
+            let read = crate::parallel::map(vms, crate::parallel::PER_SERVICE, |vm| {
+                self.read(vm)
+                    .map(|found| found.is_some_and(|f| self.carries(&f)))
+            });
+            let mut read_ahead = lock(&self.read_ahead);
+            for (vm, tagged) in vms.iter().zip(read) {
+                if let Ok(tagged) = tagged {
+                    read_ahead.insert(vm.id.clone(), tagged);
+                }
+            }
+        });
+    }
+
+    fn done_finding(&self) {
+        self.vcenter.close();
+    }
+
+    /// One read per VM, several at once, unless it was read ahead.
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        let known: Vec<Option<bool>> = {
+            let mut read_ahead = lock(&self.read_ahead);
+            vms.iter().map(|vm| read_ahead.remove(&vm.id)).collect()
+        };
+        let read = crate::parallel::map(
+            &vms.iter().zip(known).collect::<Vec<_>>(),
+            crate::parallel::PER_SERVICE,
+            |(vm, known)| match known {
+                Some(tagged) => Ok(*tagged),
+                None => self
+                    .read(vm)
+                    .map(|found| found.is_some_and(|f| self.carries(&f))),
+            },
+        );
         let mut tagged = BTreeSet::new();
-        for vm in vms {
-            if self.read(vm)?.is_some_and(|found| self.carries(&found)) {
+        for (vm, carries) in vms.iter().zip(read) {
+            if carries? {
                 tagged.insert(vm.id.clone());
             }
         }

@@ -27,6 +27,8 @@ pub struct NsxV {
     tag_id: std::sync::OnceLock<String>,
     /// NSX-V tags a VM by vCenter's managed object id: vCenter finds the VMs.
     vcenter: ViaVcenter,
+    /// The VMs with the tag, read ahead by `prepare`; taken by the first `tagged_among`.
+    read_ahead: std::sync::Mutex<Option<anyhow::Result<BTreeSet<String>>>>,
 }
 
 /// One entry of the security tag list.
@@ -57,6 +59,7 @@ impl NsxV {
             authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
             tag_name: config.tag.clone(),
             tag_id: std::sync::OnceLock::new(),
+            read_ahead: std::sync::Mutex::new(None),
         })
     }
 
@@ -192,11 +195,30 @@ impl TagBackend for NsxV {
         self.vcenter.find(names, found, |_, vm| Ok(vm))
     }
 
+    /// The tag list and the VMs with the tag (one list for all VMs), beside the vCenter login.
+    fn prepare(&self, _vms: &[VmRef], finding: bool) {
+        std::thread::scope(|scope| {
+            if finding {
+                scope.spawn(|| self.vcenter.open_ahead());
+            }
+            let tagged = self.tagged();
+            *crate::sync::lock(&self.read_ahead) = Some(tagged);
+        });
+    }
+
+    fn done_finding(&self) {
+        self.vcenter.close();
+    }
+
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
         if vms.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let all = self.tagged()?;
+        let read_ahead = crate::sync::lock(&self.read_ahead).take();
+        let all = match read_ahead {
+            Some(read) => read?,
+            None => self.tagged()?,
+        };
         Ok(vms
             .iter()
             .filter(|v| all.contains(&v.id))

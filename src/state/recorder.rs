@@ -33,6 +33,14 @@ impl Subject {
     }
 }
 
+/// Who acts, or where that will come from.
+enum Actor {
+    Known(String),
+    /// Being found out (an unlock's history, read beside the NSX change); the first entry
+    /// waits for it.
+    Pending(std::sync::mpsc::Receiver<String>),
+}
+
 pub struct Recorder {
     journal: Journal,
     syslog: Option<Syslog>,
@@ -40,7 +48,7 @@ pub struct Recorder {
     dry_run: bool,
     clock: Clock,
     /// Who acts: `helpdesk` (with the ticket's owner once known) or the OS user.
-    actor: Mutex<String>,
+    actor: Mutex<Actor>,
     /// The process id and the start time in nanoseconds: the first part of every entry id.
     run_id: String,
     /// The entries made so far: the last part of every entry id.
@@ -65,7 +73,7 @@ impl Recorder {
             syslog,
             dry_run,
             clock,
-            actor: Mutex::new(actor),
+            actor: Mutex::new(Actor::Known(actor)),
             run_id: format!("{}.{started_ns}", std::process::id()),
             entries: AtomicU64::new(0),
             trouble: Mutex::new(Vec::new()),
@@ -78,11 +86,25 @@ impl Recorder {
 
     /// Who the entries made from now on name as acting.
     pub fn act_as(&self, actor: String) {
-        *lock(&self.actor) = actor;
+        *lock(&self.actor) = Actor::Known(actor);
+    }
+
+    /// Who acts will come from `later` (`helpdesk:unknown` if it never does); the first entry
+    /// made waits for it.
+    pub fn act_as_soon(&self, later: std::sync::mpsc::Receiver<String>) {
+        *lock(&self.actor) = Actor::Pending(later);
     }
 
     pub fn actor(&self) -> String {
-        lock(&self.actor).clone()
+        let mut actor = lock(&self.actor);
+        if let Actor::Pending(later) = &*actor {
+            let known = later.recv().unwrap_or_else(|_| "helpdesk:unknown".into());
+            *actor = Actor::Known(known);
+        }
+        match &*actor {
+            Actor::Known(name) => name.clone(),
+            Actor::Pending(_) => "helpdesk:unknown".into(),
+        }
     }
 
     /// A journal entry about `subject` (and `vm`), stamped now.

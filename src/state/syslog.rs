@@ -2,7 +2,6 @@
 //! socket), so that central logging learns who opened what. Best effort: a syslog that cannot
 //! be reached is said once on stderr and changes nothing else.
 
-use std::cell::Cell;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 
@@ -37,7 +36,7 @@ pub struct Syslog {
     socket: PathBuf,
     facility: u8,
     hostname: String,
-    warned: Cell<bool>,
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl Syslog {
@@ -51,7 +50,7 @@ impl Syslog {
             socket,
             facility,
             hostname,
-            warned: Cell::new(false),
+            warned: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -67,7 +66,7 @@ impl Syslog {
         let sent =
             UnixDatagram::unbound().and_then(|s| s.send_to(message.as_bytes(), &self.socket));
         if let Err(e) = sent
-            && !self.warned.replace(true)
+            && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
         {
             errln!(
                 "otnsx: warning: syslog {}: {e}; the journal has the entry",

@@ -26,7 +26,15 @@ fn a_denied_vm_is_refused_journaled_noted_and_never_attached() {
         run.stderr
     );
     assert!(world.nsx.changes().is_empty());
-    assert!(world.vcenter.requests().is_empty(), "not even looked up");
+    assert!(
+        !world
+            .vcenter
+            .requests()
+            .iter()
+            .any(|r| r.path == "/api/vcenter/vm"),
+        "not even looked up"
+    );
+    assert_eq!(world.vcenter.open_sessions(), 0);
     let entry = &world.journal()[0];
     assert_eq!(
         (entry["action"].as_str(), entry["vm"].as_str()),

@@ -225,12 +225,16 @@ impl Server {
     /// Waits this long before every answer, as a network round trip would.
     pub fn set_delay(&self, delay: Duration) {
         let us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX);
-        self.net.delay_us.store(us, std::sync::atomic::Ordering::SeqCst);
+        self.net
+            .delay_us
+            .store(us, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The connections accepted so far.
     pub fn connections(&self) -> usize {
-        self.net.connections.load(std::sync::atomic::Ordering::SeqCst)
+        self.net
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// When each request since the last [`Server::clear_log`] arrived and was answered.
