@@ -63,6 +63,27 @@ impl fmt::Display for Fault {
 
 impl std::error::Error for Fault {}
 
+/// An error kept to be said again (by a request made ahead, for the caller who needs it):
+/// its exit code and its whole message.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    exit: Exit,
+    message: String,
+}
+
+impl Kept {
+    pub fn of(err: &anyhow::Error) -> Self {
+        Kept {
+            exit: exit_code(err),
+            message: format!("{err:#}"),
+        }
+    }
+
+    pub fn again(&self) -> anyhow::Error {
+        fault(self.exit, self.message.clone())
+    }
+}
+
 /// Builds an error that exits with `exit`.
 pub fn fault(exit: Exit, message: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Fault {

@@ -74,6 +74,11 @@ impl Vcenter {
 
     /// Logs out; a failure is only a warning (the session times out on its own).
     pub fn close(self) {
+        self.end();
+    }
+
+    /// Logs out, for a session shared by reference; a failure is only a warning.
+    pub fn end(&self) {
         if let Err(e) = self.logout() {
             errln!("otnsx: warning: {e:#}");
         }

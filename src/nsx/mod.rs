@@ -8,10 +8,11 @@ use std::collections::BTreeSet;
 use crate::config::{Config, NsxKind, VcenterConfig};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
+use crate::error::Kept;
 use crate::error::{Exit, fault};
-use crate::sync::lock;
 use crate::vcenter::Vcenter;
-use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub mod t;
 pub mod v;
@@ -81,8 +82,10 @@ pub struct ViaVcenter {
     config: Option<VcenterConfig>,
     deadline: Deadline,
     verbose: bool,
-    /// The session, or why it could not be had; `None` before it is first needed.
-    session: Mutex<Option<anyhow::Result<Vcenter>>>,
+    /// The session, or why it could not be had: made once, by whoever needs it first (the
+    /// others wait for it).
+    session: OnceLock<Result<Vcenter, Kept>>,
+    closed: AtomicBool,
 }
 
 impl ViaVcenter {
@@ -91,33 +94,35 @@ impl ViaVcenter {
             config,
             deadline,
             verbose,
-            session: Mutex::new(None),
+            session: OnceLock::new(),
+            closed: AtomicBool::new(false),
         }
     }
 
-    /// Logs in now, so that the look-ups find the session ready. A failure is kept and given
-    /// to the look-ups: the login is not tried twice.
+    /// Logs in now (once), so that the look-ups find the session ready.
     pub fn open_ahead(&self) {
-        let mut session = lock(&self.session);
-        if session.is_none() {
-            *session = Some(self.open());
-        }
+        let _ = self.session();
     }
 
-    fn open(&self) -> anyhow::Result<Vcenter> {
-        let config = self.config.as_ref().ok_or_else(|| {
-            fault(
-                Exit::Config,
-                "no [vcenter] section: it is needed to find VMs by name",
-            )
-        })?;
-        Vcenter::open(config, self.deadline, self.verbose)
+    fn session(&self) -> anyhow::Result<&Vcenter> {
+        let session = self.session.get_or_init(|| {
+            let config = self.config.as_ref().ok_or_else(|| {
+                Kept::of(&fault(
+                    Exit::Config,
+                    "no [vcenter] section: it is needed to find VMs by name",
+                ))
+            })?;
+            Vcenter::open(config, self.deadline, self.verbose).map_err(|e| Kept::of(&e))
+        });
+        session.as_ref().map_err(Kept::again)
     }
 
-    /// Logs out, if a session is open.
+    /// Logs out, once, if a session was made.
     pub fn close(&self) {
-        if let Some(Ok(vc)) = lock(&self.session).take() {
-            vc.close();
+        if let Some(Ok(vc)) = self.session.get()
+            && !self.closed.swap(true, Ordering::SeqCst)
+        {
+            vc.end();
         }
     }
 
@@ -129,15 +134,10 @@ impl ViaVcenter {
         found: &mut Found<'_>,
         to_backend: impl Fn(&Vcenter, VmRef) -> anyhow::Result<VmRef> + Sync,
     ) -> anyhow::Result<()> {
-        let vc = match lock(&self.session).take() {
-            Some(Ok(vc)) => vc,
-            Some(Err(e)) => return Err(e),
-            None => self.open()?,
-        };
+        let vc = self.session()?;
         let results = crate::parallel::map(&names, crate::parallel::PER_SERVICE, |name| {
-            vc.find_vm(name).and_then(|vm| to_backend(&vc, vm))
+            vc.find_vm(name).and_then(|vm| to_backend(vc, vm))
         });
-        *lock(&self.session) = Some(Ok(vc));
         for (name, vm) in names.into_iter().zip(results) {
             found(name, vm)?;
         }

@@ -78,6 +78,10 @@ pub struct NsxT {
     /// Whether a VM carries the tag, by external id, as a read made ahead (by `prepare`, or
     /// finding the VM) showed it; taken by the first `tagged_among` that asks.
     read_ahead: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
+    /// The reads `prepare` makes of the VMs it is given: made once, and waited for by the
+    /// first `tagged_among` while they are under way.
+    prepared: std::sync::OnceLock<std::collections::BTreeMap<String, bool>>,
+    prepared_used: std::sync::atomic::AtomicBool,
 }
 
 impl NsxT {
@@ -102,6 +106,8 @@ impl NsxT {
             warnings: std::sync::Mutex::new(Vec::new()),
             resolve: config.resolve,
             read_ahead: std::sync::Mutex::new(Default::default()),
+            prepared: std::sync::OnceLock::new(),
+            prepared_used: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -449,19 +455,20 @@ impl TagBackend for NsxT {
             if finding && self.resolve == Resolve::Vcenter {
                 scope.spawn(|| self.vcenter.open_ahead());
             }
-            if self.auth == NsxAuth::Session && self.session().is_err() {
-                return; // said where a request needs the session
-            }
-            let read = crate::parallel::map(vms, crate::parallel::PER_SERVICE, |vm| {
-                self.read(vm)
-                    .map(|found| found.is_some_and(|f| self.carries(&f)))
-            });
-            let mut read_ahead = lock(&self.read_ahead);
-            for (vm, tagged) in vms.iter().zip(read) {
-                if let Ok(tagged) = tagged {
-                    read_ahead.insert(vm.id.clone(), tagged);
+            self.prepared.get_or_init(|| {
+                if self.auth == NsxAuth::Session && self.session().is_err() {
+                    return Default::default(); // said where a request needs the session
                 }
-            }
+                let read = crate::parallel::map(vms, crate::parallel::PER_SERVICE, |vm| {
+                    self.read(vm)
+                        .map(|found| found.is_some_and(|f| self.carries(&f)))
+                });
+                // A read that failed is made again where it is needed.
+                vms.iter()
+                    .zip(read)
+                    .filter_map(|(vm, tagged)| Some((vm.id.clone(), tagged.ok()?)))
+                    .collect()
+            });
         });
     }
 
@@ -471,9 +478,19 @@ impl TagBackend for NsxT {
 
     /// One read per VM, several at once, unless it was read ahead.
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        // The reads made ahead (waited for, if they are under way), for the first call only.
+        let first = !self
+            .prepared_used
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        let prepared = match first {
+            true => self.prepared.get_or_init(Default::default).clone(),
+            false => Default::default(),
+        };
         let known: Vec<Option<bool>> = {
             let mut read_ahead = lock(&self.read_ahead);
-            vms.iter().map(|vm| read_ahead.remove(&vm.id)).collect()
+            vms.iter()
+                .map(|vm| read_ahead.remove(&vm.id).or(prepared.get(&vm.id).copied()))
+                .collect()
         };
         let read = crate::parallel::map(
             &vms.iter().zip(known).collect::<Vec<_>>(),

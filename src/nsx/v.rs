@@ -9,7 +9,7 @@ use ureq::http::Method;
 use crate::config::NsxConfig;
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
-use crate::error::{Exit, fault};
+use crate::error::{Exit, Kept, fault};
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::xml;
@@ -27,8 +27,10 @@ pub struct NsxV {
     tag_id: std::sync::OnceLock<String>,
     /// NSX-V tags a VM by vCenter's managed object id: vCenter finds the VMs.
     vcenter: ViaVcenter,
-    /// The VMs with the tag, read ahead by `prepare`; taken by the first `tagged_among`.
-    read_ahead: std::sync::Mutex<Option<anyhow::Result<BTreeSet<String>>>>,
+    /// The VMs with the tag, read once by whoever asks first (`prepare` ahead, or the first
+    /// `tagged_among`; the other waits), used by the first `tagged_among` only.
+    read_ahead: std::sync::OnceLock<Result<BTreeSet<String>, Kept>>,
+    read_ahead_used: std::sync::atomic::AtomicBool,
 }
 
 /// One entry of the security tag list.
@@ -59,7 +61,8 @@ impl NsxV {
             authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
             tag_name: config.tag.clone(),
             tag_id: std::sync::OnceLock::new(),
-            read_ahead: std::sync::Mutex::new(None),
+            read_ahead: std::sync::OnceLock::new(),
+            read_ahead_used: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -117,6 +120,13 @@ impl NsxV {
             .with_context(|| format!("reading the VMs that carry {tag}"))?;
         parse_basic_info(&xml_body(&reply)?)
             .map_err(|why| ServiceError::malformed(format!("NSX: VM list of {tag}: {why}")))
+    }
+
+    /// The VMs with the tag as first read in this run.
+    fn read_ahead(&self) -> Result<&BTreeSet<String>, &Kept> {
+        self.read_ahead
+            .get_or_init(|| self.tagged().map_err(|e| Kept::of(&e)))
+            .as_ref()
     }
 
     /// The ids of the VMs that carry the tag now.
@@ -201,8 +211,7 @@ impl TagBackend for NsxV {
             if finding {
                 scope.spawn(|| self.vcenter.open_ahead());
             }
-            let tagged = self.tagged();
-            *crate::sync::lock(&self.read_ahead) = Some(tagged);
+            let _ = self.read_ahead(); // kept for tagged_among, which says its failure
         });
     }
 
@@ -214,10 +223,13 @@ impl TagBackend for NsxV {
         if vms.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let read_ahead = crate::sync::lock(&self.read_ahead).take();
-        let all = match read_ahead {
-            Some(read) => read?,
-            None => self.tagged()?,
+        let first = !self
+            .read_ahead_used
+            .swap(true, std::sync::atomic::Ordering::SeqCst);
+        let all = if first {
+            self.read_ahead().map_err(Kept::again)?.clone()
+        } else {
+            self.tagged()?
         };
         Ok(vms
             .iter()
