@@ -69,7 +69,16 @@ pub fn with<T>(
 ) -> anyhow::Result<T> {
     let vcenter = ViaVcenter::new(config.vcenter.clone(), deadline, verbose);
     let backend: Box<dyn TagBackend> = match config.nsx.kind {
-        NsxKind::NsxV => Box::new(NsxV::new(&config.nsx, vcenter, deadline, verbose)?),
+        NsxKind::NsxV => {
+            // The tag's id is remembered only in a state directory nobody else may write: a
+            // planted id would make closing detach another tag.
+            let store = crate::state::store::Store::open(&config.state_dir);
+            let memory = store
+                .unsafe_dir()
+                .is_none()
+                .then(|| store.tag_memory_path());
+            Box::new(NsxV::new(&config.nsx, vcenter, memory, deadline, verbose)?)
+        }
         NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, vcenter, deadline, verbose)?),
     };
     work(backend.as_ref())

@@ -24,7 +24,9 @@ pub struct NsxV {
     authorization: String,
     tag_name: String,
     /// The tag's object id, looked up once per run.
-    tag_id: std::sync::OnceLock<String>,
+    tag_id: std::sync::Mutex<Option<String>>,
+    /// Where the tag's id is remembered between runs (`STATE_DIR/nsx-v.tag`), if anywhere.
+    tag_memory: Option<std::path::PathBuf>,
     /// NSX-V tags a VM by vCenter's managed object id: vCenter finds the VMs.
     vcenter: ViaVcenter,
     /// The VMs with the tag, read once by whoever asks first (`prepare` ahead, or the first
@@ -52,6 +54,7 @@ impl NsxV {
     pub fn new(
         config: &NsxConfig,
         vcenter: ViaVcenter,
+        tag_memory: Option<std::path::PathBuf>,
         deadline: Deadline,
         verbose: bool,
     ) -> anyhow::Result<Self> {
@@ -60,17 +63,90 @@ impl NsxV {
             vcenter,
             authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
             tag_name: config.tag.clone(),
-            tag_id: std::sync::OnceLock::new(),
+            tag_id: std::sync::Mutex::new(None),
+            tag_memory,
             read_ahead: std::sync::OnceLock::new(),
             read_ahead_used: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// The object id of the configured tag, looked up by name once per run.
+    /// The object id of the configured tag: as remembered in the state directory by an
+    /// earlier run, else looked up by name (and remembered).
     pub fn tag_id(&self) -> anyhow::Result<String> {
-        if let Some(id) = self.tag_id.get() {
+        let mut known = crate::sync::lock(&self.tag_id);
+        if let Some(id) = &*known {
             return Ok(id.clone());
         }
+        if let Some(id) = self.remembered_tag_id() {
+            *known = Some(id.clone());
+            return Ok(id);
+        }
+        let id = self.look_up_tag_id()?;
+        self.remember_tag_id(&id);
+        *known = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Forgets a remembered tag id that NSX no longer knows (the tag was deleted and made
+    /// again): the next `tag_id` looks it up by name. Returns whether there was one to forget.
+    fn forget_remembered(&self, id: &str) -> bool {
+        let Some(path) = &self.tag_memory else {
+            return false;
+        };
+        if self.remembered_tag_id().as_deref() != Some(id) {
+            return false;
+        }
+        let _ = std::fs::remove_file(path);
+        *crate::sync::lock(&self.tag_id) = None;
+        true
+    }
+
+    /// `nsx.url`, the tag's name and its id, one per line, as an earlier run wrote them.
+    fn remembered_tag_id(&self) -> Option<String> {
+        use std::io::Read;
+        let path = self.tag_memory.as_ref()?;
+        let mut text = String::new();
+        crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), path)
+            .ok()?
+            .take(4096)
+            .read_to_string(&mut text)
+            .ok()?;
+        let mut lines = text.lines();
+        let (url, name, id) = (lines.next()?, lines.next()?, lines.next()?);
+        (url == self.http.base && name == self.tag_name && crate::config::is_moref(id))
+            .then(|| id.to_string())
+    }
+
+    fn remember_tag_id(&self, id: &str) {
+        let Some(path) = &self.tag_memory else {
+            return;
+        };
+        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let _ = std::fs::remove_file(&temp);
+        let text = format!("{}\n{}\n{id}\n", self.http.base, self.tag_name);
+        let written = crate::sys::open_shared(
+            std::fs::OpenOptions::new().create_new(true).write(true),
+            &temp,
+        )
+        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
+        .and_then(|()| std::fs::rename(&temp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+    }
+
+    /// Runs `work` with the tag's id; when NSX answers 404 for a remembered id, forgets it,
+    /// looks the tag up by name and runs `work` once more.
+    fn with_tag<T>(&self, work: impl Fn(&str) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let tag = self.tag_id()?;
+        match work(&tag) {
+            Err(e) if not_found(&e) && self.forget_remembered(&tag) => work(&self.tag_id()?),
+            other => other,
+        }
+    }
+
+    /// The tag's id by its name, from NSX's list of security tags.
+    fn look_up_tag_id(&self) -> anyhow::Result<String> {
         let mut start = 0;
         loop {
             let path = format!(
@@ -90,7 +166,6 @@ impl NsxV {
                 .into_iter()
                 .find(|t| t.name == self.tag_name && !t.system)
             {
-                let _ = self.tag_id.set(tag.id.clone());
                 return Ok(tag.id);
             }
             match paging {
@@ -111,15 +186,13 @@ impl NsxV {
 
     /// The VMs that carry the tag now.
     pub fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
-        let tag = self.tag_id()?;
-        let reply = self
-            .send(Call::new(
-                Method::GET,
-                format!("{TAGS}/{}/vm", encode(&tag)),
-            ))
-            .with_context(|| format!("reading the VMs that carry {tag}"))?;
-        parse_basic_info(&xml_body(&reply)?)
-            .map_err(|why| ServiceError::malformed(format!("NSX: VM list of {tag}: {why}")))
+        self.with_tag(|tag| {
+            let reply = self
+                .send(Call::new(Method::GET, format!("{TAGS}/{}/vm", encode(tag))))
+                .with_context(|| format!("reading the VMs that carry {tag}"))?;
+            parse_basic_info(&xml_body(&reply)?)
+                .map_err(|why| ServiceError::malformed(format!("NSX: VM list of {tag}: {why}")))
+        })
     }
 
     /// The VMs with the tag as first read in this run.
@@ -136,28 +209,29 @@ impl NsxV {
 
     /// Attaches (PUT) or detaches (DELETE), then reads back to verify.
     fn change(&self, method: Method, vm: &VmRef) -> anyhow::Result<()> {
-        let tag = self.tag_id()?;
-        let verb = if method == Method::PUT {
-            "attaching"
-        } else {
-            "detaching"
-        };
-        let path = format!("{TAGS}/{}/vm/{}", encode(&tag), encode(&vm.id));
-        self.send(Call::new(method.clone(), path))
-            .with_context(|| format!("NSX-V: {verb} {tag} to {vm}"))?;
-        let carries = self
-            .tagged()
-            .with_context(|| format!("NSX-V: verifying after {verb} {tag} to {vm}"))?
-            .contains(&vm.id);
-        if carries != (method == Method::PUT) {
-            return Err(fault(
-                Exit::Unavailable,
-                format!(
-                    "NSX-V: {verb} {tag} to {vm} was accepted but the read-back disagrees (unverified)"
-                ),
-            ));
-        }
-        Ok(())
+        self.with_tag(|tag| {
+            let verb = if method == Method::PUT {
+                "attaching"
+            } else {
+                "detaching"
+            };
+            let path = format!("{TAGS}/{}/vm/{}", encode(tag), encode(&vm.id));
+            self.send(Call::new(method.clone(), path))
+                .with_context(|| format!("NSX-V: {verb} {tag} to {vm}"))?;
+            let carries = self
+                .tagged()
+                .with_context(|| format!("NSX-V: verifying after {verb} {tag} to {vm}"))?
+                .contains(&vm.id);
+            if carries != (method == Method::PUT) {
+                return Err(fault(
+                    Exit::Unavailable,
+                    format!(
+                        "NSX-V: {verb} {tag} to {vm} was accepted but the read-back disagrees (unverified)"
+                    ),
+                ));
+            }
+            Ok(())
+        })
     }
 
     /// Sends with basic auth; error 101 (concurrent access) is retried by the HTTP layer's one
@@ -251,13 +325,27 @@ impl TagBackend for NsxV {
     }
 
     fn probe(&self) -> anyhow::Result<String> {
-        let id = self.tag_id()?;
+        // By name, whatever was remembered: a renamed tag is noticed here.
+        let id = self.look_up_tag_id()?;
+        if self.remembered_tag_id().as_deref() != Some(id.as_str()) {
+            self.remember_tag_id(&id);
+        }
+        *crate::sync::lock(&self.tag_id) = Some(id.clone());
         let count = self.tagged()?.len();
         Ok(format!(
             "NSX-V answers; security tag {:?} is {id}, on {count} VM(s) now",
             self.tag_name
         ))
     }
+}
+
+/// Whether NSX answered 404: the object is not there.
+fn not_found(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<ServiceError>()
+            .is_some_and(|e| e.kind == crate::http::Kind::Status(404))
+    })
 }
 
 fn xml_body(reply: &Reply) -> anyhow::Result<xml::Element> {

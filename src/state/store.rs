@@ -216,6 +216,11 @@ impl Store {
         self.dir.join("otrs.session")
     }
 
+    /// Where NSX-V's tag id is remembered between runs.
+    pub fn tag_memory_path(&self) -> PathBuf {
+        self.dir.join("nsx-v.tag")
+    }
+
     pub fn journal_path(&self) -> PathBuf {
         self.dir.join("journal.jsonl")
     }

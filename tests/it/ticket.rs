@@ -584,3 +584,41 @@ fn the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set(
     assert_eq!(revoke["actor"], "helpdesk:unknown");
     assert!(world.tagged().is_empty());
 }
+
+#[test]
+fn nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it() {
+    let world = World::new();
+    let memory = world.state_dir().join("nsx-v.tag");
+    assert_eq!(lock(&world, T2).code, 0);
+    let remembered = std::fs::read_to_string(&memory).unwrap();
+    assert!(remembered.ends_with("securitytag-12\n"), "{remembered}");
+    assert_eq!(unlock(&world, T2).code, 0);
+    // The next events do not list the tags again.
+    world.nsx.server.clear_log();
+    assert_eq!(lock(&world, T2).code, 0);
+    let listed = |world: &World| {
+        world
+            .nsx
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/2.0/services/securitytags/tag")
+            .count()
+    };
+    assert_eq!(listed(&world), 0);
+    assert_eq!(unlock(&world, T2).code, 0);
+    // A tag made again has another id: the remembered one is answered 404, looked up anew.
+    std::fs::write(
+        &memory,
+        remembered.replace("securitytag-12", "securitytag-99"),
+    )
+    .unwrap();
+    world.nsx.server.clear_log();
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert!(listed(&world) > 0);
+    assert!(
+        std::fs::read_to_string(&memory)
+            .unwrap()
+            .ends_with("securitytag-12\n")
+    );
+}
