@@ -51,6 +51,7 @@ mod xml;
 /// Parses `args` (the program's name first), runs the command, prints its error if any, and
 /// returns the documented exit status.
 pub fn main_with(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
+    sys::one_malloc_arena();
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
