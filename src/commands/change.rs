@@ -268,8 +268,12 @@ impl Run {
             // A detach left pending by an earlier run, and retried by this one.
             let retried = !touched.contains(id.as_str())
                 && before.iter().any(|l| l.state == LeaseState::DetachFailed);
-            let mut outcome =
-                self.outcome(decision, subject, plan, result, retried, &previous, &wanted);
+            let cause = match decision.causes.get(&id) {
+                Some(cause) => *cause,
+                None if retried => Cause::Retry,
+                None => subject.cause,
+            };
+            let mut outcome = self.outcome(cause, plan, result, &previous, &wanted);
             outcome.warnings = warnings;
             let mut entry = self.entry_for(subject, &outcome, &wanted);
             entry.opened_by = previous
@@ -312,11 +316,9 @@ impl Run {
     /// The outcome of one VM's change, with whose access began and ended.
     fn outcome(
         &self,
-        decision: &Decision,
-        subject: &Subject,
+        cause: Cause,
         plan: VmPlan,
         result: anyhow::Result<()>,
-        retried: bool,
         previous: &[Lease],
         current: &[Lease],
     ) -> Outcome {
@@ -327,11 +329,6 @@ impl Run {
             .map(|l| l.expires_at)
             .max()
             .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
-        let cause = match decision.causes.get(&id) {
-            Some(cause) => *cause,
-            None if retried => Cause::Retry,
-            None => subject.cause,
-        };
         let (gained, lost) = plan::change_of(previous, current, &id, self.clock.decides_at);
         Outcome {
             cause,
