@@ -118,19 +118,12 @@ fn reconcile(binary: &std::path::Path, repair: usize, runs: usize) {
             server.clear_log();
         }
         let started = Instant::now();
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["--config".as_ref(), world.config_path().as_os_str()])
             .arg("reconcile")
-            .env_clear()
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run otnsx");
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
-        let (code, _, used) = wait(child.id());
+            .env_clear();
+        let (code, _, used, stderr) = run_child(command);
         assert_eq!(code, 0, "reconcile: {stderr}");
         if round > 0 {
             times.push(started.elapsed());
@@ -258,25 +251,17 @@ impl<'a> Bench<'a> {
     }
 
     /// One event as the help desk runs it; returns the child's peak resident set in KiB.
-    #[allow(clippy::zombie_processes)] // waited for by wait4, which also tells its rusage
     fn run(&self, lock: &str) -> i64 {
         self.world.helpdesk.set_lock(self.ticket.0, lock);
         let config = self.world.config_path();
-        let mut child = Command::new(self.binary)
+        let mut command = Command::new(self.binary);
+        command
             .args(["--config".as_ref(), config.as_os_str()])
             .arg(&self.ticket.1)
             .arg(self.ticket.0.to_string())
             .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run otnsx");
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
-        let (code, rss, _) = wait(child.id());
+            .env("PATH", "/usr/bin:/bin");
+        let (code, rss, _, stderr) = run_child(command);
         assert_eq!(code, 0, "{lock}: {stderr}");
         rss
     }
@@ -326,6 +311,23 @@ fn chain(mut spans: Vec<(Instant, Instant)>) -> usize {
         }
     }
     count
+}
+
+/// Runs `command` (stdout dropped): its exit status, peak resident set in KiB, CPU time and
+/// stderr.
+#[allow(clippy::zombie_processes)] // waited for by wait4, which also tells its rusage
+fn run_child(mut command: Command) -> (i32, i64, Duration, String) {
+    let mut child = command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run otnsx");
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    let (code, rss, cpu) = wait(child.id());
+    (code, rss, cpu, stderr)
 }
 
 /// Waits for the child `pid`: its exit status, its peak resident set in KiB, and the CPU time
