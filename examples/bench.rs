@@ -35,11 +35,12 @@ fn main() {
     let only_reconcile = std::env::args().nth(2).as_deref() == Some("reconcile");
     let binary = build();
     println!(
-        "{:<16} {:>5} {:>9} {:>9} {:>6} {:>5}  requests h/vc/nsx  connections h/vc/nsx",
+        "{:<20} {:>5} {:>9} {:>9} {:>6} {:>5}  requests h/vc/nsx  connections h/vc/nsx",
         "event", "delay", "median", "p95", "ratio", "chain"
     );
     let mut peak_rss = 0;
-    for nsx in ["nsx-v", "nsx-t"].into_iter().filter(|_| !only_reconcile) {
+    let kinds = ["nsx-v", "nsx-t", "nsx-t/nsx"];
+    for nsx in kinds.into_iter().filter(|_| !only_reconcile) {
         for vms in [1, 10] {
             for delay in [0, 5, 25] {
                 let bench = Bench::new(nsx, vms, Duration::from_millis(delay), &binary);
@@ -190,8 +191,11 @@ impl<'a> Bench<'a> {
                 .add_ticket(9, "2026112310000091", json!(names.join(",")));
             (9, "2026112310000091".to_string())
         };
-        if nsx == "nsx-t" {
-            world.write_config(&world.config_text_nsxt("", true));
+        // nsx-t/nsx: NSX-T with `resolve = "nsx"` (VMs found by name in NSX's inventory).
+        match nsx {
+            "nsx-t" => world.write_config(&world.config_text_nsxt("", true)),
+            "nsx-t/nsx" => world.write_config(&world.config_text_nsxt("resolve = \"nsx\"", false)),
+            _ => {}
         }
         for server in servers(&world) {
             server.set_delay(delay);
@@ -279,7 +283,7 @@ impl Measured {
         let [h, v, n] = self.requests;
         let [ch, cv, cn] = self.connections;
         println!(
-            "{name:<16} {:>3}ms {:>7.1}ms {:>7.1}ms {ratio:>6} {:>5}  {h:>2}/{v:>2}/{n:>2}            {ch}/{cv}/{cn}",
+            "{name:<20} {:>3}ms {:>7.1}ms {:>7.1}ms {ratio:>6} {:>5}  {h:>2}/{v:>2}/{n:>2}            {ch}/{cv}/{cn}",
             delay,
             ms(median),
             ms(p95),

@@ -4,9 +4,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// How many requests one service gets at once from one run (NSX-T allows 40 concurrent calls
-/// per user; the help desk and vCenter are asked far less).
-pub const PER_SERVICE: usize = 8;
+/// How many requests one service gets at once from one run: a ticket's usual VMs in one round
+/// (NSX-T allows 40 concurrent calls per user; a ticket may name 20 VMs).
+pub const PER_SERVICE: usize = 10;
 
 /// `work` applied to each of `items`, at most `limit` at a time; the results in input order.
 /// One item runs on the calling thread, without a thread.

@@ -168,6 +168,12 @@ impl Http {
             .user_agent(concat!("otnsx/", env!("CARGO_PKG_VERSION")))
             .tls_config(tls.build())
             .proxy(proxy_from_env())
+            // Smaller than ureq's 128 KiB each: requests made at once each hold a connection,
+            // and the answers' headers fit in 64 KiB (the most ureq takes anyway).
+            .input_buffer_size(64 * 1024)
+            .output_buffer_size(16 * 1024)
+            // Connections made for requests at once are kept for the next ones.
+            .max_idle_connections_per_host(crate::parallel::PER_SERVICE)
             .build();
         let agent = match endpoint.tls.pin {
             None => config.new_agent(),
