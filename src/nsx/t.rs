@@ -18,6 +18,11 @@ use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::sync::lock;
 
 const VMS: &str = "/api/v1/fabric/virtual-machines";
+/// The search API: the VMs with our tag without listing the whole inventory.
+const SEARCH: &str = "/api/v1/search/query";
+/// Search errors after which the inventory is listed instead: the index is being built
+/// (60508), the search timed out (60514).
+const SEARCH_NOT_READY: [i64; 2] = [60508, 60514];
 /// The largest page the Manager API serves.
 const PAGE_SIZE: &str = "1000";
 /// Error 607: the manager aborted a transaction; retry it.
@@ -286,13 +291,70 @@ impl NsxT {
         }
     }
 
+    /// The VMs with our scope and tag by the search API, page by page; `None` when the search
+    /// cannot answer now (400 with error 60508, the index being built, or 60514, a search
+    /// timeout) or not at all (404): then the inventory is listed. A result that does not
+    /// carry the tag (a stale index) is left out.
+    fn search_tagged(&self) -> anyhow::Result<Option<Vec<VmRef>>> {
+        let term = format!(
+            "resource_type:VirtualMachine AND tags.scope:{} AND tags.tag:{}",
+            lucene(&self.ours.scope),
+            lucene(&self.ours.tag)
+        );
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut pairs = vec![("query", term.as_str()), ("page_size", PAGE_SIZE)];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
+            }
+            let reply =
+                self.send_raw(&Call::new(Method::GET, format!("{SEARCH}{}", query(pairs))))?;
+            if reply.status == 404
+                || (reply.status == 400
+                    && error_code(&reply).is_some_and(|c| SEARCH_NOT_READY.contains(&c)))
+            {
+                return Ok(None);
+            }
+            if !reply.is_success() {
+                return Err(self.error(&reply));
+            }
+            let page: Page = reply.json("NSX")?;
+            let empty = page.results.is_empty();
+            out.extend(
+                page.results
+                    .iter()
+                    .filter(|vm| self.carries(vm))
+                    .map(vm_ref),
+            );
+            match page.cursor {
+                Some(next)
+                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
+                {
+                    cursor = Some(next);
+                }
+                _ => return Ok(Some(out)),
+            }
+        }
+        Err(ServiceError::malformed(
+            "NSX: the search results do not end",
+        ))
+    }
+
     /// Every VM matching one filter, following `cursor` over the pages.
     fn list(&self, filter: (&str, &str)) -> anyhow::Result<Vec<NsxVm>> {
         self.list_where(Some(filter))
     }
 
-    /// The VMs that carry our tag now: the whole inventory, read page by page.
+    /// The VMs that carry our tag now: from the search API, else (its index being built, or no
+    /// search API) from the whole inventory, read page by page.
     fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
+        if let Some(found) = self
+            .search_tagged()
+            .context("searching NSX for the tagged VMs")?
+        {
+            return Ok(found);
+        }
         let all = self.list_where(None).context("listing NSX's VMs")?;
         Ok(all
             .iter()
@@ -553,6 +615,19 @@ pub fn fuzz_parse(data: &[u8]) {
     let _ = reply.json::<Page>("NSX");
     let _ = error_text(&reply);
     let _ = error_code(&reply);
+}
+
+/// A term for the search API's Lucene syntax: its special characters (and white space)
+/// escaped with a backslash.
+fn lucene(term: &str) -> String {
+    let mut out = String::with_capacity(term.len());
+    for c in term.chars() {
+        if "+-&|!(){}[]^\"~*?:\\/ ".contains(c) || c.is_whitespace() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn vm_ref(vm: &NsxVm) -> VmRef {

@@ -306,3 +306,65 @@ fn resolve_by_vcenter_on_65_explains_what_to_set() {
     );
     assert!(world.leases().is_empty());
 }
+
+/// The inventory listings without a filter (the whole inventory, page by page).
+fn whole_listings(world: &World) -> usize {
+    world
+        .nsxt
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/fabric/virtual-machines" && r.method == "GET")
+        .filter(|r| {
+            r.query_value("external_id").is_none() && r.query_value("display_name").is_none()
+        })
+        .count()
+}
+
+#[test]
+fn reconcile_finds_the_tagged_vms_by_search_and_lists_the_inventory_only_when_search_cannot() {
+    // A scope with Lucene's special characters: the search term escapes them.
+    let world = World::new();
+    let text = world
+        .config_text_nsxt("", true)
+        .replace("scope = \"otnsx\"", "scope = \"ops/team:a b\"");
+    world.write_config(&text);
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(
+        world.nsxt.carrying("ops/team:a b", "maintenance"),
+        ["web01"]
+    );
+    world.nsxt.server.clear_log();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("nothing to repair"), "{}", run.stdout);
+    let searches: Vec<String> = world
+        .nsxt
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/v1/search/query")
+        .filter_map(|r| r.query_value("query"))
+        .collect();
+    assert_eq!(
+        searches,
+        ["resource_type:VirtualMachine AND tags.scope:ops\\/team\\:a\\ b AND tags.tag:maintenance"]
+    );
+    assert_eq!(whole_listings(&world), 0, "the inventory is not listed");
+    // The index is being built: the inventory is listed instead, with the same result.
+    world.nsxt.indexing(1);
+    world.nsxt.server.clear_log();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("nothing to repair"), "{}", run.stdout);
+    assert!(whole_listings(&world) > 0);
+    // A manager without the search API: listed too.
+    world.nsxt.without_search();
+    world.nsxt.server.clear_log();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("nothing to repair"), "{}", run.stdout);
+    assert!(whole_listings(&world) > 0);
+    assert_eq!(
+        world.nsxt.carrying("ops/team:a b", "maintenance"),
+        ["web01"]
+    );
+}

@@ -15,6 +15,7 @@ use super::server::{Request, Response, Server, basic_auth};
 pub const USER: &str = "otnsx";
 pub const PASSWORD: &str = "nsxt-secret-pw";
 const VMS: &str = "/api/v1/fabric/virtual-machines";
+const SEARCH: &str = "/api/v1/search/query";
 
 #[derive(Debug, Clone)]
 pub struct FakeVm {
@@ -41,6 +42,10 @@ struct State {
     aborted: usize,
     /// Answer this many requests with 503 Service Unavailable.
     unavailable: usize,
+    /// Answer this many searches with 400 / error 60508 (the index is being built).
+    indexing: usize,
+    /// No search API at all (404), as on a manager without it.
+    no_search: bool,
 }
 
 pub struct FakeNsxT {
@@ -118,6 +123,16 @@ impl FakeNsxT {
         let mut s = self.state.lock().unwrap();
         s.rate_limited = count;
         s.retry_after = retry_after;
+    }
+
+    /// Answers the next `count` searches: the index is being built (400, error 60508).
+    pub fn indexing(&self, count: usize) {
+        self.state.lock().unwrap().indexing = count;
+    }
+
+    /// No search API: the manager answers 404 for it.
+    pub fn without_search(&self) {
+        self.state.lock().unwrap().no_search = true;
     }
 
     pub fn unavailable(&self, count: usize) {
@@ -245,6 +260,7 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", VMS) => list(&s, req),
+        ("GET", SEARCH) if !s.no_search => search(&mut s, req),
         ("POST", VMS) => change(&mut s, req),
         (_, VMS) => error(405, 400, "Method not allowed"),
         _ => error(404, 404, "The requested URI could not be found."),
@@ -297,6 +313,69 @@ fn vm_json(vm: &FakeVm) -> Value {
             .collect();
     }
     v
+}
+
+/// The search API, for the one query otnsx makes: the VMs carrying a scope and tag. Paged like
+/// the inventory (2 a page here); anything else is refused as the real API refuses a query it
+/// cannot parse.
+fn search(s: &mut State, req: &Request) -> Response {
+    for (key, _) in req.query() {
+        if !["query", "cursor", "page_size"].contains(&key.as_str()) {
+            return error(400, 400, &format!("Unknown query parameter {key}"));
+        }
+    }
+    if s.indexing > 0 {
+        s.indexing -= 1;
+        return error(
+            400,
+            60508,
+            "Re-indexing is in progress. Search results may be incomplete.",
+        );
+    }
+    let query = req.query_value("query").unwrap_or_default();
+    let Some(wanted) = query
+        .strip_prefix("resource_type:VirtualMachine AND tags.scope:")
+        .and_then(|rest| rest.split_once(" AND tags.tag:"))
+        .map(|(scope, tag)| (unescape(scope), unescape(tag)))
+    else {
+        return error(400, 60500, &format!("Invalid search query {query:?}"));
+    };
+    let matching: Vec<&FakeVm> = s
+        .vms
+        .iter()
+        .filter(|v| {
+            v.tags
+                .iter()
+                .any(|(scope, tag)| *scope == wanted.0 && tag.as_deref() == Some(wanted.1.as_str()))
+        })
+        .collect();
+    let start: usize = req
+        .query_value("cursor")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let end = (start + 2).min(matching.len());
+    let results: Vec<Value> = matching[start.min(end)..end]
+        .iter()
+        .map(|v| vm_json(v))
+        .collect();
+    let mut body = json!({"results": results, "result_count": matching.len()});
+    if end < matching.len() {
+        body["cursor"] = json!(format!("{end:04}"));
+    }
+    Response::json(200, body.to_string())
+}
+
+/// A Lucene term as the search API reads it: `\x` is `x`.
+fn unescape(term: &str) -> String {
+    let mut out = String::new();
+    let mut chars = term.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 fn list(s: &State, req: &Request) -> Response {
