@@ -18,6 +18,8 @@ use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::sync::lock;
 
 const VMS: &str = "/api/v1/fabric/virtual-machines";
+/// User tags a VM may carry (NSX 2.5 and later).
+const MAX_TAGS: usize = 25;
 /// The search API: the VMs with our tag without listing the whole inventory.
 const SEARCH: &str = "/api/v1/search/query";
 /// Search errors after which the inventory is listed instead: the index is being built
@@ -182,6 +184,33 @@ impl NsxT {
         ))
     }
 
+    /// Whether the manager is older than the first version known to have `add_tags` and
+    /// `remove_tags` (3.1.2, from its users' reports), by `GET /api/v1/node/version`. A version
+    /// that cannot be read is no evidence: then the change fails instead of falling back.
+    fn predates_add_remove(&self) -> anyhow::Result<bool> {
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default)]
+            product_version: Option<String>,
+            #[serde(default)]
+            node_version: Option<String>,
+        }
+        let reply = self.send(&Call::new(Method::GET, "/api/v1/node/version"))?;
+        let version: Version = reply.json("NSX")?;
+        let text = version
+            .product_version
+            .or(version.node_version)
+            .unwrap_or_default();
+        let parts: Vec<u32> = text
+            .split('.')
+            .take(3)
+            .map_while(|p| p.parse().ok())
+            .collect();
+        Ok(
+            matches!(parts.as_slice(), [major, minor, patch] if (*major, *minor, *patch) < (3, 1, 2)),
+        )
+    }
+
     /// A VM found now, its tag state remembered for `tagged_among`.
     fn found(&self, vm: &NsxVm) -> VmRef {
         let found = vm_ref(vm);
@@ -230,16 +259,35 @@ impl NsxT {
             ))?;
             if reply.is_success() {
                 *lock(&self.add_remove) = Some(true);
-            } else if matches!(reply.status, 400 | 404)
-                && known.is_none()
-                && self.read(vm)?.is_some()
-            {
-                // The VM exists, so the action itself is what the manager does not know.
-                *lock(&self.add_remove) = Some(false);
-                lock(&self.warnings).push(format!(
-                    "NSX manager answered {action} with HTTP {}; changing tags with update_tags (last writer wins against other tools)",
-                    reply.status
-                ));
+            } else if matches!(reply.status, 400 | 404) {
+                let found = self.read(vm)?;
+                match found {
+                    // The VM is gone from the inventory, and its access with it.
+                    None if !add => {
+                        lock(&self.warnings).push(format!(
+                            "NSX no longer knows {vm} (deleted?): its access is gone with it"
+                        ));
+                        return Ok(());
+                    }
+                    Some(v) if add && v.tags.len() >= MAX_TAGS => {
+                        return Err(fault(
+                            Exit::Unavailable,
+                            format!(
+                                "{what}: the VM already carries {} tags, the most NSX allows ({MAX_TAGS}); otnsx adds only its own and rewrites nobody's, so remove one of the VM's other tags",
+                                v.tags.len()
+                            ),
+                        ));
+                    }
+                    // The fallback needs evidence that the manager lacks the action: its version.
+                    Some(_) if known.is_none() && self.predates_add_remove()? => {
+                        *lock(&self.add_remove) = Some(false);
+                        lock(&self.warnings).push(format!(
+                            "NSX manager answered {action} with HTTP {} and is older than 3.1.2; changing tags with update_tags (last writer wins against other tools)",
+                            reply.status
+                        ));
+                    }
+                    _ => return Err(self.error(&reply)).with_context(|| what.clone()),
+                }
             } else {
                 return Err(self.error(&reply)).with_context(|| what.clone());
             }

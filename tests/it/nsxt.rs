@@ -368,3 +368,64 @@ fn reconcile_finds_the_tagged_vms_by_search_and_lists_the_inventory_only_when_se
         ["web01"]
     );
 }
+
+#[test]
+fn a_vm_with_a_full_tag_list_is_named_and_nothing_is_rewritten() {
+    let world = nsxt_world("", true);
+    let db01 = uuids("vm-43").0;
+    world.nsxt.fill_tags(&db01);
+    let before = world.nsxt.tags(&db01);
+    let run = otnsx(
+        &world,
+        &["grant", "--vm", "web01", "--vm", "db01", "--for", "1h"],
+    );
+    assert_eq!(run.code, 1, "partly done: {run:?}");
+    assert!(
+        run.stderr.contains("db01") && run.stderr.contains("25 tags, the most NSX allows"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged_t(), set(&["web01"]));
+    assert_eq!(world.nsxt.tags(&db01), before, "nothing rewritten");
+    assert!(!world.nsxt.actions().contains(&"update_tags".to_string()));
+    // Alone, the full VM exits 69.
+    let run = otnsx(&world, &["grant", "--vm", "db01", "--for", "1h"]);
+    assert_eq!(run.code, 69, "{run:?}");
+}
+
+#[test]
+fn a_400_from_a_current_manager_is_an_error_never_a_fallback_to_update_tags() {
+    let world = nsxt_world("", true);
+    world.nsxt.bad_requests(1);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(world.tagged_t().is_empty());
+    assert_eq!(world.nsxt.actions(), ["add_tags"]);
+    // The next run uses add_tags again: nothing was learnt from one refusal.
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(world.nsxt.actions(), ["add_tags", "add_tags"]);
+}
+
+#[test]
+fn a_vm_deleted_from_the_inventory_closes_its_lease_instead_of_retrying_forever() {
+    let world = nsxt_world("", true);
+    assert_eq!(lock(&world, T2).code, 0);
+    world.nsxt.remove_vm(&web01());
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    // NSX no longer lists it, so it carries no tag: the lease is released, not kept for a
+    // retry that would fail for ever. (A VM deleted between the read and the detach gets 404
+    // from remove_tags, which is taken the same way.)
+    assert!(run.stdout.contains("already closed"), "{}", run.stdout);
+    assert!(
+        world.leases().is_empty(),
+        "the lease is dropped, not kept for retry"
+    );
+    let last = world
+        .journal()
+        .into_iter()
+        .rev()
+        .find(|e| e["action"] == "revoke")
+        .unwrap();
+    assert_eq!(last["result"], "ok");
+}

@@ -16,6 +16,8 @@ pub const USER: &str = "otnsx";
 pub const PASSWORD: &str = "nsxt-secret-pw";
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 const SEARCH: &str = "/api/v1/search/query";
+/// User tags a VM may carry (NSX 2.5 and later).
+const MAX_TAGS: usize = 25;
 
 #[derive(Debug, Clone)]
 pub struct FakeVm {
@@ -46,6 +48,8 @@ struct State {
     indexing: usize,
     /// No search API at all (404), as on a manager without it.
     no_search: bool,
+    /// Answer this many tag changes with a plain 400 (a request the manager refuses).
+    bad_requests: usize,
 }
 
 pub struct FakeNsxT {
@@ -109,6 +113,35 @@ impl FakeNsxT {
             })
             .map(|v| v.display_name.clone())
             .collect()
+    }
+
+    /// Refuses the next `count` tag changes with a plain 400.
+    pub fn bad_requests(&self, count: usize) {
+        self.state.lock().unwrap().bad_requests = count;
+    }
+
+    /// Takes a VM out of the inventory (deleted in vCenter).
+    pub fn remove_vm(&self, external_id: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .vms
+            .retain(|v| v.external_id != external_id);
+    }
+
+    /// Gives a VM other tools' tags up to NSX's maximum.
+    pub fn fill_tags(&self, external_id: &str) {
+        let mut s = self.state.lock().unwrap();
+        let vm = s
+            .vms
+            .iter_mut()
+            .find(|v| v.external_id == external_id)
+            .unwrap();
+        let mut n = 0;
+        while vm.tags.len() < MAX_TAGS {
+            vm.tags.push((format!("other{n}"), Some("x".into())));
+            n += 1;
+        }
     }
 
     pub fn old_manager(&self, old: bool) {
@@ -260,6 +293,18 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     }
     match (req.method.as_str(), req.path.as_str()) {
         ("GET", VMS) => list(&s, req),
+        // An old manager (2.5, without add_tags / remove_tags) or a current one.
+        ("GET", "/api/v1/node/version") => {
+            let version = if s.old_manager {
+                "2.5.1.0.0.15314288"
+            } else {
+                "4.1.2.0.0.22589037"
+            };
+            Response::json(
+                200,
+                json!({"node_version": version, "product_version": version}).to_string(),
+            )
+        }
         ("GET", SEARCH) if !s.no_search => search(&mut s, req),
         ("POST", VMS) => change(&mut s, req),
         (_, VMS) => error(405, 400, "Method not allowed"),
@@ -426,6 +471,10 @@ fn change(s: &mut State, req: &Request) -> Response {
     if !["add_tags", "remove_tags", "update_tags"].contains(&action.as_str()) {
         return error(400, 220, &format!("Invalid action '{action}'"));
     }
+    if s.bad_requests > 0 {
+        s.bad_requests -= 1;
+        return error(400, 400, "The request is invalid");
+    }
     if s.old_manager && action != "update_tags" {
         return error(400, 220, &format!("Invalid action '{action}'"));
     }
@@ -459,6 +508,24 @@ fn change(s: &mut State, req: &Request) -> Response {
             "The operation failed because the transaction was aborted. Please retry.",
         )
         .with_header("Retry-After", "0");
+    }
+    // NSX's limits: 25 user tags a VM, scope ≤ 128 and tag ≤ 256 characters.
+    if tags.iter().any(|(scope, tag)| {
+        scope.chars().count() > 128 || tag.as_ref().is_some_and(|t| t.chars().count() > 256)
+    }) {
+        return error(400, 400, "Tag scope or value is too long");
+    }
+    let would_have = match action.as_str() {
+        "add_tags" => vm.tags.len() + tags.iter().filter(|t| !vm.tags.contains(t)).count(),
+        "remove_tags" => vm.tags.len(),
+        _ => tags.len(),
+    };
+    if would_have > MAX_TAGS {
+        return error(
+            400,
+            400,
+            &format!("Number of tags on the object exceeds the maximum of {MAX_TAGS}"),
+        );
     }
     match action.as_str() {
         "add_tags" => {
