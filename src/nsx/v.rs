@@ -258,7 +258,10 @@ impl NsxV {
         };
         let hint = match reply.status {
             401 => "; check nsx.user and its password",
-            403 => "; the NSX user needs the Security Administrator role",
+            // NSX-V answers a wrong password with 403 too (and an empty body).
+            403 => {
+                "; check nsx.user and its password (NSX-V refuses a wrong password with 403 too), and that the user has the Security Administrator role"
+            }
             300..=399 => "; redirects are not followed: set nsx.url to the final address",
             429 => "; NSX kept asking to slow down",
             _ => "",

@@ -291,3 +291,19 @@ fn http_proxy_from_a_cgi_request_is_ignored() {
     );
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
+
+#[test]
+fn a_wrong_nsx_v_password_is_named_although_nsx_v_answers_it_with_403() {
+    let world = World::new();
+    let secret = world.dir.path().join("nsx.secret");
+    fs::write(&secret, "not-the-password\n").unwrap();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stderr.contains("check nsx.user and its password")
+            && run.stderr.contains("Security Administrator role"),
+        "both causes named: {}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&[]));
+}

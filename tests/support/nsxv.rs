@@ -156,8 +156,16 @@ fn error(status: u16, code: u32, details: &str) -> Response {
 }
 
 fn route(state: &Mutex<State>, req: &Request) -> Response {
-    if basic_auth(req) != Some((USER.to_string(), PASSWORD.to_string())) {
-        return Response::empty(401).with_header("WWW-Authenticate", "Basic realm=\"NSX\"");
+    // No credentials: 401 with a challenge. A wrong password: 403 with an empty body, as NSX-V
+    // answers it (PowerNSX #501, #519), the same status as a missing role.
+    match basic_auth(req) {
+        None => {
+            return Response::empty(401).with_header("WWW-Authenticate", "Basic realm=\"NSX\"");
+        }
+        Some((user, password)) if user != USER || password != PASSWORD => {
+            return Response::empty(403);
+        }
+        Some(_) => {}
     }
     let mut s = state.lock().expect("state");
     if !s.fail_next.is_empty() {
