@@ -429,3 +429,29 @@ fn a_vm_deleted_from_the_inventory_closes_its_lease_instead_of_retrying_forever(
         .unwrap();
     assert_eq!(last["result"], "ok");
 }
+
+#[test]
+fn an_account_that_may_read_but_not_tag_is_refused_with_its_role_named() {
+    for auth in ["basic", "session"] {
+        let world = World::new();
+        let text = world.config_text_nsxt(&format!("auth = \"{auth}\""), true);
+        let nsx = text.find("[nsx]").unwrap();
+        let text = format!(
+            "{}{}",
+            &text[..nsx],
+            text[nsx..].replacen("user = \"otnsx\"", "user = \"otnsx-reader\"", 1)
+        );
+        assert!(text.contains("otnsx-reader"), "{text}");
+        world.write_config(&text);
+        let run = lock(&world, T2);
+        assert_eq!(run.code, 77, "{auth}: {run:?}");
+        assert!(
+            run.stderr
+                .contains("its role (it must be allowed to change VM tags)"),
+            "{auth}: {}",
+            run.stderr
+        );
+        assert!(world.tagged_t().is_empty(), "{auth}");
+        assert!(world.leases().is_empty(), "{auth}");
+    }
+}

@@ -5,7 +5,7 @@
 //! add/remove, rate-limit with 429 and Retry-After, abort transactions (607), and expire
 //! session tokens (403, error 98).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -14,6 +14,8 @@ use super::server::{Request, Response, Server, basic_auth};
 
 pub const USER: &str = "otnsx";
 pub const PASSWORD: &str = "nsxt-secret-pw";
+/// An account whose role may read the inventory but not change tags (same password).
+pub const READER: &str = "otnsx-reader";
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 const SEARCH: &str = "/api/v1/search/query";
 /// User tags a VM may carry (NSX 2.5 and later).
@@ -50,6 +52,8 @@ struct State {
     no_search: bool,
     /// Answer this many tag changes with a plain 400 (a request the manager refuses).
     bad_requests: usize,
+    /// The sessions of the read-only account, by JSESSIONID.
+    reader_sessions: BTreeSet<String>,
 }
 
 pub struct FakeNsxT {
@@ -213,6 +217,8 @@ fn error(status: u16, code: i64, message: &str) -> Response {
 
 enum Auth {
     Ok,
+    /// The read-only account: may read, may not change tags.
+    Reader,
     Refused(Response),
 }
 
@@ -220,6 +226,8 @@ fn authenticate(s: &mut State, req: &Request) -> Auth {
     if let Some((user, password)) = basic_auth(req) {
         return if user == USER && password == PASSWORD {
             Auth::Ok
+        } else if user == READER && password == PASSWORD {
+            Auth::Reader
         } else {
             Auth::Refused(error(
                 403,
@@ -251,6 +259,9 @@ fn authenticate(s: &mut State, req: &Request) -> Auth {
     if req.header("x-xsrf-token") != s.sessions.get(&cookie).map(String::as_str) {
         return Auth::Refused(error(403, 98, "Bad XSRF token."));
     }
+    if s.reader_sessions.contains(&cookie) {
+        return Auth::Reader;
+    }
     Auth::Ok
 }
 
@@ -273,8 +284,17 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         }
         _ => {}
     }
-    if let Auth::Refused(r) = authenticate(&mut s, req) {
+    let auth = authenticate(&mut s, req);
+    if let Auth::Refused(r) = auth {
         return r;
+    }
+    if matches!(auth, Auth::Reader) && req.method != "GET" {
+        // Not recorded from a real manager: the shape of NSX's errors, with its 403.
+        return error(
+            403,
+            403,
+            "The user does not have permission to perform this operation.",
+        );
     }
     if s.unavailable > 0 {
         s.unavailable -= 1;
@@ -320,7 +340,8 @@ fn session_create(s: &mut State, req: &Request) -> Response {
         raw_query: req.body_text(),
         ..req.clone()
     };
-    if form.query_value("j_username").as_deref() != Some(USER)
+    let user = form.query_value("j_username").unwrap_or_default();
+    if ![USER, READER].contains(&user.as_str())
         || form.query_value("j_password").as_deref() != Some(PASSWORD)
     {
         return error(
@@ -333,6 +354,9 @@ fn session_create(s: &mut State, req: &Request) -> Response {
     let cookie = format!("fakejsession{:08}", s.sessions_created);
     let xsrf = format!("fakexsrf{:08}", s.sessions_created);
     s.sessions.insert(cookie.clone(), xsrf.clone());
+    if user == READER {
+        s.reader_sessions.insert(cookie.clone());
+    }
     Response::empty(200)
         .with_header(
             "Set-Cookie",
