@@ -226,7 +226,12 @@ impl Checker {
         } else {
             Resolve::Nsx
         });
-        let endpoint = self.endpoint("nsx", &raw.endpoint_keys());
+        let mut keys = raw.endpoint_keys();
+        keys.client_identity = raw.client_cert.is_some() || raw.client_key.is_some();
+        let client = self.client_identity(raw, kind);
+        let endpoint = self
+            .endpoint("nsx", &keys)
+            .map(|endpoint| Endpoint { client, ..endpoint });
         Some(NsxConfig {
             kind: kind?,
             endpoint: endpoint?,
@@ -234,6 +239,95 @@ impl Checker {
             scope,
             auth: raw.auth.unwrap_or(NsxAuth::Basic),
             resolve,
+        })
+    }
+
+    /// `nsx.client_cert` and `nsx.client_key`: both or neither, NSX-T only; the key a secret
+    /// (not readable by every user), both PEM that parses.
+    fn client_identity(
+        &mut self,
+        raw: &RawNsx,
+        kind: Option<NsxKind>,
+    ) -> Option<crate::config::ClientIdentity> {
+        let (cert, key) = match (&raw.client_cert, &raw.client_key) {
+            (None, None) => return None,
+            (Some(cert), Some(key)) => (self.resolve(cert.as_path()), self.resolve(key.as_path())),
+            (Some(_), None) => {
+                self.problem(
+                    "nsx.client_key",
+                    "missing; client_cert needs its private key",
+                );
+                return None;
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    "nsx.client_cert",
+                    "missing; client_key needs its certificate",
+                );
+                return None;
+            }
+        };
+        if kind == Some(NsxKind::NsxV) {
+            self.problem(
+                "nsx.client_cert",
+                "applies to kind = \"nsx-t\" only: NSX-V logs in with user and password",
+            );
+            return None;
+        }
+        if !self.read_secrets {
+            return None;
+        }
+        let cert_pem = match read_trusted(&cert, MAX_CONFIG) {
+            Ok((text, _)) => text,
+            Err(why) => {
+                self.problem("nsx.client_cert", why);
+                return None;
+            }
+        };
+        let (key_pem, meta) = match read_trusted(&key, MAX_CONFIG) {
+            Ok(read) => read,
+            Err(why) => {
+                self.problem("nsx.client_key", why);
+                return None;
+            }
+        };
+        if meta.permissions().mode() & 0o004 != 0 {
+            self.problem(
+                "nsx.client_key",
+                format!("{} is world-readable; chmod o-r it", key.display()),
+            );
+            return None;
+        }
+        let items = |pem: &str| -> Vec<ureq::tls::PemItem<'static>> {
+            ureq::tls::parse_pem(pem.as_bytes())
+                .filter_map(Result::ok)
+                .collect()
+        };
+        if !items(&cert_pem)
+            .iter()
+            .any(|i| matches!(i, ureq::tls::PemItem::Certificate(_)))
+        {
+            self.problem(
+                "nsx.client_cert",
+                format!("{} holds no PEM certificate", cert.display()),
+            );
+            return None;
+        }
+        if !items(&key_pem)
+            .iter()
+            .any(|i| matches!(i, ureq::tls::PemItem::PrivateKey(_)))
+        {
+            self.problem(
+                "nsx.client_key",
+                format!("{} holds no PEM private key", key.display()),
+            );
+            return None;
+        }
+        crate::secrets::token(key_pem.trim());
+        Some(crate::config::ClientIdentity {
+            cert_path: cert,
+            cert_pem,
+            key_pem: Secret(key_pem),
         })
     }
 
@@ -295,6 +389,7 @@ impl Checker {
             crate::secrets::password(user, password.expose());
         }
         Some(Endpoint {
+            client: None,
             url: url?,
             user: user?,
             password: password?,
@@ -313,6 +408,16 @@ impl Checker {
             raw.password_env.is_some(),
             raw.password_command.is_some(),
         ];
+        if raw.client_identity {
+            if given.iter().any(|g| *g) {
+                self.problem(
+                    &format!("{section}.client_cert"),
+                    "give either client_cert and client_key or a password, not both",
+                );
+                return None;
+            }
+            return Some(Secret(String::new()));
+        }
         let key = format!("{section}.password");
         match given.iter().filter(|g| **g).count() {
             0 => {

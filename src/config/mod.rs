@@ -47,8 +47,19 @@ pub struct Endpoint {
     /// Scheme, host, port and path, without a trailing slash.
     pub url: String,
     pub user: String,
+    /// Empty when the service is logged in to with a client certificate.
     pub password: Secret,
     pub tls: Tls,
+    /// A client certificate to log in with (NSX-T's principal identity), instead of a password.
+    pub client: Option<ClientIdentity>,
+}
+
+/// A client certificate and its private key, as PEM, checked at loading.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub cert_path: PathBuf,
+    pub cert_pem: String,
+    pub key_pem: Secret,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -36,6 +36,7 @@ macro_rules! raw_service_section {
                     ca_file: self.ca_file.as_deref(),
                     tls_sha256: self.tls_sha256.as_deref(),
                     insecure: self.insecure,
+                    client_identity: false,
                 }
             }
         }
@@ -59,6 +60,8 @@ raw_service_section!(RawNsx {
     scope: Option<String>,
     auth: Option<NsxAuth>,
     resolve: Option<Resolve>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
 });
 
 #[derive(Deserialize, Default)]
@@ -103,4 +106,6 @@ pub(super) struct RawEndpoint<'a> {
     pub(super) ca_file: Option<&'a Path>,
     pub(super) tls_sha256: Option<&'a str>,
     pub(super) insecure: Option<bool>,
+    /// Whether the service is logged in to with a client certificate (no password then).
+    pub(super) client_identity: bool,
 }

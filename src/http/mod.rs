@@ -139,6 +139,8 @@ pub struct Http {
     retry_dropped: bool,
     /// What to add to the message of a connection closed without an answer.
     dropped_hint: &'static str,
+    /// The client certificate this client logs in with, for messages.
+    client_cert: Option<std::path::PathBuf>,
 }
 
 impl Http {
@@ -162,6 +164,10 @@ impl Http {
             );
             tls = tls.disable_verification(true);
         }
+        let client = endpoint.client.as_ref().map(client_cert).transpose()?;
+        if let Some(client) = &client {
+            tls = tls.client_cert(Some(client.clone()));
+        }
         let config = Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -182,7 +188,7 @@ impl Http {
                 use ureq::unversioned::transport::{
                     ConnectProxyConnector, Connector, TcpConnector,
                 };
-                let tls = crate::http::pin::PinnedTls::new(pin).map_err(|e| {
+                let tls = crate::http::pin::PinnedTls::new(pin, client.as_ref()).map_err(|e| {
                     fault(
                         Exit::Config,
                         format!("{service}: TLS set-up for tls_sha256: {e}"),
@@ -209,6 +215,7 @@ impl Http {
             verbose,
             retry_dropped: true,
             dropped_hint: "",
+            client_cert: endpoint.client.as_ref().map(|c| c.cert_path.clone()),
         })
     }
 
@@ -364,10 +371,26 @@ impl Http {
                     ),
                 )
             }
-            Failure::Transient(why) | Failure::Permanent(why) => ServiceError::of(
-                Kind::NoAnswer,
-                format!("{service}: {} {url}: {why}", call.method),
-            ),
+            Failure::Transient(why) | Failure::Permanent(why) => {
+                // A handshake the server broke off may be its refusal of our certificate.
+                let hint = match &self.client_cert {
+                    Some(cert)
+                        if ["TLS", "alert", "certificate"]
+                            .iter()
+                            .any(|w| why.contains(w)) =>
+                    {
+                        format!(
+                            "; the server may have refused the client certificate {}: check that NSX trusts the CA that signed it",
+                            cert.display()
+                        )
+                    }
+                    _ => String::new(),
+                };
+                ServiceError::of(
+                    Kind::NoAnswer,
+                    format!("{service}: {} {url}: {why}{hint}", call.method),
+                )
+            }
             Failure::Dropped(why) => ServiceError::of(
                 Kind::NoAnswer,
                 format!(
@@ -376,6 +399,33 @@ impl Http {
                 ),
             ),
         }
+    }
+}
+
+/// The client certificate chain and key of `identity`, as ureq takes them (checked at loading,
+/// so a failure here is a file changed since).
+fn client_cert(identity: &crate::config::ClientIdentity) -> anyhow::Result<ureq::tls::ClientCert> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(identity.cert_pem.as_bytes()).filter_map(Result::ok) {
+        if let PemItem::Certificate(cert) = item {
+            certs.push(cert);
+        }
+    }
+    let key = ureq::tls::parse_pem(identity.key_pem.expose().as_bytes())
+        .filter_map(Result::ok)
+        .find_map(|item| match item {
+            PemItem::PrivateKey(key) => Some(key),
+            _ => None,
+        });
+    match (certs.is_empty(), key) {
+        (false, Some(key)) => Ok(ureq::tls::ClientCert::new_with_certs(&certs, key)),
+        _ => Err(fault(
+            Exit::Config,
+            format!(
+                "nsx.client_cert: {} and its key are not a PEM certificate and private key",
+                identity.cert_path.display()
+            ),
+        )),
     }
 }
 

@@ -56,7 +56,7 @@ pub struct PinnedTls {
 }
 
 impl PinnedTls {
-    pub fn new(pin: Fingerprint) -> Result<Self, String> {
+    pub fn new(pin: Fingerprint, client: Option<&ureq::tls::ClientCert>) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = PinVerifier {
             pin,
@@ -66,8 +66,23 @@ impl PinnedTls {
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let config = match client {
+            None => config.with_no_client_auth(),
+            Some(client) => {
+                let chain = client
+                    .certs()
+                    .iter()
+                    .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+                    .collect();
+                let key =
+                    rustls::pki_types::PrivateKeyDer::try_from(client.private_key().der().to_vec())
+                        .map_err(|e| format!("the client key: {e}"))?;
+                config
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("the client certificate: {e}"))?
+            }
+        };
         Ok(PinnedTls {
             config: Arc::new(config),
         })

@@ -31,6 +31,8 @@ const PAGE_SIZE: &str = "1000";
 const TRANSACTION_ABORTED: i64 = 607;
 /// Error 98: the session's XSRF token expired; log in again.
 const SESSION_EXPIRED: i64 = 98;
+/// A client certificate the manager does not trust (500, as VMware's client library reads it).
+const CERTIFICATE_NOT_TRUSTED: i64 = 99;
 
 /// One tag of a VM. Either part may be missing in NSX's answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,8 @@ pub struct NsxT {
     resolve: Resolve,
     /// How VMs are found with `resolve = "vcenter"`.
     vcenter: ViaVcenter,
+    /// The client certificate that logs in (a principal identity), if one does.
+    certificate: Option<std::path::PathBuf>,
     /// Whether a VM carries the tag, by external id, as a read made ahead (by `prepare`, or
     /// finding the VM) showed it; taken by the first `tagged_among` that asks.
     read_ahead: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
@@ -112,6 +116,7 @@ impl NsxT {
             add_remove: std::sync::Mutex::new(None),
             warnings: std::sync::Mutex::new(Vec::new()),
             resolve: config.resolve,
+            certificate: config.endpoint.client.as_ref().map(|c| c.cert_path.clone()),
             read_ahead: std::sync::Mutex::new(Default::default()),
             prepared: std::sync::OnceLock::new(),
             prepared_used: std::sync::atomic::AtomicBool::new(false),
@@ -454,6 +459,8 @@ impl NsxT {
         loop {
             let mut call = call.clone().header("accept", "application/json");
             match self.auth {
+                // A client certificate logs in by itself: no Authorization header.
+                NsxAuth::Basic if self.certificate.is_some() => {}
                 NsxAuth::Basic => {
                     call = call.header("authorization", basic_auth(&self.user, &self.password))
                 }
@@ -486,11 +493,15 @@ impl NsxT {
     fn session(&self) -> anyhow::Result<Session> {
         let mut kept = lock(&self.session);
         if kept.is_none() {
-            let form = format!(
-                "j_username={}&j_password={}",
-                encode(&self.user),
-                encode(self.password.expose())
-            );
+            // With a client certificate (a principal identity) the body is empty.
+            let form = match &self.certificate {
+                Some(_) => String::new(),
+                None => format!(
+                    "j_username={}&j_password={}",
+                    encode(&self.user),
+                    encode(self.password.expose())
+                ),
+            };
             let call = Call::new(Method::POST, "/api/session/create")
                 .body("application/x-www-form-urlencoded", form.into_bytes());
             let reply = self.http.send(&call).context("logging in to NSX")?;
@@ -526,6 +537,18 @@ impl NsxT {
     }
 
     fn error(&self, reply: &Reply) -> anyhow::Error {
+        if let Some(cert) = &self.certificate
+            && reply.status == 500
+            && error_code(reply) == Some(CERTIFICATE_NOT_TRUSTED)
+        {
+            return fault(
+                Exit::NoPerm,
+                format!(
+                    "NSX does not trust the client certificate {} (error {CERTIFICATE_NOT_TRUSTED}): register it as a principal identity in NSX (System > User Management), or fix nsx.client_cert",
+                    cert.display()
+                ),
+            );
+        }
         let hint = match reply.status {
             401 | 403 => {
                 "; check nsx.user, its password and its role (it must be allowed to change VM tags)"

@@ -159,3 +159,160 @@ fn tls_settings_are_checked() {
         run.stderr
     );
 }
+
+/// NSX-T behind HTTPS on `localhost`, asking for client certificates signed by `clients`; otnsx
+/// logs in with `client` (signed by whichever CA the test chose) instead of a password.
+fn principal_world(
+    clients: &TestCa,
+    client: &Leaf,
+    auth: &str,
+) -> (World, crate::support::nsxt::FakeNsxT) {
+    use crate::support::uuids;
+    let world = World::new();
+    let server_ca = TestCa::new();
+    let nsxt = crate::support::nsxt::FakeNsxT::start_tls(
+        server_ca
+            .leaf("localhost", false)
+            .server_config_with_clients(clients),
+    );
+    let (instance, bios) = uuids("vm-42");
+    let compute = [
+        format!("instanceUuid:{instance}"),
+        format!("biosUuid:{bios}"),
+    ];
+    nsxt.add_vm("web01", &instance, &compute, &[]);
+    let dir = world.dir.path();
+    fs::write(dir.join("server-ca.pem"), server_ca.pem()).unwrap();
+    fs::write(dir.join("client.pem"), client.cert_pem()).unwrap();
+    fs::write(dir.join("client.key"), client.key_pem()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.join("client.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    let keys = format!(
+        "auth = \"{auth}\"\nca_file = \"{d}/server-ca.pem\"\nclient_cert = \"{d}/client.pem\"\nclient_key = \"{d}/client.key\"",
+        d = dir.display()
+    );
+    let text = world.config_text_nsxt(&keys, true).replace(
+        &world.nsxt.url(),
+        &format!("https://localhost:{}", nsxt.server.addr.port()),
+    );
+    // No password for NSX: the certificate logs in.
+    let nsx = text.find("[nsx]").unwrap();
+    let (head, tail) = text.split_at(nsx);
+    let tail: String = tail
+        .lines()
+        .filter(|l| !l.starts_with("password_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    world.write_config(&format!("{head}{tail}"));
+    (world, nsxt)
+}
+
+#[test]
+fn a_registered_client_certificate_logs_in_without_a_password() {
+    for auth in ["basic", "session"] {
+        let clients = TestCa::new();
+        let client = clients.leaf("otnsx-principal", false);
+        let (world, nsxt) = principal_world(&clients, &client, auth);
+        nsxt.trust_client(client.der.as_ref());
+        let run = lock(&world, T2);
+        assert_eq!(run.code, 0, "{auth}: {run:?}");
+        assert_eq!(nsxt.carrying("otnsx", "maintenance"), ["web01"], "{auth}");
+        let requests = nsxt.requests();
+        assert!(
+            requests.iter().all(|r| r.header("authorization").is_none()),
+            "{auth}: no Authorization header with a certificate"
+        );
+        if auth == "session" {
+            let create = requests
+                .iter()
+                .find(|r| r.path == "/api/session/create")
+                .expect("a session");
+            assert!(
+                create.body.is_empty(),
+                "the session is made by the certificate alone"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_client_certificate_nsx_does_not_trust_is_named() {
+    // Signed by the CA NSX knows, but not registered as a principal identity: 500, error 99.
+    let clients = TestCa::new();
+    let client = clients.leaf("otnsx-principal", false);
+    let (world, _nsxt) = principal_world(&clients, &client, "basic");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stderr.contains("does not trust the client certificate")
+            && run.stderr.contains("client.pem"),
+        "{}",
+        run.stderr
+    );
+    assert!(world.leases().is_empty());
+    // Signed by a CA NSX does not know: the handshake is broken off, and the certificate named.
+    let other = TestCa::new().leaf("otnsx-principal", false);
+    let (world, _nsxt) = principal_world(&clients, &other, "basic");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("client certificate") && run.stderr.contains("client.pem"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn client_certificate_settings_are_checked() {
+    let clients = TestCa::new();
+    let client = clients.leaf("otnsx-principal", false);
+    let (world, _nsxt) = principal_world(&clients, &client, "basic");
+    let text = fs::read_to_string(world.config_path()).unwrap();
+    let dir = world.dir.path().display().to_string();
+    use std::os::unix::fs::PermissionsExt;
+    // A key every user may read.
+    let key = world.dir.path().join("client.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains("nsx.client_key") && run.stderr.contains("world-readable"),
+        "{}",
+        run.stderr
+    );
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    for (change, key_named) in [
+        // A password beside the certificate.
+        (
+            text.replace(
+                "auth = \"basic\"",
+                &format!("auth = \"basic\"\npassword_file = \"{dir}/nsxt.secret\""),
+            ),
+            "nsx.client_cert",
+        ),
+        // A certificate without its key.
+        (
+            text.lines()
+                .filter(|l| !l.starts_with("client_key"))
+                .map(|l| format!("{l}\n"))
+                .collect(),
+            "nsx.client_key",
+        ),
+        // Not a certificate.
+        (text.replace("client.pem", "client.key"), "nsx.client_cert"),
+    ] {
+        world.write_config(&change);
+        let run = lock(&world, T2);
+        assert_eq!(run.code, 78, "{key_named}: {run:?}");
+        assert!(run.stderr.contains(key_named), "{}", run.stderr);
+    }
+    // NSX-V takes no client certificate.
+    let nsxv = world.config_text().replace(
+        "tag = \"otnsx-maintenance\"",
+        &format!("tag = \"otnsx-maintenance\"\nclient_cert = \"{dir}/client.pem\"\nclient_key = \"{dir}/client.key\""),
+    );
+    world.write_config(&nsxv);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("nsx.client_cert"), "{}", run.stderr);
+}

@@ -54,6 +54,8 @@ struct State {
     bad_requests: usize,
     /// The sessions of the read-only account, by JSESSIONID.
     reader_sessions: BTreeSet<String>,
+    /// The client certificate registered as a principal identity (DER).
+    principal: Option<Vec<u8>>,
 }
 
 pub struct FakeNsxT {
@@ -67,6 +69,19 @@ impl FakeNsxT {
         let shared = Arc::clone(&state);
         let server = Server::start(move |req| route(&shared, req));
         FakeNsxT { server, state }
+    }
+
+    /// The same manager behind HTTPS.
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = Arc::clone(&state);
+        let server = Server::start_tls(move |req| route(&shared, req), tls);
+        FakeNsxT { server, state }
+    }
+
+    /// Registers the certificate (DER) as a principal identity allowed to change tags.
+    pub fn trust_client(&self, der: &[u8]) {
+        self.state.lock().unwrap().principal = Some(der.to_vec());
     }
 
     pub fn url(&self) -> String {
@@ -223,6 +238,18 @@ enum Auth {
 }
 
 fn authenticate(s: &mut State, req: &Request) -> Auth {
+    if let Some(cert) = &req.client_cert {
+        // A principal identity logs in by its certificate alone.
+        if req.header("authorization").is_some() {
+            return Auth::Refused(error(400, 400, "Both a client certificate and credentials"));
+        }
+        if s.principal.as_ref() != Some(cert) {
+            return Auth::Refused(error(500, 99, "Client certificate is not trusted"));
+        }
+        if req.header("cookie").is_none() {
+            return Auth::Ok;
+        }
+    }
     if let Some((user, password)) = basic_auth(req) {
         return if user == USER && password == PASSWORD {
             Auth::Ok
@@ -341,8 +368,13 @@ fn session_create(s: &mut State, req: &Request) -> Response {
         ..req.clone()
     };
     let user = form.query_value("j_username").unwrap_or_default();
-    if ![USER, READER].contains(&user.as_str())
-        || form.query_value("j_password").as_deref() != Some(PASSWORD)
+    let by_certificate = req.client_cert.is_some() && req.body.is_empty();
+    if by_certificate && s.principal.as_ref() != req.client_cert.as_ref() {
+        return error(500, 99, "Client certificate is not trusted");
+    }
+    if !by_certificate
+        && (![USER, READER].contains(&user.as_str())
+            || form.query_value("j_password").as_deref() != Some(PASSWORD))
     {
         return error(
             403,

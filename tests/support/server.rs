@@ -16,6 +16,23 @@ pub struct Request {
     pub raw_query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client certificate the TLS client presented (DER), if any.
+    pub client_cert: Option<Vec<u8>>,
+}
+
+/// A connection's stream, and the certificate its client presented, if it is TLS.
+trait Peer: Read + Write {
+    fn client_cert(&self) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+impl Peer for std::net::TcpStream {}
+
+impl Peer for rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream> {
+    fn client_cert(&self) -> Option<Vec<u8>> {
+        Some(self.conn.peer_certificates()?.first()?.as_ref().to_vec())
+    }
 }
 
 impl Request {
@@ -243,16 +260,14 @@ impl Server {
     }
 }
 
-fn serve_connection(
-    stream: impl Read + Write,
-    handler: &Handler,
-    log: &Mutex<Vec<Request>>,
-    net: &Net,
-) {
+fn serve_connection(stream: impl Peer, handler: &Handler, log: &Mutex<Vec<Request>>, net: &Net) {
     let mut reader = BufReader::new(stream);
     loop {
         let request = match read_request(&mut reader) {
-            Ok(Some(r)) => r,
+            Ok(Some(r)) => Request {
+                client_cert: reader.get_ref().client_cert(),
+                ..r
+            },
             Ok(None) => return,
             Err(why) => {
                 let _ = write_response(reader.get_mut(), &Response::new(400, "text/plain", why));
@@ -326,6 +341,7 @@ fn read_request(reader: &mut impl BufRead) -> Result<Option<Request>, String> {
         raw_query: raw_query.to_string(),
         headers,
         body,
+        client_cert: None,
     }))
 }
 

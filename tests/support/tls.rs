@@ -64,6 +64,40 @@ impl Leaf {
         }
     }
 
+    /// The certificate as PEM.
+    pub fn cert_pem(&self) -> String {
+        pem("CERTIFICATE", &self.der)
+    }
+
+    /// The private key as PEM (PKCS#8).
+    pub fn key_pem(&self) -> String {
+        pem("PRIVATE KEY", &self.key)
+    }
+
+    /// A server that asks for a client certificate: one signed by `clients` is accepted (the
+    /// fake then decides whether it is a registered principal identity), one from another CA
+    /// breaks off the handshake, none at all is allowed (basic auth then).
+    pub fn server_config_with_clients(&self, clients: &TestCa) -> Arc<ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(clients.issuer.der().clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .allow_unauthenticated()
+        .build()
+        .unwrap();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.der.clone()], key)
+            .unwrap();
+        Arc::new(config)
+    }
+
     pub fn server_config(&self) -> Arc<ServerConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
@@ -75,4 +109,18 @@ impl Leaf {
             .unwrap();
         Arc::new(config)
     }
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let text = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = text
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
