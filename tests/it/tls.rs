@@ -166,15 +166,14 @@ fn principal_world(
     clients: &TestCa,
     client: &Leaf,
     auth: &str,
+    pinned: bool,
 ) -> (World, crate::support::nsxt::FakeNsxT) {
     use crate::support::uuids;
     let world = World::new();
     let server_ca = TestCa::new();
-    let nsxt = crate::support::nsxt::FakeNsxT::start_tls(
-        server_ca
-            .leaf("localhost", false)
-            .server_config_with_clients(clients),
-    );
+    let server = server_ca.leaf("localhost", false);
+    let nsxt =
+        crate::support::nsxt::FakeNsxT::start_tls(server.server_config_with_clients(clients));
     let (instance, bios) = uuids("vm-42");
     let compute = [
         format!("instanceUuid:{instance}"),
@@ -187,8 +186,16 @@ fn principal_world(
     fs::write(dir.join("client.key"), client.key_pem()).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(dir.join("client.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    // The server trusted by its CA, or pinned (the pinning connector carries the certificate).
+    let trust = match pinned {
+        true => format!(
+            "tls_sha256 = \"{}\"",
+            colon_hex(ring::digest::digest(&ring::digest::SHA256, &server.der).as_ref())
+        ),
+        false => format!("ca_file = \"{}/server-ca.pem\"", dir.display()),
+    };
     let keys = format!(
-        "auth = \"{auth}\"\nca_file = \"{d}/server-ca.pem\"\nclient_cert = \"{d}/client.pem\"\nclient_key = \"{d}/client.key\"",
+        "auth = \"{auth}\"\n{trust}\nclient_cert = \"{d}/client.pem\"\nclient_key = \"{d}/client.key\"",
         d = dir.display()
     );
     let text = world.config_text_nsxt(&keys, true).replace(
@@ -209,10 +216,10 @@ fn principal_world(
 
 #[test]
 fn a_registered_client_certificate_logs_in_without_a_password() {
-    for auth in ["basic", "session"] {
+    for (auth, pinned) in [("basic", false), ("session", false), ("basic", true)] {
         let clients = TestCa::new();
         let client = clients.leaf("otnsx-principal", false);
-        let (world, nsxt) = principal_world(&clients, &client, auth);
+        let (world, nsxt) = principal_world(&clients, &client, auth, pinned);
         nsxt.trust_client(client.der.as_ref());
         let run = lock(&world, T2);
         assert_eq!(run.code, 0, "{auth}: {run:?}");
@@ -240,7 +247,7 @@ fn a_client_certificate_nsx_does_not_trust_is_named() {
     // Signed by the CA NSX knows, but not registered as a principal identity: 500, error 99.
     let clients = TestCa::new();
     let client = clients.leaf("otnsx-principal", false);
-    let (world, _nsxt) = principal_world(&clients, &client, "basic");
+    let (world, _nsxt) = principal_world(&clients, &client, "basic", false);
     let run = lock(&world, T2);
     assert_eq!(run.code, 77, "{run:?}");
     assert!(
@@ -252,7 +259,7 @@ fn a_client_certificate_nsx_does_not_trust_is_named() {
     assert!(world.leases().is_empty());
     // Signed by a CA NSX does not know: the handshake is broken off, and the certificate named.
     let other = TestCa::new().leaf("otnsx-principal", false);
-    let (world, _nsxt) = principal_world(&clients, &other, "basic");
+    let (world, _nsxt) = principal_world(&clients, &other, "basic", false);
     let run = lock(&world, T2);
     assert_eq!(run.code, 69, "{run:?}");
     assert!(
@@ -266,7 +273,7 @@ fn a_client_certificate_nsx_does_not_trust_is_named() {
 fn client_certificate_settings_are_checked() {
     let clients = TestCa::new();
     let client = clients.leaf("otnsx-principal", false);
-    let (world, _nsxt) = principal_world(&clients, &client, "basic");
+    let (world, _nsxt) = principal_world(&clients, &client, "basic", false);
     let text = fs::read_to_string(world.config_path()).unwrap();
     let dir = world.dir.path().display().to_string();
     use std::os::unix::fs::PermissionsExt;
