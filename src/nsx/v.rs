@@ -103,14 +103,7 @@ impl NsxV {
 
     /// `nsx.url`, the tag's name and its id, one per line, as an earlier run wrote them.
     fn remembered_tag_id(&self) -> Option<String> {
-        use std::io::Read;
-        let path = self.tag_memory.as_ref()?;
-        let mut text = String::new();
-        crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), path)
-            .ok()?
-            .take(4096)
-            .read_to_string(&mut text)
-            .ok()?;
+        let text = crate::state::memo::read(self.tag_memory.as_ref()?)?;
         let mut lines = text.lines();
         let (url, name, id) = (lines.next()?, lines.next()?, lines.next()?);
         (url == self.http.base && name == self.tag_name && crate::config::is_moref(id))
@@ -118,20 +111,9 @@ impl NsxV {
     }
 
     fn remember_tag_id(&self, id: &str) {
-        let Some(path) = &self.tag_memory else {
-            return;
-        };
-        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&temp);
-        let text = format!("{}\n{}\n{id}\n", self.http.base, self.tag_name);
-        let written = crate::sys::open_shared(
-            std::fs::OpenOptions::new().create_new(true).write(true),
-            &temp,
-        )
-        .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
-        .and_then(|()| std::fs::rename(&temp, path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
+        if let Some(path) = &self.tag_memory {
+            let text = format!("{}\n{}\n{id}\n", self.http.base, self.tag_name);
+            crate::state::memo::write(path, &text);
         }
     }
 

@@ -11,7 +11,6 @@ use ureq::http::Method;
 
 use crate::config::{OtrsConfig, Secret};
 use crate::deadline::Deadline;
-use std::io::Write;
 use std::path::PathBuf;
 
 use crate::error::{Exit, exit_code, fault};
@@ -310,35 +309,17 @@ impl Otrs {
 
     /// The SessionID kept by an earlier run, if any and well-formed.
     fn kept_session(&self) -> Option<String> {
-        use std::io::Read;
-        let path = self.session_file.as_ref()?;
-        let mut text = String::new();
-        crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), path)
-            .ok()?
-            .take(4096)
-            .read_to_string(&mut text)
-            .ok()?;
+        let text = crate::state::memo::read(self.session_file.as_ref()?)?;
         let id = text.trim();
         (!id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric()))
             .then(|| id.to_string())
     }
 
-    /// Keeps the SessionID for the next run: written to a temporary file, mode 0600, renamed.
+    /// Keeps the SessionID for the next run (shared with the help desk's other users through
+    /// the state directory's group, as the other state files).
     fn keep_session(&self, id: &str) {
-        let Some(path) = &self.session_file else {
-            return;
-        };
-        let temp = path.with_extension(format!("{}.tmp", std::process::id()));
-        let _ = std::fs::remove_file(&temp);
-        // Shared with the help desk's other users (the group), as the other state files.
-        let written = crate::sys::open_shared(
-            std::fs::OpenOptions::new().create_new(true).write(true),
-            &temp,
-        )
-        .and_then(|mut f| f.write_all(id.as_bytes()))
-        .and_then(|()| std::fs::rename(&temp, path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
+        if let Some(path) = &self.session_file {
+            crate::state::memo::write(path, id);
         }
     }
 
