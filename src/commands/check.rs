@@ -209,10 +209,17 @@ pub fn run(
 
     let nsx = &config.nsx;
     let what = format!("NSX {}", nsx.endpoint.url);
-    let probe = crate::nsx::with(&config, Deadline::after(share), verbose, |backend| {
-        let found = backend.probe()?;
-        Ok((found, backend.all_tagged()?))
-    });
+    let memory = crate::nsx::Memory::Refresh;
+    let probe = crate::nsx::with(
+        &config,
+        Deadline::after(share),
+        verbose,
+        memory,
+        |backend| {
+            let found = backend.probe()?;
+            Ok((found, backend.all_tagged()?))
+        },
+    );
     let tagged = probe.as_ref().ok().map(|(_, tagged)| tagged.clone());
     list.outcome(&what, probe, |(found, _)| found);
     if let Some(tagged) = tagged {

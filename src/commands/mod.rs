@@ -317,7 +317,17 @@ impl Run {
         &self,
         work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        crate::nsx::with(&self.config, self.deadline, self.verbose, work)
+        let memory = crate::nsx::Memory::Refresh;
+        crate::nsx::with(&self.config, self.deadline, self.verbose, memory, work)
+    }
+
+    /// [`Run::with_backend`] for a help-desk event, which may use what earlier runs remembered.
+    pub fn with_event_backend<T>(
+        &self,
+        work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let memory = crate::nsx::Memory::Use;
+        crate::nsx::with(&self.config, self.deadline, self.verbose, memory, work)
     }
 
     /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.

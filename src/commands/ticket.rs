@@ -47,7 +47,7 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
         .as_ref()
         .map(|leases| vms_of(leases.iter().filter(|l| mine(l))));
     let holds = held.as_ref().is_none_or(|vms| !vms.is_empty());
-    run.with_backend(|backend| {
+    run.with_event_backend(|backend| {
         std::thread::scope(|scope| {
             // Beside the ticket read: NSX's view of the VMs the ticket holds, and the vCenter
             // login when it holds none (a lock then needs look-ups; an unlock does not).

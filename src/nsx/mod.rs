@@ -61,10 +61,23 @@ pub trait TagBackend: Send + Sync {
 
 /// Runs `work` with the configured backend; its session, if it made one, ends when the backend
 /// is dropped, whatever `work` returned. Nothing is sent before `work` asks.
+/// Whether a backend may use what earlier runs remembered in the state directory (NSX-V's tag
+/// id).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// A help-desk event: the remembered tag id saves a request on the agent's wait.
+    Use,
+    /// Every other command (reconcile, revoke, status, check) looks the tag up by name and
+    /// remembers it for the events: a wrong id in the file misleads at most the events until
+    /// the next reconcile, which then closes what they could not.
+    Refresh,
+}
+
 pub fn with<T>(
     config: &Config,
     deadline: Deadline,
     verbose: bool,
+    memory: Memory,
     work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let vcenter = ViaVcenter::new(config.vcenter.clone(), deadline, verbose);
@@ -73,10 +86,11 @@ pub fn with<T>(
             // The tag's id is remembered only in a state directory nobody else may write: a
             // planted id would make closing detach another tag.
             let store = crate::state::store::Store::open(&config.state_dir);
-            let memory = store
+            let path = store
                 .unsafe_dir()
                 .is_none()
                 .then(|| store.tag_memory_path());
+            let memory = path.map(|path| (path, memory == Memory::Use));
             Box::new(NsxV::new(&config.nsx, vcenter, memory, deadline, verbose)?)
         }
         NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, vcenter, deadline, verbose)?),

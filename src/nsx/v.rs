@@ -27,6 +27,8 @@ pub struct NsxV {
     tag_id: std::sync::Mutex<Option<String>>,
     /// Where the tag's id is remembered between runs (`STATE_DIR/nsx-v.tag`), if anywhere.
     tag_memory: Option<std::path::PathBuf>,
+    /// Whether the remembered id is used (help-desk events) or only written (the rest).
+    use_memory: bool,
     /// NSX-V tags a VM by vCenter's managed object id: vCenter finds the VMs.
     vcenter: ViaVcenter,
     /// The VMs with the tag, read once by whoever asks first (`prepare` ahead, or the first
@@ -54,7 +56,7 @@ impl NsxV {
     pub fn new(
         config: &NsxConfig,
         vcenter: ViaVcenter,
-        tag_memory: Option<std::path::PathBuf>,
+        tag_memory: Option<(std::path::PathBuf, bool)>,
         deadline: Deadline,
         verbose: bool,
     ) -> anyhow::Result<Self> {
@@ -64,20 +66,21 @@ impl NsxV {
             authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
             tag_name: config.tag.clone(),
             tag_id: std::sync::Mutex::new(None),
-            tag_memory,
+            use_memory: tag_memory.as_ref().is_some_and(|(_, used)| *used),
+            tag_memory: tag_memory.map(|(path, _)| path),
             read_ahead: std::sync::OnceLock::new(),
             read_ahead_used: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// The object id of the configured tag: as remembered in the state directory by an
-    /// earlier run, else looked up by name (and remembered).
+    /// The object id of the configured tag: for a help-desk event as remembered in the state
+    /// directory by an earlier run, else looked up by name (and remembered).
     pub fn tag_id(&self) -> anyhow::Result<String> {
         let mut known = crate::sync::lock(&self.tag_id);
         if let Some(id) = &*known {
             return Ok(id.clone());
         }
-        if let Some(id) = self.remembered_tag_id() {
+        if let Some(id) = self.remembered_tag_id().filter(|_| self.use_memory) {
             *known = Some(id.clone());
             return Ok(id);
         }
@@ -93,7 +96,7 @@ impl NsxV {
         let Some(path) = &self.tag_memory else {
             return false;
         };
-        if self.remembered_tag_id().as_deref() != Some(id) {
+        if !self.use_memory || self.remembered_tag_id().as_deref() != Some(id) {
             return false;
         }
         let _ = std::fs::remove_file(path);

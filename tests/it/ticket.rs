@@ -621,4 +621,18 @@ fn nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it(
             .unwrap()
             .ends_with("securitytag-12\n")
     );
+    // Another tag's id in the file (written by hand): an event is misled, but reconcile looks
+    // the tag up by name, closes what the event could not, and remembers the right id.
+    std::fs::write(
+        &memory,
+        remembered.replace("securitytag-12", "securitytag-5"),
+    )
+    .unwrap();
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&["vm-42"]), "the event was misled");
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    let text = std::fs::read_to_string(&memory).unwrap();
+    assert!(text.ends_with("securitytag-12\n"), "{text}");
 }
