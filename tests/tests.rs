@@ -123,6 +123,30 @@ pub fn snapshot(path: &std::path::Path, actual: &str) {
         );
 }
 
+/// What a refused event leaves: no VM name looked up in vCenter, nothing changed in NSX-V, no
+/// vCenter session left open. (NSX's view and the vCenter login are had beside the ticket read,
+/// before anything is refused.)
+pub fn nothing_looked_up_or_changed(world: &World) {
+    let lookups: Vec<String> = world
+        .vcenter
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/vcenter/vm")
+        .map(|r| r.line())
+        .collect();
+    assert!(lookups.is_empty(), "looked up: {lookups:?}");
+    assert!(
+        world.nsx.changes().is_empty(),
+        "NSX changed: {:?}",
+        world.nsx.changes()
+    );
+    assert_eq!(
+        world.vcenter.open_sessions(),
+        0,
+        "a vCenter session left open"
+    );
+}
+
 pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Run {
     let output: Output = Command::new(env!("CARGO_BIN_EXE_otnsx"))
         .args(args)

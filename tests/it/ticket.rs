@@ -207,19 +207,7 @@ fn an_empty_field_is_nothing_to_do() {
     );
     // NSX's view and the vCenter login are had beside the ticket read; nothing is looked up
     // or changed, and the session is closed again.
-    assert!(world.nsx.changes().is_empty(), "NSX was not changed");
-    assert!(
-        !world
-            .vcenter
-            .requests()
-            .iter()
-            .any(|r| r.path == "/api/vcenter/vm")
-    );
-    assert_eq!(
-        world.vcenter.open_sessions(),
-        0,
-        "vCenter's session was closed"
-    );
+    crate::nothing_looked_up_or_changed(&world);
     let journal = world.journal();
     assert_eq!(journal.len(), 2, "the no-op, and the note that says so");
     assert_eq!(journal[0]["action"], "noop");
@@ -314,15 +302,7 @@ fn a_ticket_number_that_does_not_match_the_id_is_refused() {
         run.stderr
     );
     assert_eq!(world.tagged(), set(&[]));
-    assert!(world.nsx.changes().is_empty());
-    assert!(
-        !world
-            .vcenter
-            .requests()
-            .iter()
-            .any(|r| r.path == "/api/vcenter/vm")
-    );
-    assert_eq!(world.vcenter.open_sessions(), 0);
+    crate::nothing_looked_up_or_changed(&world);
     let entry = &world.journal()[0];
     assert_eq!(entry["action"], "refused");
     assert_eq!(entry["ticket_id"], 2);
