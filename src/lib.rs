@@ -108,7 +108,7 @@ pub mod fuzzing {
 
     /// An NSX-T JSON answer: a VM page, an error.
     pub fn nsxt(data: &[u8]) {
-        crate::nsx::t::fuzz_parse(data);
+        crate::nsx::json_api::fuzz_parse(data);
     }
 
     /// A configuration file.

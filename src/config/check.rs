@@ -185,7 +185,7 @@ impl Checker {
         if kind.is_none() {
             self.problem(
                 "nsx.kind",
-                "missing; write kind = \"nsx-t\" (NSX-T 3.x, NSX 4.x) or \"nsx-v\"",
+                "missing; write kind = \"nsx-policy\" (NSX-T 3.2+, NSX 4.x, Policy API), \"nsx-t\" (NSX-T 3.x, NSX 4.x, Manager API) or \"nsx-v\"",
             );
         }
         let tag = raw.tag.clone().unwrap_or_default();
@@ -197,7 +197,7 @@ impl Checker {
         }
         let scope = raw.scope.clone().unwrap_or_default();
         match kind {
-            Some(NsxKind::NsxT) if scope.trim().is_empty() => {
+            Some(k) if k.json() && scope.trim().is_empty() => {
                 self.problem(
                     "nsx.scope",
                     "missing; NSX-T tags are a scope and a value, e.g. scope = \"otnsx\"",
@@ -210,14 +210,19 @@ impl Checker {
                     ("resolve", raw.resolve.is_some()),
                 ] {
                     if given {
-                        self.problem(&format!("nsx.{key}"), "applies to kind = \"nsx-t\" only");
+                        self.problem(
+                            &format!("nsx.{key}"),
+                            "applies to kind = \"nsx-t\" and \"nsx-policy\" only",
+                        );
                     }
                 }
             }
             _ => {}
         }
         for (key, value) in [("nsx.scope", &scope), ("nsx.tag", &tag)] {
-            if kind == Some(NsxKind::NsxT) && (value.chars().count() > 128 || value.contains('|')) {
+            if kind.is_some_and(NsxKind::json)
+                && (value.chars().count() > 128 || value.contains('|'))
+            {
                 self.problem(key, "at most 128 characters, without '|'");
             }
         }
@@ -270,7 +275,7 @@ impl Checker {
         if kind == Some(NsxKind::NsxV) {
             self.problem(
                 "nsx.client_cert",
-                "applies to kind = \"nsx-t\" only: NSX-V logs in with user and password",
+                "applies to kind = \"nsx-t\" and \"nsx-policy\" only: NSX-V logs in with user and password",
             );
             return None;
         }

@@ -109,6 +109,10 @@ pub enum NsxKind {
     /// NSX-T 3.x and NSX 4.x: JSON API, `{scope, tag}` pairs, VM by `external_id`.
     #[serde(rename = "nsx-t")]
     NsxT,
+    /// NSX-T 3.2+ and NSX 4.x through the Policy API: the same tags and VMs as `nsx-t`, changed
+    /// by tag operations that a least-privilege role may make.
+    #[serde(rename = "nsx-policy")]
+    NsxPolicy,
 }
 
 impl NsxKind {
@@ -117,7 +121,14 @@ impl NsxKind {
         match self {
             NsxKind::NsxV => "NSX-V",
             NsxKind::NsxT => "NSX-T",
+            NsxKind::NsxPolicy => "NSX Policy",
         }
+    }
+
+    /// Whether tags are `{scope, tag}` pairs on VMs named by `external_id`, in NSX's JSON API
+    /// (`nsx-t` and `nsx-policy`), with its ways of logging in.
+    pub fn json(self) -> bool {
+        matches!(self, NsxKind::NsxT | NsxKind::NsxPolicy)
     }
 }
 

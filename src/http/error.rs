@@ -46,6 +46,18 @@ impl ServiceError {
         })
     }
 
+    /// The failure status an error (under any context) carries, if it is a service's answer.
+    pub fn status_of(error: &anyhow::Error) -> Option<u16> {
+        match error
+            .chain()
+            .find_map(|e| e.downcast_ref::<ServiceError>())?
+            .kind
+        {
+            Kind::Status(status) => Some(status),
+            _ => None,
+        }
+    }
+
     /// The exit code: credentials or rights refused (401, 403) are 77, "slow down" (429) is
     /// 75, anything else 69.
     pub fn exit(&self) -> Exit {

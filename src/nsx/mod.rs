@@ -1,5 +1,6 @@
 //! The NSX product that carries the tag: one trait, one implementation per product (NSX-V in
-//! `v.rs`, NSX-T in `t.rs`). Each finds its VMs, lists, attaches and detaches; the
+//! `v.rs`, NSX-T's Manager API in `t.rs`, the Policy API in `policy.rs`; the last two share
+//! `json_api.rs`). Each finds its VMs, lists, attaches and detaches; the
 //! commands do not care which one answers. A new product is a new implementation, one variant
 //! of `nsx.kind`, and one line in [`with`].
 
@@ -14,9 +15,12 @@ use crate::vcenter::Vcenter;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub mod json_api;
+pub mod policy;
 pub mod t;
 pub mod v;
 
+use policy::NsxPolicy;
 use t::NsxT;
 use v::NsxV;
 
@@ -94,6 +98,7 @@ pub fn with<T>(
             Box::new(NsxV::new(&config.nsx, vcenter, memory, deadline, verbose)?)
         }
         NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, vcenter, deadline, verbose)?),
+        NsxKind::NsxPolicy => Box::new(NsxPolicy::new(&config.nsx, vcenter, deadline, verbose)?),
     };
     work(backend.as_ref())
 }

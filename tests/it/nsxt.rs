@@ -286,7 +286,7 @@ fn nsx_t_settings_are_checked() {
     assert_eq!(run.code, 78, "{run:?}");
     assert!(
         run.stderr
-            .contains("nsx.scope: applies to kind = \"nsx-t\" only"),
+            .contains("nsx.scope: applies to kind = \"nsx-t\" and \"nsx-policy\" only"),
         "{}",
         run.stderr
     );
@@ -447,7 +447,7 @@ fn an_account_that_may_read_but_not_tag_is_refused_with_its_role_named() {
         assert_eq!(run.code, 77, "{auth}: {run:?}");
         assert!(
             run.stderr
-                .contains("its role (it must be allowed to change VM tags)"),
+                .contains("its role (it must be allowed to change VM tags; NSX 4.1 allows the fabric tag actions to Enterprise Admin only: a least-privilege role needs kind = \"nsx-policy\")"),
             "{auth}: {}",
             run.stderr
         );

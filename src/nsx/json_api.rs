@@ -1,0 +1,738 @@
+//! What NSX-T 3.x and NSX 4.x share whichever API changes the tag: logging in (basic auth, a
+//! session, or a client certificate), NSX's JSON errors, finding VMs (by name in NSX's
+//! inventory, or through vCenter by UUID), reading their tags and the search API. The Manager
+//! API backend (`t.rs`) and the Policy API backend (`policy.rs`) each add how they change the
+//! tag and list the tagged VMs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use ureq::http::Method;
+
+use crate::config::{NsxAuth, NsxConfig, Resolve, Secret};
+use crate::deadline::Deadline;
+use crate::domain::vm::VmRef;
+use crate::error::{Exit, fault};
+use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
+use crate::nsx::{Found, ViaVcenter};
+use crate::sync::lock;
+
+/// The Manager API's VM inventory: a read that roles limited to tags may also make.
+pub const FABRIC_VMS: &str = "/api/v1/fabric/virtual-machines";
+/// The Policy API's VM list: no `display_name` filter, no cursor past 1000 VMs, an unstable
+/// order unless sorted.
+pub const REALIZED_VMS: &str = "/policy/api/v1/infra/realized-state/virtual-machines";
+/// User tags a VM may carry (NSX 2.5 and later).
+pub const MAX_TAGS: usize = 25;
+/// Search errors after which the inventory is listed instead: the index is being built
+/// (60508), the search timed out (60514).
+const SEARCH_NOT_READY: [i64; 2] = [60508, 60514];
+/// The largest page NSX serves.
+const PAGE_SIZE: usize = 1000;
+/// Error 607: the manager aborted a transaction; retry it.
+const TRANSACTION_ABORTED: i64 = 607;
+/// Error 98: the session's XSRF token expired; log in again.
+const SESSION_EXPIRED: i64 = 98;
+/// A client certificate the manager does not trust (500, as VMware's client library reads it).
+pub const CERTIFICATE_NOT_TRUSTED: i64 = 99;
+/// One tag of a VM. Either part may be missing in NSX's answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    #[serde(default)]
+    pub scope: String,
+    #[serde(default)]
+    pub tag: String,
+}
+
+/// A VM in NSX's inventory, as far as otnsx reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct NsxVm {
+    pub display_name: String,
+    pub external_id: String,
+    #[serde(default)]
+    pub compute_ids: Vec<String>,
+    /// Omitted by NSX when the VM has none.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub results: Vec<NsxVm>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+    #[serde(default)]
+    pub result_count: Option<usize>,
+}
+
+#[derive(Clone)]
+struct Session {
+    cookie: String,
+    xsrf: String,
+}
+
+/// Which API changes the tag, and so which role the account needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Flavor {
+    /// The Manager API's fabric tag actions (NSX 4.1: Enterprise Admin only).
+    Manager,
+    /// The Policy API's tag operations (read-only on VMs, full access on Tags).
+    Policy,
+}
+
+impl Flavor {
+    fn product(self) -> &'static str {
+        match self {
+            Flavor::Manager => "NSX-T",
+            Flavor::Policy => "NSX Policy",
+        }
+    }
+
+    /// What a 401 or 403 asks the admin to check.
+    fn role_hint(self) -> &'static str {
+        match self {
+            Flavor::Manager => {
+                "; check nsx.user, its password and its role (it must be allowed to change VM tags; NSX 4.1 allows the fabric tag actions to Enterprise Admin only: a least-privilege role needs kind = \"nsx-policy\")"
+            }
+            Flavor::Policy => {
+                "; check nsx.user, its password and its role (read-only on Inventory > Virtual Machines, full access on Inventory > Tags)"
+            }
+        }
+    }
+}
+
+pub struct JsonApi {
+    http: Http,
+    pub flavor: Flavor,
+    user: String,
+    password: Secret,
+    auth: NsxAuth,
+    session: Mutex<Option<Session>>,
+    pub ours: Tag,
+    /// Whether VMs are found by name in NSX's own inventory rather than through vCenter.
+    resolve: Resolve,
+    /// How VMs are found with `resolve = "vcenter"`.
+    vcenter: ViaVcenter,
+    /// The client certificate that logs in (a principal identity), if one does.
+    certificate: Option<std::path::PathBuf>,
+    /// Policy only: the manager refused the fabric read (403 or 404), so VMs are read from the
+    /// realized-state list instead, for the rest of the run.
+    fabric_refused: AtomicBool,
+    /// Whether a VM carries the tag, by external id, as a read made ahead (by `prepare`, or
+    /// finding the VM) showed it; taken by the first `tagged_among` that asks.
+    read_ahead: Mutex<BTreeMap<String, bool>>,
+    /// The reads `prepare` makes of the VMs it is given: made once, and waited for by the
+    /// first `tagged_among` while they are under way.
+    prepared: OnceLock<BTreeMap<String, bool>>,
+    prepared_used: AtomicBool,
+}
+
+impl JsonApi {
+    pub fn new(
+        flavor: Flavor,
+        config: &NsxConfig,
+        vcenter: ViaVcenter,
+        deadline: Deadline,
+        verbose: bool,
+    ) -> anyhow::Result<Self> {
+        Ok(JsonApi {
+            http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
+            flavor,
+            vcenter,
+            user: config.endpoint.user.clone(),
+            password: config.endpoint.password.clone(),
+            auth: config.auth,
+            session: Mutex::new(None),
+            ours: Tag {
+                scope: config.scope.clone(),
+                tag: config.tag.clone(),
+            },
+            resolve: config.resolve,
+            certificate: config.endpoint.client.as_ref().map(|c| c.cert_path.clone()),
+            fabric_refused: AtomicBool::new(false),
+            read_ahead: Mutex::new(Default::default()),
+            prepared: OnceLock::new(),
+            prepared_used: AtomicBool::new(false),
+        })
+    }
+
+    pub fn deadline(&self) -> Deadline {
+        self.http.deadline()
+    }
+
+    /// `scope|tag`, as a Policy group's condition names it.
+    pub fn tag_label(&self) -> String {
+        format!("{}|{}", self.ours.scope, self.ours.tag)
+    }
+
+    pub fn carries(&self, vm: &NsxVm) -> bool {
+        vm.tags.contains(&self.ours)
+    }
+
+    /// Finds each of `names`: by display name in NSX, or through vCenter (name → instance
+    /// UUID → the NSX VM with that external or compute id).
+    pub fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
+        if self.resolve == Resolve::Nsx {
+            let vms = crate::parallel::map(&names, crate::parallel::PER_SERVICE, |name| {
+                self.find_by_name(name)
+            });
+            for (name, vm) in names.into_iter().zip(vms) {
+                found(name, vm)?;
+            }
+            return Ok(());
+        }
+        self.vcenter.find(names, found, |vc, vm| {
+            let (instance, bios) = vc.identity(&vm)?;
+            self.find_by_uuid(&vm, &instance, bios.as_deref())
+        })
+    }
+
+    /// The one VM whose display name is `name`.
+    fn find_by_name(&self, name: &str) -> anyhow::Result<VmRef> {
+        let found = self
+            .list(("display_name", name))
+            .with_context(|| format!("looking up VM {name:?} in NSX"))?;
+        let found: Vec<&NsxVm> = found.iter().filter(|vm| vm.display_name == name).collect();
+        match found.as_slice() {
+            [] => Err(fault(
+                Exit::DataErr,
+                format!("NSX has no VM named {name:?}; check the name in the ticket"),
+            )),
+            [vm] => Ok(self.found(vm)),
+            many => {
+                let ids: Vec<&str> = many.iter().map(|vm| vm.external_id.as_str()).collect();
+                Err(fault(
+                    Exit::DataErr,
+                    format!(
+                        "{} VMs are named {name:?} in NSX (external ids {}); rename one, or set nsx.resolve = \"vcenter\" with vcenter.folder to tell them apart",
+                        many.len(),
+                        ids.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The NSX VM for a vCenter VM: the one whose `external_id` is its instance UUID, else the
+    /// one whose `external_id` is its BIOS UUID and whose `compute_ids` name its instance UUID.
+    fn find_by_uuid(
+        &self,
+        vm: &VmRef,
+        instance_uuid: &str,
+        bios_uuid: Option<&str>,
+    ) -> anyhow::Result<VmRef> {
+        let by_instance = self.list(("external_id", instance_uuid))?;
+        if let [one] = by_instance.as_slice() {
+            return Ok(self.found(one));
+        }
+        let wanted = format!("instanceUuid:{instance_uuid}");
+        if let Some(bios) = bios_uuid {
+            let by_bios = self.list(("external_id", bios))?;
+            let matching: Vec<&NsxVm> = by_bios
+                .iter()
+                .filter(|v| {
+                    v.compute_ids
+                        .iter()
+                        .any(|c| c.eq_ignore_ascii_case(&wanted))
+                })
+                .collect();
+            if let [one] = matching.as_slice() {
+                return Ok(self.found(one));
+            }
+        }
+        Err(fault(
+            Exit::DataErr,
+            format!(
+                "NSX has no VM for {vm} (instance UUID {instance_uuid}); is the VM on a host that NSX manages?"
+            ),
+        ))
+    }
+
+    /// A VM found now, its tag state remembered for `tagged_among`.
+    fn found(&self, vm: &NsxVm) -> VmRef {
+        let found = vm_ref(vm);
+        lock(&self.read_ahead).insert(found.id.clone(), self.carries(vm));
+        found
+    }
+
+    /// Beside the vCenter login: the session (when it is one), and the VMs' tags read ahead.
+    pub fn prepare(&self, vms: &[VmRef], finding: bool) {
+        std::thread::scope(|scope| {
+            if finding && self.resolve == Resolve::Vcenter {
+                scope.spawn(|| self.vcenter.open_ahead());
+            }
+            self.prepared.get_or_init(|| {
+                if self.auth == NsxAuth::Session && self.session().is_err() {
+                    return Default::default(); // said where a request needs the session
+                }
+                let read = crate::parallel::map(vms, crate::parallel::PER_SERVICE, |vm| {
+                    self.read(vm)
+                        .map(|found| found.is_some_and(|f| self.carries(&f)))
+                });
+                // A read that failed is made again where it is needed.
+                vms.iter()
+                    .zip(read)
+                    .filter_map(|(vm, tagged)| Some((vm.id.clone(), tagged.ok()?)))
+                    .collect()
+            });
+        });
+    }
+
+    pub fn done_finding(&self) {
+        self.vcenter.close();
+    }
+
+    /// One read per VM, several at once, unless it was read ahead.
+    pub fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        // The reads made ahead (waited for, if they are under way), for the first call only.
+        let first = !self.prepared_used.swap(true, Ordering::SeqCst);
+        let prepared = match first {
+            true => self.prepared.get_or_init(Default::default).clone(),
+            false => Default::default(),
+        };
+        let known: Vec<Option<bool>> = {
+            let mut read_ahead = lock(&self.read_ahead);
+            vms.iter()
+                .map(|vm| read_ahead.remove(&vm.id).or(prepared.get(&vm.id).copied()))
+                .collect()
+        };
+        let read = crate::parallel::map(
+            &vms.iter().zip(known).collect::<Vec<_>>(),
+            crate::parallel::PER_SERVICE,
+            |(vm, known)| match known {
+                Some(tagged) => Ok(*tagged),
+                None => self
+                    .read(vm)
+                    .map(|found| found.is_some_and(|f| self.carries(&f))),
+            },
+        );
+        let mut tagged = BTreeSet::new();
+        for (vm, carries) in vms.iter().zip(read) {
+            if carries? {
+                tagged.insert(vm.id.clone());
+            }
+        }
+        Ok(tagged)
+    }
+
+    /// The VM with this external id, if NSX lists it.
+    pub fn read(&self, vm: &VmRef) -> anyhow::Result<Option<NsxVm>> {
+        let mut found = self.list(("external_id", &vm.id))?;
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            n => Err(ServiceError::malformed(format!(
+                "NSX lists {n} VMs with external id {}",
+                vm.id
+            ))),
+        }
+    }
+
+    /// The VMs matching one filter: from the fabric inventory, which filters; or, for the
+    /// Policy backend on a manager that refuses that read, from the realized-state list.
+    fn list(&self, filter: (&str, &str)) -> anyhow::Result<Vec<NsxVm>> {
+        if self.flavor == Flavor::Policy && self.fabric_refused.load(Ordering::SeqCst) {
+            return self.list_realized(Some(filter));
+        }
+        match self.list_fabric(Some(filter)) {
+            Err(e)
+                if self.flavor == Flavor::Policy
+                    && matches!(ServiceError::status_of(&e), Some(403 | 404)) =>
+            {
+                self.fabric_refused.store(true, Ordering::SeqCst);
+                self.list_realized(Some(filter))
+            }
+            other => other,
+        }
+    }
+
+    /// The fabric inventory, following NSX's `cursor` over the pages.
+    pub fn list_fabric(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
+        let page_size = PAGE_SIZE.to_string();
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut pairs: Vec<(&str, &str)> = filter.into_iter().collect();
+            pairs.push(("page_size", &page_size));
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
+            }
+            let reply = self.send(&Call::new(
+                Method::GET,
+                format!("{FABRIC_VMS}{}", query(pairs)),
+            ))?;
+            let page: Page = reply.json("NSX")?;
+            let empty = page.results.is_empty();
+            out.extend(page.results);
+            match page.cursor {
+                Some(next)
+                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
+                {
+                    cursor = Some(next);
+                }
+                _ => return Ok(out),
+            }
+        }
+        Err(ServiceError::malformed("NSX: the VM list does not end"))
+    }
+
+    /// The Policy realized-state VM list, with `filter` applied here (the list has none). NSX
+    /// gives no cursor past 1000 VMs and no stable order unless sorted, so the pages are read
+    /// sorted by external id with the cursor otnsx computes (the count read so far), up to an
+    /// empty page; a VM seen twice is kept once.
+    pub fn list_realized(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
+        let page_size = PAGE_SIZE.to_string();
+        let mut out: Vec<NsxVm> = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut read = 0usize;
+        let mut total: Option<usize> = None;
+        for _ in 0..100_000 {
+            let offset = read.to_string();
+            let mut pairs = vec![
+                ("sort_by", "external_id"),
+                ("sort_ascending", "true"),
+                ("page_size", page_size.as_str()),
+            ];
+            if read > 0 {
+                pairs.push(("cursor", &offset));
+            }
+            let reply = self.send(&Call::new(
+                Method::GET,
+                format!("{REALIZED_VMS}{}", query(pairs)),
+            ))?;
+            let page: Page = reply.json("NSX")?;
+            if read == 0 {
+                total = page.result_count;
+            }
+            if page.results.is_empty() {
+                return Ok(out);
+            }
+            read += page.results.len();
+            out.extend(page.results.into_iter().filter(|vm| {
+                seen.insert(vm.external_id.clone())
+                    && filter.is_none_or(|(key, value)| match key {
+                        "display_name" => vm.display_name == value,
+                        _ => vm.external_id == value,
+                    })
+            }));
+            if total.is_some_and(|t| read >= t) {
+                return Ok(out);
+            }
+        }
+        Err(ServiceError::malformed("NSX: the VM list does not end"))
+    }
+
+    /// The VMs with our scope and tag by the search API at `path`, page by page; `None` when
+    /// the search cannot answer now (400 with error 60508, the index being built, or 60514, a
+    /// search timeout) or not at all (404): then the inventory is listed. A result that does
+    /// not carry the tag (a stale index) is left out.
+    pub fn search_tagged(&self, path: &str) -> anyhow::Result<Option<Vec<VmRef>>> {
+        let term = format!(
+            "resource_type:VirtualMachine AND tags.scope:{} AND tags.tag:{}",
+            lucene(&self.ours.scope),
+            lucene(&self.ours.tag)
+        );
+        let page_size = PAGE_SIZE.to_string();
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut pairs = vec![("query", term.as_str()), ("page_size", &page_size)];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
+            }
+            let reply =
+                self.send_raw(&Call::new(Method::GET, format!("{path}{}", query(pairs))))?;
+            if reply.status == 404
+                || (reply.status == 400
+                    && error_code(&reply).is_some_and(|c| SEARCH_NOT_READY.contains(&c)))
+            {
+                return Ok(None);
+            }
+            if !reply.is_success() {
+                return Err(self.error(&reply));
+            }
+            let page: Page = reply.json("NSX")?;
+            let empty = page.results.is_empty();
+            out.extend(
+                page.results
+                    .iter()
+                    .filter(|vm| self.carries(vm))
+                    .map(vm_ref),
+            );
+            match page.cursor {
+                Some(next)
+                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
+                {
+                    cursor = Some(next);
+                }
+                _ => return Ok(Some(out)),
+            }
+        }
+        Err(ServiceError::malformed(
+            "NSX: the search results do not end",
+        ))
+    }
+
+    /// Sends and turns a non-2xx answer into an error.
+    pub fn send(&self, call: &Call) -> anyhow::Result<Reply> {
+        let reply = self.send_raw(call)?;
+        if reply.is_success() {
+            Ok(reply)
+        } else {
+            Err(self.error(&reply))
+        }
+    }
+
+    /// Sends with our credentials. Error 607 (transaction aborted) is retried by the HTTP
+    /// layer's one loop; an expired session (403, error 98) is renewed once and the request
+    /// sent again. Any status comes back.
+    pub fn send_raw(&self, call: &Call) -> anyhow::Result<Reply> {
+        let mut renewed = false;
+        loop {
+            let mut call = call.clone().header("accept", "application/json");
+            match self.auth {
+                // A client certificate logs in by itself: no Authorization header.
+                NsxAuth::Basic if self.certificate.is_some() => {}
+                NsxAuth::Basic => {
+                    call = call.header("authorization", basic_auth(&self.user, &self.password))
+                }
+                NsxAuth::Session => {
+                    let session = self.session()?;
+                    call = call
+                        .header("cookie", session.cookie)
+                        .header("x-xsrf-token", session.xsrf);
+                }
+            }
+            let aborted = &mut |reply: &Reply, _: &mut Call| {
+                reply.status == 500 && error_code(reply) == Some(TRANSACTION_ABORTED)
+            };
+            let reply = self.http.send_with(&call, self.http.deadline(), aborted)?;
+            if reply.status == 403
+                && error_code(&reply) == Some(SESSION_EXPIRED)
+                && self.auth == NsxAuth::Session
+                && !renewed
+            {
+                *lock(&self.session) = None;
+                renewed = true;
+                continue;
+            }
+            return Ok(reply);
+        }
+    }
+
+    /// The session, logging in once (the lock is held across the login, so that requests
+    /// made at once share one session).
+    fn session(&self) -> anyhow::Result<Session> {
+        let mut kept = lock(&self.session);
+        if kept.is_none() {
+            // With a client certificate (a principal identity) the body is empty.
+            let form = match &self.certificate {
+                Some(_) => String::new(),
+                None => format!(
+                    "j_username={}&j_password={}",
+                    encode(&self.user),
+                    encode(self.password.expose())
+                ),
+            };
+            let call = Call::new(Method::POST, "/api/session/create")
+                .body("application/x-www-form-urlencoded", form.into_bytes());
+            let reply = self.http.send(&call).context("logging in to NSX")?;
+            if !reply.is_success() {
+                return Err(ServiceError::status(
+                    reply.status,
+                    format!(
+                        "NSX refused the session login of {:?} (HTTP {}); check nsx.user and its password",
+                        self.user, reply.status
+                    ),
+                ));
+            }
+            let cookie = reply
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+                .filter_map(|(_, v)| v.split(';').next())
+                .find(|c| c.trim_start().starts_with("JSESSIONID="))
+                .map(|c| c.trim().to_string());
+            let xsrf = reply.header("x-xsrf-token").map(str::to_string);
+            for token in cookie.iter().chain(&xsrf) {
+                crate::secrets::token(token.trim_start_matches("JSESSIONID="));
+            }
+            let (Some(cookie), Some(xsrf)) = (cookie, xsrf) else {
+                return Err(ServiceError::malformed(
+                    "NSX: the session login answered without a JSESSIONID cookie and an X-XSRF-TOKEN header",
+                ));
+            };
+            *kept = Some(Session { cookie, xsrf });
+        }
+        kept.clone()
+            .ok_or_else(|| fault(Exit::Unavailable, "NSX: no session"))
+    }
+
+    /// Ends the session, if one was made.
+    pub fn close(&self) {
+        let Some(session) = lock(&self.session).take() else {
+            return;
+        };
+        let call = Call::new(Method::POST, "/api/session/destroy")
+            .header("cookie", session.cookie)
+            .header("x-xsrf-token", session.xsrf);
+        let grace = Deadline::after(
+            self.http
+                .deadline()
+                .remaining()
+                .max(std::time::Duration::from_secs(2)),
+        );
+        if let Err(e) = self.http.send_by(&call, grace) {
+            errln!("otnsx: warning: ending the NSX session: {e:#}");
+        }
+    }
+
+    /// NSX's answer as an error, with what to check.
+    pub fn error(&self, reply: &Reply) -> anyhow::Error {
+        if let Some(cert) = &self.certificate
+            && reply.status == 500
+            && error_code(reply) == Some(CERTIFICATE_NOT_TRUSTED)
+        {
+            return fault(
+                Exit::NoPerm,
+                format!(
+                    "NSX does not trust the client certificate {} (error {CERTIFICATE_NOT_TRUSTED}): register it as a principal identity in NSX (System > User Management), or fix nsx.client_cert",
+                    cert.display()
+                ),
+            );
+        }
+        let hint = match reply.status {
+            401 | 403 => self.flavor.role_hint(),
+            300..=399 => "; redirects are not followed: set nsx.url to the final address",
+            429 => "; NSX kept asking to slow down",
+            _ => "",
+        };
+        ServiceError::status(
+            reply.status,
+            format!(
+                "{}: HTTP {}: {}{hint}",
+                self.flavor.product(),
+                reply.status,
+                error_text(reply)
+            ),
+        )
+    }
+}
+
+/// The session is ended however the run ends.
+impl Drop for JsonApi {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Parses `data` as NSX-T answers are parsed, for the fuzz targets.
+pub fn fuzz_parse(data: &[u8]) {
+    let reply = Reply {
+        status: 400,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: String::from_utf8_lossy(data).into_owned(),
+    };
+    let _ = reply.json::<Page>("NSX");
+    let _ = error_text(&reply);
+    let _ = error_code(&reply);
+    crate::nsx::policy::fuzz_parse(&reply);
+}
+
+/// A term for the search API's Lucene syntax: its special characters (and white space)
+/// escaped with a backslash.
+fn lucene(term: &str) -> String {
+    let mut out = String::with_capacity(term.len());
+    for c in term.chars() {
+        if "+-&|!(){}[]^\"~*?:\\/ ".contains(c) || c.is_whitespace() {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn vm_ref(vm: &NsxVm) -> VmRef {
+    VmRef {
+        name: vm.display_name.clone(),
+        id: vm.external_id.clone(),
+    }
+}
+
+pub fn json_call(method: Method, path: &str, body: &Value) -> Call {
+    Call::new(method, path).body("application/json", body.to_string().into_bytes())
+}
+
+pub fn error_code(reply: &Reply) -> Option<i64> {
+    serde_json::from_str::<Value>(&reply.body)
+        .ok()?
+        .get("error_code")?
+        .as_i64()
+}
+/// NSX's error: code, message, details and related errors, on one line.
+pub fn error_text(reply: &Reply) -> String {
+    let Ok(body) = serde_json::from_str::<Value>(&reply.body) else {
+        return reply.snippet();
+    };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+    let mut out = match body.get("error_code").and_then(Value::as_i64) {
+        Some(code) => format!("error {code}: {}", text(&body, "error_message")),
+        None => text(&body, "error_message"),
+    };
+    let details = text(&body, "details");
+    if !details.is_empty() {
+        out.push_str(&format!(" ({details})"));
+    }
+    for related in body
+        .get("related_errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!("; related: {}", text(related, "error_message")));
+    }
+    if out.is_empty() { reply.snippet() } else { out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_vms_leniently() {
+        let page: Page = serde_json::from_str(
+            r#"{"result_count":2,"cursor":"0042","results":[
+              {"resource_type":"VirtualMachine","display_name":"web01","external_id":"5012a","power_state":"VM_RUNNING",
+               "compute_ids":["instanceUuid:5012a","biosUuid:4212b"],"tags":[{"scope":"otnsx","tag":"maintenance"},{"scope":"backup"}]},
+              {"display_name":"db01","external_id":"5012c"}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(page.cursor.as_deref(), Some("0042"));
+        assert_eq!(
+            page.results[0].tags[1],
+            Tag {
+                scope: "backup".into(),
+                tag: String::new()
+            }
+        );
+        assert!(page.results[1].tags.is_empty());
+    }
+
+    #[test]
+    fn error_text_carries_code_message_and_related() {
+        let reply = Reply {
+            status: 400,
+            headers: vec![],
+            body: r#"{"httpStatus":"BAD_REQUEST","error_code":8327,"module_name":"common-services","error_message":"Tag scope too long.","related_errors":[{"error_code":1,"error_message":"first"}]}"#.into(),
+        };
+        assert_eq!(
+            error_text(&reply),
+            "error 8327: Tag scope too long.; related: first"
+        );
+    }
+}
