@@ -20,6 +20,7 @@ mod it {
     pub mod lifecycle;
     pub mod manual;
     pub mod notes;
+    pub mod nsx_policy;
     pub mod nsxt;
     pub mod package;
     pub mod policy;

@@ -253,16 +253,64 @@ impl NsxPolicy {
             .collect())
     }
 
-    /// Whether the account may use the tag operations: a read of one that does not exist
-    /// (404) is allowed to a role with access on Tags, refused (403) to one without.
-    fn may_use_tag_operations(&self) -> anyhow::Result<()> {
-        let path = format!("{TAG_OPERATIONS}/{}-check", self.run);
-        let reply = self.api.send_raw(&Call::new(Method::GET, path))?;
-        match reply.status {
-            200..=299 | 404 => Ok(()),
-            _ => Err(self.api.error(&reply)).context(
-                "NSX Policy: reading the tag operations (the account's role needs read-only access on Inventory > Virtual Machines and full access on Inventory > Tags)",
-            ),
+    /// What the account's role allows, by `GET /api/v1/aaa/user-info/permissions`: full access
+    /// (crud) on the feature named Tags, and at least read on Virtual Machines. Where NSX does
+    /// not list them, a read of a tag operation that does not exist (404 allowed, 403 refused)
+    /// shows at least that the tag operations are open to the account.
+    fn role(&self) -> anyhow::Result<String> {
+        const NEEDED: &str = "read-only on Virtual Machines, full access on Tags";
+        #[derive(Deserialize)]
+        struct Permissions {
+            #[serde(default)]
+            feature_permissions: Vec<FeaturePermission>,
+        }
+        #[derive(Deserialize)]
+        struct FeaturePermission {
+            #[serde(default)]
+            feature_name: Option<String>,
+            #[serde(default)]
+            permission: String,
+        }
+        let reply = self
+            .api
+            .send_raw(&Call::new(Method::GET, "/api/v1/aaa/user-info/permissions"))?;
+        let listed: Vec<FeaturePermission> = match reply.is_success() {
+            true => reply.json::<Permissions>("NSX")?.feature_permissions,
+            false => Vec::new(),
+        };
+        let permission = |name: &str| {
+            listed
+                .iter()
+                .find(|f| {
+                    f.feature_name
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .map(|f| f.permission.as_str())
+        };
+        match (permission("Tags"), permission("Virtual Machines")) {
+            (Some("crud"), Some("crud" | "read")) => {
+                Ok(format!("the account's role has what it needs ({NEEDED})"))
+            }
+            (Some(tags), vms) => Err(fault(
+                Exit::NoPerm,
+                format!(
+                    "NSX Policy: the account's role has {tags:?} on Tags and {:?} on Virtual Machines; it needs {NEEDED} (Inventory > Tags: full access)",
+                    vms.unwrap_or("none")
+                ),
+            )),
+            (None, _) => {
+                let path = format!("{TAG_OPERATIONS}/{}-check", self.run);
+                let reply = self.api.send_raw(&Call::new(Method::GET, path))?;
+                if !matches!(reply.status, 200..=299 | 404) {
+                    return Err(self.api.error(&reply)).context(format!(
+                        "NSX Policy: reading the tag operations (the account's role needs {NEEDED})"
+                    ));
+                }
+                Ok(format!(
+                    "NSX does not list the account's permissions; it may read tag operations (the role it needs: {NEEDED}; that it may write them shows on the first change)"
+                ))
+            }
         }
     }
 }
@@ -346,9 +394,9 @@ impl TagBackend for NsxPolicy {
 
     fn probe(&self) -> anyhow::Result<String> {
         let count = self.every_tagged()?.len();
-        self.may_use_tag_operations()?;
+        let role = self.role()?;
         Ok(format!(
-            "NSX Policy answers; the VM inventory is readable; the account may read tag operations (the role it needs: read-only on Virtual Machines, full access on Tags; that it may also write them shows on the first change); tag {} is on {count} VM(s) now",
+            "NSX Policy answers; the VM inventory is readable; {role}; tag {} is on {count} VM(s) now",
             self.api.tag_label()
         ))
     }

@@ -243,6 +243,28 @@ fn a_registered_client_certificate_logs_in_without_a_password() {
 }
 
 #[test]
+fn the_policy_backend_logs_in_with_a_client_certificate_too() {
+    for auth in ["basic", "session"] {
+        let clients = TestCa::new();
+        let client = clients.leaf("otnsx-principal", false);
+        let (world, nsxt) = principal_world(&clients, &client, auth, false);
+        let text = fs::read_to_string(world.config_path()).unwrap();
+        world.write_config(&text.replacen("kind = \"nsx-t\"", "kind = \"nsx-policy\"", 1));
+        nsxt.trust_client(client.der.as_ref());
+        let run = lock(&world, T2);
+        assert_eq!(run.code, 0, "{auth}: {run:?}");
+        assert_eq!(nsxt.carrying("otnsx", "maintenance"), ["web01"], "{auth}");
+        assert_eq!(nsxt.operations().len(), 1, "{auth}: by a tag operation");
+        assert!(
+            nsxt.requests()
+                .iter()
+                .all(|r| r.header("authorization").is_none()),
+            "{auth}: no Authorization header with a certificate"
+        );
+    }
+}
+
+#[test]
 fn a_client_certificate_nsx_does_not_trust_is_named() {
     // Signed by the CA NSX knows, but not registered as a principal identity: 500, error 99.
     let clients = TestCa::new();

@@ -206,6 +206,25 @@ deny = ["vc*", "nsx*"]
         out
     }
 
+    /// The configuration for the Policy backend: as [`World::config_text_nsxt`] with
+    /// `kind = "nsx-policy"`, logging in as `user` (an account of the fake manager).
+    pub fn config_text_policy(&self, user: &str, extra: &str, with_vcenter: bool) -> String {
+        self.config_text_nsxt(extra, with_vcenter)
+            .replacen("kind = \"nsx-t\"", "kind = \"nsx-policy\"", 1)
+            .replacen(
+                &format!(
+                    "user = \"{}\"\npassword_file = \"{}/nsxt",
+                    nsxt::USER,
+                    self.dir.path().display()
+                ),
+                &format!(
+                    "user = \"{user}\"\npassword_file = \"{}/nsxt",
+                    self.dir.path().display()
+                ),
+                1,
+            )
+    }
+
     /// The VMs carrying otnsx's scope and tag in the fake NSX-T.
     pub fn tagged_t(&self) -> BTreeSet<String> {
         self.nsxt.carrying(SCOPE, VALUE).into_iter().collect()

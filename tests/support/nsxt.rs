@@ -4,6 +4,15 @@
 //! or a session (JSESSIONID cookie + X-XSRF-TOKEN). It can be an old manager without
 //! add/remove, rate-limit with 429 and Retry-After, abort transactions (607), and expire
 //! session tokens (403, error 98).
+//!
+//! The same manager serves the Policy API as NSX 4.x does: tag operations
+//! (`PUT /policy/api/v1/infra/tags/tag-operations/{id}` answering 200, a `status` that is
+//! `Running` for a while and then names each VM's outcome), the realized-state VM list without
+//! a cursor or `result_count` once the inventory passes 1000 VMs and in an order that changes
+//! per request unless sorted, and the Policy search. Its accounts have the roles NSX 4.1 gives
+//! them: `otnsx` is Enterprise Admin, `otnsx-tagger` a custom role with read-only access on
+//! VMs and full access on Tags (refused the fabric tag actions, as on NSX 4.1), `otnsx-reader`
+//! read-only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -16,6 +25,12 @@ pub const USER: &str = "otnsx";
 pub const PASSWORD: &str = "nsxt-secret-pw";
 /// An account whose role may read the inventory but not change tags (same password).
 pub const READER: &str = "otnsx-reader";
+/// An account whose custom role has full access on Tags and read-only access on VMs: the
+/// Policy tag operations are allowed, the fabric tag actions refused (NSX 4.1).
+pub const TAGGER: &str = "otnsx-tagger";
+const TAG_OPERATIONS: &str = "/policy/api/v1/infra/tags/tag-operations/";
+const REALIZED_VMS: &str = "/policy/api/v1/infra/realized-state/virtual-machines";
+const POLICY_SEARCH: &str = "/policy/api/v1/search/query";
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 const SEARCH: &str = "/api/v1/search/query";
 /// User tags a VM may carry (NSX 2.5 and later).
@@ -56,6 +71,28 @@ struct State {
     reader_sessions: BTreeSet<String>,
     /// The client certificate registered as a principal identity (DER).
     principal: Option<Vec<u8>>,
+    /// The sessions of the tagging account, by JSESSIONID.
+    tagger_sessions: BTreeSet<String>,
+    /// Tag operations by id: how many status reads still answer `Running`, and the outcome.
+    operations: BTreeMap<String, Operation>,
+    /// Status reads of each new operation that answer `Running` before it ends.
+    running_polls: usize,
+    /// This many operations end in `Error` for each VM, changing nothing.
+    failing_operations: usize,
+    /// This many operations end in `Success` for each VM but change nothing (a manager whose
+    /// status cannot be taken alone).
+    unapplied_operations: usize,
+    /// The fabric inventory read is refused (403) to the tagging account.
+    fabric_reads_refused: bool,
+    /// Realized-state list requests, to make the unsorted order change.
+    realized_reads: usize,
+}
+
+struct Operation {
+    body: Value,
+    running: usize,
+    /// (list, resource_type, resource id, display name, Success/Error, details)
+    outcomes: Vec<(String, String, String, String, &'static str, String)>,
 }
 
 pub struct FakeNsxT {
@@ -131,6 +168,35 @@ impl FakeNsxT {
                     .any(|(sc, t)| sc == scope && t.as_deref() == Some(tag))
             })
             .map(|v| v.display_name.clone())
+            .collect()
+    }
+
+    /// Status reads of each new tag operation that answer `Running` before it ends.
+    pub fn running_polls(&self, count: usize) {
+        self.state.lock().unwrap().running_polls = count;
+    }
+
+    /// Ends the next `count` tag operations in `Error` for each VM, changing nothing.
+    pub fn failing_operations(&self, count: usize) {
+        self.state.lock().unwrap().failing_operations = count;
+    }
+
+    /// Ends the next `count` tag operations in `Success` while changing nothing.
+    pub fn unapplied_operations(&self, count: usize) {
+        self.state.lock().unwrap().unapplied_operations = count;
+    }
+
+    /// Refuses the fabric inventory read to the tagging account (403).
+    pub fn refuse_fabric_reads(&self) {
+        self.state.lock().unwrap().fabric_reads_refused = true;
+    }
+
+    /// The tag operations received (PUT bodies), in order.
+    pub fn operations(&self) -> Vec<Value> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == "PUT" && r.path.starts_with(TAG_OPERATIONS))
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
             .collect()
     }
 
@@ -234,6 +300,8 @@ enum Auth {
     Ok,
     /// The read-only account: may read, may not change tags.
     Reader,
+    /// The custom role with full access on Tags: the Policy tag operations, no fabric actions.
+    Tagger,
     Refused(Response),
 }
 
@@ -255,6 +323,8 @@ fn authenticate(s: &mut State, req: &Request) -> Auth {
             Auth::Ok
         } else if user == READER && password == PASSWORD {
             Auth::Reader
+        } else if user == TAGGER && password == PASSWORD {
+            Auth::Tagger
         } else {
             Auth::Refused(error(
                 403,
@@ -289,6 +359,9 @@ fn authenticate(s: &mut State, req: &Request) -> Auth {
     if s.reader_sessions.contains(&cookie) {
         return Auth::Reader;
     }
+    if s.tagger_sessions.contains(&cookie) {
+        return Auth::Tagger;
+    }
     Auth::Ok
 }
 
@@ -315,8 +388,17 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     if let Auth::Refused(r) = auth {
         return r;
     }
-    if matches!(auth, Auth::Reader) && req.method != "GET" {
-        // Not recorded from a real manager: the shape of NSX's errors, with its 403.
+    let tag_operation = req.method == "PUT" && req.path.starts_with(TAG_OPERATIONS);
+    // Not recorded from a real manager: the shape of NSX's errors, with its 403. NSX 4.1
+    // refuses the fabric tag actions to a custom role with full access on Tags.
+    let refused = match auth {
+        Auth::Reader => req.method != "GET",
+        Auth::Tagger => {
+            (req.method != "GET" && !tag_operation) || (s.fabric_reads_refused && req.path == VMS)
+        }
+        _ => false,
+    };
+    if refused {
         return error(
             403,
             403,
@@ -352,7 +434,39 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
                 json!({"node_version": version, "product_version": version}).to_string(),
             )
         }
-        ("GET", SEARCH) if !s.no_search => search(&mut s, req),
+        // What each account's role allows, by feature (the ids here are the fake's own).
+        ("GET", "/api/v1/aaa/user-info/permissions") => {
+            let (tags, vms) = match auth {
+                Auth::Reader => ("read", "read"),
+                Auth::Tagger => ("crud", "read"),
+                _ => ("crud", "crud"),
+            };
+            Response::json(
+                200,
+                json!({"feature_permissions": [
+                    {"feature": "fake_tags", "feature_name": "Tags", "permission": tags},
+                    {"feature": "fake_vms", "feature_name": "Virtual Machines", "permission": vms},
+                    {"feature": "fake_groups", "feature_name": "Groups", "permission": "read"},
+                ]})
+                .to_string(),
+            )
+        }
+        ("GET", SEARCH | POLICY_SEARCH) if !s.no_search => search(&mut s, req),
+        ("GET", REALIZED_VMS) => realized(&mut s, req),
+        ("PUT", path) if path.starts_with(TAG_OPERATIONS) => {
+            let id = path[TAG_OPERATIONS.len()..].to_string();
+            tag_operation_put(&mut s, req, &id)
+        }
+        ("GET", path) if path.starts_with(TAG_OPERATIONS) => {
+            let rest = &path[TAG_OPERATIONS.len()..];
+            match rest.strip_suffix("/status") {
+                Some(id) => tag_operation_status(&mut s, id),
+                None => match s.operations.get(rest) {
+                    Some(op) => Response::json(200, op.body.to_string()),
+                    None => error(404, 500090, &format!("TagBulkOperation {rest} not found")),
+                },
+            }
+        }
         ("POST", VMS) => change(&mut s, req),
         (_, VMS) => error(405, 400, "Method not allowed"),
         _ => error(404, 404, "The requested URI could not be found."),
@@ -373,7 +487,7 @@ fn session_create(s: &mut State, req: &Request) -> Response {
         return error(500, 99, "Client certificate is not trusted");
     }
     if !by_certificate
-        && (![USER, READER].contains(&user.as_str())
+        && (![USER, READER, TAGGER].contains(&user.as_str())
             || form.query_value("j_password").as_deref() != Some(PASSWORD))
     {
         return error(
@@ -388,6 +502,9 @@ fn session_create(s: &mut State, req: &Request) -> Response {
     s.sessions.insert(cookie.clone(), xsrf.clone());
     if user == READER {
         s.reader_sessions.insert(cookie.clone());
+    }
+    if user == TAGGER {
+        s.tagger_sessions.insert(cookie.clone());
     }
     Response::empty(200)
         .with_header(
@@ -595,4 +712,228 @@ fn change(s: &mut State, req: &Request) -> Response {
         _ => vm.tags = tags,
     }
     Response::empty(204)
+}
+
+/// The realized-state VM list: sorted when asked (`sort_by=external_id` or `display_name`),
+/// else in an order that changes from one request to the next; `cursor` is an offset; once the
+/// inventory passes 1000 VMs neither `cursor` nor `result_count` is given, as on NSX 3.x/4.x.
+fn realized(s: &mut State, req: &Request) -> Response {
+    for (key, _) in req.query() {
+        if ![
+            "cursor",
+            "page_size",
+            "sort_by",
+            "sort_ascending",
+            "include_mark_for_delete_objects",
+            "enforcement_point_path",
+        ]
+        .contains(&key.as_str())
+        {
+            return error(400, 400, &format!("Unknown query parameter {key}"));
+        }
+    }
+    let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
+    };
+    let Ok(start) = req
+        .query_value("cursor")
+        .unwrap_or_default()
+        .parse::<usize>()
+        .or_else(|e| {
+            if req.query_value("cursor").is_none() {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })
+    else {
+        return error(400, 400, "Invalid cursor");
+    };
+    let mut vms: Vec<&FakeVm> = s.vms.iter().collect();
+    match req.query_value("sort_by").as_deref() {
+        Some("external_id") => vms.sort_by(|a, b| a.external_id.cmp(&b.external_id)),
+        Some("display_name") => vms.sort_by(|a, b| a.display_name.cmp(&b.display_name)),
+        Some(other) => return error(400, 400, &format!("Invalid sort_by {other}")),
+        None => {
+            s.realized_reads += 1;
+            let n = vms.len().max(1);
+            vms.rotate_left(s.realized_reads * 7 % n);
+        }
+    }
+    if req.query_value("sort_ascending").as_deref() == Some("false") {
+        vms.reverse();
+    }
+    let end = (start + page_size).min(vms.len());
+    let results: Vec<Value> = vms[start.min(end)..end]
+        .iter()
+        .map(|v| vm_json(v))
+        .collect();
+    let mut body = json!({"results": results});
+    if vms.len() <= 1000 {
+        body["result_count"] = json!(vms.len());
+        if end < vms.len() {
+            body["cursor"] = json!(format!("{end:04}"));
+        }
+    }
+    Response::json(200, body.to_string())
+}
+
+/// A tag bulk operation: the body checked as strictly as NSX's schema (known fields, a tag
+/// within NSX's limits, `VirtualMachine` resources named by external id), a fresh id, each VM's
+/// outcome kept for the status.
+fn tag_operation_put(s: &mut State, req: &Request, id: &str) -> Response {
+    if req.media_type() != "application/json" {
+        return error(415, 415, "Unsupported media type");
+    }
+    if id.is_empty() || id.contains('/') {
+        return error(400, 400, "Invalid operation id");
+    }
+    if s.operations.contains_key(id) {
+        return error(
+            400,
+            500091,
+            &format!("TagBulkOperation {id} already exists"),
+        );
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return error(400, 400, "Malformed request body");
+    };
+    let Some(fields) = body.as_object() else {
+        return error(400, 400, "Malformed request body");
+    };
+    if let Some(unknown) = fields.keys().find(|k| {
+        ![
+            "tag",
+            "apply_to",
+            "remove_from",
+            "resource_type",
+            "display_name",
+        ]
+        .contains(&k.as_str())
+    }) {
+        return error(400, 400, &format!("Field {unknown} is not allowed"));
+    }
+    let scope = body["tag"]["scope"].as_str().unwrap_or("").to_string();
+    let Some(value) = body["tag"]["tag"].as_str().map(str::to_string) else {
+        return error(400, 400, "Field tag.tag is required");
+    };
+    if scope.chars().count() > 128 || value.chars().count() > 256 {
+        return error(400, 400, "Tag scope or value is too long");
+    }
+    let tag = (scope, Some(value));
+    let mut wanted = Vec::new();
+    for list in ["apply_to", "remove_from"] {
+        for info in body[list].as_array().into_iter().flatten() {
+            let kind = info["resource_type"].as_str().unwrap_or("");
+            if kind != "VirtualMachine" {
+                return error(400, 400, &format!("Unsupported resource_type {kind:?}"));
+            }
+            let Some(ids) = info["resource_ids"]
+                .as_array()
+                .filter(|ids| !ids.is_empty())
+            else {
+                return error(400, 400, "Field resource_ids is required");
+            };
+            for rid in ids {
+                wanted.push((list.to_string(), rid.as_str().unwrap_or("").to_string()));
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return error(400, 400, "One of apply_to or remove_from is required");
+    }
+    let fail = s.failing_operations > 0;
+    s.failing_operations = s.failing_operations.saturating_sub(1);
+    let unapplied = s.unapplied_operations > 0;
+    s.unapplied_operations = s.unapplied_operations.saturating_sub(1);
+    let mut outcomes = Vec::new();
+    for (list, rid) in wanted {
+        let outcome = match s.vms.iter_mut().find(|v| v.external_id == rid) {
+            None => ("Error", format!("Can not find VM with the ID {rid}")),
+            Some(_) if fail => ("Error", "Internal error while applying the tag".to_string()),
+            Some(vm) => {
+                let adding = list == "apply_to";
+                if adding && !vm.tags.contains(&tag) && vm.tags.len() >= MAX_TAGS {
+                    (
+                        "Error",
+                        format!("Number of tags on the object exceeds the maximum of {MAX_TAGS}"),
+                    )
+                } else {
+                    if !unapplied {
+                        if adding && !vm.tags.contains(&tag) {
+                            vm.tags.push(tag.clone());
+                        } else if !adding {
+                            vm.tags.retain(|t| *t != tag);
+                        }
+                    }
+                    ("Success", String::new())
+                }
+            }
+        };
+        let name = s
+            .vms
+            .iter()
+            .find(|v| v.external_id == rid)
+            .map(|v| v.display_name.clone())
+            .unwrap_or_default();
+        outcomes.push((
+            list,
+            "VirtualMachine".to_string(),
+            rid,
+            name,
+            outcome.0,
+            outcome.1,
+        ));
+    }
+    let mut echo = body.clone();
+    echo["id"] = json!(id);
+    echo["path"] = json!(format!("/infra/tags/tag-operations/{id}"));
+    echo["resource_type"] = json!("TagBulkOperation");
+    s.operations.insert(
+        id.to_string(),
+        Operation {
+            body: echo.clone(),
+            running: s.running_polls,
+            outcomes,
+        },
+    );
+    Response::json(200, echo.to_string())
+}
+
+fn tag_operation_status(s: &mut State, id: &str) -> Response {
+    let Some(op) = s.operations.get_mut(id) else {
+        return error(404, 500090, &format!("TagBulkOperation {id} not found"));
+    };
+    let mut body = json!({
+        "path": format!("/infra/tags/tag-operations/{id}"),
+        "tag": op.body["tag"],
+    });
+    if op.running > 0 {
+        op.running -= 1;
+        body["status"] = json!("Running");
+        return Response::json(200, body.to_string());
+    }
+    let failed = op.outcomes.iter().any(|o| o.4 == "Error");
+    body["status"] = json!(if failed { "Error" } else { "Success" });
+    for list in ["apply_to", "remove_from"] {
+        let statuses: Vec<Value> = op
+            .outcomes
+            .iter()
+            .filter(|o| o.0 == list)
+            .map(|(_, _, rid, name, status, details)| {
+                let mut r = json!({"resource_id": rid, "resource_display_name": name, "tag_status": status});
+                if !details.is_empty() {
+                    r["details"] = json!(details);
+                }
+                r
+            })
+            .collect();
+        if !statuses.is_empty() {
+            body[list] =
+                json!([{"resource_type": "VirtualMachine", "resource_tag_status": statuses}]);
+        }
+    }
+    Response::json(200, body.to_string())
 }
