@@ -3,7 +3,7 @@
 //! recorded afterwards, one VM after the other, by the command (`commands/change.rs`). So the
 //! requests of this step are free to be made at once.
 
-use crate::nsx::TagBackend;
+use crate::nsx::{Membership, TagBackend};
 use crate::plan::{TagChange, VmPlan};
 
 /// What came of one VM's change.
@@ -11,6 +11,9 @@ pub struct Applied {
     pub result: anyhow::Result<()>,
     /// How the change was made, when that is worth a warning (last-writer-wins tag updates).
     pub warnings: Vec<String>,
+    /// With `nsx.verify_group`, after a change that succeeded: whether NSX put the VM into
+    /// (or took it out of) the group in time.
+    pub membership: Option<Membership>,
 }
 
 /// Changes each VM's tag as its plan says, several VMs at once (at most
@@ -26,26 +29,38 @@ pub fn apply(
         .filter(|p| p.change != TagChange::Keep)
         .collect();
     let mut results = crate::parallel::map(&changing, crate::parallel::PER_SERVICE, |plan| {
-        match plan.change {
-            TagChange::Attach => may_open(plan).and_then(|()| backend.attach(&plan.vm)),
-            _ => backend.detach(&plan.vm),
-        }
+        let attach = plan.change == TagChange::Attach;
+        let result = match attach {
+            true => may_open(plan).and_then(|()| backend.attach(&plan.vm)),
+            false => backend.detach(&plan.vm),
+        };
+        // Where access takes effect: the group, once the tag is verified.
+        let membership = match &result {
+            Ok(()) => backend.membership(&plan.vm, attach),
+            Err(_) => None,
+        };
+        (result, membership)
     })
     .into_iter();
     // A warning is about how this run changes tags; it goes with the first change.
     let mut warnings = backend.take_warnings();
     plans
         .iter()
-        .map(|plan| Applied {
-            result: match plan.change {
-                TagChange::Keep => Ok(()),
-                _ => (results.next())
-                    .unwrap_or_else(|| Err(anyhow::anyhow!("no result for {}", plan.vm))),
-            },
-            warnings: match plan.change {
-                TagChange::Keep => Vec::new(),
-                _ => std::mem::take(&mut warnings),
-            },
+        .map(|plan| {
+            let (result, membership) = match plan.change {
+                TagChange::Keep => (Ok(()), None),
+                _ => results
+                    .next()
+                    .unwrap_or_else(|| (Err(anyhow::anyhow!("no result for {}", plan.vm)), None)),
+            };
+            Applied {
+                result,
+                membership,
+                warnings: match plan.change {
+                    TagChange::Keep => Vec::new(),
+                    _ => std::mem::take(&mut warnings),
+                },
+            }
         })
         .collect()
 }

@@ -29,6 +29,7 @@ mod it {
     pub mod state;
     pub mod ticket;
     pub mod tls;
+    pub mod verify_group;
 }
 
 use std::process::{Command, Output};

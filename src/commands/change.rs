@@ -112,6 +112,8 @@ pub struct Outcome {
     pub open_until: Option<Timestamp>,
     /// How the change was made, when that is worth a warning (last-writer-wins tag updates).
     pub warnings: Vec<String>,
+    /// With `nsx.verify_group`: whether the change took effect in the group, and how soon.
+    pub membership: Option<crate::nsx::Membership>,
     pub cause: Cause,
     /// Whose access began and ended, by the leases before and after this VM's change.
     gained: Vec<Holder>,
@@ -185,6 +187,7 @@ impl Run {
                 .map(|_| Applied {
                     result: Ok(()),
                     warnings: Vec::new(),
+                    membership: None,
                 })
                 .collect(),
             _ => apply(backend, &plans, |plan| {
@@ -244,7 +247,15 @@ impl Run {
         let touched: std::collections::HashSet<&str> =
             decision.touched.iter().map(|v| v.id.as_str()).collect();
         let mut outcomes = Vec::new();
-        for (plan, Applied { result, warnings }) in plans.into_iter().zip(applied) {
+        for (
+            plan,
+            Applied {
+                result,
+                warnings,
+                membership,
+            },
+        ) in plans.into_iter().zip(applied)
+        {
             let id = plan.vm.id.clone();
             // This VM's leases before its change (the others do not change with it).
             let previous: Vec<Lease> = current.get(&id).to_vec();
@@ -275,6 +286,7 @@ impl Run {
             };
             let mut outcome = self.outcome(cause, plan, result, &previous, &wanted);
             outcome.warnings = warnings;
+            outcome.membership = membership;
             let mut entry = self.entry_for(subject, &outcome, &wanted);
             entry.opened_by = previous
                 .iter()
@@ -336,6 +348,7 @@ impl Run {
             error: result.err(),
             open_until,
             warnings: Vec::new(),
+            membership: None,
             gained,
             lost,
         }
@@ -355,7 +368,19 @@ impl Run {
             .iter()
             .find(|l| &l.vm_id == id && entry.gained.contains(&l.holder))
             .and_then(|l| l.reason.clone());
-        if outcome.error.is_some() {
+        if let Some(m) = &outcome.membership {
+            entry.group = Some(crate::state::journal::GroupWait {
+                group: m.group.clone(),
+                confirmed: m.result.is_ok(),
+                waited_ms: u64::try_from(m.waited.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        if outcome.error.is_some()
+            || outcome
+                .membership
+                .as_ref()
+                .is_some_and(|m| m.result.is_err())
+        {
             entry.result = EntryResult::Failed;
         }
         entry
@@ -422,7 +447,11 @@ impl Run {
         parts.extend(failures.iter().cloned());
         for outcome in outcomes {
             let (_, detail) = describe(outcome);
-            if let Some(err) = &outcome.error {
+            let unconfirmed = outcome
+                .membership
+                .as_ref()
+                .and_then(|m| m.result.as_ref().err());
+            if let Some(err) = outcome.error.as_ref().or(unconfirmed) {
                 failures.push(detail.clone());
                 exits.push(exit_code(err));
             } else {
@@ -455,6 +484,21 @@ pub fn combine(exits: &[Exit]) -> Exit {
 /// The journal action and the human sentence for an outcome, with its warnings.
 pub fn describe(outcome: &Outcome) -> (Action, String) {
     let (action, mut detail) = describe_change(outcome);
+    if let Some(m) = &outcome.membership {
+        match &m.result {
+            Ok(()) => detail.push_str(&format!(
+                " ({} group {} after {:.1} s)",
+                if outcome.plan.change == TagChange::Attach {
+                    "in"
+                } else {
+                    "out of"
+                },
+                m.group,
+                m.waited.as_secs_f64()
+            )),
+            Err(e) => detail.push_str(&format!("; {e:#}")),
+        }
+    }
     for warning in &outcome.warnings {
         detail.push_str(&format!(" (warning: {warning})"));
     }

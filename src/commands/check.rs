@@ -217,11 +217,18 @@ pub fn run(
         memory,
         |backend| {
             let found = backend.probe()?;
-            Ok((found, backend.all_tagged()?))
+            Ok((found, backend.all_tagged()?, backend.check_group()))
         },
     );
+    let (probe, group) = match probe {
+        Ok((found, tagged, group)) => (Ok((found, tagged)), group),
+        Err(e) => (Err(e), None),
+    };
     let tagged = probe.as_ref().ok().map(|(_, tagged)| tagged.clone());
     list.outcome(&what, probe, |(found, _)| found);
+    if let Some(group) = group {
+        list.outcome("NSX verify_group", group, |found| found);
+    }
     if let Some(tagged) = tagged {
         let strangers = never_opened(&config.state_dir, &tagged);
         if !strangers.is_empty() {

@@ -16,6 +16,45 @@ pub struct Note {
     pub body: String,
 }
 
+/// With `nsx.verify_group`: a line saying how soon NSX put the VM into (or took it out of) the
+/// group, or that it did not in time; whether that is trouble.
+fn group_line(lines: &mut Vec<String>, outcome: &Outcome, vm: &str) -> bool {
+    let Some(m) = &outcome.membership else {
+        return false;
+    };
+    let opening = outcome.plan.change != TagChange::Detach;
+    match &m.result {
+        Ok(()) => {
+            lines.push(format!(
+                "NSX {} group {} after {:.1} s.",
+                if opening {
+                    "put it into"
+                } else {
+                    "took it out of"
+                },
+                m.group,
+                m.waited.as_secs_f64()
+            ));
+            false
+        }
+        Err(err) => {
+            lines.push(match opening {
+                true => format!(
+                    "NSX has not confirmed that {vm} is in group {} ({}); the access may not work yet. Unlock the ticket to close it; tell the administrators.",
+                    m.group,
+                    plain(err)
+                ),
+                false => format!(
+                    "NSX has not confirmed that {vm} left group {} ({}); tell the administrators.",
+                    m.group,
+                    plain(err)
+                ),
+            });
+            true
+        }
+    }
+}
+
 /// The note for what one run did to a ticket's access, or none when nothing changed. `why`,
 /// when given, opens the note (a change the ticket did not ask for: expiry, emergency).
 pub fn for_ticket(
@@ -64,6 +103,7 @@ pub fn for_ticket(
             (None, TagChange::Detach) => {
                 closed = true;
                 lines.push(format!("Access to {vm} is closed."));
+                trouble |= group_line(&mut lines, outcome, vm);
             }
             (None, _) if mine_gained => {
                 opened = true;
@@ -72,6 +112,7 @@ pub fn for_ticket(
                     .map(|t| format!(" until {t} (UTC), or until the ticket is unlocked"))
                     .unwrap_or_default();
                 lines.push(format!("Access to {vm} is open{until}."));
+                trouble |= group_line(&mut lines, outcome, vm);
             }
             (None, _) if mine_lost && !others.is_empty() => {
                 closed = true;

@@ -244,6 +244,54 @@ impl Checker {
             scope,
             auth: raw.auth.unwrap_or(NsxAuth::Basic),
             resolve,
+            verify: self.verify_group(raw, kind),
+        })
+    }
+
+    /// `nsx.verify_group` and `nsx.verify_domain`: an id without `/`, white space or control
+    /// characters; the domain only beside a group, and not on NSX-V (which has none).
+    fn verify_group(
+        &mut self,
+        raw: &RawNsx,
+        kind: Option<NsxKind>,
+    ) -> Option<crate::config::VerifyGroup> {
+        let bad = |id: &str| {
+            id.is_empty()
+                || id.chars().count() > 255
+                || id
+                    .chars()
+                    .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        };
+        if let Some(domain) = &raw.verify_domain {
+            if raw.verify_group.is_none() {
+                self.problem("nsx.verify_domain", "set only beside nsx.verify_group");
+            } else if kind == Some(NsxKind::NsxV) {
+                self.problem(
+                    "nsx.verify_domain",
+                    "applies to kind = \"nsx-t\" and \"nsx-policy\" only: NSX-V security groups have no domain",
+                );
+            } else if bad(domain) {
+                self.problem(
+                    "nsx.verify_domain",
+                    "a Policy domain id (without '/', spaces or control characters)",
+                );
+            }
+        }
+        let group = raw.verify_group.as_ref()?;
+        if bad(group) {
+            let what = match kind {
+                Some(NsxKind::NsxV) => "the security group's object id, like securitygroup-10",
+                _ => "the Policy group's id (without '/', spaces or control characters)",
+            };
+            self.problem("nsx.verify_group", what);
+            return None;
+        }
+        Some(crate::config::VerifyGroup {
+            group: group.clone(),
+            domain: raw
+                .verify_domain
+                .clone()
+                .unwrap_or_else(|| "default".into()),
         })
     }
 

@@ -163,6 +163,18 @@ pub struct NsxConfig {
     pub scope: String,
     pub auth: NsxAuth,
     pub resolve: Resolve,
+    /// The group whose effective members confirm that the tag has taken effect, if any.
+    pub verify: Option<VerifyGroup>,
+}
+
+/// `nsx.verify_group` (and `verify_domain`): after each change otnsx waits until the VM is in
+/// (or out of) this group's effective members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyGroup {
+    /// NSX-T / Policy: the group's id; NSX-V: the security group's object id.
+    pub group: String,
+    /// NSX-T / Policy: the domain the group is in (`default` unless set).
+    pub domain: String,
 }
 
 /// Where journal entries also go.

@@ -62,6 +62,8 @@ raw_service_section!(RawNsx {
     resolve: Option<Resolve>,
     client_cert: Option<PathBuf>,
     client_key: Option<PathBuf>,
+    verify_group: Option<String>,
+    verify_domain: Option<String>,
 });
 
 #[derive(Deserialize, Default)]

@@ -120,6 +120,8 @@ pub struct JsonApi {
     vcenter: ViaVcenter,
     /// The client certificate that logs in (a principal identity), if one does.
     certificate: Option<std::path::PathBuf>,
+    /// The group whose members confirm that the tag has taken effect (`nsx.verify_group`).
+    verify: Option<crate::config::VerifyGroup>,
     /// Policy only: the manager refused the fabric read (403 or 404), so VMs are read from the
     /// realized-state list instead, for the rest of the run.
     fabric_refused: AtomicBool,
@@ -153,6 +155,7 @@ impl JsonApi {
                 tag: config.tag.clone(),
             },
             resolve: config.resolve,
+            verify: config.verify.clone(),
             certificate: config.endpoint.client.as_ref().map(|c| c.cert_path.clone()),
             fabric_refused: AtomicBool::new(false),
             read_ahead: Mutex::new(Default::default()),
@@ -592,6 +595,107 @@ impl JsonApi {
         }
     }
 
+    /// The Policy group of `nsx.verify_group`, as `domain/group`, and its API path.
+    fn group(&self) -> Option<(String, String)> {
+        let v = self.verify.as_ref()?;
+        Some((
+            format!("{}/{}", v.domain, v.group),
+            format!(
+                "/policy/api/v1/infra/domains/{}/groups/{}",
+                encode(&v.domain),
+                encode(&v.group)
+            ),
+        ))
+    }
+
+    /// A 404 for the group: it does not exist, which is a configuration error.
+    fn no_group(&self, name: &str, reply: &Reply) -> anyhow::Error {
+        fault(
+            Exit::Config,
+            format!(
+                "nsx.verify_group: NSX has no group {name} ({}); set nsx.verify_group (and nsx.verify_domain) to the id of the group that the tag puts VMs into",
+                error_text(reply)
+            ),
+        )
+    }
+
+    /// Waits for `vm` to enter (or leave) the group's effective members.
+    pub fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+        let (name, path) = self.group()?;
+        let members = || -> anyhow::Result<BTreeSet<String>> {
+            let mut ids = BTreeSet::new();
+            let mut cursor: Option<String> = None;
+            for _ in 0..10_000 {
+                let page_size = PAGE_SIZE.to_string();
+                let mut pairs = vec![("page_size", page_size.as_str())];
+                if let Some(c) = &cursor {
+                    pairs.push(("cursor", c));
+                }
+                let call = Call::new(
+                    Method::GET,
+                    format!("{path}/members/virtual-machines{}", query(pairs)),
+                );
+                let reply = self.send_raw(&call)?;
+                if reply.status == 404 {
+                    return Err(self.no_group(&name, &reply));
+                }
+                if !reply.is_success() {
+                    return Err(self.error(&reply));
+                }
+                let page: MemberPage = reply.json("NSX")?;
+                let empty = page.results.is_empty();
+                ids.extend(page.results.into_iter().flat_map(Member::ids));
+                match page.cursor {
+                    Some(next)
+                        if !next.is_empty()
+                            && !empty
+                            && cursor.as_deref() != Some(next.as_str()) =>
+                    {
+                        cursor = Some(next)
+                    }
+                    _ => return Ok(ids),
+                }
+            }
+            Err(ServiceError::malformed(
+                "NSX: the group's member list does not end",
+            ))
+        };
+        Some(crate::nsx::await_membership(
+            name.clone(),
+            vm,
+            member,
+            self.deadline(),
+            members,
+        ))
+    }
+
+    /// For `check`: the group exists and one of its conditions takes VMs by our tag.
+    pub fn check_group(&self) -> Option<anyhow::Result<String>> {
+        let (name, path) = self.group()?;
+        let check = || -> anyhow::Result<String> {
+            let reply = self.send_raw(&Call::new(Method::GET, path.clone()))?;
+            if reply.status == 404 {
+                return Err(self.no_group(&name, &reply));
+            }
+            if !reply.is_success() {
+                return Err(self.error(&reply));
+            }
+            let group: Value = reply.json("NSX")?;
+            let label = self.tag_label();
+            if names_tag(&group["expression"], &label) {
+                Ok(format!("group {name} takes VMs tagged {label}"))
+            } else {
+                Err(fault(
+                    Exit::Config,
+                    format!(
+                        "nsx.verify_group: group {name} has no condition Tag EQUALS {label:?} on VirtualMachine: the tag would not put VMs into it; fix the group's criteria or nsx.verify_group"
+                    ),
+                ))
+            }
+        };
+        Some(check())
+    }
+
     /// NSX's answer as an error, with what to check.
     pub fn error(&self, reply: &Reply) -> anyhow::Error {
         if let Some(cert) = &self.certificate
@@ -629,6 +733,56 @@ impl Drop for JsonApi {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// A page of a group's effective VM members (`RealizedVirtualMachine`s).
+#[derive(Deserialize)]
+struct MemberPage {
+    #[serde(default)]
+    results: Vec<Member>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Member {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    external_id: Option<String>,
+    #[serde(default)]
+    compute_ids: Vec<String>,
+}
+
+impl Member {
+    /// Every id the member is known by: its id, external id and the UUIDs among its compute
+    /// ids (a realized VM's `id` is not documented to be the external id otnsx names it by).
+    fn ids(self) -> impl Iterator<Item = String> {
+        let uuids = self.compute_ids.into_iter().filter_map(|c| {
+            ["externalId:", "instanceUuid:", "biosUuid:"]
+                .iter()
+                .find_map(|p| c.strip_prefix(p).map(str::to_string))
+        });
+        self.id.into_iter().chain(self.external_id).chain(uuids)
+    }
+}
+
+/// Whether a Policy group's expression list (conditions, nested expressions) holds a
+/// condition that takes VMs by the tag `label` (`scope|tag`).
+fn names_tag(expression: &Value, label: &str) -> bool {
+    expression.as_array().into_iter().flatten().any(|e| {
+        let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+        match field("resource_type") {
+            "Condition" => {
+                field("key") == "Tag"
+                    && field("member_type") == "VirtualMachine"
+                    && field("operator") == "EQUALS"
+                    && field("value") == label
+            }
+            "NestedExpression" => names_tag(&e["expressions"], label),
+            _ => false,
+        }
+    })
 }
 
 /// Parses `data` as NSX-T answers are parsed, for the fuzz targets.
@@ -721,6 +875,39 @@ mod tests {
             }
         );
         assert!(page.results[1].tags.is_empty());
+    }
+
+    #[test]
+    fn a_group_names_the_tag_in_a_condition_nested_or_not() {
+        let tag = |value: &str| {
+            serde_json::json!({"resource_type": "Condition", "member_type": "VirtualMachine",
+                               "key": "Tag", "operator": "EQUALS", "value": value})
+        };
+        let direct = serde_json::json!([tag("otnsx|maintenance")]);
+        assert!(names_tag(&direct, "otnsx|maintenance"));
+        let nested = serde_json::json!([{"resource_type": "NestedExpression",
+            "expressions": [tag("other|x"), {"resource_type": "ConjunctionOperator", "conjunction_operator": "OR"}, tag("otnsx|maintenance")]}]);
+        assert!(names_tag(&nested, "otnsx|maintenance"));
+        assert!(!names_tag(
+            &serde_json::json!([tag("otnsx|other")]),
+            "otnsx|maintenance"
+        ));
+        let segments = serde_json::json!([{"resource_type": "Condition", "member_type": "Segment",
+            "key": "Tag", "operator": "EQUALS", "value": "otnsx|maintenance"}]);
+        assert!(!names_tag(&segments, "otnsx|maintenance"));
+    }
+
+    #[test]
+    fn a_member_is_known_by_its_ids_and_compute_ids() {
+        let m: Member = serde_json::from_str(
+            r#"{"id":"realized-1","display_name":"web01","compute_ids":["externalId:5012a","moIdOnHost:1","instanceUuid:5012b"]}"#,
+        )
+        .unwrap();
+        let ids: BTreeSet<String> = m.ids().collect();
+        assert_eq!(
+            ids,
+            BTreeSet::from(["realized-1", "5012a", "5012b"].map(String::from))
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::error::{Exit, fault};
 use crate::vcenter::Vcenter;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 pub mod json_api;
 pub mod policy;
@@ -60,6 +61,79 @@ pub trait TagBackend: Send + Sync {
     /// Warnings about how the last changes were made, for the journal.
     fn take_warnings(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// With `nsx.verify_group`: waits until `vm` is among the group's effective members (or,
+    /// `member` false, no longer is), within the run's deadline. `None` without a group.
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<Membership> {
+        let _ = (vm, member);
+        None
+    }
+
+    /// With `nsx.verify_group`, for `check`: that the group exists and includes the VMs by
+    /// the configured tag; what was found. `None` without a group.
+    fn check_group(&self) -> Option<anyhow::Result<String>> {
+        None
+    }
+}
+
+/// What the wait for a group's effective members came to.
+#[derive(Debug)]
+pub struct Membership {
+    /// The group, as the admin names it (`default/ssh-admins`, `securitygroup-10`).
+    pub group: String,
+    /// How long the wait took.
+    pub waited: Duration,
+    /// Whether the membership was confirmed; why not (the deadline, a group that does not
+    /// exist, NSX's error).
+    pub result: anyhow::Result<()>,
+}
+
+/// Reads the group's members (`members`, by the backend's VM ids) until `vm` is in it
+/// (`member`) or out of it, pausing a little longer each time, until the deadline less a
+/// reserve (a quarter of what is left, at most 3 s) for what the run still has to do after
+/// (the ticket's note, the logouts).
+pub fn await_membership(
+    group: String,
+    vm: &VmRef,
+    member: bool,
+    deadline: Deadline,
+    members: impl Fn() -> anyhow::Result<BTreeSet<String>>,
+) -> Membership {
+    let started = Instant::now();
+    let left = deadline.remaining();
+    let deadline = Deadline::after(left.saturating_sub((left / 4).min(Duration::from_secs(3))));
+    let mut pause = Duration::from_millis(25);
+    let result = loop {
+        match members() {
+            Err(e) => break Err(e),
+            Ok(ids) if ids.contains(&vm.id) == member => break Ok(()),
+            Ok(_) => {}
+        }
+        if !deadline.sleep(pause) {
+            let what = match member {
+                true => "tag set, group membership not confirmed",
+                false => "tag removed, group membership removal not confirmed",
+            };
+            break Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "{what}: NSX had not {} group {group} after {:.1} s, when the run's deadline ended the wait",
+                    if member {
+                        "put the VM into"
+                    } else {
+                        "taken the VM out of"
+                    },
+                    started.elapsed().as_secs_f64()
+                ),
+            ));
+        }
+        pause = (pause * 2).min(Duration::from_millis(500));
+    };
+    Membership {
+        group,
+        waited: started.elapsed(),
+        result,
     }
 }
 

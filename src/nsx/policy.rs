@@ -404,6 +404,14 @@ impl TagBackend for NsxPolicy {
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.warnings))
     }
+
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+        self.api.membership(vm, member)
+    }
+
+    fn check_group(&self) -> Option<anyhow::Result<String>> {
+        self.api.check_group()
+    }
 }
 
 /// Parses `reply` as an operation's status, for the fuzz targets.

@@ -220,4 +220,12 @@ impl TagBackend for NsxT {
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.warnings))
     }
+
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+        self.api.membership(vm, member)
+    }
+
+    fn check_group(&self) -> Option<anyhow::Result<String>> {
+        self.api.check_group()
+    }
 }

@@ -35,7 +35,11 @@ pub struct NsxV {
     /// `tagged_among`; the other waits), used by the first `tagged_among` only.
     read_ahead: std::sync::OnceLock<Result<BTreeSet<String>, Kept>>,
     read_ahead_used: std::sync::atomic::AtomicBool,
+    /// The security group whose members confirm that the tag has taken effect.
+    verify_group: Option<String>,
 }
+
+const SECURITY_GROUPS: &str = "/api/2.0/services/securitygroup";
 
 /// One entry of the security tag list.
 #[derive(Debug, PartialEq, Eq)]
@@ -70,6 +74,34 @@ impl NsxV {
             tag_memory: tag_memory.map(|(path, _)| path),
             read_ahead: std::sync::OnceLock::new(),
             read_ahead_used: std::sync::atomic::AtomicBool::new(false),
+            verify_group: config.verify.as_ref().map(|v| v.group.clone()),
+        })
+    }
+
+    /// A 404 for the security group: it does not exist, which is a configuration error.
+    fn no_group(group: &str, err: anyhow::Error) -> anyhow::Error {
+        match not_found(&err) {
+            true => fault(
+                Exit::Config,
+                format!(
+                    "nsx.verify_group: NSX-V has no security group {group}; set it to the object id (securitygroup-N) of the group that the tag puts VMs into"
+                ),
+            ),
+            false => err,
+        }
+    }
+
+    /// The security group's effective VM members, by managed object id.
+    fn group_members(&self, group: &str) -> anyhow::Result<BTreeSet<String>> {
+        let path = format!(
+            "{SECURITY_GROUPS}/{}/translation/virtualmachines",
+            encode(group)
+        );
+        let reply = self
+            .send(Call::new(Method::GET, path))
+            .map_err(|e| Self::no_group(group, e))?;
+        parse_vm_nodes(&xml_body(&reply)?).map_err(|why| {
+            ServiceError::malformed(format!("NSX: members of security group {group}: {why}"))
         })
     }
 
@@ -312,6 +344,45 @@ impl TagBackend for NsxV {
         self.change(Method::DELETE, vm)
     }
 
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+        let group = self.verify_group.as_deref()?;
+        Some(crate::nsx::await_membership(
+            group.to_string(),
+            vm,
+            member,
+            self.http.deadline(),
+            || self.group_members(group),
+        ))
+    }
+
+    fn check_group(&self) -> Option<anyhow::Result<String>> {
+        let group = self.verify_group.as_deref()?;
+        let check = || -> anyhow::Result<String> {
+            let reply = self
+                .send(Call::new(
+                    Method::GET,
+                    format!("{SECURITY_GROUPS}/{}", encode(group)),
+                ))
+                .map_err(|e| Self::no_group(group, e))?;
+            let root = xml_body(&reply)?;
+            if takes_tag(&root, &self.tag_name) {
+                Ok(format!(
+                    "security group {group} takes VMs with security tag {:?}",
+                    self.tag_name
+                ))
+            } else {
+                Err(fault(
+                    Exit::Config,
+                    format!(
+                        "nsx.verify_group: security group {group} has no dynamic criterion VM.SECURITY_TAG that matches {:?}: the tag would not put VMs into it; fix the group or nsx.verify_group",
+                        self.tag_name
+                    ),
+                ))
+            }
+        };
+        Some(check())
+    }
+
     fn probe(&self) -> anyhow::Result<String> {
         // By name, whatever was remembered: a renamed tag is noticed here.
         let id = self.look_up_tag_id()?;
@@ -402,6 +473,47 @@ pub fn parse_basic_info(root: &xml::Element) -> Result<Vec<VmRef>, String> {
         .collect()
 }
 
+/// Reads `<vmnodes>`: the managed object ids of a security group's effective VM members.
+pub fn parse_vm_nodes(root: &xml::Element) -> Result<BTreeSet<String>, String> {
+    if root.name != "vmnodes" {
+        return Err(format!("expected <vmnodes>, got <{}>", root.name));
+    }
+    root.children_named("vmnode")
+        .map(|node| {
+            node.text_of("vmId")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| "a vmnode has no vmId".to_string())
+        })
+        .collect()
+}
+
+/// Whether a `<securitygroup>`'s dynamic membership has a `VM.SECURITY_TAG` criterion that
+/// `tag` (the security tag's name) satisfies.
+pub fn takes_tag(group: &xml::Element, tag: &str) -> bool {
+    fn criteria<'a>(e: &'a xml::Element, out: &mut Vec<&'a xml::Element>) {
+        for child in &e.children {
+            if child.name == "dynamicCriteria" {
+                out.push(child);
+            }
+            criteria(child, out);
+        }
+    }
+    let mut found = Vec::new();
+    criteria(group, &mut found);
+    found.iter().any(|c| {
+        let value = c.text_of("value").unwrap_or("");
+        c.text_of("key") == Some("VM.SECURITY_TAG")
+            && match c.text_of("criteria").unwrap_or("") {
+                "=" => value == tag,
+                "contains" => !value.is_empty() && tag.contains(value),
+                "starts_with" => !value.is_empty() && tag.starts_with(value),
+                "ends_with" => !value.is_empty() && tag.ends_with(value),
+                _ => false,
+            }
+    })
+}
+
 /// Reads NSX-V's `<error>` (or the first of `<errors>`): its code and details.
 pub fn parse_error(body: &str) -> Option<(String, String)> {
     let root = xml::parse(body).ok()?;
@@ -442,6 +554,33 @@ mod tests {
                 total_count: 3
             })
         );
+    }
+
+    #[test]
+    fn reads_group_members_and_criteria() {
+        let nodes = xml::parse(
+            "<vmnodes><vmnode><vmId>vm-42</vmId><vmName>web01</vmName></vmnode></vmnodes>",
+        )
+        .unwrap();
+        assert_eq!(
+            parse_vm_nodes(&nodes).unwrap(),
+            BTreeSet::from(["vm-42".to_string()])
+        );
+        assert!(parse_vm_nodes(&xml::parse("<vmnodes><vmnode/></vmnodes>").unwrap()).is_err());
+        let group = |criteria: &str, value: &str| {
+            xml::parse(&format!("<securitygroup><dynamicMemberDefinition><dynamicSet><dynamicCriteria><key>VM.SECURITY_TAG</key><criteria>{criteria}</criteria><value>{value}</value></dynamicCriteria></dynamicSet></dynamicMemberDefinition></securitygroup>")).unwrap()
+        };
+        assert!(takes_tag(
+            &group("=", "otnsx-maintenance"),
+            "otnsx-maintenance"
+        ));
+        assert!(takes_tag(&group("contains", "maint"), "otnsx-maintenance"));
+        assert!(!takes_tag(&group("=", "otnsx"), "otnsx-maintenance"));
+        assert!(!takes_tag(&group("contains", ""), "otnsx-maintenance"));
+        assert!(!takes_tag(
+            &group("similar_to", "otnsx-maintenance"),
+            "otnsx-maintenance"
+        ));
     }
 
     #[test]

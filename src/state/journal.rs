@@ -77,6 +77,17 @@ pub struct Entry {
     /// Who had opened the access this entry ends (from the leases): the locking agent.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub opened_by: Vec<String>,
+    /// With `nsx.verify_group`: how the wait for the group's effective members went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupWait>,
+}
+
+/// How long NSX took to put a VM into (or take it out of) the verified group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupWait {
+    pub group: String,
+    pub confirmed: bool,
+    pub waited_ms: u64,
 }
 
 impl Entry {

@@ -132,6 +132,7 @@ impl Recorder {
             lost: Vec::new(),
             reason: None,
             opened_by: Vec::new(),
+            group: None,
         }
     }
 

@@ -119,6 +119,7 @@ mod tests {
             lost: vec![],
             reason: None,
             opened_by: Vec::new(),
+            group: None,
         };
         assert_eq!(
             format_message(10, "helpdesk01", 42, &entry, "{}"),

@@ -31,6 +31,7 @@ pub const TAGGER: &str = "otnsx-tagger";
 const TAG_OPERATIONS: &str = "/policy/api/v1/infra/tags/tag-operations/";
 const REALIZED_VMS: &str = "/policy/api/v1/infra/realized-state/virtual-machines";
 const POLICY_SEARCH: &str = "/policy/api/v1/search/query";
+const DOMAINS: &str = "/policy/api/v1/infra/domains/";
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 const SEARCH: &str = "/api/v1/search/query";
 /// User tags a VM may carry (NSX 2.5 and later).
@@ -86,6 +87,13 @@ struct State {
     fabric_reads_refused: bool,
     /// Realized-state list requests, to make the unsorted order change.
     realized_reads: usize,
+    /// Policy groups by (domain, id): their `expression`.
+    groups: BTreeMap<(String, String), Value>,
+    /// Member reads after each tag change that still show the membership before it.
+    membership_lag: usize,
+    lag_left: usize,
+    /// The members as last realized, by group.
+    realized_members: BTreeMap<(String, String), Vec<FakeVm>>,
 }
 
 struct Operation {
@@ -169,6 +177,23 @@ impl FakeNsxT {
             })
             .map(|v| v.display_name.clone())
             .collect()
+    }
+
+    /// A Policy group in `domain` whose expression is `expression` (a JSON array).
+    pub fn add_group(&self, domain: &str, id: &str, expression: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .groups
+            .insert((domain.into(), id.into()), expression);
+    }
+
+    /// After each tag change, this many member reads still show the earlier membership
+    /// (`usize::MAX`: the group never follows).
+    pub fn membership_lag(&self, reads: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.membership_lag = reads;
+        s.lag_left = s.lag_left.min(reads);
     }
 
     /// Status reads of each new tag operation that answer `Running` before it ends.
@@ -453,6 +478,7 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         }
         ("GET", SEARCH | POLICY_SEARCH) if !s.no_search => search(&mut s, req),
         ("GET", REALIZED_VMS) => realized(&mut s, req),
+        ("GET", path) if path.starts_with(DOMAINS) => group(&mut s, &path[DOMAINS.len()..]),
         ("PUT", path) if path.starts_with(TAG_OPERATIONS) => {
             let id = path[TAG_OPERATIONS.len()..].to_string();
             tag_operation_put(&mut s, req, &id)
@@ -700,6 +726,10 @@ fn change(s: &mut State, req: &Request) -> Response {
             &format!("Number of tags on the object exceeds the maximum of {MAX_TAGS}"),
         );
     }
+    snapshot_groups(s);
+    let Some(vm) = s.vms.iter_mut().find(|v| v.external_id == external_id) else {
+        return error(404, 600, &format!("VirtualMachine {external_id} not found"));
+    };
     match action.as_str() {
         "add_tags" => {
             for tag in tags {
@@ -848,6 +878,7 @@ fn tag_operation_put(s: &mut State, req: &Request, id: &str) -> Response {
     s.failing_operations = s.failing_operations.saturating_sub(1);
     let unapplied = s.unapplied_operations > 0;
     s.unapplied_operations = s.unapplied_operations.saturating_sub(1);
+    snapshot_groups(s);
     let mut outcomes = Vec::new();
     for (list, rid) in wanted {
         let outcome = match s.vms.iter_mut().find(|v| v.external_id == rid) {
@@ -936,4 +967,95 @@ fn tag_operation_status(s: &mut State, id: &str) -> Response {
         }
     }
     Response::json(200, body.to_string())
+}
+
+/// Before a tag change: the groups keep showing their members as they are for a while.
+fn snapshot_groups(s: &mut State) {
+    if s.membership_lag == 0 {
+        return;
+    }
+    if s.lag_left == 0 {
+        let keys: Vec<(String, String)> = s.groups.keys().cloned().collect();
+        for key in keys {
+            let now = members_now(s, &key);
+            s.realized_members.insert(key, now);
+        }
+    }
+    s.lag_left = s.membership_lag;
+}
+
+/// The VMs a group's conditions take now: `Tag EQUALS scope|tag` on `VirtualMachine`.
+fn members_now(s: &State, key: &(String, String)) -> Vec<FakeVm> {
+    let Some(expression) = s.groups.get(key) else {
+        return Vec::new();
+    };
+    let wanted: Vec<(String, Option<String>)> = expression
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["resource_type"] == "Condition"
+                && e["key"] == "Tag"
+                && e["member_type"] == "VirtualMachine"
+                && e["operator"] == "EQUALS"
+        })
+        .filter_map(|e| e["value"].as_str())
+        .filter_map(|v| v.split_once('|'))
+        .map(|(scope, tag)| (scope.to_string(), Some(tag.to_string())))
+        .collect();
+    s.vms
+        .iter()
+        .filter(|vm| vm.tags.iter().any(|t| wanted.contains(t)))
+        .cloned()
+        .collect()
+}
+
+/// A Policy group (`GET .../domains/{d}/groups/{g}`) and its effective VM members
+/// (`.../members/virtual-machines`, realized VMs named by an id of their own, with the
+/// external id among their compute ids).
+fn group(s: &mut State, rest: &str) -> Response {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (key, members) = match parts.as_slice() {
+        [domain, "groups", id] => ((domain.to_string(), id.to_string()), false),
+        [domain, "groups", id, "members", "virtual-machines"] => {
+            ((domain.to_string(), id.to_string()), true)
+        }
+        _ => return error(404, 404, "The requested URI could not be found."),
+    };
+    let Some(expression) = s.groups.get(&key).cloned() else {
+        return error(
+            404,
+            500012,
+            &format!("Invalid path /infra/domains/{}/groups/{}", key.0, key.1),
+        );
+    };
+    if !members {
+        return Response::json(
+            200,
+            json!({"resource_type": "Group", "id": key.1, "display_name": key.1,
+                   "path": format!("/infra/domains/{}/groups/{}", key.0, key.1),
+                   "expression": expression})
+            .to_string(),
+        );
+    }
+    let shown = match s.realized_members.get(&key) {
+        Some(old) if s.lag_left > 0 => {
+            s.lag_left = s.lag_left.saturating_sub(1);
+            old.clone()
+        }
+        _ => members_now(s, &key),
+    };
+    let results: Vec<Value> = shown
+        .iter()
+        .map(|vm| {
+            let mut compute = vm.compute_ids.clone();
+            compute.push(format!("externalId:{}", vm.external_id));
+            json!({"resource_type": "RealizedVirtualMachine", "id": format!("realized-{}", vm.display_name),
+                   "display_name": vm.display_name, "compute_ids": compute, "power_state": "VM_RUNNING"})
+        })
+        .collect();
+    Response::json(
+        200,
+        json!({"results": results, "result_count": results.len()}).to_string(),
+    )
 }

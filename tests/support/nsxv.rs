@@ -10,6 +10,7 @@ use super::server::{Request, Response, Server, basic_auth};
 pub const USER: &str = "admin";
 pub const PASSWORD: &str = "nsx-secret-pw";
 const TAGS: &str = "/api/2.0/services/securitytags/tag";
+const GROUPS: &str = "/api/2.0/services/securitygroup/";
 
 #[derive(Default)]
 struct State {
@@ -26,6 +27,13 @@ struct State {
     concurrent_errors: usize,
     /// Answer the next requests, whatever they are, with these statuses, in order.
     fail_next: Vec<u16>,
+    /// Security groups: id → (criteria, value) of one `VM.SECURITY_TAG` dynamic criterion.
+    groups: BTreeMap<String, (String, String)>,
+    /// Member reads after each tag change that still show the membership before it.
+    membership_lag: usize,
+    lag_left: usize,
+    /// The members as last realized, by group.
+    realized: BTreeMap<String, BTreeSet<String>>,
 }
 
 pub struct FakeNsxV {
@@ -126,6 +134,24 @@ impl FakeNsxV {
         self.server.requests()
     }
 
+    /// A security group taking VMs whose security tag's name matches (`criteria` one of
+    /// `=`, `contains`, `starts_with`, `ends_with`) `value`.
+    pub fn add_group(&self, id: &str, criteria: &str, value: &str) {
+        self.state
+            .lock()
+            .expect("state")
+            .groups
+            .insert(id.into(), (criteria.into(), value.into()));
+    }
+
+    /// After each tag change, this many member reads still show the earlier membership
+    /// (`usize::MAX`: the group never follows).
+    pub fn membership_lag(&self, reads: usize) {
+        let mut s = self.state.lock().expect("state");
+        s.membership_lag = reads;
+        s.lag_left = s.lag_left.min(reads);
+    }
+
     /// The attach (PUT) and detach (DELETE) calls received.
     pub fn changes(&self) -> Vec<String> {
         self.requests()
@@ -172,6 +198,9 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         let status = s.fail_next.remove(0);
         // Injected failures say "now", so that the retries they cause cost the suite no time.
         return error(status, 100, "Service temporarily failing").with_header("Retry-After", "0");
+    }
+    if let Some(rest) = req.path.strip_prefix(GROUPS) {
+        return security_group(&mut s, req, rest);
     }
     let Some(rest) = req.path.strip_prefix(TAGS) else {
         return error(404, 100, "The requested URL was not found");
@@ -236,6 +265,15 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
                 return error(status, 100, "Internal server error: core-services failed")
                     .with_header("Retry-After", "0");
             }
+            // The groups show what they showed before the change for a while.
+            if s.lag_left == 0 {
+                let ids: Vec<String> = s.groups.keys().cloned().collect();
+                for g in ids {
+                    let now = members_now(&s, &g);
+                    s.realized.insert(g, now);
+                }
+            }
+            s.lag_left = s.membership_lag;
             if method == "PUT" {
                 if !s.lie_on_attach {
                     s.attached
@@ -281,4 +319,70 @@ fn list_tags(s: &State, req: &Request) -> Response {
             s.tags.len()
         ),
     )
+}
+
+/// A security group (`GET .../securitygroup/{id}`) and its effective VM members
+/// (`.../translation/virtualmachines`, `<vmnodes>`), computed from the tags' names and the
+/// group's criterion, following tag changes after the configured lag.
+fn security_group(s: &mut State, req: &Request, rest: &str) -> Response {
+    if req.method != "GET" {
+        return error(405, 100, "Method not allowed");
+    }
+    let (id, members) = match rest.strip_suffix("/translation/virtualmachines") {
+        Some(id) => (id.to_string(), true),
+        None => (rest.to_string(), false),
+    };
+    let Some((criteria, value)) = s.groups.get(&id).cloned() else {
+        return error(
+            404,
+            202,
+            &format!("The requested object : {id} could not be found."),
+        );
+    };
+    if !members {
+        return xml(
+            200,
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><securitygroup><objectId>{id}</objectId><objectTypeName>SecurityGroup</objectTypeName><name>admins-ssh</name><dynamicMemberDefinition><dynamicSet><operator>OR</operator><dynamicCriteria><operator>OR</operator><key>VM.SECURITY_TAG</key><criteria>{}</criteria><value>{}</value><isValid>true</isValid></dynamicCriteria></dynamicSet></dynamicMemberDefinition></securitygroup>",
+                escape(&criteria),
+                escape(&value)
+            ),
+        );
+    }
+    let shown = match s.realized.get(&id) {
+        Some(old) if s.lag_left > 0 => {
+            s.lag_left = s.lag_left.saturating_sub(1);
+            old.clone()
+        }
+        _ => members_now(s, &id),
+    };
+    let body: String = shown
+        .iter()
+        .map(|vm| {
+            let name = escape(&s.vms.get(vm).cloned().unwrap_or_default());
+            format!("<vmnode><vmId>{vm}</vmId><vmName>{name}</vmName></vmnode>")
+        })
+        .collect();
+    xml(
+        200,
+        format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><vmnodes>{body}</vmnodes>"),
+    )
+}
+
+/// The VMs the group's criterion takes now, by the tags they carry.
+fn members_now(s: &State, id: &str) -> BTreeSet<String> {
+    let Some((criteria, value)) = s.groups.get(id) else {
+        return BTreeSet::new();
+    };
+    s.tags
+        .iter()
+        .filter(|(_, name, _)| match criteria.as_str() {
+            "=" => name == value,
+            "contains" => name.contains(value.as_str()),
+            "starts_with" => name.starts_with(value.as_str()),
+            "ends_with" => name.ends_with(value.as_str()),
+            _ => false,
+        })
+        .flat_map(|(tag, _, _)| s.attached.get(tag).cloned().unwrap_or_default())
+        .collect()
 }
