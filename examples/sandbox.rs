@@ -1,7 +1,9 @@
-//! `cargo run --example sandbox [-- nsx-t]`: the whole path end to end, on this machine alone.
-//! Starts a simulated help desk, vCenter and NSX (NSX-V, or NSX-T with `nsx-t`) on 127.0.0.1,
-//! writes a configuration for them, and runs otnsx as the help desk would: lock a ticket
-//! (access opens), unlock it (access closes), then a grant and revoke by hand.
+//! `cargo run --example sandbox [-- nsx-t|nsx-policy]`: the whole path end to end, on this
+//! machine alone. Starts a simulated help desk, vCenter and NSX (NSX-V; NSX-T's Manager API
+//! with `nsx-t`; NSX 4's Policy API with `nsx-policy`, logged in with a least-privilege role
+//! and waiting for the group the tag puts VMs into) on 127.0.0.1, writes a configuration for
+//! them, and runs otnsx as the help desk would: lock a ticket (access opens), unlock it (access
+//! closes), then a grant and revoke by hand.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -12,23 +14,44 @@ use std::process::ExitCode;
 use support::{SCOPE, T2, TAG, VALUE, World};
 
 fn main() -> ExitCode {
-    let nsxt = match std::env::args().nth(1).as_deref() {
-        None | Some("nsx-v") => false,
-        Some("nsx-t") => true,
-        Some(other) => {
-            eprintln!("usage: cargo run --example sandbox [-- nsx-v|nsx-t] (not {other:?})");
-            return ExitCode::from(2);
-        }
-    };
+    let kind = std::env::args().nth(1).unwrap_or_else(|| "nsx-v".into());
+    if !["nsx-v", "nsx-t", "nsx-policy"].contains(&kind.as_str()) {
+        eprintln!("usage: cargo run --example sandbox [-- nsx-v|nsx-t|nsx-policy] (not {kind:?})");
+        return ExitCode::from(2);
+    }
+    let nsxt = kind != "nsx-v";
+    let policy = kind == "nsx-policy";
     let world = World::new();
-    if nsxt {
+    if policy {
+        // A role with read-only access on VMs and full access on Tags, and the group that
+        // opens access, which NSX fills a moment after the tag changes.
+        world.nsxt.add_group(
+            "default",
+            "admin-ssh",
+            serde_json::json!([{"resource_type": "Condition", "member_type": "VirtualMachine",
+                "key": "Tag", "operator": "EQUALS", "value": format!("{SCOPE}|{VALUE}")}]),
+        );
+        world.nsxt.membership_lag(2);
+        world.nsxt.running_polls(1);
+        world.write_config(&world.config_text_policy(
+            support::nsxt::TAGGER,
+            "verify_group = \"admin-ssh\"",
+            true,
+        ));
+    } else if nsxt {
         world.write_config(&world.config_text_nsxt("", true));
     }
     let config = world.config_path();
     let config = config.to_str().unwrap_or_default().to_string();
     println!("simulated help desk: {}", world.helpdesk.url());
     println!("simulated vCenter:   {}", world.vcenter.url());
-    if nsxt {
+    if policy {
+        println!(
+            "simulated NSX 4:     {} (Policy API, account {}, tag {SCOPE}|{VALUE}, group default/admin-ssh)",
+            world.nsxt.url(),
+            support::nsxt::TAGGER
+        );
+    } else if nsxt {
         println!(
             "simulated NSX-T:     {} (tag {SCOPE}|{VALUE})",
             world.nsxt.url()
@@ -98,6 +121,12 @@ fn main() -> ExitCode {
     ok &= otnsx(&["revoke", "--vm", "db01"]) == ExitCode::SUCCESS;
     ok &= show("after the revoke").is_empty();
 
+    if policy {
+        let ops = world.nsxt.operations().len();
+        let fabric = world.nsxt.actions().len();
+        println!("NSX saw {ops} tag operations and {fabric} fabric tag actions.\n");
+        ok &= ops == 4 && fabric == 0;
+    }
     println!(
         "The audit journal ({}):",
         world.state_dir().join("journal.jsonl").display()

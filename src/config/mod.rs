@@ -370,7 +370,8 @@ mod tests {
             );
         let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
             .expect("NSX-T example parses");
-        assert_eq!(config.nsx.kind, NsxKind::NsxT);
+        assert_eq!(config.nsx.kind, NsxKind::NsxPolicy);
+        assert_eq!(config.nsx.verify, None);
         assert_eq!(
             (config.nsx.scope.as_str(), config.nsx.tag.as_str()),
             ("otnsx", "maintenance")
