@@ -35,11 +35,11 @@ fn main() {
     let only_reconcile = std::env::args().nth(2).as_deref() == Some("reconcile");
     let binary = build();
     println!(
-        "{:<20} {:>5} {:>9} {:>9} {:>6} {:>5}  requests h/vc/nsx  connections h/vc/nsx",
+        "{:<20} {:>5} {:>9} {:>9} {:>6} {:>5}  requests h/vc/nsx  connections h/vc/nsx  RSS MiB",
         "event", "delay", "median", "p95", "ratio", "chain"
     );
     let mut peak_rss = 0;
-    let kinds = ["nsx-v", "nsx-t", "nsx-t/nsx"];
+    let kinds = ["nsx-v", "nsx-t", "nsx-t/nsx", "nsx-policy"];
     for nsx in kinds.into_iter().filter(|_| !only_reconcile) {
         for vms in [1, 10] {
             for delay in [0, 5, 25] {
@@ -195,6 +195,16 @@ impl<'a> Bench<'a> {
         match nsx {
             "nsx-t" => world.write_config(&world.config_text_nsxt("", true)),
             "nsx-t/nsx" => world.write_config(&world.config_text_nsxt("resolve = \"nsx\"", false)),
+            // nsx-policy: the Policy backend with a role limited to tags; one status read
+            // answers Running before the operation ends.
+            "nsx-policy" => {
+                world.nsxt.running_polls(1);
+                world.write_config(&world.config_text_policy(
+                    support::nsxt::TAGGER,
+                    "",
+                    true,
+                ));
+            }
             _ => {}
         }
         for server in servers(&world) {
@@ -283,11 +293,12 @@ impl Measured {
         let [h, v, n] = self.requests;
         let [ch, cv, cn] = self.connections;
         println!(
-            "{name:<20} {:>3}ms {:>7.1}ms {:>7.1}ms {ratio:>6} {:>5}  {h:>2}/{v:>2}/{n:>2}            {ch}/{cv}/{cn}",
+            "{name:<20} {:>3}ms {:>7.1}ms {:>7.1}ms {ratio:>6} {:>5}  {h:>2}/{v:>2}/{n:>2}            {ch}/{cv}/{cn}       {:>5.1}",
             delay,
             ms(median),
             ms(p95),
-            self.chain
+            self.chain,
+            self.rss_kib as f64 / 1024.0
         );
     }
 }
