@@ -199,11 +199,7 @@ impl<'a> Bench<'a> {
             // answers Running before the operation ends.
             "nsx-policy" => {
                 world.nsxt.running_polls(1);
-                world.write_config(&world.config_text_policy(
-                    support::nsxt::TAGGER,
-                    "",
-                    true,
-                ));
+                world.write_config(&world.config_text_policy(support::nsxt::TAGGER, "", true));
             }
             _ => {}
         }

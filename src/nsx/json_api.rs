@@ -18,7 +18,7 @@ use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
-use crate::nsx::{Found, ViaVcenter};
+use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::sync::lock;
 
 /// The Manager API's VM inventory: a read that roles limited to tags may also make.
@@ -726,6 +726,73 @@ impl JsonApi {
             ),
         )
     }
+}
+
+/// What each JSON backend adds to [`JsonApi`]: how it changes the tag, lists the tagged VMs and
+/// checks its rights. Everything else a [`TagBackend`] does, the shared part does.
+pub trait TagWriter: Send + Sync {
+    fn api(&self) -> &JsonApi;
+    /// Adds (`add`) or removes our tag on one VM, verified.
+    fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()>;
+    fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>>;
+    fn probe(&self) -> anyhow::Result<String>;
+    fn take_warnings(&self) -> Vec<String>;
+}
+
+impl<W: TagWriter> TagBackend for W {
+    fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
+        self.api().find(names, found)
+    }
+
+    fn prepare(&self, vms: &[VmRef], finding: bool) {
+        self.api().prepare(vms, finding);
+    }
+
+    fn done_finding(&self) {
+        self.api().done_finding();
+    }
+
+    fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        self.api().tagged_among(vms)
+    }
+
+    fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
+        self.every_tagged()
+    }
+
+    fn attach(&self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(vm, true)
+    }
+
+    fn detach(&self, vm: &VmRef) -> anyhow::Result<()> {
+        self.change(vm, false)
+    }
+
+    fn probe(&self) -> anyhow::Result<String> {
+        TagWriter::probe(self)
+    }
+
+    fn take_warnings(&self) -> Vec<String> {
+        TagWriter::take_warnings(self)
+    }
+
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+        self.api().membership(vm, member)
+    }
+
+    fn check_group(&self) -> Option<anyhow::Result<String>> {
+        self.api().check_group()
+    }
+}
+
+/// A VM whose tag list is full: what to do, nothing rewritten.
+pub fn full_tags(what: &str, count: usize) -> anyhow::Error {
+    fault(
+        Exit::Unavailable,
+        format!(
+            "{what}: the VM already carries {count} tags, the most NSX allows ({MAX_TAGS}); otnsx adds only its own and rewrites nobody's, so remove one of the VM's other tags"
+        ),
+    )
 }
 
 /// The session is ended however the run ends.

@@ -8,7 +8,6 @@
 //! names it with `Success` and reading its tags back shows the change. Logging in, finding and
 //! reading VMs: `json_api.rs`.
 
-use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,8 +22,10 @@ use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Reply, ServiceError, encode};
-use crate::nsx::json_api::{Flavor, JsonApi, MAX_TAGS, NsxVm, error_text, json_call, vm_ref};
-use crate::nsx::{Found, TagBackend, ViaVcenter};
+use crate::nsx::ViaVcenter;
+use crate::nsx::json_api::{
+    Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, vm_ref,
+};
 use crate::sync::lock;
 
 const TAG_OPERATIONS: &str = "/policy/api/v1/infra/tags/tag-operations";
@@ -212,7 +213,7 @@ impl NsxPolicy {
             None if !add => self.gone(vm),
             Some(v) if !add && !self.api.carries(&v) => Ok(()),
             Some(v) if add && self.api.carries(&v) => Ok(()),
-            Some(v) if add && v.tags.len() >= MAX_TAGS => Err(full(what, &v)),
+            Some(v) if add && v.tags.len() >= MAX_TAGS => Err(full_tags(what, v.tags.len())),
             None => Err(fault(
                 Exit::DataErr,
                 format!("{what}: NSX no longer lists the VM (deleted?)"),
@@ -353,43 +354,17 @@ fn outcome_for(
     }
 }
 
-fn full(what: &str, vm: &NsxVm) -> anyhow::Error {
-    fault(
-        Exit::Unavailable,
-        format!(
-            "{what}: the VM already carries {} tags, the most NSX allows ({MAX_TAGS}); otnsx adds only its own and rewrites nobody's, so remove one of the VM's other tags",
-            vm.tags.len()
-        ),
-    )
-}
-
-impl TagBackend for NsxPolicy {
-    fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
-        self.api.find(names, found)
+impl TagWriter for NsxPolicy {
+    fn api(&self) -> &JsonApi {
+        &self.api
     }
 
-    fn prepare(&self, vms: &[VmRef], finding: bool) {
-        self.api.prepare(vms, finding);
+    fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
+        NsxPolicy::change(self, vm, add)
     }
 
-    fn done_finding(&self) {
-        self.api.done_finding();
-    }
-
-    fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
-        self.api.tagged_among(vms)
-    }
-
-    fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
-        self.every_tagged()
-    }
-
-    fn attach(&self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(vm, true)
-    }
-
-    fn detach(&self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(vm, false)
+    fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
+        NsxPolicy::every_tagged(self)
     }
 
     fn probe(&self) -> anyhow::Result<String> {
@@ -403,14 +378,6 @@ impl TagBackend for NsxPolicy {
 
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.warnings))
-    }
-
-    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
-        self.api.membership(vm, member)
-    }
-
-    fn check_group(&self) -> Option<anyhow::Result<String>> {
-        self.api.check_group()
     }
 }
 

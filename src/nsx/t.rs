@@ -3,8 +3,6 @@
 //! `{scope, tag}` pair among the VM's tags, and every other tool's tags survive every change
 //! otnsx makes. Logging in, finding and reading VMs: `json_api.rs`.
 
-use std::collections::BTreeSet;
-
 use anyhow::Context;
 use serde::Deserialize;
 use ureq::http::Method;
@@ -14,8 +12,10 @@ use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, query};
-use crate::nsx::json_api::{FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, json_call};
-use crate::nsx::{Found, TagBackend, ViaVcenter};
+use crate::nsx::ViaVcenter;
+use crate::nsx::json_api::{
+    FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call,
+};
 use crate::sync::lock;
 
 /// The search API: the VMs with our tag without listing the whole inventory.
@@ -102,13 +102,7 @@ impl NsxT {
                         return Ok(());
                     }
                     Some(v) if add && v.tags.len() >= MAX_TAGS => {
-                        return Err(fault(
-                            Exit::Unavailable,
-                            format!(
-                                "{what}: the VM already carries {} tags, the most NSX allows ({MAX_TAGS}); otnsx adds only its own and rewrites nobody's, so remove one of the VM's other tags",
-                                v.tags.len()
-                            ),
-                        ));
+                        return Err(full_tags(&what, v.tags.len()));
                     }
                     // The fallback needs evidence that the manager lacks the action: its version.
                     Some(_) if known.is_none() && self.predates_add_remove()? => {
@@ -180,33 +174,17 @@ impl NsxT {
     }
 }
 
-impl TagBackend for NsxT {
-    fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
-        self.api.find(names, found)
+impl TagWriter for NsxT {
+    fn api(&self) -> &JsonApi {
+        &self.api
     }
 
-    fn prepare(&self, vms: &[VmRef], finding: bool) {
-        self.api.prepare(vms, finding);
+    fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
+        NsxT::change(self, vm, add)
     }
 
-    fn done_finding(&self) {
-        self.api.done_finding();
-    }
-
-    fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
-        self.api.tagged_among(vms)
-    }
-
-    fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
-        self.every_tagged()
-    }
-
-    fn attach(&self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(vm, true)
-    }
-
-    fn detach(&self, vm: &VmRef) -> anyhow::Result<()> {
-        self.change(vm, false)
+    fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
+        NsxT::every_tagged(self)
     }
 
     fn probe(&self) -> anyhow::Result<String> {
@@ -219,13 +197,5 @@ impl TagBackend for NsxT {
 
     fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut *lock(&self.warnings))
-    }
-
-    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
-        self.api.membership(vm, member)
-    }
-
-    fn check_group(&self) -> Option<anyhow::Result<String>> {
-        self.api.check_group()
     }
 }
