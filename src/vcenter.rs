@@ -252,10 +252,7 @@ impl Vcenter {
                 Exit::DataErr,
                 format!("vCenter has no VM named {name:?}{scope}; check the name in the ticket"),
             )),
-            [vm] if is_moref(&vm.vm) => Ok(VmRef {
-                name: vm.name.clone(),
-                id: vm.vm.clone(),
-            }),
+            [vm] if is_moref(&vm.vm) => Ok(VmRef::new(vm.name.clone(), vm.vm.clone())),
             [vm] => Err(ServiceError::malformed(format!(
                 "vCenter: VM {name:?} has an unusable id {:?}",
                 vm.vm

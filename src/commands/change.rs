@@ -69,27 +69,25 @@ impl ByVm {
             leases: std::collections::HashMap::new(),
         };
         for lease in leases {
-            let list = grouped
-                .leases
-                .entry(lease.vm_id.clone())
-                .or_insert_with(|| {
-                    grouped.order.push(lease.vm_id.clone());
-                    Vec::new()
-                });
+            let key = lease.key();
+            let list = grouped.leases.entry(key.clone()).or_insert_with(|| {
+                grouped.order.push(key);
+                Vec::new()
+            });
             list.push(lease.clone());
         }
         grouped
     }
 
-    fn get(&self, vm_id: &str) -> &[Lease] {
-        self.leases.get(vm_id).map_or(&[], Vec::as_slice)
+    fn get(&self, key: &str) -> &[Lease] {
+        self.leases.get(key).map_or(&[], Vec::as_slice)
     }
 
-    fn set(&mut self, vm_id: &str, leases: Vec<Lease>) {
-        if !self.leases.contains_key(vm_id) {
-            self.order.push(vm_id.to_string());
+    fn set(&mut self, key: &str, leases: Vec<Lease>) {
+        if !self.leases.contains_key(key) {
+            self.order.push(key.to_string());
         }
-        self.leases.insert(vm_id.to_string(), leases);
+        self.leases.insert(key.to_string(), leases);
     }
 
     /// Every lease, VM by VM.
@@ -155,10 +153,7 @@ impl Run {
         decision: &Decision,
     ) -> anyhow::Result<Vec<Outcome>> {
         for (name, err) in &decision.refused {
-            let vm = VmRef {
-                name: crate::escape::shorten(name),
-                id: String::new(),
-            };
+            let vm = VmRef::new(crate::escape::shorten(name), String::new());
             let mut entry =
                 self.recorder
                     .entry(subject, Action::Refused, Some(&vm), &format!("{err:#}"));
@@ -205,7 +200,7 @@ impl Run {
         decision: &Decision,
         plan: &VmPlan,
     ) -> anyhow::Result<()> {
-        if let Some(why) = decision.held_back.get(&plan.vm.id) {
+        if let Some(why) = decision.held_back.get(&plan.vm.key()) {
             return Err(fault(Exit::Unavailable, why.clone()));
         }
         if let Saving::Nowhere = saving {
@@ -244,8 +239,8 @@ impl Run {
         let before_of = ByVm::of(&decision.before);
         let after_of = ByVm::of(&decision.after);
         let mut current = ByVm::of(&decision.before);
-        let touched: std::collections::HashSet<&str> =
-            decision.touched.iter().map(|v| v.id.as_str()).collect();
+        let touched: std::collections::HashSet<String> =
+            decision.touched.iter().map(VmRef::key).collect();
         let mut outcomes = Vec::new();
         for (
             plan,
@@ -256,7 +251,7 @@ impl Run {
             },
         ) in plans.into_iter().zip(applied)
         {
-            let id = plan.vm.id.clone();
+            let id = plan.vm.key();
             // This VM's leases before its change (the others do not change with it).
             let previous: Vec<Lease> = current.get(&id).to_vec();
             let (before, after) = (before_of.get(&id), after_of.get(&id));
@@ -277,7 +272,7 @@ impl Run {
             }
             let opened = result.is_ok() && plan.change == TagChange::Attach;
             // A detach left pending by an earlier run, and retried by this one.
-            let retried = !touched.contains(id.as_str())
+            let retried = !touched.contains(&id)
                 && before.iter().any(|l| l.state == LeaseState::DetachFailed);
             let cause = match decision.causes.get(&id) {
                 Some(cause) => *cause,
@@ -334,10 +329,10 @@ impl Run {
         previous: &[Lease],
         current: &[Lease],
     ) -> Outcome {
-        let id = plan.vm.id.clone();
+        let id = plan.vm.key();
         let open_until = current
             .iter()
-            .filter(|l| l.vm_id == id && l.is_live(self.clock.decides_at))
+            .filter(|l| l.key() == id && l.is_live(self.clock.decides_at))
             .map(|l| l.expires_at)
             .max()
             .filter(|_| result.is_ok() || plan.change != TagChange::Attach);
@@ -356,7 +351,7 @@ impl Run {
 
     /// The journal entry that records an outcome.
     fn entry_for(&self, subject: &Subject, outcome: &Outcome, current: &[Lease]) -> Entry {
-        let id = &outcome.plan.vm.id;
+        let id = &outcome.plan.vm.key();
         let (action, detail) = describe(outcome);
         let mut entry = self
             .recorder
@@ -366,7 +361,7 @@ impl Run {
         entry.lost = outcome.lost();
         entry.reason = current
             .iter()
-            .find(|l| &l.vm_id == id && entry.gained.contains(&l.holder))
+            .find(|l| &l.key() == id && entry.gained.contains(&l.holder))
             .and_then(|l| l.reason.clone());
         if let Some(m) = &outcome.membership {
             entry.group = Some(crate::state::journal::GroupWait {

@@ -333,7 +333,7 @@ fn never_opened(state_dir: &Path, tagged: &[crate::domain::vm::VmRef]) -> Vec<St
         .load()
         .unwrap_or_default()
         .into_iter()
-        .map(|l| l.vm_id)
+        .map(|l| l.key())
         .collect();
     let journal = fs::read_to_string(store.journal_path()).unwrap_or_default();
     let opened = |id: &str| {
@@ -344,7 +344,7 @@ fn never_opened(state_dir: &Path, tagged: &[crate::domain::vm::VmRef]) -> Vec<St
     };
     let mut strangers: Vec<String> = tagged
         .iter()
-        .filter(|vm| !leased.contains(&vm.id) && !opened(&vm.id))
+        .filter(|vm| !leased.contains(&vm.key()) && !opened(&vm.id))
         .map(|vm| vm.to_string())
         .collect();
     strangers.sort();

@@ -20,6 +20,9 @@ use super::{Run, aligned};
 struct Period {
     vm: String,
     vm_id: String,
+    /// The access profile, when it is not that of `[nsx] tag`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<String>,
     holder: Holder,
     /// Who opened it: `helpdesk:<owner>` or the OS user.
     actor: String,
@@ -101,8 +104,9 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             });
         }
         let Some(vm_id) = &entry.vm_id else { continue };
+        let target = crate::domain::vm::target_key(vm_id, entry.profile.as_deref());
         for holder in entry.lost {
-            if let Some(i) = open.remove(&(vm_id.clone(), holder)) {
+            if let Some(i) = open.remove(&(target.clone(), holder)) {
                 let period = &mut periods[i];
                 period.closed_at = Some(ts);
                 period.closed_by = Some(closed_by(entry.cause).into());
@@ -110,7 +114,7 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             }
         }
         for holder in entry.gained {
-            let key = (vm_id.clone(), holder.clone());
+            let key = (target.clone(), holder.clone());
             if open.contains_key(&key) {
                 continue;
             }
@@ -118,6 +122,7 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             periods.push(Period {
                 vm: entry.vm.clone().unwrap_or_default(),
                 vm_id: vm_id.clone(),
+                profile: entry.profile.clone(),
                 holder,
                 actor: entry.actor.clone(),
                 reason: entry.reason.clone(),
@@ -207,8 +212,12 @@ fn render(periods: &[Period], events: &[Event]) -> String {
             let duration = format_duration(std::time::Duration::from_secs(
                 p.duration_seconds.max(0).unsigned_abs(),
             ));
+            let vm = match &p.profile {
+                Some(profile) => format!("{} [{profile}]", p.vm),
+                None => p.vm.clone(),
+            };
             rows.push(vec![
-                p.vm.clone(),
+                vm,
                 p.vm_id.clone(),
                 who,
                 p.reason.clone().unwrap_or_else(|| "-".into()),

@@ -507,7 +507,7 @@ pub fn vms_of<'a>(leases: impl IntoIterator<Item = &'a Lease>) -> Vec<VmRef> {
     let mut seen = BTreeSet::new();
     leases
         .into_iter()
-        .filter(|l| seen.insert(l.vm_id.clone()))
+        .filter(|l| seen.insert(l.key()))
         .map(Lease::vm_ref)
         .collect()
 }

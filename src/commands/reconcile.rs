@@ -19,6 +19,7 @@ use crate::plan;
 use crate::state::store::{Holder, Lease, LeaseState};
 
 use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
+use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(Cause::Reconcile);
@@ -28,7 +29,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             let Some(before) = begun.leases else {
                 // The leases are unknown: nothing that carries the tag can be vouched for.
                 let tagged_vms = backend.all_tagged()?;
-                let tagged = tagged_vms.iter().map(|v| v.id.clone()).collect();
+                let tagged = tagged_vms.iter().map(VmRef::key).collect();
                 let heading = "reconcile".to_string();
                 return run.close_unknown(backend, &subject, heading, tagged_vms, Some(tagged), Vec::new());
             };
@@ -42,7 +43,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                 expired_tickets,
             } = plan::reconcile(&before, &unlocked, now, |name| policy.refusal(name).is_some());
             let tagged_vms = backend.all_tagged()?;
-            let tagged: BTreeSet<String> = tagged_vms.iter().map(|v| v.id.clone()).collect();
+            let tagged: BTreeSet<String> = tagged_vms.iter().map(VmRef::key).collect();
             let (refused, held_back) = verify_reopening(run, backend, &mut after, &tagged);
             // Drift: the tag where no live lease is, or a live lease where the tag is not.
             let mut touched = tagged_vms;
@@ -104,7 +105,7 @@ fn verify_reopening(
     let now = run.clock.decides_at;
     let reopen: Vec<&Lease> = after
         .iter()
-        .filter(|l| l.is_live(now) && !tagged.contains(&l.vm_id))
+        .filter(|l| l.is_live(now) && !tagged.contains(&l.key()))
         .collect();
     let mut names: Vec<String> = reopen.iter().map(|l| l.vm.clone()).collect();
     names.sort();
@@ -119,7 +120,7 @@ fn verify_reopening(
         Err(e) => {
             for lease in reopen {
                 held_back.insert(
-                    lease.vm_id.clone(),
+                    lease.key(),
                     format!("not reopened: its name could not be checked again: {e:#}"),
                 );
             }

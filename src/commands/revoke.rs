@@ -13,6 +13,7 @@ use crate::state::journal::Action;
 use crate::state::store::{Holder, StateLock};
 
 use super::{Decision, Run, Subject, notes, vms_of};
+use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(if force { Cause::Forced } else { Cause::Revoke });
@@ -69,7 +70,7 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
         run.with_backend(|backend| {
             let begun = run.begin()?;
             let tagged_vms = backend.all_tagged()?;
-            let tagged: BTreeSet<String> = tagged_vms.iter().map(|v| v.id.clone()).collect();
+            let tagged: BTreeSet<String> = tagged_vms.iter().map(VmRef::key).collect();
             let heading = format!("emergency revoke by {}", run.recorder.actor());
             let Some(before) = begun.leases else {
                 let exit = run.close_unknown(

@@ -17,6 +17,9 @@ use super::Run;
 struct VmStatus {
     vm: String,
     vm_id: String,
+    /// The access profile, when it is not that of `[nsx] tag`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<String>,
     /// Whether NSX reports the tag on the VM; `null` when NSX could not be asked.
     tagged: Option<bool>,
     /// `null`, `"tag without lease"` or `"lease without tag"`.
@@ -59,9 +62,10 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
     let now = run.clock.decides_at;
     let mut vms: BTreeMap<String, VmStatus> = BTreeMap::new();
     for lease in &leases {
-        let entry = vms.entry(lease.vm_id.clone()).or_insert_with(|| VmStatus {
+        let entry = vms.entry(lease.key()).or_insert_with(|| VmStatus {
             vm: lease.vm.clone(),
             vm_id: lease.vm_id.clone(),
+            profile: lease.profile.clone(),
             tagged: known.then_some(false),
             drift: None,
             leases: Vec::new(),
@@ -69,10 +73,11 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
         entry.leases.push(lease_status(lease, now));
     }
     for vm in tagged.into_iter().flatten() {
-        vms.entry(vm.id.clone())
+        vms.entry(vm.key())
             .or_insert_with(|| VmStatus {
                 vm: vm.name.clone(),
                 vm_id: vm.id.clone(),
+                profile: vm.profile.clone(),
                 tagged: None,
                 drift: None,
                 leases: Vec::new(),
@@ -91,7 +96,7 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
             _ => None,
         };
     }
-    list.sort_by(|a, b| (&a.vm, &a.vm_id).cmp(&(&b.vm, &b.vm_id)));
+    list.sort_by(|a, b| (&a.vm, &a.vm_id, &a.profile).cmp(&(&b.vm, &b.vm_id, &b.profile)));
     let exit = if known { Exit::Ok } else { Exit::Unavailable };
     if json {
         let report = Report {
@@ -143,6 +148,11 @@ fn table(list: &[VmStatus]) -> String {
     ];
     let mut rows: Vec<Vec<String>> = vec![header.map(String::from).to_vec()];
     for vm in list {
+        // A VM under another profile than that of `[nsx] tag` is named with it.
+        let name = match &vm.profile {
+            Some(p) => format!("{} [{p}]", vm.vm),
+            None => vm.vm.clone(),
+        };
         let nsx = match (vm.drift, vm.tagged) {
             (Some(drift), Some(true)) => format!("tagged DRIFT: {drift}"),
             (Some(drift), _) => format!("untagged DRIFT: {drift}"),
@@ -152,7 +162,7 @@ fn table(list: &[VmStatus]) -> String {
         };
         if vm.leases.is_empty() {
             rows.push(vec![
-                vm.vm.clone(),
+                name.clone(),
                 vm.vm_id.clone(),
                 "-".into(),
                 "-".into(),
@@ -168,7 +178,7 @@ fn table(list: &[VmStatus]) -> String {
                 other => other.replace('_', " "),
             };
             rows.push(vec![
-                vm.vm.clone(),
+                name.clone(),
                 vm.vm_id.clone(),
                 lease.holder.to_string(),
                 lease.reason.clone().unwrap_or_else(|| "-".into()),

@@ -29,6 +29,14 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 /// vSphere's limit on a VM name, in characters.
 pub const MAX_VM_NAME: usize = 80;
 
+/// An access profile's name: 1 to 32 of `a-z`, `0-9`, `-` and `_`, starting with a letter.
+pub fn is_profile_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
 /// A password. Its `Debug` and `Display` never show it.
 #[derive(Debug)]
 pub struct Config {

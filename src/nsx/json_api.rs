@@ -317,7 +317,7 @@ impl JsonApi {
         let mut tagged = BTreeSet::new();
         for (vm, carries) in vms.iter().zip(read) {
             if carries? {
-                tagged.insert(vm.id.clone());
+                tagged.insert(vm.key());
             }
         }
         Ok(tagged)
@@ -879,10 +879,7 @@ fn lucene(term: &str) -> String {
 }
 
 pub fn vm_ref(vm: &NsxVm) -> VmRef {
-    VmRef {
-        name: vm.display_name.clone(),
-        id: vm.external_id.clone(),
-    }
+    VmRef::new(vm.display_name.clone(), vm.external_id.clone())
 }
 
 pub fn json_call(method: Method, path: &str, body: &Value) -> Call {

@@ -391,10 +391,7 @@ mod tests {
     use super::*;
 
     fn vm() -> VmRef {
-        VmRef {
-            name: "web01".into(),
-            id: "5012a".into(),
-        }
+        VmRef::new("web01", "5012a")
     }
 
     #[test]

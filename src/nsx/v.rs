@@ -328,7 +328,7 @@ impl TagBackend for NsxV {
         Ok(vms
             .iter()
             .filter(|v| all.contains(&v.id))
-            .map(|v| v.id.clone())
+            .map(VmRef::key)
             .collect())
     }
 
@@ -465,10 +465,7 @@ pub fn parse_basic_info(root: &xml::Element) -> Result<Vec<VmRef>, String> {
                 .text_of("objectId")
                 .filter(|s| !s.is_empty())
                 .ok_or_else(|| "a VM has no objectId".to_string())?;
-            Ok(VmRef {
-                id: id.to_string(),
-                name: vm.text_of("name").unwrap_or(id).to_string(),
-            })
+            Ok(VmRef::new(vm.text_of("name").unwrap_or(id), id))
         })
         .collect()
 }
@@ -589,10 +586,7 @@ mod tests {
             .expect("xml");
         assert_eq!(
             parse_basic_info(&root),
-            Ok(vec![VmRef {
-                name: "web01".into(),
-                id: "vm-42".into()
-            }])
+            Ok(vec![VmRef::new("web01", "vm-42")])
         );
         assert_eq!(
             parse_error(

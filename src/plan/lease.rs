@@ -25,11 +25,14 @@ pub fn lock_ticket(
         .cloned()
         .collect();
     for vm in vms {
-        let held = out.iter().any(|l| l.holder == *holder && l.vm_id == vm.id);
+        let held = out
+            .iter()
+            .any(|l| l.holder == *holder && l.key() == vm.key());
         if !held {
             out.push(Lease {
                 vm: vm.name.clone(),
                 vm_id: vm.id.clone(),
+                profile: vm.profile.clone(),
                 holder: holder.clone(),
                 granted_at: now,
                 expires_at: now.plus(max),
@@ -53,13 +56,13 @@ pub fn grant(
 ) -> Vec<Lease> {
     let mut out: Vec<Lease> = leases
         .iter()
-        .filter(|l| !(l.holder == *holder && l.vm_id == vm.id && l.state != LeaseState::Active))
+        .filter(|l| !(l.holder == *holder && l.key() == vm.key() && l.state != LeaseState::Active))
         .cloned()
         .collect();
     let expires_at = now.plus(duration);
     match out
         .iter_mut()
-        .find(|l| l.holder == *holder && l.vm_id == vm.id)
+        .find(|l| l.holder == *holder && l.key() == vm.key())
     {
         Some(existing) => {
             existing.expires_at = existing.expires_at.max(expires_at);
@@ -70,6 +73,7 @@ pub fn grant(
         None => out.push(Lease {
             vm: vm.name.clone(),
             vm_id: vm.id.clone(),
+            profile: vm.profile.clone(),
             holder: holder.clone(),
             granted_at: now,
             expires_at,
@@ -86,14 +90,14 @@ pub fn release(leases: &[Lease], drop: impl Fn(&Lease) -> bool) -> Vec<Lease> {
     leases.iter().filter(|l| !drop(l)).cloned().collect()
 }
 
-/// After a failed detach: the leases this change dropped on the VM stay, marked, so that a
-/// later run retries the detach.
-pub fn keep_for_retry(before: &[Lease], after: &[Lease], vm_id: &str) -> Vec<Lease> {
+/// After a failed detach: the leases this change dropped on the VM (by its key, see
+/// [`VmRef::key`]) stay, marked, so that a later run retries the detach.
+pub fn keep_for_retry(before: &[Lease], after: &[Lease], key: &str) -> Vec<Lease> {
     let mut out = after.to_vec();
-    for lease in before.iter().filter(|l| l.vm_id == vm_id) {
+    for lease in before.iter().filter(|l| l.key() == key) {
         if !after
             .iter()
-            .any(|a| a.vm_id == vm_id && a.holder == lease.holder)
+            .any(|a| a.key() == key && a.holder == lease.holder)
         {
             out.push(Lease {
                 state: LeaseState::DetachFailed,
@@ -105,8 +109,8 @@ pub fn keep_for_retry(before: &[Lease], after: &[Lease], vm_id: &str) -> Vec<Lea
 }
 
 /// Once the tag is known to be off the VM: nothing is left to retry there.
-pub fn settle(after: &[Lease], vm_id: &str) -> Vec<Lease> {
+pub fn settle(after: &[Lease], key: &str) -> Vec<Lease> {
     release(after, |l| {
-        l.vm_id == vm_id && l.state == LeaseState::DetachFailed
+        l.key() == key && l.state == LeaseState::DetachFailed
     })
 }

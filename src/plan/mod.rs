@@ -41,17 +41,17 @@ pub struct VmPlan {
     pub held_after: Vec<Holder>,
 }
 
-/// The holders of the live leases on a VM.
-pub fn live_holders(leases: &[Lease], vm_id: &str, now: Timestamp) -> Vec<Holder> {
-    sorted(leases.iter().filter(|l| l.vm_id == vm_id && l.is_live(now)))
+/// The holders of the live leases on a VM (by its key, see [`VmRef::key`]).
+pub fn live_holders(leases: &[Lease], key: &str, now: Timestamp) -> Vec<Holder> {
+    sorted(leases.iter().filter(|l| l.key() == key && l.is_live(now)))
 }
 
 /// The holders of the active leases on a VM, expired or not.
-fn holders(leases: &[Lease], vm_id: &str) -> Vec<Holder> {
+fn holders(leases: &[Lease], key: &str) -> Vec<Holder> {
     sorted(
         leases
             .iter()
-            .filter(|l| l.vm_id == vm_id && l.state == LeaseState::Active),
+            .filter(|l| l.key() == key && l.state == LeaseState::Active),
     )
 }
 
@@ -81,7 +81,7 @@ pub fn concerned_vms(before: &[Lease], after: &[Lease], touched: &[VmRef]) -> Ve
         .iter()
         .cloned()
         .chain(changed)
-        .filter(|vm| seen.insert(vm.id.clone()))
+        .filter(|vm| seen.insert(vm.key()))
         .collect()
 }
 
@@ -91,24 +91,20 @@ pub fn concerned_vms(before: &[Lease], after: &[Lease], touched: &[VmRef]) -> Ve
 pub fn change_of(
     previous: &[Lease],
     current: &[Lease],
-    vm_id: &str,
+    key: &str,
     now: Timestamp,
 ) -> (Vec<Holder>, Vec<Holder>) {
-    let had = holders(previous, vm_id);
-    let has = live_holders(current, vm_id, now);
+    let had = holders(previous, key);
+    let has = live_holders(current, key, now);
     let gained = has.iter().filter(|h| !had.contains(h)).cloned().collect();
     let lost = had.iter().filter(|h| !has.contains(h)).cloned().collect();
     (gained, lost)
 }
 
-/// Whether two sets of leases hold the same leases on a VM.
-pub fn same_vm(a: &[Lease], b: &[Lease], vm_id: &str) -> bool {
+/// Whether two sets of leases hold the same leases on a VM (by its key).
+pub fn same_vm(a: &[Lease], b: &[Lease], key: &str) -> bool {
     let of = |leases: &[Lease]| -> Vec<Lease> {
-        let mut mine: Vec<Lease> = leases
-            .iter()
-            .filter(|l| l.vm_id == vm_id)
-            .cloned()
-            .collect();
+        let mut mine: Vec<Lease> = leases.iter().filter(|l| l.key() == key).cloned().collect();
         mine.sort_by(|x, y| (&x.holder, x.state as u8).cmp(&(&y.holder, y.state as u8)));
         mine
     };
@@ -116,7 +112,7 @@ pub fn same_vm(a: &[Lease], b: &[Lease], vm_id: &str) -> bool {
 }
 
 /// The tag change for each VM the change concerns (see [`concerned_vms`]), given which VMs
-/// carry the tag now.
+/// carry their profile's tag now (`tagged`, by key).
 pub fn plan(
     before: &[Lease],
     after: &[Lease],
@@ -125,33 +121,31 @@ pub fn plan(
     now: Timestamp,
 ) -> Vec<VmPlan> {
     // By VM, so that each VM costs its own leases, not the whole store.
-    fn group(leases: &[Lease]) -> std::collections::HashMap<&str, Vec<Lease>> {
-        let mut by_vm: std::collections::HashMap<&str, Vec<Lease>> = Default::default();
+    fn group(leases: &[Lease]) -> std::collections::HashMap<String, Vec<Lease>> {
+        let mut by_vm: std::collections::HashMap<String, Vec<Lease>> = Default::default();
         for lease in leases {
-            by_vm
-                .entry(lease.vm_id.as_str())
-                .or_default()
-                .push(lease.clone());
+            by_vm.entry(lease.key()).or_default().push(lease.clone());
         }
         by_vm
     }
     let (before_of, after_of) = (group(before), group(after));
-    let of = |by_vm: &std::collections::HashMap<&str, Vec<Lease>>, id: &str| {
-        by_vm.get(id).cloned().unwrap_or_default()
+    let of = |by_vm: &std::collections::HashMap<String, Vec<Lease>>, key: &str| {
+        by_vm.get(key).cloned().unwrap_or_default()
     };
     concerned_vms(before, after, touched)
         .into_iter()
         .map(|vm| {
-            let (before, after) = (of(&before_of, &vm.id), of(&after_of, &vm.id));
-            let held_after = live_holders(&after, &vm.id, now);
-            let is_tagged = tagged.contains(&vm.id);
+            let key = vm.key();
+            let (before, after) = (of(&before_of, &key), of(&after_of, &key));
+            let held_after = live_holders(&after, &key, now);
+            let is_tagged = tagged.contains(&key);
             let change = match (!held_after.is_empty(), is_tagged) {
                 (true, false) => TagChange::Attach,
                 (false, true) => TagChange::Detach,
                 _ => TagChange::Keep,
             };
             VmPlan {
-                held_before: holders(&before, &vm.id),
+                held_before: holders(&before, &key),
                 held_after,
                 tagged: is_tagged,
                 change,
@@ -172,10 +166,7 @@ mod tests {
     const HOUR: Duration = Duration::from_secs(3600);
 
     fn vm(n: u32) -> VmRef {
-        VmRef {
-            name: format!("web{n:02}"),
-            id: format!("vm-{n}"),
-        }
+        VmRef::new(format!("web{n:02}"), format!("vm-{n}"))
     }
 
     fn ticket(id: u64) -> Holder {
@@ -323,6 +314,52 @@ mod tests {
         let mut causes = BTreeMap::new();
         mark_drift(&mut causes, &touched, &leases, &tagged(&["vm-1"]), NOW);
         assert!(causes.is_empty(), "{causes:?}");
+    }
+
+    #[test]
+    fn one_vm_under_two_profiles_is_two_targets() {
+        let ssh = VmRef {
+            profile: Some("ssh".into()),
+            ..vm(1)
+        };
+        let rdp = VmRef {
+            profile: Some("rdp".into()),
+            ..vm(1)
+        };
+        let both = lock_ticket(
+            &[],
+            &ticket(2),
+            &names(&[vm(1)]),
+            &[ssh.clone(), rdp.clone()],
+            NOW,
+            HOUR,
+        );
+        assert_eq!(both.len(), 2, "a lease per profile");
+        assert_eq!(both[0].key(), "vm-1#ssh");
+        // Only the ssh tag is on: rdp must be attached, ssh kept.
+        let p = plan(
+            &[],
+            &both,
+            &[ssh.clone(), rdp.clone()],
+            &tagged(&["vm-1#ssh"]),
+            NOW,
+        );
+        assert_eq!(
+            p.iter().map(|p| (p.vm.key(), p.change)).collect::<Vec<_>>(),
+            [
+                ("vm-1#ssh".to_string(), TagChange::Keep),
+                ("vm-1#rdp".to_string(), TagChange::Attach)
+            ]
+        );
+        // Releasing the rdp lease detaches rdp alone.
+        let rest = release(&both, |l| l.profile.as_deref() == Some("rdp"));
+        let p = plan(&both, &rest, &[], &tagged(&["vm-1#ssh", "vm-1#rdp"]), NOW);
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            (p[0].vm.key(), p[0].change),
+            ("vm-1#rdp".into(), TagChange::Detach)
+        );
+        assert_eq!(p[0].vm.to_string(), "web01 (vm-1) [rdp]");
     }
 
     #[test]

@@ -7,7 +7,8 @@ use crate::domain::vm::VmRef;
 use crate::state::store::{Holder, Lease, LeaseState};
 use crate::time::Timestamp;
 
-/// What `reconcile` decides from the leases alone: the leases to keep, why each VM changes,
+/// What `reconcile` decides from the leases alone: the leases to keep, why each VM changes (by
+/// key),
 /// and the tickets whose access ended by expiry (they are told so in a note).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconciled {
@@ -33,7 +34,7 @@ pub fn reconcile(
             matches!(lease.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
         let expired = active && lease.expires_at <= now;
         let denied = active && refused(&lease.vm);
-        let id = lease.vm_id.clone();
+        let id = lease.key();
         if expired {
             out.causes.insert(id, Cause::Expiry);
             if matches!(lease.holder, Holder::Ticket { .. }) {
@@ -63,14 +64,15 @@ pub fn mark_drift(
     tagged: &BTreeSet<String>,
     now: Timestamp,
 ) {
-    let live: HashSet<&str> = after
+    let live: HashSet<String> = after
         .iter()
         .filter(|l| l.is_live(now))
-        .map(|l| l.vm_id.as_str())
+        .map(Lease::key)
         .collect();
     for vm in touched {
-        if live.contains(vm.id.as_str()) != tagged.contains(&vm.id) {
-            causes.entry(vm.id.clone()).or_insert(Cause::Drift);
+        let key = vm.key();
+        if live.contains(&key) != tagged.contains(&key) {
+            causes.entry(key).or_insert(Cause::Drift);
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct Entry {
     pub vm: Option<String>,
     #[serde(default)]
     pub vm_id: Option<String>,
+    /// The access profile the VM was opened or closed under, when it is not that of
+    /// `[nsx] tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub result: EntryResult,
     pub detail: String,
     /// `helpdesk` (with the ticket's owner) or the OS user who ran the command.

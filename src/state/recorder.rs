@@ -124,6 +124,7 @@ impl Recorder {
             ticket_id: subject.ticket_id,
             vm: vm.map(|v| v.name.clone()),
             vm_id: vm.map(|v| v.id.clone()).filter(|id| !id.is_empty()),
+            profile: vm.and_then(|v| v.profile.clone()),
             result: EntryResult::Ok,
             detail: detail.to_string(),
             actor: self.actor(),

@@ -56,6 +56,9 @@ pub enum LeaseState {
 pub struct Lease {
     pub vm: String,
     pub vm_id: String,
+    /// The access profile the lease opens the VM under; `None`: the profile of `[nsx] tag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     pub holder: Holder,
     pub granted_at: Timestamp,
     pub expires_at: Timestamp,
@@ -79,7 +82,13 @@ impl Lease {
         VmRef {
             name: self.vm.clone(),
             id: self.vm_id.clone(),
+            profile: self.profile.clone(),
         }
+    }
+
+    /// What plans match this lease by: its VM under its profile.
+    pub fn key(&self) -> String {
+        crate::domain::vm::target_key(&self.vm_id, self.profile.as_deref())
     }
 
     /// Whether this lease holds its VM open at `now`.
@@ -104,6 +113,11 @@ impl Lease {
         let ok = fits(&self.vm, crate::config::MAX_VM_NAME)
             && fits(&self.vm_id, 128)
             && !self.vm_id.contains(char::is_whitespace)
+            && !self.vm_id.contains('#')
+            && self
+                .profile
+                .as_deref()
+                .is_none_or(crate::config::is_profile_name)
             && holder_ok
             && self
                 .reason
@@ -405,6 +419,7 @@ mod tests {
         Lease {
             vm: "web01".into(),
             vm_id: "vm-42".into(),
+            profile: None,
             holder: Holder::Ticket {
                 id: 2,
                 number: "2026112310000011".into(),
@@ -414,6 +429,27 @@ mod tests {
             reason: None,
             state: LeaseState::Active,
             by: None,
+        }
+    }
+
+    #[test]
+    fn a_profile_is_kept_and_checked() {
+        let with = Lease {
+            profile: Some("ssh".into()),
+            ..lease()
+        };
+        let text = serde_json::to_string(&with).unwrap();
+        assert!(text.contains("\"profile\":\"ssh\""), "{text}");
+        let back: Lease = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, with);
+        assert!(back.check().is_ok());
+        assert!(!serde_json::to_string(&lease()).unwrap().contains("profile"));
+        for bad in ["", "SSH", "ssh rdp", "1ssh", "ssh#x"] {
+            let bad = Lease {
+                profile: Some(bad.into()),
+                ..lease()
+            };
+            assert!(bad.check().is_err(), "{:?}", bad.profile);
         }
     }
 

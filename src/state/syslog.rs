@@ -120,6 +120,7 @@ mod tests {
             reason: None,
             opened_by: Vec::new(),
             group: None,
+            profile: None,
         };
         assert_eq!(
             format_message(10, "helpdesk01", 42, &entry, "{}"),
