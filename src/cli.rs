@@ -98,6 +98,10 @@ pub enum Configured {
         /// Why, for the journal
         #[arg(long, value_name = "TEXT", value_parser = parse_reason)]
         reason: Option<String>,
+
+        /// The access profile [default: policy.default_profile]
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
     },
 
     /// Close VMs opened by hand; with --all, close every VM at once

@@ -10,7 +10,7 @@ pub enum Verdict<'a> {
     NotAllowed,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmPolicy {
     pub allow: Vec<String>,
     pub deny: Vec<String>,

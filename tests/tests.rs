@@ -24,6 +24,7 @@ mod it {
     pub mod nsxt;
     pub mod package;
     pub mod policy;
+    pub mod profiles;
     pub mod shaped;
     pub mod shared;
     pub mod state;

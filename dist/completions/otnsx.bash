@@ -111,7 +111,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__grant)
-            opts="-v -h --vm --for --reason --config --dry-run --verbose --help"
+            opts="-v -h --vm --for --reason --profile --config --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -126,6 +126,10 @@ _otnsx() {
                     return 0
                     ;;
                 --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --profile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -51,6 +51,7 @@ complete -c otnsx -n "__fish_otnsx_using_subcommand ticket" -s h -l help -d 'Pri
 complete -c otnsx -n "__fish_otnsx_using_subcommand grant" -l vm -d 'The VM\'s name in vCenter (repeatable)' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand grant" -l for -d 'How long [default: policy.manual_duration]' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand grant" -l reason -d 'Why, for the journal' -r
+complete -c otnsx -n "__fish_otnsx_using_subcommand grant" -l profile -d 'The access profile [default: policy.default_profile]' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand grant" -l config -d 'Configuration file [default: /etc/otnsx/otnsx.toml, else the user\'s config directory]' -r -F
 complete -c otnsx -n "__fish_otnsx_using_subcommand grant" -l dry-run -d 'Resolve everything and print what would change; change nothing'
 complete -c otnsx -n "__fish_otnsx_using_subcommand grant" -s v -l verbose -d 'Print each request to the services (without secrets) on stderr'

@@ -1,4 +1,5 @@
-//! `otnsx grant --vm NAME... [--for DURATION] [--reason TEXT]`: open VMs by hand, for a while.
+//! `otnsx grant --vm NAME... [--for DURATION] [--reason TEXT] [--profile NAME]`: open VMs by
+//! hand, for a while, under an access profile.
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ pub fn run(
     names: &[String],
     duration: Option<Duration>,
     reason: Option<&str>,
+    profile: Option<&str>,
 ) -> anyhow::Result<Exit> {
     let subject = Subject::new(Cause::Grant);
     run.journaled(&subject, || {
@@ -32,8 +34,8 @@ pub fn run(
         }
         run.with_backend(|backend| {
             let (lock, before) = run.for_opening(run.begin()?)?;
-            let (allowed, mut refused) = run.allowed(names);
-            let (vms, not_found) = run.resolve(backend, &allowed)?;
+            let (wants, mut refused) = run.wants(names, profile);
+            let (_, vms, not_found) = run.targets(backend, &wants)?;
             refused.extend(not_found);
             let holder = Holder::User {
                 name: run.recorder.actor(),

@@ -31,6 +31,9 @@ use crate::state::store::{Holder, Lease, StateLock, Store};
 use crate::state::syslog::Syslog;
 use crate::time::{Clock, Timestamp};
 
+/// A VM name wanted open, under an access profile (its key; `None`: `[nsx] tag`'s).
+pub type Want = (String, Option<String>);
+
 /// What [`Run::begin`] found: the state lock, and the leases if they could be read.
 pub struct Begun {
     pub lock: Option<StateLock>,
@@ -147,7 +150,8 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
             vms,
             duration,
             reason,
-        } => grant::run(&run, &vms, duration, reason.as_deref()),
+            profile,
+        } => grant::run(&run, &vms, duration, reason.as_deref(), profile.as_deref()),
         Configured::Revoke { all: true, .. } => revoke::all(&run),
         Configured::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
         Configured::Reconcile { json } => reconcile::run(&run, json),
@@ -225,6 +229,131 @@ impl Run {
             }
         }
         (allowed, refused)
+    }
+
+    /// The entries of a ticket's field (or of `grant --vm`) as VM names under access profiles
+    /// (by key): where `[profiles.NAME]` sections exist, `web01:ssh` names profile `ssh`; an
+    /// entry that names none gets `given` (the ticket's profile field, `grant --profile`), else
+    /// `policy.default_profile`. An unknown profile is refused (65), and so is a profile whose
+    /// own allow/deny does not let it open the VM (77); `[policy]` is asked by [`Run::allowed`].
+    pub fn wants(&self, entries: &[String], given: Option<&str>) -> (Vec<Want>, Vec<Refusal>) {
+        let config = &self.config;
+        let known: Vec<&str> = config.profiles.iter().map(|p| p.name.as_str()).collect();
+        let unknown = |name: &str| {
+            fault(
+                Exit::DataErr,
+                format!(
+                    "access profile \"{}\" is not configured (there are: {})",
+                    crate::escape::shorten(name),
+                    known.join(", ")
+                ),
+            )
+        };
+        let mut wants = Vec::new();
+        let mut refused = Vec::new();
+        for entry in entries {
+            let (name, named) = match entry.rsplit_once(':') {
+                Some((name, profile)) if config.has_profiles() && !name.is_empty() => {
+                    (name.to_string(), Some(profile))
+                }
+                _ => (entry.clone(), None),
+            };
+            let profile = match named.or(given) {
+                Some(p) => match config.profile(p) {
+                    Some(profile) => profile,
+                    None => {
+                        refused.push((entry.clone(), unknown(p)));
+                        continue;
+                    }
+                },
+                None => match config.profile_by_key(config.policy.default_profile.as_deref()) {
+                    Some(profile) => profile,
+                    None => {
+                        refused.push((entry.clone(), unknown("(default)")));
+                        continue;
+                    }
+                },
+            };
+            if let Some(why) = profile.vms.as_ref().and_then(|vms| vms.refusal(&name)) {
+                let why = format!("profile {}: {why}", profile.name);
+                refused.push((entry.clone(), fault(Exit::NoPerm, why)));
+                continue;
+            }
+            let want = (name, profile.key.clone());
+            if !wants.contains(&want) {
+                wants.push(want);
+            }
+        }
+        (wants, refused)
+    }
+
+    /// The VM names of a ticket's field entries, any `:profile` left off: what closing goes
+    /// by, whatever profile an entry names.
+    pub fn names_of(&self, entries: &[String]) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for entry in entries {
+            let name = match entry.rsplit_once(':') {
+                Some((name, _)) if self.config.has_profiles() && !name.is_empty() => name,
+                _ => entry.as_str(),
+            };
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+            }
+        }
+        names
+    }
+
+    /// Each of `vms` under every configured profile: closing a VM by name closes all its
+    /// access.
+    pub fn under_every_profile(&self, vms: Vec<VmRef>) -> Vec<VmRef> {
+        let mut out: Vec<VmRef> = Vec::new();
+        for vm in vms {
+            for profile in &self.config.profiles {
+                let each = VmRef {
+                    profile: profile.key.clone(),
+                    ..vm.clone()
+                };
+                if !out.iter().any(|o| o.key() == each.key()) {
+                    out.push(each);
+                }
+            }
+        }
+        out
+    }
+
+    /// The VMs for `wants`: each name allowed by `[policy]` and found, under its profile;
+    /// what was refused or not found, by name.
+    pub fn targets(
+        &self,
+        backend: &dyn TagBackend,
+        wants: &[Want],
+    ) -> anyhow::Result<(Vec<Want>, Vec<VmRef>, Vec<Refusal>)> {
+        let mut names: Vec<String> = wants.iter().map(|(n, _)| n.clone()).collect();
+        names.dedup();
+        let mut unique = Vec::new();
+        for name in names {
+            if !unique.contains(&name) {
+                unique.push(name);
+            }
+        }
+        let (allowed, mut refused) = self.allowed(&unique);
+        let (found, not_found) = self.resolve(backend, &allowed)?;
+        refused.extend(not_found);
+        let kept: Vec<Want> = wants
+            .iter()
+            .filter(|(name, _)| allowed.contains(name))
+            .cloned()
+            .collect();
+        let vms = kept
+            .iter()
+            .filter_map(|(name, profile)| {
+                found.iter().find(|vm| vm.name == *name).map(|vm| VmRef {
+                    profile: profile.clone(),
+                    ..vm.clone()
+                })
+            })
+            .collect();
+        Ok((kept, vms, refused))
     }
 
     /// Closes `vms` while the leases are unknown (the lease file or the lock could not be read

@@ -71,7 +71,11 @@ pub fn for_ticket(
         lines.push(format!("{name} was not opened: {}.", plain(err)));
     }
     for outcome in outcomes {
-        let vm = &outcome.plan.vm.name;
+        // A VM under a profile other than [nsx] tag's is named with it.
+        let vm = &match &outcome.plan.vm.profile {
+            Some(profile) => format!("{} (profile {profile})", outcome.plan.vm.name),
+            None => outcome.plan.vm.name.clone(),
+        };
         let plan = &outcome.plan;
         if !plan.held_before.contains(holder) && !plan.held_after.contains(holder) {
             continue; // another holder's VM, in a run about several

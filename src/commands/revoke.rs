@@ -23,14 +23,15 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             let heading = format!("revoke by {}", run.recorder.actor());
             let Some(before) = begun.leases else {
                 // The leases are unknown: close every named VM, whoever holds it.
-                let (vms, refused) = run.resolve(backend, names)?;
+                let (vms, refused) = run.resolve(backend, &run.names_of(names))?;
+                let vms = run.under_every_profile(vms);
                 return run.close_unknown(backend, &subject, heading, vms, None, refused);
             };
             let lock = begun.lock;
             // A VM the leases know needs no vCenter to be closed.
             let mut vms = Vec::new();
             let mut unknown = Vec::new();
-            for name in names {
+            for name in &run.names_of(names) {
                 let known = vms_of(before.iter().filter(|l| &l.vm == name));
                 if known.is_empty() {
                     unknown.push(name.clone());
@@ -43,6 +44,8 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
                 run.resolve(backend, &unknown)?
             };
             vms.extend(found);
+            // Every profile of the VM: closing by name closes all its access.
+            let vms = run.under_every_profile(vms);
             let ids: BTreeSet<&str> = vms.iter().map(|v| v.id.as_str()).collect();
             let after = plan::release(&before, |l| {
                 ids.contains(l.vm_id.as_str()) && (force || matches!(l.holder, Holder::User { .. }))

@@ -136,8 +136,10 @@ fn decide<'scope>(
         None if ticket.is_locked() => run.for_opening(begun)?,
         None => {
             // The leases are unknown: close what the ticket's field names now.
-            // Closing is not subject to policy; only the names must be valid.
-            let (vms, refused) = run.resolve(backend, &ticket.vms)?;
+            // Closing is not subject to policy; only the names must be valid. Every profile of
+            // the VMs is closed, whatever profile the field names.
+            let (vms, refused) = run.resolve(backend, &run.names_of(&ticket.vms))?;
+            let vms = run.under_every_profile(vms);
             scope.spawn(|| backend.done_finding());
             return run.close_unknown(backend, subject, heading.clone(), vms, None, refused);
         }
@@ -145,8 +147,8 @@ fn decide<'scope>(
     {
         let (after, touched, refused) = if ticket.is_locked() {
             // A name policy refuses is not held either, even by a lease from before.
-            let (allowed, mut refused) = run.allowed(&ticket.vms);
-            let (vms, not_found) = run.resolve(backend, &allowed)?;
+            let (wants, mut refused) = run.wants(&ticket.vms, ticket.profile.as_deref());
+            let (allowed, vms, not_found) = run.targets(backend, &wants)?;
             // vCenter's logout, off the critical path.
             scope.spawn(|| backend.done_finding());
             refused.extend(not_found);

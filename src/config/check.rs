@@ -42,8 +42,9 @@ impl Checker {
         }
         let otrs = raw.otrs.map(|o| self.otrs(&o));
         let vcenter = raw.vcenter.as_ref().map(|v| self.vcenter(v));
+        let has_profiles = !raw.profiles.is_empty();
         let nsx = match raw.nsx {
-            Some(n) => self.nsx(&n, raw.vcenter.is_some()),
+            Some(n) => self.nsx(&n, raw.vcenter.is_some(), has_profiles),
             None => {
                 self.problem("nsx", "section missing");
                 None
@@ -62,18 +63,34 @@ impl Checker {
             ("policy.allow", &raw.policy.allow),
             ("policy.deny", &raw.policy.deny),
         ] {
-            for pattern in patterns.iter().flatten() {
-                if pattern.is_empty()
-                    || pattern.chars().count() > MAX_VM_NAME
-                    || pattern.chars().any(char::is_control)
-                {
-                    self.problem(
-                        key,
-                        format!("{pattern:?} is not a pattern of 1 to {MAX_VM_NAME} characters"),
-                    );
-                }
-            }
+            self.patterns(key, patterns.as_deref().unwrap_or_default());
         }
+        let profiles = self.profiles(&raw.profiles, &nsx);
+        let default_profile = match raw.policy.default_profile.as_deref() {
+            Some(name) => match profiles.iter().find(|p| p.name == name) {
+                Some(p) => p.key.clone(),
+                None => {
+                    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+                    self.problem(
+                        "policy.default_profile",
+                        format!("{name:?} is no profile (there are: {})", names.join(", ")),
+                    );
+                    None
+                }
+            },
+            None if !nsx.tag.is_empty() => None,
+            None => match profiles.as_slice() {
+                [only] => only.key.clone(),
+                [] => None, // nsx.tag is missing, and said so
+                _ => {
+                    self.problem(
+                        "policy.default_profile",
+                        "missing; without [nsx] tag, name the profile a ticket gets when it names none",
+                    );
+                    None
+                }
+            },
+        };
         let max_duration = self.duration(
             "policy.max_duration",
             raw.policy.max_duration.as_deref(),
@@ -108,6 +125,7 @@ impl Checker {
             max_duration,
             max_grant,
             manual_duration,
+            default_profile,
         };
         let facility_name = raw.log.facility.as_deref().unwrap_or("authpriv");
         let facility = crate::state::syslog::FACILITIES
@@ -135,6 +153,7 @@ impl Checker {
             vcenter: vcenter.flatten(),
             nsx,
             policy,
+            profiles,
         })
     }
 
@@ -150,10 +169,19 @@ impl Checker {
                 "otnsx needs OTRS 5 or later (Znuny and OTOBO count as 6)",
             );
         }
+        if let Some(field) = &raw.profile_field
+            && (field.trim().is_empty() || *field == vm_field)
+        {
+            self.problem(
+                "otrs.profile_field",
+                "must name a dynamic field of its own (not otrs.vm_field)",
+            );
+        }
         let endpoint = self.endpoint("otrs", &raw.endpoint_keys());
         Some(OtrsConfig {
             endpoint: endpoint?,
             vm_field,
+            profile_field: raw.profile_field.clone(),
             notes: raw.notes.unwrap_or(true),
             notify_agents: raw.notify_agents.unwrap_or(false),
             version,
@@ -180,7 +208,7 @@ impl Checker {
         })
     }
 
-    fn nsx(&mut self, raw: &RawNsx, has_vcenter: bool) -> Option<NsxConfig> {
+    fn nsx(&mut self, raw: &RawNsx, has_vcenter: bool, has_profiles: bool) -> Option<NsxConfig> {
         let kind = raw.kind;
         if kind.is_none() {
             self.problem(
@@ -189,15 +217,16 @@ impl Checker {
             );
         }
         let tag = raw.tag.clone().unwrap_or_default();
-        if tag.trim().is_empty() {
+        // With [profiles.NAME] sections, [nsx] tag may be left out: each profile has its own.
+        if tag.trim().is_empty() && (raw.tag.is_some() || !has_profiles) {
             self.problem(
                 "nsx.tag",
-                "missing; name the security tag that opens access",
+                "missing; name the security tag that opens access (or define [profiles.NAME] sections, each with its tag)",
             );
         }
         let scope = raw.scope.clone().unwrap_or_default();
         match kind {
-            Some(k) if k.json() && scope.trim().is_empty() => {
+            Some(k) if k.json() && scope.trim().is_empty() && raw.tag.is_some() => {
                 self.problem(
                     "nsx.scope",
                     "missing; NSX-T tags are a scope and a value, e.g. scope = \"otnsx\"",
@@ -220,11 +249,7 @@ impl Checker {
             _ => {}
         }
         for (key, value) in [("nsx.scope", &scope), ("nsx.tag", &tag)] {
-            if kind.is_some_and(NsxKind::json)
-                && (value.chars().count() > 128 || value.contains('|'))
-            {
-                self.problem(key, "at most 128 characters, without '|'");
-            }
+            self.tag_part(key, value, kind);
         }
         let resolve = raw.resolve.unwrap_or(if has_vcenter {
             Resolve::Vcenter
@@ -246,6 +271,107 @@ impl Checker {
             resolve,
             verify: self.verify_group(raw, kind),
         })
+    }
+
+    /// A tag's scope or value on the JSON kinds: at most 128 characters, without `|` (a Policy
+    /// group's condition joins them with it).
+    fn tag_part(&mut self, key: &str, value: &str, kind: Option<NsxKind>) {
+        if kind.is_some_and(NsxKind::json) && (value.chars().count() > 128 || value.contains('|')) {
+            self.problem(key, "at most 128 characters, without '|'");
+        }
+    }
+
+    /// The access profiles: `[nsx] tag`'s (when given) as `default`, then each
+    /// `[profiles.NAME]` with its tag (and scope, by default `nsx.scope`) and its own
+    /// allow/deny; no two with the same tag.
+    fn profiles(
+        &mut self,
+        raw: &std::collections::BTreeMap<String, crate::config::raw::RawProfile>,
+        nsx: &NsxConfig,
+    ) -> Vec<crate::config::Profile> {
+        let json = nsx.kind.json();
+        let mut out = Vec::new();
+        if !nsx.tag.is_empty() {
+            out.push(crate::config::Profile {
+                name: crate::config::NSX_TAG_PROFILE.into(),
+                key: None,
+                tag: nsx.tag.clone(),
+                scope: nsx.scope.clone(),
+                vms: None,
+            });
+        }
+        for (name, p) in raw {
+            let at = |key: &str| format!("profiles.{name}.{key}");
+            if !crate::config::is_profile_name(name) || name == crate::config::NSX_TAG_PROFILE {
+                self.problem(
+                    &format!("profiles.{name}"),
+                    "a profile's name is 1 to 32 of a-z, 0-9, - and _, starting with a letter, and not \"default\" (the name of [nsx] tag's profile)",
+                );
+                continue;
+            }
+            let tag = p.tag.clone().unwrap_or_default();
+            if tag.trim().is_empty() {
+                self.problem(
+                    &at("tag"),
+                    "missing; name the tag this profile opens access with",
+                );
+            }
+            let scope = match (&p.scope, json) {
+                (Some(_), false) => {
+                    self.problem(
+                        &at("scope"),
+                        "applies to kind = \"nsx-t\" and \"nsx-policy\" only",
+                    );
+                    String::new()
+                }
+                (Some(scope), true) => scope.clone(),
+                (None, _) => nsx.scope.clone(),
+            };
+            if json && scope.trim().is_empty() {
+                self.problem(&at("scope"), "missing (and no nsx.scope to default to)");
+            }
+            self.tag_part(&at("scope"), &scope, Some(nsx.kind));
+            self.tag_part(&at("tag"), &tag, Some(nsx.kind));
+            for (key, patterns) in [("allow", &p.allow), ("deny", &p.deny)] {
+                self.patterns(&at(key), patterns.as_deref().unwrap_or_default());
+            }
+            let vms = (p.allow.is_some() || p.deny.is_some()).then(|| crate::policy::VmPolicy {
+                allow: p.allow.clone().unwrap_or_else(|| vec!["*".into()]),
+                deny: p.deny.clone().unwrap_or_default(),
+            });
+            if let Some(other) = out
+                .iter()
+                .find(|o: &&crate::config::Profile| o.tag == tag && o.scope == scope)
+            {
+                self.problem(
+                    &at("tag"),
+                    format!("the same tag as profile {:?}: each profile needs its own tag (and security group)", other.name),
+                );
+            }
+            out.push(crate::config::Profile {
+                name: name.clone(),
+                key: Some(name.clone()),
+                tag,
+                scope,
+                vms,
+            });
+        }
+        out
+    }
+
+    /// VM name patterns: each 1 to [`MAX_VM_NAME`] characters, no control characters.
+    fn patterns(&mut self, key: &str, patterns: &[String]) {
+        for pattern in patterns {
+            if pattern.is_empty()
+                || pattern.chars().count() > MAX_VM_NAME
+                || pattern.chars().any(char::is_control)
+            {
+                self.problem(
+                    key,
+                    format!("{pattern:?} is not a pattern of 1 to {MAX_VM_NAME} characters"),
+                );
+            }
+        }
     }
 
     /// `nsx.verify_group` and `nsx.verify_domain`: an id without `/`, white space or control

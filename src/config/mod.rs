@@ -47,6 +47,44 @@ pub struct Config {
     pub nsx: NsxConfig,
     pub policy: Policy,
     pub log: Log,
+    /// The access profiles: that of `[nsx] tag` first (named `default`, key `None`), if it is
+    /// given, then `[profiles.NAME]` by name.
+    pub profiles: Vec<Profile>,
+}
+
+/// The name `[nsx] tag`'s profile goes by, in tickets, `grant --profile` and messages.
+pub const NSX_TAG_PROFILE: &str = "default";
+
+/// An access profile: which tag opens the VM, and on which VMs it may be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub name: String,
+    /// How leases and VMs name it: `None` for `[nsx] tag`'s, else `Some(name)`.
+    pub key: Option<String>,
+    /// NSX-V: the security tag's name; NSX-T / Policy: the tag's value.
+    pub tag: String,
+    /// NSX-T / Policy: the tag's scope.
+    pub scope: String,
+    /// Which VMs it may open, beside `[policy]` (both must allow); `None`: all that
+    /// `[policy]` allows.
+    pub vms: Option<crate::policy::VmPolicy>,
+}
+
+impl Config {
+    /// The profile named `name` (`default` is `[nsx] tag`'s).
+    pub fn profile(&self, name: &str) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.name == name)
+    }
+
+    /// The profile leases and VMs name by `key`.
+    pub fn profile_by_key(&self, key: Option<&str>) -> Option<&Profile> {
+        self.profiles.iter().find(|p| p.key.as_deref() == key)
+    }
+
+    /// Whether `[profiles.NAME]` sections exist (then tickets may name a profile).
+    pub fn has_profiles(&self) -> bool {
+        self.profiles.iter().any(|p| p.key.is_some())
+    }
 }
 
 /// How to reach and log in to one service.
@@ -82,6 +120,8 @@ pub struct Tls {
 pub struct OtrsConfig {
     pub endpoint: Endpoint,
     pub vm_field: String,
+    /// A second dynamic field naming the access profile for every VM of the ticket.
+    pub profile_field: Option<String>,
     /// Post an internal note to the ticket about every change otnsx makes for it.
     pub notes: bool,
     /// Let the help desk e-mail the ticket's agents about each note (off: `NoAgentNotify`).
@@ -203,6 +243,8 @@ pub struct Policy {
     pub max_grant: Duration,
     /// Which VMs may be opened.
     pub vms: crate::policy::VmPolicy,
+    /// The profile a ticket or grant gets when it names none (its key).
+    pub default_profile: Option<String>,
 }
 
 /// Finds the configuration file: the explicit path (`--config` or `OTNSX_CONFIG`), else
@@ -347,6 +389,28 @@ mod tests {
         );
         assert_eq!(config.nsx.endpoint.password.expose(), "pw");
         fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn example_profile_parses() {
+        let example = include_str!("../../otnsx.toml.example");
+        let start = example.find("# [profiles.ssh]").expect("profile block");
+        let block: String = example[start..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+            .collect();
+        let text = format!("{}\n{block}", example)
+            .replace("/etc/otnsx/", "")
+            .replace("password_file = \"otrs.secret\"", "password = \"x\"")
+            .replace("password_file = \"vcenter.secret\"", "password = \"x\"")
+            .replace("password_file = \"nsx.secret\"", "password = \"x\"");
+        let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+            .expect("the profile example parses");
+        let ssh = config.profile("ssh").expect("ssh");
+        assert_eq!(ssh.tag, "maintenance-ssh");
+        assert_eq!(config.profile("default").map(|p| p.key.clone()), Some(None));
+        assert_eq!(config.policy.default_profile, None);
     }
 
     #[test]

@@ -45,6 +45,7 @@ macro_rules! raw_service_section {
 
 raw_service_section!(RawOtrs {
     vm_field: Option<String>,
+    profile_field: Option<String>,
     notes: Option<bool>,
     notify_agents: Option<bool>,
     version: Option<u32>,
@@ -69,9 +70,20 @@ raw_service_section!(RawNsx {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
+    pub(super) default_profile: Option<String>,
     pub(super) max_duration: Option<String>,
     pub(super) manual_duration: Option<String>,
     pub(super) max_grant: Option<String>,
+    pub(super) allow: Option<Vec<String>>,
+    pub(super) deny: Option<Vec<String>>,
+}
+
+/// `[profiles.NAME]`: an access profile, with its own tag.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProfile {
+    pub(super) tag: Option<String>,
+    pub(super) scope: Option<String>,
     pub(super) allow: Option<Vec<String>>,
     pub(super) deny: Option<Vec<String>>,
 }
@@ -94,6 +106,8 @@ pub(super) struct RawConfig {
     pub(super) nsx: Option<RawNsx>,
     #[serde(default)]
     pub(super) policy: RawPolicy,
+    #[serde(default)]
+    pub(super) profiles: std::collections::BTreeMap<String, RawProfile>,
     #[serde(default)]
     pub(super) log: RawLog,
 }

@@ -11,8 +11,11 @@ pub struct Ticket {
     pub lock: String,
     /// The agent who owns it, by login.
     pub owner: Option<String>,
-    /// The VM names the field holds, trimmed, in order, without duplicates. Unchecked.
+    /// The VM names the field holds, trimmed, in order, without duplicates. Unchecked; with
+    /// access profiles an entry may name one (`web01:ssh`).
     pub vms: Vec<String>,
+    /// The access profile the profile field (`otrs.profile_field`) names, if it is set.
+    pub profile: Option<String>,
     /// The help desk's generation, as its articles tell, when they were read (OTRS family: 5,
     /// or 6 for 6 and later).
     pub generation: Option<u32>,

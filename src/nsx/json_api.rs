@@ -113,7 +113,8 @@ pub struct JsonApi {
     password: Secret,
     auth: NsxAuth,
     session: Mutex<Option<Session>>,
-    pub ours: Tag,
+    /// Each access profile's tag, by the profile's key.
+    tags: Vec<(Option<String>, Tag)>,
     /// Whether VMs are found by name in NSX's own inventory rather than through vCenter.
     resolve: Resolve,
     /// How VMs are found with `resolve = "vcenter"`.
@@ -125,12 +126,12 @@ pub struct JsonApi {
     /// Policy only: the manager refused the fabric read (403 or 404), so VMs are read from the
     /// realized-state list instead, for the rest of the run.
     fabric_refused: AtomicBool,
-    /// Whether a VM carries the tag, by external id, as a read made ahead (by `prepare`, or
-    /// finding the VM) showed it; taken by the first `tagged_among` that asks.
-    read_ahead: Mutex<BTreeMap<String, bool>>,
+    /// A VM's tags (`None`: NSX does not list it), by external id, as a read made ahead (by
+    /// `prepare`, or finding the VM) showed them; taken by the first `tagged_among` that asks.
+    read_ahead: Mutex<BTreeMap<String, Option<Vec<Tag>>>>,
     /// The reads `prepare` makes of the VMs it is given: made once, and waited for by the
     /// first `tagged_among` while they are under way.
-    prepared: OnceLock<BTreeMap<String, bool>>,
+    prepared: OnceLock<BTreeMap<String, Option<Vec<Tag>>>>,
     prepared_used: AtomicBool,
 }
 
@@ -138,6 +139,7 @@ impl JsonApi {
     pub fn new(
         flavor: Flavor,
         config: &NsxConfig,
+        profiles: &[crate::config::Profile],
         vcenter: ViaVcenter,
         deadline: Deadline,
         verbose: bool,
@@ -150,10 +152,16 @@ impl JsonApi {
             password: config.endpoint.password.clone(),
             auth: config.auth,
             session: Mutex::new(None),
-            ours: Tag {
-                scope: config.scope.clone(),
-                tag: config.tag.clone(),
-            },
+            tags: profiles
+                .iter()
+                .map(|p| {
+                    let tag = Tag {
+                        scope: p.scope.clone(),
+                        tag: p.tag.clone(),
+                    };
+                    (p.key.clone(), tag)
+                })
+                .collect(),
             resolve: config.resolve,
             verify: config.verify.clone(),
             certificate: config.endpoint.client.as_ref().map(|c| c.cert_path.clone()),
@@ -168,13 +176,44 @@ impl JsonApi {
         self.http.deadline()
     }
 
-    /// `scope|tag`, as a Policy group's condition names it.
-    pub fn tag_label(&self) -> String {
-        format!("{}|{}", self.ours.scope, self.ours.tag)
+    /// The tag of `vm`'s access profile.
+    pub fn tag(&self, vm: &VmRef) -> anyhow::Result<&Tag> {
+        self.tags
+            .iter()
+            .find(|(key, _)| *key == vm.profile)
+            .map(|(_, tag)| tag)
+            .ok_or_else(|| {
+                fault(
+                    Exit::Config,
+                    format!("{vm}: no access profile {:?} is configured", vm.profile),
+                )
+            })
     }
 
-    pub fn carries(&self, vm: &NsxVm) -> bool {
-        vm.tags.contains(&self.ours)
+    /// "tag `scope|tag` is" (or "tags ... are", one per profile), for what `probe` says.
+    pub fn tags_phrase(&self) -> String {
+        let labels: Vec<String> = self.tags.iter().map(|(_, t)| label(t)).collect();
+        match labels.as_slice() {
+            [one] => format!("tag {one} is"),
+            many => format!("tags {} are", many.join(", ")),
+        }
+    }
+
+    /// Whether NSX's VM carries the tag of `vm`'s profile.
+    pub fn carries(&self, nsx: &NsxVm, vm: &VmRef) -> bool {
+        self.tag(vm).is_ok_and(|tag| nsx.tags.contains(tag))
+    }
+
+    /// NSX's VM under each profile whose tag it carries.
+    pub fn targets(&self, nsx: &NsxVm) -> Vec<VmRef> {
+        self.tags
+            .iter()
+            .filter(|(_, tag)| nsx.tags.contains(tag))
+            .map(|(profile, _)| VmRef {
+                profile: profile.clone(),
+                ..vm_ref(nsx)
+            })
+            .collect()
     }
 
     /// Finds each of `names`: by display name in NSX, or through vCenter (name → instance
@@ -259,7 +298,7 @@ impl JsonApi {
     /// A VM found now, its tag state remembered for `tagged_among`.
     fn found(&self, vm: &NsxVm) -> VmRef {
         let found = vm_ref(vm);
-        lock(&self.read_ahead).insert(found.id.clone(), self.carries(vm));
+        lock(&self.read_ahead).insert(found.id.clone(), Some(vm.tags.clone()));
         found
     }
 
@@ -274,8 +313,7 @@ impl JsonApi {
                     return Default::default(); // said where a request needs the session
                 }
                 let read = crate::parallel::map(vms, crate::parallel::PER_SERVICE, |vm| {
-                    self.read(vm)
-                        .map(|found| found.is_some_and(|f| self.carries(&f)))
+                    self.read(vm).map(|found| found.map(|f| f.tags))
                 });
                 // A read that failed is made again where it is needed.
                 vms.iter()
@@ -298,25 +336,30 @@ impl JsonApi {
             true => self.prepared.get_or_init(Default::default).clone(),
             false => Default::default(),
         };
-        let known: Vec<Option<bool>> = {
+        // What was read ahead, taken once per VM (a VM may come under several profiles).
+        let mut known: BTreeMap<String, Option<Vec<Tag>>> = BTreeMap::new();
+        {
             let mut read_ahead = lock(&self.read_ahead);
-            vms.iter()
-                .map(|vm| read_ahead.remove(&vm.id).or(prepared.get(&vm.id).copied()))
-                .collect()
-        };
-        let read = crate::parallel::map(
-            &vms.iter().zip(known).collect::<Vec<_>>(),
-            crate::parallel::PER_SERVICE,
-            |(vm, known)| match known {
-                Some(tagged) => Ok(*tagged),
-                None => self
-                    .read(vm)
-                    .map(|found| found.is_some_and(|f| self.carries(&f))),
-            },
-        );
+            for vm in vms {
+                if let Some(tags) = read_ahead.remove(&vm.id).or(prepared.get(&vm.id).cloned()) {
+                    known.insert(vm.id.clone(), tags);
+                }
+            }
+        }
+        let mut unread: Vec<&VmRef> = vms.iter().filter(|v| !known.contains_key(&v.id)).collect();
+        unread.dedup_by(|a, b| a.id == b.id);
+        let read = crate::parallel::map(&unread, crate::parallel::PER_SERVICE, |vm| {
+            self.read(vm).map(|found| found.map(|f| f.tags))
+        });
+        for (vm, tags) in unread.iter().zip(read) {
+            known.insert(vm.id.clone(), tags?);
+        }
         let mut tagged = BTreeSet::new();
-        for (vm, carries) in vms.iter().zip(read) {
-            if carries? {
+        for vm in vms {
+            let tags = known.get(&vm.id).cloned().flatten().unwrap_or_default();
+            // A lease under a profile no longer configured: its tag is not known, so it
+            // cannot be called closed.
+            if tags.contains(self.tag(vm)?) {
                 tagged.insert(vm.key());
             }
         }
@@ -430,15 +473,30 @@ impl JsonApi {
         Err(ServiceError::malformed("NSX: the VM list does not end"))
     }
 
-    /// The VMs with our scope and tag by the search API at `path`, page by page; `None` when
-    /// the search cannot answer now (400 with error 60508, the index being built, or 60514, a
-    /// search timeout) or not at all (404): then the inventory is listed. A result that does
-    /// not carry the tag (a stale index) is left out.
+    /// The VMs with a profile's tag by the search API at `path` (one search per profile), page
+    /// by page, under the profiles whose tags they carry; `None` when the search cannot answer
+    /// now (400 with error 60508, the index being built, or 60514, a search timeout) or not at
+    /// all (404): then the inventory is listed. A result that does not carry the tag (a stale
+    /// index) is left out.
     pub fn search_tagged(&self, path: &str) -> anyhow::Result<Option<Vec<VmRef>>> {
+        let mut out = Vec::new();
+        for (profile, tag) in &self.tags {
+            match self.search_one(path, tag)? {
+                None => return Ok(None),
+                Some(found) => out.extend(found.into_iter().map(|vm| VmRef {
+                    profile: profile.clone(),
+                    ..vm
+                })),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn search_one(&self, path: &str, tag: &Tag) -> anyhow::Result<Option<Vec<VmRef>>> {
         let term = format!(
             "resource_type:VirtualMachine AND tags.scope:{} AND tags.tag:{}",
-            lucene(&self.ours.scope),
-            lucene(&self.ours.tag)
+            lucene(&tag.scope),
+            lucene(&tag.tag)
         );
         let page_size = PAGE_SIZE.to_string();
         let mut out = Vec::new();
@@ -464,7 +522,7 @@ impl JsonApi {
             out.extend(
                 page.results
                     .iter()
-                    .filter(|vm| self.carries(vm))
+                    .filter(|vm| vm.tags.contains(tag))
                     .map(vm_ref),
             );
             match page.cursor {
@@ -621,6 +679,10 @@ impl JsonApi {
 
     /// Waits for `vm` to enter (or leave) the group's effective members.
     pub fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+        // The group is that of `[nsx] tag`'s profile.
+        if vm.profile.is_some() {
+            return None;
+        }
         let (name, path) = self.group()?;
         let members = || -> anyhow::Result<BTreeSet<String>> {
             let mut ids = BTreeSet::new();
@@ -681,7 +743,12 @@ impl JsonApi {
                 return Err(self.error(&reply));
             }
             let group: Value = reply.json("NSX")?;
-            let label = self.tag_label();
+            let label = self
+                .tags
+                .iter()
+                .find(|(key, _)| key.is_none())
+                .map(|(_, tag)| label(tag))
+                .unwrap_or_default();
             if names_tag(&group["expression"], &label) {
                 Ok(format!("group {name} takes VMs tagged {label}"))
             } else {
@@ -876,6 +943,11 @@ fn lucene(term: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// `scope|tag`, as a Policy group's condition names a tag.
+pub fn label(tag: &Tag) -> String {
+    format!("{}|{}", tag.scope, tag.tag)
 }
 
 pub fn vm_ref(vm: &NsxVm) -> VmRef {

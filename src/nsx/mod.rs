@@ -23,7 +23,7 @@ pub mod v;
 
 use policy::NsxPolicy;
 use t::NsxT;
-use v::NsxV;
+use v::{NsxV, NsxVProfiles};
 
 /// Takes each looked-up name with what was found for it; an error ends the look-ups.
 pub type Found<'a> = dyn FnMut(String, anyhow::Result<VmRef>) -> anyhow::Result<()> + 'a;
@@ -158,7 +158,7 @@ pub fn with<T>(
     memory: Memory,
     work: impl FnOnce(&dyn TagBackend) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let vcenter = ViaVcenter::new(config.vcenter.clone(), deadline, verbose);
+    let vcenter = || ViaVcenter::new(config.vcenter.clone(), deadline, verbose);
     let backend: Box<dyn TagBackend> = match config.nsx.kind {
         NsxKind::NsxV => {
             // The tag's id is remembered only in a state directory nobody else may write: a
@@ -169,10 +169,44 @@ pub fn with<T>(
                 .is_none()
                 .then(|| store.tag_memory_path());
             let memory = path.map(|path| (path, memory == Memory::Use));
-            Box::new(NsxV::new(&config.nsx, vcenter, memory, deadline, verbose)?)
+            let mut each = Vec::new();
+            for (n, profile) in config.profiles.iter().enumerate() {
+                // One vCenter login, by the first; the tag id memo is `[nsx] tag`'s.
+                let vcenter = match n {
+                    0 => ViaVcenter::new(config.vcenter.clone(), deadline, verbose),
+                    _ => ViaVcenter::new(None, deadline, verbose),
+                };
+                let memory = memory.clone().filter(|_| profile.key.is_none());
+                let backend = NsxV::new(
+                    &config.nsx,
+                    &profile.tag,
+                    profile.key.is_none(),
+                    vcenter,
+                    memory,
+                    deadline,
+                    verbose,
+                )?;
+                each.push((profile.key.clone(), backend));
+            }
+            match each.len() {
+                1 if each[0].0.is_none() => Box::new(each.remove(0).1),
+                _ => Box::new(NsxVProfiles::new(each)),
+            }
         }
-        NsxKind::NsxT => Box::new(NsxT::new(&config.nsx, vcenter, deadline, verbose)?),
-        NsxKind::NsxPolicy => Box::new(NsxPolicy::new(&config.nsx, vcenter, deadline, verbose)?),
+        NsxKind::NsxT => Box::new(NsxT::new(
+            &config.nsx,
+            &config.profiles,
+            vcenter(),
+            deadline,
+            verbose,
+        )?),
+        NsxKind::NsxPolicy => Box::new(NsxPolicy::new(
+            &config.nsx,
+            &config.profiles,
+            vcenter(),
+            deadline,
+            verbose,
+        )?),
     };
     work(backend.as_ref())
 }

@@ -24,7 +24,7 @@ use crate::error::{Exit, fault};
 use crate::http::{Call, Reply, ServiceError, encode};
 use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
-    Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, vm_ref,
+    Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, label,
 };
 use crate::sync::lock;
 
@@ -82,6 +82,7 @@ pub struct NsxPolicy {
 impl NsxPolicy {
     pub fn new(
         config: &NsxConfig,
+        profiles: &[crate::config::Profile],
         vcenter: ViaVcenter,
         deadline: Deadline,
         verbose: bool,
@@ -90,7 +91,7 @@ impl NsxPolicy {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         Ok(NsxPolicy {
-            api: JsonApi::new(Flavor::Policy, config, vcenter, deadline, verbose)?,
+            api: JsonApi::new(Flavor::Policy, config, profiles, vcenter, deadline, verbose)?,
             warnings: Mutex::new(Vec::new()),
             run: format!("otnsx-{}-{}", std::process::id(), started.as_millis()),
             operations: AtomicU64::new(0),
@@ -106,11 +107,12 @@ impl NsxPolicy {
     /// failure never holds up another's), follows it to its end and reads the VM back.
     fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
         let verb = if add { "attaching" } else { "detaching" };
-        let what = format!("NSX Policy: {verb} {} to {vm}", self.api.tag_label());
+        let ours = self.api.tag(vm)?;
+        let what = format!("NSX Policy: {verb} {} to {vm}", label(ours));
         let id = self.operation_id();
         let list = if add { "apply_to" } else { "remove_from" };
         let body = json!({
-            "tag": self.api.ours,
+            "tag": ours,
             list: [{"resource_type": "VirtualMachine", "resource_ids": [vm.id]}],
         });
         let path = format!("{TAG_OPERATIONS}/{}", encode(&id));
@@ -142,7 +144,7 @@ impl NsxPolicy {
                 .api
                 .read(vm)
                 .with_context(|| format!("{what}: reading back"))?;
-            if now.as_ref().is_some_and(|v| self.api.carries(v)) == add {
+            if now.as_ref().is_some_and(|v| self.api.carries(v, vm)) == add {
                 return Ok(());
             }
             if now.is_none() && !add {
@@ -211,8 +213,8 @@ impl NsxPolicy {
         let found = self.api.read(vm).with_context(|| what.to_string())?;
         match found {
             None if !add => self.gone(vm),
-            Some(v) if !add && !self.api.carries(&v) => Ok(()),
-            Some(v) if add && self.api.carries(&v) => Ok(()),
+            Some(v) if !add && !self.api.carries(&v, vm) => Ok(()),
+            Some(v) if add && self.api.carries(&v, vm) => Ok(()),
             Some(v) if add && v.tags.len() >= MAX_TAGS => Err(full_tags(what, v.tags.len())),
             None => Err(fault(
                 Exit::DataErr,
@@ -247,11 +249,7 @@ impl NsxPolicy {
             .api
             .list_realized(None)
             .context("listing NSX's realized VMs")?;
-        Ok(all
-            .iter()
-            .filter(|vm| self.api.carries(vm))
-            .map(vm_ref)
-            .collect())
+        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
     }
 
     /// What the account's role allows, by `GET /api/v1/aaa/user-info/permissions`: full access
@@ -371,8 +369,8 @@ impl TagWriter for NsxPolicy {
         let count = self.every_tagged()?.len();
         let role = self.role()?;
         Ok(format!(
-            "NSX Policy answers; the VM inventory is readable; {role}; tag {} is on {count} VM(s) now",
-            self.api.tag_label()
+            "NSX Policy answers; the VM inventory is readable; {role}; {} on {count} VM(s) now",
+            self.api.tags_phrase()
         ))
     }
 

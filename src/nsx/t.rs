@@ -14,7 +14,7 @@ use crate::error::{Exit, fault};
 use crate::http::{Call, query};
 use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
-    FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call,
+    FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call, label,
 };
 use crate::sync::lock;
 
@@ -32,12 +32,20 @@ pub struct NsxT {
 impl NsxT {
     pub fn new(
         config: &NsxConfig,
+        profiles: &[crate::config::Profile],
         vcenter: ViaVcenter,
         deadline: Deadline,
         verbose: bool,
     ) -> anyhow::Result<Self> {
         Ok(NsxT {
-            api: JsonApi::new(Flavor::Manager, config, vcenter, deadline, verbose)?,
+            api: JsonApi::new(
+                Flavor::Manager,
+                config,
+                profiles,
+                vcenter,
+                deadline,
+                verbose,
+            )?,
             add_remove: std::sync::Mutex::new(None),
             warnings: std::sync::Mutex::new(Vec::new()),
         })
@@ -77,13 +85,11 @@ impl NsxT {
     fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
         let verb = if add { "attaching" } else { "detaching" };
         let action = if add { "add_tags" } else { "remove_tags" };
-        let what = format!(
-            "NSX-T: {verb} {}|{} to {vm}",
-            self.api.ours.scope, self.api.ours.tag
-        );
+        let ours = self.api.tag(vm)?;
+        let what = format!("NSX-T: {verb} {} to {vm}", label(ours));
         let known = *lock(&self.add_remove);
         if known != Some(false) {
-            let body = serde_json::json!({"external_id": vm.id, "tags": [self.api.ours]});
+            let body = serde_json::json!({"external_id": vm.id, "tags": [ours]});
             let reply = self.api.send_raw(&json_call(
                 Method::POST,
                 &format!("{FABRIC_VMS}{}", query([("action", action)])),
@@ -125,13 +131,9 @@ impl NsxT {
                     format!("{what}: NSX no longer lists the VM"),
                 )
             })?;
-            let mut tags: Vec<Tag> = current
-                .tags
-                .into_iter()
-                .filter(|t| *t != self.api.ours)
-                .collect();
+            let mut tags: Vec<Tag> = current.tags.into_iter().filter(|t| t != ours).collect();
             if add {
-                tags.push(self.api.ours.clone());
+                tags.push(ours.clone());
             }
             let body = serde_json::json!({"external_id": vm.id, "tags": tags});
             self.api
@@ -146,7 +148,7 @@ impl NsxT {
             .api
             .read(vm)
             .with_context(|| format!("{what}: reading back"))?;
-        if now.is_some_and(|v| self.api.carries(&v)) != add {
+        if now.is_some_and(|v| self.api.carries(&v, vm)) != add {
             return Err(fault(
                 Exit::Unavailable,
                 format!("{what} was accepted but the read-back disagrees (unverified)"),
@@ -166,11 +168,7 @@ impl NsxT {
             return Ok(found);
         }
         let all = self.api.list_fabric(None).context("listing NSX's VMs")?;
-        Ok(all
-            .iter()
-            .filter(|vm| self.api.carries(vm))
-            .map(crate::nsx::json_api::vm_ref)
-            .collect())
+        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
     }
 }
 
@@ -190,8 +188,8 @@ impl TagWriter for NsxT {
     fn probe(&self) -> anyhow::Result<String> {
         let count = self.every_tagged()?.len();
         Ok(format!(
-            "NSX-T answers; the VM inventory is readable; tag {} is on {count} VM(s) now",
-            self.api.tag_label()
+            "NSX-T answers; the VM inventory is readable; {} on {count} VM(s) now",
+            self.api.tags_phrase()
         ))
     }
 

@@ -57,8 +57,12 @@ pub struct Paging {
 }
 
 impl NsxV {
+    /// The backend for the security tag `tag_name`; `verify` with `nsx.verify_group` (the
+    /// group of `[nsx] tag`'s profile).
     pub fn new(
         config: &NsxConfig,
+        tag_name: &str,
+        verify: bool,
         vcenter: ViaVcenter,
         tag_memory: Option<(std::path::PathBuf, bool)>,
         deadline: Deadline,
@@ -68,13 +72,17 @@ impl NsxV {
             http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
             vcenter,
             authorization: basic_auth(&config.endpoint.user, &config.endpoint.password),
-            tag_name: config.tag.clone(),
+            tag_name: tag_name.to_string(),
             tag_id: std::sync::Mutex::new(None),
             use_memory: tag_memory.as_ref().is_some_and(|(_, used)| *used),
             tag_memory: tag_memory.map(|(path, _)| path),
             read_ahead: std::sync::OnceLock::new(),
             read_ahead_used: std::sync::atomic::AtomicBool::new(false),
-            verify_group: config.verify.as_ref().map(|v| v.group.clone()),
+            verify_group: config
+                .verify
+                .as_ref()
+                .filter(|_| verify)
+                .map(|v| v.group.clone()),
         })
     }
 
@@ -395,6 +403,106 @@ impl TagBackend for NsxV {
             "NSX-V answers; security tag {:?} is {id}, on {count} VM(s) now",
             self.tag_name
         ))
+    }
+}
+
+/// NSX-V with several access profiles: one [`NsxV`] per profile's security tag, each change
+/// going to the backend of the VM's profile. VMs are found through vCenter once, by the first.
+pub struct NsxVProfiles {
+    each: Vec<(Option<String>, NsxV)>,
+}
+
+impl NsxVProfiles {
+    pub fn new(each: Vec<(Option<String>, NsxV)>) -> Self {
+        NsxVProfiles { each }
+    }
+
+    fn of(&self, vm: &VmRef) -> anyhow::Result<&NsxV> {
+        self.each
+            .iter()
+            .find(|(key, _)| *key == vm.profile)
+            .map(|(_, backend)| backend)
+            .ok_or_else(|| {
+                fault(
+                    Exit::Config,
+                    format!("{vm}: no access profile {:?} is configured", vm.profile),
+                )
+            })
+    }
+
+    fn first(&self) -> &NsxV {
+        &self.each[0].1
+    }
+}
+
+impl TagBackend for NsxVProfiles {
+    fn find(&self, names: Vec<String>, found: &mut Found<'_>) -> anyhow::Result<()> {
+        self.first().find(names, found)
+    }
+
+    fn prepare(&self, vms: &[VmRef], finding: bool) {
+        std::thread::scope(|scope| {
+            for (n, (key, backend)) in self.each.iter().enumerate() {
+                let mine: Vec<VmRef> = vms.iter().filter(|v| v.profile == *key).cloned().collect();
+                scope.spawn(move || backend.prepare(&mine, finding && n == 0));
+            }
+        });
+    }
+
+    fn done_finding(&self) {
+        self.first().done_finding();
+    }
+
+    fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
+        for vm in vms {
+            self.of(vm)?; // a profile no longer configured: its tag is not known
+        }
+        let mut tagged = BTreeSet::new();
+        for (key, backend) in &self.each {
+            let mine: Vec<VmRef> = vms.iter().filter(|v| v.profile == *key).cloned().collect();
+            if !mine.is_empty() {
+                tagged.extend(backend.tagged_among(&mine)?);
+            }
+        }
+        Ok(tagged)
+    }
+
+    fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
+        let mut all = Vec::new();
+        for (key, backend) in &self.each {
+            all.extend(NsxV::all_tagged(backend)?.into_iter().map(|vm| VmRef {
+                profile: key.clone(),
+                ..vm
+            }));
+        }
+        Ok(all)
+    }
+
+    fn attach(&self, vm: &VmRef) -> anyhow::Result<()> {
+        self.of(vm)?.attach(vm)
+    }
+
+    fn detach(&self, vm: &VmRef) -> anyhow::Result<()> {
+        self.of(vm)?.detach(vm)
+    }
+
+    fn probe(&self) -> anyhow::Result<String> {
+        let said: anyhow::Result<Vec<String>> = self
+            .each
+            .iter()
+            .map(|(_, backend)| backend.probe())
+            .collect();
+        Ok(said?.join("; "))
+    }
+
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+        self.of(vm).ok()?.membership(vm, member)
+    }
+
+    fn check_group(&self) -> Option<anyhow::Result<String>> {
+        self.each
+            .iter()
+            .find_map(|(_, backend)| backend.check_group())
     }
 }
 

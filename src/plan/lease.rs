@@ -8,20 +8,24 @@ use crate::state::store::{Holder, Lease, LeaseState};
 use crate::time::Timestamp;
 
 /// A locked ticket holds exactly the VMs its field names now: a lease is added for each VM in
-/// `vms` that the ticket does not hold yet, and the ticket's leases on VMs the field no longer
-/// names (by name, in `named`) are dropped. Existing leases are not extended: a ticket stays
-/// open at most `max` after it was first locked.
+/// `vms` (under its profile) that the ticket does not hold yet, and the ticket's leases on VMs
+/// the field no longer names (by name and profile key, in `named`) are dropped. Existing
+/// leases are not extended: a ticket stays open at most `max` after it was first locked.
 pub fn lock_ticket(
     leases: &[Lease],
     holder: &Holder,
-    named: &[String],
+    named: &[(String, Option<String>)],
     vms: &[VmRef],
     now: Timestamp,
     max: Duration,
 ) -> Vec<Lease> {
     let mut out: Vec<Lease> = leases
         .iter()
-        .filter(|l| l.holder != *holder || (l.state == LeaseState::Active && named.contains(&l.vm)))
+        .filter(|l| {
+            l.holder != *holder
+                || (l.state == LeaseState::Active
+                    && named.iter().any(|(n, p)| *n == l.vm && *p == l.profile))
+        })
         .cloned()
         .collect();
     for vm in vms {

@@ -176,8 +176,10 @@ mod tests {
         }
     }
 
-    fn names(vms: &[VmRef]) -> Vec<String> {
-        vms.iter().map(|v| v.name.clone()).collect()
+    fn names(vms: &[VmRef]) -> Vec<(String, Option<String>)> {
+        vms.iter()
+            .map(|v| (v.name.clone(), v.profile.clone()))
+            .collect()
     }
 
     fn tagged(ids: &[&str]) -> BTreeSet<String> {
@@ -329,7 +331,7 @@ mod tests {
         let both = lock_ticket(
             &[],
             &ticket(2),
-            &names(&[vm(1)]),
+            &names(&[ssh.clone(), rdp.clone()]),
             &[ssh.clone(), rdp.clone()],
             NOW,
             HOUR,

@@ -125,7 +125,7 @@ fn config_problems_are_listed_one_per_line() {
         failed[0]
     );
     assert!(
-        failed[1].ends_with("nsx.tag: missing; name the security tag that opens access"),
+        failed[1].ends_with("nsx.tag: missing; name the security tag that opens access (or define [profiles.NAME] sections, each with its tag)"),
         "{}",
         failed[1]
     );

@@ -20,6 +20,8 @@ pub struct FakeTicket {
     pub owner: String,
     /// The VMName field's value: a string, an array (multiselect) or null.
     pub vm_field: Value,
+    /// The AccessProfile field's value (a dropdown), if the ticket has that field.
+    pub profile_field: Option<Value>,
     /// Whether the API user may read it (the `Restricted` queue of the recordings).
     pub readable: bool,
     /// Whether the API user may add notes (the `note` permission on its queue).
@@ -79,6 +81,7 @@ impl FakeHelpDesk {
                 lock: "unlock".into(),
                 owner: "agent1".into(),
                 vm_field,
+                profile_field: None,
                 readable: true,
                 notable: true,
                 articles: Vec::new(),
@@ -399,6 +402,12 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
             {"Value": null, "Name": "ProcessManagementProcessID"},
             {"Value": ticket.vm_field, "Name": "VMName"}
         ]);
+        if let Some(profile) = &ticket.profile_field {
+            body["DynamicField"]
+                .as_array_mut()
+                .expect("a list")
+                .push(json!({"Value": profile, "Name": "AccessProfile"}));
+        }
     }
     if req.query_value("AllArticles").as_deref() == Some("1") {
         // The ticket's first article (made by the customer), then those added, in the fields

@@ -225,6 +225,29 @@ impl FakeNsxT {
             .collect()
     }
 
+    /// Puts a tag on a VM behind otnsx's back.
+    pub fn add_tag(&self, external_id: &str, scope: &str, tag: &str) {
+        let mut s = self.state.lock().unwrap();
+        let vm = s
+            .vms
+            .iter_mut()
+            .find(|v| v.external_id == external_id)
+            .expect("vm");
+        vm.tags.push((scope.into(), Some(tag.into())));
+    }
+
+    /// Takes a tag off a VM behind otnsx's back.
+    pub fn remove_tag(&self, external_id: &str, scope: &str, tag: &str) {
+        let mut s = self.state.lock().unwrap();
+        let vm = s
+            .vms
+            .iter_mut()
+            .find(|v| v.external_id == external_id)
+            .expect("vm");
+        vm.tags
+            .retain(|t| *t != (scope.to_string(), Some(tag.to_string())));
+    }
+
     /// Refuses the next `count` tag changes with a plain 400.
     pub fn bad_requests(&self, count: usize) {
         self.state.lock().unwrap().bad_requests = count;

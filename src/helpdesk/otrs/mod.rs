@@ -32,6 +32,7 @@ pub struct Otrs {
     user: String,
     password: Secret,
     vm_field: String,
+    profile_field: Option<String>,
     version: u32,
     /// Whether the help desk e-mails the ticket's agents about otnsx's notes.
     notify_agents: bool,
@@ -69,6 +70,7 @@ impl Otrs {
             user: config.endpoint.user.clone(),
             password: config.endpoint.password.clone(),
             vm_field: config.vm_field.clone(),
+            profile_field: config.profile_field.clone(),
             version: config.version,
             notify_agents: config.notify_agents,
             generation: Mutex::new(None),
@@ -107,8 +109,12 @@ impl Otrs {
                 Call::new(Method::GET, format!("/Ticket/{id}{}", query(pairs)))
             })
             .with_context(|| format!("reading ticket ID {id} from the help desk"))?;
-        let ticket = parse_ticket(&body, &self.vm_field)
+        let mut ticket = parse_ticket(&body, &self.vm_field)
             .with_context(|| format!("reading ticket ID {id}"))?;
+        if let Some(field) = &self.profile_field {
+            ticket.profile =
+                profile_of(&body, field).with_context(|| format!("reading ticket ID {id}"))?;
+        }
         let mut generation = lock(&self.generation);
         if generation.is_none() {
             *generation = ticket.generation;
@@ -605,7 +611,32 @@ pub fn parse_ticket(body: &TicketGet, vm_field: &str) -> anyhow::Result<Ticket> 
         lock,
         owner,
         vms,
+        profile: None,
     })
+}
+
+/// The access profile a ticket's profile field names: a text (a dropdown's value) or a list of
+/// one; empty, null or a ticket without the field: none (the default profile then).
+pub fn profile_of(body: &TicketGet, field: &str) -> anyhow::Result<Option<String>> {
+    let ticket = body.tickets.as_deref().and_then(<[_]>::first);
+    let value = ticket
+        .and_then(|t| t.fields.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find(|f| f.name.as_ref().and_then(|n| n.string()) == Some(field))
+        .map(|f| &f.value);
+    let bad = |why: String| fault(Exit::DataErr, format!("field {field}: {why}"));
+    let text = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => text.trim().to_string(),
+        Some(Value::Array(items)) => match items.as_slice() {
+            [] => return Ok(None),
+            [Value::String(text)] => text.trim().to_string(),
+            _ => return Err(bad("names more than one access profile".into())),
+        },
+        Some(other) => return Err(bad(format!("unexpected value {other}"))),
+    };
+    Ok(Some(text).filter(|t| !t.is_empty()))
 }
 
 /// The VM names in a field's value: text separated by commas, semicolons, white space or new
