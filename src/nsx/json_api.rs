@@ -182,12 +182,7 @@ impl JsonApi {
             .iter()
             .find(|(key, _)| *key == vm.profile)
             .map(|(_, tag)| tag)
-            .ok_or_else(|| {
-                fault(
-                    Exit::Config,
-                    format!("{vm}: no access profile {:?} is configured", vm.profile),
-                )
-            })
+            .ok_or_else(|| crate::nsx::unknown_profile(vm))
     }
 
     /// "tag `scope|tag` is" (or "tags ... are", one per profile), for what `probe` says.
@@ -357,9 +352,9 @@ impl JsonApi {
         let mut tagged = BTreeSet::new();
         for vm in vms {
             let tags = known.get(&vm.id).cloned().flatten().unwrap_or_default();
-            // A lease under a profile no longer configured: its tag is not known, so it
-            // cannot be called closed.
-            if tags.contains(self.tag(vm)?) {
+            // A VM under a profile no longer configured: its tag is not known, so it cannot
+            // be called closed; taken as tagged, its detach then fails alone, naming why.
+            if self.tag(vm).is_err() || self.tag(vm).is_ok_and(|tag| tags.contains(tag)) {
                 tagged.insert(vm.key());
             }
         }

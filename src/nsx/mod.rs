@@ -77,6 +77,24 @@ pub trait TagBackend: Send + Sync {
     }
 }
 
+/// A VM under an access profile that is not configured (any more): its tag is not known.
+pub fn unknown_profile(vm: &VmRef) -> anyhow::Error {
+    let profile = vm
+        .profile
+        .as_deref()
+        .unwrap_or(crate::config::NSX_TAG_PROFILE);
+    let section = match &vm.profile {
+        Some(p) => format!("[profiles.{p}]"),
+        None => "[nsx] tag".to_string(),
+    };
+    fault(
+        Exit::Config,
+        format!(
+            "{vm}: access profile {profile:?} is not configured, so its tag is not known; put {section} back to close it, or take its tag off the VM by hand"
+        ),
+    )
+}
+
 /// What the wait for a group's effective members came to.
 #[derive(Debug)]
 pub struct Membership {

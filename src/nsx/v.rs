@@ -422,12 +422,7 @@ impl NsxVProfiles {
             .iter()
             .find(|(key, _)| *key == vm.profile)
             .map(|(_, backend)| backend)
-            .ok_or_else(|| {
-                fault(
-                    Exit::Config,
-                    format!("{vm}: no access profile {:?} is configured", vm.profile),
-                )
-            })
+            .ok_or_else(|| crate::nsx::unknown_profile(vm))
     }
 
     fn first(&self) -> &NsxV {
@@ -454,10 +449,13 @@ impl TagBackend for NsxVProfiles {
     }
 
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
-        for vm in vms {
-            self.of(vm)?; // a profile no longer configured: its tag is not known
-        }
-        let mut tagged = BTreeSet::new();
+        // A VM under a profile no longer configured: its tag is not known, so it cannot be
+        // called closed; taken as tagged, its detach then fails alone, naming why.
+        let mut tagged: BTreeSet<String> = vms
+            .iter()
+            .filter(|vm| self.of(vm).is_err())
+            .map(VmRef::key)
+            .collect();
         for (key, backend) in &self.each {
             let mine: Vec<VmRef> = vms.iter().filter(|v| v.profile == *key).cloned().collect();
             if !mine.is_empty() {

@@ -307,3 +307,28 @@ fn profile_settings_are_checked() {
         run.stderr
     );
 }
+
+#[test]
+fn a_profile_removed_from_the_configuration_fails_its_vm_alone() {
+    let world = world_with("");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh, db01"));
+    assert_eq!(lock(&world, T2).code, 0);
+    // The site drops the ssh profile while the ticket is locked.
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    world.write_config(&text.replace("[profiles.ssh]\ntag = \"maintenance-ssh\"\n", ""));
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 1, "partly done: {run:?}");
+    assert!(
+        run.stderr
+            .contains("access profile \"ssh\" is not configured, so its tag is not known; put [profiles.ssh] back"),
+        "{}",
+        run.stderr
+    );
+    assert!(world.tagged_t().is_empty(), "db01 is closed all the same");
+    let left = world.leases();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["state"], "detach_failed", "kept for the next run");
+    assert_eq!(carrying(&world, "maintenance-ssh"), set(&["web01"]));
+}
