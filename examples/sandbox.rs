@@ -33,11 +33,11 @@ fn main() -> ExitCode {
         );
         world.nsxt.membership_lag(2);
         world.nsxt.running_polls(1);
-        world.write_config(&world.config_text_policy(
-            support::nsxt::TAGGER,
-            "verify_group = \"admin-ssh\"",
-            true,
-        ));
+        // And an access profile: SSH only, with a tag (and at the site a group and rule) of
+        // its own.
+        let text =
+            world.config_text_policy(support::nsxt::TAGGER, "verify_group = \"admin-ssh\"", true);
+        world.write_config(&format!("{text}\n[profiles.ssh]\ntag = \"{VALUE}-ssh\"\n"));
     } else if nsxt {
         world.write_config(&world.config_text_nsxt("", true));
     }
@@ -122,10 +122,34 @@ fn main() -> ExitCode {
     ok &= show("after the revoke").is_empty();
 
     if policy {
+        println!(
+            "4. An agent locks ticket {} whose field says web01:ssh: the ssh profile's tag only.",
+            support::T3.1
+        );
+        world.helpdesk.update(support::T3.0, |t| {
+            t.vm_field = serde_json::json!("web01:ssh")
+        });
+        world.helpdesk.set_lock(support::T3.0, "lock");
+        let t3 = support::T3.0.to_string();
+        ok &= otnsx(&[support::T3.1, &t3]) == ExitCode::SUCCESS;
+        let ssh: BTreeSet<String> = world
+            .nsxt
+            .carrying(SCOPE, &format!("{VALUE}-ssh"))
+            .into_iter()
+            .collect();
+        println!("  -> VMs carrying {SCOPE}|{VALUE}-ssh: {ssh:?}");
+        ok &= ssh == support::set(&["web01"]) && show("beside it, the default tag").is_empty();
+        world.helpdesk.set_lock(support::T3.0, "unlock");
+        ok &= otnsx(&[support::T3.1, &t3]) == ExitCode::SUCCESS;
+        ok &= world
+            .nsxt
+            .carrying(SCOPE, &format!("{VALUE}-ssh"))
+            .is_empty();
+        println!("  -> after the unlock: no VM carries {SCOPE}|{VALUE}-ssh\n");
         let ops = world.nsxt.operations().len();
         let fabric = world.nsxt.actions().len();
         println!("NSX saw {ops} tag operations and {fabric} fabric tag actions.\n");
-        ok &= ops == 4 && fabric == 0;
+        ok &= ops == 6 && fabric == 0;
     }
     println!(
         "The audit journal ({}):",
