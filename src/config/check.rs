@@ -66,6 +66,12 @@ impl Checker {
             self.patterns(key, patterns.as_deref().unwrap_or_default());
         }
         let profiles = self.profiles(&raw.profiles, &nsx);
+        if nsx.verify.is_some() && nsx.tag.is_empty() {
+            self.problem(
+                "nsx.verify_group",
+                "verifies the group of [nsx] tag's profile; without nsx.tag there is none",
+            );
+        }
         let default_profile = match raw.policy.default_profile.as_deref() {
             Some(name) => match profiles.iter().find(|p| p.name == name) {
                 Some(p) => p.key.clone(),

@@ -293,6 +293,19 @@ fn profile_settings_are_checked() {
         "{}",
         run.stderr
     );
+    // verify_group verifies [nsx] tag's group: without it, nothing.
+    world.write_config(&format!(
+        "{}{PROFILES}",
+        no_tag.replace("[nsx]\n", "[nsx]\nverify_group = \"g\"\n")
+    ));
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("nsx.verify_group: verifies the group of [nsx] tag's profile"),
+        "{}",
+        run.stderr
+    );
     // NSX-V has no scopes.
     let v = format!(
         "{}\n[profiles.ssh]\ntag = \"x\"\nscope = \"y\"\n",
