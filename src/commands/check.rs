@@ -62,9 +62,21 @@ pub fn run(
             list.pass(
                 &format!("configuration {}", path.display()),
                 &format!(
-                    "valid ({}, deadline {})",
+                    "valid ({}, deadline {}{})",
                     config.nsx.kind.product(),
-                    format_duration(config.deadline)
+                    format_duration(config.deadline),
+                    match config.has_profiles() {
+                        true => format!(
+                            ", access profiles {}",
+                            config
+                                .profiles
+                                .iter()
+                                .map(|p| p.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        false => String::new(),
+                    }
                 ),
             );
             config

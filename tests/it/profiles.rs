@@ -91,7 +91,14 @@ fn one_vm_under_two_profiles_is_two_leases_closed_one_by_one() {
     assert!(carrying(&world, "maintenance-ssh").is_empty());
     assert_eq!(carrying(&world, "maintenance-rdp"), set(&["web01"]));
     assert_eq!(world.leases().len(), 1);
-    // status names the profile.
+    // check lists the profiles; status names the profile.
+    let run = otnsx(&world, &["check"]);
+    assert!(
+        run.stdout
+            .contains("valid (NSX Policy, deadline 10s, access profiles default, rdp, ssh)"),
+        "{}",
+        run.stdout
+    );
     let run = otnsx(&world, &["status"]);
     assert!(run.stdout.contains("web01 [rdp]"), "{}", run.stdout);
     let run = otnsx(&world, &["status", "--json"]);
