@@ -6,6 +6,7 @@
 mod support;
 
 mod it {
+    pub mod agent_rules;
     pub mod check;
     pub mod concurrency;
     pub mod config;

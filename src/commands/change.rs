@@ -170,7 +170,15 @@ impl Run {
             Some(known) => known.clone(),
             None => backend.tagged_among(&plan::concerned_vms(before, after, touched))?,
         };
-        let plans = plan::plan(before, after, touched, &tagged, self.clock.decides_at);
+        let tampered = backend.tampered();
+        let plans = plan::plan_repairing(
+            before,
+            after,
+            touched,
+            &tagged,
+            &tampered,
+            self.clock.decides_at,
+        );
         let saving = match lock {
             _ if self.dry_run => Saving::DryRun,
             Some(lock) => Saving::To(lock),
@@ -482,13 +490,8 @@ pub fn describe(outcome: &Outcome) -> (Action, String) {
     if let Some(m) = &outcome.membership {
         match &m.result {
             Ok(()) => detail.push_str(&format!(
-                " ({} group {} after {:.1} s)",
-                if outcome.plan.change == TagChange::Attach {
-                    "in"
-                } else {
-                    "out of"
-                },
-                m.group,
+                " ({} after {:.1} s)",
+                m.said(outcome.plan.change == TagChange::Attach),
                 m.waited.as_secs_f64()
             )),
             Err(e) => detail.push_str(&format!("; {e:#}")),

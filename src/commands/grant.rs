@@ -37,6 +37,9 @@ pub fn run(
             let (wants, mut refused) = run.wants(names, profile);
             let (_, vms, not_found) = run.targets(backend, &wants)?;
             refused.extend(not_found);
+            // Per-agent rules: from the desktop of the user who grants.
+            let (vms, no_desktop) = run.opened_by_agent(vms, Some(&run.recorder.actor()));
+            refused.extend(no_desktop);
             let holder = Holder::User {
                 name: run.recorder.actor(),
             };

@@ -104,7 +104,8 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             });
         }
         let Some(vm_id) = &entry.vm_id else { continue };
-        let target = crate::domain::vm::target_key(vm_id, entry.profile.as_deref());
+        let target =
+            crate::domain::vm::target_key(vm_id, entry.profile.as_deref(), entry.agent.as_deref());
         for holder in entry.lost {
             if let Some(i) = open.remove(&(target.clone(), holder)) {
                 let period = &mut periods[i];

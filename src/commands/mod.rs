@@ -303,6 +303,25 @@ impl Run {
         names
     }
 
+    /// Every opening of `vms` there is to close: each under every configured profile, and
+    /// with per-agent rules every agent's rule on them that NSX shows.
+    pub fn every_opening(
+        &self,
+        backend: &dyn TagBackend,
+        vms: Vec<VmRef>,
+    ) -> anyhow::Result<Vec<VmRef>> {
+        let ids: BTreeSet<String> = vms.iter().map(|v| v.id.clone()).collect();
+        let mut out = self.under_every_profile(vms);
+        if self.config.source.is_some() {
+            for vm in backend.all_tagged()? {
+                if ids.contains(&vm.id) && !out.iter().any(|o| o.key() == vm.key()) {
+                    out.push(vm);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Each of `vms` under every configured profile: closing a VM by name closes all its
     /// access.
     pub fn under_every_profile(&self, vms: Vec<VmRef>) -> Vec<VmRef> {
@@ -319,6 +338,37 @@ impl Run {
             }
         }
         out
+    }
+
+    /// With per-agent rules: `vms` opened from `agent`'s desktop, or, when the agent has no
+    /// `[agents]` addresses (or is unknown), none of them, each refused (77). Without: `vms`.
+    pub fn opened_by_agent(
+        &self,
+        vms: Vec<VmRef>,
+        agent: Option<&str>,
+    ) -> (Vec<VmRef>, Vec<Refusal>) {
+        let Some(source) = &self.config.source else {
+            return (vms, Vec::new());
+        };
+        match agent.filter(|a| source.agents.contains_key(*a)) {
+            Some(agent) => (
+                vms.into_iter()
+                    .map(|vm| VmRef {
+                        agent: Some(agent.to_string()),
+                        ..vm
+                    })
+                    .collect(),
+                Vec::new(),
+            ),
+            None => {
+                let who = agent.unwrap_or("(nobody: the ticket has no owner)");
+                let refused = vms
+                    .iter()
+                    .map(|vm| (vm.name.clone(), crate::nsx::rules::no_desktop(who)))
+                    .collect();
+                (Vec::new(), refused)
+            }
+        }
     }
 
     /// The VMs for `wants`: each name allowed by `[policy]` and found, under its profile;

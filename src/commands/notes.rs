@@ -24,6 +24,15 @@ fn group_line(lines: &mut Vec<String>, outcome: &Outcome, vm: &str) -> bool {
     };
     let opening = outcome.plan.change != TagChange::Detach;
     match &m.result {
+        Ok(()) if m.kind == crate::nsx::Confirms::Realized => {
+            lines.push(format!(
+                "NSX {} its firewall rule {} after {:.1} s.",
+                if opening { "realized" } else { "removed" },
+                m.group,
+                m.waited.as_secs_f64()
+            ));
+            false
+        }
         Ok(()) => {
             lines.push(format!(
                 "NSX {} group {} after {:.1} s.",
@@ -36,6 +45,14 @@ fn group_line(lines: &mut Vec<String>, outcome: &Outcome, vm: &str) -> bool {
                 m.waited.as_secs_f64()
             ));
             false
+        }
+        Err(err) if m.kind == crate::nsx::Confirms::Realized => {
+            lines.push(format!(
+                "NSX has not confirmed the firewall rule {} for {vm} ({}); tell the administrators.",
+                m.group,
+                plain(err)
+            ));
+            true
         }
         Err(err) => {
             lines.push(match opening {
@@ -72,9 +89,19 @@ pub fn for_ticket(
     }
     for outcome in outcomes {
         // A VM under a profile other than [nsx] tag's is named with it.
-        let vm = &match &outcome.plan.vm.profile {
-            Some(profile) => format!("{} (profile {profile})", outcome.plan.vm.name),
-            None => outcome.plan.vm.name.clone(),
+        let vm = &{
+            let target = &outcome.plan.vm;
+            let mut how: Vec<String> = Vec::new();
+            if let Some(profile) = &target.profile {
+                how.push(format!("profile {profile}"));
+            }
+            if let Some(agent) = &target.agent {
+                how.push(format!("from {agent}'s desktop only"));
+            }
+            match how.is_empty() {
+                true => target.name.clone(),
+                false => format!("{} ({})", target.name, how.join(", ")),
+            }
         };
         let plan = &outcome.plan;
         if !plan.held_before.contains(holder) && !plan.held_after.contains(holder) {

@@ -49,6 +49,10 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             let mut touched = tagged_vms;
             touched.extend(vms_of(&before));
             plan::mark_drift(&mut causes, &touched, &after, &tagged, now);
+            // A per-agent rule edited by hand is drift too.
+            for key in backend.tampered() {
+                causes.entry(key).or_insert(Cause::Drift);
+            }
             let mut decision = Decision::new("reconcile".into(), before, after, touched);
             decision.causes = causes;
             decision.tagged = Some(tagged);

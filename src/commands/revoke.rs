@@ -24,7 +24,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             let Some(before) = begun.leases else {
                 // The leases are unknown: close every named VM, whoever holds it.
                 let (vms, refused) = run.resolve(backend, &run.names_of(names))?;
-                let vms = run.under_every_profile(vms);
+                let vms = run.every_opening(backend, vms)?;
                 return run.close_unknown(backend, &subject, heading, vms, None, refused);
             };
             let lock = begun.lock;
@@ -44,8 +44,8 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
                 run.resolve(backend, &unknown)?
             };
             vms.extend(found);
-            // Every profile of the VM: closing by name closes all its access.
-            let vms = run.under_every_profile(vms);
+            // Every profile (and agent) of the VM: closing by name closes all its access.
+            let vms = run.every_opening(backend, vms)?;
             let ids: BTreeSet<&str> = vms.iter().map(|v| v.id.as_str()).collect();
             let after = plan::release(&before, |l| {
                 ids.contains(l.vm_id.as_str()) && (force || matches!(l.holder, Holder::User { .. }))

@@ -20,6 +20,9 @@ struct VmStatus {
     /// The access profile, when it is not that of `[nsx] tag`.
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<String>,
+    /// With per-agent rules, whose desktop the opening is from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<String>,
     /// Whether NSX reports the tag on the VM; `null` when NSX could not be asked.
     tagged: Option<bool>,
     /// `null`, `"tag without lease"` or `"lease without tag"`.
@@ -66,6 +69,7 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
             vm: lease.vm.clone(),
             vm_id: lease.vm_id.clone(),
             profile: lease.profile.clone(),
+            agent: lease.agent.clone(),
             tagged: known.then_some(false),
             drift: None,
             leases: Vec::new(),
@@ -78,6 +82,7 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
                 vm: vm.name.clone(),
                 vm_id: vm.id.clone(),
                 profile: vm.profile.clone(),
+                agent: vm.agent.clone(),
                 tagged: None,
                 drift: None,
                 leases: Vec::new(),

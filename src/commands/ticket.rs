@@ -139,7 +139,7 @@ fn decide<'scope>(
             // Closing is not subject to policy; only the names must be valid. Every profile of
             // the VMs is closed, whatever profile the field names.
             let (vms, refused) = run.resolve(backend, &run.names_of(&ticket.vms))?;
-            let vms = run.under_every_profile(vms);
+            let vms = run.every_opening(backend, vms)?;
             scope.spawn(|| backend.done_finding());
             return run.close_unknown(backend, subject, heading.clone(), vms, None, refused);
         }
@@ -152,6 +152,9 @@ fn decide<'scope>(
             // vCenter's logout, off the critical path.
             scope.spawn(|| backend.done_finding());
             refused.extend(not_found);
+            // Per-agent rules: from the desktop of the agent who locked it (its owner now).
+            let (vms, no_desktop) = run.opened_by_agent(vms, ticket.owner.as_deref());
+            refused.extend(no_desktop);
             let after = plan::lock_ticket(
                 &before,
                 &holder,

@@ -65,7 +65,17 @@ impl Checker {
         ] {
             self.patterns(key, patterns.as_deref().unwrap_or_default());
         }
-        let profiles = self.profiles(&raw.profiles, &nsx);
+        let mut profiles = self.profiles(&raw.profiles, &nsx);
+        let source = self.source(raw.source.as_ref(), &raw.agents, &nsx, &mut profiles);
+        if source.is_none() {
+            for p in profiles.iter().filter(|p| !p.services.is_empty()) {
+                let name = p.key.as_deref().unwrap_or_default();
+                self.problem(
+                    &format!("profiles.{name}.services"),
+                    "used by per-agent rules only: set [source] mode = \"agent\", or leave it out",
+                );
+            }
+        }
         if nsx.verify.is_some() && nsx.tag.is_empty() {
             self.problem(
                 "nsx.verify_group",
@@ -160,6 +170,7 @@ impl Checker {
             nsx,
             policy,
             profiles,
+            source,
         })
     }
 
@@ -304,6 +315,7 @@ impl Checker {
                 tag: nsx.tag.clone(),
                 scope: nsx.scope.clone(),
                 vms: None,
+                services: Vec::new(),
             });
         }
         for (name, p) in raw {
@@ -354,15 +366,147 @@ impl Checker {
                     format!("the same tag as profile {:?}: each profile needs its own tag (and security group)", other.name),
                 );
             }
+            let services = p.services.clone().unwrap_or_default();
+            self.services(&at("services"), &services);
             out.push(crate::config::Profile {
                 name: name.clone(),
                 key: Some(name.clone()),
                 tag,
                 scope,
                 vms,
+                services,
             });
         }
         out
+    }
+
+    /// Policy service paths: each `/infra/services/ID`, at most 128.
+    fn services(&mut self, key: &str, services: &[String]) {
+        if services.len() > 128 {
+            self.problem(key, "at most 128 services");
+        }
+        for service in services {
+            let id = service.strip_prefix("/infra/services/").unwrap_or("");
+            if id.is_empty()
+                || id
+                    .chars()
+                    .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+            {
+                self.problem(
+                    key,
+                    format!(
+                        "{:?} is not a Policy service path like \"/infra/services/SSH\"",
+                        crate::escape::shorten(service)
+                    ),
+                );
+            }
+        }
+    }
+
+    /// `[source]` and `[agents]`: with `mode = "agent"` (nsx-policy only) a security policy to
+    /// write rules into, each profile's services, and every agent's addresses checked.
+    fn source(
+        &mut self,
+        raw: Option<&crate::config::raw::RawSource>,
+        agents: &std::collections::BTreeMap<String, Vec<String>>,
+        nsx: &NsxConfig,
+        profiles: &mut [crate::config::Profile],
+    ) -> Option<crate::config::AgentSource> {
+        let Some(raw) = raw else {
+            if !agents.is_empty() {
+                self.problem("agents", "set only with [source] mode = \"agent\"");
+            }
+            return None;
+        };
+        match raw.mode.as_deref() {
+            Some("agent") => {}
+            None | Some("any") => {
+                for (key, given) in [
+                    ("security_policy", raw.security_policy.is_some()),
+                    ("domain", raw.domain.is_some()),
+                    ("services", raw.services.is_some()),
+                    ("verify_realized", raw.verify_realized.is_some()),
+                ] {
+                    if given {
+                        self.problem(&format!("source.{key}"), "applies to mode = \"agent\" only");
+                    }
+                }
+                if !agents.is_empty() {
+                    self.problem("agents", "set only with [source] mode = \"agent\"");
+                }
+                return None;
+            }
+            Some(other) => {
+                self.problem(
+                    "source.mode",
+                    format!("{:?}: write \"any\" (the tag opens to every admin desktop) or \"agent\" (a rule per locking agent)", crate::escape::shorten(other)),
+                );
+                return None;
+            }
+        }
+        if nsx.kind != NsxKind::NsxPolicy {
+            self.problem("source.mode", "\"agent\" needs nsx.kind = \"nsx-policy\" (the rules are written through the Policy API)");
+        }
+        let id_ok = |id: &str| {
+            !id.is_empty()
+                && id.chars().count() <= 255
+                && !id
+                    .chars()
+                    .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        };
+        let policy = raw.security_policy.clone().unwrap_or_default();
+        if !id_ok(&policy) {
+            self.problem("source.security_policy", "missing; the id of the security policy otnsx writes its rules into (the site creates it, above its deny rule)");
+        }
+        let domain = raw.domain.clone().unwrap_or_else(|| "default".into());
+        if !id_ok(&domain) {
+            self.problem("source.domain", "a Policy domain id");
+        }
+        let default_services = raw.services.clone().unwrap_or_default();
+        self.services("source.services", &default_services);
+        for profile in profiles.iter_mut() {
+            if profile.key.is_none() {
+                profile.services = default_services.clone();
+            }
+            if profile.services.is_empty() {
+                let key = match &profile.key {
+                    None => "source.services".to_string(),
+                    Some(name) => format!("profiles.{name}.services"),
+                };
+                self.problem(&key, format!("missing: profile {:?} needs the services its rules open, e.g. [\"/infra/services/SSH\"]", profile.name));
+            }
+        }
+        for (agent, addresses) in agents {
+            if agent.is_empty()
+                || agent.chars().count() > 256
+                || agent.chars().any(char::is_control)
+            {
+                self.problem(
+                    "agents",
+                    format!("{:?} is not a login", crate::escape::shorten(agent)),
+                );
+            }
+            if addresses.is_empty() || addresses.len() > 128 {
+                self.problem(&format!("agents.{agent}"), "1 to 128 addresses");
+            }
+            for address in addresses {
+                if !is_address(address) {
+                    self.problem(
+                        &format!("agents.{agent}"),
+                        format!(
+                            "{:?} is not an IPv4 or IPv6 address or CIDR",
+                            crate::escape::shorten(address)
+                        ),
+                    );
+                }
+            }
+        }
+        Some(crate::config::AgentSource {
+            security_policy: policy,
+            domain,
+            verify_realized: raw.verify_realized.unwrap_or(false),
+            agents: agents.clone(),
+        })
     }
 
     /// VM name patterns: each 1 to [`MAX_VM_NAME`] characters, no control characters.
@@ -713,4 +857,17 @@ impl Checker {
             self.base.join(path)
         }
     }
+}
+
+/// An IPv4 or IPv6 address, or a CIDR of one (`10.1.2.3`, `10.1.2.0/24`, `fd00::1/128`).
+fn is_address(text: &str) -> bool {
+    let (address, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let Ok(ip) = address.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|n| n <= max) && !p.starts_with('+'))
 }

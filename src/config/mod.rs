@@ -50,6 +50,20 @@ pub struct Config {
     /// The access profiles: that of `[nsx] tag` first (named `default`, key `None`), if it is
     /// given, then `[profiles.NAME]` by name.
     pub profiles: Vec<Profile>,
+    /// `[source] mode = "agent"`: a firewall rule per agent instead of the tag.
+    pub source: Option<AgentSource>,
+}
+
+/// Per-agent rules: each opening is a distributed-firewall rule from the locking agent's
+/// desktop to the VM, for the profile's services, in a security policy the site made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSource {
+    pub security_policy: String,
+    pub domain: String,
+    /// Read each written rule's realized state; an ERROR there fails the change (69).
+    pub verify_realized: bool,
+    /// The addresses of each agent's desktop (IPv4/IPv6 addresses or CIDRs), by login.
+    pub agents: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// The name `[nsx] tag`'s profile goes by, in tickets, `grant --profile` and messages.
@@ -68,6 +82,8 @@ pub struct Profile {
     /// Which VMs it may open, beside `[policy]` (both must allow); `None`: all that
     /// `[policy]` allows.
     pub vms: Option<crate::policy::VmPolicy>,
+    /// Policy service paths a per-agent rule opens (`/infra/services/SSH`).
+    pub services: Vec<String>,
 }
 
 impl Config {
@@ -413,8 +429,63 @@ mod tests {
         assert_eq!(config.policy.default_profile, None);
     }
 
+    /// The commented block of the example that starts at `start`, up to a blank line,
+    /// uncommented once.
+    fn example_block(start: &str) -> String {
+        let example = include_str!("../../otnsx.toml.example");
+        let at = example.find(start).expect("block");
+        example[at..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| {
+                format!(
+                    "{}\n",
+                    l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#'))
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn example_agent_rules_parse() {
+        let text = format!(
+            "{}\n{}\n{}",
+            nsxt_example(),
+            // The profile's services, optional there, are what agent mode needs.
+            example_block("# [profiles.ssh]").replace("# services = ", "services = "),
+            example_block("# [source]")
+        );
+        let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+            .expect("the per-agent example parses");
+        let source = config.source.clone().expect("agent mode");
+        assert_eq!(source.security_policy, "otnsx-jit");
+        assert_eq!(source.agents["agent1"], ["10.1.2.3/32"]);
+        assert_eq!(
+            config.profile("ssh").unwrap().services,
+            ["/infra/services/SSH"]
+        );
+        assert_eq!(
+            config.profile("default").unwrap().services,
+            ["/infra/services/RDP"]
+        );
+    }
+
     #[test]
     fn example_nsxt_alternative_parses() {
+        let config = Config::parse(&nsxt_example(), Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+            .expect("NSX-T example parses");
+        assert_eq!(config.nsx.kind, NsxKind::NsxPolicy);
+        assert_eq!(config.nsx.verify, None);
+        assert_eq!(
+            (config.nsx.scope.as_str(), config.nsx.tag.as_str()),
+            ("otnsx", "maintenance")
+        );
+        assert_eq!(config.nsx.resolve, Resolve::Vcenter);
+        assert_eq!(config.nsx.auth, NsxAuth::Basic);
+    }
+
+    /// The example with its NSX-T alternative instead of the NSX-V `[nsx]`, inline passwords.
+    fn nsxt_example() -> String {
         let example = include_str!("../../otnsx.toml.example");
         let start = example.find("# --- NSX-T").expect("NSX-T block");
         let end = example
@@ -427,7 +498,7 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let nsx_v = example.find("[nsx]\n").expect("[nsx]");
-        let text = format!("{}{block}\n{}", &example[..nsx_v], &example[end..])
+        format!("{}{block}\n{}", &example[..nsx_v], &example[end..])
             .replace(
                 "password_file = \"/etc/otnsx/otrs.secret\"",
                 "password = \"x\"",
@@ -439,17 +510,7 @@ mod tests {
             .replace(
                 "password_file = \"/etc/otnsx/nsx.secret\"",
                 "password = \"x\"",
-            );
-        let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
-            .expect("NSX-T example parses");
-        assert_eq!(config.nsx.kind, NsxKind::NsxPolicy);
-        assert_eq!(config.nsx.verify, None);
-        assert_eq!(
-            (config.nsx.scope.as_str(), config.nsx.tag.as_str()),
-            ("otnsx", "maintenance")
-        );
-        assert_eq!(config.nsx.resolve, Resolve::Vcenter);
-        assert_eq!(config.nsx.auth, NsxAuth::Basic);
+            )
     }
 
     #[test]

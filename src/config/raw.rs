@@ -83,9 +83,21 @@ pub(super) struct RawPolicy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProfile {
     pub(super) tag: Option<String>,
+    pub(super) services: Option<Vec<String>>,
     pub(super) scope: Option<String>,
     pub(super) allow: Option<Vec<String>>,
     pub(super) deny: Option<Vec<String>>,
+}
+
+/// `[source]`: from where access opens.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSource {
+    pub(super) mode: Option<String>,
+    pub(super) security_policy: Option<String>,
+    pub(super) domain: Option<String>,
+    pub(super) services: Option<Vec<String>>,
+    pub(super) verify_realized: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -108,6 +120,9 @@ pub(super) struct RawConfig {
     pub(super) policy: RawPolicy,
     #[serde(default)]
     pub(super) profiles: std::collections::BTreeMap<String, RawProfile>,
+    pub(super) source: Option<RawSource>,
+    #[serde(default)]
+    pub(super) agents: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub(super) log: RawLog,
 }

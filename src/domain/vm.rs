@@ -11,6 +11,10 @@ pub struct VmRef {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// With per-agent rules (`[source] mode = "agent"`): the agent whose desktop the opening
+    /// is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl VmRef {
@@ -20,22 +24,30 @@ impl VmRef {
             name: name.into(),
             id: id.into(),
             profile: None,
+            agent: None,
         }
     }
 
     /// What leases, plans and NSX's tag state are matched by: the VM under its profile.
     pub fn key(&self) -> String {
-        target_key(&self.id, self.profile.as_deref())
+        target_key(&self.id, self.profile.as_deref(), self.agent.as_deref())
     }
 }
 
-/// The key of VM `id` under `profile`: the id alone for the profile of `[nsx] tag`, else
-/// `id#profile` (NSX ids hold no `#`).
-pub fn target_key(id: &str, profile: Option<&str>) -> String {
-    match profile {
-        None => id.to_string(),
-        Some(p) => format!("{id}#{p}"),
+/// The key of VM `id` under `profile`, from `agent`'s desktop: the id alone for the profile of
+/// `[nsx] tag` open to every desktop, else `id#profile` (NSX ids hold no `#`), and the agent
+/// after a unit separator (no login holds one).
+pub fn target_key(id: &str, profile: Option<&str>, agent: Option<&str>) -> String {
+    let mut key = id.to_string();
+    if let Some(p) = profile {
+        key.push('#');
+        key.push_str(p);
     }
+    if let Some(a) = agent {
+        key.push('\u{1f}');
+        key.push_str(a);
+    }
+    key
 }
 
 impl std::fmt::Display for VmRef {
@@ -43,6 +55,9 @@ impl std::fmt::Display for VmRef {
         write!(f, "{} ({})", self.name, self.id)?;
         if let Some(p) = &self.profile {
             write!(f, " [{p}]")?;
+        }
+        if let Some(a) = &self.agent {
+            write!(f, " from {a}'s desktop")?;
         }
         Ok(())
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod json_api;
 pub mod policy;
+pub mod rules;
 pub mod t;
 pub mod v;
 
@@ -63,6 +64,12 @@ pub trait TagBackend: Send + Sync {
         Vec::new()
     }
 
+    /// The openings (by key) that the last read found changed since otnsx made them: made
+    /// again where a lease still holds them. Tags cannot be changed in place: none.
+    fn tampered(&self) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
     /// With `nsx.verify_group`: waits until `vm` is among the group's effective members (or,
     /// `member` false, no longer is), within the run's deadline. `None` without a group.
     fn membership(&self, vm: &VmRef, member: bool) -> Option<Membership> {
@@ -98,13 +105,39 @@ pub fn unknown_profile(vm: &VmRef) -> anyhow::Error {
 /// What the wait for a group's effective members came to.
 #[derive(Debug)]
 pub struct Membership {
-    /// The group, as the admin names it (`default/ssh-admins`, `securitygroup-10`).
+    /// The group, as the admin names it (`default/ssh-admins`, `securitygroup-10`); for a
+    /// per-agent rule, the rule's id.
     pub group: String,
+    /// What was waited for: a group's members, or a rule's realized state.
+    pub kind: Confirms,
     /// How long the wait took.
     pub waited: Duration,
     /// Whether the membership was confirmed; why not (the deadline, a group that does not
     /// exist, NSX's error).
     pub result: anyhow::Result<()>,
+}
+
+/// What a [`Membership`] confirms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirms {
+    /// The VM entered (left) a group's effective members.
+    Group,
+    /// A per-agent rule was realized (left the realized state).
+    Realized,
+}
+
+impl Membership {
+    /// What was confirmed, for the summary: "in group G" / "rule R realized".
+    pub fn said(&self, opening: bool) -> String {
+        match (self.kind, opening) {
+            (Confirms::Group, true) => format!("in group {}", self.group),
+            (Confirms::Group, false) => format!("out of group {}", self.group),
+            (Confirms::Realized, true) => format!("rule {} realized", self.group),
+            (Confirms::Realized, false) => {
+                format!("rule {} gone from the realized state", self.group)
+            }
+        }
+    }
 }
 
 /// Reads the group's members (`members`, by the backend's VM ids) until `vm` is in it
@@ -150,6 +183,7 @@ pub fn await_membership(
     };
     Membership {
         group,
+        kind: Confirms::Group,
         waited: started.elapsed(),
         result,
     }
@@ -218,13 +252,19 @@ pub fn with<T>(
             deadline,
             verbose,
         )?),
-        NsxKind::NsxPolicy => Box::new(NsxPolicy::new(
-            &config.nsx,
-            &config.profiles,
-            vcenter(),
-            deadline,
-            verbose,
-        )?),
+        NsxKind::NsxPolicy => {
+            let policy =
+                NsxPolicy::new(&config.nsx, &config.profiles, vcenter(), deadline, verbose)?;
+            match &config.source {
+                // Per-agent rules instead of the tag.
+                Some(source) => Box::new(rules::AgentRules::new(
+                    policy,
+                    source.clone(),
+                    config.profiles.clone(),
+                )),
+                None => Box::new(policy),
+            }
+        }
     };
     work(backend.as_ref())
 }

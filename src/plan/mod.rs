@@ -113,11 +113,26 @@ pub fn same_vm(a: &[Lease], b: &[Lease], key: &str) -> bool {
 
 /// The tag change for each VM the change concerns (see [`concerned_vms`]), given which VMs
 /// carry their profile's tag now (`tagged`, by key).
+#[cfg(test)]
 pub fn plan(
     before: &[Lease],
     after: &[Lease],
     touched: &[VmRef],
     tagged: &BTreeSet<String>,
+    now: Timestamp,
+) -> Vec<VmPlan> {
+    plan_repairing(before, after, touched, tagged, &BTreeSet::new(), now)
+}
+
+/// [`plan`], where the openings of `tampered` (by key) exist but were changed since otnsx
+/// made them (a per-agent rule edited by hand): one that stays held is made again (an
+/// attach), one that no lease holds goes (a detach) as any other.
+pub fn plan_repairing(
+    before: &[Lease],
+    after: &[Lease],
+    touched: &[VmRef],
+    tagged: &BTreeSet<String>,
+    tampered: &BTreeSet<String>,
     now: Timestamp,
 ) -> Vec<VmPlan> {
     // By VM, so that each VM costs its own leases, not the whole store.
@@ -139,9 +154,10 @@ pub fn plan(
             let (before, after) = (of(&before_of, &key), of(&after_of, &key));
             let held_after = live_holders(&after, &key, now);
             let is_tagged = tagged.contains(&key);
-            let change = match (!held_after.is_empty(), is_tagged) {
-                (true, false) => TagChange::Attach,
-                (false, true) => TagChange::Detach,
+            let intact = is_tagged && !tampered.contains(&key);
+            let change = match (!held_after.is_empty(), is_tagged, intact) {
+                (true, _, false) => TagChange::Attach,
+                (false, true, _) => TagChange::Detach,
                 _ => TagChange::Keep,
             };
             VmPlan {
@@ -362,6 +378,17 @@ mod tests {
             ("vm-1#rdp".into(), TagChange::Detach)
         );
         assert_eq!(p[0].vm.to_string(), "web01 (vm-1) [rdp]");
+    }
+
+    #[test]
+    fn a_tampered_opening_is_made_again_while_held_and_removed_when_not() {
+        let vms = [vm(1)];
+        let held = lock_ticket(&[], &ticket(2), &names(&vms), &vms, NOW, HOUR);
+        let tampered = tagged(&["vm-1"]);
+        let p = plan_repairing(&held, &held, &vms, &tagged(&["vm-1"]), &tampered, NOW);
+        assert_eq!(p[0].change, TagChange::Attach, "put back as otnsx made it");
+        let p = plan_repairing(&held, &[], &vms, &tagged(&["vm-1"]), &tampered, NOW);
+        assert_eq!(p[0].change, TagChange::Detach);
     }
 
     #[test]

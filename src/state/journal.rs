@@ -64,6 +64,9 @@ pub struct Entry {
     /// `[nsx] tag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// With per-agent rules: the agent whose desktop the opening is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     pub result: EntryResult,
     pub detail: String,
     /// `helpdesk` (with the ticket's owner) or the OS user who ran the command.

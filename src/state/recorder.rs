@@ -125,6 +125,7 @@ impl Recorder {
             vm: vm.map(|v| v.name.clone()),
             vm_id: vm.map(|v| v.id.clone()).filter(|id| !id.is_empty()),
             profile: vm.and_then(|v| v.profile.clone()),
+            agent: vm.and_then(|v| v.agent.clone()),
             result: EntryResult::Ok,
             detail: detail.to_string(),
             actor: self.actor(),

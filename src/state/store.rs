@@ -59,6 +59,9 @@ pub struct Lease {
     /// The access profile the lease opens the VM under; `None`: the profile of `[nsx] tag`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// With per-agent rules: the agent whose desktop the lease opens the VM to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     pub holder: Holder,
     pub granted_at: Timestamp,
     pub expires_at: Timestamp,
@@ -83,12 +86,13 @@ impl Lease {
             name: self.vm.clone(),
             id: self.vm_id.clone(),
             profile: self.profile.clone(),
+            agent: self.agent.clone(),
         }
     }
 
     /// What plans match this lease by: its VM under its profile.
     pub fn key(&self) -> String {
-        crate::domain::vm::target_key(&self.vm_id, self.profile.as_deref())
+        crate::domain::vm::target_key(&self.vm_id, self.profile.as_deref(), self.agent.as_deref())
     }
 
     /// Whether this lease holds its VM open at `now`.
@@ -118,6 +122,10 @@ impl Lease {
                 .profile
                 .as_deref()
                 .is_none_or(crate::config::is_profile_name)
+            && self
+                .agent
+                .as_deref()
+                .is_none_or(|a| fits(a, 256) && !a.contains('\u{1f}'))
             && holder_ok
             && self
                 .reason
@@ -420,6 +428,7 @@ mod tests {
             vm: "web01".into(),
             vm_id: "vm-42".into(),
             profile: None,
+            agent: None,
             holder: Holder::Ticket {
                 id: 2,
                 number: "2026112310000011".into(),

@@ -121,6 +121,7 @@ mod tests {
             opened_by: Vec::new(),
             group: None,
             profile: None,
+            agent: None,
         };
         assert_eq!(
             format_message(10, "helpdesk01", 42, &entry, "{}"),

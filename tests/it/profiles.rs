@@ -273,7 +273,7 @@ fn profile_settings_are_checked() {
         ),
         (
             "[profiles.ssh]\ntag = \"x\"\nservices = [\"/infra/services/SSH\"]\n",
-            "unknown field `services`",
+            "profiles.ssh.services: used by per-agent rules only",
         ),
     ] {
         world.write_config(&format!("{base}{extra}"));

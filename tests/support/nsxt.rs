@@ -28,6 +28,9 @@ pub const READER: &str = "otnsx-reader";
 /// An account whose custom role has full access on Tags and read-only access on VMs: the
 /// Policy tag operations are allowed, the fabric tag actions refused (NSX 4.1).
 pub const TAGGER: &str = "otnsx-tagger";
+/// An account whose custom role has full access on the distributed firewall and groups and
+/// read-only access on VMs: it may write per-agent rules, not tags.
+pub const FIREWALLER: &str = "otnsx-firewall";
 const TAG_OPERATIONS: &str = "/policy/api/v1/infra/tags/tag-operations/";
 const REALIZED_VMS: &str = "/policy/api/v1/infra/realized-state/virtual-machines";
 const POLICY_SEARCH: &str = "/policy/api/v1/search/query";
@@ -94,6 +97,14 @@ struct State {
     lag_left: usize,
     /// The members as last realized, by group.
     realized_members: BTreeMap<(String, String), Vec<FakeVm>>,
+    /// Security policies the site made, by (domain, id): whether the API marks it PROTECTED.
+    security_policies: BTreeMap<(String, String), bool>,
+    /// Rules by (domain, policy, id), as stored (with `_revision`).
+    rules: BTreeMap<(String, String, String), Value>,
+    /// This many rule writes find the rule changed meanwhile (412).
+    conflicts: usize,
+    /// Rules are realized with state ERROR.
+    realize_errors: bool,
 }
 
 struct Operation {
@@ -176,6 +187,69 @@ impl FakeNsxT {
                     .any(|(sc, t)| sc == scope && t.as_deref() == Some(tag))
             })
             .map(|v| v.display_name.clone())
+            .collect()
+    }
+
+    /// A security policy the site made, for otnsx's rules (`protected`: marked PROTECTED).
+    pub fn add_security_policy(&self, domain: &str, id: &str, protected: bool) {
+        self.state
+            .lock()
+            .unwrap()
+            .security_policies
+            .insert((domain.into(), id.into()), protected);
+    }
+
+    /// The rules of a security policy, as stored.
+    pub fn rules(&self, domain: &str, policy: &str) -> Vec<Value> {
+        let s = self.state.lock().unwrap();
+        s.rules
+            .iter()
+            .filter(|((d, p, _), _)| d == domain && p == policy)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// Changes a stored rule behind otnsx's back (its revision moves on).
+    pub fn edit_rule(&self, domain: &str, policy: &str, id: &str, edit: impl FnOnce(&mut Value)) {
+        let mut s = self.state.lock().unwrap();
+        let rule = s
+            .rules
+            .get_mut(&(domain.into(), policy.into(), id.into()))
+            .expect("rule");
+        edit(rule);
+        let revision = rule["_revision"].as_i64().unwrap_or(0) + 1;
+        rule["_revision"] = json!(revision);
+    }
+
+    /// Adds a rule as the site would (not otnsx's).
+    pub fn add_rule(&self, domain: &str, policy: &str, id: &str, rule: Value) {
+        let mut rule = rule;
+        rule["id"] = json!(id);
+        rule["_revision"] = json!(0);
+        self.state
+            .lock()
+            .unwrap()
+            .rules
+            .insert((domain.into(), policy.into(), id.into()), rule);
+    }
+
+    /// The next `count` rule writes find the rule changed meanwhile (412).
+    pub fn rule_conflicts(&self, count: usize) {
+        self.state.lock().unwrap().conflicts = count;
+    }
+
+    /// Rules are realized with state ERROR (or REALIZED again).
+    pub fn realize_errors(&self, errors: bool) {
+        self.state.lock().unwrap().realize_errors = errors;
+    }
+
+    /// The groups otnsx made (PATCH), by id.
+    pub fn group_ids(&self, domain: &str) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        s.groups
+            .keys()
+            .filter(|(d, _)| d == domain)
+            .map(|(_, g)| g.clone())
             .collect()
     }
 
@@ -350,6 +424,8 @@ enum Auth {
     Reader,
     /// The custom role with full access on Tags: the Policy tag operations, no fabric actions.
     Tagger,
+    /// The custom role with full access on the firewall and groups, read-only elsewhere.
+    Firewaller,
     Refused(Response),
 }
 
@@ -373,6 +449,8 @@ fn authenticate(s: &mut State, req: &Request) -> Auth {
             Auth::Reader
         } else if user == TAGGER && password == PASSWORD {
             Auth::Tagger
+        } else if user == FIREWALLER && password == PASSWORD {
+            Auth::Firewaller
         } else {
             Auth::Refused(error(
                 403,
@@ -441,6 +519,7 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     // refuses the fabric tag actions to a custom role with full access on Tags.
     let refused = match auth {
         Auth::Reader => req.method != "GET",
+        Auth::Firewaller => req.method != "GET" && !req.path.starts_with(DOMAINS),
         Auth::Tagger => {
             (req.method != "GET" && !tag_operation) || (s.fabric_reads_refused && req.path == VMS)
         }
@@ -501,7 +580,16 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         }
         ("GET", SEARCH | POLICY_SEARCH) if !s.no_search => search(&mut s, req),
         ("GET", REALIZED_VMS) => realized(&mut s, req),
+        (_, path) if path.starts_with(DOMAINS) && path.contains("/security-policies/") => {
+            firewall(&mut s, req, &path[DOMAINS.len()..])
+        }
+        ("PATCH" | "DELETE", path) if path.starts_with(DOMAINS) => {
+            group_write(&mut s, req, &path[DOMAINS.len()..])
+        }
         ("GET", path) if path.starts_with(DOMAINS) => group(&mut s, &path[DOMAINS.len()..]),
+        ("GET", "/policy/api/v1/infra/realized-state/realized-entities") => {
+            realized_entities(&s, req)
+        }
         ("PUT", path) if path.starts_with(TAG_OPERATIONS) => {
             let id = path[TAG_OPERATIONS.len()..].to_string();
             tag_operation_put(&mut s, req, &id)
@@ -536,7 +624,7 @@ fn session_create(s: &mut State, req: &Request) -> Response {
         return error(500, 99, "Client certificate is not trusted");
     }
     if !by_certificate
-        && (![USER, READER, TAGGER].contains(&user.as_str())
+        && (![USER, READER, TAGGER, FIREWALLER].contains(&user.as_str())
             || form.query_value("j_password").as_deref() != Some(PASSWORD))
     {
         return error(
@@ -1077,6 +1165,263 @@ fn group(s: &mut State, rest: &str) -> Response {
                    "display_name": vm.display_name, "compute_ids": compute, "power_state": "VM_RUNNING"})
         })
         .collect();
+    Response::json(
+        200,
+        json!({"results": results, "result_count": results.len()}).to_string(),
+    )
+}
+
+/// Policy service paths this manager knows.
+const SERVICES: [&str; 4] = [
+    "/infra/services/SSH",
+    "/infra/services/RDP",
+    "/infra/services/HTTPS",
+    "/infra/services/ICMP-ALL",
+];
+
+/// `PATCH` (make or change) and `DELETE` of a group, as otnsx makes one per VM: an
+/// `ExternalIDExpression` on VirtualMachine external ids.
+fn group_write(s: &mut State, req: &Request, rest: &str) -> Response {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [domain, "groups", id] = parts.as_slice() else {
+        return error(404, 404, "The requested URI could not be found.");
+    };
+    let key = (domain.to_string(), id.to_string());
+    if req.method == "DELETE" {
+        let path = format!("/infra/domains/{domain}/groups/{id}");
+        if s.rules.values().any(|r| {
+            r["destination_groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|g| g == &json!(path))
+        }) {
+            return error(400, 500030, &format!("Group {path} is used by a rule"));
+        }
+        s.groups.remove(&key);
+        return Response::empty(200);
+    }
+    if req.media_type() != "application/json" {
+        return error(415, 415, "Unsupported media type");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return error(400, 400, "Malformed request body");
+    };
+    let expression = body["expression"].clone();
+    let valid = expression.as_array().is_some_and(|list| {
+        list.iter().all(|e| match e["resource_type"].as_str() {
+            Some("ExternalIDExpression") => {
+                e["member_type"] == "VirtualMachine"
+                    && e["external_ids"]
+                        .as_array()
+                        .is_some_and(|ids| !ids.is_empty())
+            }
+            Some("Condition") => true,
+            _ => false,
+        })
+    });
+    if !valid {
+        return error(400, 500012, "Invalid group expression");
+    }
+    s.groups.insert(key, expression);
+    Response::json(200, body.to_string())
+}
+
+/// A security policy (`GET`) and its rules (`GET` list, `GET`/`PUT`/`DELETE` one), with
+/// NSX's revision check: a PUT on an existing rule must carry its current `_revision` (else
+/// 412), and each write moves it on.
+fn firewall(s: &mut State, req: &Request, rest: &str) -> Response {
+    let parts: Vec<&str> = rest.split('/').collect();
+    let (domain, policy, rule) = match parts.as_slice() {
+        [d, "security-policies", p] => (d.to_string(), p.to_string(), None),
+        [d, "security-policies", p, "rules"] => (d.to_string(), p.to_string(), Some(None)),
+        [d, "security-policies", p, "rules", r] => {
+            (d.to_string(), p.to_string(), Some(Some(r.to_string())))
+        }
+        _ => return error(404, 404, "The requested URI could not be found."),
+    };
+    let Some(protected) = s
+        .security_policies
+        .get(&(domain.clone(), policy.clone()))
+        .copied()
+    else {
+        return error(
+            404,
+            500012,
+            &format!("Invalid path /infra/domains/{domain}/security-policies/{policy}"),
+        );
+    };
+    match (req.method.as_str(), rule) {
+        ("GET", None) => Response::json(
+            200,
+            json!({"resource_type": "SecurityPolicy", "id": policy, "category": "Application",
+                   "_revision": 0, "_protection": if protected { "PROTECTED" } else { "NOT_PROTECTED" }})
+            .to_string(),
+        ),
+        ("GET", Some(None)) => {
+            let results: Vec<Value> = s
+                .rules
+                .iter()
+                .filter(|((d, p, _), _)| *d == domain && *p == policy)
+                .map(|(_, r)| r.clone())
+                .collect();
+            Response::json(200, json!({"results": results, "result_count": results.len()}).to_string())
+        }
+        ("GET", Some(Some(id))) => match s.rules.get(&(domain, policy, id.clone())) {
+            Some(rule) => Response::json(200, rule.to_string()),
+            None => error(404, 500012, &format!("Rule {id} not found")),
+        },
+        ("DELETE", Some(Some(id))) => {
+            s.rules.remove(&(domain, policy, id));
+            Response::empty(200)
+        }
+        ("PUT", Some(Some(id))) if protected => error(
+            403,
+            403,
+            &format!("The object {id} is protected and may not be changed"),
+        ),
+        ("PUT", Some(Some(id))) => rule_put(s, req, (domain, policy, id)),
+        _ => error(405, 400, "Method not allowed"),
+    }
+}
+
+fn rule_put(s: &mut State, req: &Request, key: (String, String, String)) -> Response {
+    if req.media_type() != "application/json" {
+        return error(415, 415, "Unsupported media type");
+    }
+    let Ok(mut body) = serde_json::from_slice::<Value>(&req.body) else {
+        return error(400, 400, "Malformed request body");
+    };
+    let Some(fields) = body.as_object() else {
+        return error(400, 400, "Malformed request body");
+    };
+    let known = [
+        "resource_type",
+        "id",
+        "display_name",
+        "source_groups",
+        "destination_groups",
+        "services",
+        "action",
+        "direction",
+        "scope",
+        "tags",
+        "_revision",
+        "disabled",
+        "sources_excluded",
+        "destinations_excluded",
+        "sequence_number",
+        "logged",
+    ];
+    if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+        return error(400, 400, &format!("Field {unknown} is not allowed"));
+    }
+    let list = |name: &str| -> Vec<String> {
+        body[name]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    for name in ["source_groups", "destination_groups"] {
+        let items = list(name);
+        if items.is_empty() || items.len() > 128 {
+            return error(400, 400, &format!("{name} needs 1 to 128 items"));
+        }
+        for item in &items {
+            let ok = item == "ANY"
+                || item
+                    .split('/')
+                    .next()
+                    .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+                || (item.starts_with("/infra/domains/") && {
+                    let parts: Vec<&str> = item.split('/').collect();
+                    matches!(parts.as_slice(), ["", "infra", "domains", d, "groups", g]
+                        if s.groups.contains_key(&(d.to_string(), g.to_string())))
+                });
+            if !ok {
+                return error(
+                    400,
+                    500012,
+                    &format!("Invalid path or address {item} in {name}"),
+                );
+            }
+        }
+    }
+    let services = list("services");
+    if services.is_empty()
+        || services
+            .iter()
+            .any(|sv| sv != "ANY" && !SERVICES.contains(&sv.as_str()))
+    {
+        return error(400, 500012, &format!("Invalid services {services:?}"));
+    }
+    if !["ALLOW", "DROP", "REJECT"].contains(&body["action"].as_str().unwrap_or("")) {
+        return error(400, 400, "Invalid action");
+    }
+    let current = s.rules.get(&key).and_then(|r| r["_revision"].as_i64());
+    let given = body["_revision"].as_i64();
+    if let Some(current) = current {
+        if s.conflicts > 0 {
+            // Another writer got there first.
+            s.conflicts -= 1;
+            let rule = s.rules.get_mut(&key).expect("rule");
+            rule["_revision"] = json!(current + 1);
+            return error(
+                412,
+                604,
+                "The object was modified by somebody else. Please retry.",
+            );
+        }
+        if given != Some(current) {
+            return error(
+                412,
+                604,
+                "The object was modified by somebody else. Please retry.",
+            );
+        }
+    } else if given.is_some_and(|g| g != 0) {
+        return error(412, 604, "The object does not exist at that revision.");
+    }
+    body["_revision"] = json!(current.map_or(0, |c| c + 1));
+    body["id"] = json!(key.2);
+    body["path"] = json!(format!(
+        "/infra/domains/{}/security-policies/{}/rules/{}",
+        key.0, key.1, key.2
+    ));
+    s.rules.insert(key, body.clone());
+    Response::json(200, body.to_string())
+}
+
+/// The realized state of a rule: REALIZED (or ERROR when told so) while it exists, none once
+/// it is gone.
+fn realized_entities(s: &State, req: &Request) -> Response {
+    let intent = req.query_value("intent_path").unwrap_or_default();
+    let parts: Vec<&str> = intent.split('/').collect();
+    let exists = match parts.as_slice() {
+        [
+            "",
+            "infra",
+            "domains",
+            d,
+            "security-policies",
+            p,
+            "rules",
+            r,
+        ] => s
+            .rules
+            .contains_key(&(d.to_string(), p.to_string(), r.to_string())),
+        _ => return error(400, 500012, &format!("Invalid intent path {intent}")),
+    };
+    let results: Vec<Value> = match exists {
+        true => vec![
+            json!({"resource_type": "GenericPolicyRealizedResource", "intent_paths": [intent],
+                            "state": if s.realize_errors { "ERROR" } else { "REALIZED" },
+                            "entity_type": "RealizedFirewallRule"}),
+        ],
+        false => Vec::new(),
+    };
     Response::json(
         200,
         json!({"results": results, "result_count": results.len()}).to_string(),

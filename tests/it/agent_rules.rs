@@ -1,0 +1,376 @@
+//! Per-agent rules (`[source] mode = "agent"`): a ticket locked by agent1 for `web01:ssh` opens
+//! exactly SSH to web01 from agent1's desktop, through one firewall rule in the site's security
+//! policy, and unlocking closes exactly that.
+
+use serde_json::{Value, json};
+
+use crate::support::nsxt::FIREWALLER;
+use crate::support::{T2, T3, World, uuids};
+use crate::{lock, otnsx, unlock};
+
+const POLICY: &str = "otnsx-jit";
+
+fn agent_world(extra_source: &str) -> World {
+    let world = World::new();
+    world.nsxt.add_security_policy("default", POLICY, false);
+    let text = world.config_text_policy(FIREWALLER, "", false);
+    world.write_config(&format!(
+        "{text}
+[profiles.ssh]
+tag = \"maintenance-ssh\"
+services = [\"/infra/services/SSH\"]
+
+[source]
+mode = \"agent\"
+security_policy = \"{POLICY}\"
+services = [\"/infra/services/RDP\"]
+{extra_source}
+
+[agents]
+agent1 = [\"10.1.2.3/32\"]
+agent2 = [\"10.1.2.4\", \"fd00::4\"]
+"
+    ));
+    world
+}
+
+fn rules(world: &World) -> Vec<Value> {
+    world.nsxt.rules("default", POLICY)
+}
+
+fn web01() -> String {
+    uuids("vm-42").0
+}
+
+#[test]
+fn agent1_gets_exactly_ssh_to_web01_from_their_desktop_and_unlock_takes_it_away() {
+    let world = agent_world("");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    let all = rules(&world);
+    assert_eq!(all.len(), 1, "{all:?}");
+    let rule = &all[0];
+    assert_eq!(rule["source_groups"], json!(["10.1.2.3/32"]));
+    assert_eq!(rule["services"], json!(["/infra/services/SSH"]));
+    assert_eq!(rule["action"], "ALLOW");
+    let group = format!("otnsx-vm-{}", web01());
+    assert_eq!(
+        rule["destination_groups"],
+        json!([format!("/infra/domains/default/groups/{group}")])
+    );
+    assert_eq!(
+        world.nsxt.group_ids("default"),
+        std::slice::from_ref(&group)
+    );
+    // No tag: the rule is the opening.
+    assert_eq!(world.nsxt.tags(&web01()), ["backup|daily", "owner|"]);
+    assert!(world.nsxt.operations().is_empty());
+    let lease = &world.leases()[0];
+    assert_eq!(
+        (lease["profile"].as_str(), lease["agent"].as_str()),
+        (Some("ssh"), Some("agent1"))
+    );
+    let note = world
+        .journal()
+        .into_iter()
+        .find(|e| e["action"] == "note")
+        .unwrap();
+    assert!(
+        note["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Access to web01 (profile ssh, from agent1's desktop only) is open until"),
+        "{note}"
+    );
+
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(rules(&world).is_empty());
+    assert!(
+        world.nsxt.group_ids("default").is_empty(),
+        "the VM's group went with its rule"
+    );
+    assert!(world.leases().is_empty());
+}
+
+#[test]
+fn two_admins_on_one_vm_get_two_rules_each_closed_by_its_own_ticket() {
+    let world = agent_world("");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    world.helpdesk.add_ticket(T3.0, T3.1, json!("web01:ssh"));
+    world.helpdesk.update(T3.0, |t| t.owner = "agent2".into());
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(lock(&world, T3).code, 0);
+    let sources: Vec<Value> = rules(&world)
+        .iter()
+        .map(|r| r["source_groups"].clone())
+        .collect();
+    assert_eq!(sources.len(), 2);
+    assert!(
+        sources.contains(&json!(["10.1.2.4", "fd00::4"])),
+        "{sources:?}"
+    );
+    assert_eq!(unlock(&world, T2).code, 0);
+    let left = rules(&world);
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        left[0]["source_groups"],
+        json!(["10.1.2.4", "fd00::4"]),
+        "agent2's stays"
+    );
+    assert_eq!(unlock(&world, T3).code, 0);
+    assert!(rules(&world).is_empty());
+}
+
+#[test]
+fn an_agent_without_a_desktop_gets_nothing_and_is_told() {
+    let world = agent_world("");
+    world.helpdesk.update(T2.0, |t| {
+        t.vm_field = json!("web01");
+        t.owner = "agent9".into();
+    });
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("agent \"agent9\" has no desktop in [agents]"),
+        "{}",
+        run.stderr
+    );
+    assert!(rules(&world).is_empty());
+    assert!(world.leases().is_empty());
+    let refused = world
+        .journal()
+        .into_iter()
+        .find(|e| e["action"] == "refused")
+        .unwrap();
+    assert!(refused["detail"].as_str().unwrap().contains("agent9"));
+    assert!(
+        world
+            .helpdesk
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH"),
+        "noted"
+    );
+}
+
+#[test]
+fn a_rule_edited_by_hand_is_put_back_and_a_stray_one_removed() {
+    let world = agent_world("");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    assert_eq!(lock(&world, T2).code, 0);
+    let id = rules(&world)[0]["id"].as_str().unwrap().to_string();
+    // Someone widens it to every address, and another writer races otnsx's repair once.
+    world.nsxt.edit_rule("default", POLICY, &id, |r| {
+        r["source_groups"] = json!(["ANY"])
+    });
+    world.nsxt.rule_conflicts(1);
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        rules(&world)[0]["source_groups"],
+        json!(["10.1.2.3/32"]),
+        "put back"
+    );
+    let puts = world
+        .nsxt
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with(&id))
+        .count();
+    assert_eq!(
+        puts, 3,
+        "the first write, a 412 (read again, decided again), the repair"
+    );
+    let repair = world
+        .journal()
+        .into_iter()
+        .rev()
+        .find(|e| e["action"] == "grant")
+        .unwrap();
+    assert_eq!(repair["cause"], "drift");
+    // The lease goes behind otnsx's back (a lost unlock) and the rule stays: reconcile
+    // removes it. The site's own rule is never touched.
+    world.nsxt.add_rule("default", POLICY, "site-rule", json!({"action": "DROP", "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}));
+    let text = std::fs::read_to_string(world.state_dir().join("leases.json")).unwrap();
+    let mut file: Value = serde_json::from_str(&text).unwrap();
+    file["leases"] = json!([]);
+    std::fs::write(world.state_dir().join("leases.json"), file.to_string()).unwrap();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let left: Vec<String> = rules(&world)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, ["site-rule"]);
+}
+
+#[test]
+fn revoke_all_removes_otnsx_rules_only() {
+    let world = agent_world("");
+    world.nsxt.add_rule("default", POLICY, "site-rule", json!({"action": "DROP", "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}));
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh, db01"));
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(rules(&world).len(), 3);
+    let db01 = rules(&world)
+        .into_iter()
+        .find(|r| r["services"] == json!(["/infra/services/RDP"]))
+        .expect("db01 under the default profile: its services");
+    assert!(
+        db01["destination_groups"][0]
+            .as_str()
+            .unwrap()
+            .contains(&uuids("vm-43").0)
+    );
+    let run = otnsx(&world, &["revoke", "--all"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let left: Vec<String> = rules(&world)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, ["site-rule"]);
+}
+
+#[test]
+fn a_rule_realized_in_error_is_69_and_its_lease_stays_for_the_unlock() {
+    let world = agent_world("verify_realized = true");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    world.nsxt.realize_errors(true);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(
+        run.stderr.contains("realized state is ERROR"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.leases().len(), 1, "kept so that it can be closed");
+    assert_eq!(rules(&world).len(), 1);
+    world.nsxt.realize_errors(false);
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("gone from the realized state"),
+        "{}",
+        run.stdout
+    );
+    assert!(rules(&world).is_empty());
+    // Realized fine: said so.
+    assert_eq!(lock(&world, T2).code, 0);
+    let grant = world
+        .journal()
+        .into_iter()
+        .rev()
+        .find(|e| e["action"] == "grant")
+        .unwrap();
+    assert!(
+        grant["detail"].as_str().unwrap().contains("realized after"),
+        "{grant}"
+    );
+}
+
+#[test]
+fn check_verifies_the_policy_and_a_missing_one_is_78() {
+    let world = agent_world("");
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("security policy default/otnsx-jit exists and may be written")
+            && run.stdout.contains("2 agent(s) mapped"),
+        "{}",
+        run.stdout
+    );
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    world.write_config(&text.replace(
+        "security_policy = \"otnsx-jit\"",
+        "security_policy = \"nope\"",
+    ));
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("NSX has no security policy default/nope"),
+        "{}",
+        run.stdout
+    );
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 78, "{run:?}");
+    // A policy the account may not change.
+    world.nsxt.add_security_policy("default", "locked", true);
+    world.write_config(&text.replace(
+        "security_policy = \"otnsx-jit\"",
+        "security_policy = \"locked\"",
+    ));
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("is PROTECTED"), "{}", run.stdout);
+}
+
+#[test]
+fn agent_settings_are_checked() {
+    let world = World::new();
+    let policy = world.config_text_policy(FIREWALLER, "", false);
+    for (text, said) in [
+        (
+            format!("{policy}\n[source]\nmode = \"agent\"\nsecurity_policy = \"p\"\n"),
+            "source.services: missing",
+        ),
+        (
+            format!("{policy}\n[source]\nmode = \"agent\"\nservices = [\"/infra/services/SSH\"]\n"),
+            "source.security_policy: missing",
+        ),
+        (
+            format!(
+                "{policy}\n[source]\nmode = \"agent\"\nsecurity_policy = \"p\"\nservices = [\"SSH\"]\n"
+            ),
+            "is not a Policy service path",
+        ),
+        (
+            format!(
+                "{policy}\n[source]\nmode = \"agent\"\nsecurity_policy = \"p\"\nservices = [\"/infra/services/SSH\"]\n[agents]\nagent1 = [\"10.1.2.300\"]\n"
+            ),
+            "is not an IPv4 or IPv6 address or CIDR",
+        ),
+        (
+            format!("{policy}\n[agents]\nagent1 = [\"10.1.2.3\"]\n"),
+            "agents: set only with [source] mode = \"agent\"",
+        ),
+        (
+            format!("{policy}\n[source]\nmode = \"everyone\"\n"),
+            "source.mode: \"everyone\": write \"any\"",
+        ),
+        (
+            format!(
+                "{}\n[source]\nmode = \"agent\"\nsecurity_policy = \"p\"\nservices = [\"/infra/services/SSH\"]\n",
+                world.config_text_nsxt("", false)
+            ),
+            "needs nsx.kind = \"nsx-policy\"",
+        ),
+        (
+            format!(
+                "{policy}\n[profiles.ssh]\ntag = \"x\"\nservices = [\"/infra/services/SSH\"]\n"
+            ),
+            "used by per-agent rules only",
+        ),
+    ] {
+        world.write_config(&text);
+        let run = otnsx(&world, &["grant", "--vm", "web01"]);
+        assert_eq!(run.code, 78, "{said}: {run:?}");
+        assert!(run.stderr.contains(said), "{said}: {}", run.stderr);
+    }
+}
