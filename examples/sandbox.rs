@@ -1,9 +1,10 @@
 //! `cargo run --example sandbox [-- nsx-t|nsx-policy]`: the whole path end to end, on this
 //! machine alone. Starts a simulated help desk, vCenter and NSX (NSX-V; NSX-T's Manager API
 //! with `nsx-t`; NSX 4's Policy API with `nsx-policy`, logged in with a least-privilege role
-//! and waiting for the group the tag puts VMs into) on 127.0.0.1, writes a configuration for
-//! them, and runs otnsx as the help desk would: lock a ticket (access opens), unlock it (access
-//! closes), then a grant and revoke by hand.
+//! and waiting for the group the tag puts VMs into; last an access profile and a per-agent
+//! firewall rule) on 127.0.0.1, writes a configuration for them, and runs otnsx as the help desk
+//! would: lock a ticket (access opens), unlock it (access closes), then a grant and revoke by
+//! hand.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -150,6 +151,54 @@ fn main() -> ExitCode {
         let fabric = world.nsxt.actions().len();
         println!("NSX saw {ops} tag operations and {fabric} fabric tag actions.\n");
         ok &= ops == 6 && fabric == 0;
+
+        println!(
+            "5. The site turns on per-agent rules: agent1 locks ticket {} for web01:ssh again.",
+            support::T3.1
+        );
+        world
+            .nsxt
+            .add_security_policy("default", "otnsx-jit", false);
+        let text = std::fs::read_to_string(world.config_path()).unwrap_or_default();
+        let text = text
+            .replacen(
+                &format!("user = \"{}\"", support::nsxt::TAGGER),
+                &format!("user = \"{}\"", support::nsxt::FIREWALLER),
+                1,
+            )
+            .replace("verify_group = \"admin-ssh\"\n", "")
+            .replace(
+                &format!("tag = \"{VALUE}-ssh\"\n"),
+                &format!("tag = \"{VALUE}-ssh\"\nservices = [\"/infra/services/SSH\"]\n"),
+            );
+        world.write_config(&format!(
+            "{text}\n[source]\nmode = \"agent\"\nsecurity_policy = \"otnsx-jit\"\nservices = [\"/infra/services/RDP\"]\nverify_realized = true\n\n[agents]\nagent1 = [\"10.1.2.3/32\"]\n"
+        ));
+        world.helpdesk.set_lock(support::T3.0, "lock");
+        ok &= otnsx(&[support::T3.1, &t3]) == ExitCode::SUCCESS;
+        let rules = world.nsxt.rules("default", "otnsx-jit");
+        for rule in &rules {
+            println!(
+                "  -> rule {}: {} -> {} {} {}",
+                rule["id"].as_str().unwrap_or(""),
+                rule["source_groups"],
+                rule["destination_groups"],
+                rule["services"],
+                rule["action"].as_str().unwrap_or("")
+            );
+        }
+        ok &= rules.len() == 1
+            && rules[0]["source_groups"] == serde_json::json!(["10.1.2.3/32"])
+            && rules[0]["services"] == serde_json::json!(["/infra/services/SSH"]);
+        ok &= world
+            .nsxt
+            .carrying(SCOPE, &format!("{VALUE}-ssh"))
+            .is_empty();
+        world.helpdesk.set_lock(support::T3.0, "unlock");
+        ok &= otnsx(&[support::T3.1, &t3]) == ExitCode::SUCCESS;
+        let left = world.nsxt.rules("default", "otnsx-jit").len();
+        println!("  -> after the unlock: {left} rule(s) of otnsx's in otnsx-jit\n");
+        ok &= left == 0;
     }
     println!(
         "The audit journal ({}):",

@@ -154,6 +154,11 @@ fn decide<'scope>(
             refused.extend(not_found);
             // Per-agent rules: from the desktop of the agent who locked it (its owner now).
             let (vms, no_desktop) = run.opened_by_agent(vms, ticket.owner.as_deref());
+            // An owner without a desktop holds nothing, not even what an earlier owner opened.
+            let allowed = match no_desktop.is_empty() {
+                true => allowed,
+                false => Vec::new(),
+            };
             refused.extend(no_desktop);
             let after = plan::lock_ticket(
                 &before,

@@ -67,6 +67,12 @@ impl Checker {
         }
         let mut profiles = self.profiles(&raw.profiles, &nsx);
         let source = self.source(raw.source.as_ref(), &raw.agents, &nsx, &mut profiles);
+        if source.is_some() && nsx.verify.is_some() {
+            self.problem(
+                "nsx.verify_group",
+                "with [source] mode = \"agent\" no tag puts VMs into a group: leave it out (source.verify_realized waits for the rules)",
+            );
+        }
         if source.is_none() {
             for p in profiles.iter().filter(|p| !p.services.is_empty()) {
                 let name = p.key.as_deref().unwrap_or_default();

@@ -22,8 +22,14 @@ pub fn lock_ticket(
     let mut out: Vec<Lease> = leases
         .iter()
         .filter(|l| {
+            // With per-agent rules, a VM now opened from another agent's desktop (the ticket
+            // changed hands) is no longer held from the old one's.
+            let moved = vms
+                .iter()
+                .any(|v| v.name == l.vm && v.profile == l.profile && v.agent != l.agent);
             l.holder != *holder
                 || (l.state == LeaseState::Active
+                    && !moved
                     && named.iter().any(|(n, p)| *n == l.vm && *p == l.profile))
         })
         .cloned()

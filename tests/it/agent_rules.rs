@@ -367,10 +367,44 @@ fn agent_settings_are_checked() {
             ),
             "used by per-agent rules only",
         ),
+        (
+            format!(
+                "{}\n[source]\nmode = \"agent\"\nsecurity_policy = \"p\"\nservices = [\"/infra/services/SSH\"]\n",
+                world.config_text_policy(FIREWALLER, "verify_group = \"g\"", false)
+            ),
+            "no tag puts VMs into a group",
+        ),
     ] {
         world.write_config(&text);
         let run = otnsx(&world, &["grant", "--vm", "web01"]);
         assert_eq!(run.code, 78, "{said}: {run:?}");
         assert!(run.stderr.contains(said), "{said}: {}", run.stderr);
     }
+}
+
+#[test]
+fn a_ticket_that_changes_hands_moves_its_rule_to_the_new_agents_desktop() {
+    let world = agent_world("");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    assert_eq!(lock(&world, T2).code, 0);
+    // agent2 takes the ticket over while it stays locked; the lock event comes again.
+    world.helpdesk.update(T2.0, |t| t.owner = "agent2".into());
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    let all = rules(&world);
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(
+        all[0]["source_groups"],
+        json!(["10.1.2.4", "fd00::4"]),
+        "agent1's is gone"
+    );
+    // And to an agent without a desktop: nothing stays open.
+    world.helpdesk.update(T2.0, |t| t.owner = "agent9".into());
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 1, "agent2's closed, agent9 refused: {run:?}");
+    assert!(run.stdout.contains("closed web01"), "{}", run.stdout);
+    assert!(rules(&world).is_empty());
+    assert!(world.leases().is_empty());
 }
