@@ -72,6 +72,10 @@ pub struct AgentRules {
     /// The keys of the openings whose rule the last read found edited.
     tampered: Mutex<BTreeSet<String>>,
     warnings: Mutex<Vec<String>>,
+    /// Held while a VM's group is made and a rule written into it, and while a group is
+    /// removed after its last rule: changes run at once, and a rule must never be written to
+    /// a group being removed. (Runs are serialised by the state lock.)
+    groups: Mutex<()>,
 }
 
 impl AgentRules {
@@ -82,6 +86,7 @@ impl AgentRules {
             profiles,
             tampered: Mutex::new(BTreeSet::new()),
             warnings: Mutex::new(Vec::new()),
+            groups: Mutex::new(()),
         }
     }
 
@@ -256,6 +261,7 @@ impl AgentRules {
     fn open(&self, vm: &VmRef) -> anyhow::Result<()> {
         let what = format!("NSX Policy: opening {vm}");
         let (id, wanted) = self.wanted(vm).with_context(|| what.clone())?;
+        let _groups = lock(&self.groups);
         self.ensure_group(vm)?;
         for _ in 0..MAX_CONFLICTS {
             let current = self.read_rule(&id).with_context(|| what.clone())?;
@@ -323,6 +329,7 @@ impl AgentRules {
             ));
         }
         // The VM's group goes with its last rule (a group alone opens nothing).
+        let _groups = lock(&self.groups);
         let group = self.group_path(vm);
         match self.rules() {
             Ok(rules) if !rules.iter().any(|r| r.destination_groups.contains(&group)) => {
