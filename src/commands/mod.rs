@@ -350,7 +350,9 @@ impl Run {
         let Some(source) = &self.config.source else {
             return (vms, Vec::new());
         };
-        match agent.filter(|a| source.agents.contains_key(*a)) {
+        // A desktop by pattern is found when its rule is written (and refused there, 77).
+        let known = |a: &str| source.agents.contains_key(a) || source.desktop.is_some();
+        match agent.filter(|a| known(a)) {
             Some(agent) => (
                 vms.into_iter()
                     .map(|vm| VmRef {

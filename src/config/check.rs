@@ -432,6 +432,7 @@ impl Checker {
                     ("domain", raw.domain.is_some()),
                     ("services", raw.services.is_some()),
                     ("verify_realized", raw.verify_realized.is_some()),
+                    ("desktop", raw.desktop.is_some()),
                 ] {
                     if given {
                         self.problem(&format!("source.{key}"), "applies to mode = \"agent\" only");
@@ -507,11 +508,27 @@ impl Checker {
                 }
             }
         }
+        if let Some(pattern) = &raw.desktop {
+            let example = pattern.replace("{login}", "agent1");
+            if !pattern.contains("{login}")
+                || example.is_empty()
+                || example.chars().count() > MAX_VM_NAME
+                || example
+                    .chars()
+                    .any(|c| c.is_control() || c == '{' || c == '}')
+            {
+                self.problem(
+                    "source.desktop",
+                    "a desktop VM's name with {login} for the agent's login, like \"vdi-{login}\"",
+                );
+            }
+        }
         Some(crate::config::AgentSource {
             security_policy: policy,
             domain,
             verify_realized: raw.verify_realized.unwrap_or(false),
             agents: agents.clone(),
+            desktop: raw.desktop.clone(),
         })
     }
 

@@ -64,6 +64,9 @@ pub struct AgentSource {
     pub verify_realized: bool,
     /// The addresses of each agent's desktop (IPv4/IPv6 addresses or CIDRs), by login.
     pub agents: std::collections::BTreeMap<String, Vec<String>>,
+    /// For agents not in `agents`: the name of their desktop VM, `{login}` standing for the
+    /// agent's login; its addresses are those NSX knows for the VM's interfaces.
+    pub desktop: Option<String>,
 }
 
 /// The name `[nsx] tag`'s profile goes by, in tickets, `grant --profile` and messages.

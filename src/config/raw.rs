@@ -98,6 +98,7 @@ pub(super) struct RawSource {
     pub(super) domain: Option<String>,
     pub(super) services: Option<Vec<String>>,
     pub(super) verify_realized: Option<bool>,
+    pub(super) desktop: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

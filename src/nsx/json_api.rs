@@ -230,7 +230,7 @@ impl JsonApi {
     }
 
     /// The one VM whose display name is `name`.
-    fn find_by_name(&self, name: &str) -> anyhow::Result<VmRef> {
+    pub fn find_by_name(&self, name: &str) -> anyhow::Result<VmRef> {
         let found = self
             .list(("display_name", name))
             .with_context(|| format!("looking up VM {name:?} in NSX"))?;

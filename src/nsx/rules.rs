@@ -72,6 +72,8 @@ pub struct AgentRules {
     /// The keys of the openings whose rule the last read found edited.
     tampered: Mutex<BTreeSet<String>>,
     warnings: Mutex<Vec<String>>,
+    /// The desktop addresses found by `source.desktop`, by agent (or why none were).
+    desktops: Mutex<BTreeMap<String, Result<Vec<String>, crate::error::Kept>>>,
     /// Held while a VM's group is made and a rule written into it, and while a group is
     /// removed after its last rule: changes run at once, and a rule must never be written to
     /// a group being removed. (Runs are serialised by the state lock.)
@@ -87,6 +89,7 @@ impl AgentRules {
             tampered: Mutex::new(BTreeSet::new()),
             warnings: Mutex::new(Vec::new()),
             groups: Mutex::new(()),
+            desktops: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -127,11 +130,7 @@ impl AgentRules {
     /// The rule otnsx writes for `vm` (under its profile, from its agent's desktop), and its id.
     fn wanted(&self, vm: &VmRef) -> anyhow::Result<(String, Value)> {
         let agent = vm.agent.as_deref().unwrap_or_default();
-        let addresses = self
-            .source
-            .agents
-            .get(agent)
-            .ok_or_else(|| no_desktop(agent))?;
+        let addresses = self.desktop(agent)?;
         let profile = self
             .profiles
             .iter()
@@ -161,6 +160,74 @@ impl AgentRules {
             "tags": tags,
         });
         Ok((id, body))
+    }
+
+    /// The addresses of `agent`'s desktop: listed in `[agents]`, else those NSX knows for
+    /// the interfaces of the VM `source.desktop` names (found once per run).
+    fn desktop(&self, agent: &str) -> anyhow::Result<Vec<String>> {
+        if let Some(listed) = self.source.agents.get(agent) {
+            return Ok(listed.clone());
+        }
+        let Some(pattern) = &self.source.desktop else {
+            return Err(no_desktop(agent));
+        };
+        let mut known = lock(&self.desktops);
+        let found = known.entry(agent.to_string()).or_insert_with(|| {
+            self.desktop_addresses(&pattern.replace("{login}", agent), agent)
+                .map_err(|e| crate::error::Kept::of(&e))
+        });
+        found
+            .as_ref()
+            .map(Clone::clone)
+            .map_err(crate::error::Kept::again)
+    }
+
+    fn desktop_addresses(&self, name: &str, agent: &str) -> anyhow::Result<Vec<String>> {
+        let refused = |why: String| {
+            fault(
+                Exit::NoPerm,
+                format!(
+                    "agent {:?}'s desktop {:?} {why}: nothing is opened for them; list its addresses in [agents]",
+                    crate::escape::shorten(agent),
+                    crate::escape::shorten(name)
+                ),
+            )
+        };
+        let vm = match self.api().find_by_name(name) {
+            Ok(vm) => vm,
+            Err(e) if crate::error::exit_code(&e) == Exit::DataErr => {
+                return Err(refused(format!("is not found ({e:#})")));
+            }
+            Err(e) => return Err(e),
+        };
+        let path = format!(
+            "/api/v1/fabric/vifs{}",
+            query([("owner_vm_id", vm.id.as_str())])
+        );
+        let reply = self.api().send(&Call::new(Method::GET, path))?;
+        let body: Value = reply.json("NSX")?;
+        let mut addresses: Vec<String> = body["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|vif| {
+                vif["ip_address_info"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .flat_map(|info| info["ip_addresses"].as_array().cloned().unwrap_or_default())
+            .filter_map(|ip| ip.as_str().and_then(|t| t.parse::<std::net::IpAddr>().ok()))
+            .map(|ip| ip.to_string())
+            .collect();
+        addresses.sort();
+        addresses.dedup();
+        if addresses.is_empty() {
+            return Err(refused(
+                "has no address NSX knows (are VMware Tools running?)".into(),
+            ));
+        }
+        Ok(addresses)
     }
 
     /// Whether a rule NSX holds opens exactly what otnsx wrote, and nothing more.

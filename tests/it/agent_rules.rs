@@ -351,6 +351,12 @@ fn agent_settings_are_checked() {
             "agents: set only with [source] mode = \"agent\"",
         ),
         (
+            format!(
+                "{policy}\n[source]\nmode = \"agent\"\nsecurity_policy = \"p\"\nservices = [\"/infra/services/SSH\"]\ndesktop = \"vdi\"\n"
+            ),
+            "source.desktop: a desktop VM's name with {login}",
+        ),
+        (
             format!("{policy}\n[source]\nmode = \"everyone\"\n"),
             "source.mode: \"everyone\": write \"any\"",
         ),
@@ -407,4 +413,54 @@ fn a_ticket_that_changes_hands_moves_its_rule_to_the_new_agents_desktop() {
     assert!(run.stdout.contains("closed web01"), "{}", run.stdout);
     assert!(rules(&world).is_empty());
     assert!(world.leases().is_empty());
+}
+
+#[test]
+fn a_desktop_pattern_finds_the_agents_desktop_vm_and_its_addresses_in_nsx() {
+    let world = agent_world("desktop = \"vdi-{login}\"");
+    world.nsxt.add_vm(
+        "vdi-agent3",
+        "5099aaaa-0000-0000-0000-000000000003",
+        &[],
+        &[],
+    );
+    world.nsxt.set_ips(
+        "5099aaaa-0000-0000-0000-000000000003",
+        &["fd00::93", "10.9.9.3"],
+    );
+    world.nsxt.add_vm(
+        "vdi-agent5",
+        "5099aaaa-0000-0000-0000-000000000005",
+        &[],
+        &[],
+    );
+    world.helpdesk.update(T2.0, |t| {
+        t.vm_field = json!("web01:ssh");
+        t.owner = "agent3".into();
+    });
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        rules(&world)[0]["source_groups"],
+        json!(["10.9.9.3", "fd00::93"])
+    );
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert!(rules(&world).is_empty());
+    // [agents] still wins: agent1's listed desktop, not a VM.
+    world.helpdesk.update(T2.0, |t| t.owner = "agent1".into());
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(rules(&world)[0]["source_groups"], json!(["10.1.2.3/32"]));
+    assert_eq!(unlock(&world, T2).code, 0);
+    // No such VM, or one without addresses: nothing opens, 77.
+    for (agent, said) in [
+        ("agent4", "\"vdi-agent4\" is not found"),
+        ("agent5", "has no address NSX knows"),
+    ] {
+        world.helpdesk.update(T2.0, |t| t.owner = agent.into());
+        let run = lock(&world, T2);
+        assert_eq!(run.code, 77, "{agent}: {run:?}");
+        assert!(run.stderr.contains(said), "{agent}: {}", run.stderr);
+        assert!(rules(&world).is_empty(), "{agent}");
+        assert!(world.leases().is_empty(), "{agent}");
+    }
 }

@@ -105,6 +105,8 @@ struct State {
     conflicts: usize,
     /// Rules are realized with state ERROR.
     realize_errors: bool,
+    /// The addresses of each VM's interfaces (by external id), as VMware Tools report them.
+    vm_ips: BTreeMap<String, Vec<String>>,
 }
 
 struct Operation {
@@ -231,6 +233,14 @@ impl FakeNsxT {
             .unwrap()
             .rules
             .insert((domain.into(), policy.into(), id.into()), rule);
+    }
+
+    /// The addresses NSX shows for a VM's interface.
+    pub fn set_ips(&self, external_id: &str, ips: &[&str]) {
+        self.state.lock().unwrap().vm_ips.insert(
+            external_id.into(),
+            ips.iter().map(|i| i.to_string()).collect(),
+        );
     }
 
     /// The next `count` rule writes find the rule changed meanwhile (412).
@@ -580,6 +590,7 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         }
         ("GET", SEARCH | POLICY_SEARCH) if !s.no_search => search(&mut s, req),
         ("GET", REALIZED_VMS) => realized(&mut s, req),
+        ("GET", "/api/v1/fabric/vifs") => vifs(&s, req),
         (_, path) if path.starts_with(DOMAINS) && path.contains("/security-policies/") => {
             firewall(&mut s, req, &path[DOMAINS.len()..])
         }
@@ -1422,6 +1433,34 @@ fn realized_entities(s: &State, req: &Request) -> Response {
         ],
         false => Vec::new(),
     };
+    Response::json(
+        200,
+        json!({"results": results, "result_count": results.len()}).to_string(),
+    )
+}
+
+/// A VM's virtual interfaces (`?owner_vm_id=`), one with the addresses set for the VM.
+fn vifs(s: &State, req: &Request) -> Response {
+    for (key, _) in req.query() {
+        if !["owner_vm_id", "cursor", "page_size"].contains(&key.as_str()) {
+            return error(400, 400, &format!("Unknown query parameter {key}"));
+        }
+    }
+    let owner = req.query_value("owner_vm_id").unwrap_or_default();
+    let results: Vec<Value> = s
+        .vms
+        .iter()
+        .filter(|v| v.external_id == owner)
+        .map(|v| {
+            let ips = s.vm_ips.get(&v.external_id).cloned().unwrap_or_default();
+            let mut vif = json!({"resource_type": "VirtualNetworkInterface", "owner_vm_id": v.external_id,
+                                 "mac_address": "00:50:56:00:00:01", "device_key": "4000"});
+            if !ips.is_empty() {
+                vif["ip_address_info"] = json!([{"source": "VM_TOOLS", "ip_addresses": ips}]);
+            }
+            vif
+        })
+        .collect();
     Response::json(
         200,
         json!({"results": results, "result_count": results.len()}).to_string(),
