@@ -150,7 +150,11 @@ impl AgentRules {
         let body = json!({
             "resource_type": "Rule",
             "id": id,
-            "display_name": format!("otnsx: {} ({}) from {agent}", vm.name, profile.name),
+            // NSX takes at most 255 characters of a display name.
+            "display_name": format!("otnsx: {} ({}) from {agent}", vm.name, profile.name)
+                .chars()
+                .take(255)
+                .collect::<String>(),
             "source_groups": sources,
             "destination_groups": [self.group_path(vm)],
             "services": profile.services,

@@ -464,3 +464,20 @@ fn a_desktop_pattern_finds_the_agents_desktop_vm_and_its_addresses_in_nsx() {
         assert!(world.leases().is_empty(), "{agent}");
     }
 }
+
+#[test]
+fn a_long_login_still_fits_nsx_display_name_limit() {
+    let world = agent_world("");
+    let login = "a".repeat(240);
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    world.write_config(&format!("{text}{login} = [\"10.1.2.9\"]\n"));
+    world.helpdesk.update(T2.0, |t| {
+        t.vm_field = json!("web01:ssh");
+        t.owner = login.clone();
+    });
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    let rule = &rules(&world)[0];
+    assert_eq!(rule["display_name"].as_str().unwrap().chars().count(), 255);
+    assert_eq!(unlock(&world, T2).code, 0);
+}

@@ -1360,6 +1360,12 @@ fn rule_put(s: &mut State, req: &Request, key: (String, String, String)) -> Resp
             }
         }
     }
+    if body["display_name"]
+        .as_str()
+        .is_some_and(|n| n.chars().count() > 255)
+    {
+        return error(400, 400, "display_name is longer than 255 characters");
+    }
     let services = list("services");
     if services.is_empty()
         || services
