@@ -27,6 +27,10 @@ const LOCK_FLOOR: u32 = 5;
 const UNLOCK_FLOOR: u32 = 4;
 
 fn main() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == "--rusage-of") {
+        rusage_of(args);
+    }
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|n| n.parse().ok())
@@ -39,7 +43,7 @@ fn main() {
         "event", "delay", "median", "p95", "ratio", "chain"
     );
     let mut peak_rss = 0;
-    let kinds = ["nsx-v", "nsx-t", "nsx-t/nsx", "nsx-policy"];
+    let kinds = ["nsx-v", "nsx-t", "nsx-t/nsx", "nsx-policy", "policy/agent"];
     for nsx in kinds.into_iter().filter(|_| !only_reconcile) {
         for vms in [1, 10] {
             for delay in [0, 5, 25] {
@@ -201,6 +205,16 @@ impl<'a> Bench<'a> {
                 world.nsxt.running_polls(1);
                 world.write_config(&world.config_text_policy(support::nsxt::TAGGER, "", true));
             }
+            // policy/agent: per-agent rules instead of the tag (agent1's desktop, SSH).
+            "policy/agent" => {
+                world
+                    .nsxt
+                    .add_security_policy("default", "otnsx-jit", false);
+                let text = world.config_text_policy(support::nsxt::FIREWALLER, "", true);
+                world.write_config(&format!(
+                    "{text}\n[source]\nmode = \"agent\"\nsecurity_policy = \"otnsx-jit\"\nservices = [\"/infra/services/SSH\"]\n\n[agents]\nagent1 = [\"10.1.2.3/32\"]\n"
+                ));
+            }
             _ => {}
         }
         for server in servers(&world) {
@@ -327,18 +341,50 @@ fn chain(mut spans: Vec<(Instant, Instant)>) -> usize {
 /// Runs `command` (stdout dropped): its exit status, peak resident set in KiB, CPU time and
 /// stderr.
 #[allow(clippy::zombie_processes)] // waited for by wait4, which also tells its rusage
-fn run_child(mut command: Command) -> (i32, i64, Duration, String) {
-    let mut child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run otnsx");
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+/// Runs `command` through a small helper (this program, started afresh with
+/// `--rusage-of`), which runs it and reports its peak resident set and CPU time. Run directly,
+/// a child's peak resident set would include this process's, which grows with the fakes'
+/// request logs: Linux keeps the high-water mark of the memory a child was forked with across
+/// its exec.
+fn run_child(command: Command) -> (i32, i64, Duration, String) {
+    let mut helper = Command::new(std::env::current_exe().expect("this program"));
+    helper.arg("--rusage-of").arg(command.get_program());
+    helper.args(command.get_args());
+    helper.env_clear();
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            helper.env(key, value);
+        }
     }
+    let output = helper
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run otnsx");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let mut fields = report
+        .split_whitespace()
+        .map(|f| f.parse::<i64>().unwrap_or(0));
+    let (rss, cpu_us) = (fields.next().unwrap_or(0), fields.next().unwrap_or(0));
+    (
+        output.status.code().unwrap_or(-1),
+        rss,
+        Duration::from_micros(u64::try_from(cpu_us).unwrap_or(0)),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `--rusage-of PROGRAM ARGS...`: runs it (its output to null, its errors through), and
+/// prints its peak resident set (KiB) and CPU time (µs); exits with its code.
+fn rusage_of(mut args: impl Iterator<Item = std::ffi::OsString>) -> ! {
+    let program = args.next().expect("a program");
+    let child = Command::new(program)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run it");
     let (code, rss, cpu) = wait(child.id());
-    (code, rss, cpu, stderr)
+    println!("{rss} {}", cpu.as_micros());
+    std::process::exit(code);
 }
 
 /// Waits for the child `pid`: its exit status, its peak resident set in KiB, and the CPU time

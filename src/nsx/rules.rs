@@ -74,10 +74,11 @@ pub struct AgentRules {
     warnings: Mutex<Vec<String>>,
     /// The desktop addresses found by `source.desktop`, by agent (or why none were).
     desktops: Mutex<BTreeMap<String, Result<Vec<String>, crate::error::Kept>>>,
-    /// Held while a VM's group is made and a rule written into it, and while a group is
-    /// removed after its last rule: changes run at once, and a rule must never be written to
-    /// a group being removed. (Runs are serialised by the state lock.)
-    groups: Mutex<()>,
+    /// One lock per VM group, held while the group is made and a rule written into it, and
+    /// while it is removed after its last rule: changes run at once, and a rule must never be
+    /// written to a group being removed. Other VMs' changes go on meanwhile. (Runs are
+    /// serialised by the state lock.)
+    groups: Mutex<BTreeMap<String, std::sync::Arc<Mutex<()>>>>,
 }
 
 impl AgentRules {
@@ -88,7 +89,7 @@ impl AgentRules {
             profiles,
             tampered: Mutex::new(BTreeSet::new()),
             warnings: Mutex::new(Vec::new()),
-            groups: Mutex::new(()),
+            groups: Mutex::new(BTreeMap::new()),
             desktops: Mutex::new(BTreeMap::new()),
         }
     }
@@ -310,6 +311,14 @@ impl AgentRules {
         }
     }
 
+    /// The lock of `vm`'s group (see `groups`).
+    fn group_lock(&self, vm: &VmRef) -> std::sync::Arc<Mutex<()>> {
+        lock(&self.groups)
+            .entry(Self::group_id(vm))
+            .or_default()
+            .clone()
+    }
+
     /// The VM's group, made if it is missing (PATCH: made or left as it is).
     fn ensure_group(&self, vm: &VmRef) -> anyhow::Result<()> {
         let path = format!(
@@ -332,7 +341,8 @@ impl AgentRules {
     fn open(&self, vm: &VmRef) -> anyhow::Result<()> {
         let what = format!("NSX Policy: opening {vm}");
         let (id, wanted) = self.wanted(vm).with_context(|| what.clone())?;
-        let _groups = lock(&self.groups);
+        let group = self.group_lock(vm);
+        let _group = lock(&group);
         self.ensure_group(vm)?;
         for _ in 0..MAX_CONFLICTS {
             let current = self.read_rule(&id).with_context(|| what.clone())?;
@@ -400,7 +410,8 @@ impl AgentRules {
             ));
         }
         // The VM's group goes with its last rule (a group alone opens nothing).
-        let _groups = lock(&self.groups);
+        let held = self.group_lock(vm);
+        let _group = lock(&held);
         let group = self.group_path(vm);
         match self.rules() {
             Ok(rules) if !rules.iter().any(|r| r.destination_groups.contains(&group)) => {
