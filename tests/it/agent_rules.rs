@@ -481,3 +481,30 @@ fn a_long_login_still_fits_nsx_display_name_limit() {
     assert_eq!(rule["display_name"].as_str().unwrap().chars().count(), 255);
     assert_eq!(unlock(&world, T2).code, 0);
 }
+
+#[test]
+fn revoke_by_name_closes_every_agents_rule_on_the_vm() {
+    let world = agent_world("");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    world.helpdesk.add_ticket(T3.0, T3.1, json!("web01"));
+    world.helpdesk.update(T3.0, |t| t.owner = "agent2".into());
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(lock(&world, T3).code, 0);
+    assert_eq!(rules(&world).len(), 2);
+    let run = otnsx(&world, &["revoke", "--force", "--vm", "web01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(rules(&world).is_empty());
+    assert!(world.leases().is_empty());
+    // A rule the leases do not know (lost state) is found in NSX and closed by name too.
+    assert_eq!(lock(&world, T2).code, 0);
+    std::fs::write(
+        world.state_dir().join("leases.json"),
+        "{\"version\":1,\"leases\":[]}",
+    )
+    .unwrap();
+    let run = otnsx(&world, &["revoke", "--vm", "web01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(rules(&world).is_empty(), "{:?}", rules(&world));
+}
