@@ -576,6 +576,7 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
             let (tags, vms) = match auth {
                 Auth::Reader => ("read", "read"),
                 Auth::Tagger => ("crud", "read"),
+                Auth::Firewaller => ("read", "read"),
                 _ => ("crud", "crud"),
             };
             Response::json(
