@@ -199,6 +199,27 @@ pub fn actions(world: &World) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that a refusal was journaled with `says` in its detail and told in a ticket note.
+pub fn refused_and_noted(world: &World, says: &str) {
+    let refused = world
+        .journal()
+        .into_iter()
+        .find(|e| e["action"] == "refused")
+        .expect("a refusal is journaled");
+    assert!(
+        refused["detail"].as_str().unwrap_or("").contains(says),
+        "{refused}"
+    );
+    assert!(
+        world
+            .helpdesk
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH"),
+        "the refusal is noted in the ticket"
+    );
+}
+
 /// The journal's entries about notes posted to tickets.
 pub fn note_entries(world: &World) -> Vec<serde_json::Value> {
     world

@@ -591,7 +591,9 @@ impl TagBackend for AgentRules {
                 query([("page_size", "1")])
             ),
         );
-        self.api().send(&read).context("reading NSX's VM inventory")?;
+        self.api()
+            .send(&read)
+            .context("reading NSX's VM inventory")?;
         let inventory = "NSX Policy answers; the VM inventory is readable".to_string();
         let reply = self
             .api()

@@ -38,6 +38,14 @@ fn rules(world: &World) -> Vec<Value> {
     world.nsxt.rules("default", POLICY)
 }
 
+/// The ids of the rules in the security policy.
+fn rule_ids(world: &World) -> Vec<String> {
+    rules(world)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 fn web01() -> String {
     uuids("vm-42").0
 }
@@ -144,20 +152,7 @@ fn an_agent_without_a_desktop_gets_nothing_and_is_told() {
     );
     assert!(rules(&world).is_empty());
     assert!(world.leases().is_empty());
-    let refused = world
-        .journal()
-        .into_iter()
-        .find(|e| e["action"] == "refused")
-        .unwrap();
-    assert!(refused["detail"].as_str().unwrap().contains("agent9"));
-    assert!(
-        world
-            .helpdesk
-            .requests()
-            .iter()
-            .any(|r| r.method == "PATCH"),
-        "noted"
-    );
+    crate::refused_and_noted(&world, "agent9");
 }
 
 #[test]
@@ -206,11 +201,7 @@ fn a_rule_edited_by_hand_is_put_back_and_a_stray_one_removed() {
     std::fs::write(world.state_dir().join("leases.json"), file.to_string()).unwrap();
     let run = otnsx(&world, &["reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let left: Vec<String> = rules(&world)
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(left, ["site-rule"]);
+    assert_eq!(rule_ids(&world), ["site-rule"]);
 }
 
 #[test]
@@ -234,11 +225,7 @@ fn revoke_all_removes_otnsx_rules_only() {
     );
     let run = otnsx(&world, &["revoke", "--all"]);
     assert_eq!(run.code, 0, "{run:?}");
-    let left: Vec<String> = rules(&world)
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(left, ["site-rule"]);
+    assert_eq!(rule_ids(&world), ["site-rule"]);
 }
 
 #[test]

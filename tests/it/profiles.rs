@@ -119,20 +119,7 @@ fn a_profile_the_vm_may_not_get_is_77_and_an_unknown_one_65() {
     assert!(run.stderr.contains("profile rdp:"), "{}", run.stderr);
     assert!(world.tagged_t().is_empty() && carrying(&world, "maintenance-rdp").is_empty());
     assert!(world.leases().is_empty());
-    let refused = world
-        .journal()
-        .into_iter()
-        .find(|e| e["action"] == "refused")
-        .unwrap();
-    assert!(refused["detail"].as_str().unwrap().contains("profile rdp"));
-    assert!(
-        world
-            .helpdesk
-            .requests()
-            .iter()
-            .any(|r| r.method == "PATCH"),
-        "noted in the ticket"
-    );
+    crate::refused_and_noted(&world, "profile rdp");
 
     world
         .helpdesk
