@@ -67,9 +67,9 @@ impl Checker {
         }
         let mut profiles = self.profiles(&raw.profiles, &nsx);
         let source = self.source(raw.source.as_ref(), &raw.agents, &nsx, &mut profiles);
-        if source.is_some() && nsx.verify.is_some() {
+        if source.is_some() && profiles.iter().any(|p| p.verify.is_some()) {
             self.problem(
-                "nsx.verify_group",
+                "verify_group",
                 "with [source] mode = \"agent\" no tag puts VMs into a group: leave it out (source.verify_realized waits for the rules)",
             );
         }
@@ -322,6 +322,7 @@ impl Checker {
                 scope: nsx.scope.clone(),
                 vms: None,
                 services: Vec::new(),
+                verify: nsx.verify.clone(),
             });
         }
         for (name, p) in raw {
@@ -374,6 +375,12 @@ impl Checker {
             }
             let services = p.services.clone().unwrap_or_default();
             self.services(&at("services"), &services);
+            let verify = self.verify_group_at(
+                &format!("profiles.{name}"),
+                p.verify_group.as_ref(),
+                p.verify_domain.as_ref(),
+                Some(nsx.kind),
+            );
             out.push(crate::config::Profile {
                 name: name.clone(),
                 key: Some(name.clone()),
@@ -381,6 +388,7 @@ impl Checker {
                 scope,
                 vms,
                 services,
+                verify,
             });
         }
         out
@@ -554,6 +562,22 @@ impl Checker {
         raw: &RawNsx,
         kind: Option<NsxKind>,
     ) -> Option<crate::config::VerifyGroup> {
+        self.verify_group_at(
+            "nsx",
+            raw.verify_group.as_ref(),
+            raw.verify_domain.as_ref(),
+            kind,
+        )
+    }
+
+    /// `{at}.verify_group` and `{at}.verify_domain` (`nsx` or `profiles.NAME`).
+    fn verify_group_at(
+        &mut self,
+        at: &str,
+        group: Option<&String>,
+        domain: Option<&String>,
+        kind: Option<NsxKind>,
+    ) -> Option<crate::config::VerifyGroup> {
         let bad = |id: &str| {
             id.is_empty()
                 || id.chars().count() > 255
@@ -561,36 +585,34 @@ impl Checker {
                     .chars()
                     .any(|c| c == '/' || c.is_whitespace() || c.is_control())
         };
-        if let Some(domain) = &raw.verify_domain {
-            if raw.verify_group.is_none() {
-                self.problem("nsx.verify_domain", "set only beside nsx.verify_group");
+        if let Some(d) = domain {
+            let key = format!("{at}.verify_domain");
+            if group.is_none() {
+                self.problem(&key, format!("set only beside {at}.verify_group"));
             } else if kind == Some(NsxKind::NsxV) {
                 self.problem(
-                    "nsx.verify_domain",
+                    &key,
                     "applies to kind = \"nsx-t\" and \"nsx-policy\" only: NSX-V security groups have no domain",
                 );
-            } else if bad(domain) {
+            } else if bad(d) {
                 self.problem(
-                    "nsx.verify_domain",
+                    &key,
                     "a Policy domain id (without '/', spaces or control characters)",
                 );
             }
         }
-        let group = raw.verify_group.as_ref()?;
+        let group = group?;
         if bad(group) {
             let what = match kind {
                 Some(NsxKind::NsxV) => "the security group's object id, like securitygroup-10",
                 _ => "the Policy group's id (without '/', spaces or control characters)",
             };
-            self.problem("nsx.verify_group", what);
+            self.problem(&format!("{at}.verify_group"), what);
             return None;
         }
         Some(crate::config::VerifyGroup {
             group: group.clone(),
-            domain: raw
-                .verify_domain
-                .clone()
-                .unwrap_or_else(|| "default".into()),
+            domain: domain.cloned().unwrap_or_else(|| "default".into()),
         })
     }
 

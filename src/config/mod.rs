@@ -87,6 +87,8 @@ pub struct Profile {
     pub vms: Option<crate::policy::VmPolicy>,
     /// Policy service paths a per-agent rule opens (`/infra/services/SSH`).
     pub services: Vec<String>,
+    /// The group its tag puts VMs into, to wait for after each change (`verify_group`).
+    pub verify: Option<VerifyGroup>,
 }
 
 impl Config {

@@ -83,6 +83,8 @@ pub(super) struct RawPolicy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProfile {
     pub(super) tag: Option<String>,
+    pub(super) verify_group: Option<String>,
+    pub(super) verify_domain: Option<String>,
     pub(super) services: Option<Vec<String>>,
     pub(super) scope: Option<String>,
     pub(super) allow: Option<Vec<String>>,

@@ -121,8 +121,9 @@ pub struct JsonApi {
     vcenter: ViaVcenter,
     /// The client certificate that logs in (a principal identity), if one does.
     certificate: Option<std::path::PathBuf>,
-    /// The group whose members confirm that the tag has taken effect (`nsx.verify_group`).
-    verify: Option<crate::config::VerifyGroup>,
+    /// The groups whose members confirm that a profile's tag has taken effect
+    /// (`verify_group`), by the profile's key.
+    verify: Vec<(Option<String>, crate::config::VerifyGroup)>,
     /// Policy only: the manager refused the fabric read (403 or 404), so VMs are read from the
     /// realized-state list instead, for the rest of the run.
     fabric_refused: AtomicBool,
@@ -163,7 +164,10 @@ impl JsonApi {
                 })
                 .collect(),
             resolve: config.resolve,
-            verify: config.verify.clone(),
+            verify: profiles
+                .iter()
+                .filter_map(|p| Some((p.key.clone(), p.verify.clone()?)))
+                .collect(),
             certificate: config.endpoint.client.as_ref().map(|c| c.cert_path.clone()),
             fabric_refused: AtomicBool::new(false),
             read_ahead: Mutex::new(Default::default()),
@@ -648,9 +652,12 @@ impl JsonApi {
         }
     }
 
-    /// The Policy group of `nsx.verify_group`, as `domain/group`, and its API path.
-    fn group(&self) -> Option<(String, String)> {
-        let v = self.verify.as_ref()?;
+    /// The Policy group of a profile's `verify_group`, as `domain/group`, and its API path.
+    fn group(&self, profile: Option<&str>) -> Option<(String, String)> {
+        let (_, v) = self
+            .verify
+            .iter()
+            .find(|(key, _)| key.as_deref() == profile)?;
         Some((
             format!("{}/{}", v.domain, v.group),
             format!(
@@ -666,7 +673,7 @@ impl JsonApi {
         fault(
             Exit::Config,
             format!(
-                "nsx.verify_group: NSX has no group {name} ({}); set nsx.verify_group (and nsx.verify_domain) to the id of the group that the tag puts VMs into",
+                "verify_group: NSX has no group {name} ({}); set verify_group (and verify_domain) to the id of the group that the tag puts VMs into",
                 error_text(reply)
             ),
         )
@@ -674,11 +681,7 @@ impl JsonApi {
 
     /// Waits for `vm` to enter (or leave) the group's effective members.
     pub fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
-        // The group is that of `[nsx] tag`'s profile.
-        if vm.profile.is_some() {
-            return None;
-        }
-        let (name, path) = self.group()?;
+        let (name, path) = self.group(vm.profile.as_deref())?;
         let members = || -> anyhow::Result<BTreeSet<String>> {
             let mut ids = BTreeSet::new();
             let mut cursor: Option<String> = None;
@@ -726,10 +729,16 @@ impl JsonApi {
         ))
     }
 
-    /// For `check`: the group exists and one of its conditions takes VMs by our tag.
+    /// For `check`: each profile's group exists and one of its conditions takes VMs by that
+    /// profile's tag.
     pub fn check_group(&self) -> Option<anyhow::Result<String>> {
-        let (name, path) = self.group()?;
-        let check = || -> anyhow::Result<String> {
+        if self.verify.is_empty() {
+            return None;
+        }
+        let check = |profile: &Option<String>| -> anyhow::Result<String> {
+            let (name, path) = self
+                .group(profile.as_deref())
+                .ok_or_else(|| ServiceError::malformed("no group"))?;
             let reply = self.send_raw(&Call::new(Method::GET, path.clone()))?;
             if reply.status == 404 {
                 return Err(self.no_group(&name, &reply));
@@ -741,7 +750,7 @@ impl JsonApi {
             let label = self
                 .tags
                 .iter()
-                .find(|(key, _)| key.is_none())
+                .find(|(key, _)| key == profile)
                 .map(|(_, tag)| label(tag))
                 .unwrap_or_default();
             if names_tag(&group["expression"], &label) {
@@ -750,12 +759,17 @@ impl JsonApi {
                 Err(fault(
                     Exit::Config,
                     format!(
-                        "nsx.verify_group: group {name} has no condition Tag EQUALS {label:?} on VirtualMachine: the tag would not put VMs into it; fix the group's criteria or nsx.verify_group"
+                        "verify_group: group {name} has no condition Tag EQUALS {label:?} on VirtualMachine: the tag would not put VMs into it; fix the group's criteria or verify_group"
                     ),
                 ))
             }
         };
-        Some(check())
+        let said: anyhow::Result<Vec<String>> = self
+            .verify
+            .iter()
+            .map(|(profile, _)| check(profile))
+            .collect();
+        Some(said.map(|s| s.join("; ")))
     }
 
     /// NSX's answer as an error, with what to check.

@@ -232,7 +232,7 @@ pub fn with<T>(
                 let backend = NsxV::new(
                     &config.nsx,
                     &profile.tag,
-                    profile.key.is_none(),
+                    profile.verify.as_ref().map(|v| v.group.clone()),
                     vcenter,
                     memory,
                     deadline,

@@ -57,12 +57,12 @@ pub struct Paging {
 }
 
 impl NsxV {
-    /// The backend for the security tag `tag_name`; `verify` with `nsx.verify_group` (the
-    /// group of `[nsx] tag`'s profile).
+    /// The backend for the security tag `tag_name`; `verify`: the security group to wait for
+    /// (its profile's `verify_group`).
     pub fn new(
         config: &NsxConfig,
         tag_name: &str,
-        verify: bool,
+        verify: Option<String>,
         vcenter: ViaVcenter,
         tag_memory: Option<(std::path::PathBuf, bool)>,
         deadline: Deadline,
@@ -78,11 +78,7 @@ impl NsxV {
             tag_memory: tag_memory.map(|(path, _)| path),
             read_ahead: std::sync::OnceLock::new(),
             read_ahead_used: std::sync::atomic::AtomicBool::new(false),
-            verify_group: config
-                .verify
-                .as_ref()
-                .filter(|_| verify)
-                .map(|v| v.group.clone()),
+            verify_group: verify,
         })
     }
 

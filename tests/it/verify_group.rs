@@ -322,3 +322,43 @@ fn verify_settings_are_checked() {
         run.stderr
     );
 }
+
+#[test]
+fn each_profile_waits_for_its_own_group() {
+    let world = World::new();
+    world
+        .nsxt
+        .add_group("default", GROUP, condition("otnsx|maintenance"));
+    world
+        .nsxt
+        .add_group("default", "ssh-only", condition("otnsx|maintenance-ssh"));
+    world.nsxt.membership_lag(1);
+    let text = world.config_text_policy(TAGGER, &format!("verify_group = \"{GROUP}\""), false);
+    world.write_config(&format!(
+        "{text}\n[profiles.ssh]\ntag = \"maintenance-ssh\"\nverify_group = \"ssh-only\"\n"
+    ));
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh, db01"));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("[ssh] until"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("(in group default/ssh-only after "),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("(in group default/ssh-admins after "),
+        "{}",
+        run.stdout
+    );
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("group default/ssh-admins takes VMs tagged otnsx|maintenance; group default/ssh-only takes VMs tagged otnsx|maintenance-ssh"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(unlock(&world, T2).code, 0);
+}
