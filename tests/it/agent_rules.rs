@@ -495,3 +495,18 @@ fn revoke_by_name_closes_every_agents_rule_on_the_vm() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(rules(&world).is_empty(), "{:?}", rules(&world));
 }
+
+#[test]
+fn a_rule_deleted_by_hand_comes_back_while_its_lease_lives() {
+    let world = agent_world("");
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = json!("web01:ssh"));
+    assert_eq!(lock(&world, T2).code, 0);
+    let id = rule_ids(&world).remove(0);
+    world.nsxt.remove_rule("default", POLICY, &id);
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(rule_ids(&world), [id], "the lease's rule is back");
+    assert_eq!(rules(&world)[0]["source_groups"], json!(["10.1.2.3/32"]));
+}

@@ -223,6 +223,15 @@ impl FakeNsxT {
         rule["_revision"] = json!(revision);
     }
 
+    /// Deletes a rule behind otnsx's back.
+    pub fn remove_rule(&self, domain: &str, policy: &str, id: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .rules
+            .remove(&(domain.into(), policy.into(), id.into()));
+    }
+
     /// Adds a rule as the site would (not otnsx's).
     pub fn add_rule(&self, domain: &str, policy: &str, id: &str, rule: Value) {
         let mut rule = rule;
