@@ -380,12 +380,10 @@ impl Run {
         backend: &dyn TagBackend,
         wants: &[Want],
     ) -> anyhow::Result<(Vec<Want>, Vec<VmRef>, Vec<Refusal>)> {
-        let mut names: Vec<String> = wants.iter().map(|(n, _)| n.clone()).collect();
-        names.dedup();
-        let mut unique = Vec::new();
-        for name in names {
-            if !unique.contains(&name) {
-                unique.push(name);
+        let mut unique: Vec<String> = Vec::new();
+        for (name, _) in wants {
+            if !unique.contains(name) {
+                unique.push(name.clone());
             }
         }
         let (allowed, mut refused) = self.allowed(&unique);

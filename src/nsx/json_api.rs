@@ -358,7 +358,11 @@ impl JsonApi {
             let tags = known.get(&vm.id).cloned().flatten().unwrap_or_default();
             // A VM under a profile no longer configured: its tag is not known, so it cannot
             // be called closed; taken as tagged, its detach then fails alone, naming why.
-            if self.tag(vm).is_err() || self.tag(vm).is_ok_and(|tag| tags.contains(tag)) {
+            let carries = match self.tag(vm) {
+                Ok(tag) => tags.contains(tag),
+                Err(_) => true,
+            };
+            if carries {
                 tagged.insert(vm.key());
             }
         }

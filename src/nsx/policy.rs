@@ -103,65 +103,6 @@ impl NsxPolicy {
         format!("{}-{n}", self.run)
     }
 
-    /// Adds or removes our tag on one VM with a tag operation of its own (so that one VM's
-    /// failure never holds up another's), follows it to its end and reads the VM back.
-    fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
-        let verb = if add { "attaching" } else { "detaching" };
-        let ours = self.api.tag(vm)?;
-        let what = format!("NSX Policy: {verb} {} to {vm}", label(ours));
-        let id = self.operation_id();
-        let list = if add { "apply_to" } else { "remove_from" };
-        let body = json!({
-            "tag": ours,
-            list: [{"resource_type": "VirtualMachine", "resource_ids": [vm.id]}],
-        });
-        let path = format!("{TAG_OPERATIONS}/{}", encode(&id));
-        let reply = self
-            .api
-            .send_raw(&json_call(Method::PUT, &path, &body))
-            .with_context(|| what.clone())?;
-        let outcome = if reply.is_success() {
-            self.follow(&path, &id, vm, add)
-                .with_context(|| what.clone())?
-        } else if reply.status == 404 && crate::nsx::json_api::error_code(&reply) == Some(404) {
-            return Err(fault(
-                Exit::Unavailable,
-                format!(
-                    "{what}: the manager has no Policy tag operations ({}); they need NSX-T 3.2 or later, else set nsx.kind = \"nsx-t\"",
-                    error_text(&reply)
-                ),
-            ));
-        } else if matches!(reply.status, 400 | 404 | 409) {
-            Outcome::Error(error_text(&reply))
-        } else {
-            return Err(self.api.error(&reply)).with_context(|| what.clone());
-        };
-        if let Outcome::Error(details) = outcome {
-            return self.failed(vm, add, &what, &id, &details);
-        }
-        for attempt in 1..=READ_BACKS {
-            let now = self
-                .api
-                .read(vm)
-                .with_context(|| format!("{what}: reading back"))?;
-            if now.as_ref().is_some_and(|v| self.api.carries(v, vm)) == add {
-                return Ok(());
-            }
-            if now.is_none() && !add {
-                return self.gone(vm);
-            }
-            if attempt < READ_BACKS {
-                self.api.deadline().sleep(Duration::from_millis(100));
-            }
-        }
-        Err(fault(
-            Exit::Unavailable,
-            format!(
-                "{what}: tag operation {id} reported success but the VM's tags read back unchanged (unverified)"
-            ),
-        ))
-    }
-
     /// Reads the operation's status until it ends, bounded by the run's deadline.
     fn follow(&self, path: &str, id: &str, vm: &VmRef, add: bool) -> anyhow::Result<Outcome> {
         let deadline = self.api.deadline();
@@ -233,23 +174,6 @@ impl NsxPolicy {
             "NSX no longer knows {vm} (deleted?): its access is gone with it"
         ));
         Ok(())
-    }
-
-    /// The VMs that carry our tag now: from the Policy search, else (its index being built, or
-    /// no search) from the realized-state list, read sorted page by page.
-    fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
-        if let Some(found) = self
-            .api
-            .search_tagged(SEARCH)
-            .context("searching NSX for the tagged VMs")?
-        {
-            return Ok(found);
-        }
-        let all = self
-            .api
-            .list_realized(None)
-            .context("listing NSX's realized VMs")?;
-        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
     }
 
     /// What the account's role allows, by `GET /api/v1/aaa/user-info/permissions`: full access
@@ -357,12 +281,80 @@ impl TagWriter for NsxPolicy {
         &self.api
     }
 
+    /// Adds or removes our tag on one VM with a tag operation of its own (so that one VM's
+    /// failure never holds up another's), follows it to its end and reads the VM back.
     fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
-        NsxPolicy::change(self, vm, add)
+        let verb = if add { "attaching" } else { "detaching" };
+        let ours = self.api.tag(vm)?;
+        let what = format!("NSX Policy: {verb} {} to {vm}", label(ours));
+        let id = self.operation_id();
+        let list = if add { "apply_to" } else { "remove_from" };
+        let body = json!({
+            "tag": ours,
+            list: [{"resource_type": "VirtualMachine", "resource_ids": [vm.id]}],
+        });
+        let path = format!("{TAG_OPERATIONS}/{}", encode(&id));
+        let reply = self
+            .api
+            .send_raw(&json_call(Method::PUT, &path, &body))
+            .with_context(|| what.clone())?;
+        let outcome = if reply.is_success() {
+            self.follow(&path, &id, vm, add)
+                .with_context(|| what.clone())?
+        } else if reply.status == 404 && crate::nsx::json_api::error_code(&reply) == Some(404) {
+            return Err(fault(
+                Exit::Unavailable,
+                format!(
+                    "{what}: the manager has no Policy tag operations ({}); they need NSX-T 3.2 or later, else set nsx.kind = \"nsx-t\"",
+                    error_text(&reply)
+                ),
+            ));
+        } else if matches!(reply.status, 400 | 404 | 409) {
+            Outcome::Error(error_text(&reply))
+        } else {
+            return Err(self.api.error(&reply)).with_context(|| what.clone());
+        };
+        if let Outcome::Error(details) = outcome {
+            return self.failed(vm, add, &what, &id, &details);
+        }
+        for attempt in 1..=READ_BACKS {
+            let now = self
+                .api
+                .read(vm)
+                .with_context(|| format!("{what}: reading back"))?;
+            if now.as_ref().is_some_and(|v| self.api.carries(v, vm)) == add {
+                return Ok(());
+            }
+            if now.is_none() && !add {
+                return self.gone(vm);
+            }
+            if attempt < READ_BACKS {
+                self.api.deadline().sleep(Duration::from_millis(100));
+            }
+        }
+        Err(fault(
+            Exit::Unavailable,
+            format!(
+                "{what}: tag operation {id} reported success but the VM's tags read back unchanged (unverified)"
+            ),
+        ))
     }
 
+    /// The VMs that carry our tag now: from the Policy search, else (its index being built, or
+    /// no search) from the realized-state list, read sorted page by page.
     fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
-        NsxPolicy::every_tagged(self)
+        if let Some(found) = self
+            .api
+            .search_tagged(SEARCH)
+            .context("searching NSX for the tagged VMs")?
+        {
+            return Ok(found);
+        }
+        let all = self
+            .api
+            .list_realized(None)
+            .context("listing NSX's realized VMs")?;
+        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
     }
 
     fn probe(&self) -> anyhow::Result<String> {

@@ -79,6 +79,12 @@ impl NsxT {
             matches!(parts.as_slice(), [major, minor, patch] if (*major, *minor, *patch) < (3, 1, 2)),
         )
     }
+}
+
+impl TagWriter for NsxT {
+    fn api(&self) -> &JsonApi {
+        &self.api
+    }
 
     /// Adds or removes our tag with `add_tags` / `remove_tags`, or, on a manager without them,
     /// with `update_tags` over a fresh read of the VM's tags; then reads back to verify.
@@ -169,20 +175,6 @@ impl NsxT {
         }
         let all = self.api.list_fabric(None).context("listing NSX's VMs")?;
         Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
-    }
-}
-
-impl TagWriter for NsxT {
-    fn api(&self) -> &JsonApi {
-        &self.api
-    }
-
-    fn change(&self, vm: &VmRef, add: bool) -> anyhow::Result<()> {
-        NsxT::change(self, vm, add)
-    }
-
-    fn every_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
-        NsxT::every_tagged(self)
     }
 
     fn probe(&self) -> anyhow::Result<String> {

@@ -39,18 +39,7 @@ pub fn lock_ticket(
             .iter()
             .any(|l| l.holder == *holder && l.key() == vm.key());
         if !held {
-            out.push(Lease {
-                vm: vm.name.clone(),
-                vm_id: vm.id.clone(),
-                profile: vm.profile.clone(),
-                agent: vm.agent.clone(),
-                holder: holder.clone(),
-                granted_at: now,
-                expires_at: now.plus(max),
-                reason: None,
-                state: LeaseState::Active,
-                by: None,
-            });
+            out.push(Lease::opening(vm, holder, now, now.plus(max), None));
         }
     }
     out
@@ -81,18 +70,7 @@ pub fn grant(
                 existing.reason = Some(reason.to_string());
             }
         }
-        None => out.push(Lease {
-            vm: vm.name.clone(),
-            vm_id: vm.id.clone(),
-            profile: vm.profile.clone(),
-            agent: vm.agent.clone(),
-            holder: holder.clone(),
-            granted_at: now,
-            expires_at,
-            reason: reason.map(str::to_string),
-            state: LeaseState::Active,
-            by: None,
-        }),
+        None => out.push(Lease::opening(vm, holder, now, expires_at, reason)),
     }
     out
 }

@@ -81,6 +81,29 @@ fn is_active(state: &LeaseState) -> bool {
 }
 
 impl Lease {
+    /// A new active lease: `holder` holds `vm` (under its profile, from its agent's desktop)
+    /// from `granted_at` until `expires_at`.
+    pub fn opening(
+        vm: &VmRef,
+        holder: &Holder,
+        granted_at: Timestamp,
+        expires_at: Timestamp,
+        reason: Option<&str>,
+    ) -> Lease {
+        Lease {
+            vm: vm.name.clone(),
+            vm_id: vm.id.clone(),
+            profile: vm.profile.clone(),
+            agent: vm.agent.clone(),
+            holder: holder.clone(),
+            granted_at,
+            expires_at,
+            reason: reason.map(str::to_string),
+            state: LeaseState::Active,
+            by: None,
+        }
+    }
+
     pub fn vm_ref(&self) -> VmRef {
         VmRef {
             name: self.vm.clone(),

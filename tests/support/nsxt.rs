@@ -859,9 +859,9 @@ fn change(s: &mut State, req: &Request) -> Response {
         );
     }
     snapshot_groups(s);
-    let Some(vm) = s.vms.iter_mut().find(|v| v.external_id == external_id) else {
-        return error(404, 600, &format!("VirtualMachine {external_id} not found"));
-    };
+    let vm = (s.vms.iter_mut())
+        .find(|v| v.external_id == external_id)
+        .expect("the VM found above");
     match action.as_str() {
         "add_tags" => {
             for tag in tags {
