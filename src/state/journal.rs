@@ -145,14 +145,16 @@ impl Journal {
     }
 
     fn open(&self) -> anyhow::Result<std::fs::File> {
-        crate::sys::open_shared(OpenOptions::new().create(true).append(true), &self.path).map_err(
-            |e| {
-                fault(
-                    Exit::IoErr,
-                    format!("opening the journal {}: {e}", self.path.display()),
-                )
-            },
+        crate::sys::open_shared(
+            OpenOptions::new().create(true).read(true).append(true),
+            &self.path,
         )
+        .map_err(|e| {
+            fault(
+                Exit::IoErr,
+                format!("opening the journal {}: {e}", self.path.display()),
+            )
+        })
     }
 
     /// Appends the entries of `outbox` that the journal does not have yet (by `id`, looked for
@@ -177,14 +179,20 @@ impl Journal {
                 })?;
             tail = String::from_utf8_lossy(&bytes).into_owned();
         }
+        // Only whole lines count: a line cut short by a crash may show the id of an entry
+        // whose record it lost.
+        let in_tail: std::collections::HashSet<String> = tail
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|entry| entry.get("id")?.as_str().map(str::to_string))
+            .collect();
         let last = std::fs::read_to_string(self.marker()).unwrap_or_default();
         let mut appended = 0;
         for entry in outbox {
             let Some(id) = entry.get("id").and_then(serde_json::Value::as_str) else {
                 continue;
             };
-            let journaled =
-                id == last || tail.contains(&format!("\"id\":{}", serde_json::Value::from(id)));
+            let journaled = id == last || in_tail.contains(id);
             if !journaled {
                 self.append_line(&crate::escape::json(entry.to_string()))?;
                 self.mark(id);
@@ -195,11 +203,18 @@ impl Journal {
     }
 
     fn append_line(&self, line: &str) -> anyhow::Result<()> {
-        let mut line = line.to_string();
-        line.push('\n');
         let mut file = self.open()?;
+        // A run killed in the middle of its write can leave a line cut short (Linux stops a
+        // write to a file at a page boundary when SIGKILL arrives): end that line first, so that
+        // it stays one unreadable line instead of swallowing this entry too.
+        let mut text = String::with_capacity(line.len() + 2);
+        if !ends_with_newline(&file) {
+            text.push('\n');
+        }
+        text.push_str(line);
+        text.push('\n');
         // One write of the whole line: appends from concurrent runs never interleave.
-        file.write_all(line.as_bytes())
+        file.write_all(text.as_bytes())
             .and_then(|()| file.sync_data())
             .map_err(|e| {
                 fault(
@@ -208,6 +223,15 @@ impl Journal {
                 )
             })
     }
+}
+
+/// Whether the file is empty or its last byte is a newline (what cannot be read counts as
+/// one: the line about to be written must not be held back by it).
+fn ends_with_newline(file: &std::fs::File) -> bool {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut last = [b'\n'];
+    len == 0 || file.read_at(&mut last, len - 1).is_err() || last[0] == b'\n'
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::support::{World, set};
 /// Whether alice holds web01, by the journal's last decision about it, the lease file's
 /// outbox included.
 fn journal_says(world: &World) -> bool {
-    let mut entries = world.journal();
+    let (mut entries, _) = world.journal_with_torn();
     let file: serde_json::Value = std::fs::read_to_string(world.state_dir().join("leases.json"))
         .map(|t| serde_json::from_str(&t).unwrap())
         .unwrap_or_default();
@@ -121,8 +121,10 @@ fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
         world.tagged(),
         if held { set(&["vm-42"]) } else { set(&[]) }
     );
-    // Every entry saved with the leases is in the journal now, once.
-    let journal = world.journal();
+    // Every entry saved with the leases is in the journal now, once; a line cut short by a
+    // kill stays a line of its own.
+    let (journal, torn) = world.journal_with_torn();
+    eprintln!("{} journal lines were cut short by a kill", torn.len());
     let mut ids: Vec<&str> = journal.iter().filter_map(|e| e["id"].as_str()).collect();
     let count = ids.len();
     ids.sort_unstable();
@@ -166,6 +168,38 @@ fn an_entry_saved_but_not_journaled_is_appended_by_the_next_run() {
     assert!(!run.stderr.contains("recovered"), "{}", run.stderr);
     assert_eq!(world.journal().len(), 3);
     assert!(!world.state_dir().join(".leases.json.99999.tmp").exists());
+}
+
+#[test]
+fn a_journal_line_cut_short_by_a_kill_swallows_no_entry() {
+    let world = World::new();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+    // As if the grant had been killed in the middle of its write: Linux ends a write to a file
+    // at a page boundary when SIGKILL arrives, so the line stops after its id.
+    let journal_path = world.state_dir().join("journal.jsonl");
+    let saved = std::fs::read_to_string(&journal_path).unwrap();
+    let cut = saved.find("\"ts\"").unwrap() + 3;
+    std::fs::write(&journal_path, &saved[..cut]).unwrap();
+    std::fs::remove_file(world.state_dir().join("journal.appended")).unwrap();
+    let run = otnsx(&world, &["grant", "--vm", "db01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("recovered 1 journal entries of an interrupted run"),
+        "the id on the cut line is no proof that the entry was journaled: {}",
+        run.stderr
+    );
+    let (entries, torn) = world.journal_with_torn();
+    assert_eq!(torn, [saved[..cut].to_string()]);
+    let vms: Vec<&str> = entries.iter().map(|e| e["vm"].as_str().unwrap()).collect();
+    assert_eq!(vms, ["web01", "db01"]);
+    let run = otnsx(&world, &["history", "--json"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("web01") && run.stdout.contains("db01"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

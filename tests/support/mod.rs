@@ -253,6 +253,26 @@ deny = ["vc*", "nsx*"]
             .collect()
     }
 
+    /// The journal's whole entries, and the lines that a run killed in its write cut short
+    /// (each must be the start of an entry, on a line of its own).
+    pub fn journal_with_torn(&self) -> (Vec<Value>, Vec<String>) {
+        let text = fs::read_to_string(self.state_dir().join("journal.jsonl")).unwrap_or_default();
+        let (mut entries, mut torn) = (Vec::new(), Vec::new());
+        for line in text.lines() {
+            match serde_json::from_str(line) {
+                Ok(entry) => entries.push(entry),
+                Err(_) => {
+                    assert!(
+                        line.starts_with("{\"id\":") && !line[1..].contains("{\"id\":"),
+                        "a journal line is neither an entry nor one cut short: {line:?}"
+                    );
+                    torn.push(line.to_string());
+                }
+            }
+        }
+        (entries, torn)
+    }
+
     /// The leases in the lease file (none if there is no file).
     pub fn leases(&self) -> Vec<Value> {
         match fs::read_to_string(self.state_dir().join("leases.json")) {
