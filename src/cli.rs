@@ -159,6 +159,23 @@ pub enum Configured {
         #[arg(long)]
         json: bool,
     },
+
+    /// The PostgreSQL state backend's schema, and moving a state directory into it
+    #[command(display_order = 8, subcommand)]
+    State(StateCommand),
+}
+
+/// `otnsx state ...`: for `[state] backend = "postgres"`.
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Create the tables, or bring them to this otnsx's schema version (idempotent)
+    Migrate,
+    /// Move a state directory's leases.json and journal.jsonl into the database
+    Import {
+        /// The state directory to read (it is left as it is)
+        #[arg(long, value_name = "DIR")]
+        from_file: std::path::PathBuf,
+    },
 }
 
 /// A ticket ID: digits only, 1 to 2^63-1.

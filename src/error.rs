@@ -20,7 +20,7 @@ pub enum Exit {
     DataErr = 65,
     /// A service was unreachable or kept failing.
     Unavailable = 69,
-    /// The state directory (lease file, lock, journal) could not be read or written. Closing
+    /// The state (lease file, lock, journal, or their database) could not be read or written. Closing
     /// was still carried out as far as NSX allowed; nothing was opened without its record.
     IoErr = 74,
     /// Try again later: the state lock was busy, or a service asked us to slow down.

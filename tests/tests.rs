@@ -5,6 +5,34 @@
 
 mod support;
 
+/// Makes each named test function (`fn name(world: World)`) a test twice: on the state
+/// directory (`file::name`) and on the PostgreSQL backend (`postgres::name`, skipped and said
+/// so when no server is configured; see `support/pg.rs`).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod file {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::support::World::new())
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let test = concat!(module_path!(), "::", stringify!($name));
+                    if let Some(world) = $crate::pg_world(test) {
+                        super::$name(world)
+                    }
+                }
+            )*
+        }
+    };
+}
+
 mod it {
     pub mod agent_rules;
     pub mod check;
@@ -37,6 +65,11 @@ mod it {
 use std::process::{Command, Output};
 
 use support::World;
+
+/// A world on the PostgreSQL backend (see [`World::on_postgres`]), `None` without a server.
+pub fn pg_world(test: &str) -> Option<World> {
+    World::on_postgres(test, std::path::Path::new(env!("CARGO_BIN_EXE_otnsx")))
+}
 
 /// What one run of otnsx did.
 #[derive(Debug)]

@@ -197,7 +197,23 @@ impl Run {
                 self.may_open(saving, decision, plan)
             }),
         };
-        Ok(self.record_changes(saving, backend, subject, decision, plans, applied))
+        let mut outcomes = self.record_changes(saving, backend, subject, decision, plans, applied);
+        if let Saving::To(_) = saving
+            && let Err(e) = self.store.commit()
+        {
+            // The database did not take the run's records: what this run opened has none.
+            self.recorder.state_problem(&e);
+            outcomes = outcomes
+                .into_iter()
+                .map(|outcome| match outcome.error {
+                    None if outcome.plan.change == TagChange::Attach => {
+                        self.undo_open(None, backend, subject, outcome)
+                    }
+                    _ => outcome,
+                })
+                .collect();
+        }
+        Ok(outcomes)
     }
 
     /// Why `plan`'s VM must not be opened now, if it must not: the decision holds it back, or
@@ -321,7 +337,8 @@ impl Run {
                 };
                 current.set(&id, previous);
                 let restored = current.all();
-                outcome = self.undo_open(lock, backend, subject, outcome, &entry, &restored);
+                let record = lock.map(|lock| (lock, &entry, restored.as_slice()));
+                outcome = self.undo_open(record, backend, subject, outcome);
             }
             outcomes.push(outcome);
         }
@@ -390,22 +407,21 @@ impl Run {
     }
 
     /// Access was opened but its record could not be made durable: detach again (verified),
-    /// put the VM's leases back (`restored`), and record both steps wherever they can go.
+    /// put the VM's leases back (`record`: under the lock, the entry of the opening and the
+    /// leases without it), and record both steps wherever they can go.
     fn undo_open(
         &self,
-        lock: Option<&StateLock>,
+        record: Option<(&StateLock, &Entry, &[Lease])>,
         backend: &dyn TagBackend,
         subject: &Subject,
         mut outcome: Outcome,
-        opened: &Entry,
-        restored: &[Lease],
     ) -> Outcome {
         let vm = outcome.plan.vm.clone();
         let undone = backend.detach(&vm);
         let mut entry = self.recorder.entry(subject, Action::Revoke, Some(&vm), "");
         entry.result = EntryResult::Failed;
         entry.cause = outcome.cause;
-        let why = "its record could not be written to the state directory";
+        let why = "its record could not be written to the state directory or database";
         match &undone {
             Ok(()) => {
                 entry.lost = outcome.gained();
@@ -424,7 +440,7 @@ impl Run {
                 outcome.error = Some(fault(Exit::IoErr, entry.detail.clone()));
             }
         }
-        if let (Some(lock), Ok(())) = (lock, &undone) {
+        if let (Some((lock, opened, restored)), Ok(())) = (record, &undone) {
             let outbox = [opened, &entry].map(|e| serde_json::to_value(e).unwrap_or_default());
             if let Err(e) = self.store.save(lock, restored, &outbox) {
                 self.recorder.state_problem(&e);

@@ -126,6 +126,10 @@ pub fn run(
         });
     }
 
+    if let Some(db) = &config.database {
+        database(&mut list, db, Deadline::after(share));
+    }
+
     match &config.otrs {
         None => list.warn(
             "help desk",
@@ -242,7 +246,7 @@ pub fn run(
         list.outcome("NSX verify_group", group, |found| found);
     }
     if let Some(tagged) = tagged {
-        let strangers = never_opened(&config.state_dir, &tagged);
+        let strangers = never_opened(&config, &tagged);
         if !strangers.is_empty() {
             list.warn(
                 "NSX tag",
@@ -339,20 +343,41 @@ fn shared(dir: &Path) -> anyhow::Result<String> {
 
 /// The VMs among `tagged` that have no lease here and that this otnsx's journal never shows
 /// opened: the sign of a second instance using the same tag.
-fn never_opened(state_dir: &Path, tagged: &[crate::domain::vm::VmRef]) -> Vec<String> {
-    let store = Store::open(state_dir);
+fn never_opened(config: &Config, tagged: &[crate::domain::vm::VmRef]) -> Vec<String> {
+    let db = config
+        .database
+        .as_ref()
+        .map(|db| crate::state::pg::Pg::new(db, Deadline::after(config.deadline)));
+    let store = Store::with_database(&config.state_dir, db);
     let leased: Vec<String> = store
         .load()
         .unwrap_or_default()
         .into_iter()
         .map(|l| l.key())
         .collect();
-    let journal = fs::read_to_string(store.journal_path()).unwrap_or_default();
+    let mut opened_lines: Vec<String> = Vec::new();
+    let keep = |line: &str, opened: &mut Vec<String>| {
+        if line.contains("\"gained\"") {
+            opened.push(line.to_string());
+        }
+    };
+    match store.database() {
+        Some(db) => {
+            let _ = db.journal_lines(|line| {
+                keep(line, &mut opened_lines);
+                Ok(())
+            });
+        }
+        None => {
+            let journal = fs::read_to_string(store.journal_path()).unwrap_or_default();
+            journal
+                .lines()
+                .for_each(|line| keep(line, &mut opened_lines));
+        }
+    }
     let opened = |id: &str| {
         let needle = format!("\"vm_id\":{}", serde_json::Value::from(id));
-        journal
-            .lines()
-            .any(|line| line.contains(&needle) && line.contains("\"gained\""))
+        opened_lines.iter().any(|line| line.contains(&needle))
     };
     let mut strangers: Vec<String> = tagged
         .iter()
@@ -362,6 +387,62 @@ fn never_opened(state_dir: &Path, tagged: &[crate::domain::vm::VmRef]) -> Vec<St
     strangers.sort();
     strangers.dedup();
     strangers
+}
+
+/// The state database: reachable and logged in to, at this otnsx's schema version, and the
+/// user granted what runs need.
+fn database(list: &mut Checklist, db: &crate::config::Database, deadline: Deadline) {
+    use crate::state::pg::{Pg, SCHEMA_VERSION};
+    let what = format!("state database {}", db.url);
+    let found = match Pg::new(db, deadline).inspect() {
+        Ok(found) => found,
+        Err(e) => return list.fail(&what, &format!("{e:#}")),
+    };
+    let tls = match (db.tls, &db.ca_file) {
+        (true, Some(ca)) => format!("TLS verified against {}", ca.display()),
+        (true, None) => "TLS verified against the system's CAs".into(),
+        (false, _) => "loopback, without TLS".into(),
+    };
+    list.pass(
+        &what,
+        &format!(
+            "logged in as {} (PostgreSQL {}, {tls})",
+            db.user, found.server
+        ),
+    );
+    let schema = format!("{what} schema");
+    match found.schema {
+        Some(SCHEMA_VERSION) => list.pass(&schema, &format!("version {SCHEMA_VERSION}")),
+        Some(v) if v > SCHEMA_VERSION => list.fail(
+            &schema,
+            &format!("version {v} is newer than this otnsx's {SCHEMA_VERSION}: upgrade otnsx on this node"),
+        ),
+        Some(v) => list.fail(
+            &schema,
+            &format!("version {v}, this otnsx needs {SCHEMA_VERSION}: run `otnsx state migrate`"),
+        ),
+        None => list.fail(
+            &schema,
+            "no otnsx tables: run `otnsx state migrate` as the database's owner",
+        ),
+    }
+    let grants = format!("{what} grants");
+    if found.missing.is_empty() {
+        list.pass(
+            &grants,
+            &format!("{} may read and write the leases and the journal", db.user),
+        );
+    } else {
+        list.fail(
+            &grants,
+            &format!(
+                "{} lacks {}: GRANT them TO {} as the tables' owner",
+                db.user,
+                found.missing.join(", "),
+                db.user
+            ),
+        );
+    }
 }
 
 /// The name of group `gid` from /etc/group, or the number.

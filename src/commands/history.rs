@@ -61,79 +61,53 @@ pub struct Filter<'a> {
 pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
     let now = run.clock.decides_at;
     let since = filter.since.map(|s| since(s, now)).transpose()?;
-    let path = run.store.journal_path();
-    let file = match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
-        Ok(f) => Some(f),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(fault(
-                Exit::IoErr,
-                format!("reading {}: {e}", path.display()),
-            ));
+    let mut book = Book::default();
+    let mut unreadable = 0usize;
+    let mut take = |line: &[u8]| match std::str::from_utf8(line)
+        .ok()
+        .and_then(|line| serde_json::from_str::<Entry>(line).ok())
+    {
+        Some(entry) => book.take(entry),
+        None => unreadable += 1, // a line cut short by a crash, or not ours
+    };
+    let source = match run.store.database() {
+        Some(db) => {
+            db.journal_lines(|line| {
+                take(line.as_bytes());
+                Ok(())
+            })?;
+            db.url().to_string()
+        }
+        None => {
+            let path = run.store.journal_path();
+            let file =
+                match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
+                    Ok(f) => Some(f),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => {
+                        return Err(fault(
+                            Exit::IoErr,
+                            format!("reading {}: {e}", path.display()),
+                        ));
+                    }
+                };
+            for line in file
+                .map(BufReader::new)
+                .into_iter()
+                .flat_map(|r| r.split(b'\n'))
+            {
+                let line = line
+                    .map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
+                take(&line);
+            }
+            path.display().to_string()
         }
     };
-    let mut periods: Vec<Period> = Vec::new();
-    let mut open: HashMap<(String, Holder), usize> = HashMap::new();
-    let mut events: Vec<Event> = Vec::new();
-    let mut unreadable = 0usize;
-    for line in file
-        .map(BufReader::new)
-        .into_iter()
-        .flat_map(|r| r.split(b'\n'))
-    {
-        let line =
-            line.map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
-        let Some(entry) = std::str::from_utf8(&line)
-            .ok()
-            .and_then(|line| serde_json::from_str::<Entry>(line).ok())
-        else {
-            unreadable += 1; // a line cut short by a crash, or not ours
-            continue;
-        };
-        let ts = entry.ts;
-        if matches!(entry.action, Action::Refused | Action::Error)
-            || entry.result == EntryResult::Failed
-        {
-            events.push(Event {
-                ts,
-                action: entry.action,
-                ticket_number: entry.ticket_number.clone(),
-                vm: entry.vm.clone(),
-                actor: entry.actor.clone(),
-                detail: entry.detail.clone(),
-            });
-        }
-        let Some(vm_id) = &entry.vm_id else { continue };
-        let target =
-            crate::domain::vm::target_key(vm_id, entry.profile.as_deref(), entry.agent.as_deref());
-        for holder in entry.lost {
-            if let Some(i) = open.remove(&(target.clone(), holder)) {
-                let period = &mut periods[i];
-                period.closed_at = Some(ts);
-                period.closed_by = Some(closed_by(entry.cause).into());
-                period.duration_seconds = ts.0 - period.opened_at.0;
-            }
-        }
-        for holder in entry.gained {
-            let key = (target.clone(), holder.clone());
-            if open.contains_key(&key) {
-                continue;
-            }
-            open.insert(key, periods.len());
-            periods.push(Period {
-                vm: entry.vm.clone().unwrap_or_default(),
-                vm_id: vm_id.clone(),
-                profile: entry.profile.clone(),
-                holder,
-                actor: entry.actor.clone(),
-                reason: entry.reason.clone(),
-                opened_at: ts,
-                closed_at: None,
-                closed_by: None,
-                duration_seconds: 0,
-            });
-        }
-    }
+    let Book {
+        mut periods,
+        mut events,
+        ..
+    } = book;
     for period in periods.iter_mut().filter(|p| p.closed_at.is_none()) {
         period.duration_seconds = now.0 - period.opened_at.0;
     }
@@ -150,10 +124,7 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
                 .is_none_or(|t| e.ticket_number.as_deref() == Some(t))
     });
     if unreadable > 0 {
-        errln!(
-            "otnsx: {}: {unreadable} unreadable lines skipped",
-            path.display()
-        );
+        errln!("otnsx: {source}: {unreadable} unreadable lines skipped");
     }
     if json {
         outln!(
@@ -164,6 +135,68 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
         outln!("{}", render(&periods, &events).trim_end_matches('\n'));
     }
     Ok(Exit::Ok)
+}
+
+/// The access periods and events of the entries taken so far, in journal order.
+#[derive(Default)]
+struct Book {
+    periods: Vec<Period>,
+    /// The periods still open, by target and holder.
+    open: HashMap<(String, Holder), usize>,
+    events: Vec<Event>,
+}
+
+impl Book {
+    fn take(&mut self, entry: Entry) {
+        let Book {
+            periods,
+            open,
+            events,
+        } = self;
+        let ts = entry.ts;
+        if matches!(entry.action, Action::Refused | Action::Error)
+            || entry.result == EntryResult::Failed
+        {
+            events.push(Event {
+                ts,
+                action: entry.action,
+                ticket_number: entry.ticket_number.clone(),
+                vm: entry.vm.clone(),
+                actor: entry.actor.clone(),
+                detail: entry.detail.clone(),
+            });
+        }
+        let Some(vm_id) = &entry.vm_id else { return };
+        let target =
+            crate::domain::vm::target_key(vm_id, entry.profile.as_deref(), entry.agent.as_deref());
+        for holder in entry.lost {
+            if let Some(i) = open.remove(&(target.clone(), holder)) {
+                let period = &mut periods[i];
+                period.closed_at = Some(ts);
+                period.closed_by = Some(closed_by(entry.cause).into());
+                period.duration_seconds = ts.0 - period.opened_at.0;
+            }
+        }
+        for holder in entry.gained {
+            let key = (target.clone(), holder.clone());
+            if open.contains_key(&key) {
+                return;
+            }
+            open.insert(key, periods.len());
+            periods.push(Period {
+                vm: entry.vm.clone().unwrap_or_default(),
+                vm_id: vm_id.clone(),
+                profile: entry.profile.clone(),
+                holder,
+                actor: entry.actor.clone(),
+                reason: entry.reason.clone(),
+                opened_at: ts,
+                closed_at: None,
+                closed_by: None,
+                duration_seconds: 0,
+            });
+        }
+    }
 }
 
 fn holds_ticket(holder: &Holder, wanted: &str) -> bool {

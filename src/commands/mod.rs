@@ -8,6 +8,7 @@ mod history;
 mod notes;
 mod reconcile;
 mod revoke;
+mod state;
 mod status;
 mod ticket;
 
@@ -108,21 +109,26 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
 fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Exit> {
     let path = config::locate(global.config.as_deref())?;
     let config = Config::load(&path)?;
-    let store = Store::open(&config.state_dir);
+    let deadline = Deadline::after(config.deadline);
+    let db = config
+        .database
+        .as_ref()
+        .map(|db| crate::state::pg::Pg::new(db, deadline));
+    let store = Store::with_database(&config.state_dir, db.clone());
     let syslog = config
         .log
         .syslog
         .then(|| Syslog::new(config.log.socket.clone(), config.log.facility));
     let clock = Clock::starting_at(clock()?);
     let recorder = Recorder::new(
-        Journal::new(store.journal_path()),
+        Journal::new(store.journal_path(), db),
         syslog,
         global.dry_run,
         clock,
         os_user(),
     );
     let run = Run {
-        deadline: Deadline::after(config.deadline),
+        deadline,
         store,
         config,
         verbose: global.verbose,
@@ -169,7 +175,16 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
             };
             history::run(&run, &filter, json)
         }
+        Configured::State(crate::cli::StateCommand::Migrate) => state::migrate(&run),
+        Configured::State(crate::cli::StateCommand::Import { from_file }) => {
+            state::import(&run, &from_file)
+        }
     };
+    // What the run staged and did not commit yet (a run that ended before its changes: its
+    // journal entries).
+    if let Err(e) = run.store.commit() {
+        run.recorder.state_problem(&e);
+    }
     // A state directory that failed is said by its own exit status, whatever else happened.
     if run.recorder.state_failed() {
         if let Err(e) = &exit {

@@ -120,10 +120,8 @@ fn start_afresh(run: &Run, lock: Option<&StateLock>) {
     }
     match run.store.set_aside(lock, run.clock.now()) {
         Ok(aside) => {
-            let text = format!(
-                "the unreadable lease file was moved to {}; otnsx starts with no leases",
-                aside.display()
-            );
+            let text =
+                format!("the unreadable leases were moved to {aside}; otnsx starts with no leases");
             run.recorder.record(&run.recorder.entry(
                 &Subject::new(Cause::Emergency),
                 Action::Warning,

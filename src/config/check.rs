@@ -167,8 +167,10 @@ impl Checker {
                 .as_deref()
                 .map_or_else(|| PathBuf::from("/dev/log"), |p| self.resolve(p)),
         };
+        let database = raw.state.as_ref().and_then(|s| self.state(s));
         Some(Config {
             log,
+            database,
             state_dir,
             deadline,
             otrs: otrs.flatten(),
@@ -177,6 +179,90 @@ impl Checker {
             policy,
             profiles,
             source,
+        })
+    }
+
+    /// `[state]`: `backend = "file"` (the default) or `"postgres"` with its database.
+    fn state(&mut self, raw: &super::raw::RawState) -> Option<Database> {
+        let backend = raw.backend.as_deref().unwrap_or("file");
+        let keys = [
+            ("url", raw.url.is_some()),
+            ("password", raw.password.is_some()),
+            ("password_file", raw.password_file.is_some()),
+            ("password_env", raw.password_env.is_some()),
+            ("password_command", raw.password_command.is_some()),
+            ("ca_file", raw.ca_file.is_some()),
+        ];
+        match backend {
+            "file" => {
+                for (key, _) in keys.iter().filter(|(_, given)| *given) {
+                    self.problem(
+                        &format!("state.{key}"),
+                        "only for backend = \"postgres\"; the file backend keeps the state in state_dir",
+                    );
+                }
+                return None;
+            }
+            "postgres" => {}
+            other => {
+                self.problem(
+                    "state.backend",
+                    format!("{other:?} is not a backend (\"file\" or \"postgres\")"),
+                );
+                return None;
+            }
+        }
+        let parsed = match raw.url.as_deref() {
+            None => {
+                self.problem(
+                    "state.url",
+                    "missing; e.g. postgres://otnsx@db.example.com/otnsx",
+                );
+                None
+            }
+            Some(url) => match super::url::check_database_url(url) {
+                Ok(parsed) => Some(parsed),
+                Err(why) => {
+                    self.problem("state.url", why);
+                    None
+                }
+            },
+        };
+        let ca_file = raw.ca_file.as_deref().map(|p| self.resolve(p));
+        if let Some(ca) = &ca_file
+            && !ca.is_file()
+        {
+            self.problem(
+                "state.ca_file",
+                format!("{} is not a readable file", ca.display()),
+            );
+        }
+        let endpoint = RawEndpoint {
+            url: raw.url.as_deref(),
+            user: parsed.as_ref().map(|p| p.user.as_str()),
+            password: raw.password.as_deref(),
+            password_file: raw.password_file.as_deref(),
+            password_env: raw.password_env.as_deref(),
+            password_command: raw.password_command.as_deref(),
+            ca_file: raw.ca_file.as_deref(),
+            tls_sha256: None,
+            insecure: None,
+            client_identity: false,
+        };
+        let password = self.password("state", &endpoint);
+        let (parsed, password) = (parsed?, password?);
+        if self.read_secrets {
+            crate::secrets::password(&parsed.user, password.expose());
+        }
+        Some(Database {
+            url: raw.url.clone().unwrap_or_default(),
+            tls: !parsed.loopback || ca_file.is_some(),
+            host: parsed.host,
+            port: parsed.port,
+            user: parsed.user,
+            dbname: parsed.dbname,
+            password,
+            ca_file,
         })
     }
 

@@ -52,6 +52,25 @@ pub struct Config {
     pub profiles: Vec<Profile>,
     /// `[source] mode = "agent"`: a firewall rule per agent instead of the tag.
     pub source: Option<AgentSource>,
+    /// `[state] backend = "postgres"`: the leases and the journal in this database (`None`:
+    /// in files in `state_dir`).
+    pub database: Option<Database>,
+}
+
+/// The PostgreSQL database that holds the leases and the journal.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// As configured, for messages (it carries no password).
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    pub password: Secret,
+    /// The CAs that may sign the server's certificate (`None`: the system's).
+    pub ca_file: Option<PathBuf>,
+    /// Whether the connection is TLS: always, except to a loopback address without `ca_file`.
+    pub tls: bool,
 }
 
 /// Per-agent rules: each opening is a distributed-firewall rule from the locking agent's

@@ -103,6 +103,19 @@ pub(super) struct RawSource {
     pub(super) desktop: Option<String>,
 }
 
+/// `[state]`: where the leases and the journal are kept.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub(super) backend: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) password: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) password_env: Option<String>,
+    pub(super) password_command: Option<Vec<String>>,
+    pub(super) ca_file: Option<PathBuf>,
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLog {
@@ -128,6 +141,7 @@ pub(super) struct RawConfig {
     pub(super) agents: std::collections::BTreeMap<String, Vec<String>>,
     #[serde(default)]
     pub(super) log: RawLog,
+    pub(super) state: Option<RawState>,
 }
 
 pub(super) struct RawEndpoint<'a> {

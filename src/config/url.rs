@@ -59,6 +59,95 @@ pub(super) fn check_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_string())
 }
 
+/// A database URL, taken apart.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct DatabaseUrl {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) user: String,
+    pub(super) dbname: String,
+    pub(super) loopback: bool,
+}
+
+/// Accepts `postgres://user@host[:port]/dbname` (or `postgresql://`): a user and a database
+/// named, no password (it comes from password_file and the like) and no parameters (TLS is
+/// decided by otnsx: always, but to a loopback address).
+pub(super) fn check_database_url(url: &str) -> Result<DatabaseUrl, String> {
+    let example = "like postgres://otnsx@db.example.com/otnsx";
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| format!("{url:?} is not a postgres:// URL {example}"))?;
+    if rest.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{url:?} must not carry parameters, a fragment or spaces (TLS is always verified; ca_file names the CA)"
+        ));
+    }
+    let (authority, dbname) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{url:?} names no database; write it {example}"))?;
+    let (user, hostport) = authority
+        .rsplit_once('@')
+        .ok_or_else(|| format!("{url:?} names no user; write it {example}"))?;
+    if user.contains(':') {
+        return Err("must not carry the password; use password_file".into());
+    }
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    };
+    if !valid(user) {
+        return Err(format!(
+            "user {user:?}: 1 to 63 of letters, digits, '_', '-' and '.'"
+        ));
+    }
+    if !valid(dbname) {
+        return Err(format!(
+            "database {dbname:?}: 1 to 63 of letters, digits, '_', '-' and '.'"
+        ));
+    }
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{url:?} has an unclosed [ in its host"))?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match hostport.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        },
+    };
+    if host.is_empty() || host.starts_with('/') {
+        return Err(format!(
+            "{url:?} has no host (a Unix socket is not supported: name the TCP address)"
+        ));
+    }
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+    {
+        return Err(format!("{url:?}: the host is not a host name or address"));
+    }
+    let port = match port {
+        None => 5432,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{url:?} has an invalid port"))?,
+    };
+    Ok(DatabaseUrl {
+        loopback: is_loopback(host),
+        host: host.to_string(),
+        port,
+        user: user.to_string(),
+        dbname: dbname.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +181,44 @@ mod tests {
         assert!(check_url("https://:443").is_err());
         assert!(check_url("https://a.example:").is_err());
         assert!(check_url("a.example").is_err());
+    }
+
+    #[test]
+    fn database_urls_are_checked() {
+        let url = check_database_url("postgres://otnsx@db.example.com/otnsx").unwrap();
+        assert_eq!(
+            url,
+            DatabaseUrl {
+                host: "db.example.com".into(),
+                port: 5432,
+                user: "otnsx".into(),
+                dbname: "otnsx".into(),
+                loopback: false
+            }
+        );
+        let url = check_database_url("postgresql://o@127.0.0.1:5433/state").unwrap();
+        assert!(url.loopback && url.port == 5433 && url.dbname == "state");
+        let url = check_database_url("postgres://o@[::1]:6000/s").unwrap();
+        assert!(url.loopback && url.host == "::1" && url.port == 6000);
+        assert!(
+            !check_database_url("postgres://o@127.evil.example/s")
+                .unwrap()
+                .loopback
+        );
+        for bad in [
+            "https://db.example.com/otnsx",
+            "postgres://db.example.com/otnsx",
+            "postgres://o:pw@db.example.com/otnsx",
+            "postgres://o@db.example.com",
+            "postgres://o@db.example.com/",
+            "postgres://o@db.example.com/otnsx?sslmode=disable",
+            "postgres://o@db.example.com:0/otnsx",
+            "postgres://o@db.example.com:99999/otnsx",
+            "postgres://o@/otnsx",
+            "postgres://o@%2Frun%2Fpostgresql/otnsx",
+            "postgres://o'x@db.example.com/otnsx",
+        ] {
+            assert!(check_database_url(bad).is_err(), "{bad}");
+        }
     }
 }

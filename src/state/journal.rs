@@ -107,14 +107,19 @@ impl Entry {
 
 pub struct Journal {
     path: PathBuf,
+    /// `[state] backend = "postgres"`: the entries go to its journal table instead.
+    db: Option<std::sync::Arc<super::pg::Pg>>,
 }
 
 impl Journal {
-    pub fn new(path: PathBuf) -> Self {
-        Journal { path }
+    pub fn new(path: PathBuf, db: Option<std::sync::Arc<super::pg::Pg>>) -> Self {
+        Journal { path, db }
     }
 
     pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
+        if let Some(db) = &self.db {
+            return db.append(entry);
+        }
         self.append_line(&entry.to_json())?;
         self.mark(&entry.id);
         Ok(())
@@ -141,6 +146,9 @@ impl Journal {
     /// Whether an entry could be appended now: the journal opens for appending. Checked before
     /// access is opened, so that a journal that cannot take the record opens nothing.
     pub fn check_writable(&self) -> anyhow::Result<()> {
+        if let Some(db) = &self.db {
+            return db.check_writable();
+        }
         self.open().map(drop)
     }
 

@@ -1,7 +1,9 @@
-//! The state directory: the leases under their lock, the audit journal, and syslog.
+//! The state: the leases under their lock and the audit journal, in the state directory or in
+//! PostgreSQL, and syslog.
 
 pub mod journal;
 pub mod memo;
+pub mod pg;
 pub mod recorder;
 pub mod store;
 pub mod syslog;

@@ -125,7 +125,7 @@ impl Lease {
 
     /// Whether the lease is one otnsx could have written: names, ids and texts within their
     /// limits, without control characters, and granted before it expires.
-    fn check(&self) -> Result<(), String> {
+    pub(super) fn check(&self) -> Result<(), String> {
         let fits = |text: &str, max: usize| {
             !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control)
         };
@@ -207,11 +207,14 @@ pub struct Store {
     dir: PathBuf,
     /// Why the directory could not be created, if it could not.
     problem: Option<String>,
+    /// `[state] backend = "postgres"`: the leases are there, not in `leases.json`.
+    db: Option<std::sync::Arc<super::pg::Pg>>,
 }
 
-/// Proof that the state lock is held; released when dropped.
+/// Proof that the state lock is held; the lock file's is released when dropped, the
+/// database's by the run's commit ([`Store::commit`]) or the connection's end.
 pub struct StateLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 /// A failure to read or write the state directory: exit 74.
@@ -244,7 +247,27 @@ impl Store {
         Store {
             dir: dir.to_path_buf(),
             problem,
+            db: None,
         }
+    }
+
+    /// The store of `dir` whose leases are in `db`, if it is given.
+    pub fn with_database(dir: &Path, db: Option<std::sync::Arc<super::pg::Pg>>) -> Store {
+        Store {
+            db,
+            ..Store::open(dir)
+        }
+    }
+
+    /// The database the leases are in, if they are in one.
+    pub fn database(&self) -> Option<&super::pg::Pg> {
+        self.db.as_deref()
+    }
+
+    /// Makes what the run saved durable: the database's transaction commits (and its lock is
+    /// released); the lease file's saves are durable each already.
+    pub fn commit(&self) -> anyhow::Result<()> {
+        self.db.as_ref().map_or(Ok(()), |db| db.commit())
     }
 
     #[cfg(test)]
@@ -287,6 +310,10 @@ impl Store {
     /// Takes the exclusive state lock, waiting at most until `deadline` (then exit 75). A lock
     /// file that cannot be opened (or is a symbolic link) is exit 74.
     pub fn lock(&self, deadline: Deadline) -> anyhow::Result<StateLock> {
+        if let Some(db) = &self.db {
+            db.lock(deadline)?;
+            return Ok(StateLock { _file: None });
+        }
         if let Some(problem) = &self.problem {
             return Err(io_fault(problem.clone()));
         }
@@ -301,7 +328,7 @@ impl Store {
             match file.try_lock() {
                 Ok(()) => {
                     self.remove_stale_temp_files();
-                    return Ok(StateLock { _file: file });
+                    return Ok(StateLock { _file: Some(file) });
                 }
                 Err(fs::TryLockError::WouldBlock) => {
                     if !deadline.sleep(pause) {
@@ -345,6 +372,9 @@ impl Store {
     /// otnsx wrote (garbage, empty, `null`, another format version, a lease that breaks the
     /// rules, a link) is an error of exit 74 that names the file and what to do.
     pub fn load_with_outbox(&self) -> anyhow::Result<(Vec<Lease>, Vec<serde_json::Value>)> {
+        if let Some(db) = &self.db {
+            return Ok((db.load()?, Vec::new()));
+        }
         if let Some(problem) = &self.problem {
             return Err(io_fault(problem.clone()));
         }
@@ -391,6 +421,9 @@ impl Store {
         leases: &[Lease],
         outbox: &[serde_json::Value],
     ) -> anyhow::Result<()> {
+        if let Some(db) = &self.db {
+            return db.save(leases, outbox);
+        }
         let path = self.leases_path();
         let temp = self
             .dir
@@ -416,9 +449,13 @@ impl Store {
         })
     }
 
-    /// Moves an unreadable lease file aside, to `leases.json.damaged-<time>`, and starts an
-    /// empty store. Returns where the old file went.
-    pub fn set_aside(&self, lock: &StateLock, now: Timestamp) -> anyhow::Result<PathBuf> {
+    /// Moves an unreadable lease file aside, to `leases.json.damaged-<time>` (the database's
+    /// rows to `otnsx_leases_aside`), and starts an empty store. Returns where the old leases
+    /// went.
+    pub fn set_aside(&self, lock: &StateLock, now: Timestamp) -> anyhow::Result<String> {
+        if let Some(db) = &self.db {
+            return db.set_aside();
+        }
         let stamp = now.to_string().replace(':', "");
         let aside = self.dir.join(format!("leases.json.damaged-{stamp}"));
         fs::rename(self.leases_path(), &aside).map_err(|e| {
@@ -429,7 +466,7 @@ impl Store {
             ))
         })?;
         self.save(lock, &[], &[])?;
-        Ok(aside)
+        Ok(aside.display().to_string())
     }
 }
 

@@ -8,9 +8,7 @@ use serde_json::json;
 use crate::otnsx;
 use crate::support::{World, set};
 
-#[test]
-fn sixteen_concurrent_events_end_consistent_with_the_tickets() {
-    let world = World::new();
+fn sixteen_concurrent_events_end_consistent_with_the_tickets(world: World) {
     // Eight tickets over three VMs; odd tickets end locked, even ones unlocked.
     let vms = ["web01", "db01", "app01"];
     let tickets: Vec<(u64, String)> = (10..18)
@@ -89,9 +87,7 @@ fn sixteen_concurrent_events_end_consistent_with_the_tickets() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
-fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases() {
-    let world = World::new();
+fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases(world: World) {
     let vms = ["web01", "db01", "app01", "cache01"];
     let tickets: Vec<(u64, String)> = (20..28)
         .map(|id| (id, format!("20261123100002{id}")))
@@ -155,3 +151,8 @@ fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases() {
     );
     assert_eq!(world.vcenter.open_sessions(), 0);
 }
+
+crate::on_both_backends!(
+    sixteen_concurrent_events_end_consistent_with_the_tickets,
+    thirty_two_mixed_invocations_end_with_nsx_matching_the_leases,
+);

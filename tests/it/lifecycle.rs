@@ -13,9 +13,7 @@ fn lock_at(world: &World, ticket: (u64, &str), now: &str) -> crate::Run {
     otnsx_at(world, now, &[ticket.1, &ticket.0.to_string()])
 }
 
-#[test]
-fn a_grant_expires_and_reconcile_closes_it() {
-    let world = World::new();
+fn a_grant_expires_and_reconcile_closes_it(world: World) {
     assert_eq!(
         otnsx_at(&world, T0, &["grant", "--vm", "db01", "--for", "30m"]).code,
         0
@@ -47,9 +45,7 @@ fn a_grant_expires_and_reconcile_closes_it() {
     assert_eq!(last["lost"], json!([{"kind": "user", "name": "alice"}]));
 }
 
-#[test]
-fn a_grant_on_a_held_vm_extends_it() {
-    let world = World::new();
+fn a_grant_on_a_held_vm_extends_it(world: World) {
     assert_eq!(
         otnsx_at(&world, T0, &["grant", "--vm", "db01", "--for", "30m"]).code,
         0
@@ -71,9 +67,7 @@ fn a_grant_on_a_held_vm_extends_it() {
     assert_eq!(world.tagged(), set(&["vm-43"]));
 }
 
-#[test]
-fn a_ticket_lease_expires_after_max_duration_and_the_ticket_is_told() {
-    let world = World::new();
+fn a_ticket_lease_expires_after_max_duration_and_the_ticket_is_told(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     let run = otnsx_at(&world, "2026-11-24T00:00:00Z", &["reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -101,9 +95,7 @@ fn a_ticket_lease_expires_after_max_duration_and_the_ticket_is_told() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
-fn a_missed_unlock_is_caught_by_reconcile() {
-    let world = World::new();
+fn a_missed_unlock_is_caught_by_reconcile(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     world.helpdesk.set_lock(T2.0, "unlock"); // the help desk never ran otnsx for it
     let run = otnsx_at(&world, "2026-11-23T16:05:00Z", &["reconcile"]);
@@ -130,9 +122,7 @@ fn a_missed_unlock_is_caught_by_reconcile() {
     assert_eq!(search.query_value("Limit").as_deref(), Some("10000"));
 }
 
-#[test]
-fn a_ticket_the_api_user_can_no_longer_see_counts_as_unlocked() {
-    let world = World::new();
+fn a_ticket_the_api_user_can_no_longer_see_counts_as_unlocked(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     world.helpdesk.update(T2.0, |t| t.readable = false);
     assert_eq!(
@@ -142,9 +132,7 @@ fn a_ticket_the_api_user_can_no_longer_see_counts_as_unlocked() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
-fn locked_tickets_survive_reconcile_untouched() {
-    let world = World::new();
+fn locked_tickets_survive_reconcile_untouched(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     assert_eq!(lock_at(&world, T3, T0).code, 0);
     let before = world.leases();
@@ -158,9 +146,7 @@ fn locked_tickets_survive_reconcile_untouched() {
     assert_eq!(world.helpdesk.requests().len(), requests + 1);
 }
 
-#[test]
-fn drift_is_repaired_both_ways() {
-    let world = World::new();
+fn drift_is_repaired_both_ways(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     world.nsx.attach_by_hand(TAG_ID, "vm-44"); // opened in NSX by hand
     world.nsx.detach_by_hand(TAG_ID, "vm-42"); // closed in NSX by hand, lease still live
@@ -196,9 +182,7 @@ fn drift_is_repaired_both_ways() {
     );
 }
 
-#[test]
-fn reconcile_dry_run_lists_and_changes_nothing() {
-    let world = World::new();
+fn reconcile_dry_run_lists_and_changes_nothing(world: World) {
     world.nsx.attach_by_hand(TAG_ID, "vm-44");
     let run = otnsx_at(&world, T0, &["--dry-run", "reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -212,9 +196,7 @@ fn reconcile_dry_run_lists_and_changes_nothing() {
     assert!(world.journal().is_empty());
 }
 
-#[test]
-fn reconcile_exits_1_when_something_cannot_be_repaired() {
-    let world = World::new();
+fn reconcile_exits_1_when_something_cannot_be_repaired(world: World) {
     world.nsx.attach_by_hand(TAG_ID, "vm-44");
     world.nsx.fail_changes(Some(500));
     let run = otnsx_at(&world, T0, &["reconcile"]);
@@ -226,9 +208,7 @@ fn reconcile_exits_1_when_something_cannot_be_repaired() {
     );
 }
 
-#[test]
-fn revoke_all_closes_everything_and_tells_every_ticket() {
-    let world = World::new();
+fn revoke_all_closes_everything_and_tells_every_ticket(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     world.helpdesk.update(T3.0, |t| t.vm_field = json!("db01"));
     assert_eq!(lock_at(&world, T3, T0).code, 0);
@@ -264,9 +244,7 @@ fn revoke_all_closes_everything_and_tells_every_ticket() {
     assert!(causes.iter().all(|c| c == "emergency"), "{causes:?}");
 }
 
-#[test]
-fn status_shows_leases_tags_and_drift() {
-    let world = World::new();
+fn status_shows_leases_tags_and_drift(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     assert_eq!(
         otnsx_at(
@@ -361,9 +339,7 @@ fn journal_entries_also_go_to_syslog() {
     );
 }
 
-#[test]
-fn status_shows_the_leases_even_when_nsx_is_down() {
-    let world = World::new();
+fn status_shows_the_leases_even_when_nsx_is_down(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
@@ -392,3 +368,18 @@ fn status_shows_the_leases_even_when_nsx_is_down() {
     assert!(report["nsx_error"].as_str().unwrap().contains("NSX"));
     assert_eq!(report["vms"][0]["tagged"], Value::Null);
 }
+
+crate::on_both_backends!(
+    a_grant_expires_and_reconcile_closes_it,
+    a_grant_on_a_held_vm_extends_it,
+    a_ticket_lease_expires_after_max_duration_and_the_ticket_is_told,
+    a_missed_unlock_is_caught_by_reconcile,
+    a_ticket_the_api_user_can_no_longer_see_counts_as_unlocked,
+    locked_tickets_survive_reconcile_untouched,
+    drift_is_repaired_both_ways,
+    reconcile_dry_run_lists_and_changes_nothing,
+    reconcile_exits_1_when_something_cannot_be_repaired,
+    revoke_all_closes_everything_and_tells_every_ticket,
+    status_shows_leases_tags_and_drift,
+    status_shows_the_leases_even_when_nsx_is_down,
+);

@@ -3,9 +3,7 @@
 use crate::support::{T2, World, set};
 use crate::{actions, lock, otnsx};
 
-#[test]
-fn grant_opens_for_a_while_and_revoke_closes() {
-    let world = World::new();
+fn grant_opens_for_a_while_and_revoke_closes(world: World) {
     let run = otnsx(
         &world,
         &[
@@ -49,9 +47,7 @@ fn seconds(t: &str) -> i64 {
     ((day * 24 + h) * 60 + m) * 60 + s
 }
 
-#[test]
-fn grant_without_for_uses_manual_duration() {
-    let world = World::new();
+fn grant_without_for_uses_manual_duration(world: World) {
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01", "db01"]).code, 0);
     let leases = world.leases();
     assert_eq!(leases.len(), 2);
@@ -63,9 +59,7 @@ fn grant_without_for_uses_manual_duration() {
     assert_eq!(world.tagged(), set(&["vm-42", "vm-43"]));
 }
 
-#[test]
-fn revoke_leaves_a_ticket_holding_the_vm_open_unless_forced() {
-    let world = World::new();
+fn revoke_leaves_a_ticket_holding_the_vm_open_unless_forced(world: World) {
     assert_eq!(lock(&world, T2).code, 0);
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
     let run = otnsx(&world, &["revoke", "--vm", "web01"]);
@@ -93,9 +87,7 @@ fn revoke_leaves_a_ticket_holding_the_vm_open_unless_forced() {
     );
 }
 
-#[test]
-fn revoke_closes_a_vm_tagged_by_hand() {
-    let world = World::new();
+fn revoke_closes_a_vm_tagged_by_hand(world: World) {
     world.nsx.attach_by_hand(crate::support::TAG_ID, "vm-43");
     let run = otnsx(&world, &["revoke", "--vm", "db01"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -103,9 +95,7 @@ fn revoke_closes_a_vm_tagged_by_hand() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
-fn grant_of_an_unknown_vm_exits_65() {
-    let world = World::new();
+fn grant_of_an_unknown_vm_exits_65(world: World) {
     let run = otnsx(&world, &["grant", "--vm", "nosuchvm"]);
     assert_eq!(run.code, 65, "{run:?}");
     assert!(world.leases().is_empty());
@@ -119,9 +109,7 @@ fn grant_of_an_unknown_vm_exits_65() {
     );
 }
 
-#[test]
-fn sudo_user_is_believed_only_under_sudo_as_root() {
-    let world = crate::support::World::new();
+fn sudo_user_is_believed_only_under_sudo_as_root(world: World) {
     let config = world.config_path();
     let config = config.to_str().unwrap();
     let root = crate::is_root();
@@ -148,3 +136,12 @@ fn sudo_user_is_believed_only_under_sudo_as_root() {
         .collect();
     assert!(holders.contains(&"bob".to_string()), "{holders:?}");
 }
+
+crate::on_both_backends!(
+    grant_opens_for_a_while_and_revoke_closes,
+    grant_without_for_uses_manual_duration,
+    revoke_leaves_a_ticket_holding_the_vm_open_unless_forced,
+    revoke_closes_a_vm_tagged_by_hand,
+    grant_of_an_unknown_vm_exits_65,
+    sudo_user_is_believed_only_under_sudo_as_root,
+);

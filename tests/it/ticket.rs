@@ -5,9 +5,7 @@ use serde_json::json;
 use crate::support::{T2, T3, World, set};
 use crate::{actions, event, lock, otnsx, unlock};
 
-#[test]
-fn lock_attaches_the_tag_and_unlock_detaches_it() {
-    let world = World::new();
+fn lock_attaches_the_tag_and_unlock_detaches_it(world: World) {
     let run = lock(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(world.tagged(), set(&["vm-42"]));
@@ -57,9 +55,7 @@ fn lock_attaches_the_tag_and_unlock_detaches_it() {
     );
 }
 
-#[test]
-fn the_help_desk_reads_the_ticket_through_a_session_and_its_fields() {
-    let world = World::new();
+fn the_help_desk_reads_the_ticket_through_a_session_and_its_fields(world: World) {
     lock(&world, T2);
     let lines: Vec<String> = world.helpdesk.requests().iter().map(|r| r.line()).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
@@ -77,9 +73,7 @@ fn the_help_desk_reads_the_ticket_through_a_session_and_its_fields() {
     assert!(lines.iter().all(|l| !l.contains("Password")));
 }
 
-#[test]
-fn a_duplicate_lock_event_attaches_once() {
-    let world = World::new();
+fn a_duplicate_lock_event_attaches_once(world: World) {
     assert_eq!(lock(&world, T2).code, 0);
     let run = event(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
@@ -94,9 +88,7 @@ fn a_duplicate_lock_event_attaches_once() {
     assert_eq!(actions(&world), ["grant", "noop"]);
 }
 
-#[test]
-fn two_tickets_on_one_vm_keep_it_open_until_both_unlock() {
-    let world = World::new();
+fn two_tickets_on_one_vm_keep_it_open_until_both_unlock(world: World) {
     assert_eq!(lock(&world, T2).code, 0);
     let run = lock(&world, T3);
     assert_eq!(run.code, 0);
@@ -129,9 +121,7 @@ fn two_tickets_on_one_vm_keep_it_open_until_both_unlock() {
     assert_eq!(actions(&world), ["grant", "grant", "revoke", "revoke"]);
 }
 
-#[test]
-fn unlock_closes_what_the_ticket_opened_even_if_the_field_was_edited() {
-    let world = World::new();
+fn unlock_closes_what_the_ticket_opened_even_if_the_field_was_edited(world: World) {
     assert_eq!(lock(&world, T2).code, 0);
     world.helpdesk.update(T2.0, |t| t.vm_field = json!("db01"));
     let run = unlock(&world, T2);
@@ -142,9 +132,7 @@ fn unlock_closes_what_the_ticket_opened_even_if_the_field_was_edited() {
     assert_eq!(world.vcenter.sessions_created(), 1);
 }
 
-#[test]
-fn a_relock_after_the_field_changed_follows_the_field() {
-    let world = World::new();
+fn a_relock_after_the_field_changed_follows_the_field(world: World) {
     assert_eq!(lock(&world, T2).code, 0);
     world.helpdesk.update(T2.0, |t| t.vm_field = json!("db01"));
     let run = event(&world, T2);
@@ -152,9 +140,7 @@ fn a_relock_after_the_field_changed_follows_the_field() {
     assert_eq!(world.tagged(), set(&["vm-43"]));
 }
 
-#[test]
-fn several_vms_in_one_field() {
-    let world = World::new();
+fn several_vms_in_one_field(world: World) {
     world.helpdesk.update(T2.0, |t| {
         t.vm_field = json!("web01, db01;app01\ncache01 web01")
     });
@@ -171,9 +157,7 @@ fn several_vms_in_one_field() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
-fn a_multiselect_field_names_vms_with_spaces() {
-    let world = World::new();
+fn a_multiselect_field_names_vms_with_spaces(world: World) {
     world
         .helpdesk
         .update(T2.0, |t| t.vm_field = json!(["Büro 01 & co", "db01"]));
@@ -193,9 +177,7 @@ fn a_multiselect_field_names_vms_with_spaces() {
     assert_eq!(lookups, ["names=B%C3%BCro%2001%20%26%20co", "names=db01"]);
 }
 
-#[test]
-fn an_empty_field_is_nothing_to_do() {
-    let world = World::new();
+fn an_empty_field_is_nothing_to_do(world: World) {
     world.helpdesk.update(T2.0, |t| t.vm_field = json!(null));
     let run = lock(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
@@ -220,9 +202,7 @@ fn an_empty_field_is_nothing_to_do() {
     );
 }
 
-#[test]
-fn an_unknown_vm_is_refused_with_exit_65() {
-    let world = World::new();
+fn an_unknown_vm_is_refused_with_exit_65(world: World) {
     world
         .helpdesk
         .update(T2.0, |t| t.vm_field = json!("nosuchvm"));
@@ -242,9 +222,7 @@ fn an_unknown_vm_is_refused_with_exit_65() {
     );
 }
 
-#[test]
-fn one_unknown_vm_among_several_opens_the_others_and_exits_1() {
-    let world = World::new();
+fn one_unknown_vm_among_several_opens_the_others_and_exits_1(world: World) {
     world
         .helpdesk
         .update(T2.0, |t| t.vm_field = json!("web01 nosuchvm"));
@@ -264,9 +242,7 @@ fn one_unknown_vm_among_several_opens_the_others_and_exits_1() {
     );
 }
 
-#[test]
-fn an_ambiguous_vm_name_is_refused_and_lists_the_candidates() {
-    let world = World::new();
+fn an_ambiguous_vm_name_is_refused_and_lists_the_candidates(world: World) {
     world.helpdesk.update(T2.0, |t| t.vm_field = json!("dup"));
     let run = lock(&world, T2);
     assert_eq!(run.code, 65, "{run:?}");
@@ -289,9 +265,7 @@ fn an_ambiguous_vm_name_is_refused_and_lists_the_candidates() {
     assert_eq!(world.tagged(), set(&["vm-51"]));
 }
 
-#[test]
-fn a_ticket_number_that_does_not_match_the_id_is_refused() {
-    let world = World::new();
+fn a_ticket_number_that_does_not_match_the_id_is_refused(world: World) {
     world.helpdesk.set_lock(T2.0, "lock");
     let run = otnsx(&world, &["2026112310000021", "2"]);
     assert_eq!(run.code, 65, "{run:?}");
@@ -308,9 +282,7 @@ fn a_ticket_number_that_does_not_match_the_id_is_refused() {
     assert_eq!(entry["ticket_id"], 2);
 }
 
-#[test]
-fn the_ticket_subcommand_works_with_and_without_the_number() {
-    let world = World::new();
+fn the_ticket_subcommand_works_with_and_without_the_number(world: World) {
     world.helpdesk.set_lock(T2.0, "lock");
     let run = otnsx(&world, &["ticket", "2"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -326,18 +298,14 @@ fn the_ticket_subcommand_works_with_and_without_the_number() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
-fn a_tmp_lock_counts_as_unlocked() {
-    let world = World::new();
+fn a_tmp_lock_counts_as_unlocked(world: World) {
     assert_eq!(lock(&world, T2).code, 0);
     world.helpdesk.set_lock(T2.0, "tmp_lock");
     assert_eq!(event(&world, T2).code, 0);
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
-fn help_desk_credentials_refused_exit_77() {
-    let world = World::new();
+fn help_desk_credentials_refused_exit_77(world: World) {
     world.helpdesk.set_password("otnsx", "changed");
     world.helpdesk.set_lock(T2.0, "lock");
     let run = event(&world, T2);
@@ -357,9 +325,7 @@ fn help_desk_credentials_refused_exit_77() {
     assert_eq!(world.journal()[0]["action"], "refused");
 }
 
-#[test]
-fn a_ticket_the_api_user_cannot_read_exits_65() {
-    let world = World::new();
+fn a_ticket_the_api_user_cannot_read_exits_65(world: World) {
     world.helpdesk.update(T2.0, |t| t.readable = false);
     let run = event(&world, T2);
     assert_eq!(run.code, 65, "{run:?}");
@@ -373,9 +339,7 @@ fn a_ticket_the_api_user_cannot_read_exits_65() {
     assert_eq!(run.code, 65, "{run:?}");
 }
 
-#[test]
-fn nsx_failing_to_attach_leaves_no_lease_and_exits_69() {
-    let world = World::new();
+fn nsx_failing_to_attach_leaves_no_lease_and_exits_69(world: World) {
     world.nsx.fail_changes(Some(500));
     let run = lock(&world, T2);
     assert_eq!(run.code, 69, "{run:?}");
@@ -404,9 +368,7 @@ fn nsx_failing_to_attach_leaves_no_lease_and_exits_69() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
-fn a_failed_detach_is_kept_and_retried_by_the_next_run() {
-    let world = World::new();
+fn a_failed_detach_is_kept_and_retried_by_the_next_run(world: World) {
     assert_eq!(lock(&world, T2).code, 0);
     world.nsx.fail_changes(Some(503));
     let run = unlock(&world, T2);
@@ -429,9 +391,7 @@ fn a_failed_detach_is_kept_and_retried_by_the_next_run() {
     assert_eq!(world.leases().len(), 1);
 }
 
-#[test]
-fn dry_run_changes_nothing() {
-    let world = World::new();
+fn dry_run_changes_nothing(world: World) {
     world.helpdesk.set_lock(T2.0, "lock");
     let run = otnsx(&world, &["--dry-run", T2.1, "2"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -478,9 +438,7 @@ fn a_vcenter_65_with_only_rest_works_with_api_auto() {
     );
 }
 
-#[test]
-fn vcenter_sessions_are_closed_on_failure_too() {
-    let world = World::new();
+fn vcenter_sessions_are_closed_on_failure_too(world: World) {
     world
         .helpdesk
         .update(T2.0, |t| t.vm_field = json!("nosuchvm dup"));
@@ -522,9 +480,7 @@ fn the_help_desk_session_is_kept_between_runs_and_renewed_when_it_expires() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
-fn the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set() {
-    let world = World::new();
+fn the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set(world: World) {
     // OTOBO's Ticket::OwnerResetOnUnlock: the unlocked ticket belongs to root@localhost.
     world.helpdesk.owner_reset_on_unlock(true);
     assert_eq!(lock(&world, T2).code, 0);
@@ -565,9 +521,7 @@ fn the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set(
     assert!(world.tagged().is_empty());
 }
 
-#[test]
-fn nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it() {
-    let world = World::new();
+fn nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it(world: World) {
     let memory = world.state_dir().join("nsx-v.tag");
     assert_eq!(lock(&world, T2).code, 0);
     let remembered = std::fs::read_to_string(&memory).unwrap();
@@ -616,3 +570,29 @@ fn nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it(
     let text = std::fs::read_to_string(&memory).unwrap();
     assert!(text.ends_with("securitytag-12\n"), "{text}");
 }
+
+crate::on_both_backends!(
+    lock_attaches_the_tag_and_unlock_detaches_it,
+    the_help_desk_reads_the_ticket_through_a_session_and_its_fields,
+    a_duplicate_lock_event_attaches_once,
+    two_tickets_on_one_vm_keep_it_open_until_both_unlock,
+    unlock_closes_what_the_ticket_opened_even_if_the_field_was_edited,
+    a_relock_after_the_field_changed_follows_the_field,
+    several_vms_in_one_field,
+    a_multiselect_field_names_vms_with_spaces,
+    an_empty_field_is_nothing_to_do,
+    an_unknown_vm_is_refused_with_exit_65,
+    one_unknown_vm_among_several_opens_the_others_and_exits_1,
+    an_ambiguous_vm_name_is_refused_and_lists_the_candidates,
+    a_ticket_number_that_does_not_match_the_id_is_refused,
+    the_ticket_subcommand_works_with_and_without_the_number,
+    a_tmp_lock_counts_as_unlocked,
+    help_desk_credentials_refused_exit_77,
+    a_ticket_the_api_user_cannot_read_exits_65,
+    nsx_failing_to_attach_leaves_no_lease_and_exits_69,
+    a_failed_detach_is_kept_and_retried_by_the_next_run,
+    dry_run_changes_nothing,
+    vcenter_sessions_are_closed_on_failure_too,
+    the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set,
+    nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it,
+);

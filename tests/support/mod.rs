@@ -7,6 +7,7 @@
 pub mod helpdesk;
 pub mod nsxt;
 pub mod nsxv;
+pub mod pg;
 pub mod server;
 pub mod tls;
 pub mod vcenter;
@@ -73,6 +74,9 @@ pub struct World {
     pub vcenter: FakeVcenter,
     pub nsx: FakeNsxV,
     pub nsxt: FakeNsxT,
+    /// The state backend's database, for a world on `[state] backend = "postgres"` (dropped
+    /// before `dir`, so that it can look at the state directory one last time).
+    pub db: Option<pg::TestDb>,
     pub dir: TempDir,
 }
 
@@ -90,6 +94,7 @@ impl World {
             vcenter: FakeVcenter::start(generation),
             nsx: FakeNsxV::start(),
             nsxt: FakeNsxT::start(),
+            db: None,
             dir: TempDir::new("world"),
         };
         for (id, name, folder) in [
@@ -145,8 +150,45 @@ impl World {
         world
     }
 
+    /// A world as [`World::new`] with its state in a database of its own (schema made by
+    /// `otnsx state migrate`), or `None`, said why, when no PostgreSQL server is configured.
+    /// `binary` is the otnsx to migrate with.
+    pub fn on_postgres(test: &str, binary: &Path) -> Option<Self> {
+        let db = pg::TestDb::create(test)?;
+        let mut world = World::new();
+        let path = world.dir.path().join("db.secret");
+        fs::write(&path, format!("{}\n", db.password)).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let mut db = db;
+        db.watch = Some(world.state_dir());
+        world.db = Some(db);
+        world.write_config(&world.config_text());
+        let out = std::process::Command::new(binary)
+            .arg("--config")
+            .arg(world.config_path())
+            .args(["state", "migrate"])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "state migrate: {out:?}");
+        Some(world)
+    }
+
+    /// The `[state]` section of this world's backend (none for the files).
+    pub fn state_section(&self) -> String {
+        match &self.db {
+            None => String::new(),
+            Some(db) => format!(
+                "\n[state]\nbackend = \"postgres\"\nurl = \"{}\"\npassword_file = \"{}/db.secret\"\n",
+                db.url,
+                self.dir.path().display()
+            ),
+        }
+    }
+
     pub fn config_text(&self) -> String {
         let dir = self.dir.path().display();
+        let state = self.state_section();
         format!(
             r#"state_dir = "{dir}/state"
 deadline = "10s"
@@ -175,7 +217,7 @@ max_duration = "8h"
 manual_duration = "1h"
 allow = ["*"]
 deny = ["vc*", "nsx*"]
-"#,
+{state}"#,
             otrs = self.helpdesk.url(),
             otrs_user = helpdesk::API_USER,
             vcenter = self.vcenter.url(),
@@ -246,6 +288,9 @@ deny = ["vc*", "nsx*"]
 
     /// The journal's entries.
     pub fn journal(&self) -> Vec<Value> {
+        if let Some(db) = &self.db {
+            return db.journal();
+        }
         fs::read_to_string(self.state_dir().join("journal.jsonl"))
             .unwrap_or_default()
             .lines()
@@ -256,6 +301,9 @@ deny = ["vc*", "nsx*"]
     /// The journal's whole entries, and the lines that a run killed in its write cut short
     /// (each must be the start of an entry, on a line of its own).
     pub fn journal_with_torn(&self) -> (Vec<Value>, Vec<String>) {
+        if let Some(db) = &self.db {
+            return (db.journal(), Vec::new());
+        }
         let text = fs::read_to_string(self.state_dir().join("journal.jsonl")).unwrap_or_default();
         let (mut entries, mut torn) = (Vec::new(), Vec::new());
         for line in text.lines() {
@@ -275,6 +323,9 @@ deny = ["vc*", "nsx*"]
 
     /// The leases in the lease file (none if there is no file).
     pub fn leases(&self) -> Vec<Value> {
+        if let Some(db) = &self.db {
+            return db.leases();
+        }
         match fs::read_to_string(self.state_dir().join("leases.json")) {
             Ok(text) => {
                 let file: Value = serde_json::from_str(&text).expect("the lease file is JSON");

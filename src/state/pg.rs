@@ -1,0 +1,799 @@
+//! The PostgreSQL state backend (`[state] backend = "postgres"`): the leases and the journal in
+//! tables of one database that every help-desk node shares.
+//!
+//! A run that may change leases holds one transaction from its state lock to its commit. The
+//! transaction-level advisory lock taken first (`pg_advisory_xact_lock`) serialises the whole
+//! read-change-write of every run on every node, as the lock file does for one node, and is
+//! released by the commit, a rollback, or the connection's end (a killed otnsx, a restarted
+//! server): it can never be left behind. The leases and journal rows a run writes wait in
+//! memory and go with the `COMMIT`, in one round trip: they commit together or not at all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, SimpleQueryMessage};
+
+use crate::config::Database;
+use crate::deadline::Deadline;
+use crate::error::{Exit, fault};
+use crate::state::journal::Entry;
+use crate::state::store::{Holder, Lease};
+use crate::sync::lock;
+
+/// The schema this otnsx reads and writes. `otnsx state migrate` brings a database to it.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The advisory lock every run's transaction takes: "otnsx" in ASCII.
+const LOCK_KEY: i64 = 0x006f_746e_7378;
+
+/// The schema, step by step: entry `n` brings version `n` to `n + 1`. Never edit a step that
+/// was released; add one.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE otnsx_leases (
+    target text NOT NULL,
+    holder text NOT NULL,
+    granted_at bigint NOT NULL,
+    lease text NOT NULL,
+    PRIMARY KEY (target, holder)
+);
+CREATE TABLE otnsx_leases_aside (
+    set_aside_at timestamptz NOT NULL DEFAULT now(),
+    target text NOT NULL,
+    holder text NOT NULL,
+    lease text NOT NULL
+);
+CREATE TABLE otnsx_journal (
+    seq bigserial PRIMARY KEY,
+    id text NOT NULL UNIQUE,
+    ts bigint NOT NULL,
+    vm text,
+    vm_id text,
+    ticket_number text,
+    entry text NOT NULL
+);
+CREATE INDEX otnsx_journal_ts ON otnsx_journal (ts);
+CREATE INDEX otnsx_journal_vm ON otnsx_journal (vm);
+CREATE INDEX otnsx_journal_vm_id ON otnsx_journal (vm_id);
+CREATE INDEX otnsx_journal_ticket ON otnsx_journal (ticket_number);
+"];
+
+/// What the database user needs on each table for a run, as `check` verifies it.
+pub const GRANTS: &[(&str, &[&str])] = &[
+    ("otnsx_schema", &["SELECT"]),
+    ("otnsx_leases", &["SELECT", "INSERT", "UPDATE", "DELETE"]),
+    ("otnsx_leases_aside", &["INSERT"]),
+    ("otnsx_journal", &["SELECT", "INSERT"]),
+];
+
+/// The run's transaction: what the database has under the lock, and what waits for the commit.
+struct Tx {
+    /// The leases by (target, holder), as JSON, as they are once the pending statements run.
+    rows: BTreeMap<(String, String), String>,
+    /// Why the leases read under the lock are not to be trusted, if they are not.
+    damaged: Option<String>,
+    /// The statements that go with the `COMMIT`.
+    pending: Vec<String>,
+    /// The journal lines among them, said on stderr if the commit fails.
+    lines: Vec<String>,
+    /// The ids of the journal entries among them.
+    ids: HashSet<String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    client: Option<Client>,
+    tx: Option<Tx>,
+}
+
+pub struct Pg {
+    db: Database,
+    deadline: Deadline,
+    inner: Mutex<Inner>,
+}
+
+/// The database's text for `text`: a standard string literal (the connection sets
+/// `standard_conforming_strings`, so only quotes are doubled). A NUL, which no PostgreSQL
+/// text may hold, becomes U+FFFD.
+fn literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\0' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+fn nullable(text: Option<&str>) -> String {
+    text.map_or_else(|| "NULL".into(), literal)
+}
+
+/// A lease's holder as the key column has it.
+fn holder_key(holder: &Holder) -> String {
+    serde_json::to_string(holder).unwrap_or_default()
+}
+
+/// The statement that journals `entry` (once: an id the table has is left alone).
+fn insert_entry(entry: &Entry, line: &str) -> String {
+    format!(
+        "INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, entry) VALUES ({}, {}, {}, {}, {}, {}) ON CONFLICT (id) DO NOTHING",
+        literal(&entry.id),
+        entry.ts.0,
+        nullable(entry.vm.as_deref()),
+        nullable(entry.vm_id.as_deref()),
+        nullable(entry.ticket_number.as_deref()),
+        literal(line)
+    )
+}
+
+/// The rows of each statement of a simple query, in order.
+fn results(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>>> {
+    let mut out = vec![Vec::new()];
+    for message in messages {
+        match message {
+            SimpleQueryMessage::Row(row) => {
+                let values = (0..row.len()).map(|i| row.get(i).map(str::to_string));
+                if let Some(last) = out.last_mut() {
+                    last.push(values.collect());
+                }
+            }
+            SimpleQueryMessage::CommandComplete(_) => out.push(Vec::new()),
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Pg {
+    pub fn new(db: &Database, deadline: Deadline) -> Arc<Pg> {
+        Arc::new(Pg {
+            db: db.clone(),
+            deadline,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    /// `postgres://otnsx@db.example.com/otnsx`, for messages.
+    pub fn url(&self) -> &str {
+        &self.db.url
+    }
+
+    /// A database failure in words that name the database and, where there is one, the fix.
+    /// Most are exit 74 (the state cannot be read or written); a lock that stayed busy and the
+    /// deadline are 75.
+    fn error(&self, what: &str, e: &postgres::Error) -> anyhow::Error {
+        let url = &self.db.url;
+        let user = &self.db.user;
+        let Some(db) = e.as_db_error() else {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            return fault(Exit::IoErr, format!("database {url}: {what}: {text}"));
+        };
+        let code = db.code();
+        let message = db.message();
+        let (exit, hint) = if *code == SqlState::LOCK_NOT_AVAILABLE {
+            return fault(
+                Exit::TempFail,
+                format!(
+                    "the state lock in database {url} stayed busy until the deadline; another otnsx (on this node or another) is still running"
+                ),
+            );
+        } else if *code == SqlState::QUERY_CANCELED {
+            (
+                Exit::TempFail,
+                "the run's deadline passed while the database worked".to_string(),
+            )
+        } else if *code == SqlState::UNDEFINED_TABLE {
+            (
+                Exit::IoErr,
+                "the database has no otnsx schema: run `otnsx state migrate` as the database's owner".into(),
+            )
+        } else if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+            (
+                Exit::IoErr,
+                format!(
+                    "user {user} lacks a grant; `otnsx check` lists what it needs (GRANT SELECT, INSERT, UPDATE, DELETE ON otnsx_leases ...)"
+                ),
+            )
+        } else if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            (
+                Exit::IoErr,
+                format!(
+                    "the database refused user {user}: check state.password_file and the server's pg_hba.conf"
+                ),
+            )
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            (
+                Exit::IoErr,
+                format!(
+                    "database {:?} does not exist: create it (see the README)",
+                    self.db.dbname
+                ),
+            )
+        } else {
+            (Exit::IoErr, format!("SQLSTATE {}", code.code()))
+        };
+        fault(exit, format!("database {url}: {what}: {message} ({hint})"))
+    }
+
+    /// The connection, made now if there is none (or it was lost).
+    fn client<'a>(&self, inner: &'a mut Inner) -> anyhow::Result<&'a mut Client> {
+        if inner.client.as_ref().is_some_and(Client::is_closed) {
+            inner.client = None;
+        }
+        if inner.client.is_none() {
+            inner.client = Some(self.connect()?);
+        }
+        Ok(inner.client.as_mut().expect("connected just now"))
+    }
+
+    fn connect(&self) -> anyhow::Result<Client> {
+        let remaining = self.deadline.remaining().max(Duration::from_millis(1));
+        let mut config = postgres::Config::new();
+        config
+            .host(&self.db.host)
+            .port(self.db.port)
+            .user(&self.db.user)
+            .dbname(&self.db.dbname)
+            .password(self.db.password.expose())
+            .application_name("otnsx")
+            // Literals are written for standard strings; a role or database that turned them
+            // off must not change what a quote means.
+            .options("-c standard_conforming_strings=on")
+            .connect_timeout(remaining)
+            // A server that stops answering ends the run at its deadline, not later.
+            .tcp_user_timeout(remaining)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5));
+        let connected = if self.db.tls {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                self.tls_config()?,
+            ))
+        } else {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+            config.connect(postgres::NoTls)
+        };
+        connected.map_err(|e| self.error("connecting", &e))
+    }
+
+    /// TLS as for the other services: the server's certificate verified against ca_file, or
+    /// the system's trust store, and its name against the URL's host.
+    fn tls_config(&self) -> anyhow::Result<rustls::ClientConfig> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| fault(Exit::Config, format!("TLS set-up: {e}")))?;
+        let config = match &self.db.ca_file {
+            Some(path) => {
+                let unreadable = |why: String| {
+                    fault(
+                        Exit::Config,
+                        format!("state.ca_file {}: {why}", path.display()),
+                    )
+                };
+                let mut roots = rustls::RootCertStore::empty();
+                let certs =
+                    CertificateDer::pem_file_iter(path).map_err(|e| unreadable(e.to_string()))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| unreadable(e.to_string()))?;
+                    roots.add(cert).map_err(|e| unreadable(e.to_string()))?;
+                }
+                if roots.is_empty() {
+                    return Err(unreadable("holds no PEM certificate".into()));
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            None => {
+                use rustls_platform_verifier::BuilderVerifierExt;
+                builder
+                    .with_platform_verifier()
+                    .map_err(|e| fault(Exit::Config, format!("TLS set-up: {e}")))?
+                    .with_no_client_auth()
+            }
+        };
+        Ok(config)
+    }
+
+    /// Begins the run's transaction: waits for the state lock until `deadline` (then exit 75),
+    /// checks the schema version and reads the leases, in one round trip. Taken once a run.
+    pub fn lock(&self, deadline: Deadline) -> anyhow::Result<()> {
+        let mut inner = lock(&self.inner);
+        if inner.tx.is_some() {
+            return Ok(());
+        }
+        let wait = deadline.remaining().as_millis().max(1);
+        let sql = format!(
+            "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
+        );
+        let client = self.client(&mut inner)?;
+        let read = client.simple_query(&sql);
+        let results = match read {
+            Ok(messages) => results(messages),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK");
+                return Err(self.error("taking the state lock", &e));
+            }
+        };
+        let (version, rows) = (results.get(4), results.get(5));
+        if let Err(e) = self.check_version(version) {
+            let _ = client.batch_execute("ROLLBACK");
+            return Err(e);
+        }
+        let mut tx = Tx {
+            rows: BTreeMap::new(),
+            damaged: None,
+            pending: Vec::new(),
+            lines: Vec::new(),
+            ids: HashSet::new(),
+        };
+        match self.parse(rows.map_or(&[][..], Vec::as_slice)) {
+            Ok(leases) => {
+                for lease in leases {
+                    let json = serde_json::to_string(&lease).unwrap_or_default();
+                    tx.rows
+                        .insert((lease.key(), holder_key(&lease.holder)), json);
+                }
+            }
+            Err(why) => tx.damaged = Some(why),
+        }
+        inner.tx = Some(tx);
+        Ok(())
+    }
+
+    fn check_version(&self, rows: Option<&Vec<Vec<Option<String>>>>) -> anyhow::Result<()> {
+        let found = rows
+            .and_then(|r| r.first())
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse::<i64>().ok());
+        let url = &self.db.url;
+        match found {
+            Some(SCHEMA_VERSION) => Ok(()),
+            Some(v) if v > SCHEMA_VERSION => Err(fault(
+                Exit::IoErr,
+                format!(
+                    "database {url} has schema version {v}, newer than this otnsx's {SCHEMA_VERSION}: upgrade otnsx on this node"
+                ),
+            )),
+            Some(v) => Err(fault(
+                Exit::IoErr,
+                format!(
+                    "database {url} has schema version {v}, this otnsx needs {SCHEMA_VERSION}: run `otnsx state migrate`"
+                ),
+            )),
+            None => Err(fault(
+                Exit::IoErr,
+                format!("database {url} has no otnsx schema version: run `otnsx state migrate`"),
+            )),
+        }
+    }
+
+    /// The leases of the rows `target, holder, lease`; what is wrong with the first row that
+    /// otnsx could not have written, if one is.
+    fn parse(&self, rows: &[Vec<Option<String>>]) -> Result<Vec<Lease>, String> {
+        let mut leases = Vec::with_capacity(rows.len());
+        for row in rows {
+            let [Some(target), Some(holder), Some(text)] = row.as_slice() else {
+                return Err("a row of otnsx_leases has empty columns".into());
+            };
+            let damaged = |why: String| {
+                format!(
+                    "the lease of {} on {} in otnsx_leases of {} is damaged ({why}); it was left as it is. `otnsx revoke --all` closes every VM and starts afresh (setting the rows aside in otnsx_leases_aside)",
+                    crate::escape::shorten(holder),
+                    crate::escape::shorten(target),
+                    self.db.url
+                )
+            };
+            let lease: Lease =
+                serde_json::from_str(text).map_err(|e| damaged(format!("not a lease: {e}")))?;
+            lease.check().map_err(damaged)?;
+            if lease.key() != *target || holder_key(&lease.holder) != *holder {
+                return Err(damaged("its key columns do not match the lease".into()));
+            }
+            leases.push(lease);
+        }
+        Ok(leases)
+    }
+
+    /// The leases: as read under the lock when this run holds it, else read now.
+    pub fn load(&self) -> anyhow::Result<Vec<Lease>> {
+        let mut inner = lock(&self.inner);
+        if let Some(tx) = &inner.tx {
+            if let Some(why) = &tx.damaged {
+                return Err(fault(Exit::IoErr, why.clone()));
+            }
+            return tx
+                .rows
+                .values()
+                .map(|json| {
+                    serde_json::from_str(json).map_err(|e| fault(Exit::IoErr, e.to_string()))
+                })
+                .collect();
+        }
+        let client = self.client(&mut inner)?;
+        let messages = client
+            .simple_query("SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder")
+            .map_err(|e| self.error("reading the leases", &e))?;
+        let results = results(messages);
+        self.check_version(results.first())?;
+        self.parse(results.get(1).map_or(&[][..], Vec::as_slice))
+            .map_err(|why| fault(Exit::IoErr, why))
+    }
+
+    fn tx<'a>(&self, inner: &'a mut Inner) -> anyhow::Result<&'a mut Tx> {
+        inner.tx.as_mut().ok_or_else(|| {
+            fault(
+                Exit::IoErr,
+                format!(
+                    "database {}: the run's transaction has ended; nothing more can be written in it",
+                    self.db.url
+                ),
+            )
+        })
+    }
+
+    /// Makes `leases` the leases, with the journal entries that record the change; both go
+    /// with the run's commit. Only the rows that change are written.
+    pub fn save(&self, leases: &[Lease], outbox: &[serde_json::Value]) -> anyhow::Result<()> {
+        let mut inner = lock(&self.inner);
+        let tx = self.tx(&mut inner)?;
+        let mut rows = BTreeMap::new();
+        for lease in leases {
+            let json =
+                serde_json::to_string(lease).map_err(|e| fault(Exit::IoErr, e.to_string()))?;
+            let key = (lease.key(), holder_key(&lease.holder));
+            if tx.rows.get(&key) != Some(&json) {
+                tx.pending.push(format!(
+                    "INSERT INTO otnsx_leases (target, holder, granted_at, lease) VALUES ({}, {}, {}, {}) ON CONFLICT (target, holder) DO UPDATE SET granted_at = EXCLUDED.granted_at, lease = EXCLUDED.lease",
+                    literal(&key.0),
+                    literal(&key.1),
+                    lease.granted_at.0,
+                    literal(&json)
+                ));
+            }
+            rows.insert(key, json);
+        }
+        for (target, holder) in tx.rows.keys().filter(|k| !rows.contains_key(*k)) {
+            tx.pending.push(format!(
+                "DELETE FROM otnsx_leases WHERE target = {} AND holder = {}",
+                literal(target),
+                literal(holder)
+            ));
+        }
+        tx.rows = rows;
+        tx.damaged = None;
+        for value in outbox {
+            let entry: Entry = serde_json::from_value(value.clone())
+                .map_err(|e| fault(Exit::IoErr, format!("a journal entry: {e}")))?;
+            stage(tx, &entry);
+        }
+        Ok(())
+    }
+
+    /// Moves every lease row to otnsx_leases_aside (with the commit) and starts with none.
+    pub fn set_aside(&self) -> anyhow::Result<String> {
+        let mut inner = lock(&self.inner);
+        let tx = self.tx(&mut inner)?;
+        tx.pending.push(
+            "INSERT INTO otnsx_leases_aside (target, holder, lease) SELECT target, holder, lease FROM otnsx_leases; DELETE FROM otnsx_leases".into(),
+        );
+        tx.rows.clear();
+        tx.damaged = None;
+        Ok(format!("otnsx_leases_aside in {}", self.db.url))
+    }
+
+    /// Journals `entry`: with the run's commit while it holds the lock (once, if its lease
+    /// change staged it already), at once otherwise.
+    pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
+        let mut inner = lock(&self.inner);
+        if let Some(tx) = &mut inner.tx {
+            if !tx.ids.contains(&entry.id) {
+                stage(tx, entry);
+            }
+            return Ok(());
+        }
+        let sql = insert_entry(entry, &entry.to_json());
+        let client = self.client(&mut inner)?;
+        client
+            .batch_execute(&sql)
+            .map_err(|e| self.error("journaling", &e))
+    }
+
+    /// Whether what is staged now can still commit: the run holds its transaction on a live
+    /// connection. Asked before access is opened.
+    pub fn check_writable(&self) -> anyhow::Result<()> {
+        let mut inner = lock(&self.inner);
+        let closed = inner.client.as_ref().is_none_or(Client::is_closed);
+        self.tx(&mut inner)?;
+        if closed {
+            return Err(fault(
+                Exit::IoErr,
+                format!("database {}: the connection was lost", self.db.url),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Commits the run's transaction, with everything staged, in one round trip; the state
+    /// lock is released. When it fails, nothing of it is in the database: the journal lines
+    /// it held go to stderr, and the error says so.
+    pub fn commit(&self) -> anyhow::Result<()> {
+        let mut inner = lock(&self.inner);
+        let Some(tx) = inner.tx.take() else {
+            return Ok(());
+        };
+        let mut sql = tx.pending.join(";\n");
+        if !sql.is_empty() {
+            sql.push_str(";\n");
+        }
+        sql.push_str("COMMIT");
+        let failed = match inner.client.as_mut() {
+            None => None,
+            Some(client) => match client.batch_execute(&sql) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK");
+                    Some(e)
+                }
+            },
+        };
+        for line in &tx.lines {
+            errln!("{line}");
+        }
+        let what = "committing the run's leases and journal (its journal lines are on stderr)";
+        Err(match failed {
+            Some(e) => self.error(what, &e),
+            None => fault(
+                Exit::IoErr,
+                format!("database {}: {what}: not connected", self.db.url),
+            ),
+        })
+    }
+
+    /// Feeds every journal entry, oldest first, to `each`, as the JSON line it was.
+    pub fn journal_lines(
+        &self,
+        mut each: impl FnMut(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut inner = lock(&self.inner);
+        let client = self.client(&mut inner)?;
+        let mut rows = client
+            .query_raw(
+                "SELECT entry FROM otnsx_journal ORDER BY seq",
+                std::iter::empty::<&str>(),
+            )
+            .map_err(|e| self.error("reading the journal", &e))?;
+        use postgres::fallible_iterator::FallibleIterator;
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| self.error("reading the journal", &e))?
+        {
+            let line: &str = row
+                .try_get(0)
+                .map_err(|e| self.error("reading the journal", &e))?;
+            each(line)?;
+        }
+        Ok(())
+    }
+
+    /// Creates or brings the schema to [`SCHEMA_VERSION`], under the state lock, in one
+    /// transaction. Returns the versions before and after.
+    pub fn migrate(&self) -> anyhow::Result<(i64, i64)> {
+        let mut inner = lock(&self.inner);
+        let wait = self.deadline.remaining().as_millis().max(1);
+        let client = self.client(&mut inner)?;
+        let mut tx = client
+            .transaction()
+            .map_err(|e| self.error("migrating", &e))?;
+        let found = tx
+            .simple_query(&format!(
+                "SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); CREATE TABLE IF NOT EXISTS otnsx_schema (version bigint PRIMARY KEY, migrated_at timestamptz NOT NULL DEFAULT now()); SELECT coalesce(max(version), 0) FROM otnsx_schema"
+            ))
+            .map_err(|e| self.error("migrating", &e))?;
+        let from = results(found)
+            .get(3)
+            .and_then(|r| r.first())
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        if from > SCHEMA_VERSION {
+            return Err(fault(
+                Exit::IoErr,
+                format!(
+                    "database {} has schema version {from}, newer than this otnsx's {SCHEMA_VERSION}: upgrade otnsx",
+                    self.db.url
+                ),
+            ));
+        }
+        for (step, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            tx.batch_execute(sql)
+                .and_then(|()| {
+                    tx.batch_execute(&format!(
+                        "INSERT INTO otnsx_schema (version) VALUES ({})",
+                        step + 1
+                    ))
+                })
+                .map_err(|e| self.error(&format!("migrating to version {}", step + 1), &e))?;
+        }
+        tx.commit().map_err(|e| self.error("migrating", &e))?;
+        Ok((from, SCHEMA_VERSION))
+    }
+
+    /// Puts a state directory's leases and journal entries in, as one transaction under the
+    /// state lock. The leases must be all the database has, or it must have none: two states
+    /// are never mixed. An entry the journal table has already (by id) is left alone, so that
+    /// importing twice adds nothing. Returns how many leases and entries were added.
+    pub fn import(&self, leases: &[Lease], entries: &mut [Entry]) -> anyhow::Result<(u64, u64)> {
+        let mut inner = lock(&self.inner);
+        let wait = self.deadline.remaining().as_millis().max(1);
+        let client = self.client(&mut inner)?;
+        let failed = |e: postgres::Error| self.error("importing", &e);
+        let mut tx = client.transaction().map_err(failed)?;
+        let read = tx
+            .simple_query(&format!(
+                "SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases; SELECT count(*) FROM otnsx_journal"
+            ))
+            .map_err(failed)?;
+        let read = results(read);
+        self.check_version(read.get(2))?;
+        let present = self
+            .parse(read.get(3).map_or(&[][..], Vec::as_slice))
+            .map_err(|why| fault(Exit::IoErr, why))?;
+        let count = |rows: Option<&Vec<Vec<Option<String>>>>| {
+            rows.and_then(|r| r.first())
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let journal_before = count(read.get(4));
+        if let Some(other) = present.iter().find(|p| !leases.contains(p)) {
+            return Err(fault(
+                Exit::DataErr,
+                format!(
+                    "database {} already holds leases the directory does not (the lease of {} on {}, and maybe more): importing would mix two states; import into an empty database",
+                    self.db.url, other.holder, other.vm
+                ),
+            ));
+        }
+        let mut statements: Vec<String> = leases
+            .iter()
+            .filter(|l| !present.contains(l))
+            .map(import_lease)
+            .collect();
+        let added_leases = statements.len() as u64;
+        for (n, entry) in entries.iter_mut().enumerate() {
+            if entry.id.is_empty() {
+                entry.id = format!("import.{}", n + 1);
+            }
+            statements.push(insert_entry(entry, &entry.to_json()));
+        }
+        for chunk in statements.chunks(500) {
+            tx.batch_execute(&chunk.join(";\n")).map_err(failed)?;
+        }
+        let after = tx
+            .simple_query("SELECT count(*) FROM otnsx_journal")
+            .map_err(failed)?;
+        let added_entries = count(results(after).first()).saturating_sub(journal_before);
+        tx.commit().map_err(failed)?;
+        Ok((added_leases, added_entries))
+    }
+
+    /// What `check` says of the database: the server's version, the schema's, and the grants
+    /// the user lacks, if any.
+    pub fn inspect(&self) -> anyhow::Result<Inspection> {
+        let mut inner = lock(&self.inner);
+        let client = self.client(&mut inner)?;
+        let mut sql =
+            String::from("SHOW server_version; SELECT to_regclass('otnsx_schema') IS NOT NULL");
+        for (table, privileges) in GRANTS {
+            for privilege in *privileges {
+                sql.push_str(&format!(
+                    "; SELECT to_regclass({t}) IS NULL OR has_table_privilege(current_user, {t}, {p})",
+                    t = literal(table),
+                    p = literal(privilege)
+                ));
+            }
+        }
+        sql.push_str("; SELECT to_regclass('otnsx_journal_seq_seq') IS NULL OR has_sequence_privilege(current_user, 'otnsx_journal_seq_seq', 'USAGE')");
+        let results = results(
+            client
+                .simple_query(&sql)
+                .map_err(|e| self.error("inspecting", &e))?,
+        );
+        let value = |i: usize| {
+            results
+                .get(i)
+                .and_then(|r| r.first())
+                .and_then(|r| r.first().cloned().flatten())
+                .unwrap_or_default()
+        };
+        let server = value(0);
+        let schema = if value(1) == "t" {
+            let messages = client
+                .simple_query("SELECT max(version) FROM otnsx_schema")
+                .map_err(|e| self.error("reading the schema version", &e))?;
+            self::results(messages)
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|v| v.parse::<i64>().ok())
+        } else {
+            None
+        };
+        let mut missing = Vec::new();
+        let mut i = 2;
+        for (table, privileges) in GRANTS {
+            for privilege in *privileges {
+                if value(i) != "t" {
+                    missing.push(format!("{privilege} ON {table}"));
+                }
+                i += 1;
+            }
+        }
+        if value(i) != "t" {
+            missing.push("USAGE ON SEQUENCE otnsx_journal_seq_seq".into());
+        }
+        Ok(Inspection {
+            server,
+            schema,
+            missing,
+        })
+    }
+}
+
+/// What `check` found in the database.
+pub struct Inspection {
+    pub server: String,
+    pub schema: Option<i64>,
+    /// Grants the user lacks, as `PRIVILEGE ON table`.
+    pub missing: Vec<String>,
+}
+
+/// Adds `entry` to what the transaction commits.
+fn stage(tx: &mut Tx, entry: &Entry) {
+    let line = entry.to_json();
+    tx.pending.push(insert_entry(entry, &line));
+    tx.ids.insert(entry.id.clone());
+    tx.lines.push(line);
+}
+
+/// The statement that puts a lease read from a file in (left alone if the table has it).
+fn import_lease(lease: &Lease) -> String {
+    format!(
+        "INSERT INTO otnsx_leases (target, holder, granted_at, lease) VALUES ({}, {}, {}, {}) ON CONFLICT (target, holder) DO NOTHING",
+        literal(&lease.key()),
+        literal(&holder_key(&lease.holder)),
+        lease.granted_at.0,
+        literal(&serde_json::to_string(lease).unwrap_or_default())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_double_quotes_and_hold_no_nul() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(
+            literal(r"a\'; DROP TABLE x; --"),
+            r"'a\''; DROP TABLE x; --'"
+        );
+        assert_eq!(literal("a\0b"), "'a\u{fffd}b'");
+        assert_eq!(nullable(None), "NULL");
+    }
+}
