@@ -35,9 +35,14 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(21);
-    // `-- RUNS reconcile` runs only the reconcile part.
+    // `-- RUNS reconcile` runs only the reconcile part, `-- RUNS state` only the comparison
+    // of the state backends.
     let only_reconcile = std::env::args().nth(2).as_deref() == Some("reconcile");
     let binary = build();
+    if std::env::args().nth(2).as_deref() == Some("state") {
+        state_backends(&binary, runs);
+        return;
+    }
     println!(
         "{:<20} {:>5} {:>9} {:>9} {:>6} {:>5}  requests h/vc/nsx  connections h/vc/nsx  RSS MiB",
         "event", "delay", "median", "p95", "ratio", "chain"
@@ -144,6 +149,127 @@ fn reconcile(binary: &std::path::Path, repair: usize, runs: usize) {
     );
 }
 
+/// `-- RUNS state`: a lock and an unlock event (NSX-V, services at 0 and 25 ms) with the state
+/// in files and in PostgreSQL (the server of `OTNSX_TEST_POSTGRES`, on loopback): directly, and
+/// through a proxy that delays every answer of the database by 5 ms, so that the difference
+/// from the file store counts the database round trips the event waited on. Then `history`
+/// over 100,000 journal entries in a file and in the table.
+fn state_backends(binary: &std::path::Path, runs: usize) {
+    if !support::pg::available("bench") {
+        return;
+    }
+    const DB_DELAY: Duration = Duration::from_millis(5);
+    println!(
+        "{:<20} {:>5} {:>9} {:>9} {:>6} {:>5}  requests h/vc/nsx  connections h/vc/nsx  RSS MiB",
+        "event", "delay", "median", "p95", "ratio", "chain"
+    );
+    let mut medians = std::collections::BTreeMap::new();
+    for delay in [0, 25] {
+        for state in ["file", "postgres", "postgres+5ms"] {
+            let world = match state {
+                "file" => World::new(),
+                _ => World::on_postgres("bench", binary).expect("a server"),
+            };
+            let _proxy = (state == "postgres+5ms").then(|| {
+                let db = world.db.as_ref().expect("db");
+                let upstream = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
+                let proxy = support::pg::LatencyProxy::start(upstream, DB_DELAY);
+                let text = world.config_text().replace(upstream, &proxy.addr());
+                world.write_config(&text);
+                proxy
+            });
+            let bench = Bench::in_world(world, "nsx-v", 1, Duration::from_millis(delay), binary);
+            for (event, floor) in [("lock", LOCK_FLOOR), ("unlock", UNLOCK_FLOOR)] {
+                let result = bench.measure(event, runs);
+                result.print(&format!("{state} {event}"), delay, floor);
+                medians.insert((delay, state, event), result.times[result.times.len() / 2]);
+            }
+        }
+    }
+    for delay in [0, 25] {
+        for event in ["lock", "unlock"] {
+            let file = medians[&(delay, "file", event)];
+            let direct = medians[&(delay, "postgres", event)];
+            let slowed = medians[&(delay, "postgres+5ms", event)];
+            println!(
+                "{event} at {delay} ms: postgres {:+.1} ms beside the file store on loopback; with 5 ms per database round trip {:+.1} ms, {:.1} round trips",
+                ms(direct) - ms(file),
+                ms(slowed) - ms(file),
+                (ms(slowed) - ms(direct)) / ms(DB_DELAY)
+            );
+        }
+    }
+    history_over(binary, 100_000, runs.min(5));
+}
+
+/// `history` over `entries` journal entries (a year of a busy site), from the file and from
+/// the table (imported with `otnsx state import`).
+fn history_over(binary: &std::path::Path, entries: usize, runs: usize) {
+    let world = World::on_postgres("bench", binary).expect("a server");
+    let old = world.dir.path().join("old");
+    std::fs::create_dir_all(&old).expect("dir");
+    let mut text = String::new();
+    for i in 0..entries {
+        let (vm, id) = (
+            format!("fleet{:04}", i % 5000),
+            format!("vm-{}", 10_000 + i % 5000),
+        );
+        let ts = otnsx::time::Timestamp(1_764_547_200 + (i as i64) * 300);
+        let (action, key) = if i % 2 == 0 {
+            ("grant", "gained")
+        } else {
+            ("revoke", "lost")
+        };
+        let ticket = 100_000 + i / 2;
+        text.push_str(&format!(
+            "{{\"id\":\"bench.{i}\",\"ts\":\"{ts}\",\"action\":\"{action}\",\"ticket_number\":\"20261201{ticket:08}\",\"ticket_id\":{ticket},\"vm\":\"{vm}\",\"vm_id\":\"{id}\",\"result\":\"ok\",\"detail\":\"{action} {vm} ({id})\",\"actor\":\"helpdesk:agent{}\",\"cause\":\"lock\",\"{key}\":[{{\"kind\":\"ticket\",\"id\":{ticket},\"number\":\"20261201{ticket:08}\"}}]}}\n",
+            i % 40
+        ));
+    }
+    std::fs::write(old.join("journal.jsonl"), &text).expect("journal");
+    let files = world.dir.path().join("files.toml");
+    let file_config = world
+        .config_text()
+        .replace(&world.state_section(), "")
+        .replacen("/state\"", "/old\"", 1);
+    std::fs::write(&files, file_config).expect("config");
+    let started = Instant::now();
+    let mut import = Command::new(binary);
+    import
+        .args(["--config".as_ref(), world.config_path().as_os_str()])
+        .args(["state", "import", "--from-file"])
+        .arg(&old)
+        .env_clear();
+    let (code, _, _, stderr) = run_child(import);
+    assert_eq!(code, 0, "import: {stderr}");
+    println!(
+        "state import of {entries} journal entries: {:.0} ms",
+        ms(started.elapsed())
+    );
+    for (name, config) in [("file", files.clone()), ("postgres", world.config_path())] {
+        let mut times = Vec::new();
+        let mut rss = 0;
+        for _ in 0..=runs {
+            let mut command = Command::new(binary);
+            command
+                .args(["--config".as_ref(), config.as_os_str()])
+                .args(["history", "--json"])
+                .env_clear();
+            let started = Instant::now();
+            let (code, peak, _, stderr) = run_child(command);
+            assert_eq!(code, 0, "history: {stderr}");
+            times.push(started.elapsed());
+            rss = rss.max(peak);
+        }
+        times.sort();
+        println!(
+            "history over {entries} entries, {name}: median {:.0} ms, {:.1} MiB resident",
+            ms(times[times.len() / 2]),
+            rss as f64 / 1024.0
+        );
+    }
+}
+
 /// Builds the release binary with the cargo that runs this example.
 fn build() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -173,7 +299,16 @@ struct Measured {
 
 impl<'a> Bench<'a> {
     fn new(nsx: &str, vms: usize, delay: Duration, binary: &'a std::path::Path) -> Bench<'a> {
-        let world = World::new();
+        Bench::in_world(World::new(), nsx, vms, delay, binary)
+    }
+
+    fn in_world(
+        world: World,
+        nsx: &str,
+        vms: usize,
+        delay: Duration,
+        binary: &'a std::path::Path,
+    ) -> Bench<'a> {
         let mut names = vec!["web01".to_string()];
         for n in 1..vms {
             let (id, name) = (format!("vm-{}", 100 + n), format!("bench{n:02}"));

@@ -53,6 +53,7 @@ mod it {
     pub mod nsxt;
     pub mod package;
     pub mod policy;
+    pub mod postgres;
     pub mod profiles;
     pub mod shaped;
     pub mod shared;

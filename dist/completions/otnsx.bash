@@ -34,6 +34,9 @@ _otnsx() {
             otnsx,revoke)
                 cmd="otnsx__subcmd__revoke"
                 ;;
+            otnsx,state)
+                cmd="otnsx__subcmd__state"
+                ;;
             otnsx,status)
                 cmd="otnsx__subcmd__status"
                 ;;
@@ -58,11 +61,38 @@ _otnsx() {
             otnsx__subcmd__help,revoke)
                 cmd="otnsx__subcmd__help__subcmd__revoke"
                 ;;
+            otnsx__subcmd__help,state)
+                cmd="otnsx__subcmd__help__subcmd__state"
+                ;;
             otnsx__subcmd__help,status)
                 cmd="otnsx__subcmd__help__subcmd__status"
                 ;;
             otnsx__subcmd__help,ticket)
                 cmd="otnsx__subcmd__help__subcmd__ticket"
+                ;;
+            otnsx__subcmd__help__subcmd__state,import)
+                cmd="otnsx__subcmd__help__subcmd__state__subcmd__import"
+                ;;
+            otnsx__subcmd__help__subcmd__state,migrate)
+                cmd="otnsx__subcmd__help__subcmd__state__subcmd__migrate"
+                ;;
+            otnsx__subcmd__state,help)
+                cmd="otnsx__subcmd__state__subcmd__help"
+                ;;
+            otnsx__subcmd__state,import)
+                cmd="otnsx__subcmd__state__subcmd__import"
+                ;;
+            otnsx__subcmd__state,migrate)
+                cmd="otnsx__subcmd__state__subcmd__migrate"
+                ;;
+            otnsx__subcmd__state__subcmd__help,help)
+                cmd="otnsx__subcmd__state__subcmd__help__subcmd__help"
+                ;;
+            otnsx__subcmd__state__subcmd__help,import)
+                cmd="otnsx__subcmd__state__subcmd__help__subcmd__import"
+                ;;
+            otnsx__subcmd__state__subcmd__help,migrate)
+                cmd="otnsx__subcmd__state__subcmd__help__subcmd__migrate"
                 ;;
             *)
                 ;;
@@ -71,7 +101,7 @@ _otnsx() {
 
     case "${cmd}" in
         otnsx)
-            opts="-v -h -V --config --dry-run --verbose --help --version check ticket grant revoke reconcile history status help"
+            opts="-v -h -V --config --dry-run --verbose --help --version check ticket grant revoke reconcile history status state help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,7 +175,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__help)
-            opts="check ticket grant revoke reconcile history status help"
+            opts="check ticket grant revoke reconcile history status state help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -231,6 +261,48 @@ _otnsx() {
         otnsx__subcmd__help__subcmd__revoke)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__help__subcmd__state)
+            opts="migrate import"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__help__subcmd__state__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__help__subcmd__state__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -329,6 +401,120 @@ _otnsx() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__state)
+            opts="-v -h --config --dry-run --verbose --help migrate import help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__state__subcmd__help)
+            opts="migrate import help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__state__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__state__subcmd__help__subcmd__import)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__state__subcmd__help__subcmd__migrate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__state__subcmd__import)
+            opts="-v -h --from-file --config --dry-run --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__state__subcmd__migrate)
+            opts="-v -h --config --dry-run --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -144,8 +144,23 @@ pub enum Saving<'a> {
 
 impl Run {
     /// Carries out a decision: journals the refused names, asks NSX which of the concerned
-    /// VMs carry the tag (unless the decision knows), and applies the plan.
+    /// VMs carry the tag (unless the decision knows), applies the plan, and makes its records
+    /// durable ([`Run::settle`]).
     pub fn carry_out(
+        &self,
+        lock: Option<&StateLock>,
+        backend: &dyn TagBackend,
+        subject: &Subject,
+        decision: &Decision,
+    ) -> anyhow::Result<Vec<Outcome>> {
+        let outcomes = self.carry_out_unsettled(lock, backend, subject, decision)?;
+        Ok(self.settle(lock, backend, subject, outcomes).0)
+    }
+
+    /// [`Run::carry_out`] up to the records: on the database they wait in the run's
+    /// transaction, so that what is journaled before [`Run::settle`] (a help-desk event's note)
+    /// commits with them, in the same round trip.
+    pub fn carry_out_unsettled(
         &self,
         lock: Option<&StateLock>,
         backend: &dyn TagBackend,
@@ -197,23 +212,38 @@ impl Run {
                 self.may_open(saving, decision, plan)
             }),
         };
-        let mut outcomes = self.record_changes(saving, backend, subject, decision, plans, applied);
-        if let Saving::To(_) = saving
-            && let Err(e) = self.store.commit()
-        {
-            // The database did not take the run's records: what this run opened has none.
-            self.recorder.state_problem(&e);
-            outcomes = outcomes
-                .into_iter()
-                .map(|outcome| match outcome.error {
-                    None if outcome.plan.change == TagChange::Attach => {
-                        self.undo_open(None, backend, subject, outcome)
-                    }
-                    _ => outcome,
-                })
-                .collect();
+        Ok(self.record_changes(saving, backend, subject, decision, plans, applied))
+    }
+
+    /// Makes the records of `outcomes` durable: the database's transaction commits (the lease
+    /// file's saves are durable each already). When it does not, what the run opened has no
+    /// record: it is closed again. Returns the outcomes, and whether any was undone.
+    pub fn settle(
+        &self,
+        lock: Option<&StateLock>,
+        backend: &dyn TagBackend,
+        subject: &Subject,
+        outcomes: Vec<Outcome>,
+    ) -> (Vec<Outcome>, bool) {
+        if lock.is_none() || self.dry_run {
+            return (outcomes, false);
         }
-        Ok(outcomes)
+        let Err(e) = self.store.commit() else {
+            return (outcomes, false);
+        };
+        self.recorder.state_problem(&e);
+        let mut undone = false;
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| match outcome.error {
+                None if outcome.plan.change == TagChange::Attach => {
+                    undone = true;
+                    self.undo_open(None, backend, subject, outcome)
+                }
+                _ => outcome,
+            })
+            .collect();
+        (outcomes, undone)
     }
 
     /// Why `plan`'s VM must not be opened now, if it must not: the decision holds it back, or

@@ -201,11 +201,17 @@ fn decide<'scope>(
         }
         let mut decision = Decision::new(heading, before, after, touched);
         decision.refused = refused;
-        let outcomes = run.carry_out(lock.as_ref(), backend, subject, &decision)?;
-        let exit = run.report(&decision, &outcomes);
+        let outcomes = run.carry_out_unsettled(lock.as_ref(), backend, subject, &decision)?;
+        // The note's journal entry commits with the change (one round trip to a database).
         if let Some(note) = notes::for_ticket(&holder, &outcomes, &decision.refused, None) {
             run.post_note(helpdesk, subject, id, &note);
         }
-        Ok(exit)
+        let (outcomes, undone) = run.settle(lock.as_ref(), backend, subject, outcomes);
+        if undone && let Some(note) = notes::for_ticket(&holder, &outcomes, &decision.refused, None)
+        {
+            // The note above said it opened; it was closed again for want of a record.
+            run.post_note(helpdesk, subject, id, &note);
+        }
+        Ok(run.report(&decision, &outcomes))
     }
 }

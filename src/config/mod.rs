@@ -471,6 +471,73 @@ mod tests {
     }
 
     #[test]
+    fn example_state_database_parses_and_is_tls_off_loopback() {
+        let example = include_str!("../../otnsx.toml.example");
+        let text = format!(
+            "{}{}",
+            &example[..example.find("[otrs]").expect("[otrs]")],
+            example_block("# [state]").replace(
+                "password_file = \"/etc/otnsx/db.secret\"",
+                "password = \"x\""
+            )
+        ) + &example[example.find("[otrs]").expect("[otrs]")..];
+        let text = text
+            .replace(
+                "password_file = \"/etc/otnsx/otrs.secret\"",
+                "password = \"x\"",
+            )
+            .replace(
+                "password_file = \"/etc/otnsx/vcenter.secret\"",
+                "password = \"x\"",
+            )
+            .replace(
+                "password_file = \"/etc/otnsx/nsx.secret\"",
+                "password = \"x\"",
+            );
+        let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
+            .expect("the [state] example parses");
+        let db = config.database.expect("postgres");
+        assert_eq!(
+            (
+                db.host.as_str(),
+                db.port,
+                db.user.as_str(),
+                db.dbname.as_str()
+            ),
+            ("db.example.com", 5432, "otnsx", "otnsx")
+        );
+        assert!(db.tls, "a database off loopback is reached over TLS");
+        assert_eq!(db.password.expose(), "x");
+        let local = text.replace("db.example.com", "127.0.0.1");
+        let config = Config::parse(&local, Path::new("/etc/otnsx/otnsx.toml"), 0o640).unwrap();
+        assert!(!config.database.unwrap().tls, "loopback without ca_file");
+        let file = parse(&format!("{MINIMAL}\n[state]\nbackend = \"file\"\n")).unwrap();
+        assert!(file.database.is_none());
+        for (bad, says) in [
+            ("backend = \"sqlite\"", "state.backend"),
+            (
+                "backend = \"file\"\nurl = \"postgres://o@h/d\"",
+                "state.url: only for",
+            ),
+            (
+                "backend = \"postgres\"\npassword = \"x\"",
+                "state.url: missing",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o@h/d\"",
+                "state.password: missing",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o:pw@h/d\"\npassword = \"x\"",
+                "state.url: must not carry the password",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n[state]\n{bad}\n")).unwrap_err();
+            assert!(format!("{err:#}").contains(says), "{bad}: {err:#}");
+        }
+    }
+
+    #[test]
     fn example_agent_rules_parse() {
         let text = format!(
             "{}\n{}\n{}",

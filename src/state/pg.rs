@@ -85,6 +85,9 @@ struct Tx {
 struct Inner {
     client: Option<Client>,
     tx: Option<Tx>,
+    /// Why connecting failed: the run does not try again (each try would spend its share of
+    /// the deadline that closing needs).
+    unreachable: Option<String>,
 }
 
 pub struct Pg {
@@ -233,14 +236,26 @@ impl Pg {
         if inner.client.as_ref().is_some_and(Client::is_closed) {
             inner.client = None;
         }
+        if let Some(why) = &inner.unreachable {
+            return Err(fault(Exit::IoErr, why.clone()));
+        }
         if inner.client.is_none() {
-            inner.client = Some(self.connect()?);
+            match self.connect() {
+                Ok(client) => inner.client = Some(client),
+                Err(e) => {
+                    inner.unreachable = Some(format!("{e:#}"));
+                    return Err(e);
+                }
+            }
         }
         Ok(inner.client.as_mut().expect("connected just now"))
     }
 
+    /// Connects within a quarter of what is left of the deadline (at most 5 s): a database
+    /// that does not answer leaves the rest to closing access in NSX.
     fn connect(&self) -> anyhow::Result<Client> {
-        let remaining = self.deadline.remaining().max(Duration::from_millis(1));
+        let share =
+            (self.deadline.remaining() / 4).clamp(Duration::from_millis(1), Duration::from_secs(5));
         let mut config = postgres::Config::new();
         config
             .host(&self.db.host)
@@ -252,9 +267,9 @@ impl Pg {
             // Literals are written for standard strings; a role or database that turned them
             // off must not change what a quote means.
             .options("-c standard_conforming_strings=on")
-            .connect_timeout(remaining)
-            // A server that stops answering ends the run at its deadline, not later.
-            .tcp_user_timeout(remaining)
+            .connect_timeout(share)
+            // A server that stops taking what is sent is given up as soon.
+            .tcp_user_timeout(share)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5));
         let connected = if self.db.tls {
@@ -318,7 +333,7 @@ impl Pg {
         }
         let wait = deadline.remaining().as_millis().max(1);
         let sql = format!(
-            "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
+            "BEGIN; SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
         );
         let client = self.client(&mut inner)?;
         let read = client.simple_query(&sql);

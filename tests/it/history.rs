@@ -81,7 +81,7 @@ fn periods_follow_what_really_happened() {
 
 /// A journal written by hand: two tickets and a user over two days, an emergency close, an
 /// access still open, a refusal, a failure, and a last line cut short by a crash.
-const JOURNAL: &str = r#"{"ts":"2026-11-20T08:00:00Z","action":"grant","ticket_number":"2026112010000011","ticket_id":11,"vm":"web01","vm_id":"vm-42","result":"ok","detail":"opened web01 (vm-42)","actor":"helpdesk:agent1","cause":"lock","gained":[{"kind":"ticket","id":11,"number":"2026112010000011"}]}
+pub const JOURNAL: &str = r#"{"ts":"2026-11-20T08:00:00Z","action":"grant","ticket_number":"2026112010000011","ticket_id":11,"vm":"web01","vm_id":"vm-42","result":"ok","detail":"opened web01 (vm-42)","actor":"helpdesk:agent1","cause":"lock","gained":[{"kind":"ticket","id":11,"number":"2026112010000011"}]}
 {"ts":"2026-11-20T08:05:00Z","action":"grant","ticket_number":"2026112010000021","ticket_id":12,"vm":"web01","vm_id":"vm-42","result":"ok","detail":"web01 (vm-42) was already open","actor":"helpdesk:agent2","cause":"lock","gained":[{"kind":"ticket","id":12,"number":"2026112010000021"}]}
 {"ts":"2026-11-20T09:00:00Z","action":"revoke","ticket_number":"2026112010000011","ticket_id":11,"vm":"web01","vm_id":"vm-42","result":"ok","detail":"web01 (vm-42) stays open","actor":"helpdesk:agent1","cause":"unlock","lost":[{"kind":"ticket","id":11,"number":"2026112010000011"}]}
 {"ts":"2026-11-20T10:00:00Z","action":"refused","ticket_number":"2026112010000031","ticket_id":13,"vm":"dup","vm_id":null,"result":"failed","detail":"2 VMs are named \"dup\" (vm-50, vm-51)","actor":"helpdesk:agent1","cause":"lock"}
@@ -99,7 +99,7 @@ fn world_with_journal() -> World {
     world
 }
 
-const NOW: &str = "2026-11-23T12:00:00Z";
+pub const NOW: &str = "2026-11-23T12:00:00Z";
 
 #[test]
 fn history_table_and_json_match_the_golden_files() {

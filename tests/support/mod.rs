@@ -154,7 +154,12 @@ impl World {
     /// `otnsx state migrate`), or `None`, said why, when no PostgreSQL server is configured.
     /// `binary` is the otnsx to migrate with.
     pub fn on_postgres(test: &str, binary: &Path) -> Option<Self> {
-        let db = pg::TestDb::create(test)?;
+        Some(World::on_database(pg::TestDb::create(test)?, binary))
+    }
+
+    /// A world as [`World::new`] with its state in `db` (schema made by `binary`'s
+    /// `otnsx state migrate`).
+    pub fn on_database(db: pg::TestDb, binary: &Path) -> Self {
         let mut world = World::new();
         let path = world.dir.path().join("db.secret");
         fs::write(&path, format!("{}\n", db.password)).unwrap();
@@ -171,7 +176,7 @@ impl World {
             .output()
             .unwrap();
         assert!(out.status.success(), "state migrate: {out:?}");
-        Some(world)
+        world
     }
 
     /// The `[state]` section of this world's backend (none for the files).

@@ -64,6 +64,11 @@ impl TestDb {
             return None;
         }
         let (admin, url, password) = server().unwrap();
+        Some(TestDb::create_in(admin, &url, password))
+    }
+
+    /// A new, empty database in the server of `admin` (whose URL is `url`).
+    fn create_in(admin: postgres::Config, url: &str, password: String) -> TestDb {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "otnsx_{}_{}",
@@ -75,13 +80,13 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         let base = url.rsplit_once('/').unwrap().0;
-        Some(TestDb {
+        TestDb {
             url: format!("{base}/{name}"),
             name,
             password,
             watch: None,
             admin,
-        })
+        }
     }
 
     /// A superuser connection to this database.
@@ -142,5 +147,217 @@ impl Drop for TestDb {
                 self.name
             ));
         }
+    }
+}
+
+/// A PostgreSQL server of a test's own, for what would disturb the shared one (a restart):
+/// initdb'd in a temporary directory from `OTNSX_TEST_POSTGRES_BIN`, run as
+/// `OTNSX_TEST_POSTGRES_RUN_AS` (when the tests run as root), on a free loopback port.
+pub struct TestCluster {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    run_as: Option<String>,
+    pub port: u16,
+    password: String,
+}
+
+impl TestCluster {
+    /// The cluster, started; `None` (said why) when the environment names no server binaries.
+    pub fn start(test: &str) -> Option<TestCluster> {
+        if !available(test) {
+            return None;
+        }
+        let Ok(bin) = std::env::var("OTNSX_TEST_POSTGRES_BIN") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: OTNSX_TEST_POSTGRES_BIN is not set; CI must run it"
+            );
+            eprintln!("{test}: skipped: OTNSX_TEST_POSTGRES_BIN names no PostgreSQL binaries");
+            return None;
+        };
+        let run_as = std::env::var("OTNSX_TEST_POSTGRES_RUN_AS")
+            .ok()
+            .filter(|u| !u.is_empty());
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "otnsx-cluster-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let password = format!("pw-{}", std::process::id());
+        let pwfile = dir.join("pwfile");
+        std::fs::write(&pwfile, &password).unwrap();
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let cluster = TestCluster {
+            dir,
+            bin: bin.into(),
+            run_as,
+            port,
+            password,
+        };
+        if let Some(user) = &cluster.run_as {
+            let status = std::process::Command::new("chown")
+                .args(["-R", user])
+                .arg(&cluster.dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data = cluster.dir.join("data");
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                &format!("--pwfile={}", pwfile.display()),
+                "-A",
+                "scram-sha-256",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n",
+            cluster.dir.display()
+        );
+        let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
+        text.push_str(&conf);
+        std::fs::write(data.join("postgresql.conf"), text).unwrap();
+        cluster.ctl(&["start"]);
+        Some(cluster)
+    }
+
+    /// `program` of the server's binaries, run as the server's user.
+    fn command(&self, program: &str) -> std::process::Command {
+        let program = self.bin.join(program);
+        match &self.run_as {
+            Some(user) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(&program);
+                c
+            }
+            None => std::process::Command::new(&program),
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.command(program).args(args).output().unwrap();
+        assert!(out.status.success(), "{program}: {out:?}");
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let mut all = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "-w",
+            "-l",
+            log.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all);
+    }
+
+    /// Restarts the server (fast shutdown: every session ends, as in a real restart).
+    pub fn restart(&self) {
+        self.ctl(&["restart", "-m", "fast"]);
+    }
+
+    /// A new database in this cluster.
+    pub fn database(&self) -> TestDb {
+        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let mut admin: postgres::Config = url.parse().unwrap();
+        admin.password(&self.password);
+        TestDb::create_in(admin, &url, self.password.clone())
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["stop", "-m", "immediate"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a database that delays every answer by `delay` (as a
+/// network round trip would), for the benchmark to count the round trips a run waits on.
+pub struct LatencyProxy {
+    addr: std::net::SocketAddr,
+}
+
+impl LatencyProxy {
+    pub fn start(upstream: &str, delay: std::time::Duration) -> LatencyProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                // Requests pass at once.
+                let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Write);
+                });
+                // Answers arrive `delay` after the server sent them, in order.
+                let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
+                let mut server = server;
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server.read(&mut buf) {
+                        if n == 0
+                            || tx
+                                .send((std::time::Instant::now(), buf[..n].to_vec()))
+                                .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let mut client = client;
+                std::thread::spawn(move || {
+                    for (at, bytes) in rx {
+                        let due = at + delay;
+                        let now = std::time::Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        if client.write_all(&bytes).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        LatencyProxy { addr }
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
     }
 }

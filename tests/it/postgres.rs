@@ -1,0 +1,684 @@
+//! The PostgreSQL state backend against a real server: two help-desk nodes on one database,
+//! runs killed mid-transaction, the server restarted and the connection dropped mid-run, the
+//! server unreachable, the lock busy, the schema, import, history and check. (The lease,
+//! refcount, expiry and reconcile suite runs on both backends: `on_both_backends!`.)
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::pg::{TestCluster, TestDb};
+use crate::support::{T2, T3, World, set};
+use crate::{Run, lock, otnsx, otnsx_at, pg_world, run_binary, unlock};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_otnsx"))
+}
+
+/// Runs otnsx with the configuration at `config`.
+fn otnsx_on(config: &Path, args: &[&str]) -> Run {
+    let mut all = vec!["--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_binary(&all, &[])
+}
+
+/// A second help-desk node: the same services and database, a state directory of its own.
+fn second_node(world: &World) -> PathBuf {
+    let text = world.config_text().replacen(
+        &format!("state_dir = \"{}/state\"", world.dir.path().display()),
+        &format!("state_dir = \"{}/node2\"", world.dir.path().display()),
+        1,
+    );
+    assert!(text.contains("/node2\""));
+    let path = world.dir.path().join("node2.toml");
+    std::fs::write(&path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    path
+}
+
+/// otnsx started in the background with the world's configuration.
+fn spawn(world: &World, args: &[&str]) -> std::process::Child {
+    Command::new(binary())
+        .arg("--config")
+        .arg(world.config_path())
+        .args(args)
+        .env_clear()
+        .env("USER", "alice")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn finish(child: std::process::Child) -> Run {
+    let out = child.wait_with_output().unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The number of otnsx's sessions on `db` now.
+fn sessions(db: &TestDb) -> i64 {
+    db.client()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'otnsx' AND datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until otnsx holds the state lock in `db` (its transaction is open), at most 5 s.
+fn wait_for_lock_holder(db: &TestDb) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let held: i64 = db
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'otnsx'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if held > 0 {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    panic!("otnsx never took the state lock");
+}
+
+#[test]
+fn a_second_node_keeps_open_what_a_ticket_on_the_first_holds() {
+    let Some(world) = pg_world("a_second_node_keeps_open_what_a_ticket_on_the_first_holds") else {
+        return;
+    };
+    let node2 = second_node(&world);
+    // Ticket 2 locked on node 1, ticket 3 on node 2, both for web01.
+    assert_eq!(lock(&world, T2).code, 0);
+    world.helpdesk.set_lock(T3.0, "lock");
+    let id = T3.0.to_string();
+    assert_eq!(otnsx_on(&node2, &[T3.1, &id]).code, 0);
+    assert_eq!(world.leases().len(), 2, "both nodes' leases in one table");
+    // Unlocking ticket 2 on node 1 sees node 2's lease: web01 stays open.
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    // Neither node's reconcile takes the other's access for drift.
+    for config in [world.config_path(), node2.clone()] {
+        let run = otnsx_on(&config, &["reconcile"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert_eq!(world.tagged(), set(&["vm-42"]), "{run:?}");
+    }
+    // Each node's status and history show both.
+    let status = otnsx_on(&node2, &["status", "--json"]);
+    assert!(status.stdout.contains(T3.1), "{status:?}");
+    let history = otnsx_on(&node2, &["history", "--json"]);
+    assert!(
+        history.stdout.contains(T2.1) && history.stdout.contains(T3.1),
+        "{history:?}"
+    );
+    // Ticket 3's unlock on node 2 closes it.
+    world.helpdesk.set_lock(T3.0, "unlock");
+    assert_eq!(otnsx_on(&node2, &[T3.1, &id]).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    // No node kept a lease file of its own.
+    for dir in ["state", "node2"] {
+        assert!(!world.dir.path().join(dir).join("leases.json").exists());
+    }
+}
+
+#[test]
+fn two_nodes_running_events_grants_and_reconciles_at_once_end_consistent() {
+    let Some(world) =
+        pg_world("two_nodes_running_events_grants_and_reconciles_at_once_end_consistent")
+    else {
+        return;
+    };
+    let node2 = second_node(&world);
+    let nodes = [world.config_path(), node2];
+    let vms = ["web01", "db01", "app01", "cache01"];
+    let tickets: Vec<(u64, String)> = (30..46)
+        .map(|id| (id, format!("20261123100003{id}")))
+        .collect();
+    for (i, (id, number)) in tickets.iter().enumerate() {
+        world.helpdesk.add_ticket(*id, number, json!(vms[i % 4]));
+        world
+            .helpdesk
+            .set_lock(*id, if i % 3 == 0 { "unlock" } else { "lock" });
+    }
+    // Per node: every ticket's event, a grant and a revoke per VM, and reconciles; 48 runs on
+    // each node, 96 in all, started at once, half of them on each node.
+    let mut runs: Vec<(usize, Vec<String>)> = Vec::new();
+    for i in 0..96 {
+        let node = i % 2;
+        let args = match i % 6 {
+            0..=2 => {
+                let (id, number) = &tickets[(i / 2) % 16];
+                vec![number.clone(), id.to_string()]
+            }
+            3 => vec!["grant".into(), "--vm".into(), vms[(i / 6) % 4].into()],
+            4 => vec!["revoke".into(), "--vm".into(), vms[(i / 6 + 1) % 4].into()],
+            _ => vec!["reconcile".into()],
+        };
+        runs.push((node, args));
+    }
+    let started = Instant::now();
+    let results: Vec<(Run, Duration)> = thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(node, args)| {
+                let config = &nodes[*node];
+                scope.spawn(move || {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let t = Instant::now();
+                    (otnsx_on(config, &args), t.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = started.elapsed();
+    for (run, _) in &results {
+        assert!(run.code == 0, "{run:?}");
+    }
+    let mut times: Vec<Duration> = results.iter().map(|(_, t)| *t).collect();
+    times.sort();
+    let leases = world.leases();
+    let held: BTreeSet<String> = leases
+        .iter()
+        .map(|l| l["vm_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        world.tagged(),
+        held,
+        "NSX carries the tag exactly on the VMs the leases hold"
+    );
+    let ticket_holders: BTreeSet<u64> = leases
+        .iter()
+        .filter_map(|l| l["holder"]["id"].as_u64())
+        .collect();
+    let locked: BTreeSet<u64> = tickets
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, (id, _))| *id)
+        .collect();
+    assert_eq!(
+        ticket_holders, locked,
+        "exactly the locked tickets hold leases"
+    );
+    // Every lease change is journaled once, and the journal replays to the leases.
+    let journal = world.journal();
+    let mut ids: Vec<&str> = journal.iter().filter_map(|e| e["id"].as_str()).collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "an entry was journaled twice");
+    let mut replayed: BTreeSet<(String, String)> = BTreeSet::new();
+    for entry in &journal {
+        let vm = entry["vm_id"].as_str().unwrap_or_default().to_string();
+        for lost in entry["lost"].as_array().into_iter().flatten() {
+            replayed.remove(&(vm.clone(), lost.to_string()));
+        }
+        for gained in entry["gained"].as_array().into_iter().flatten() {
+            replayed.insert((vm.clone(), gained.to_string()));
+        }
+    }
+    let in_table: BTreeSet<(String, String)> = leases
+        .iter()
+        .map(|l| {
+            (
+                l["vm_id"].as_str().unwrap().to_string(),
+                l["holder"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(replayed, in_table, "the journal replays to the leases");
+    assert_eq!(world.vcenter.open_sessions(), 0);
+    eprintln!(
+        "two nodes: {} runs in {:.2} s; per run median {} ms, slowest {} ms; {} leases, {} VMs tagged, {} journal entries",
+        results.len(),
+        wall.as_secs_f64(),
+        times[times.len() / 2].as_millis(),
+        times[times.len() - 1].as_millis(),
+        leases.len(),
+        held.len(),
+        journal.len()
+    );
+}
+
+#[test]
+fn a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock() {
+    let Some(world) =
+        pg_world("a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock")
+    else {
+        return;
+    };
+    let db = world.db.as_ref().unwrap();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    let before_journal = world.journal().len();
+    // NSX answers slowly: the run holds its transaction (and the lock) while it waits.
+    world.nsx.server.set_delay(Duration::from_millis(400));
+    world.helpdesk.set_lock(T2.0, "lock");
+    let child = spawn(&world, &[T2.1, "2"]);
+    wait_for_lock_holder(db);
+    thread::sleep(Duration::from_millis(300));
+    let mut child = child;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    world.nsx.server.set_delay(Duration::ZERO);
+    // Nothing of the killed run is in the database: db01's lease alone, no new journal row.
+    let leases = world.leases();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(leases[0]["vm"], "db01");
+    assert_eq!(world.journal().len(), before_journal);
+    // The server ended its session and released the lock: the next run does not wait.
+    let started = Instant::now();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the next run waited for a lock the killed run held"
+    );
+    // Whatever NSX was left with, reconcile brought in line: the ticket is locked, so its
+    // event opens web01 with its record.
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42", "vm-43"]));
+    assert_eq!(world.leases().len(), 2);
+    assert_eq!(sessions(db), 0, "otnsx left a session open");
+}
+
+/// A lock event while the database goes away mid-run (`disturb` makes it go): nothing stays
+/// open without its committed row; the run says so with exit 74; the next run works again.
+fn a_lock_whose_database_goes_away(world: &World, disturb: impl FnOnce()) {
+    let db = world.db.as_ref().unwrap();
+    world.nsx.server.set_delay(Duration::from_millis(300));
+    world.helpdesk.set_lock(T2.0, "lock");
+    let child = spawn(world, &[T2.1, "2"]);
+    wait_for_lock_holder(db);
+    disturb();
+    let run = finish(child);
+    world.nsx.server.set_delay(Duration::ZERO);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(run.stderr.contains("otnsx: state: database"), "{run:?}");
+    assert_eq!(
+        world.tagged(),
+        set(&[]),
+        "web01 open without a committed row: {run:?}"
+    );
+    assert!(world.leases().is_empty());
+    // The entries that did not commit are on stderr, as JSON lines.
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.starts_with("{\"id\":") && l.contains("\"vm\":\"web01\"")),
+        "{}",
+        run.stderr
+    );
+    // The ticket's last note says so (the one before it said it opened).
+    let articles = world.helpdesk.ticket(T2.0).articles;
+    let last = articles.last().unwrap()["Body"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        last.contains("closed again"),
+        "the ticket was not told: {articles:#?}"
+    );
+    // The next event opens it, with its record.
+    let run = lock(world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(world.leases().len(), 1);
+}
+
+#[test]
+fn a_dropped_connection_mid_run_opens_nothing_without_its_row() {
+    let Some(world) = pg_world("a_dropped_connection_mid_run_opens_nothing_without_its_row") else {
+        return;
+    };
+    let db = world.db.as_ref().unwrap();
+    a_lock_whose_database_goes_away(&world, || {
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'otnsx' AND datname = current_database()",
+        );
+    });
+}
+
+#[test]
+fn the_database_restarted_mid_run_opens_nothing_without_its_row() {
+    let test = "the_database_restarted_mid_run_opens_nothing_without_its_row";
+    let Some(cluster) = TestCluster::start(test) else {
+        return;
+    };
+    let world = World::on_database(cluster.database(), binary());
+    a_lock_whose_database_goes_away(&world, || cluster.restart());
+    // And an unlock across a restart: closing goes to NSX first, whatever the database does.
+    world.nsx.server.set_delay(Duration::from_millis(300));
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let child = spawn(&world, &[T2.1, "2"]);
+    wait_for_lock_holder(world.db.as_ref().unwrap());
+    cluster.restart();
+    let run = finish(child);
+    world.nsx.server.set_delay(Duration::ZERO);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "closing happened: {run:?}");
+    // The lease that could not be released is released by the next run.
+    assert_eq!(world.leases().len(), 1);
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(world.leases().is_empty());
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+#[test]
+fn an_unreachable_database_still_closes_and_never_opens() {
+    let Some(world) = pg_world("an_unreachable_database_still_closes_and_never_opens") else {
+        return;
+    };
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    // The database goes away (a port where nothing listens).
+    let url = &world.db.as_ref().unwrap().url;
+    let dead = url.replacen(
+        url.split('@').nth(1).unwrap().split('/').next().unwrap(),
+        "127.0.0.1:9",
+        1,
+    );
+    world.write_config(&world.config_text().replace(url.as_str(), &dead));
+    let started = Instant::now();
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "closed in NSX first: {run:?}");
+    assert!(run.stderr.contains("127.0.0.1:9"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(8), "{run:?}");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "nothing opens without its row");
+    assert!(run.stderr.contains("nothing was opened"), "{}", run.stderr);
+}
+
+#[test]
+fn a_lock_held_elsewhere_until_the_deadline_exits_75() {
+    let Some(world) = pg_world("a_lock_held_elsewhere_until_the_deadline_exits_75") else {
+        return;
+    };
+    world.write_config(
+        &world
+            .config_text()
+            .replacen("deadline = \"10s\"", "deadline = \"2s\"", 1),
+    );
+    let db = world.db.as_ref().unwrap();
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute("SELECT pg_advisory_xact_lock(478694765432)")
+        .unwrap();
+    let started = Instant::now();
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 75, "{run:?}");
+    assert!(run.stderr.contains("stayed busy"), "{}", run.stderr);
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(world.tagged(), set(&[]));
+    tx.rollback().unwrap();
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+}
+
+#[test]
+fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
+    let Some(db) = TestDb::create("the_schema_is_made_by_migrate_and_checked_by_every_run") else {
+        return;
+    };
+    let world = World::on_database(db, binary());
+    let run = otnsx(&world, &["state", "migrate"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("schema version 1, nothing to do"),
+        "{run:?}"
+    );
+    let db = world.db.as_ref().unwrap();
+    // A newer otnsx migrated the database: this one changes nothing in it, and says why;
+    // closing still works.
+    assert_eq!(lock(&world, T2).code, 0);
+    db.execute("INSERT INTO otnsx_schema (version) VALUES (2)");
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(
+        run.stderr.contains("newer than this otnsx"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&[]), "closed anyway");
+    let run = otnsx(&world, &["state", "migrate"]);
+    assert_eq!(run.code, 74, "{run:?}");
+    // No schema at all: the run says what to do.
+    db.execute("DROP TABLE otnsx_schema, otnsx_leases, otnsx_leases_aside, otnsx_journal");
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(run.stderr.contains("otnsx state migrate"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&[]));
+    let run = otnsx(&world, &["state", "migrate"]);
+    assert!(
+        run.stdout.contains("schema version 0 brought to 1"),
+        "{run:?}"
+    );
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+}
+
+#[test]
+fn a_state_directory_is_imported_once_and_reads_the_same() {
+    let Some(world) = pg_world("a_state_directory_is_imported_once_and_reads_the_same") else {
+        return;
+    };
+    // A node that ran on files until now, in its own directory.
+    let files = world.dir.path().join("files.toml");
+    let text = world
+        .config_text()
+        .replace(&world.state_section(), "")
+        .replacen("/state\"", "/filestate\"", 1);
+    std::fs::write(&files, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let t0 = "2026-11-23T16:00:00Z";
+    world.helpdesk.set_lock(T2.0, "lock");
+    let run = |config: &Path, args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        run_binary(&all, &[("OTNSX_NOW", t0)])
+    };
+    assert_eq!(run(&files, &[T2.1, "2"]).code, 0);
+    assert_eq!(
+        run(&files, &["grant", "--vm", "db01", "--reason", "patch"]).code,
+        0
+    );
+    assert_eq!(run(&files, &["revoke", "--vm", "db01"]).code, 0);
+    assert_eq!(run(&files, &["grant", "--vm", "app01"]).code, 0);
+    let dir = world.dir.path().join("filestate");
+    let dir_arg = dir.to_str().unwrap();
+    let imported = otnsx(&world, &["state", "import", "--from-file", dir_arg]);
+    assert_eq!(imported.code, 0, "{imported:?}");
+    assert!(
+        imported
+            .stdout
+            .contains("2 of 2 leases and 5 of 5 journal entries added"),
+        "{imported:?}"
+    );
+    // The same leases and journal as in the files.
+    let file_leases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("leases.json")).unwrap()).unwrap();
+    let mut from_file: Vec<String> = file_leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.to_string())
+        .collect();
+    let mut in_db: Vec<String> = world.leases().iter().map(|l| l.to_string()).collect();
+    from_file.sort();
+    in_db.sort();
+    assert_eq!(in_db, from_file);
+    let lines = std::fs::read_to_string(dir.join("journal.jsonl")).unwrap();
+    let from_file: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(world.journal(), from_file);
+    // Status and history read the same on both.
+    for args in [
+        &["history"][..],
+        &["history", "--json"],
+        &["status", "--json"],
+    ] {
+        let (a, b) = (run(&files, args), run(&world.config_path(), args));
+        assert_eq!((a.code, &a.stdout), (b.code, &b.stdout), "{args:?}");
+    }
+    // Twice adds nothing; a database with other leases is not mixed with the directory.
+    let again = otnsx(&world, &["state", "import", "--from-file", dir_arg]);
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(
+        again.stdout.contains("0 of 2 leases and 0 of 5"),
+        "{again:?}"
+    );
+    assert_eq!(world.journal().len(), 5);
+    assert_eq!(otnsx(&world, &["grant", "--vm", "cache01"]).code, 0);
+    assert_eq!(run(&files, &["revoke", "--vm", "app01"]).code, 0);
+    let mixed = otnsx(&world, &["state", "import", "--from-file", dir_arg]);
+    assert_eq!(mixed.code, 65, "{mixed:?}");
+    assert!(mixed.stderr.contains("would mix two states"), "{mixed:?}");
+    // A directory without state is named.
+    let empty = otnsx(&world, &["state", "import", "--from-file", "/nonexistent"]);
+    assert_eq!(empty.code, 65, "{empty:?}");
+}
+
+#[test]
+fn history_from_the_table_matches_the_golden_files() {
+    let Some(world) = pg_world("history_from_the_table_matches_the_golden_files") else {
+        return;
+    };
+    let dir = world.dir.path().join("old");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("journal.jsonl"), crate::it::history::JOURNAL).unwrap();
+    let imported = otnsx(
+        &world,
+        &["state", "import", "--from-file", dir.to_str().unwrap()],
+    );
+    assert_eq!(imported.code, 0, "{imported:?}");
+    assert!(
+        imported
+            .stderr
+            .contains("1 unreadable lines were not imported"),
+        "{imported:?}"
+    );
+    let run = otnsx_at(&world, crate::it::history::NOW, &["history"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    crate::golden("history.txt", &run.stdout);
+    let run = otnsx_at(&world, crate::it::history::NOW, &["history", "--json"]);
+    let pretty = serde_json::to_string_pretty(
+        &serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap(),
+    )
+    .unwrap();
+    crate::golden("history.json", &(pretty + "\n"));
+}
+
+#[test]
+fn check_verifies_the_connection_the_schema_and_the_grants() {
+    let Some(world) = pg_world("check_verifies_the_connection_the_schema_and_the_grants") else {
+        return;
+    };
+    let run = otnsx(&world, &["check"]);
+    let db = world.db.as_ref().unwrap();
+    assert!(
+        run.stdout.contains(&format!(
+            "✓ state database {}: logged in as postgres (PostgreSQL 1",
+            db.url
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("loopback, without TLS"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("schema: version 1"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("grants: postgres may read and write the leases and the journal"),
+        "{}",
+        run.stdout
+    );
+    // A user with the README's grants passes; without DELETE on the leases it fails, named.
+    let role = format!("{}_runner", db.name);
+    db.execute(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD 'runner-pw';
+         GRANT SELECT ON otnsx_schema TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON otnsx_leases TO {role};
+         GRANT INSERT ON otnsx_leases_aside TO {role};
+         GRANT SELECT, INSERT ON otnsx_journal TO {role};
+         GRANT USAGE ON SEQUENCE otnsx_journal_seq_seq TO {role};"
+    ));
+    let secret = world.dir.path().join("runner.secret");
+    std::fs::write(&secret, "runner-pw\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = world
+        .config_text()
+        .replace("postgres://postgres@", &format!("postgres://{role}@"))
+        .replace(
+            &format!("{}/db.secret", world.dir.path().display()),
+            secret.to_str().unwrap(),
+        );
+    world.write_config(&text);
+    let run = otnsx(&world, &["check"]);
+    assert!(
+        run.stdout
+            .contains(&format!("grants: {role} may read and write")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(lock(&world, T2).code, 0, "the README's grants are enough");
+    assert_eq!(unlock(&world, T2).code, 0);
+    db.execute(&format!("REVOKE DELETE ON otnsx_leases FROM {role}"));
+    let run = otnsx(&world, &["check"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stdout.contains(&format!(
+            "✗ state database {} grants: {role} lacks DELETE ON otnsx_leases:",
+            db.url
+                .replace("postgres://postgres@", &format!("postgres://{role}@"))
+        )),
+        "{}",
+        run.stdout
+    );
+    db.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
+}
+
+#[test]
+fn tls_is_required_off_loopback_and_with_a_ca_file() {
+    let Some(world) = pg_world("tls_is_required_off_loopback_and_with_a_ca_file") else {
+        return;
+    };
+    // With ca_file, TLS is required even on loopback; the test server offers none.
+    let ca = crate::support::tls::TestCa::new();
+    let ca_path = world.dir.path().join("db-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let text = world.config_text().replace(
+        "backend = \"postgres\"\n",
+        &format!(
+            "backend = \"postgres\"\nca_file = \"{}\"\n",
+            ca_path.display()
+        ),
+    );
+    world.write_config(&text);
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(run.stderr.to_lowercase().contains("tls"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&[]));
+}
