@@ -1,4 +1,5 @@
-//! `cargo run --release --example bench [-- RUNS [reconcile]]`: how long the help desk waits on otnsx.
+//! `cargo run --release --example bench [-- RUNS [reconcile|state|history]]`: how long the help
+//! desk waits on otnsx.
 //!
 //! Builds the release binary and runs it as the help desk does (`otnsx NUMBER ID`, a process per
 //! event) against the simulated services on 127.0.0.1, each answering after an injected delay
@@ -41,6 +42,13 @@ fn main() {
     let binary = build();
     if std::env::args().nth(2).as_deref() == Some("state") {
         state_backends(&binary, runs);
+        return;
+    }
+    // `-- RUNS history`: only `history` over 100,000 entries, file and table.
+    if std::env::args().nth(2).as_deref() == Some("history") {
+        if support::pg::available("bench") {
+            history_over(&binary, 100_000, runs.min(5));
+        }
         return;
     }
     println!(
@@ -246,27 +254,36 @@ fn history_over(binary: &std::path::Path, entries: usize, runs: usize) {
         "state import of {entries} journal entries: {:.0} ms",
         ms(started.elapsed())
     );
-    for (name, config) in [("file", files.clone()), ("postgres", world.config_path())] {
-        let mut times = Vec::new();
-        let mut rss = 0;
-        for _ in 0..=runs {
-            let mut command = Command::new(binary);
-            command
-                .args(["--config".as_ref(), config.as_os_str()])
-                .args(["history", "--json"])
-                .env_clear();
-            let started = Instant::now();
-            let (code, peak, _, stderr) = run_child(command);
-            assert_eq!(code, 0, "history: {stderr}");
-            times.push(started.elapsed());
-            rss = rss.max(peak);
+    let filters: [&[&str]; 3] = [
+        &[],
+        &["--vm", "fleet0042"],
+        &["--ticket", "2026120100100042"],
+    ];
+    for only in filters {
+        for (name, config) in [("file", files.clone()), ("postgres", world.config_path())] {
+            let mut times = Vec::new();
+            let mut rss = 0;
+            for _ in 0..=runs {
+                let mut command = Command::new(binary);
+                command
+                    .args(["--config".as_ref(), config.as_os_str()])
+                    .args(["history", "--json"])
+                    .args(only)
+                    .env_clear();
+                let started = Instant::now();
+                let (code, peak, _, stderr) = run_child(command);
+                assert_eq!(code, 0, "history: {stderr}");
+                times.push(started.elapsed());
+                rss = rss.max(peak);
+            }
+            times.sort();
+            println!(
+                "history {} over {entries} entries, {name}: median {:.0} ms, {:.1} MiB resident",
+                only.join(" "),
+                ms(times[times.len() / 2]),
+                rss as f64 / 1024.0
+            );
         }
-        times.sort();
-        println!(
-            "history over {entries} entries, {name}: median {:.0} ms, {:.1} MiB resident",
-            ms(times[times.len() / 2]),
-            rss as f64 / 1024.0
-        );
     }
 }
 

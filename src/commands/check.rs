@@ -363,9 +363,9 @@ fn never_opened(config: &Config, tagged: &[crate::domain::vm::VmRef]) -> Vec<Str
     };
     match store.database() {
         Some(db) => {
-            let _ = db.journal_lines(|line| {
-                keep(line, &mut opened_lines);
-                Ok(())
+            let _ = db.journal_lines(&Default::default(), |line| {
+                keep(&String::from_utf8_lossy(line), &mut opened_lines);
+                true
             });
         }
         None => {

@@ -63,46 +63,19 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
     let since = filter.since.map(|s| since(s, now)).transpose()?;
     let mut book = Book::default();
     let mut unreadable = 0usize;
-    let mut take = |line: &[u8]| match std::str::from_utf8(line)
-        .ok()
-        .and_then(|line| serde_json::from_str::<Entry>(line).ok())
-    {
-        Some(entry) => book.take(entry),
-        None => unreadable += 1, // a line cut short by a crash, or not ours
+    let only = crate::state::pg::JournalFilter {
+        vm: filter.vm,
+        ticket: filter.ticket,
     };
-    let source = match run.store.database() {
-        Some(db) => {
-            db.journal_lines(|line| {
-                take(line.as_bytes());
-                Ok(())
-            })?;
-            db.url().to_string()
+    let source = read_journal(run, &only, &mut |line| {
+        match std::str::from_utf8(line)
+            .ok()
+            .and_then(|line| serde_json::from_str::<Entry>(line).ok())
+        {
+            Some(entry) => book.take(entry),
+            None => unreadable += 1, // a line cut short by a crash, or not ours
         }
-        None => {
-            let path = run.store.journal_path();
-            let file =
-                match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
-                    Ok(f) => Some(f),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(e) => {
-                        return Err(fault(
-                            Exit::IoErr,
-                            format!("reading {}: {e}", path.display()),
-                        ));
-                    }
-                };
-            for line in file
-                .map(BufReader::new)
-                .into_iter()
-                .flat_map(|r| r.split(b'\n'))
-            {
-                let line = line
-                    .map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
-                take(&line);
-            }
-            path.display().to_string()
-        }
-    };
+    })?;
     let Book {
         mut periods,
         mut events,
@@ -135,6 +108,41 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
         outln!("{}", render(&periods, &events).trim_end_matches('\n'));
     }
     Ok(Exit::Ok)
+}
+
+/// Feeds the journal's lines to `each`, oldest first; returns where they came from. From the
+/// database only those `only` says can matter (by its indexes); from the file every line.
+fn read_journal(
+    run: &Run,
+    only: &crate::state::pg::JournalFilter<'_>,
+    each: &mut dyn FnMut(&[u8]),
+) -> anyhow::Result<String> {
+    if let Some(db) = run.store.database() {
+        db.journal_lines(only, |line| {
+            each(line);
+            true
+        })?;
+        return Ok(db.url().to_string());
+    }
+    let path = run.store.journal_path();
+    let file = match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(path.display().to_string());
+        }
+        Err(e) => {
+            return Err(fault(
+                Exit::IoErr,
+                format!("reading {}: {e}", path.display()),
+            ));
+        }
+    };
+    for line in BufReader::new(file).split(b'\n') {
+        let line =
+            line.map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
+        each(&line);
+    }
+    Ok(path.display().to_string())
 }
 
 /// The access periods and events of the entries taken so far, in journal order.

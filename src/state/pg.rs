@@ -25,6 +25,9 @@ use crate::sync::lock;
 /// The schema this otnsx reads and writes. `otnsx state migrate` brings a database to it.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// Journal rows fetched at once when the journal is read.
+const BATCH: i32 = 10_000;
+
 /// The advisory lock every run's transaction takes: "otnsx" in ASCII.
 const LOCK_KEY: i64 = 0x006f_746e_7378;
 
@@ -51,12 +54,15 @@ CREATE TABLE otnsx_journal (
     vm text,
     vm_id text,
     ticket_number text,
+    -- The tickets the entry is about: its own, and those whose access it began or ended, by
+    -- number and by ID.
+    tickets text[] NOT NULL DEFAULT '{}',
     entry text NOT NULL
 );
 CREATE INDEX otnsx_journal_ts ON otnsx_journal (ts);
 CREATE INDEX otnsx_journal_vm ON otnsx_journal (vm);
 CREATE INDEX otnsx_journal_vm_id ON otnsx_journal (vm_id);
-CREATE INDEX otnsx_journal_ticket ON otnsx_journal (ticket_number);
+CREATE INDEX otnsx_journal_tickets ON otnsx_journal USING gin (tickets);
 "];
 
 /// What the database user needs on each table for a run, as `check` verifies it.
@@ -124,13 +130,23 @@ fn holder_key(holder: &Holder) -> String {
 
 /// The statement that journals `entry` (once: an id the table has is left alone).
 fn insert_entry(entry: &Entry, line: &str) -> String {
+    let mut tickets: Vec<String> = entry.ticket_number.iter().cloned().collect();
+    for holder in entry.gained.iter().chain(&entry.lost) {
+        if let Holder::Ticket { id, number } = holder {
+            tickets.extend([number.clone(), id.to_string()]);
+        }
+    }
+    tickets.sort();
+    tickets.dedup();
+    let tickets: Vec<String> = tickets.iter().map(|t| literal(t)).collect();
     format!(
-        "INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, entry) VALUES ({}, {}, {}, {}, {}, {}) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, tickets, entry) VALUES ({}, {}, {}, {}, {}, ARRAY[{}]::text[], {}) ON CONFLICT (id) DO NOTHING",
         literal(&entry.id),
         entry.ts.0,
         nullable(entry.vm.as_deref()),
         nullable(entry.vm_id.as_deref()),
         nullable(entry.ticket_number.as_deref()),
+        tickets.join(", "),
         literal(line)
     )
 }
@@ -579,30 +595,53 @@ impl Pg {
         })
     }
 
-    /// Feeds every journal entry, oldest first, to `each`, as the JSON line it was.
+    /// Feeds every journal entry, oldest first, to `each`, as the JSON line it was; `each`
+    /// returns false to stop. The rows come in batches of [`BATCH`] (a portal: memory stays
+    /// bounded, and the client's cost per row is small).
+    ///
+    /// `only` narrows the rows by the journal's indexes to those that can matter for one VM
+    /// name or one ticket (number or ID): every entry of every VM id ever journaled under that
+    /// name, or every entry about the ticket (its own, or one that began or ended its access).
     pub fn journal_lines(
         &self,
-        mut each: impl FnMut(&str) -> anyhow::Result<()>,
+        only: &JournalFilter<'_>,
+        mut each: impl FnMut(&[u8]) -> bool,
     ) -> anyhow::Result<()> {
+        let mut conditions = Vec::new();
+        if let Some(vm) = only.vm {
+            let vm = literal(vm);
+            conditions.push(format!(
+                "(vm = {vm} OR vm_id IN (SELECT vm_id FROM otnsx_journal WHERE vm = {vm} AND vm_id IS NOT NULL))"
+            ));
+        }
+        if let Some(ticket) = only
+            .ticket
+            .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
+        {
+            conditions.push(format!("tickets @> ARRAY['{ticket}']"));
+        }
+        let filter = match conditions.is_empty() {
+            true => String::new(),
+            false => format!(" WHERE {}", conditions.join(" AND ")),
+        };
+        let query = format!("SELECT entry FROM otnsx_journal{filter} ORDER BY seq");
         let mut inner = lock(&self.inner);
         let client = self.client(&mut inner)?;
-        let mut rows = client
-            .query_raw(
-                "SELECT entry FROM otnsx_journal ORDER BY seq",
-                std::iter::empty::<&str>(),
-            )
-            .map_err(|e| self.error("reading the journal", &e))?;
-        use postgres::fallible_iterator::FallibleIterator;
-        while let Some(row) = rows
-            .next()
-            .map_err(|e| self.error("reading the journal", &e))?
-        {
-            let line: &str = row
-                .try_get(0)
-                .map_err(|e| self.error("reading the journal", &e))?;
-            each(line)?;
+        let failed = |e: postgres::Error| self.error("reading the journal", &e);
+        let mut tx = client.transaction().map_err(failed)?;
+        let portal = tx.bind(&query, &[]).map_err(failed)?;
+        loop {
+            let rows = tx.query_portal(&portal, BATCH).map_err(failed)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            for row in &rows {
+                let line: &str = row.try_get(0).map_err(failed)?;
+                if !each(line.as_bytes()) {
+                    return Ok(());
+                }
+            }
         }
-        Ok(())
     }
 
     /// Creates or brings the schema to [`SCHEMA_VERSION`], under the state lock, in one
@@ -768,6 +807,13 @@ impl Pg {
             missing,
         })
     }
+}
+
+/// What of the journal a reader needs ([`Pg::journal_lines`]); the reader still filters.
+#[derive(Default)]
+pub struct JournalFilter<'a> {
+    pub vm: Option<&'a str>,
+    pub ticket: Option<&'a str>,
 }
 
 /// What `check` found in the database.

@@ -121,11 +121,15 @@ fn history_table_and_json_match_the_golden_files() {
 
 #[test]
 fn history_filters() {
-    let world = world_with_journal();
+    filters_count_as_they_should(&world_with_journal());
+}
+
+/// What `history`'s filters keep of [`JOURNAL`], in `world` (which holds it).
+pub fn filters_count_as_they_should(world: &World) {
     let count = |args: &[&str]| -> (usize, usize) {
         let mut all = vec!["history", "--json"];
         all.extend_from_slice(args);
-        let run = otnsx_at(&world, NOW, &all);
+        let run = otnsx_at(world, NOW, &all);
         assert_eq!(run.code, 0, "{run:?}");
         let v: Value = serde_json::from_str(&run.stdout).unwrap();
         (
@@ -146,6 +150,6 @@ fn history_filters() {
     assert_eq!(count(&["--since", "1d"]), (1, 0));
     assert_eq!(count(&["--since", "2026-11-21"]), (3, 1));
     assert_eq!(count(&["--since", "2026-11-21T11:00:00Z"]), (3, 0));
-    let run = otnsx_at(&world, NOW, &["history", "--since", "last week"]);
+    let run = otnsx_at(world, NOW, &["history", "--since", "last week"]);
     assert_eq!(run.code, 2, "{run:?}");
 }

@@ -474,6 +474,41 @@ fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
 }
 
 #[test]
+fn a_damaged_lease_row_opens_nothing_and_revoke_all_sets_the_rows_aside() {
+    let Some(world) =
+        pg_world("a_damaged_lease_row_opens_nothing_and_revoke_all_sets_the_rows_aside")
+    else {
+        return;
+    };
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    let db = world.db.as_ref().unwrap();
+    db.execute(
+        "INSERT INTO otnsx_leases (target, holder, granted_at, lease) VALUES ('vm-42', 'x', 0, '{\"vm\":')",
+    );
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(
+        run.stderr.contains("otnsx_leases") && run.stderr.contains("is damaged"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&["vm-43"]), "nothing opened");
+    // The emergency close: every tagged VM closed, the rows set aside, a fresh start.
+    let run = otnsx(&world, &["revoke", "--all"]);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(run.stderr.contains("otnsx_leases_aside"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&[]));
+    let aside: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM otnsx_leases_aside", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(aside, 2, "both rows kept aside");
+    assert!(world.leases().is_empty());
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+}
+
+#[test]
 fn a_state_directory_is_imported_once_and_reads_the_same() {
     let Some(world) = pg_world("a_state_directory_is_imported_once_and_reads_the_same") else {
         return;
@@ -579,6 +614,8 @@ fn history_from_the_table_matches_the_golden_files() {
     let run = otnsx_at(&world, crate::it::history::NOW, &["history"]);
     assert_eq!(run.code, 0, "{run:?}");
     crate::golden("history.txt", &run.stdout);
+    // The filters, narrowed by the table's indexes, keep what the file's keep.
+    crate::it::history::filters_count_as_they_should(&world);
     let run = otnsx_at(&world, crate::it::history::NOW, &["history", "--json"]);
     let pretty = serde_json::to_string_pretty(
         &serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap(),
