@@ -481,19 +481,7 @@ mod tests {
                 "password = \"x\""
             )
         ) + &example[example.find("[otrs]").expect("[otrs]")..];
-        let text = text
-            .replace(
-                "password_file = \"/etc/otnsx/otrs.secret\"",
-                "password = \"x\"",
-            )
-            .replace(
-                "password_file = \"/etc/otnsx/vcenter.secret\"",
-                "password = \"x\"",
-            )
-            .replace(
-                "password_file = \"/etc/otnsx/nsx.secret\"",
-                "password = \"x\"",
-            );
+        let text = inline_passwords(&text);
         let config = Config::parse(&text, Path::new("/etc/otnsx/otnsx.toml"), 0o640)
             .expect("the [state] example parses");
         let db = config.database.expect("postgres");
@@ -589,19 +577,23 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         let nsx_v = example.find("[nsx]\n").expect("[nsx]");
-        format!("{}{block}\n{}", &example[..nsx_v], &example[end..])
-            .replace(
-                "password_file = \"/etc/otnsx/otrs.secret\"",
-                "password = \"x\"",
-            )
-            .replace(
-                "password_file = \"/etc/otnsx/vcenter.secret\"",
-                "password = \"x\"",
-            )
-            .replace(
-                "password_file = \"/etc/otnsx/nsx.secret\"",
-                "password = \"x\"",
-            )
+        inline_passwords(&format!(
+            "{}{block}\n{}",
+            &example[..nsx_v],
+            &example[end..]
+        ))
+    }
+
+    /// The example's services with inline passwords instead of their password files.
+    fn inline_passwords(text: &str) -> String {
+        ["otrs", "vcenter", "nsx"]
+            .iter()
+            .fold(text.to_string(), |text, service| {
+                text.replace(
+                    &format!("password_file = \"/etc/otnsx/{service}.secret\""),
+                    "password = \"x\"",
+                )
+            })
     }
 
     #[test]

@@ -125,6 +125,15 @@ fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases(world: World) {
             assert!(run.code == 0, "{run:?}");
         }
     });
+    nsx_matches_the_leases_of_the_locked_tickets(&world, &tickets);
+}
+
+/// NSX carries the tag exactly on the VMs the leases hold, and exactly the locked tickets
+/// (all but every third of `tickets`) hold leases. Returns the leases.
+pub fn nsx_matches_the_leases_of_the_locked_tickets(
+    world: &World,
+    tickets: &[(u64, String)],
+) -> Vec<serde_json::Value> {
     let leases = world.leases();
     let held: BTreeSet<String> = leases
         .iter()
@@ -150,6 +159,7 @@ fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases(world: World) {
         "exactly the locked tickets hold leases"
     );
     assert_eq!(world.vcenter.open_sessions(), 0);
+    leases
 }
 
 crate::on_both_backends!(
