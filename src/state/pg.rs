@@ -151,6 +151,11 @@ fn insert_entry(entry: &Entry, line: &str) -> String {
     )
 }
 
+/// The one value of a statement's rows (its first row's first column), if there is one.
+fn scalar(rows: &[Vec<Option<String>>]) -> Option<String> {
+    rows.first()?.first()?.clone()
+}
+
 /// The rows of each statement of a simple query, in order.
 fn results(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>>> {
     let mut out = vec![Vec::new()];
@@ -388,8 +393,7 @@ impl Pg {
 
     fn check_version(&self, rows: Option<&Vec<Vec<Option<String>>>>) -> anyhow::Result<()> {
         let found = rows
-            .and_then(|r| r.first())
-            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|rows| scalar(rows))
             .and_then(|v| v.parse::<i64>().ok());
         let url = &self.db.url;
         match found {
@@ -660,8 +664,7 @@ impl Pg {
             .map_err(|e| self.error("migrating", &e))?;
         let from = results(found)
             .get(3)
-            .and_then(|r| r.first())
-            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|rows| scalar(rows))
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0);
         if from > SCHEMA_VERSION {
@@ -708,8 +711,7 @@ impl Pg {
             .parse(read.get(3).map_or(&[][..], Vec::as_slice))
             .map_err(|why| fault(Exit::IoErr, why))?;
         let count = |rows: Option<&Vec<Vec<Option<String>>>>| {
-            rows.and_then(|r| r.first())
-                .and_then(|r| r.first().cloned().flatten())
+            rows.and_then(|rows| scalar(rows))
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
@@ -771,8 +773,7 @@ impl Pg {
         let value = |i: usize| {
             results
                 .get(i)
-                .and_then(|r| r.first())
-                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|rows| scalar(rows))
                 .unwrap_or_default()
         };
         let server = value(0);
@@ -782,8 +783,7 @@ impl Pg {
                 .map_err(|e| self.error("reading the schema version", &e))?;
             self::results(messages)
                 .first()
-                .and_then(|r| r.first())
-                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|rows| scalar(rows))
                 .and_then(|v| v.parse::<i64>().ok())
         } else {
             None

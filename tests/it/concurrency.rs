@@ -87,17 +87,25 @@ fn sixteen_concurrent_events_end_consistent_with_the_tickets(world: World) {
     assert!(world.leases().is_empty());
 }
 
-fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases(world: World) {
-    let vms = ["web01", "db01", "app01", "cache01"];
-    let tickets: Vec<(u64, String)> = (20..28)
-        .map(|id| (id, format!("20261123100002{id}")))
-        .collect();
+/// The VMs the mixed tests spread their tickets over.
+pub const VMS: [&str; 4] = ["web01", "db01", "app01", "cache01"];
+
+/// Tickets `ids` in the fake help desk, each naming one of [`VMS`] in turn; every third
+/// (from the first) unlocked, the others locked.
+pub fn mixed_tickets(world: &World, ids: std::ops::Range<u64>) -> Vec<(u64, String)> {
+    let tickets: Vec<(u64, String)> = ids.map(|id| (id, format!("20261123100002{id}"))).collect();
     for (i, (id, number)) in tickets.iter().enumerate() {
-        world.helpdesk.add_ticket(*id, number, json!(vms[i % 4]));
+        world.helpdesk.add_ticket(*id, number, json!(VMS[i % 4]));
         world
             .helpdesk
             .set_lock(*id, if i % 3 == 0 { "unlock" } else { "lock" });
     }
+    tickets
+}
+
+fn thirty_two_mixed_invocations_end_with_nsx_matching_the_leases(world: World) {
+    let vms = VMS;
+    let tickets = mixed_tickets(&world, 20..28);
     // Every ticket's event twice, and eight grants and eight revokes over the four VMs, mixed.
     let runs: Vec<Vec<String>> = (0..32)
         .map(|i| match i % 2 {

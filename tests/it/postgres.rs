@@ -9,8 +9,6 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::support::pg::{TestCluster, TestDb};
 use crate::support::{T2, T3, World, set};
 use crate::{Run, lock, otnsx, otnsx_at, pg_world, run_binary, unlock};
@@ -145,16 +143,8 @@ fn two_nodes_running_events_grants_and_reconciles_at_once_end_consistent() {
     };
     let node2 = second_node(&world);
     let nodes = [world.config_path(), node2];
-    let vms = ["web01", "db01", "app01", "cache01"];
-    let tickets: Vec<(u64, String)> = (30..46)
-        .map(|id| (id, format!("20261123100003{id}")))
-        .collect();
-    for (i, (id, number)) in tickets.iter().enumerate() {
-        world.helpdesk.add_ticket(*id, number, json!(vms[i % 4]));
-        world
-            .helpdesk
-            .set_lock(*id, if i % 3 == 0 { "unlock" } else { "lock" });
-    }
+    let vms = crate::it::concurrency::VMS;
+    let tickets = crate::it::concurrency::mixed_tickets(&world, 30..46);
     // Per node: every ticket's event, a grant and a revoke per VM, and reconciles; 48 runs on
     // each node, 96 in all, started at once, half of them on each node.
     let mut runs: Vec<(usize, Vec<String>)> = Vec::new();
