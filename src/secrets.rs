@@ -57,17 +57,16 @@ pub fn token(token: &str) {
     add(crate::http::encode(token));
 }
 
-/// `text` with every known secret replaced by `(redacted)`.
-pub fn scrub(text: &str) -> String {
+/// `text` with every known secret replaced by `(redacted)` (borrowed when it holds none).
+pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
     let known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out: Option<String> = None;
+    let mut out = std::borrow::Cow::Borrowed(text);
     for secret in known.iter() {
-        let current = out.as_deref().unwrap_or(text);
-        if current.contains(secret.as_str()) {
-            out = Some(current.replace(secret.as_str(), REDACTED));
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), REDACTED).into();
         }
     }
-    out.unwrap_or_else(|| text.to_string())
+    out
 }
 
 #[cfg(test)]

@@ -592,6 +592,76 @@ fn history_from_the_table_matches_the_golden_files() {
     crate::golden("history.json", &(pretty + "\n"));
 }
 
+/// The whole journal comes from the table in arrays of consecutive rows (500 at a time): with
+/// gaps in the sequence, a range with no rows at all and rows that share no chunk, `history`
+/// reads every entry once and in order, as from a file with the same lines.
+#[test]
+fn history_reads_a_long_journal_with_gaps_whole_and_in_order() {
+    let Some(world) = pg_world("history_reads_a_long_journal_with_gaps_whole_and_in_order") else {
+        return;
+    };
+    let dir = world.dir.path().join("old");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut lines = String::new();
+    for i in 0..1700u64 {
+        let (vm, ticket) = (format!("fleet{:02}", i % 30), 4000 + i / 2);
+        let (action, key) = if i % 2 == 0 {
+            ("grant", "gained")
+        } else {
+            ("revoke", "lost")
+        };
+        let ts = otnsx::time::Timestamp(1_764_547_200 + i as i64 * 60);
+        lines.push_str(&format!(
+            "{{\"id\":\"long.{i}\",\"ts\":\"{ts}\",\"action\":\"{action}\",\"ticket_number\":\"2026{ticket}\",\"ticket_id\":{ticket},\"vm\":\"{vm}\",\"vm_id\":\"vm-{}\",\"result\":\"ok\",\"detail\":\"{action} {vm}\",\"actor\":\"helpdesk:agent\",\"cause\":\"lock\",\"{key}\":[{{\"kind\":\"ticket\",\"id\":{ticket},\"number\":\"2026{ticket}\"}}]}}\n",
+            i % 30
+        ));
+    }
+    std::fs::write(dir.join("journal.jsonl"), &lines).unwrap();
+    let imported = otnsx(
+        &world,
+        &["state", "import", "--from-file", dir.to_str().unwrap()],
+    );
+    assert_eq!(imported.code, 0, "{imported:?}");
+    let db = world.db.as_ref().unwrap();
+    db.execute("DELETE FROM otnsx_journal WHERE seq % 7 = 3 OR seq BETWEEN 480 AND 1020");
+    let kept: Vec<String> = db.journal().iter().map(|e| e.to_string()).collect();
+    assert!(kept.len() > 900 && kept.len() < 1200, "{}", kept.len());
+    // The same entries in a file, for a node that reads files.
+    let files_dir = world.dir.path().join("files");
+    std::fs::create_dir_all(&files_dir).unwrap();
+    std::fs::write(files_dir.join("journal.jsonl"), kept.join("\n") + "\n").unwrap();
+    let files = world.dir.path().join("files.toml");
+    let text = world
+        .config_text()
+        .replace(&world.state_section(), "")
+        .replacen("/state\"", "/files\"", 1);
+    std::fs::write(&files, text).unwrap();
+    let now = "2026-12-03T00:00:00Z";
+    for args in [&["history", "--json"][..], &["history"]] {
+        let mut all = vec!["--config", files.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let from_file = run_binary(&all, &[("OTNSX_NOW", now)]);
+        let from_table = otnsx_at(&world, now, args);
+        assert_eq!(from_table.code, 0, "{from_table:?}");
+        assert_eq!(from_table.stdout, from_file.stdout, "{args:?}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&otnsx_at(&world, now, &["history", "--json"]).stdout).unwrap();
+    let periods = report["periods"].as_array().unwrap();
+    // Every grant kept opens a period; a revoke kept closes it (one whose grant was deleted
+    // closes nothing).
+    let grants = kept.iter().filter(|e| e.contains("\"gained\"")).count();
+    assert_eq!(periods.len(), grants);
+    let opened: Vec<&str> = periods
+        .iter()
+        .map(|p| p["opened_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        opened.windows(2).all(|w| w[0] <= w[1]),
+        "periods out of order"
+    );
+}
+
 #[test]
 fn check_verifies_the_connection_the_schema_and_the_grants() {
     let Some(world) = pg_world("check_verifies_the_connection_the_schema_and_the_grants") else {
