@@ -44,10 +44,11 @@ fn main() {
         state_backends(&binary, runs);
         return;
     }
-    // `-- RUNS history`: only `history` over 100,000 entries, file and table.
+    // `-- RUNS history`: only `history` over 100,000 entries, file and table (and with
+    // OTNSX_BENCH_BASELINE=PATH the file read by that binary too).
     if std::env::args().nth(2).as_deref() == Some("history") {
         if support::pg::available("bench") {
-            history_over(&binary, 100_000, runs.min(5));
+            history_over(&binary, 100_000, runs.min(11));
         }
         return;
     }
@@ -254,17 +255,35 @@ fn history_over(binary: &std::path::Path, entries: usize, runs: usize) {
         "state import of {entries} journal entries: {:.0} ms",
         ms(started.elapsed())
     );
+    // A year's journal has been vacuumed along the way (hint bits set, statistics made); just
+    // imported, the first reads would do that work, and autovacuum would run beside them.
+    world
+        .db
+        .as_ref()
+        .expect("db")
+        .execute("VACUUM ANALYZE otnsx_journal");
     let filters: [&[&str]; 3] = [
         &[],
         &["--vm", "fleet0042"],
         &["--ticket", "2026120100100042"],
     ];
+    // OTNSX_BENCH_BASELINE=PATH: also the file store read by another otnsx binary (an older
+    // build), to compare with what was there before a change.
+    let baseline = std::env::var_os("OTNSX_BENCH_BASELINE").map(std::path::PathBuf::from);
+    let mut readers = vec![
+        ("file", binary.to_path_buf(), files.clone()),
+        ("postgres", binary.to_path_buf(), world.config_path()),
+    ];
+    if let Some(old) = baseline {
+        readers.push(("file, baseline binary", old, files.clone()));
+    }
+    // The readers take turns, run by run, so that a busy moment of the machine falls on all.
     for only in filters {
-        for (name, config) in [("file", files.clone()), ("postgres", world.config_path())] {
-            let mut times = Vec::new();
-            let mut rss = 0;
-            for _ in 0..=runs {
-                let mut command = Command::new(binary);
+        let mut times = vec![Vec::new(); readers.len()];
+        let mut rss = vec![0; readers.len()];
+        for _ in 0..=runs {
+            for (i, (_, reader, config)) in readers.iter().enumerate() {
+                let mut command = Command::new(reader);
                 command
                     .args(["--config".as_ref(), config.as_os_str()])
                     .args(["history", "--json"])
@@ -273,15 +292,17 @@ fn history_over(binary: &std::path::Path, entries: usize, runs: usize) {
                 let started = Instant::now();
                 let (code, peak, _, stderr) = run_child(command);
                 assert_eq!(code, 0, "history: {stderr}");
-                times.push(started.elapsed());
-                rss = rss.max(peak);
+                times[i].push(started.elapsed());
+                rss[i] = rss[i].max(peak);
             }
-            times.sort();
+        }
+        for (i, (name, _, _)) in readers.iter().enumerate() {
+            times[i].sort();
             println!(
                 "history {} over {entries} entries, {name}: median {:.0} ms, {:.1} MiB resident",
                 only.join(" "),
-                ms(times[times.len() / 2]),
-                rss as f64 / 1024.0
+                ms(times[i][times[i].len() / 2]),
+                rss[i] as f64 / 1024.0
             );
         }
     }

@@ -720,6 +720,17 @@ fn check_verifies_the_connection_the_schema_and_the_grants() {
     );
     assert_eq!(lock(&world, T2).code, 0, "the README's grants are enough");
     assert_eq!(unlock(&world, T2).code, 0);
+    // The readers too: the whole journal and the filtered reads are one COPY each.
+    for args in [
+        &["history"][..],
+        &["history", "--vm", "web01"],
+        &["history", "--ticket", T2.1],
+        &["status"],
+    ] {
+        let run = otnsx(&world, args);
+        assert_eq!(run.code, 0, "{args:?} with the README's grants: {run:?}");
+        assert!(args[0] == "status" || run.stdout.contains(T2.1), "{run:?}");
+    }
     db.execute(&format!("REVOKE DELETE ON otnsx_leases FROM {role}"));
     let run = otnsx(&world, &["check"]);
     assert_ne!(run.code, 0);
