@@ -482,14 +482,7 @@ fn a_state_directory_is_imported_once_and_reads_the_same() {
         return;
     };
     // A node that ran on files until now, in its own directory.
-    let files = world.dir.path().join("files.toml");
-    let text = world
-        .config_text()
-        .replace(&world.state_section(), "")
-        .replacen("/state\"", "/filestate\"", 1);
-    std::fs::write(&files, text).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let files = files_node(&world, "filestate");
     let t0 = "2026-11-23T16:00:00Z";
     world.helpdesk.set_lock(T2.0, "lock");
     let run = |config: &Path, args: &[&str]| {
@@ -560,19 +553,39 @@ fn a_state_directory_is_imported_once_and_reads_the_same() {
     assert_eq!(empty.code, 65, "{empty:?}");
 }
 
+/// The configuration of a node with the world's services and its state in files, in the
+/// directory `dir` of the world.
+fn files_node(world: &World, dir: &str) -> PathBuf {
+    let files = world.dir.path().join("files.toml");
+    let text = world
+        .config_text()
+        .replace(&world.state_section(), "")
+        .replacen("/state\"", &format!("/{dir}\""), 1);
+    std::fs::write(&files, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o640)).unwrap();
+    files
+}
+
+/// Imports `lines` as a state directory's journal into the world's database.
+fn import_journal(world: &World, lines: &str) -> Run {
+    let dir = world.dir.path().join("old");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("journal.jsonl"), lines).unwrap();
+    let imported = otnsx(
+        world,
+        &["state", "import", "--from-file", dir.to_str().unwrap()],
+    );
+    assert_eq!(imported.code, 0, "{imported:?}");
+    imported
+}
+
 #[test]
 fn history_from_the_table_matches_the_golden_files() {
     let Some(world) = pg_world("history_from_the_table_matches_the_golden_files") else {
         return;
     };
-    let dir = world.dir.path().join("old");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("journal.jsonl"), crate::it::history::JOURNAL).unwrap();
-    let imported = otnsx(
-        &world,
-        &["state", "import", "--from-file", dir.to_str().unwrap()],
-    );
-    assert_eq!(imported.code, 0, "{imported:?}");
+    let imported = import_journal(&world, crate::it::history::JOURNAL);
     assert!(
         imported
             .stderr
@@ -600,8 +613,6 @@ fn history_reads_a_long_journal_with_gaps_whole_and_in_order() {
     let Some(world) = pg_world("history_reads_a_long_journal_with_gaps_whole_and_in_order") else {
         return;
     };
-    let dir = world.dir.path().join("old");
-    std::fs::create_dir_all(&dir).unwrap();
     let mut lines = String::new();
     for i in 0..1700u64 {
         let (vm, ticket) = (format!("fleet{:02}", i % 30), 4000 + i / 2);
@@ -616,12 +627,7 @@ fn history_reads_a_long_journal_with_gaps_whole_and_in_order() {
             i % 30
         ));
     }
-    std::fs::write(dir.join("journal.jsonl"), &lines).unwrap();
-    let imported = otnsx(
-        &world,
-        &["state", "import", "--from-file", dir.to_str().unwrap()],
-    );
-    assert_eq!(imported.code, 0, "{imported:?}");
+    import_journal(&world, &lines);
     let db = world.db.as_ref().unwrap();
     db.execute("DELETE FROM otnsx_journal WHERE seq % 7 = 3 OR seq BETWEEN 480 AND 1020");
     let kept: Vec<String> = db.journal().iter().map(|e| e.to_string()).collect();
@@ -630,12 +636,7 @@ fn history_reads_a_long_journal_with_gaps_whole_and_in_order() {
     let files_dir = world.dir.path().join("files");
     std::fs::create_dir_all(&files_dir).unwrap();
     std::fs::write(files_dir.join("journal.jsonl"), kept.join("\n") + "\n").unwrap();
-    let files = world.dir.path().join("files.toml");
-    let text = world
-        .config_text()
-        .replace(&world.state_section(), "")
-        .replacen("/state\"", "/files\"", 1);
-    std::fs::write(&files, text).unwrap();
+    let files = files_node(&world, "files");
     let now = "2026-12-03T00:00:00Z";
     for args in [&["history", "--json"][..], &["history"]] {
         let mut all = vec!["--config", files.to_str().unwrap()];
