@@ -161,8 +161,11 @@ fn reconcile(binary: &std::path::Path, repair: usize, runs: usize) {
 /// `-- RUNS state`: a lock and an unlock event (NSX-V, services at 0 and 25 ms) with the state
 /// in files and in PostgreSQL (the server of `OTNSX_TEST_POSTGRES`, on loopback): directly, and
 /// through a proxy that delays every answer of the database by 5 ms, so that the difference
-/// from the file store counts the database round trips the event waited on. Then `history`
-/// over 100,000 journal entries in a file and in the table.
+/// from the file store counts the database round trips the event waited on. With
+/// OTNSX_BENCH_PGBOUNCER=PATH also through that PgBouncer on loopback in front of the proxy
+/// (transaction pooling), to count what a connection kept on the node would save (an
+/// experiment: otnsx does not document a pooler as a supported set-up). Then `history` over
+/// 100,000 journal entries in a file and in the table.
 fn state_backends(binary: &std::path::Path, runs: usize) {
     if !support::pg::available("bench") {
         return;
@@ -174,18 +177,29 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
     );
     let mut medians = std::collections::BTreeMap::new();
     for delay in [0, 25] {
-        for state in ["file", "postgres", "postgres+5ms"] {
+        let pooler = std::env::var_os("OTNSX_BENCH_PGBOUNCER");
+        let pooled = pooler.as_ref().map(|_| "postgres+5ms, pooled");
+        for state in ["file", "postgres", "postgres+5ms"]
+            .into_iter()
+            .chain(pooled)
+        {
             let world = match state {
                 "file" => World::new(),
                 _ => World::on_postgres("bench", binary).expect("a server"),
             };
-            let _proxy = (state == "postgres+5ms").then(|| {
+            let _proxy = state.starts_with("postgres+5ms").then(|| {
                 let db = world.db.as_ref().expect("db");
                 let upstream = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
                 let proxy = support::pg::LatencyProxy::start(upstream, DB_DELAY);
-                let text = world.config_text().replace(upstream, &proxy.addr());
+                let mut to = proxy.addr();
+                let pool = pooler.as_ref().filter(|_| state.ends_with("pooled"));
+                let pool = pool.map(|program| Pooler::start(program, &world, &proxy.addr()));
+                if let Some(pool) = &pool {
+                    to = pool.addr.clone();
+                }
+                let text = world.config_text().replace(upstream, &to);
                 world.write_config(&text);
-                proxy
+                (proxy, pool)
             });
             let bench = Bench::in_world(world, "nsx-v", 1, Duration::from_millis(delay), binary);
             for (event, floor) in [("lock", LOCK_FLOOR), ("unlock", UNLOCK_FLOOR)] {
@@ -197,6 +211,13 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
     }
     for delay in [0, 25] {
         for event in ["lock", "unlock"] {
+            if let Some(pooled) = medians.get(&(delay, "postgres+5ms, pooled", event)) {
+                println!(
+                    "{event} at {delay} ms through a pooler beside otnsx: {:+.1} ms beside the file store, {:.1} round trips",
+                    ms(*pooled) - ms(medians[&(delay, "file", event)]),
+                    (ms(*pooled) - ms(medians[&(delay, "postgres", event)])) / ms(DB_DELAY)
+                );
+            }
             let file = medians[&(delay, "file", event)];
             let direct = medians[&(delay, "postgres", event)];
             let slowed = medians[&(delay, "postgres+5ms", event)];
@@ -209,6 +230,101 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
         }
     }
     history_over(binary, 100_000, runs.min(5));
+}
+
+/// A PgBouncer (the program named by OTNSX_BENCH_PGBOUNCER) on loopback in front of
+/// `upstream`, pooling by transaction, as it would run on each help-desk node: otnsx's login
+/// then stays on the node, and only the statements cross to the database.
+struct Pooler {
+    addr: String,
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Pooler {
+    fn start(program: &std::ffi::OsStr, world: &World, upstream: &str) -> Pooler {
+        use std::os::unix::fs::PermissionsExt;
+        let db = world.db.as_ref().expect("db");
+        let user = db
+            .url
+            .split("://")
+            .nth(1)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap();
+        let mut client = db.client();
+        let secret: String = client
+            .query_one(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                &[&user],
+            )
+            .expect("the user's SCRAM secret")
+            .get(0);
+        let dir = std::env::temp_dir().join(format!("otnsx-bench-pooler-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (host, upstream_port) = upstream.split_once(':').unwrap();
+        let d = dir.display();
+        std::fs::write(dir.join("users.txt"), format!("\"{user}\" \"{secret}\"\n")).unwrap();
+        // otnsx forces standard_conforming_strings in its startup options; the pooler does
+        // not pass options on (the server's default is the same).
+        std::fs::write(
+            dir.join("pgbouncer.ini"),
+            format!(
+                "[databases]\n* = host={host} port={upstream_port}\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = scram-sha-256\nauth_file = {d}/users.txt\npool_mode = transaction\nignore_startup_parameters = options\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+            ),
+        )
+        .unwrap();
+        for file in ["users.txt", "pgbouncer.ini"] {
+            let path = dir.join(file);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        // It refuses to run as root: as the servers' user when that is set.
+        let mut command = match std::env::var("OTNSX_TEST_POSTGRES_RUN_AS") {
+            Ok(run_as) if unsafe { libc::geteuid() } == 0 => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    format!("--reuid={run_as}"),
+                    format!("--regid={run_as}"),
+                    "--clear-groups".into(),
+                    "--".into(),
+                ])
+                .arg(program);
+                c
+            }
+            _ => Command::new(program),
+        };
+        let child = command
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("pgbouncer");
+        let addr = format!("127.0.0.1:{port}");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "pgbouncer did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Pooler { addr, child, dir }
+    }
+}
+
+impl Drop for Pooler {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// `history` over `entries` journal entries (a year of a busy site), from the file and from
