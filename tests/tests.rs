@@ -193,11 +193,36 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> Run {
         .env("USER", "alice")
         .output()
         .expect("run otnsx");
-    Run {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    Run::of(output)
+}
+
+impl Run {
+    fn of(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
+}
+
+/// otnsx started in the background with the world's configuration, its output piped.
+pub fn spawn(world: &World, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_otnsx"))
+        .arg("--config")
+        .arg(world.config_path())
+        .args(args)
+        .env_clear()
+        .env("USER", "alice")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start otnsx")
+}
+
+/// What a run started with [`spawn`] did, once it ends.
+pub fn finish(child: std::process::Child) -> Run {
+    Run::of(child.wait_with_output().expect("wait for otnsx"))
 }
 
 /// The help desk's call for a ticket: `otnsx <TICKET_NUMBER> <TICKET_ID>`.

@@ -5,13 +5,12 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::support::pg::{TestCluster, TestDb};
 use crate::support::{T2, T3, World, set};
-use crate::{Run, lock, otnsx, otnsx_at, pg_world, run_binary, unlock};
+use crate::{Run, finish, lock, otnsx, otnsx_at, pg_world, run_binary, spawn, unlock};
 
 fn binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_otnsx"))
@@ -37,29 +36,6 @@ fn second_node(world: &World) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
     path
-}
-
-/// otnsx started in the background with the world's configuration.
-fn spawn(world: &World, args: &[&str]) -> std::process::Child {
-    Command::new(binary())
-        .arg("--config")
-        .arg(world.config_path())
-        .args(args)
-        .env_clear()
-        .env("USER", "alice")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(child: std::process::Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// The number of otnsx's sessions on `db` now.

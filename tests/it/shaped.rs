@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 use serde_json::json;
 
@@ -225,16 +224,7 @@ fn history_survives_any_journal() {
 fn a_closed_pipe_is_no_crash() {
     let world = World::new();
     for args in [&["check"][..], &["history"][..], &["status"][..]] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_otnsx"))
-            .arg("--config")
-            .arg(world.config_path())
-            .args(args)
-            .env_clear()
-            .env("USER", "alice")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = crate::spawn(&world, args);
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut first = String::new();
         out.read_line(&mut first).unwrap();
