@@ -31,9 +31,10 @@ pub struct Decision {
     /// Which VMs carry the tag, when the command has read that already (reconcile, revoke
     /// --all); otherwise NSX is asked about the concerned VMs.
     pub tagged: Option<BTreeSet<String>>,
-    /// VMs that must not be opened by this decision, by id, with why (reconcile: a lease whose
-    /// name could not be checked again).
-    pub held_back: BTreeMap<String, String>,
+    /// The leases this decision opens again although they were held before (a grant asked
+    /// for again), by key and holder: they may reopen a VM that is closed in NSX. No other
+    /// lease ever does (see [`plan::end_closed`]).
+    pub renewed: Vec<(String, Holder)>,
 }
 
 impl Decision {
@@ -51,9 +52,18 @@ impl Decision {
             refused: Vec::new(),
             causes: BTreeMap::new(),
             tagged: None,
-            held_back: BTreeMap::new(),
+            renewed: Vec::new(),
         }
     }
+}
+
+/// A decision as it is carried out: its leases after the change, less those that ended
+/// because NSX has their VM closed, and why each VM changes.
+struct Changed<'a> {
+    before: &'a [Lease],
+    after: &'a [Lease],
+    touched: &'a [VmRef],
+    causes: &'a BTreeMap<String, Cause>,
 }
 
 /// Leases grouped by VM, in the order the VMs first appear.
@@ -181,14 +191,31 @@ impl Run {
             touched,
             ..
         } = decision;
-        let tagged = match &decision.tagged {
-            Some(known) => known.clone(),
-            None => backend.tagged_among(&plan::concerned_vms(before, after, touched))?,
+        // Which VMs carry the tag, and of which VMs that is known (`None`: of all).
+        let (tagged, asked) = match &decision.tagged {
+            Some(known) => (known.clone(), None),
+            None => {
+                let concerned = plan::concerned_vms(before, after, touched);
+                let asked: BTreeSet<String> = concerned.iter().map(VmRef::key).collect();
+                (backend.tagged_among(&concerned)?, Some(asked))
+            }
         };
         let tampered = backend.tampered();
-        let plans = plan::plan_repairing(
+        // What is closed in NSX stays closed: a lease that held it before ends now.
+        let (after, ended) = plan::end_closed(
             before,
             after,
+            (&tagged, asked.as_ref()),
+            &decision.renewed,
+            self.clock.decides_at,
+        );
+        let mut causes = decision.causes.clone();
+        for key in ended {
+            causes.entry(key).or_insert(Cause::Drift);
+        }
+        let plans = plan::plan_repairing(
+            before,
+            &after,
             touched,
             &tagged,
             &tampered,
@@ -208,11 +235,15 @@ impl Run {
                     membership: None,
                 })
                 .collect(),
-            _ => apply(backend, &plans, |plan| {
-                self.may_open(saving, decision, plan)
-            }),
+            _ => apply(backend, &plans, |_| self.may_open(saving)),
         };
-        Ok(self.record_changes(saving, backend, subject, decision, plans, applied))
+        let changed = Changed {
+            before,
+            after: &after,
+            touched,
+            causes: &causes,
+        };
+        Ok(self.record_changes(saving, backend, subject, &changed, plans, applied))
     }
 
     /// Makes the records of `outcomes` durable: the database's transaction commits (the lease
@@ -246,17 +277,9 @@ impl Run {
         (outcomes, undone)
     }
 
-    /// Why `plan`'s VM must not be opened now, if it must not: the decision holds it back, or
-    /// the state directory cannot hold its record (the journal must take it before any attach).
-    fn may_open(
-        &self,
-        saving: Saving<'_>,
-        decision: &Decision,
-        plan: &VmPlan,
-    ) -> anyhow::Result<()> {
-        if let Some(why) = decision.held_back.get(&plan.vm.key()) {
-            return Err(fault(Exit::Unavailable, why.clone()));
-        }
+    /// Why `plan`'s VM must not be opened now, if it must not: the state directory cannot hold
+    /// its record (the journal must take it before any attach).
+    fn may_open(&self, saving: Saving<'_>) -> anyhow::Result<()> {
         if let Saving::Nowhere = saving {
             return Err(fault(
                 Exit::IoErr,
@@ -284,15 +307,15 @@ impl Run {
         saving: Saving<'_>,
         backend: &dyn TagBackend,
         subject: &Subject,
-        decision: &Decision,
+        decision: &Changed<'_>,
         plans: Vec<VmPlan>,
         applied: Vec<Applied>,
     ) -> Vec<Outcome> {
         // The leases by VM: each change touches one VM's leases only, so that a store of many
         // VMs costs each change its own VM, not the whole store.
-        let before_of = ByVm::of(&decision.before);
-        let after_of = ByVm::of(&decision.after);
-        let mut current = ByVm::of(&decision.before);
+        let before_of = ByVm::of(decision.before);
+        let after_of = ByVm::of(decision.after);
+        let mut current = ByVm::of(decision.before);
         let touched: std::collections::HashSet<String> =
             decision.touched.iter().map(VmRef::key).collect();
         let mut outcomes = Vec::new();
@@ -593,6 +616,12 @@ fn describe_change(outcome: &Outcome) -> (Action, String) {
             format!(
                 "{vm} stays open, still held by {}{why}",
                 holders(&plan.held_after)
+            ),
+        ),
+        TagChange::Keep if lost && outcome.cause == Cause::Drift => (
+            Action::Revoke,
+            format!(
+                "released {vm}: it is closed in NSX (by hand, or by a close whose record was lost), and otnsx does not reopen what is closed"
             ),
         ),
         TagChange::Keep if lost => (

@@ -53,6 +53,12 @@ pub fn run(
                 vms,
             );
             decision.refused = refused;
+            // Asked for again: reopens a VM closed in NSX since the last grant.
+            decision.renewed = decision
+                .touched
+                .iter()
+                .map(|vm| (vm.key(), holder.clone()))
+                .collect();
             let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
             Ok(run.report(&decision, &outcomes))
         })

@@ -41,11 +41,22 @@ pub struct Begun {
     /// `None` when the lease file or the lock could not be read or taken: closing still works
     /// (NSX first), opening is refused.
     pub leases: Option<Vec<Lease>>,
+    /// The state lock stayed busy until the deadline (another run holds it, perhaps hung):
+    /// why, for the run's exit status (75) once it has closed what it must.
+    pub busy: Option<anyhow::Error>,
+    /// With a busy lock: the leases as read without it, to know what a closing run must
+    /// close (never to save or to open by).
+    pub snapshot: Option<Vec<Lease>>,
 }
 
 impl Begun {
     fn unknown(lock: Option<StateLock>) -> Self {
-        Begun { lock, leases: None }
+        Begun {
+            lock,
+            leases: None,
+            busy: None,
+            snapshot: None,
+        }
     }
 }
 
@@ -527,8 +538,10 @@ impl Run {
     }
 
     /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.
-    /// Only a busy lock fails (exit 75): any other state problem is said (exit 74 at the end)
-    /// and leaves the leases unknown, so that closing still works and opening is refused.
+    /// A lock that stays busy until the deadline (exit 75 in the end) and any other state
+    /// problem (said, exit 74 at the end) leave the leases unknown, so that closing still
+    /// works and opening is refused; with a busy lock, the leases as read without it come
+    /// along to say what to close.
     ///
     /// Journal entries saved with the leases by a run that was killed before it appended them
     /// to the journal are appended now, so that the journal records every saved change. A lease
@@ -537,9 +550,15 @@ impl Run {
         let lock = if self.dry_run {
             None
         } else {
-            match self.store.lock(self.deadline) {
+            match self.store.lock(self.deadline.half()) {
                 Ok(lock) => Some(lock),
-                Err(e) if exit_code(&e) == Exit::TempFail => return Err(e),
+                Err(e) if exit_code(&e) == Exit::TempFail => {
+                    return Ok(Begun {
+                        snapshot: self.store.load().ok(),
+                        busy: Some(e),
+                        ..Begun::unknown(None)
+                    });
+                }
                 Err(e) => {
                     self.recorder.state_problem(&e);
                     return Ok(Begun::unknown(None));
@@ -596,8 +615,8 @@ impl Run {
             }
         }
         Ok(Begun {
-            lock,
             leases: Some(leases),
+            ..Begun::unknown(lock)
         })
     }
 
@@ -605,6 +624,9 @@ impl Run {
     /// state is unknown. (A state directory writable by every user refuses each attach, in
     /// `apply`, and lets the closing a command also does go on.)
     pub fn for_opening(&self, begun: Begun) -> anyhow::Result<(Option<StateLock>, Vec<Lease>)> {
+        if let Some(busy) = begun.busy {
+            return Err(busy.context("nothing was opened"));
+        }
         let Some(leases) = begun.leases else {
             return Err(fault(
                 Exit::IoErr,

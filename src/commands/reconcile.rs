@@ -4,17 +4,18 @@
 //! - Ticket leases whose ticket is no longer locked are dropped: one TicketSearch gives the
 //!   locked tickets; only those missing from it are read again (a ticket the API user can no
 //!   longer see counts as unlocked).
-//! - Drift is repaired: a VM that carries the tag with no live lease is detached, a live lease
-//!   whose VM lacks the tag is attached again, a failed detach is retried.
+//! - Drift is repaired: a VM that carries the tag with no live lease is detached, a failed
+//!   detach is retried, and a live lease whose VM lacks the tag ends: otnsx never reopens what
+//!   is closed (the close's record may have been lost, here or on another node).
 //!
 //! Each change is journaled; tickets whose access ended by expiry are told so in a note.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::json;
 
 use crate::domain::cause::Cause;
-use crate::error::{Exit, exit_code, fault};
+use crate::error::{Exit, exit_code};
 use crate::plan;
 use crate::state::store::{Holder, Lease, LeaseState};
 
@@ -26,6 +27,10 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let begun = run.begin()?;
+            if let Some(busy) = begun.busy {
+                // Another run holds the state: the next reconcile comes soon enough.
+                return Err(busy);
+            }
             let Some(before) = begun.leases else {
                 // The leases are unknown: nothing that carries the tag can be vouched for.
                 let tagged_vms = backend.all_tagged()?;
@@ -38,13 +43,12 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             let now = run.clock.decides_at;
             let policy = &run.config.policy.vms;
             let plan::Reconciled {
-                mut after,
+                after,
                 mut causes,
                 expired_tickets,
             } = plan::reconcile(&before, &unlocked, now, |name| policy.refusal(name).is_some());
             let tagged_vms = backend.all_tagged()?;
             let tagged: BTreeSet<String> = tagged_vms.iter().map(VmRef::key).collect();
-            let (refused, held_back) = verify_reopening(run, backend, &mut after, &tagged);
             // Drift: the tag where no live lease is, or a live lease where the tag is not.
             let mut touched = tagged_vms;
             touched.extend(vms_of(&before));
@@ -56,8 +60,6 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             let mut decision = Decision::new("reconcile".into(), before, after, touched);
             decision.causes = causes;
             decision.tagged = Some(tagged);
-            decision.refused = refused;
-            decision.held_back = held_back;
             let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
             let changes: Vec<&Outcome> = outcomes.iter().filter(|o| changed(o)).collect();
             let failed = changes.iter().any(|o| o.error.is_some()) || !decision.refused.is_empty();
@@ -93,65 +95,6 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
             Ok(if failed { Exit::Partial } else { Exit::Ok })
         })
     })
-}
-
-/// A lease read back from disk is not trusted to be what otnsx wrote: before drift repair
-/// reopens a VM from a lease, the lease's name is found again (vCenter or NSX-T, as for a
-/// lock) and must still be the stored id; policy was checked on that name already. A lease
-/// that fails is dropped and refused. When the look-up itself fails, the VMs are not reopened
-/// this run (held back, with why) and their leases stay.
-fn verify_reopening(
-    run: &Run,
-    backend: &dyn crate::nsx::TagBackend,
-    after: &mut Vec<Lease>,
-    tagged: &BTreeSet<String>,
-) -> (Vec<super::Refusal>, BTreeMap<String, String>) {
-    let now = run.clock.decides_at;
-    let reopen: Vec<&Lease> = after
-        .iter()
-        .filter(|l| l.is_live(now) && !tagged.contains(&l.key()))
-        .collect();
-    let mut names: Vec<String> = reopen.iter().map(|l| l.vm.clone()).collect();
-    names.sort();
-    names.dedup();
-    let mut refused = Vec::new();
-    let mut held_back = BTreeMap::new();
-    if names.is_empty() {
-        return (refused, held_back);
-    }
-    let found = match run.resolve(backend, &names) {
-        Ok((found, _)) => found,
-        Err(e) => {
-            for lease in reopen {
-                held_back.insert(
-                    lease.key(),
-                    format!("not reopened: its name could not be checked again: {e:#}"),
-                );
-            }
-            return (refused, held_back);
-        }
-    };
-    let mut bad: BTreeSet<(String, String)> = BTreeSet::new();
-    for lease in &reopen {
-        let now_is = found.iter().find(|v| v.name == lease.vm);
-        if now_is.is_some_and(|v| v.id == lease.vm_id) {
-            continue;
-        }
-        let why = match now_is {
-            Some(vm) => format!("is {} now", vm.id),
-            None => "is not found now".to_string(),
-        };
-        let text = format!(
-            "the lease names {} with id {}, but the VM of that name {why}: not reopened, the lease was dropped",
-            crate::escape::shorten(&lease.vm),
-            crate::escape::shorten(&lease.vm_id)
-        );
-        if bad.insert((lease.vm.clone(), lease.vm_id.clone())) {
-            refused.push((lease.vm.clone(), fault(Exit::DataErr, text)));
-        }
-    }
-    after.retain(|l| !bad.contains(&(l.vm.clone(), l.vm_id.clone())) || !l.is_live(now));
-    (refused, held_back)
 }
 
 /// Whether the outcome is a change worth reporting (not a VM that was fine as it was).

@@ -25,7 +25,8 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
                 // The leases are unknown: close every named VM, whoever holds it.
                 let (vms, refused) = run.resolve(backend, &run.names_of(names))?;
                 let vms = run.every_opening(backend, vms)?;
-                return run.close_unknown(backend, &subject, heading, vms, None, refused);
+                let exit = run.close_unknown(backend, &subject, heading, vms, None, refused)?;
+                return closed_busy(begun.busy, exit);
             };
             let lock = begun.lock;
             // A VM the leases know needs no vCenter to be closed.
@@ -85,7 +86,7 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
                     Vec::new(),
                 )?;
                 start_afresh(run, begun.lock.as_ref());
-                return Ok(exit);
+                return closed_busy(begun.busy, exit);
             };
             let lock = begun.lock;
             let mut touched = tagged_vms;
@@ -104,6 +105,15 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
             Ok(exit)
         })
     })
+}
+
+/// A closing run's exit: with a busy state lock, closed without it and exit 75 (the leases
+/// still name what was closed; the next run that holds the lock ends them).
+fn closed_busy(busy: Option<anyhow::Error>, exit: Exit) -> anyhow::Result<Exit> {
+    match busy {
+        Some(busy) => Err(busy.context("closed without the state lock (fail closed)")),
+        None => Ok(exit),
+    }
 }
 
 /// After an emergency revoke over an unreadable lease file: the file is kept aside and an

@@ -38,13 +38,17 @@ fn unlocked_by(helpdesk: &dyn crate::helpdesk::HelpDesk, id: u64) -> String {
 }
 
 fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> anyhow::Result<Exit> {
-    let helpdesk = run.helpdesk("to read tickets")?;
+    // A help desk that cannot even be asked (no [otrs] section, a password_command that
+    // fails) is a ticket that cannot be read: closing still goes on, below.
+    let helpdesk = run.helpdesk("to read tickets");
     let begun = run.begin()?;
     let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
-    // The VMs the ticket holds (unknown: the leases could not be read).
+    // The VMs the ticket holds (unknown: the leases could not be read; with a busy state
+    // lock, as read without it).
     let held = begun
         .leases
         .as_ref()
+        .or(begun.snapshot.as_ref())
         .map(|leases| vms_of(leases.iter().filter(|l| mine(l))));
     let holds = held.as_ref().is_none_or(|vms| !vms.is_empty());
     run.with_event_backend(|backend| {
@@ -52,7 +56,28 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
             // Beside the ticket read: NSX's view of the VMs the ticket holds, and the vCenter
             // login when it holds none (a lock then needs look-ups; an unlock does not).
             scope.spawn(|| backend.prepare(held.as_deref().unwrap_or_default(), !holds));
-            let ticket = helpdesk.ticket(id)?;
+            let read = helpdesk
+                .as_ref()
+                .map_err(|e| crate::error::Kept::of(e).again())
+                .and_then(|helpdesk| helpdesk.ticket(id).map(|t| (helpdesk, t)));
+            let (helpdesk, ticket) = match read {
+                Ok(read) => read,
+                Err(err) => {
+                    return close_unread(run, backend, subject, begun, held.as_deref(), id, err);
+                }
+            };
+            if let Some(given) = number
+                && given != ticket.number
+            {
+                let err = fault(
+                    Exit::DataErr,
+                    format!(
+                        "ticket ID {id} has number {}, not {given}; refusing to act on a mismatched ticket",
+                        ticket.number
+                    ),
+                );
+                return close_unread(run, backend, subject, begun, held.as_deref(), id, err);
+            }
             // Who acts: the agent who locked (the ticket's owner then); for an unlock, who the
             // ticket's history says unlocked it, never the owner: OTOBO hands an unlocked
             // ticket to root@localhost before the event runs. The history is read beside the
@@ -65,7 +90,6 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
                 _ if holds => {
                     let (tell, told) = std::sync::mpsc::channel();
                     run.recorder.act_as_soon(told);
-                    let helpdesk = &helpdesk;
                     scope.spawn(move || tell.send(unlocked_by(helpdesk.as_ref(), id)));
                 }
                 _ => run.recorder.act_as("helpdesk:unknown".into()),
@@ -79,9 +103,60 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
                 begun,
                 &ticket,
                 id,
-                number,
             )
         })
+    })
+}
+
+/// The ticket could not be read, or its answer cannot be trusted (`err`): nothing opens, and
+/// what the ticket holds is closed (fail closed: closing needs NSX and nothing else). The run
+/// still ends with `err`'s exit status, so the help desk's log shows the failure.
+fn close_unread(
+    run: &Run,
+    backend: &dyn crate::nsx::TagBackend,
+    subject: &mut Subject,
+    begun: super::Begun,
+    held: Option<&[crate::domain::vm::VmRef]>,
+    id: u64,
+    err: anyhow::Error,
+) -> anyhow::Result<Exit> {
+    let code = crate::error::exit_code(&err);
+    let held = match held {
+        Some(held) if !held.is_empty() => held.to_vec(),
+        // Nothing held, or nothing known of it: there is nothing to close.
+        _ => return Err(err),
+    };
+    subject.cause = Cause::FailClosed;
+    let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
+    let heading = format!("ticket ID {id}");
+    let exit = match begun.leases {
+        Some(before) => {
+            let after = plan::release(&before, mine);
+            let decision = Decision::new(heading, before, after, held.clone());
+            let outcomes = run.carry_out(begun.lock.as_ref(), backend, subject, &decision)?;
+            run.report(&decision, &outcomes)
+        }
+        // The state lock stayed busy: closed as read without it, whoever else holds the VMs.
+        None => {
+            let vms = run.every_opening(backend, held.clone())?;
+            run.close_unknown(backend, subject, heading, vms, None, Vec::new())?
+        }
+    };
+    let names: Vec<String> = held.iter().map(|v| v.name.clone()).collect();
+    let text = format!(
+        "ticket ID {id} could not be read ({err:#}); what it held was closed (fail closed): {}. Lock the ticket again once the help desk answers otnsx",
+        names.join(", ")
+    );
+    let mut entry = run.recorder.entry(subject, Action::Warning, None, &text);
+    entry.result = crate::domain::cause::EntryResult::Failed;
+    run.recorder.record(&entry);
+    errln!("otnsx: {text}");
+    if let Some(busy) = begun.busy {
+        return Err(busy);
+    }
+    Ok(match exit {
+        Exit::Ok => code,
+        other => other,
     })
 }
 
@@ -96,19 +171,7 @@ fn decide<'scope>(
     begun: super::Begun,
     ticket: &crate::domain::ticket::Ticket,
     id: u64,
-    number: Option<&str>,
 ) -> anyhow::Result<Exit> {
-    if let Some(given) = number
-        && given != ticket.number
-    {
-        return Err(fault(
-            Exit::DataErr,
-            format!(
-                "ticket ID {id} has number {}, not {given}; refusing to act on a mismatched ticket",
-                ticket.number
-            ),
-        ));
-    }
     subject.ticket_number = Some(ticket.number.clone());
     subject.cause = if ticket.is_locked() {
         Cause::Lock
@@ -135,13 +198,30 @@ fn decide<'scope>(
         Some(leases) => (begun.lock, leases),
         None if ticket.is_locked() => run.for_opening(begun)?,
         None => {
-            // The leases are unknown: close what the ticket's field names now.
+            // The leases are unknown: close what the ticket's field names now, and with a busy
+            // state lock also what the leases read without it say the ticket holds.
             // Closing is not subject to policy; only the names must be valid. Every profile of
             // the VMs is closed, whatever profile the field names.
-            let (vms, refused) = run.resolve(backend, &run.names_of(&ticket.vms))?;
+            let mine = |l: &&Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
+            let held = vms_of(begun.snapshot.iter().flatten().filter(mine));
+            let known: Vec<&str> = held.iter().map(|v| v.name.as_str()).collect();
+            let names: Vec<String> = run
+                .names_of(&ticket.vms)
+                .into_iter()
+                .filter(|n| !known.contains(&n.as_str()))
+                .collect();
+            let (mut vms, refused) = run.resolve(backend, &names)?;
+            vms.extend(held);
             let vms = run.every_opening(backend, vms)?;
             scope.spawn(|| backend.done_finding());
-            return run.close_unknown(backend, subject, heading.clone(), vms, None, refused);
+            let exit = run.close_unknown(backend, subject, heading.clone(), vms, None, refused)?;
+            return match begun.busy {
+                Some(busy) => Err(busy.context(format!(
+                    "closed what ticket {} held without the state lock (fail closed)",
+                    ticket.number
+                ))),
+                None => Ok(exit),
+            };
         }
     };
     {

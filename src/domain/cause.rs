@@ -35,6 +35,9 @@ pub enum Cause {
     Config,
     /// A lease read from disk claimed a longer life than its kind allows.
     Clip,
+    /// The event's ticket could not be read (or its answer not trusted): what it held was
+    /// closed.
+    FailClosed,
 }
 
 impl Cause {
@@ -55,6 +58,7 @@ impl Cause {
             Cause::Policy => "policy",
             Cause::Config => "config",
             Cause::Clip => "clip",
+            Cause::FailClosed => "fail_closed",
         }
     }
 }
@@ -94,6 +98,7 @@ mod tests {
             Cause::Policy,
             Cause::Config,
             Cause::Clip,
+            Cause::FailClosed,
         ] {
             let json = serde_json::to_string(&cause).expect("json");
             assert_eq!(json, format!("\"{}\"", cause.as_str()));

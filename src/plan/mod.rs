@@ -111,6 +111,45 @@ pub fn same_vm(a: &[Lease], b: &[Lease], key: &str) -> bool {
     of(a) == of(b)
 }
 
+/// otnsx never reopens what is closed: the live leases of `after` whose VM is not open in NSX
+/// (`tagged`, by key, among the VMs NSX was asked about: `asked`, or all when `None`) and
+/// that held it before the change end, unless the change opens them
+/// again on purpose (`renewed`: a grant asked for again, by key and holder). A close whose
+/// record was lost (on this node or another), a tag taken off by hand: the VM stays closed,
+/// and the lease that no longer holds anything goes. A lease the change makes anew opens as
+/// usual. Returns the leases kept and the keys of those that ended.
+pub fn end_closed(
+    before: &[Lease],
+    after: &[Lease],
+    (tagged, asked): (&BTreeSet<String>, Option<&BTreeSet<String>>),
+    renewed: &[(String, Holder)],
+    now: Timestamp,
+) -> (Vec<Lease>, BTreeSet<String>) {
+    let held: HashSet<(String, &Holder)> = before
+        .iter()
+        .filter(|l| l.is_live(now))
+        .map(|l| (l.key(), &l.holder))
+        .collect();
+    let mut ended = BTreeSet::new();
+    let kept = after
+        .iter()
+        .filter(|l| {
+            let key = l.key();
+            let closed = l.is_live(now)
+                && asked.is_none_or(|asked| asked.contains(&key))
+                && !tagged.contains(&key)
+                && held.contains(&(key.clone(), &l.holder))
+                && !renewed.iter().any(|(k, h)| *k == key && *h == l.holder);
+            if closed {
+                ended.insert(key);
+            }
+            !closed
+        })
+        .cloned()
+        .collect();
+    (kept, ended)
+}
+
 /// The tag change for each VM the change concerns (see [`concerned_vms`]), given which VMs
 /// carry their profile's tag now (`tagged`, by key).
 #[cfg(test)]

@@ -497,7 +497,7 @@ fn revoke_by_name_closes_every_agents_rule_on_the_vm() {
 }
 
 #[test]
-fn a_rule_deleted_by_hand_comes_back_while_its_lease_lives() {
+fn a_rule_deleted_by_hand_is_not_made_again_and_its_lease_ends() {
     let world = agent_world("");
     world
         .helpdesk
@@ -507,6 +507,14 @@ fn a_rule_deleted_by_hand_comes_back_while_its_lease_lives() {
     world.nsxt.remove_rule("default", POLICY, &id);
     let run = otnsx(&world, &["reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(rule_ids(&world), [id], "the lease's rule is back");
+    assert!(
+        rule_ids(&world).is_empty(),
+        "otnsx never reopens what is closed"
+    );
+    assert!(world.leases().is_empty(), "{run:?}");
+    // Unlocking and locking again opens it afresh.
+    world.helpdesk.set_lock(T2.0, "unlock");
+    assert_eq!(crate::event(&world, T2).code, 0);
+    assert_eq!(lock(&world, T2).code, 0);
     assert_eq!(rules(&world)[0]["source_groups"], json!(["10.1.2.3/32"]));
 }

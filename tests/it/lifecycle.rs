@@ -146,6 +146,9 @@ fn locked_tickets_survive_reconcile_untouched(world: World) {
     assert_eq!(world.helpdesk.requests().len(), requests + 1);
 }
 
+/// Drift both ways: a tag without a lease goes; a lease whose VM was closed behind otnsx's back
+/// ends, and the VM stays closed (otnsx never reopens what is closed: the close's record may
+/// have been lost).
 fn drift_is_repaired_both_ways(world: World) {
     assert_eq!(lock_at(&world, T2, T0).code, 0);
     world.nsx.attach_by_hand(TAG_ID, "vm-44"); // opened in NSX by hand
@@ -170,10 +173,18 @@ fn drift_is_repaired_both_ways(world: World) {
         changes,
         [
             ("vm-44".into(), "revoke".into(), "drift".into()),
-            ("vm-42".into(), "grant".into(), "drift".into())
+            ("vm-42".into(), "revoke".into(), "drift".into())
         ]
     );
-    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(world.tagged(), set(&[]));
+    assert!(world.leases().is_empty());
+    assert!(
+        report["changes"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("otnsx does not reopen what is closed"),
+        "{report}"
+    );
     // The next run finds nothing to do.
     let run = otnsx_at(&world, "2026-11-23T16:06:00Z", &["reconcile", "--json"]);
     assert_eq!(

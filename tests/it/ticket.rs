@@ -288,12 +288,11 @@ fn the_ticket_subcommand_works_with_and_without_the_number(world: World) {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(world.tagged(), set(&["vm-42"]));
     world.helpdesk.set_lock(T2.0, "unlock");
-    assert_eq!(otnsx(&world, &["ticket", "2", "--number", "999"]).code, 65);
-    assert_eq!(
-        world.tagged(),
-        set(&["vm-42"]),
-        "a mismatch changes nothing"
-    );
+    // A mismatch opens nothing and closes what the ticket ID holds (fail closed), exit 65.
+    let run = otnsx(&world, &["ticket", "2", "--number", "999"]);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "{run:?}");
+    assert!(run.stderr.contains("(fail closed)"), "{}", run.stderr);
     assert_eq!(otnsx(&world, &["ticket", "2", "--number", T2.1]).code, 0);
     assert_eq!(world.tagged(), set(&[]));
 }
