@@ -18,10 +18,13 @@ impl Deadline {
         self.end.saturating_duration_since(Instant::now())
     }
 
-    /// A deadline at half of what is left of this one: what waiting for the state lock may
-    /// take, so that a lock held by a hung run still leaves time to close access in NSX.
-    pub fn half(&self) -> Deadline {
-        Deadline::after(self.remaining() / 2)
+    /// How long waiting for the state lock may take: all that is left but a quarter of it
+    /// (at least 0.5 s, at most 3 s), kept so that a lock held by a hung run still leaves time
+    /// to close access in NSX.
+    pub fn for_waiting(&self) -> Deadline {
+        let left = self.remaining();
+        let reserve = (left / 4).clamp(Duration::from_millis(500), Duration::from_secs(3));
+        Deadline::after(left.saturating_sub(reserve))
     }
 
     /// Sleeps for `wanted`, or until the deadline if that comes first. Returns false when the

@@ -40,6 +40,7 @@ mod it {
     pub mod config;
     pub mod crash;
     pub mod docs;
+    pub mod fail_closed;
     pub mod fakes;
     pub mod faults;
     pub mod fuzz_seeds;

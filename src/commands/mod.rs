@@ -550,7 +550,7 @@ impl Run {
         let lock = if self.dry_run {
             None
         } else {
-            match self.store.lock(self.deadline.half()) {
+            match self.store.lock(self.deadline.for_waiting()) {
                 Ok(lock) => Some(lock),
                 Err(e) if exit_code(&e) == Exit::TempFail => {
                     return Ok(Begun {

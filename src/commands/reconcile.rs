@@ -14,9 +14,10 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 
-use crate::domain::cause::Cause;
+use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, exit_code};
 use crate::plan;
+use crate::state::journal::Action;
 use crate::state::store::{Holder, Lease, LeaseState};
 
 use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
@@ -39,62 +40,153 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
                 return run.close_unknown(backend, &subject, heading, tagged_vms, Some(tagged), Vec::new());
             };
             let lock = begun.lock;
-            let unlocked = unlocked_tickets(run, &before)?;
-            let now = run.clock.decides_at;
-            let policy = &run.config.policy.vms;
-            let plan::Reconciled {
-                after,
-                mut causes,
-                expired_tickets,
-            } = plan::reconcile(&before, &unlocked, now, |name| policy.refusal(name).is_some());
-            let tagged_vms = backend.all_tagged()?;
-            let tagged: BTreeSet<String> = tagged_vms.iter().map(VmRef::key).collect();
-            // Drift: the tag where no live lease is, or a live lease where the tag is not.
-            let mut touched = tagged_vms;
-            touched.extend(vms_of(&before));
-            plan::mark_drift(&mut causes, &touched, &after, &tagged, now);
-            // A per-agent rule edited by hand is drift too.
-            for key in backend.tampered() {
-                causes.entry(key).or_insert(Cause::Drift);
-            }
-            let mut decision = Decision::new("reconcile".into(), before, after, touched);
-            decision.causes = causes;
-            decision.tagged = Some(tagged);
-            let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
-            let changes: Vec<&Outcome> = outcomes.iter().filter(|o| changed(o)).collect();
-            let failed = changes.iter().any(|o| o.error.is_some()) || !decision.refused.is_empty();
-            if json {
-                let list: Vec<serde_json::Value> = changes
+            std::thread::scope(|scope| {
+                // The help desk is asked beside the NSX work, and only for what needs it.
+                let asking = scope.spawn(|| unlocked_tickets(run, &before));
+                let (decision, mut outcomes, expired_tickets) =
+                    repair(run, backend, &subject, lock.as_ref(), &before)?;
+                let unlocked = asking
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("asking the help desk panicked")));
+                let (unlocked, helpdesk_failed) = match unlocked {
+                    Ok(unlocked) => (unlocked, None),
+                    Err(e) => {
+                        let text = format!(
+                            "the help desk could not be asked which tickets are still locked ({e:#}); expired leases and drift were handled without it, tickets unlocked behind otnsx's back wait for the next reconcile"
+                        );
+                        let mut entry = run.recorder.entry(&subject, Action::Warning, None, &text);
+                        entry.result = EntryResult::Failed;
+                        run.recorder.record(&entry);
+                        errln!("otnsx: {text}");
+                        (BTreeSet::new(), Some(exit_code(&e)))
+                    }
+                };
+                if !unlocked.is_empty() {
+                    outcomes.extend(release_unlocked(
+                        run,
+                        backend,
+                        &subject,
+                        lock.as_ref(),
+                        &decision,
+                        &unlocked,
+                    )?);
+                }
+                let (outcomes, _) = run.settle(lock.as_ref(), backend, &subject, outcomes);
+                let changes: Vec<&Outcome> = outcomes.iter().filter(|o| changed(o)).collect();
+                let failed = changes.iter().any(|o| o.error.is_some()) || !decision.refused.is_empty();
+                if json {
+                    let list: Vec<serde_json::Value> = changes
+                        .iter()
+                        .map(|o| {
+                            let (action, detail) = describe(o);
+                            json!({"vm": o.plan.vm.name, "vm_id": o.plan.vm.id, "action": action,
+                                   "cause": o.cause, "result": if o.error.is_some() { "failed" } else { "ok" },
+                                   "detail": detail})
+                        })
+                        .collect();
+                    let ok = !failed && helpdesk_failed.is_none();
+                    outln!("{}", crate::escape::json(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}).to_string()));
+                } else if changes.is_empty() && decision.refused.is_empty() {
+                    let prefix = if run.dry_run { "dry run: " } else { "" };
+                    outln!("{prefix}reconcile: NSX matches the leases; nothing to repair");
+                } else {
+                    run.report(&decision, &outcomes);
+                }
+                let why = format!(
+                    "The ticket's maintenance access ended: it was locked longer than policy.max_duration ({}). Unlock and lock the ticket again to reopen it.",
+                    crate::time::format_duration(run.config.policy.max_duration)
+                );
+                let closed_outside = "The ticket's maintenance access was closed in NSX outside otnsx (by hand, or by a close whose record was lost); otnsx does not reopen what is closed. Unlock and lock the ticket again to reopen it.";
+                let drifted: BTreeSet<Holder> = outcomes
                     .iter()
-                    .map(|o| {
-                        let (action, detail) = describe(o);
-                        json!({"vm": o.plan.vm.name, "vm_id": o.plan.vm.id, "action": action,
-                               "cause": o.cause, "result": if o.error.is_some() { "failed" } else { "ok" },
-                               "detail": detail})
-                    })
+                    .filter(|o| o.cause == Cause::Drift && o.plan.change == plan::TagChange::Keep)
+                    .flat_map(Outcome::lost)
                     .collect();
-                outln!("{}", crate::escape::json(json!({"dry_run": run.dry_run, "ok": !failed, "changes": list}).to_string()));
-            } else if changes.is_empty() && decision.refused.is_empty() {
-                let prefix = if run.dry_run { "dry run: " } else { "" };
-                outln!("{prefix}reconcile: NSX matches the leases; nothing to repair");
-            } else {
-                run.report(&decision, &outcomes);
-            }
-            let why = format!(
-                "The ticket's maintenance access ended: it was locked longer than policy.max_duration ({}). Unlock and lock the ticket again to reopen it.",
-                crate::time::format_duration(run.config.policy.max_duration)
-            );
-            // Expiry opens its note with why; a ticket unlocked behind otnsx's back gets the
-            // note its unlock event would have posted.
-            let why_for = |holder: &Holder| match holder {
-                _ if expired_tickets.contains(holder) => Some(Some(why.clone())),
-                Holder::Ticket { id, .. } if unlocked.contains(id) => Some(None),
-                _ => None,
-            };
-            revoke::tell_tickets(run, &subject, &decision, &outcomes, &why_for);
-            Ok(if failed { Exit::Partial } else { Exit::Ok })
+                // Expiry opens its note with why; a ticket unlocked behind otnsx's back gets the
+                // note its unlock event would have posted.
+                let why_for = |holder: &Holder| match holder {
+                    _ if expired_tickets.contains(holder) => Some(Some(why.clone())),
+                    Holder::Ticket { id, .. } if unlocked.contains(id) => Some(None),
+                    _ if drifted.contains(holder) => Some(Some(closed_outside.to_string())),
+                    _ => None,
+                };
+                revoke::tell_tickets(run, &subject, &decision, &outcomes, &why_for);
+                Ok(match (failed, helpdesk_failed) {
+                    (true, _) => Exit::Partial,
+                    (false, Some(code)) => code,
+                    (false, None) => Exit::Ok,
+                })
+            })
         })
     })
+}
+
+/// What reconcile does without the help desk: expired leases and manual grants end, policy's
+/// refusals end, failed detaches are retried, and NSX is made to match the leases (a tag no
+/// live lease explains goes; a lease whose VM is closed ends). Carried out, not yet settled.
+/// Returns the decision, its outcomes and the tickets whose leases expired.
+fn repair(
+    run: &Run,
+    backend: &dyn crate::nsx::TagBackend,
+    subject: &Subject,
+    lock: Option<&crate::state::store::StateLock>,
+    before: &[Lease],
+) -> anyhow::Result<(Decision, Vec<Outcome>, BTreeSet<Holder>)> {
+    let now = run.clock.decides_at;
+    let policy = &run.config.policy.vms;
+    let plan::Reconciled {
+        after,
+        mut causes,
+        expired_tickets,
+    } = plan::reconcile(before, &BTreeSet::new(), now, |name| {
+        policy.refusal(name).is_some()
+    });
+    let tagged_vms = backend.all_tagged()?;
+    let tagged: BTreeSet<String> = tagged_vms.iter().map(VmRef::key).collect();
+    // Drift: the tag where no live lease is, or a live lease where the tag is not.
+    let mut touched = tagged_vms;
+    touched.extend(vms_of(before));
+    plan::mark_drift(&mut causes, &touched, &after, &tagged, now);
+    // A per-agent rule edited by hand is drift too.
+    for key in backend.tampered() {
+        causes.entry(key).or_insert(Cause::Drift);
+    }
+    let mut decision = Decision::new("reconcile".into(), before.to_vec(), after, touched);
+    decision.causes = causes;
+    decision.tagged = Some(tagged);
+    let outcomes = run.carry_out_unsettled(lock, backend, subject, &decision)?;
+    Ok((decision, outcomes, expired_tickets))
+}
+
+/// The leases of tickets the help desk says are no longer locked end, after [`repair`]
+/// (`repaired`): carried out, not yet settled.
+fn release_unlocked(
+    run: &Run,
+    backend: &dyn crate::nsx::TagBackend,
+    subject: &Subject,
+    lock: Option<&crate::state::store::StateLock>,
+    repaired: &Decision,
+    unlocked: &BTreeSet<u64>,
+) -> anyhow::Result<Vec<Outcome>> {
+    // The leases as the repair left them (a dry run saved nothing: as it planned them).
+    let current = match run.dry_run {
+        true => repaired.after.clone(),
+        false => match run.store.load() {
+            Ok(leases) => leases,
+            Err(e) => {
+                run.recorder.state_problem(&e);
+                return Ok(Vec::new());
+            }
+        },
+    };
+    let gone = |l: &Lease| matches!(l.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
+    let touched = vms_of(current.iter().filter(|l| gone(l)));
+    let after = plan::release(&current, gone);
+    let mut decision = Decision::new("reconcile".into(), current, after, touched);
+    for vm in &decision.touched {
+        decision.causes.insert(vm.key(), Cause::Reconcile);
+    }
+    run.carry_out_unsettled(lock, backend, subject, &decision)
 }
 
 /// Whether the outcome is a change worth reporting (not a VM that was fine as it was).

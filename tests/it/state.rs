@@ -430,9 +430,13 @@ fn drift_never_reopens_not_even_an_honest_lease() {
     let run = otnsx(&world, &["reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(world.tagged(), set(&[]), "nothing is reopened: {run:?}");
-    assert!(world.leases().is_empty(), "every lease on a closed VM ended");
     assert!(
-        run.stdout.contains("released web01 (vm-42): it is closed in NSX"),
+        world.leases().is_empty(),
+        "every lease on a closed VM ended"
+    );
+    assert!(
+        run.stdout
+            .contains("released web01 (vm-42): it is closed in NSX"),
         "{}",
         run.stdout
     );

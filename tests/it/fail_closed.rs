@@ -1,0 +1,138 @@
+//! Closing needs NSX and nothing else: a help desk that refuses otnsx or does not answer
+//! leaves no access open that NSX could close.
+
+use std::collections::BTreeSet;
+
+use crate::support::{T2, TAG_ID, World, set};
+use crate::{event, lock, otnsx, otnsx_at};
+
+const T0: &str = "2026-11-23T16:00:00Z";
+
+/// The help desk as otnsx's configuration names it, moved to a port where nothing listens.
+fn helpdesk_unreachable(world: &World) {
+    let text = world
+        .config_text()
+        .replace(&world.helpdesk.url(), "http://127.0.0.1:9/otrs");
+    world.write_config(&text);
+}
+
+/// otnsx's help-desk password rotated with a typo (the help desk at its address).
+fn helpdesk_refuses(world: &World) {
+    world.write_config(&world.config_text());
+    world.helpdesk.set_password("otnsx", "rotated");
+    world.helpdesk.expire_sessions();
+}
+
+fn fail_closed_warnings(world: &World) -> Vec<serde_json::Value> {
+    world
+        .journal()
+        .into_iter()
+        .filter(|e| e["cause"] == "fail_closed" && e["action"] == "warning")
+        .collect()
+}
+
+fn an_unlock_the_help_desk_refuses_to_tell_still_closes(world: World) {
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    helpdesk_refuses(&world);
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let run = event(&world, T2);
+    assert_eq!(
+        run.code, 77,
+        "the help desk's refusal is the exit status: {run:?}"
+    );
+    assert_eq!(world.tagged(), set(&[]), "closed all the same: {run:?}");
+    assert!(world.leases().is_empty(), "{run:?}");
+    assert!(run.stderr.contains("(fail closed)"), "{}", run.stderr);
+    let warnings = fail_closed_warnings(&world);
+    assert_eq!(warnings.len(), 1, "{:?}", world.journal());
+    assert!(
+        warnings[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the help desk refused the login"),
+        "{}",
+        warnings[0]
+    );
+    let closed: Vec<_> = world
+        .journal()
+        .into_iter()
+        .filter(|e| e["action"] == "revoke" && e["cause"] == "fail_closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{:?}", world.journal());
+    assert_eq!(closed[0]["vm_id"], "vm-42");
+    // A lock event while the help desk refuses opens nothing.
+    world.helpdesk.set_lock(T2.0, "lock");
+    let run = event(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+}
+
+fn an_unlock_with_the_help_desk_unreachable_still_closes(world: World) {
+    assert_eq!(lock(&world, T2).code, 0);
+    helpdesk_unreachable(&world);
+    let started = std::time::Instant::now();
+    let run = event(&world, T2);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(11),
+        "{run:?}"
+    );
+    assert_eq!(run.code, 69, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "{run:?}");
+    assert!(world.leases().is_empty(), "{run:?}");
+    assert_eq!(fail_closed_warnings(&world).len(), 1);
+}
+
+fn a_ticket_that_holds_nothing_and_cannot_be_read_changes_nothing(world: World) {
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    helpdesk_refuses(&world);
+    let run = event(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert_eq!(
+        world.tagged(),
+        set(&["vm-43"]),
+        "another holder keeps its access"
+    );
+    assert!(fail_closed_warnings(&world).is_empty());
+}
+
+fn reconcile_closes_expired_access_and_drift_without_the_help_desk(world: World) {
+    world.helpdesk.set_lock(T2.0, "lock");
+    assert_eq!(otnsx_at(&world, T0, &[T2.1, "2"]).code, 0);
+    assert_eq!(
+        otnsx_at(&world, T0, &["grant", "--vm", "db01", "--for", "1h"]).code,
+        0
+    );
+    world.nsx.attach_by_hand(TAG_ID, "vm-44"); // app01: no lease explains it
+    for broken in [helpdesk_unreachable, helpdesk_refuses] {
+        broken(&world);
+        // Two hours on: the grant has expired, the ticket's lease (8 h) has not.
+        let run = otnsx_at(&world, "2026-11-23T18:00:00Z", &["reconcile"]);
+        assert!([69, 77].contains(&run.code), "{run:?}");
+        assert!(
+            run.stderr
+                .contains("the help desk could not be asked which tickets are still locked"),
+            "{}",
+            run.stderr
+        );
+        assert_eq!(world.tagged(), set(&["vm-42"]), "{run:?}");
+        let left: BTreeSet<String> = world
+            .leases()
+            .iter()
+            .map(|l| l["vm_id"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(left, set(&["vm-42"]));
+    }
+    // Past max_duration the ticket's lease expires too, the help desk still down.
+    let run = otnsx_at(&world, "2026-11-24T00:00:01Z", &["reconcile"]);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "{run:?}");
+    assert!(world.leases().is_empty());
+}
+
+crate::on_both_backends!(
+    an_unlock_the_help_desk_refuses_to_tell_still_closes,
+    an_unlock_with_the_help_desk_unreachable_still_closes,
+    a_ticket_that_holds_nothing_and_cannot_be_read_changes_nothing,
+    reconcile_closes_expired_access_and_drift_without_the_help_desk,
+);
