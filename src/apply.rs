@@ -14,6 +14,29 @@ pub struct Applied {
     /// With `nsx.verify_group`, after a change that succeeded: whether NSX put the VM into
     /// (or took it out of) the group in time.
     pub membership: Option<Membership>,
+    /// Whether the change was sent to NSX (an attach `may_open` refused was not).
+    pub sent: bool,
+}
+
+/// Whether an attach that failed may still take effect in NSX: it was sent, it did not fail
+/// as a refusal (77, 65, 78: rights, a VM or desktop not found, the configuration), and NSX did
+/// not answer it with a 4xx nor fail the TLS handshake. A request without an answer, an answer
+/// after the deadline, a server error, a change that did not read back (NSX may apply it
+/// later): unsure.
+pub fn may_land_late(sent: bool, err: &anyhow::Error) -> bool {
+    use crate::error::{Exit, exit_code};
+    use crate::http::{Kind, ServiceError};
+    let service = err.chain().find_map(|e| e.downcast_ref::<ServiceError>());
+    let answered_no = match service.map(|e| e.kind) {
+        Some(Kind::Status(status)) => (400..500).contains(&status),
+        Some(Kind::Certificate) => true,
+        _ => false,
+    };
+    let refused = matches!(
+        exit_code(err),
+        Exit::NoPerm | Exit::DataErr | Exit::Config | Exit::Usage
+    );
+    sent && !answered_no && !refused
 }
 
 /// Changes each VM's tag as its plan says, several VMs at once (at most
@@ -30,8 +53,13 @@ pub fn apply(
         .collect();
     let mut results = crate::parallel::map(&changing, crate::parallel::PER_SERVICE, |plan| {
         let attach = plan.change == TagChange::Attach;
+        let allowed = match attach {
+            true => may_open(plan),
+            false => Ok(()),
+        };
+        let sent = allowed.is_ok();
         let result = match attach {
-            true => may_open(plan).and_then(|()| backend.attach(&plan.vm)),
+            true => allowed.and_then(|()| backend.attach(&plan.vm)),
             false => backend.detach(&plan.vm),
         };
         // Where access takes effect: the group, once the tag is verified.
@@ -39,7 +67,7 @@ pub fn apply(
             Ok(()) => backend.membership(&plan.vm, attach),
             Err(_) => None,
         };
-        (result, membership)
+        (result, membership, sent)
     })
     .into_iter();
     // A warning is about how this run changes tags; it goes with the first change.
@@ -47,15 +75,20 @@ pub fn apply(
     plans
         .iter()
         .map(|plan| {
-            let (result, membership) = match plan.change {
-                TagChange::Keep => (Ok(()), None),
-                _ => results
-                    .next()
-                    .unwrap_or_else(|| (Err(anyhow::anyhow!("no result for {}", plan.vm)), None)),
+            let (result, membership, sent) = match plan.change {
+                TagChange::Keep => (Ok(()), None, false),
+                _ => results.next().unwrap_or_else(|| {
+                    (
+                        Err(anyhow::anyhow!("no result for {}", plan.vm)),
+                        None,
+                        false,
+                    )
+                }),
             };
             Applied {
                 result,
                 membership,
+                sent,
                 warnings: match plan.change {
                     TagChange::Keep => Vec::new(),
                     _ => std::mem::take(&mut warnings),

@@ -250,6 +250,15 @@ pub fn unlock(world: &World, ticket: (u64, &str)) -> Run {
 }
 
 /// The journal's `action` values of decisions (notes left out), in order.
+/// The leases that hold a VM open (not the detaches still to do that a failed attach leaves).
+pub fn open_leases(world: &World) -> Vec<serde_json::Value> {
+    world
+        .leases()
+        .into_iter()
+        .filter(|l| l["state"] != "detach_failed")
+        .collect()
+}
+
 pub fn actions(world: &World) -> Vec<String> {
     world
         .journal()

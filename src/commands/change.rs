@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::apply::{Applied, apply};
+use crate::apply::{Applied, apply, may_land_late};
 use crate::domain::cause::{Cause, EntryResult};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, exit_code, fault};
@@ -123,6 +123,8 @@ pub struct Outcome {
     /// With `nsx.verify_group`: whether the change took effect in the group, and how soon.
     pub membership: Option<crate::nsx::Membership>,
     pub cause: Cause,
+    /// A failed attach that NSX may still apply: its leases are kept as detaches to do.
+    pub unsure: bool,
     /// Whose access began and ended, by the leases before and after this VM's change.
     gained: Vec<Holder>,
     lost: Vec<Holder>,
@@ -233,6 +235,7 @@ impl Run {
                     result: Ok(()),
                     warnings: Vec::new(),
                     membership: None,
+                    sent: false,
                 })
                 .collect(),
             _ => apply(backend, &plans, |_| self.may_open(saving)),
@@ -325,6 +328,7 @@ impl Run {
                 result,
                 warnings,
                 membership,
+                sent,
             },
         ) in plans.into_iter().zip(applied)
         {
@@ -333,7 +337,16 @@ impl Run {
             let previous: Vec<Lease> = current.get(&id).to_vec();
             let (before, after) = (before_of.get(&id), after_of.get(&id));
             let mut wanted = after.to_vec();
+            let unsure = match &result {
+                Err(e) => plan.change == TagChange::Attach && may_land_late(sent, e),
+                Ok(()) => false,
+            };
             match (&result, plan.change) {
+                // The leases it would have made stay as detaches to do: the holder's release
+                // (an unlock) or the next run closes a tag that lands late.
+                (Err(_), TagChange::Attach) if unsure => {
+                    wanted = plan::unsure_open(before, &wanted, &id)
+                }
                 (Err(_), TagChange::Attach) => wanted = before.to_vec(),
                 (Err(_), TagChange::Detach) => wanted = plan::keep_for_retry(before, &wanted, &id),
                 (Ok(()), TagChange::Detach) => wanted = plan::settle(&wanted, &id),
@@ -357,6 +370,7 @@ impl Run {
                 None => subject.cause,
             };
             let mut outcome = self.outcome(cause, plan, result, &previous, &wanted);
+            outcome.unsure = unsure;
             outcome.warnings = warnings;
             outcome.membership = membership;
             let mut entry = self.entry_for(subject, &outcome, &wanted);
@@ -422,6 +436,7 @@ impl Run {
             open_until,
             warnings: Vec::new(),
             membership: None,
+            unsure: false,
             gained,
             lost,
         }
@@ -594,6 +609,9 @@ fn describe_change(outcome: &Outcome) -> (Action, String) {
     };
     if let Some(err) = &outcome.error {
         let what = match plan.change {
+            TagChange::Attach if outcome.unsure => {
+                "opening failed, and NSX may still apply it: kept to be closed by the unlock or the next run"
+            }
             TagChange::Attach => "opening failed, no lease kept",
             _ => "closing failed, kept for retry on the next run",
         };

@@ -104,3 +104,23 @@ pub fn settle(after: &[Lease], key: &str) -> Vec<Lease> {
         l.key() == key && l.state == LeaseState::DetachFailed
     })
 }
+
+/// After an attach that failed but may still take effect in NSX (no answer, an answer after
+/// the deadline, a change that did not read back yet): the VM's leases as before, and those the
+/// attach was to make kept as detaches to do (holding nothing open), so that the holder's
+/// release, or the next run, closes the tag if it lands late.
+pub fn unsure_open(before: &[Lease], after: &[Lease], key: &str) -> Vec<Lease> {
+    let mut out = before.to_vec();
+    for lease in after.iter().filter(|l| l.key() == key) {
+        if !before
+            .iter()
+            .any(|b| b.key() == key && b.holder == lease.holder)
+        {
+            out.push(Lease {
+                state: LeaseState::DetachFailed,
+                ..lease.clone()
+            });
+        }
+    }
+    out
+}

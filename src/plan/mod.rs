@@ -17,7 +17,7 @@ use crate::time::Timestamp;
 mod lease;
 mod reconcile;
 
-pub use lease::{grant, keep_for_retry, lock_ticket, release, settle};
+pub use lease::{grant, keep_for_retry, lock_ticket, release, settle, unsure_open};
 pub use reconcile::{Reconciled, mark_drift, reconcile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,8 +45,9 @@ pub enum LeaseState {
     /// Holds the VM open until it expires.
     #[default]
     Active,
-    /// Released, but detaching the tag failed: holds nothing open, kept so that the next run
-    /// retries the detach.
+    /// A detach still to do: released, but detaching the tag failed; or an attach that failed
+    /// but that NSX may still apply late. Holds nothing open; kept so that the holder's release
+    /// or the next run detaches the tag if it is there.
     DetachFailed,
 }
 

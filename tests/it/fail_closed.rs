@@ -136,3 +136,31 @@ crate::on_both_backends!(
     a_ticket_that_holds_nothing_and_cannot_be_read_changes_nothing,
     reconcile_closes_expired_access_and_drift_without_the_help_desk,
 );
+
+/// An attach that NSX accepts but that reads back unchanged (it may land later, as a Policy
+/// tag operation past the deadline does) is the ticket's all the same: its unlock closes it.
+#[test]
+fn an_attach_that_lands_late_is_closed_by_the_unlock() {
+    let world = World::new();
+    world.nsx.lie_on_attach(true);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 69, "{run:?}");
+    assert!(run.stdout.contains("NSX may still apply it"), "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    world.nsx.lie_on_attach(false);
+    world.nsx.attach_by_hand(TAG_ID, "vm-42"); // the attach lands after otnsx gave up
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let run = event(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "the unlock closed it: {run:?}");
+    assert!(world.leases().is_empty(), "{run:?}");
+    // When it never lands, the next run finds nothing to close and forgets it.
+    world.nsx.lie_on_attach(true);
+    assert_eq!(lock(&world, T2).code, 69);
+    assert_eq!(world.leases().len(), 1);
+    world.nsx.lie_on_attach(false);
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(world.leases().is_empty(), "{run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+}

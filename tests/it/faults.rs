@@ -65,7 +65,8 @@ fn nsx_v_error_101_for_ever_makes_four_puts_not_sixteen() {
         started.elapsed()
     );
     assert_eq!(world.tagged(), set(&[]));
-    assert!(world.leases().is_empty());
+    // Only a detach still to do, in case NSX applies one of them late.
+    assert!(crate::open_leases(&world).is_empty());
 }
 
 #[test]
@@ -107,7 +108,12 @@ fn an_attach_that_the_read_back_does_not_show_is_unverified() {
         "{}",
         run.stderr
     );
-    assert!(world.leases().is_empty());
+    assert!(crate::open_leases(&world).is_empty());
+    assert_eq!(
+        world.leases()[0]["state"],
+        "detach_failed",
+        "kept to be closed"
+    );
     let entry = &world.journal()[0];
     assert!(entry["detail"].as_str().unwrap().contains("unverified"));
 }
