@@ -57,6 +57,7 @@ mod it {
     pub mod profiles;
     pub mod shaped;
     pub mod shared;
+    pub mod signals;
     pub mod state;
     pub mod ticket;
     pub mod tls;
