@@ -131,3 +131,31 @@ fn sigterm_ends_otnsx_even_when_the_caller_ignored_it() {
     assert_eq!(status.signal(), Some(15), "{status:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+/// The Generic Agent module stops otnsx after 30 s: `check` warns about a deadline that would
+/// let a run go past it, naming both values and the fix, and is silent below.
+#[test]
+fn check_warns_when_the_deadline_outlasts_the_generic_agent_module_s_timeout() {
+    let world = World::new();
+    let text = world.config_text();
+    world.write_config(&text.replace("deadline = \"10s\"", "deadline = \"45s\""));
+    let run = crate::otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let warning = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("! deadline: "))
+        .unwrap_or_else(|| panic!("no warning: {}", run.stdout));
+    for says in [
+        "deadline 45s",
+        "stops otnsx after 30s",
+        "set deadline to 29s or less",
+        "$Kernel::System::GenericAgent::Otnsx::Timeout in Kernel/Config.pm",
+    ] {
+        assert!(warning.contains(says), "{warning}");
+    }
+    world.write_config(&text.replace("deadline = \"10s\"", "deadline = \"29s\""));
+    let run = crate::otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("! deadline"), "{}", run.stdout);
+}
