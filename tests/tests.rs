@@ -46,6 +46,7 @@ mod it {
     pub mod helpdesk_files;
     pub mod history;
     pub mod hostile;
+    pub mod intake;
     pub mod lifecycle;
     pub mod manual;
     pub mod notes;
