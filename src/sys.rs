@@ -45,7 +45,8 @@ const RESET_SIGNALS: [libc::c_int; 8] = [
 
 /// Does not trust the signal state otnsx inherited (a help desk's daemon ignores SIGCHLD, a
 /// caller may block signals): [`RESET_SIGNALS`] get their default disposition and no signal
-/// stays blocked. SIGPIPE stays ignored, as Rust's runtime set it: otnsx relies on a write to a
+/// stays blocked. SIGPIPE stays ignored, as Rust's runtime sets it before `main` (and set here
+/// again, for a caller of `main_with` that is not a Rust `main`): otnsx relies on a write to a
 /// closed pipe failing with EPIPE (see `outln!`) rather than killing the process. Called once,
 /// first thing, before any thread starts.
 #[allow(unsafe_code)]
@@ -56,6 +57,10 @@ pub fn reset_signals() {
         unsafe {
             libc::signal(signal, libc::SIG_DFL);
         }
+    }
+    // SAFETY: as above, with SIG_IGN.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     // SAFETY: the set is a local value initialised by sigemptyset before it is read;
     // pthread_sigmask only reads it (the old mask is not asked for).
