@@ -190,9 +190,10 @@ pub fn parse_ticket_id(text: &str) -> Result<u64, String> {
     }
 }
 
-/// A ticket number: digits only, at most 40 of them.
+/// A ticket number: digits only, at most 64 of them (the rule of the help desk's answers and of
+/// the lease store, [`crate::config::is_ticket_number`]).
 pub fn parse_ticket_number(text: &str) -> Result<String, String> {
-    if text.is_empty() || text.len() > 40 || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if !crate::config::is_ticket_number(text) {
         return Err(format!("{text:?} is not a ticket number (digits only)"));
     }
     Ok(text.to_string())

@@ -52,6 +52,7 @@ mod xml;
 /// returns the documented exit status.
 pub fn main_with(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
     sys::one_malloc_arena();
+    sys::reset_signals();
     let cli = match cli::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

@@ -1,8 +1,9 @@
 //! The few operating-system facts std does not give: who the process runs as, opening a file
-//! without following a symbolic link, and ending a child's whole process group.
+//! without following a symbolic link, ending a child's whole process group, and a signal
+//! state of otnsx's own whatever the caller left.
 //!
 //! The crate forbids `unsafe` everywhere but here, where each call is a plain system call
-//! with integer arguments and no memory handed over.
+//! with integer arguments (or a signal set on the stack) and no memory kept by the kernel.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -24,6 +25,49 @@ pub fn one_malloc_arena() {
     // SAFETY: mallopt only sets an allocator parameter; it is called before any thread starts.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// The signals whose disposition otnsx resets to the default at start, whatever the caller
+/// left: an ignored SIGCHLD makes the kernel reap children itself, so that waiting for a
+/// `password_command` fails with ECHILD ("No child processes"); an ignored or blocked SIGTERM
+/// or SIGINT would let otnsx outlive the help desk's `timeout` until its SIGKILL.
+const RESET_SIGNALS: [libc::c_int; 8] = [
+    libc::SIGCHLD,
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGALRM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Does not trust the signal state otnsx inherited (a help desk's daemon ignores SIGCHLD, a
+/// caller may block signals): [`RESET_SIGNALS`] get their default disposition and no signal
+/// stays blocked. SIGPIPE stays ignored, as Rust's runtime sets it before `main` (and set here
+/// again, for a caller of `main_with` that is not a Rust `main`): otnsx relies on a write to a
+/// closed pipe failing with EPIPE (see `outln!`) rather than killing the process. Called once,
+/// first thing, before any thread starts.
+#[allow(unsafe_code)]
+pub fn reset_signals() {
+    for signal in RESET_SIGNALS {
+        // SAFETY: signal(2) with SIG_DFL installs no handler of ours; the previous disposition
+        // it returns is not used.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    // SAFETY: as above, with SIG_IGN.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    // SAFETY: the set is a local value initialised by sigemptyset before it is read;
+    // pthread_sigmask only reads it (the old mask is not asked for).
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
 }
 

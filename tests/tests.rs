@@ -47,6 +47,7 @@ mod it {
     pub mod helpdesk_files;
     pub mod history;
     pub mod hostile;
+    pub mod intake;
     pub mod lifecycle;
     pub mod manual;
     pub mod notes;
@@ -58,6 +59,7 @@ mod it {
     pub mod profiles;
     pub mod shaped;
     pub mod shared;
+    pub mod signals;
     pub mod state;
     pub mod ticket;
     pub mod tls;

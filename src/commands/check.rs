@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::config::{self, Config};
 use crate::deadline::Deadline;
@@ -12,6 +13,10 @@ use crate::helpdesk::otrs::Otrs;
 use crate::state::store::Store;
 use crate::time::format_duration;
 use crate::vcenter;
+
+/// The Generic Agent module's default `$Timeout` (`dist/helpdesk/.../Otnsx.pm`): timeout(1)
+/// stops otnsx then.
+const MODULE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Checklist {
     failed: usize,
@@ -113,6 +118,18 @@ pub fn run(
         list.warn("policy", "policy.allow is empty: no VM can be opened; list the VMs that may be, e.g. allow = [\"srv-*\"]");
     } else if vms.allow.iter().any(|p| p.chars().all(|c| c == '*')) {
         list.warn("policy", "policy.allow = [\"*\"] lets a ticket open any VM, vCenter and NSX included; list the VMs that may be opened, and deny the infrastructure");
+    }
+
+    if config.otrs.is_some() && config.deadline + Duration::from_secs(1) > MODULE_TIMEOUT {
+        list.warn(
+            "deadline",
+            &format!(
+                "deadline {}: the Generic Agent module Otnsx.pm (Znuny 6.3+) stops otnsx after {} ($Timeout), and a run may take its deadline plus 1 s, so a slow event may be killed before it has closed, journaled or noted what it did; set deadline to {} or less, or raise $Kernel::System::GenericAgent::Otnsx::Timeout in Kernel/Config.pm above the deadline",
+                format_duration(config.deadline),
+                format_duration(MODULE_TIMEOUT),
+                format_duration(MODULE_TIMEOUT - Duration::from_secs(1)),
+            ),
+        );
     }
 
     let state = &config.state_dir;

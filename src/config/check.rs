@@ -578,10 +578,7 @@ impl Checker {
             }
         }
         for (agent, addresses) in agents {
-            if agent.is_empty()
-                || agent.chars().count() > 256
-                || agent.chars().any(char::is_control)
-            {
+            if !crate::config::is_login(agent) {
                 self.problem(
                     "agents",
                     format!("{:?} is not a login", crate::escape::shorten(agent)),

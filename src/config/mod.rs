@@ -29,6 +29,25 @@ pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
 /// vSphere's limit on a VM name, in characters.
 pub const MAX_VM_NAME: usize = 80;
 
+/// The longest ticket number otnsx takes (OTRS's ticket number column holds 50 characters).
+pub const MAX_TICKET_NUMBER: usize = 64;
+
+/// A ticket number as otnsx takes it (from the command line or the help desk) and stores it:
+/// 1 to [`MAX_TICKET_NUMBER`] ASCII digits. The number generators of OTRS, Znuny and OTOBO
+/// (DateChecksum, Date, AutoIncrement) make digits only.
+pub fn is_ticket_number(text: &str) -> bool {
+    !text.is_empty() && text.len() <= MAX_TICKET_NUMBER && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The longest login (of an agent, or an OS user holding a grant) otnsx stores, in characters.
+pub const MAX_LOGIN: usize = 256;
+
+/// A login as otnsx takes it (a ticket's owner, `[agents]`, the OS user of a grant) and stores
+/// it: 1 to [`MAX_LOGIN`] characters, no control characters.
+pub fn is_login(text: &str) -> bool {
+    !text.is_empty() && text.chars().count() <= MAX_LOGIN && !text.chars().any(char::is_control)
+}
+
 /// An access profile's name: 1 to 32 of `a-z`, `0-9`, `-` and `_`, starting with a letter.
 pub fn is_profile_name(name: &str) -> bool {
     let mut chars = name.chars();

@@ -130,13 +130,11 @@ impl Lease {
         let fits = |text: &str, max: usize| {
             !text.is_empty() && text.chars().count() <= max && !text.chars().any(char::is_control)
         };
+        // The rules intake applies (config::is_ticket_number, config::is_login): what otnsx
+        // takes it can read back.
         let holder_ok = match &self.holder {
-            Holder::Ticket { number, .. } => {
-                number.len() <= 64
-                    && !number.is_empty()
-                    && number.bytes().all(|b| b.is_ascii_digit())
-            }
-            Holder::User { name } => fits(name, 256),
+            Holder::Ticket { number, .. } => crate::config::is_ticket_number(number),
+            Holder::User { name } => crate::config::is_login(name),
         };
         let ok = fits(&self.vm, crate::config::MAX_VM_NAME)
             && fits(&self.vm_id, 128)
@@ -146,10 +144,7 @@ impl Lease {
                 .profile
                 .as_deref()
                 .is_none_or(crate::config::is_profile_name)
-            && self
-                .agent
-                .as_deref()
-                .is_none_or(|a| fits(a, 256) && !a.contains('\u{1f}'))
+            && self.agent.as_deref().is_none_or(crate::config::is_login)
             && holder_ok
             && self
                 .reason

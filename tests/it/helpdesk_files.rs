@@ -79,10 +79,26 @@ fn route_matches(route: &str, path: &str) -> bool {
 /// Runs the Generic Agent module under the system's perl with a stub object manager whose log
 /// prints each message as a line `PRIORITY: MESSAGE`; `stand_in` is the otnsx it runs.
 fn run_module(dir: &Path, stand_in: &str, ticket_id: &str, timeout: u32) -> (String, bool) {
-    let otnsx = dir.join("otnsx-stand-in");
-    fs::write(&otnsx, format!("#!/bin/sh\n{stand_in}\n")).unwrap();
+    let otnsx = stand_in_at(dir, "otnsx-stand-in", stand_in);
+    let settings = format!(
+        "$Kernel::System::GenericAgent::Otnsx::Command = ['{}'];\n$Kernel::System::GenericAgent::Otnsx::Timeout = {timeout};",
+        otnsx.display()
+    );
+    run_module_with(dir, "", &settings, ticket_id)
+}
+
+/// Writes a shell script `name` with `body` into `dir`, executable; its path.
+fn stand_in_at(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&otnsx, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// As [`run_module`], with Perl code run `before` the module is loaded (what Kernel/Config.pm
+/// sets, what the daemon's signal handling is) and `after` it is loaded.
+fn run_module_with(dir: &Path, before: &str, after: &str, ticket_id: &str) -> (String, bool) {
     let harness = format!(
         r#"
 use strict; use warnings;
@@ -94,14 +110,13 @@ sub new {{ return bless {{}}, shift }}
 sub Get {{ my ($Self, $Name) = @_; die "unexpected object $Name" if $Name ne 'Kernel::System::Log'; return Kernel::System::Log->new() }}
 package main;
 $Kernel::OM = StubOM->new();
+{before}
 require '{module}';
-$Kernel::System::GenericAgent::Otnsx::Command = ['{otnsx}'];
-$Kernel::System::GenericAgent::Otnsx::Timeout = {timeout};
+{after}
 my $Result = Kernel::System::GenericAgent::Otnsx->new()->Run(TicketID => $ARGV[0], UserID => 1);
 print "result: ", ($Result ? 1 : 0), "\n";
 "#,
         module = dist().join("Kernel/System/GenericAgent/Otnsx.pm").display(),
-        otnsx = otnsx.display(),
     );
     let script = dir.join("harness.pl");
     fs::write(&script, harness).unwrap();
@@ -167,6 +182,101 @@ fn the_generic_agent_module_runs_otnsx_and_logs_its_failures() {
         "{log}"
     );
     assert!(!args.exists());
+}
+
+/// Whether perl is there to run the module; says so when it is not.
+fn have_perl() -> bool {
+    let there = Command::new("perl").arg("-v").output().is_ok();
+    if !there {
+        eprintln!("skipped: no perl on this machine");
+    }
+    there
+}
+
+/// A Znuny daemon ignores SIGCHLD: waitpid then returned -1 and the module logged
+/// 72057594037927935 for every run, success or not. Now it logs otnsx's own exit status (the
+/// real binary, refusing a missing configuration with 78), and nothing for a success.
+#[test]
+fn the_generic_agent_module_logs_otnsx_s_real_exit_status_under_a_daemon_ignoring_sigchld() {
+    if !have_perl() {
+        return;
+    }
+    let dir = crate::support::TempDir::new("module-sigchld");
+    let dir = dir.path();
+    let ignoring = "$SIG{CHLD} = 'IGNORE';";
+    let otnsx = env!("CARGO_BIN_EXE_otnsx");
+    let missing = dir.join("missing.toml");
+    let settings = format!(
+        "$Kernel::System::GenericAgent::Otnsx::Command = ['{otnsx}', '--config', '{}'];",
+        missing.display()
+    );
+    let (log, ok) = run_module_with(dir, ignoring, &settings, "42");
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("error: otnsx ticket 42 exited 78: otnsx: "),
+        "{log}"
+    );
+    assert!(!log.contains("72057594037927935"), "{log}");
+    // A success is a success.
+    let good = stand_in_at(dir, "succeeds", "exit 0");
+    let settings = format!(
+        "$Kernel::System::GenericAgent::Otnsx::Command = ['{}'];",
+        good.display()
+    );
+    let (log, _) = run_module_with(dir, ignoring, &settings, "42");
+    assert_eq!(log, "result: 1\n");
+}
+
+/// Kernel/Config.pm sets the command and the timeout before the module is loaded (the daemon
+/// and the console load it later): loading it used to reset both to the defaults.
+#[test]
+fn the_generic_agent_module_keeps_the_command_and_timeout_config_pm_set() {
+    if !have_perl() {
+        return;
+    }
+    let dir = crate::support::TempDir::new("module-config");
+    let dir = dir.path();
+    let args = dir.join("args");
+    let otnsx = stand_in_at(
+        dir,
+        "configured-otnsx",
+        &format!("echo \"$@\" > {}\nsleep 30", args.display()),
+    );
+    let config_pm = format!(
+        "$Kernel::System::GenericAgent::Otnsx::Command = ['{}', '--config', '/etc/otnsx/site.toml'];\n$Kernel::System::GenericAgent::Otnsx::Timeout = 1;",
+        otnsx.display()
+    );
+    let started = std::time::Instant::now();
+    let (log, _) = run_module_with(dir, &config_pm, "", "42");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(
+        fs::read_to_string(&args).unwrap_or_default(),
+        "--config /etc/otnsx/site.toml ticket 42\n",
+        "{log}"
+    );
+    assert!(
+        log.contains("error: otnsx ticket 42 did not finish within 1 s and was stopped"),
+        "{log}"
+    );
+}
+
+/// An otnsx that does not stop on timeout's SIGTERM is killed 5 s later, and the log says so
+/// (not "exited 137", nor a signal number alone).
+#[test]
+fn the_generic_agent_module_says_when_timeout_had_to_kill_otnsx() {
+    if !have_perl() {
+        return;
+    }
+    let dir = crate::support::TempDir::new("module-kill");
+    let dir = dir.path();
+    let started = std::time::Instant::now();
+    let (log, ok) = run_module(dir, "trap '' TERM\nsleep 30", "42", 1);
+    assert!(ok, "{log}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    assert!(
+        log.contains("error: otnsx ticket 42 did not finish within 1 s nor stop on timeout's SIGTERM, and was killed with SIGKILL 5 s later"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -570,6 +570,18 @@ pub fn parse_ticket(body: &TicketGet, vm_field: &str) -> anyhow::Result<Ticket> 
         .ok_or_else(|| bad("has no numeric TicketID"))?;
     let number = (ticket.number.as_ref().and_then(answer::Scalar::text))
         .ok_or_else(|| bad("has no TicketNumber"))?;
+    // Refused here, before anything is looked up or changed: a number or a login the lease
+    // store could not read back would damage it for every other ticket.
+    if !crate::config::is_ticket_number(&number) {
+        return Err(fault(
+            Exit::DataErr,
+            format!(
+                "its number \"{}\" is not a ticket number otnsx can hold (1 to {} digits, as the help desk's number generators make); refused before anything was looked up or changed",
+                crate::escape::shorten(&number),
+                crate::config::MAX_TICKET_NUMBER
+            ),
+        ));
+    }
     let lock = (ticket.lock.as_ref().and_then(|l| l.string()))
         .ok_or_else(|| bad("has no Lock"))?
         .to_string();
@@ -577,7 +589,22 @@ pub fn parse_ticket(body: &TicketGet, vm_field: &str) -> anyhow::Result<Ticket> 
         .owner
         .as_ref()
         .and_then(|o| o.string())
+        .filter(|o| !o.is_empty())
         .map(str::to_string);
+    // The locking agent is journaled and kept with the lease (with per-agent rules, as the
+    // desktop it opens to); after an unlock the owner is not used.
+    if lock == LOCKED
+        && let Some(owner) = owner.as_deref().filter(|o| !crate::config::is_login(o))
+    {
+        return Err(fault(
+            Exit::DataErr,
+            format!(
+                "ticket {number} is locked by owner \"{}\", which is not a login otnsx can hold (1 to {} characters, no control characters); refused before anything was looked up or changed",
+                crate::escape::shorten(owner),
+                crate::config::MAX_LOGIN
+            ),
+        ));
+    }
     let fields = ticket.fields.as_deref().unwrap_or_default();
     let name_of = |f: &answer::Field| f.name.as_ref().and_then(|n| n.string().map(str::to_string));
     let Some(field) = fields
@@ -723,6 +750,41 @@ mod tests {
         assert_eq!(t.owner, None);
         assert!(t.vms.is_empty());
         assert_eq!(t.generation, Some(6));
+    }
+
+    #[test]
+    fn a_number_or_owner_the_store_could_not_hold_is_refused() {
+        let ticket = |number: Value, lock: &str, owner: &str| {
+            let body: TicketGet = serde_json::from_value(json!({"Ticket": [{"TicketID": 4,
+                "TicketNumber": number, "Lock": lock, "Owner": owner,
+                "DynamicField": [{"Name": "VMName", "Value": "web01"}]}]}))
+            .expect("shape");
+            parse_ticket(&body, "VMName")
+        };
+        for number in [
+            "INC-2026-0001",
+            "2026112310000011 ",
+            "",
+            "１２３",
+            &"1".repeat(65),
+        ] {
+            let err = ticket(json!(number), "lock", "agent1").unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), Exit::DataErr, "{number:?}");
+            assert!(format!("{err}").contains("is not a ticket number"), "{err}");
+            // An unlock as well: such a ticket cannot hold anything.
+            assert!(ticket(json!(number), "unlock", "agent1").is_err());
+        }
+        assert!(ticket(json!("1".repeat(64)), "lock", "agent1").is_ok());
+        for owner in ["agent\u{1f}1", "agent\n1", &"a".repeat(257)] {
+            let err = ticket(json!("2026112310000011"), "lock", owner).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), Exit::DataErr, "{owner:?}");
+            assert!(format!("{err}").contains("is not a login"), "{err}");
+            // After an unlock the owner is not used: closing is not refused for it.
+            assert!(ticket(json!("2026112310000011"), "unlock", owner).is_ok());
+        }
+        let t = ticket(json!("2026112310000011"), "lock", "").expect("no owner");
+        assert_eq!(t.owner, None);
+        assert!(ticket(json!("2026112310000011"), "lock", "Zoë Müller@example").is_ok());
     }
 
     #[test]
