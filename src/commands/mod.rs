@@ -547,6 +547,16 @@ impl Run {
     /// to the journal are appended now, so that the journal records every saved change. A lease
     /// that claims to live longer than its kind allows is clipped, and the clip journaled.
     pub fn begin(&self) -> anyhow::Result<Begun> {
+        // What earlier runs on this node could not record comes first, in order.
+        if !self.dry_run {
+            match self.recorder.journal().record_kept() {
+                Ok(0) => {}
+                Ok(n) => {
+                    errln!("otnsx: recorded {n} journal entries kept on this node by earlier runs")
+                }
+                Err(e) => self.recorder.state_problem(&e),
+            }
+        }
         let lock = if self.dry_run {
             None
         } else {

@@ -4,7 +4,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -208,6 +208,114 @@ impl Journal {
             }
         }
         Ok(appended)
+    }
+
+    /// Where entries the journal (or the database) could not take are kept on this node until
+    /// they can be recorded: `unrecorded.jsonl` beside the journal file, in the state directory.
+    pub fn kept_path(&self) -> PathBuf {
+        self.path.with_file_name("unrecorded.jsonl")
+    }
+
+    /// Keeps `lines` (journal entries as JSON) durably on this node, appended in order and
+    /// synced, to be recorded by a later run ([`Journal::record_kept`]). Said on stderr by the
+    /// caller too; returns whether the node could keep them.
+    pub fn keep(&self, lines: &[String]) -> bool {
+        if lines.is_empty() {
+            return true;
+        }
+        let path = self.kept_path();
+        let mut text = String::new();
+        for line in lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let kept = crate::sys::open_shared(OpenOptions::new().create(true).append(true), &path)
+            .and_then(|mut file| {
+                let mut prefix = String::new();
+                if !ends_with_newline(&file) {
+                    prefix.push('\n');
+                }
+                file.write_all(format!("{prefix}{text}").as_bytes())?;
+                file.sync_data()
+            });
+        if let Err(e) = &kept {
+            errln!(
+                "otnsx: state: cannot keep {} unrecorded journal entries in {}: {e}",
+                lines.len(),
+                path.display()
+            );
+        }
+        kept.is_ok()
+    }
+
+    /// Records the entries kept on this node by earlier runs ([`Journal::keep`]), oldest
+    /// first, each once (an id the journal has already is left out), then forgets them. Files
+    /// of a run that is still recording them (younger than a minute) are left to it. Returns
+    /// how many entries were recorded now.
+    pub fn record_kept(&self) -> anyhow::Result<usize> {
+        let path = self.kept_path();
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut files: Vec<PathBuf> = Vec::new();
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let taken = dir.join(format!(
+                "unrecorded.{nanos:024}.{}.replay",
+                std::process::id()
+            ));
+            if std::fs::rename(&path, &taken).is_ok() {
+                files.push(taken);
+            }
+        }
+        let stale = std::time::Duration::from_secs(60);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let old = entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > stale);
+                if name.starts_with("unrecorded.") && name.ends_with(".replay") && old {
+                    files.push(entry.path());
+                }
+            }
+        }
+        files.sort();
+        files.dedup();
+        let mut recorded = 0;
+        for file in files {
+            let text = crate::sys::open_no_follow(OpenOptions::new().read(true), &file)
+                .and_then(|mut f| {
+                    let mut text = String::new();
+                    std::io::Read::read_to_string(&mut f, &mut text).map(|_| text)
+                })
+                .map_err(|e| {
+                    fault(
+                        Exit::IoErr,
+                        format!("reading the kept journal entries {}: {e}", file.display()),
+                    )
+                })?;
+            let entries: Vec<serde_json::Value> = text
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect();
+            recorded += match &self.db {
+                Some(db) => {
+                    for value in &entries {
+                        if let Ok(entry) = serde_json::from_value::<Entry>(value.clone()) {
+                            db.append(&entry)?;
+                        }
+                    }
+                    entries.len()
+                }
+                None => self.recover(&entries)?,
+            };
+            let _ = std::fs::remove_file(&file);
+        }
+        Ok(recorded)
     }
 
     fn append_line(&self, line: &str) -> anyhow::Result<()> {

@@ -154,6 +154,9 @@ impl Recorder {
             Err(e) => {
                 self.state_problem(&e);
                 errln!("{line}");
+                // Kept on this node for the next run to record; still not durable in the
+                // journal, so what it records may not stay open.
+                self.journal.keep(&[line]);
                 false
             }
         }

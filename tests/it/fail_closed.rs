@@ -164,3 +164,85 @@ fn an_attach_that_lands_late_is_closed_by_the_unlock() {
     assert!(world.leases().is_empty(), "{run:?}");
     assert_eq!(world.tagged(), set(&[]));
 }
+
+/// The entries of closing runs that could not be recorded: kept on the node, in order.
+fn kept(world: &World) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(world.state_dir().join("unrecorded.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn unlock_entries(world: &World) -> usize {
+    world
+        .journal()
+        .iter()
+        .filter(|e| e["action"] == "revoke" && e["cause"] == "unlock" && e["vm_id"] == "vm-42")
+        .count()
+}
+
+#[test]
+fn entries_the_journal_cannot_take_are_kept_on_the_node_and_recorded_once_later() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    let journal = world.state_dir().join("journal.jsonl");
+    let aside = world.state_dir().join("journal.aside");
+    std::fs::rename(&journal, &aside).unwrap();
+    std::fs::create_dir(&journal).unwrap(); // the journal cannot be written
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let run = event(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "closed all the same");
+    let kept = kept(&world);
+    assert!(
+        kept.iter()
+            .any(|e| e["action"] == "revoke" && e["vm_id"] == "vm-42"),
+        "{kept:?}"
+    );
+    std::fs::remove_dir(&journal).unwrap();
+    std::fs::rename(&aside, &journal).unwrap();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("recorded"), "{run:?}");
+    assert_eq!(unlock_entries(&world), 1, "{:?}", world.journal());
+    assert!(!world.state_dir().join("unrecorded.jsonl").exists());
+    // In the order they happened: the lock's entries before the unlock's.
+    let actions: Vec<String> = crate::actions(&world);
+    let opened = actions.iter().position(|a| a == "grant").unwrap();
+    let closed = actions.iter().position(|a| a == "revoke").unwrap();
+    assert!(opened < closed, "{actions:?}");
+    assert_eq!(otnsx(&world, &["reconcile"]).code, 0);
+    assert_eq!(unlock_entries(&world), 1, "recorded once");
+}
+
+#[test]
+fn a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later() {
+    let Some(world) = crate::pg_world(
+        "a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later",
+    ) else {
+        return;
+    };
+    assert_eq!(lock(&world, T2).code, 0);
+    let secret = world.dir.path().join("db.secret");
+    let password = std::fs::read_to_string(&secret).unwrap();
+    std::fs::write(&secret, "not-the-password\n").unwrap();
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let run = event(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "closed without the database");
+    assert!(!kept(&world).is_empty(), "{run:?}");
+    std::fs::write(&secret, password).unwrap();
+    let run = otnsx(&world, &["reconcile"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        world
+            .journal()
+            .iter()
+            .any(|e| e["action"] == "revoke" && e["vm_id"] == "vm-42"),
+        "{:?}",
+        world.journal()
+    );
+    assert!(kept(&world).is_empty());
+    assert_eq!(world.tagged(), set(&[]), "never reopened: {run:?}");
+}
