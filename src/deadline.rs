@@ -18,9 +18,9 @@ impl Deadline {
         self.end.saturating_duration_since(Instant::now())
     }
 
-    /// How long waiting for the state lock may take: all that is left but a quarter of it
-    /// (at least 0.5 s, at most 3 s), kept so that a lock held by a hung run still leaves time
-    /// to close access in NSX.
+    /// How long waiting for the state lock, or for the help desk, may take: all that is left
+    /// but a quarter of it (at least 0.5 s, at most 3 s), kept so that a lock held by a hung
+    /// run or a help desk that does not answer still leaves time to close access in NSX.
     pub fn for_waiting(&self) -> Deadline {
         let left = self.remaining();
         let reserve = (left / 4).clamp(Duration::from_millis(500), Duration::from_secs(3));

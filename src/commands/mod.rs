@@ -501,8 +501,9 @@ impl Run {
         Ok((vms, refused))
     }
 
-    /// The help-desk client, with the session kept between runs; `need` says what for, in the
-    /// error when there is no `[otrs]` section.
+    /// The help-desk client, with the session kept between runs, bounded by the deadline less
+    /// the part kept for closing; `need` says what for, in the error when there is no `[otrs]`
+    /// section.
     pub fn helpdesk(&self, need: &str) -> anyhow::Result<Box<dyn HelpDesk>> {
         let otrs = self.config.otrs.as_ref().ok_or_else(|| {
             fault(
@@ -510,9 +511,11 @@ impl Run {
                 format!("no [otrs] section: it is needed {need}"),
             )
         })?;
+        // The help desk may take all but the part of the deadline kept for closing: a help
+        // desk that hangs must not leave an unlock without the time to close in NSX.
         let client = crate::helpdesk::otrs::Otrs::new(
             otrs,
-            self.deadline,
+            self.deadline.for_waiting(),
             self.verbose,
             Some(self.store.session_path()),
         )?;

@@ -246,3 +246,24 @@ fn a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later() {
     assert!(kept(&world).is_empty());
     assert_eq!(world.tagged(), set(&[]), "never reopened: {run:?}");
 }
+
+/// A help desk that accepts the connection and never answers: the unlock still closes, within
+/// the deadline.
+#[test]
+fn an_unlock_with_a_help_desk_that_hangs_still_closes_within_the_deadline() {
+    use crate::support::server::{Response, Server};
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    let hung = Server::start(|_| Response::empty(200).delayed(std::time::Duration::from_secs(60)));
+    let text = world
+        .config_text()
+        .replace(&world.helpdesk.url(), &hung.url())
+        .replace("deadline = \"10s\"", "deadline = \"3s\"");
+    world.write_config(&text);
+    let started = std::time::Instant::now();
+    let run = event(&world, T2);
+    let took = started.elapsed();
+    assert_eq!(run.code, 69, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "{run:?}");
+    assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+}
