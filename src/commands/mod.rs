@@ -491,6 +491,18 @@ impl Run {
         // Only "this name" failures (exit 65) stay per VM; anything else ends the run.
         let mut sort = |name: String, found: anyhow::Result<VmRef>| {
             match found {
+                // An id the lease store could not read back is refused here, not written.
+                Ok(vm) if !crate::state::store::is_vm_id(&vm.id) => refused.push((
+                    name,
+                    fault(
+                        Exit::DataErr,
+                        format!(
+                            "VM {} has the id \"{}\" from the service, which otnsx cannot record (1 to 128 characters, no white space, control character or #); nothing was opened",
+                            crate::escape::shorten(&vm.name),
+                            crate::escape::shorten(&vm.id)
+                        ),
+                    ),
+                )),
                 Ok(vm) => vms.push(vm),
                 Err(e) if exit_code(&e) == Exit::DataErr => refused.push((name, e)),
                 Err(e) => return Err(e),

@@ -137,9 +137,7 @@ impl Lease {
             Holder::User { name } => crate::config::is_login(name),
         };
         let ok = fits(&self.vm, crate::config::MAX_VM_NAME)
-            && fits(&self.vm_id, 128)
-            && !self.vm_id.contains(char::is_whitespace)
-            && !self.vm_id.contains('#')
+            && is_vm_id(&self.vm_id)
             && self
                 .profile
                 .as_deref()
@@ -174,6 +172,17 @@ impl Lease {
             ..self.clone()
         })
     }
+}
+
+/// Whether `id` is a VM id the store holds and reads back: 1 to 128 characters, no control
+/// character, no white space, no `#` (the separator of a lease's key). What NSX or vCenter
+/// returns is checked by it before it becomes a lease.
+pub fn is_vm_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.chars().count() <= 128
+        && !id
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '#')
 }
 
 /// The longest reason a manual grant may carry, in characters.

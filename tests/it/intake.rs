@@ -121,3 +121,27 @@ crate::on_both_backends!(
     the_numbered_call_refuses_a_ticket_whose_number_is_not_digits,
     a_locking_owner_whose_login_the_store_cannot_hold_is_refused,
 );
+
+/// An id NSX returns that the lease store could not read back (white space, a `#`) is refused
+/// before anything opens, and the store stays readable for every other ticket.
+#[test]
+fn a_vm_id_the_store_could_not_read_back_is_refused_at_intake() {
+    let world = World::new();
+    world.write_config(&world.config_text_nsxt("", false));
+    world.nsxt.add_vm("odd01", "5012 0099#x", &[], &[]);
+    world
+        .helpdesk
+        .add_ticket(9, "2026112310000099", serde_json::json!("odd01"));
+    world.helpdesk.set_lock(9, "lock");
+    let run = crate::otnsx(&world, &["ticket", "9"]);
+    assert_eq!(run.code, 65, "{run:?}");
+    assert!(
+        run.stderr.contains("which otnsx cannot record"),
+        "{}",
+        run.stderr
+    );
+    assert!(world.leases().is_empty());
+    assert!(world.nsxt.tags("5012 0099#x").is_empty());
+    let run = crate::lock(&world, T2);
+    assert_eq!(run.code, 0, "the store still reads: {run:?}");
+}
