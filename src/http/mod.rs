@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 pub mod error;
+pub mod pages;
 pub mod pin;
 
 pub use error::{Kind, ServiceError};

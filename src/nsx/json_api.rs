@@ -17,6 +17,7 @@ use crate::config::{NsxAuth, NsxConfig, Resolve, Secret};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
+use crate::http::pages::Pages;
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::sync::lock;
@@ -402,10 +403,22 @@ impl JsonApi {
 
     /// The fabric inventory, following NSX's `cursor` over the pages.
     pub fn list_fabric(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
-        let page_size = PAGE_SIZE.to_string();
         let mut out = Vec::new();
+        self.each_fabric(filter, &mut |vm| out.push(vm))?;
+        Ok(out)
+    }
+
+    /// Each VM of the fabric inventory (matching `filter`), page by page, given to `keep`:
+    /// only what it keeps of a page stays (see [`Pages`] for the limits).
+    pub fn each_fabric(
+        &self,
+        filter: Option<(&str, &str)>,
+        keep: &mut dyn FnMut(NsxVm),
+    ) -> anyhow::Result<()> {
+        let page_size = PAGE_SIZE.to_string();
+        let mut pages = Pages::new(format!("{}: listing {FABRIC_VMS}", self.flavor.product()));
         let mut cursor: Option<String> = None;
-        for _ in 0..10_000 {
+        loop {
             let mut pairs: Vec<(&str, &str)> = filter.into_iter().collect();
             pairs.push(("page_size", &page_size));
             if let Some(c) = &cursor {
@@ -416,18 +429,15 @@ impl JsonApi {
                 format!("{FABRIC_VMS}{}", query(pairs)),
             ))?;
             let page: Page = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            out.extend(page.results);
-            match page.cursor {
-                Some(next)
-                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
-                {
-                    cursor = Some(next);
-                }
-                _ => return Ok(out),
-            }
+            page.results.into_iter().for_each(&mut *keep);
+            cursor = match pages.next(page.cursor, empty)? {
+                Some(next) => Some(next),
+                None => return Ok(()),
+            };
         }
-        Err(ServiceError::malformed("NSX: the VM list does not end"))
     }
 
     /// The Policy realized-state VM list, with `filter` applied here (the list has none). NSX
@@ -435,12 +445,28 @@ impl JsonApi {
     /// sorted by external id with the cursor otnsx computes (the count read so far), up to an
     /// empty page; a VM seen twice is kept once.
     pub fn list_realized(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
+        let mut out = Vec::new();
+        self.each_realized(&mut |vm| {
+            let wanted = filter.is_none_or(|(key, value)| match key {
+                "display_name" => vm.display_name == value,
+                _ => vm.external_id == value,
+            });
+            if wanted {
+                out.push(vm);
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Each VM of the realized-state list, once, page by page, given to `keep` (see
+    /// [`JsonApi::list_realized`] and [`Pages`] for the limits).
+    pub fn each_realized(&self, keep: &mut dyn FnMut(NsxVm)) -> anyhow::Result<()> {
         let page_size = PAGE_SIZE.to_string();
-        let mut out: Vec<NsxVm> = Vec::new();
+        let mut pages = Pages::new(format!("NSX Policy: listing {REALIZED_VMS}"));
         let mut seen = BTreeSet::new();
         let mut read = 0usize;
         let mut total: Option<usize> = None;
-        for _ in 0..100_000 {
+        loop {
             let offset = read.to_string();
             let mut pairs = vec![
                 ("sort_by", "external_id"),
@@ -455,25 +481,24 @@ impl JsonApi {
                 format!("{REALIZED_VMS}{}", query(pairs)),
             ))?;
             let page: Page = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
             if read == 0 {
                 total = page.result_count;
             }
             if page.results.is_empty() {
-                return Ok(out);
+                return Ok(());
             }
             read += page.results.len();
-            out.extend(page.results.into_iter().filter(|vm| {
-                seen.insert(vm.external_id.clone())
-                    && filter.is_none_or(|(key, value)| match key {
-                        "display_name" => vm.display_name == value,
-                        _ => vm.external_id == value,
-                    })
-            }));
+            for vm in page.results {
+                if seen.insert(vm.external_id.clone()) {
+                    keep(vm);
+                }
+            }
             if total.is_some_and(|t| read >= t) {
-                return Ok(out);
+                return Ok(());
             }
         }
-        Err(ServiceError::malformed("NSX: the VM list does not end"))
     }
 
     /// The VMs with a profile's tag by the search API at `path` (one search per profile), page
@@ -503,8 +528,13 @@ impl JsonApi {
         );
         let page_size = PAGE_SIZE.to_string();
         let mut out = Vec::new();
+        let mut pages = Pages::new(format!(
+            "{}: searching {path} for the VMs tagged {}",
+            self.flavor.product(),
+            label(tag)
+        ));
         let mut cursor: Option<String> = None;
-        for _ in 0..10_000 {
+        loop {
             let mut pairs = vec![("query", term.as_str()), ("page_size", &page_size)];
             if let Some(c) = &cursor {
                 pairs.push(("cursor", c));
@@ -521,6 +551,8 @@ impl JsonApi {
                 return Err(self.error(&reply));
             }
             let page: Page = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
             let empty = page.results.is_empty();
             out.extend(
                 page.results
@@ -528,18 +560,11 @@ impl JsonApi {
                     .filter(|vm| vm.tags.contains(tag))
                     .map(vm_ref),
             );
-            match page.cursor {
-                Some(next)
-                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
-                {
-                    cursor = Some(next);
-                }
-                _ => return Ok(Some(out)),
-            }
+            cursor = match pages.next(page.cursor, empty)? {
+                Some(next) => Some(next),
+                None => return Ok(Some(out)),
+            };
         }
-        Err(ServiceError::malformed(
-            "NSX: the search results do not end",
-        ))
     }
 
     /// Sends and turns a non-2xx answer into an error.
@@ -688,8 +713,9 @@ impl JsonApi {
         let (name, path) = self.group(vm.profile.as_deref())?;
         let members = || -> anyhow::Result<BTreeSet<String>> {
             let mut ids = BTreeSet::new();
+            let mut pages = Pages::new(format!("NSX Policy: listing the members of group {name}"));
             let mut cursor: Option<String> = None;
-            for _ in 0..10_000 {
+            loop {
                 let page_size = PAGE_SIZE.to_string();
                 let mut pairs = vec![("page_size", page_size.as_str())];
                 if let Some(c) = &cursor {
@@ -707,22 +733,15 @@ impl JsonApi {
                     return Err(self.error(&reply));
                 }
                 let page: MemberPage = reply.json("NSX")?;
+                drop(reply);
+                pages.page(page.results.len())?;
                 let empty = page.results.is_empty();
                 ids.extend(page.results.into_iter().flat_map(Member::ids));
-                match page.cursor {
-                    Some(next)
-                        if !next.is_empty()
-                            && !empty
-                            && cursor.as_deref() != Some(next.as_str()) =>
-                    {
-                        cursor = Some(next)
-                    }
-                    _ => return Ok(ids),
-                }
+                cursor = match pages.next(page.cursor, empty)? {
+                    Some(next) => Some(next),
+                    None => return Ok(ids),
+                };
             }
-            Err(ServiceError::malformed(
-                "NSX: the group's member list does not end",
-            ))
         };
         Some(crate::nsx::await_membership(
             name.clone(),

@@ -350,11 +350,11 @@ impl TagWriter for NsxPolicy {
         {
             return Ok(found);
         }
-        let all = self
-            .api
-            .list_realized(None)
+        let mut tagged = Vec::new();
+        self.api
+            .each_realized(&mut |vm| tagged.extend(self.api.targets(&vm)))
             .context("listing NSX's realized VMs")?;
-        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
+        Ok(tagged)
     }
 
     fn probe(&self) -> anyhow::Result<String> {

@@ -173,8 +173,11 @@ impl TagWriter for NsxT {
         {
             return Ok(found);
         }
-        let all = self.api.list_fabric(None).context("listing NSX's VMs")?;
-        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
+        let mut tagged = Vec::new();
+        self.api
+            .each_fabric(None, &mut |vm| tagged.extend(self.api.targets(&vm)))
+            .context("listing NSX's VMs")?;
+        Ok(tagged)
     }
 
     fn probe(&self) -> anyhow::Result<String> {

@@ -1,5 +1,6 @@
-//! Bounded memory and time whatever NSX sends: an answer too large, an answer of too many
-//! values. Each run ends with exit 69 and a message naming the limit, within the deadline (10 s) plus 1 s, and its
+//! Bounded memory and time whatever NSX sends: a rule list that pages for ever, a cursor that
+//! comes back, an answer too large, an answer of too many values. Each run ends with exit 69
+//! and a message naming the list and the limit, within the deadline (10 s) plus 1 s, and its
 //! peak resident set (`VmHWM`) stays under 64 MiB.
 
 use std::io::Read;
@@ -138,6 +139,29 @@ fn opened_then(list: RuleList) -> World {
     assert_eq!(run.code, 0, "{run:?}");
     world.nsxt.rule_list(list);
     world
+}
+
+#[test]
+fn a_rule_list_that_pages_for_ever_stops_at_the_limit_within_the_deadline() {
+    let world = opened_then(RuleList::Endless { per_page: 1000 });
+    let m = measured(&world, &["reconcile"]);
+    bounded(
+        &m,
+        "NSX Policy: listing rules of security policy default/otnsx-jit: more than 1000 pages / 200000 entries; otnsx stops here (a server that pages for ever?)",
+    );
+    // 200 pages of 1000 entries, and the one that went past the limit.
+    assert_eq!(world.nsxt.rule_pages(), 201);
+}
+
+#[test]
+fn a_rule_list_whose_cursor_comes_back_is_an_error_at_once() {
+    let world = opened_then(RuleList::SameCursor);
+    let m = measured(&world, &["reconcile"]);
+    bounded(
+        &m,
+        "NSX Policy: listing rules of security policy default/otnsx-jit: the cursor \"c1\" came back after 2 pages; otnsx stops here (a server that pages for ever?)",
+    );
+    assert_eq!(world.nsxt.rule_pages(), 2);
 }
 
 /// `{"results":[{},{},...]}` of about `size` bytes: every `{}` a rule.
