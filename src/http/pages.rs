@@ -1,8 +1,9 @@
 //! The limits of one paged read (a cursor loop over `results`, NSX-V's `startIndex`): at most
-//! [`MAX_PAGES`] pages and [`MAX_ENTRIES`] entries, and a cursor sent twice is an error at
-//! once. A server that pages for ever then ends the read with an error naming the service,
-//! what was listed and the limit (exit 69) long before the deadline, and the memory the read
-//! holds stays bounded; each caller keeps only what it needs of a page (ids and names).
+//! [`MAX_PAGES`] pages and [`MAX_ENTRIES`] entries, at most [`MAX_KEPT`] bytes kept of them,
+//! and a cursor sent twice is an error at once. A server that pages for ever then ends the
+//! read with an error naming the service, what was listed and the limit (exit 69) long before
+//! the deadline, and the memory the read holds stays bounded: each caller keeps only what it
+//! needs of a page (ids and names) and says how much ([`cost`]).
 
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
@@ -15,6 +16,13 @@ pub const MAX_PAGES: usize = 1_000;
 /// Entries one read may take in all: several times the VMs (or rules of a security policy)
 /// the largest NSX manager holds.
 pub const MAX_ENTRIES: usize = 200_000;
+/// Bytes a read may keep of its entries (see [`cost`]): some 100,000 VMs by id and name, far
+/// more than are ever open at once.
+pub const MAX_KEPT: usize = 16 << 20;
+/// What one entry kept costs beyond its strings: the struct, its place in a list.
+const ENTRY_COST: usize = 128;
+/// What one string kept costs beyond its bytes: its header, its allocation.
+const STRING_COST: usize = 32;
 /// A cursor longer than this is not NSX's (they are a few dozen characters).
 const MAX_CURSOR: usize = 4096;
 
@@ -24,6 +32,7 @@ pub struct Pages {
     what: String,
     pages: usize,
     entries: usize,
+    kept: usize,
     /// The cursors followed so far, by hash (a cursor may be long; these are a few bytes).
     cursors: BTreeSet<u64>,
 }
@@ -34,6 +43,7 @@ impl Pages {
             what: what.into(),
             pages: 0,
             entries: 0,
+            kept: 0,
             cursors: BTreeSet::new(),
         }
     }
@@ -43,10 +53,22 @@ impl Pages {
     pub fn page(&mut self, entries: usize) -> anyhow::Result<()> {
         self.pages += 1;
         self.entries = self.entries.saturating_add(entries);
-        if self.pages > MAX_PAGES || self.entries > MAX_ENTRIES {
+        self.check()
+    }
+
+    /// Counts what the caller kept of an entry (its [`cost`]): an error once the read has
+    /// kept more than [`MAX_KEPT`] bytes.
+    pub fn kept(&mut self, bytes: usize) -> anyhow::Result<()> {
+        self.kept = self.kept.saturating_add(bytes);
+        self.check()
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.pages > MAX_PAGES || self.entries > MAX_ENTRIES || self.kept > MAX_KEPT {
             return Err(ServiceError::malformed(format!(
-                "{}: more than {MAX_PAGES} pages / {MAX_ENTRIES} entries; otnsx stops here (a server that pages for ever?)",
-                self.what
+                "{}: more than {MAX_PAGES} pages / {MAX_ENTRIES} entries / {} MiB kept; otnsx stops here (a server that pages for ever?)",
+                self.what,
+                MAX_KEPT >> 20
             )));
         }
         Ok(())
@@ -77,6 +99,20 @@ impl Pages {
         }
         Ok(Some(cursor))
     }
+}
+
+/// What keeping an entry made of `strings` costs, for [`Pages::kept`].
+pub fn cost<'a>(strings: impl IntoIterator<Item = &'a str>) -> usize {
+    strings
+        .into_iter()
+        .map(|s| s.len() + STRING_COST)
+        .sum::<usize>()
+        + ENTRY_COST
+}
+
+/// What keeping `id` in a set of ids costs, for [`Pages::kept`].
+pub fn id_cost(id: &str) -> usize {
+    id.len() + STRING_COST
 }
 
 #[cfg(test)]
@@ -125,10 +161,14 @@ mod tests {
         let err = pages.page(0).unwrap_err();
         assert_eq!(
             format!("{err}"),
-            "NSX: listing VMs: more than 1000 pages / 200000 entries; otnsx stops here (a server that pages for ever?)"
+            "NSX: listing VMs: more than 1000 pages / 200000 entries / 16 MiB kept; otnsx stops here (a server that pages for ever?)"
         );
         let mut pages = Pages::new("x");
         pages.page(MAX_ENTRIES).unwrap();
         assert!(pages.page(1).is_err());
+        let mut pages = Pages::new("x");
+        pages.kept(MAX_KEPT - cost(["a"])).unwrap();
+        pages.kept(cost(["a"])).unwrap();
+        assert!(pages.kept(1).is_err());
     }
 }

@@ -17,7 +17,7 @@ use crate::config::{NsxAuth, NsxConfig, Resolve, Secret};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
-use crate::http::pages::Pages;
+use crate::http::pages::{Pages, cost, id_cost};
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::sync::lock;
@@ -59,6 +59,21 @@ pub struct NsxVm {
     /// Omitted by NSX when the VM has none.
     #[serde(default)]
     pub tags: Vec<Tag>,
+}
+
+impl NsxVm {
+    /// What keeping it costs, for a paged read's limit.
+    pub fn cost(&self) -> usize {
+        let strings = [self.display_name.as_str(), self.external_id.as_str()]
+            .into_iter()
+            .chain(self.compute_ids.iter().map(String::as_str))
+            .chain(
+                self.tags
+                    .iter()
+                    .flat_map(|t| [t.scope.as_str(), t.tag.as_str()]),
+            );
+        cost(strings)
+    }
 }
 
 #[derive(Deserialize)]
@@ -404,16 +419,21 @@ impl JsonApi {
     /// The fabric inventory, following NSX's `cursor` over the pages.
     pub fn list_fabric(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
         let mut out = Vec::new();
-        self.each_fabric(filter, &mut |vm| out.push(vm))?;
+        self.each_fabric(filter, &mut |vm| {
+            let cost = vm.cost();
+            out.push(vm);
+            cost
+        })?;
         Ok(out)
     }
 
-    /// Each VM of the fabric inventory (matching `filter`), page by page, given to `keep`:
-    /// only what it keeps of a page stays (see [`Pages`] for the limits).
+    /// Each VM of the fabric inventory (matching `filter`), page by page, given to `keep`,
+    /// which says what it kept ([`cost`]): only that stays of a page (see [`Pages`] for the
+    /// limits).
     pub fn each_fabric(
         &self,
         filter: Option<(&str, &str)>,
-        keep: &mut dyn FnMut(NsxVm),
+        keep: &mut dyn FnMut(NsxVm) -> usize,
     ) -> anyhow::Result<()> {
         let page_size = PAGE_SIZE.to_string();
         let mut pages = Pages::new(format!("{}: listing {FABRIC_VMS}", self.flavor.product()));
@@ -432,7 +452,9 @@ impl JsonApi {
             drop(reply);
             pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            page.results.into_iter().for_each(&mut *keep);
+            for vm in page.results {
+                pages.kept(keep(vm))?;
+            }
             cursor = match pages.next(page.cursor, empty)? {
                 Some(next) => Some(next),
                 None => return Ok(()),
@@ -451,16 +473,19 @@ impl JsonApi {
                 "display_name" => vm.display_name == value,
                 _ => vm.external_id == value,
             });
-            if wanted {
-                out.push(vm);
+            if !wanted {
+                return 0;
             }
+            let cost = vm.cost();
+            out.push(vm);
+            cost
         })?;
         Ok(out)
     }
 
-    /// Each VM of the realized-state list, once, page by page, given to `keep` (see
-    /// [`JsonApi::list_realized`] and [`Pages`] for the limits).
-    pub fn each_realized(&self, keep: &mut dyn FnMut(NsxVm)) -> anyhow::Result<()> {
+    /// Each VM of the realized-state list, once, page by page, given to `keep`, which says
+    /// what it kept (see [`JsonApi::list_realized`] and [`Pages`] for the limits).
+    pub fn each_realized(&self, keep: &mut dyn FnMut(NsxVm) -> usize) -> anyhow::Result<()> {
         let page_size = PAGE_SIZE.to_string();
         let mut pages = Pages::new(format!("NSX Policy: listing {REALIZED_VMS}"));
         let mut seen = BTreeSet::new();
@@ -492,7 +517,8 @@ impl JsonApi {
             read += page.results.len();
             for vm in page.results {
                 if seen.insert(vm.external_id.clone()) {
-                    keep(vm);
+                    let seen_cost = id_cost(&vm.external_id);
+                    pages.kept(keep(vm) + seen_cost)?;
                 }
             }
             if total.is_some_and(|t| read >= t) {
@@ -554,12 +580,10 @@ impl JsonApi {
             drop(reply);
             pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            out.extend(
-                page.results
-                    .iter()
-                    .filter(|vm| vm.tags.contains(tag))
-                    .map(vm_ref),
-            );
+            for vm in page.results.iter().filter(|vm| vm.tags.contains(tag)) {
+                pages.kept(cost([vm.display_name.as_str(), vm.external_id.as_str()]))?;
+                out.push(vm_ref(vm));
+            }
             cursor = match pages.next(page.cursor, empty)? {
                 Some(next) => Some(next),
                 None => return Ok(Some(out)),
@@ -736,7 +760,10 @@ impl JsonApi {
                 drop(reply);
                 pages.page(page.results.len())?;
                 let empty = page.results.is_empty();
-                ids.extend(page.results.into_iter().flat_map(Member::ids));
+                for id in page.results.into_iter().flat_map(Member::ids) {
+                    pages.kept(id_cost(&id))?;
+                    ids.insert(id);
+                }
                 cursor = match pages.next(page.cursor, empty)? {
                     Some(next) => Some(next),
                     None => return Ok(ids),
@@ -975,6 +1002,18 @@ fn lucene(term: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Keeps NSX's VM in `out` under each profile whose tag it carries; what that costs (see
+/// [`Pages::kept`]).
+pub fn keep_targets(api: &JsonApi, vm: &NsxVm, out: &mut Vec<VmRef>) -> usize {
+    let targets = api.targets(vm);
+    let kept = targets
+        .iter()
+        .map(|t| cost([t.name.as_str(), t.id.as_str()]))
+        .sum();
+    out.extend(targets);
+    kept
 }
 
 /// `scope|tag`, as a Policy group's condition names a tag.

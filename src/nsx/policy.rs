@@ -24,7 +24,7 @@ use crate::error::{Exit, fault};
 use crate::http::{Call, Reply, ServiceError, encode};
 use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
-    Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, label,
+    Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, keep_targets, label,
 };
 use crate::sync::lock;
 
@@ -352,7 +352,7 @@ impl TagWriter for NsxPolicy {
         }
         let mut tagged = Vec::new();
         self.api
-            .each_realized(&mut |vm| tagged.extend(self.api.targets(&vm)))
+            .each_realized(&mut |vm| keep_targets(&self.api, &vm, &mut tagged))
             .context("listing NSX's realized VMs")?;
         Ok(tagged)
     }

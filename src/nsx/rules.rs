@@ -19,7 +19,7 @@ use ureq::http::Method;
 use crate::config::{AgentSource, Profile};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
-use crate::http::pages::Pages;
+use crate::http::pages::{Pages, cost};
 use crate::http::{Call, encode, query};
 use crate::nsx::json_api::{JsonApi, TagWriter, json_call};
 use crate::nsx::policy::NsxPolicy;
@@ -56,6 +56,29 @@ pub struct Rule {
     pub tags: Vec<crate::nsx::json_api::Tag>,
     #[serde(default, rename = "_revision")]
     pub revision: Option<i64>,
+}
+
+impl Rule {
+    /// What keeping it costs, for a paged read's limit.
+    fn cost(&self) -> usize {
+        let lists = [
+            &self.source_groups,
+            &self.destination_groups,
+            &self.services,
+            &self.scope,
+        ];
+        let strings = lists
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain([self.id.as_str(), self.action.as_str()])
+            .chain(
+                self.tags
+                    .iter()
+                    .flat_map(|t| [t.scope.as_str(), t.tag.as_str()]),
+            );
+        cost(strings) + 128
+    }
 }
 
 #[derive(Deserialize)]
@@ -257,10 +280,10 @@ impl AgentRules {
             && (rule.scope.is_empty() || rule.scope == ["ANY"])
     }
 
-    /// Each rule in the security policy, page by page, given to `keep`: only what it keeps of
-    /// a page stays (see [`Pages`] for the limits). A policy that does not exist is a
-    /// configuration error.
-    fn each_rule(&self, keep: &mut dyn FnMut(Rule)) -> anyhow::Result<()> {
+    /// Each rule in the security policy, page by page, given to `keep`, which says what it
+    /// kept ([`cost`]): only that stays of a page (see [`Pages`] for the limits). A policy
+    /// that does not exist is a configuration error.
+    fn each_rule(&self, keep: &mut dyn FnMut(Rule) -> usize) -> anyhow::Result<()> {
         let mut pages = Pages::new(format!(
             "NSX Policy: listing rules of security policy {}/{}",
             self.source.domain, self.source.security_policy
@@ -283,7 +306,9 @@ impl AgentRules {
             drop(reply);
             pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            page.results.into_iter().for_each(&mut *keep);
+            for rule in page.results {
+                pages.kept(keep(rule))?;
+            }
             cursor = match pages.next(page.cursor, empty)? {
                 Some(next) => Some(next),
                 None => return Ok(()),
@@ -418,6 +443,7 @@ impl AgentRules {
         let mut used = false;
         let listed = self.each_rule(&mut |rule| {
             used = used || rule.destination_groups.contains(&group);
+            0
         });
         match listed {
             Ok(()) if !used => {
@@ -541,9 +567,12 @@ impl TagBackend for AgentRules {
         let wanted: BTreeSet<String> = vms.iter().map(|vm| rule_id(&vm.key())).collect();
         let mut rules: BTreeMap<String, Rule> = BTreeMap::new();
         self.each_rule(&mut |rule| {
-            if wanted.contains(&rule.id) {
-                rules.insert(rule.id.clone(), rule);
+            if !wanted.contains(&rule.id) {
+                return 0;
             }
+            let kept = rule.cost();
+            rules.insert(rule.id.clone(), rule);
+            kept
         })?;
         let mut tagged = BTreeSet::new();
         let mut tampered = lock(&self.tampered);
@@ -567,12 +596,14 @@ impl TagBackend for AgentRules {
         let mut out = Vec::new();
         self.each_rule(&mut |rule| {
             let Some(vm) = Self::target_of(&rule) else {
-                return;
+                return 0;
             };
             if !self.wanted(&vm).is_ok_and(|(_, w)| Self::intact(&rule, &w)) {
                 tampered.insert(vm.key());
             }
+            let kept = cost([vm.name.as_str(), vm.id.as_str()]);
             out.push(vm);
+            kept
         })?;
         Ok(out)
     }

@@ -14,7 +14,8 @@ use crate::error::{Exit, fault};
 use crate::http::{Call, query};
 use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
-    FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call, label,
+    FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call, keep_targets,
+    label,
 };
 use crate::sync::lock;
 
@@ -175,7 +176,7 @@ impl TagWriter for NsxT {
         }
         let mut tagged = Vec::new();
         self.api
-            .each_fabric(None, &mut |vm| tagged.extend(self.api.targets(&vm)))
+            .each_fabric(None, &mut |vm| keep_targets(&self.api, &vm, &mut tagged))
             .context("listing NSX's VMs")?;
         Ok(tagged)
     }

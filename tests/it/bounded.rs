@@ -147,7 +147,7 @@ fn a_rule_list_that_pages_for_ever_stops_at_the_limit_within_the_deadline() {
     let m = measured(&world, &["reconcile"]);
     bounded(
         &m,
-        "NSX Policy: listing rules of security policy default/otnsx-jit: more than 1000 pages / 200000 entries; otnsx stops here (a server that pages for ever?)",
+        "NSX Policy: listing rules of security policy default/otnsx-jit: more than 1000 pages / 200000 entries / 16 MiB kept; otnsx stops here (a server that pages for ever?)",
     );
     // 200 pages of 1000 entries, and the one that went past the limit.
     assert_eq!(world.nsxt.rule_pages(), 201);
@@ -189,4 +189,36 @@ fn an_answer_of_too_many_values_is_refused_unparsed() {
         &m,
         "the answer holds more than 200000 JSON values or XML elements",
     );
+}
+
+#[test]
+fn a_search_that_pages_for_ever_stops_at_the_limit_and_keeps_only_ids_and_names() {
+    let world = World::new();
+    world.write_config(&world.config_text_nsxt("", false));
+    // 1000 tagged VMs a page: every one is kept, until the limit of what may be kept (16 MiB
+    // by otnsx's count: some 70,000 VMs) comes before the limit of entries.
+    world.nsxt.endless_search(1000, 6);
+    let m = measured(&world, &["reconcile"]);
+    bounded(
+        &m,
+        "NSX-T: searching /api/v1/search/query for the VMs tagged otnsx|maintenance: more than 1000 pages / 200000 entries / 16 MiB kept; otnsx stops here (a server that pages for ever?)",
+    );
+    let pages = world.nsxt.search_pages();
+    assert!((50..200).contains(&pages), "{pages} pages");
+}
+
+#[test]
+fn a_search_of_long_names_stops_at_what_may_be_kept() {
+    let world = World::new();
+    world.write_config(&world.config_text_nsxt("", false));
+    // 40 VMs a page with names of 50,000 characters: 2 MB a page, within the limits of one
+    // answer; kept, 1,000 pages of them would be 2 GB.
+    world.nsxt.endless_search(40, 50_000);
+    let m = measured(&world, &["reconcile"]);
+    bounded(
+        &m,
+        "NSX-T: searching /api/v1/search/query for the VMs tagged otnsx|maintenance: more than 1000 pages / 200000 entries / 16 MiB kept",
+    );
+    // Some 50 KB kept a VM: the 335th VM, on page 9, passes 16 MiB.
+    assert_eq!(world.nsxt.search_pages(), 9);
 }

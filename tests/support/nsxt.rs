@@ -69,6 +69,11 @@ struct State {
     indexing: usize,
     /// No search API at all (404), as on a manager without it.
     no_search: bool,
+    /// A search that pages for ever: this many VMs carrying the searched tag on every page,
+    /// each page with a new cursor, their names this long (for the tests of otnsx's limits).
+    endless_search: Option<(usize, usize)>,
+    /// Search pages answered so far.
+    search_pages: usize,
     /// Answer this many tag changes with a plain 400 (a request the manager refuses).
     bad_requests: usize,
     /// The sessions of the read-only account, by JSESSIONID.
@@ -262,6 +267,20 @@ impl FakeNsxT {
             .unwrap()
             .rules
             .insert((domain.into(), policy.into(), id.into()), rule);
+    }
+
+    /// From now on the search pages for ever, `per_page` VMs carrying the searched tag on each
+    /// page, their display names `name` characters long, and a new cursor (pages counted from
+    /// 0 again).
+    pub fn endless_search(&self, per_page: usize, name: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.endless_search = Some((per_page, name));
+        s.search_pages = 0;
+    }
+
+    /// The search pages answered since the last [`FakeNsxT::endless_search`].
+    pub fn search_pages(&self) -> usize {
+        self.state.lock().unwrap().search_pages
     }
 
     /// How security policies' rule lists are answered from now on (and their pages counted
@@ -749,6 +768,32 @@ fn search(s: &mut State, req: &Request) -> Response {
     else {
         return error(400, 60500, &format!("Invalid search query {query:?}"));
     };
+    let start: usize = match req.query_value("cursor").map(|c| c.parse()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error(400, 400, "Invalid cursor"),
+    };
+    s.search_pages += 1;
+    if let Some((per_page, name)) = s.endless_search {
+        // Written out by hand: pages come by the hundred, and must come fast.
+        let results: Vec<String> = (start..start + per_page)
+            .map(|n| {
+                format!(
+                    r#"{{"resource_type":"VirtualMachine","display_name":"vm{n:0name$}","external_id":"5012{n:04}-dddd-eeee-ffff-{n:012}","tags":[{{"scope":{},"tag":{}}}]}}"#,
+                    json!(wanted.0),
+                    json!(wanted.1)
+                )
+            })
+            .collect();
+        return Response::json(
+            200,
+            format!(
+                r#"{{"results":[{}],"cursor":"{:04}"}}"#,
+                results.join(","),
+                start + per_page.max(1)
+            ),
+        );
+    }
     let matching: Vec<&FakeVm> = s
         .vms
         .iter()
@@ -758,10 +803,6 @@ fn search(s: &mut State, req: &Request) -> Response {
                 .any(|(scope, tag)| *scope == wanted.0 && tag.as_deref() == Some(wanted.1.as_str()))
         })
         .collect();
-    let start: usize = req
-        .query_value("cursor")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
     let end = (start + 2).min(matching.len());
     let results: Vec<Value> = matching[start.min(end)..end]
         .iter()
