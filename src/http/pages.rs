@@ -23,6 +23,9 @@ pub const MAX_KEPT: usize = 16 << 20;
 const ENTRY_COST: usize = 128;
 /// What one string kept costs beyond its bytes: its header, its allocation.
 const STRING_COST: usize = 32;
+/// A real last page may carry a cursor that starts with this; VMware's own client (nsxlib's
+/// `NULL_CURSOR_PREFIX`) takes it as the end.
+const NULL_CURSOR: &str = "0000";
 /// A cursor longer than this is not NSX's (they are a few dozen characters).
 const MAX_CURSOR: usize = 4096;
 
@@ -74,11 +77,13 @@ impl Pages {
         Ok(())
     }
 
-    /// The cursor of the next page, given the one the last page carried (`None` or empty: the
-    /// read is complete; so is an empty page). A cursor followed before is an error: the
-    /// server would send the same pages again.
+    /// The cursor of the next page, given the one the last page carried (`None`, empty or
+    /// NSX's null cursor: the read is complete; so is an empty page). A cursor followed before
+    /// is an error: the server would send the same pages again.
     pub fn next(&mut self, cursor: Option<String>, empty: bool) -> anyhow::Result<Option<String>> {
-        let Some(cursor) = cursor.filter(|c| !c.is_empty() && !empty) else {
+        let Some(cursor) =
+            cursor.filter(|c| !c.is_empty() && !c.starts_with(NULL_CURSOR) && !empty)
+        else {
             return Ok(None);
         };
         if cursor.len() > MAX_CURSOR {
@@ -150,6 +155,11 @@ mod tests {
         assert_eq!(pages.next(None, false).unwrap(), None);
         assert_eq!(pages.next(Some(String::new()), false).unwrap(), None);
         assert_eq!(pages.next(Some("c".into()), true).unwrap(), None);
+        assert_eq!(pages.next(Some("0000a1b2".into()), false).unwrap(), None);
+        assert_eq!(
+            pages.next(Some("0036fe".into()), false).unwrap().as_deref(),
+            Some("0036fe")
+        );
     }
 
     #[test]

@@ -809,10 +809,18 @@ fn search(s: &mut State, req: &Request) -> Response {
         .map(|v| vm_json(v))
         .collect();
     let mut body = json!({"results": results, "result_count": matching.len()});
-    if end < matching.len() {
-        body["cursor"] = json!(format!("{end:04}"));
-    }
+    body["cursor"] = json!(next_cursor(end, matching.len()));
     Response::json(200, body.to_string())
+}
+
+/// The cursor of the page after one that ends at `end` of `len`: the offset, or on the last
+/// page a null cursor, as real managers may send (VMware's client stops at the `0000` prefix;
+/// following it is refused here).
+fn next_cursor(end: usize, len: usize) -> String {
+    match end < len {
+        true => format!("{end:04}"),
+        false => "0000ffffffffffff".into(),
+    }
 }
 
 /// A Lucene term as the search API reads it: `\x` is `x`.
@@ -851,10 +859,13 @@ fn list(s: &State, req: &Request) -> Response {
                 .is_none_or(|n| v.external_id == n)
         })
         .collect();
-    let start: usize = req
+    let start: Result<usize, _> = req
         .query_value("cursor")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+        .map(|c| c.parse())
+        .unwrap_or(Ok(0));
+    let Ok(start) = start else {
+        return error(400, 400, "Invalid cursor");
+    };
     // Pages of at most 2 here, whatever was asked, so that the cursor is exercised.
     let end = (start + page_size.min(2)).min(matching.len());
     let results: Vec<Value> = matching[start.min(end)..end]
@@ -865,9 +876,7 @@ fn list(s: &State, req: &Request) -> Response {
     if start == 0 {
         body["result_count"] = json!(matching.len());
     }
-    if end < matching.len() {
-        body["cursor"] = json!(format!("{end:04}"));
-    }
+    body["cursor"] = json!(next_cursor(end, matching.len()));
     Response::json(200, body.to_string())
 }
 
