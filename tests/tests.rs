@@ -35,6 +35,7 @@ macro_rules! on_both_backends {
 
 mod it {
     pub mod agent_rules;
+    pub mod bounded;
     pub mod check;
     pub mod concurrency;
     pub mod config;

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 pub mod error;
+pub mod pages;
 pub mod pin;
 
 pub use error::{Kind, ServiceError};
@@ -18,7 +19,14 @@ use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
 
 /// The largest answer any service may send; anything larger is an error, never a truncation.
-pub const MAX_BODY: u64 = 16 << 20;
+/// NSX's largest pages (1,000 VMs or rules) are 1 to 3 MiB.
+pub const MAX_BODY: u64 = 8 << 20;
+
+/// The most values (JSON) or elements (XML) one answer may hold: parsed, each takes up to a
+/// hundred bytes or so whatever its size in the answer (`[0,0,...]`, `<a/><a/>...`), so this,
+/// not only the size, bounds what parsing an answer takes (some 20 MiB at most). A page of
+/// 1,000 VMs holds some 50,000.
+pub const MAX_VALUES: usize = 200_000;
 
 /// No single request may take longer than this, so that a retry still fits in the deadline.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -342,6 +350,11 @@ impl Http {
             .limit(MAX_BODY)
             .read_to_vec()
             .map_err(|e| classify(e, timeout == left))?;
+        if values(&bytes) > MAX_VALUES {
+            return Err(Failure::Permanent(format!(
+                "the answer holds more than {MAX_VALUES} JSON values or XML elements"
+            )));
+        }
         let body = String::from_utf8(bytes)
             .map_err(|_| Failure::Permanent("the answer is not UTF-8 text".into()))?;
         Ok(Reply {
@@ -400,6 +413,15 @@ impl Http {
             ),
         }
     }
+}
+
+/// At least as many as the JSON values or XML elements `body` may hold: every value but the
+/// first follows a `,` or `:` or opens a container, every element opens with `<`.
+fn values(body: &[u8]) -> usize {
+    body.iter()
+        .filter(|b| matches!(b, b',' | b':' | b'[' | b'{' | b'<'))
+        .count()
+        + 1
 }
 
 /// The client certificate chain and key of `identity`, as ureq takes them (checked at loading,
@@ -630,6 +652,14 @@ mod tests {
         );
         assert_eq!(encode("vm-42_a.b~"), "vm-42_a.b~");
         assert_eq!(query([("names", "a b"), ("x", "1")]), "?names=a%20b&x=1");
+    }
+
+    #[test]
+    fn values_are_counted_high_never_low() {
+        assert_eq!(values(b"0"), 1);
+        assert!(values(br#"[0,0,0]"#) >= 3);
+        assert!(values(br#"{"a":[{},{}],"b":"x"}"#) >= 6);
+        assert!(values(b"<a><b/><b/></a>") >= 3);
     }
 
     #[test]

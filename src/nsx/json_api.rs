@@ -17,6 +17,7 @@ use crate::config::{NsxAuth, NsxConfig, Resolve, Secret};
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
+use crate::http::pages::{Pages, cost, id_cost};
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::sync::lock;
@@ -58,6 +59,21 @@ pub struct NsxVm {
     /// Omitted by NSX when the VM has none.
     #[serde(default)]
     pub tags: Vec<Tag>,
+}
+
+impl NsxVm {
+    /// What keeping it costs, for a paged read's limit.
+    pub fn cost(&self) -> usize {
+        let strings = [self.display_name.as_str(), self.external_id.as_str()]
+            .into_iter()
+            .chain(self.compute_ids.iter().map(String::as_str))
+            .chain(
+                self.tags
+                    .iter()
+                    .flat_map(|t| [t.scope.as_str(), t.tag.as_str()]),
+            );
+        cost(strings)
+    }
 }
 
 #[derive(Deserialize)]
@@ -402,10 +418,27 @@ impl JsonApi {
 
     /// The fabric inventory, following NSX's `cursor` over the pages.
     pub fn list_fabric(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
-        let page_size = PAGE_SIZE.to_string();
         let mut out = Vec::new();
+        self.each_fabric(filter, &mut |vm| {
+            let cost = vm.cost();
+            out.push(vm);
+            cost
+        })?;
+        Ok(out)
+    }
+
+    /// Each VM of the fabric inventory (matching `filter`), page by page, given to `keep`,
+    /// which says what it kept ([`cost`]): only that stays of a page (see [`Pages`] for the
+    /// limits).
+    pub fn each_fabric(
+        &self,
+        filter: Option<(&str, &str)>,
+        keep: &mut dyn FnMut(NsxVm) -> usize,
+    ) -> anyhow::Result<()> {
+        let page_size = PAGE_SIZE.to_string();
+        let mut pages = Pages::new(format!("{}: listing {FABRIC_VMS}", self.flavor.product()));
         let mut cursor: Option<String> = None;
-        for _ in 0..10_000 {
+        loop {
             let mut pairs: Vec<(&str, &str)> = filter.into_iter().collect();
             pairs.push(("page_size", &page_size));
             if let Some(c) = &cursor {
@@ -416,18 +449,17 @@ impl JsonApi {
                 format!("{FABRIC_VMS}{}", query(pairs)),
             ))?;
             let page: Page = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            out.extend(page.results);
-            match page.cursor {
-                Some(next)
-                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
-                {
-                    cursor = Some(next);
-                }
-                _ => return Ok(out),
+            for vm in page.results {
+                pages.kept(keep(vm))?;
             }
+            cursor = match pages.next(page.cursor, empty)? {
+                Some(next) => Some(next),
+                None => return Ok(()),
+            };
         }
-        Err(ServiceError::malformed("NSX: the VM list does not end"))
     }
 
     /// The Policy realized-state VM list, with `filter` applied here (the list has none). NSX
@@ -435,12 +467,31 @@ impl JsonApi {
     /// sorted by external id with the cursor otnsx computes (the count read so far), up to an
     /// empty page; a VM seen twice is kept once.
     pub fn list_realized(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
+        let mut out = Vec::new();
+        self.each_realized(&mut |vm| {
+            let wanted = filter.is_none_or(|(key, value)| match key {
+                "display_name" => vm.display_name == value,
+                _ => vm.external_id == value,
+            });
+            if !wanted {
+                return 0;
+            }
+            let cost = vm.cost();
+            out.push(vm);
+            cost
+        })?;
+        Ok(out)
+    }
+
+    /// Each VM of the realized-state list, once, page by page, given to `keep`, which says
+    /// what it kept (see [`JsonApi::list_realized`] and [`Pages`] for the limits).
+    pub fn each_realized(&self, keep: &mut dyn FnMut(NsxVm) -> usize) -> anyhow::Result<()> {
         let page_size = PAGE_SIZE.to_string();
-        let mut out: Vec<NsxVm> = Vec::new();
+        let mut pages = Pages::new(format!("NSX Policy: listing {REALIZED_VMS}"));
         let mut seen = BTreeSet::new();
         let mut read = 0usize;
         let mut total: Option<usize> = None;
-        for _ in 0..100_000 {
+        loop {
             let offset = read.to_string();
             let mut pairs = vec![
                 ("sort_by", "external_id"),
@@ -455,25 +506,25 @@ impl JsonApi {
                 format!("{REALIZED_VMS}{}", query(pairs)),
             ))?;
             let page: Page = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
             if read == 0 {
                 total = page.result_count;
             }
             if page.results.is_empty() {
-                return Ok(out);
+                return Ok(());
             }
             read += page.results.len();
-            out.extend(page.results.into_iter().filter(|vm| {
-                seen.insert(vm.external_id.clone())
-                    && filter.is_none_or(|(key, value)| match key {
-                        "display_name" => vm.display_name == value,
-                        _ => vm.external_id == value,
-                    })
-            }));
+            for vm in page.results {
+                if seen.insert(vm.external_id.clone()) {
+                    let seen_cost = id_cost(&vm.external_id);
+                    pages.kept(keep(vm) + seen_cost)?;
+                }
+            }
             if total.is_some_and(|t| read >= t) {
-                return Ok(out);
+                return Ok(());
             }
         }
-        Err(ServiceError::malformed("NSX: the VM list does not end"))
     }
 
     /// The VMs with a profile's tag by the search API at `path` (one search per profile), page
@@ -503,8 +554,13 @@ impl JsonApi {
         );
         let page_size = PAGE_SIZE.to_string();
         let mut out = Vec::new();
+        let mut pages = Pages::new(format!(
+            "{}: searching {path} for the VMs tagged {}",
+            self.flavor.product(),
+            label(tag)
+        ));
         let mut cursor: Option<String> = None;
-        for _ in 0..10_000 {
+        loop {
             let mut pairs = vec![("query", term.as_str()), ("page_size", &page_size)];
             if let Some(c) = &cursor {
                 pairs.push(("cursor", c));
@@ -521,25 +577,18 @@ impl JsonApi {
                 return Err(self.error(&reply));
             }
             let page: Page = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            out.extend(
-                page.results
-                    .iter()
-                    .filter(|vm| vm.tags.contains(tag))
-                    .map(vm_ref),
-            );
-            match page.cursor {
-                Some(next)
-                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
-                {
-                    cursor = Some(next);
-                }
-                _ => return Ok(Some(out)),
+            for vm in page.results.iter().filter(|vm| vm.tags.contains(tag)) {
+                pages.kept(cost([vm.display_name.as_str(), vm.external_id.as_str()]))?;
+                out.push(vm_ref(vm));
             }
+            cursor = match pages.next(page.cursor, empty)? {
+                Some(next) => Some(next),
+                None => return Ok(Some(out)),
+            };
         }
-        Err(ServiceError::malformed(
-            "NSX: the search results do not end",
-        ))
     }
 
     /// Sends and turns a non-2xx answer into an error.
@@ -688,8 +737,9 @@ impl JsonApi {
         let (name, path) = self.group(vm.profile.as_deref())?;
         let members = || -> anyhow::Result<BTreeSet<String>> {
             let mut ids = BTreeSet::new();
+            let mut pages = Pages::new(format!("NSX Policy: listing the members of group {name}"));
             let mut cursor: Option<String> = None;
-            for _ in 0..10_000 {
+            loop {
                 let page_size = PAGE_SIZE.to_string();
                 let mut pairs = vec![("page_size", page_size.as_str())];
                 if let Some(c) = &cursor {
@@ -707,22 +757,18 @@ impl JsonApi {
                     return Err(self.error(&reply));
                 }
                 let page: MemberPage = reply.json("NSX")?;
+                drop(reply);
+                pages.page(page.results.len())?;
                 let empty = page.results.is_empty();
-                ids.extend(page.results.into_iter().flat_map(Member::ids));
-                match page.cursor {
-                    Some(next)
-                        if !next.is_empty()
-                            && !empty
-                            && cursor.as_deref() != Some(next.as_str()) =>
-                    {
-                        cursor = Some(next)
-                    }
-                    _ => return Ok(ids),
+                for id in page.results.into_iter().flat_map(Member::ids) {
+                    pages.kept(id_cost(&id))?;
+                    ids.insert(id);
                 }
+                cursor = match pages.next(page.cursor, empty)? {
+                    Some(next) => Some(next),
+                    None => return Ok(ids),
+                };
             }
-            Err(ServiceError::malformed(
-                "NSX: the group's member list does not end",
-            ))
         };
         Some(crate::nsx::await_membership(
             name.clone(),
@@ -956,6 +1002,18 @@ fn lucene(term: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Keeps NSX's VM in `out` under each profile whose tag it carries; what that costs (see
+/// [`Pages::kept`]).
+pub fn keep_targets(api: &JsonApi, vm: &NsxVm, out: &mut Vec<VmRef>) -> usize {
+    let targets = api.targets(vm);
+    let kept = targets
+        .iter()
+        .map(|t| cost([t.name.as_str(), t.id.as_str()]))
+        .sum();
+    out.extend(targets);
+    kept
 }
 
 /// `scope|tag`, as a Policy group's condition names a tag.

@@ -24,7 +24,7 @@ use crate::error::{Exit, fault};
 use crate::http::{Call, Reply, ServiceError, encode};
 use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
-    Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, label,
+    Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, keep_targets, label,
 };
 use crate::sync::lock;
 
@@ -350,11 +350,11 @@ impl TagWriter for NsxPolicy {
         {
             return Ok(found);
         }
-        let all = self
-            .api
-            .list_realized(None)
+        let mut tagged = Vec::new();
+        self.api
+            .each_realized(&mut |vm| keep_targets(&self.api, &vm, &mut tagged))
             .context("listing NSX's realized VMs")?;
-        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
+        Ok(tagged)
     }
 
     fn probe(&self) -> anyhow::Result<String> {

@@ -19,7 +19,8 @@ use ureq::http::Method;
 use crate::config::{AgentSource, Profile};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
-use crate::http::{Call, ServiceError, encode, query};
+use crate::http::pages::{Pages, cost};
+use crate::http::{Call, encode, query};
 use crate::nsx::json_api::{JsonApi, TagWriter, json_call};
 use crate::nsx::policy::NsxPolicy;
 use crate::nsx::{Confirms, Found, Membership, TagBackend};
@@ -55,6 +56,29 @@ pub struct Rule {
     pub tags: Vec<crate::nsx::json_api::Tag>,
     #[serde(default, rename = "_revision")]
     pub revision: Option<i64>,
+}
+
+impl Rule {
+    /// What keeping it costs, for a paged read's limit.
+    fn cost(&self) -> usize {
+        let lists = [
+            &self.source_groups,
+            &self.destination_groups,
+            &self.services,
+            &self.scope,
+        ];
+        let strings = lists
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain([self.id.as_str(), self.action.as_str()])
+            .chain(
+                self.tags
+                    .iter()
+                    .flat_map(|t| [t.scope.as_str(), t.tag.as_str()]),
+            );
+        cost(strings) + 128
+    }
 }
 
 #[derive(Deserialize)]
@@ -256,12 +280,16 @@ impl AgentRules {
             && (rule.scope.is_empty() || rule.scope == ["ANY"])
     }
 
-    /// Every rule in the security policy, page by page; a policy that does not exist is a
-    /// configuration error.
-    fn rules(&self) -> anyhow::Result<Vec<Rule>> {
-        let mut out = Vec::new();
+    /// Each rule in the security policy, page by page, given to `keep`, which says what it
+    /// kept ([`cost`]): only that stays of a page (see [`Pages`] for the limits). A policy
+    /// that does not exist is a configuration error.
+    fn each_rule(&self, keep: &mut dyn FnMut(Rule) -> usize) -> anyhow::Result<()> {
+        let mut pages = Pages::new(format!(
+            "NSX Policy: listing rules of security policy {}/{}",
+            self.source.domain, self.source.security_policy
+        ));
         let mut cursor: Option<String> = None;
-        for _ in 0..10_000 {
+        loop {
             let mut pairs = vec![("page_size", "1000")];
             if let Some(c) = &cursor {
                 pairs.push(("cursor", c));
@@ -275,18 +303,17 @@ impl AgentRules {
                 return Err(self.api().error(&reply));
             }
             let page: RulePage = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            out.extend(page.results);
-            match page.cursor {
-                Some(next)
-                    if !next.is_empty() && !empty && cursor.as_deref() != Some(next.as_str()) =>
-                {
-                    cursor = Some(next)
-                }
-                _ => return Ok(out),
+            for rule in page.results {
+                pages.kept(keep(rule))?;
             }
+            cursor = match pages.next(page.cursor, empty)? {
+                Some(next) => Some(next),
+                None => return Ok(()),
+            };
         }
-        Err(ServiceError::malformed("NSX: the rule list does not end"))
     }
 
     fn no_policy(&self) -> anyhow::Error {
@@ -413,8 +440,13 @@ impl AgentRules {
         let held = self.group_lock(vm);
         let _group = lock(&held);
         let group = self.group_path(vm);
-        match self.rules() {
-            Ok(rules) if !rules.iter().any(|r| r.destination_groups.contains(&group)) => {
+        let mut used = false;
+        let listed = self.each_rule(&mut |rule| {
+            used = used || rule.destination_groups.contains(&group);
+            0
+        });
+        match listed {
+            Ok(()) if !used => {
                 let path = format!("/policy/api/v1{group}");
                 if let Err(e) = self.api().send(&Call::new(Method::DELETE, path)) {
                     lock(&self.warnings).push(format!("the group of {vm} stays: {e:#}"));
@@ -532,11 +564,16 @@ impl TagBackend for AgentRules {
         if vms.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let rules: BTreeMap<String, Rule> = self
-            .rules()?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
+        let wanted: BTreeSet<String> = vms.iter().map(|vm| rule_id(&vm.key())).collect();
+        let mut rules: BTreeMap<String, Rule> = BTreeMap::new();
+        self.each_rule(&mut |rule| {
+            if !wanted.contains(&rule.id) {
+                return 0;
+            }
+            let kept = rule.cost();
+            rules.insert(rule.id.clone(), rule);
+            kept
+        })?;
         let mut tagged = BTreeSet::new();
         let mut tampered = lock(&self.tampered);
         for vm in vms {
@@ -557,15 +594,17 @@ impl TagBackend for AgentRules {
     fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
         let mut tampered = lock(&self.tampered);
         let mut out = Vec::new();
-        for rule in self.rules()? {
+        self.each_rule(&mut |rule| {
             let Some(vm) = Self::target_of(&rule) else {
-                continue;
+                return 0;
             };
             if !self.wanted(&vm).is_ok_and(|(_, w)| Self::intact(&rule, &w)) {
                 tampered.insert(vm.key());
             }
+            let kept = cost([vm.name.as_str(), vm.id.as_str()]);
             out.push(vm);
-        }
+            kept
+        })?;
         Ok(out)
     }
 

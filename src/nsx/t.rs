@@ -14,7 +14,8 @@ use crate::error::{Exit, fault};
 use crate::http::{Call, query};
 use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
-    FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call, label,
+    FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call, keep_targets,
+    label,
 };
 use crate::sync::lock;
 
@@ -173,8 +174,11 @@ impl TagWriter for NsxT {
         {
             return Ok(found);
         }
-        let all = self.api.list_fabric(None).context("listing NSX's VMs")?;
-        Ok(all.iter().flat_map(|vm| self.api.targets(vm)).collect())
+        let mut tagged = Vec::new();
+        self.api
+            .each_fabric(None, &mut |vm| keep_targets(&self.api, &vm, &mut tagged))
+            .context("listing NSX's VMs")?;
+        Ok(tagged)
     }
 
     fn probe(&self) -> anyhow::Result<String> {

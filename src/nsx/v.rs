@@ -10,6 +10,7 @@ use crate::config::NsxConfig;
 use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, Kept, fault};
+use crate::http::pages::Pages;
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
 use crate::nsx::{Found, TagBackend, ViaVcenter};
 use crate::xml;
@@ -169,6 +170,7 @@ impl NsxV {
     /// The tag's id by its name, from NSX's list of security tags.
     fn look_up_tag_id(&self) -> anyhow::Result<String> {
         let mut start = 0;
+        let mut pages = Pages::new(format!("NSX-V: listing {TAGS}"));
         loop {
             let path = format!(
                 "{TAGS}{}",
@@ -183,17 +185,20 @@ impl NsxV {
             let (tags, paging) = parse_security_tags(&xml_body(&reply)?)
                 .map_err(|why| ServiceError::malformed(format!("NSX: security tag list: {why}")))?;
             let count = tags.len();
+            pages.page(count)?;
             if let Some(tag) = tags
                 .into_iter()
                 .find(|t| t.name == self.tag_name && !t.system)
             {
                 return Ok(tag.id);
             }
-            match paging {
-                Some(p) if count > 0 && p.start_index + count < p.total_count => {
-                    start = p.start_index + count;
-                }
-                _ => break,
+            // The next start index is the cursor: one asked for before would loop.
+            let next = paging
+                .filter(|p| p.start_index.saturating_add(count) < p.total_count)
+                .map(|p| (p.start_index.saturating_add(count)).to_string());
+            match pages.next(next, count == 0)? {
+                Some(next) => start = next.parse().unwrap_or(usize::MAX),
+                None => break,
             }
         }
         Err(fault(

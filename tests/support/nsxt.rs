@@ -69,6 +69,11 @@ struct State {
     indexing: usize,
     /// No search API at all (404), as on a manager without it.
     no_search: bool,
+    /// A search that pages for ever: this many VMs carrying the searched tag on every page,
+    /// each page with a new cursor, their names this long (for the tests of otnsx's limits).
+    endless_search: Option<(usize, usize)>,
+    /// Search pages answered so far.
+    search_pages: usize,
     /// Answer this many tag changes with a plain 400 (a request the manager refuses).
     bad_requests: usize,
     /// The sessions of the read-only account, by JSESSIONID.
@@ -107,6 +112,26 @@ struct State {
     realize_errors: bool,
     /// The addresses of each VM's interfaces (by external id), as VMware Tools report them.
     vm_ips: BTreeMap<String, Vec<String>>,
+    /// How security policies' rule lists are answered: as stored, unless a test makes the
+    /// manager misbehave.
+    rule_list: RuleList,
+    /// Rule list pages answered so far.
+    rule_pages: usize,
+}
+
+/// How the rule list of a security policy is answered (for the tests of otnsx's limits).
+#[derive(Default, Clone)]
+pub enum RuleList {
+    /// The stored rules, in pages of at most `page_size`, with a cursor to the next page.
+    #[default]
+    Stored,
+    /// A server that pages for ever: every page holds `per_page` rules (the site's, not
+    /// otnsx's) and a new cursor.
+    Endless { per_page: usize },
+    /// Every page carries the same cursor (and the stored rules again).
+    SameCursor,
+    /// One answer of this body (200, JSON), whatever was asked.
+    Body(Arc<Vec<u8>>),
 }
 
 struct Operation {
@@ -242,6 +267,33 @@ impl FakeNsxT {
             .unwrap()
             .rules
             .insert((domain.into(), policy.into(), id.into()), rule);
+    }
+
+    /// From now on the search pages for ever, `per_page` VMs carrying the searched tag on each
+    /// page, their display names `name` characters long, and a new cursor (pages counted from
+    /// 0 again).
+    pub fn endless_search(&self, per_page: usize, name: usize) {
+        let mut s = self.state.lock().unwrap();
+        s.endless_search = Some((per_page, name));
+        s.search_pages = 0;
+    }
+
+    /// The search pages answered since the last [`FakeNsxT::endless_search`].
+    pub fn search_pages(&self) -> usize {
+        self.state.lock().unwrap().search_pages
+    }
+
+    /// How security policies' rule lists are answered from now on (and their pages counted
+    /// from 0 again).
+    pub fn rule_list(&self, mode: RuleList) {
+        let mut s = self.state.lock().unwrap();
+        s.rule_list = mode;
+        s.rule_pages = 0;
+    }
+
+    /// The rule list pages answered since the last [`FakeNsxT::rule_list`].
+    pub fn rule_pages(&self) -> usize {
+        self.state.lock().unwrap().rule_pages
     }
 
     /// The addresses NSX shows for a VM's interface.
@@ -716,6 +768,32 @@ fn search(s: &mut State, req: &Request) -> Response {
     else {
         return error(400, 60500, &format!("Invalid search query {query:?}"));
     };
+    let start: usize = match req.query_value("cursor").map(|c| c.parse()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error(400, 400, "Invalid cursor"),
+    };
+    s.search_pages += 1;
+    if let Some((per_page, name)) = s.endless_search {
+        // Written out by hand: pages come by the hundred, and must come fast.
+        let results: Vec<String> = (start..start + per_page)
+            .map(|n| {
+                format!(
+                    r#"{{"resource_type":"VirtualMachine","display_name":"vm{n:0name$}","external_id":"5012{n:04}-dddd-eeee-ffff-{n:012}","tags":[{{"scope":{},"tag":{}}}]}}"#,
+                    json!(wanted.0),
+                    json!(wanted.1)
+                )
+            })
+            .collect();
+        return Response::json(
+            200,
+            format!(
+                r#"{{"results":[{}],"cursor":"{:04}"}}"#,
+                results.join(","),
+                start + per_page.max(1)
+            ),
+        );
+    }
     let matching: Vec<&FakeVm> = s
         .vms
         .iter()
@@ -725,20 +803,24 @@ fn search(s: &mut State, req: &Request) -> Response {
                 .any(|(scope, tag)| *scope == wanted.0 && tag.as_deref() == Some(wanted.1.as_str()))
         })
         .collect();
-    let start: usize = req
-        .query_value("cursor")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
     let end = (start + 2).min(matching.len());
     let results: Vec<Value> = matching[start.min(end)..end]
         .iter()
         .map(|v| vm_json(v))
         .collect();
     let mut body = json!({"results": results, "result_count": matching.len()});
-    if end < matching.len() {
-        body["cursor"] = json!(format!("{end:04}"));
-    }
+    body["cursor"] = json!(next_cursor(end, matching.len()));
     Response::json(200, body.to_string())
+}
+
+/// The cursor of the page after one that ends at `end` of `len`: the offset, or on the last
+/// page a null cursor, as real managers may send (VMware's client stops at the `0000` prefix;
+/// following it is refused here).
+fn next_cursor(end: usize, len: usize) -> String {
+    match end < len {
+        true => format!("{end:04}"),
+        false => "0000ffffffffffff".into(),
+    }
 }
 
 /// A Lucene term as the search API reads it: `\x` is `x`.
@@ -777,10 +859,13 @@ fn list(s: &State, req: &Request) -> Response {
                 .is_none_or(|n| v.external_id == n)
         })
         .collect();
-    let start: usize = req
+    let start: Result<usize, _> = req
         .query_value("cursor")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+        .map(|c| c.parse())
+        .unwrap_or(Ok(0));
+    let Ok(start) = start else {
+        return error(400, 400, "Invalid cursor");
+    };
     // Pages of at most 2 here, whatever was asked, so that the cursor is exercised.
     let end = (start + page_size.min(2)).min(matching.len());
     let results: Vec<Value> = matching[start.min(end)..end]
@@ -791,9 +876,7 @@ fn list(s: &State, req: &Request) -> Response {
     if start == 0 {
         body["result_count"] = json!(matching.len());
     }
-    if end < matching.len() {
-        body["cursor"] = json!(format!("{end:04}"));
-    }
+    body["cursor"] = json!(next_cursor(end, matching.len()));
     Response::json(200, body.to_string())
 }
 
@@ -1279,15 +1362,7 @@ fn firewall(s: &mut State, req: &Request, rest: &str) -> Response {
                    "_revision": 0, "_protection": if protected { "PROTECTED" } else { "NOT_PROTECTED" }})
             .to_string(),
         ),
-        ("GET", Some(None)) => {
-            let results: Vec<Value> = s
-                .rules
-                .iter()
-                .filter(|((d, p, _), _)| *d == domain && *p == policy)
-                .map(|(_, r)| r.clone())
-                .collect();
-            Response::json(200, json!({"results": results, "result_count": results.len()}).to_string())
-        }
+        ("GET", Some(None)) => rule_list(s, req, &domain, &policy),
         ("GET", Some(Some(id))) => match s.rules.get(&(domain, policy, id.clone())) {
             Some(rule) => Response::json(200, rule.to_string()),
             None => error(404, 500012, &format!("Rule {id} not found")),
@@ -1303,6 +1378,73 @@ fn firewall(s: &mut State, req: &Request, rest: &str) -> Response {
         ),
         ("PUT", Some(Some(id))) => rule_put(s, req, (domain, policy, id)),
         _ => error(405, 400, "Method not allowed"),
+    }
+}
+
+/// A security policy's rules, a page at a time as NSX pages them (`cursor`, `page_size` at
+/// most 1000), or as the test made the manager misbehave.
+fn rule_list(s: &mut State, req: &Request, domain: &str, policy: &str) -> Response {
+    for (key, _) in req.query() {
+        if !["cursor", "page_size"].contains(&key.as_str()) {
+            return error(400, 400, &format!("Unknown query parameter {key}"));
+        }
+    }
+    let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
+    };
+    // The cursors this manager hands out: `c` and the offset of the next page.
+    let start: usize = match req.query_value("cursor") {
+        None => 0,
+        Some(c) => match c.strip_prefix('c').and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return error(400, 400, "Invalid cursor"),
+        },
+    };
+    s.rule_pages += 1;
+    let stored: Vec<Value> = s
+        .rules
+        .iter()
+        .filter(|((d, p, _), _)| d == domain && p == policy)
+        .map(|(_, r)| r.clone())
+        .collect();
+    match s.rule_list.clone() {
+        RuleList::Body(body) => Response::json(200, body.to_vec()),
+        RuleList::Endless { per_page } => {
+            // Written out by hand: pages come by the hundred, and must come fast.
+            let results: Vec<String> = (0..per_page.min(page_size))
+                .map(|n| {
+                    format!(
+                        r#"{{"resource_type":"Rule","id":"site-rule-{}","action":"ALLOW","_revision":0}}"#,
+                        start + n
+                    )
+                })
+                .collect();
+            let next = start + results.len().max(1);
+            Response::json(
+                200,
+                format!(
+                    r#"{{"results":[{}],"result_count":{},"cursor":"c{next}"}}"#,
+                    results.join(","),
+                    usize::MAX
+                ),
+            )
+        }
+        RuleList::SameCursor => Response::json(
+            200,
+            json!({"results": stored, "result_count": stored.len() + 1, "cursor": "c1"})
+                .to_string(),
+        ),
+        RuleList::Stored => {
+            let end = (start + page_size).min(stored.len());
+            let mut body =
+                json!({"results": stored[start.min(end)..end], "result_count": stored.len()});
+            if end < stored.len() {
+                body["cursor"] = json!(format!("c{end}"));
+            }
+            Response::json(200, body.to_string())
+        }
     }
 }
 
