@@ -337,6 +337,17 @@ impl Pg {
         Deadline::after(self.deadline.remaining().saturating_sub(self.reserve))
     }
 
+    /// The error of a server that is read-only, while doing `what`.
+    fn read_only(&self, what: &str) -> anyhow::Error {
+        fault(
+            Exit::IoErr,
+            format!(
+                "database {} is read-only (a hot standby or a demoted primary?): point state.url at the primary ({what})",
+                self.db.url
+            ),
+        )
+    }
+
     /// A database failure in words that name the database and, where there is one, the fix.
     /// Most are exit 74 (the state cannot be read or written); a lock that stayed busy and the
     /// deadline are 75.
@@ -361,6 +372,8 @@ impl Pg {
                     "the state lock in database {url} stayed busy until the deadline; another otnsx (on this node or another) is still running"
                 ),
             );
+        } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            return self.read_only(&format!("{what}: {message}"));
         } else if *code == SqlState::QUERY_CANCELED {
             (
                 Exit::TempFail,
@@ -634,12 +647,13 @@ impl Pg {
     }
 
     /// Begins the run's transaction: waits for the state lock until `deadline` less the
-    /// reserve (then exit 75), checks the schema version and reads the leases, in one round
-    /// trip. Taken once a run.
+    /// reserve (then exit 75), checks the server takes writes and the schema version, and
+    /// reads the leases, in one round trip. Taken once a run.
     ///
-    /// A session that sits idle in the transaction for longer than the run could (the
-    /// deadline and [`IDLE_MARGIN`]: a hung or stopped otnsx) is ended by the server, and the
-    /// state lock with it.
+    /// The transaction commits synchronously whatever the database's default (a lock that
+    /// exited 0 must survive the server's crash), and a session that sits idle in it for
+    /// longer than the run could (the deadline and [`IDLE_MARGIN`]: a hung or stopped otnsx)
+    /// is ended by the server, and the state lock with it.
     pub fn lock(&self, deadline: Deadline) -> anyhow::Result<()> {
         let mut inner = lock(&self.inner);
         if inner.tx.is_some() {
@@ -654,16 +668,19 @@ impl Pg {
                 let wait = server_wait(until.remaining());
                 let idle = (run.remaining() + IDLE_MARGIN).as_millis();
                 let sql = format!(
-                    "BEGIN; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(); SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
+                    "BEGIN; SET LOCAL synchronous_commit = on; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(), current_setting('transaction_read_only'); SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
                 );
                 query(client, &sql)
             })
             .map_err(Failure::error)?;
-        inner.pid = results
-            .get(3)
-            .and_then(|rows| scalar(rows))
-            .and_then(|pid| pid.parse().ok());
-        if let Err(e) = self.check_version(results.get(6)) {
+        let session = results.get(4).and_then(|rows| rows.first());
+        let column = |i: usize| session.and_then(|row| row.get(i)).cloned().flatten();
+        inner.pid = column(0).and_then(|pid| pid.parse().ok());
+        let refused = match column(1).as_deref() {
+            Some("on") => Some(self.read_only(what)),
+            _ => self.check_version(results.get(7)).err(),
+        };
+        if let Some(e) = refused {
             self.roll_back(&mut inner);
             return Err(e);
         }
@@ -674,7 +691,7 @@ impl Pg {
             lines: Vec::new(),
             ids: HashSet::new(),
         };
-        match self.parse(results.get(7).map_or(&[][..], Vec::as_slice)) {
+        match self.parse(results.get(8).map_or(&[][..], Vec::as_slice)) {
             Ok(leases) => {
                 for lease in leases {
                     let json = serde_json::to_string(&lease).unwrap_or_default();
@@ -741,7 +758,8 @@ impl Pg {
         Ok(leases)
     }
 
-    /// The leases: as read under the lock when this run holds it, else read now.
+    /// The leases: as read under the lock when this run holds it, else read now. A server
+    /// that is read-only is said on stderr (what it has may lag behind the primary's).
     pub fn load(&self) -> anyhow::Result<Vec<Lease>> {
         let mut inner = lock(&self.inner);
         if let Some(tx) = &inner.tx {
@@ -758,8 +776,11 @@ impl Pg {
         }
         let what = "reading the leases";
         let results = self.call(&mut inner, what, Connect::IfNeeded, |client| {
-            query(client, "SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder")
+            query(client, "SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder; SELECT current_setting('transaction_read_only')")
         })?;
+        if results.get(2).and_then(|rows| scalar(rows)).as_deref() == Some("on") {
+            errln!("otnsx: warning: {:#}", self.read_only(what));
+        }
         self.check_version(results.first())?;
         self.parse(results.get(1).map_or(&[][..], Vec::as_slice))
             .map_err(|why| fault(Exit::IoErr, why))
@@ -1165,8 +1186,9 @@ impl Pg {
         Ok((added_leases, added_entries))
     }
 
-    /// What `check` says of the database: the server's version, the schema's, and the grants
-    /// the user lacks, if any.
+    /// What `check` says of the database: the server's version, the schema's, the grants the
+    /// user lacks, if any, and whether it takes writes: a journal row is written in a
+    /// transaction that is rolled back.
     pub fn inspect(&self) -> anyhow::Result<Inspection> {
         let mut inner = lock(&self.inner);
         let mut sql =
@@ -1181,15 +1203,43 @@ impl Pg {
             }
         }
         sql.push_str("; SELECT to_regclass('otnsx_journal_seq_seq') IS NULL OR has_sequence_privilege(current_user, 'otnsx_journal_seq_seq', 'USAGE')");
-        let (results, schema) =
+        // Whether the server takes writes: its transactions' default, then a journal row
+        // written and rolled back.
+        let at = 3 + GRANTS.iter().map(|(_, p)| p.len()).sum::<usize>();
+        sql.push_str("; SELECT current_setting('transaction_read_only'), to_regclass('otnsx_journal') IS NOT NULL");
+        let (results, schema, read_only, probe) =
             self.call(&mut inner, "inspecting", Connect::IfNeeded, move |client| {
                 let results = query(client, &sql)?;
-                let schema = match results.get(1).and_then(|rows| scalar(rows)).as_deref() {
+                let value = |i: usize, column: usize| {
+                    results
+                        .get(i)
+                        .and_then(|rows| rows.first())
+                        .and_then(|row| row.get(column).cloned().flatten())
+                };
+                let schema = match value(1, 0).as_deref() {
                     Some("t") => Some(query(client, "SELECT max(version) FROM otnsx_schema")?),
                     None | Some(_) => None,
                 };
-                Ok((results, schema))
+                let read_only = value(at, 0).as_deref() != Some("off");
+                let probe = (!read_only && value(at, 1).as_deref() == Some("t")).then(|| {
+                    client
+                        .batch_execute("BEGIN; INSERT INTO otnsx_journal (id, ts, entry) VALUES ('otnsx-check.' || pg_backend_pid(), 0, '{}') ON CONFLICT (id) DO NOTHING; ROLLBACK")
+                        .inspect_err(|_| {
+                            let _ = client.batch_execute("ROLLBACK");
+                        })
+                });
+                Ok((results, schema, read_only, probe))
             })?;
+        let writes = match (read_only, probe) {
+            (true, _) => Some(Err(format!("{:#}", self.read_only("check")))),
+            // No journal table: the schema's check says so.
+            (false, None) => None,
+            (false, Some(Ok(()))) => Some(Ok(())),
+            (false, Some(Err(e))) => Some(Err(format!(
+                "{:#}",
+                self.error("writing a journal row and rolling it back", &e)
+            ))),
+        };
         let value = |i: usize| {
             results
                 .get(i)
@@ -1219,6 +1269,7 @@ impl Pg {
             server,
             schema,
             missing,
+            writes,
         })
     }
 }
@@ -1236,6 +1287,9 @@ pub struct Inspection {
     pub schema: Option<i64>,
     /// Grants the user lacks, as `PRIVILEGE ON table`.
     pub missing: Vec<String>,
+    /// Whether a journal row could be written (in a transaction rolled back), or why not (a
+    /// read-only server named as such); `None` when there is no journal table to write in.
+    pub writes: Option<Result<(), String>>,
 }
 
 /// Journal entries per array when the whole journal is read.

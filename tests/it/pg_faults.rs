@@ -1,14 +1,16 @@
-//! The PostgreSQL backend when the server misbehaves (issue 20, items 3 and 4): a server that
-//! accepts connections and never answers, a `COMMIT` whose answer is lost or that never
-//! arrives, a stopped otnsx holding the state lock. Every run ends within its deadline plus a
-//! second, and closing still reaches NSX.
+//! The PostgreSQL backend when the server misbehaves (issue 20, items 3, 4 and 7): a server
+//! that accepts connections and never answers, a `COMMIT` whose answer is lost or that never
+//! arrives, a stopped otnsx holding the state lock, a read-only server, a database whose
+//! default is to commit asynchronously. Every run ends within its deadline plus a second, and
+//! closing still reaches NSX.
 
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{Cut, CutProxy, SilentServer, TestDb};
-use crate::support::{T2, World, set};
-use crate::{Run, finish, lock, pg_world, spawn};
+use crate::support::pg::{Cut, CutProxy, SilentServer, TestCluster, TestDb};
+use crate::support::{T2, T3, World, set};
+use crate::{Run, finish, lock, otnsx, pg_world, spawn, unlock};
 
 /// The deadline of these tests' runs.
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -263,4 +265,142 @@ fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
     assert_eq!(run.code, 0, "the stopped run kept the state lock: {run:?}");
     assert!(world.tagged().contains("vm-43"), "{run:?}");
     assert!(waited < Duration::from_secs(7), "{waited:?}");
+}
+
+#[test]
+fn a_read_only_database_is_named_opens_nothing_and_still_closes() {
+    let Some(world) = pg_world("a_read_only_database_is_named_opens_nothing_and_still_closes")
+    else {
+        return;
+    };
+    let db = world.db.as_ref().unwrap();
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    // `check` proves the database takes writes, and leaves nothing behind.
+    let journal = world.journal().len();
+    let run = otnsx(&world, &["check"]);
+    assert!(
+        run.stdout.contains(&format!(
+            "✓ state database {} writes: a journal row written and rolled back",
+            db.url
+        )),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(world.journal().len(), journal);
+    // The database turns read-only (as a hot standby's or a demoted primary's sessions are).
+    db.execute(&format!(
+        "ALTER DATABASE {} SET default_transaction_read_only = on",
+        db.name
+    ));
+    let says = format!(
+        "database {} is read-only (a hot standby or a demoted primary?): point state.url at the primary",
+        db.url
+    );
+    // Nothing opens: not even for a moment (no attach reaches NSX).
+    let changes = world.nsx.changes().len();
+    for args in [&[T3.1, "3"][..], &["grant", "--vm", "db01"]] {
+        world.helpdesk.set_lock(T3.0, "lock");
+        let run = otnsx(&world, args);
+        assert_eq!(run.code, 74, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(&says), "{args:?}: {}", run.stderr);
+        assert_eq!(
+            world.nsx.changes().len(),
+            changes,
+            "{args:?}: {:?}",
+            world.nsx.changes()
+        );
+    }
+    // The unlock still closes in NSX, and says why the state failed.
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "{run:?}");
+    assert!(run.stderr.contains(&says), "{}", run.stderr);
+    // status reads, and warns.
+    let run = otnsx(&world, &["status"]);
+    assert!(run.stderr.contains(&says), "{run:?}");
+    // check names it.
+    let run = otnsx(&world, &["check"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stdout
+            .contains(&format!("✗ state database {} writes: {says}", db.url)),
+        "{}",
+        run.stdout
+    );
+    let mut admin = db.client();
+    admin
+        .batch_execute("SET default_transaction_read_only = off")
+        .unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RESET default_transaction_read_only",
+            db.name
+        ))
+        .unwrap();
+}
+
+/// Sets the cluster's `synchronous_standby_names` (empty: none), as the superuser.
+fn synchronous_standby(db: &TestDb, names: &str) {
+    db.execute(&format!(
+        "ALTER SYSTEM SET synchronous_standby_names = '{names}'"
+    ));
+    db.execute("SELECT pg_reload_conf()");
+}
+
+/// Ends the test's synchronous replication when it ends, passed or failed (the database's
+/// drop commits, and would wait for ever).
+struct NoStandby<'a>(&'a TestDb);
+
+impl Drop for NoStandby<'_> {
+    fn drop(&mut self) {
+        synchronous_standby(self.0, "");
+    }
+}
+
+#[test]
+fn the_run_commits_synchronously_whatever_the_database_default() {
+    let test = "the_run_commits_synchronously_whatever_the_database_default";
+    let Some(cluster) = TestCluster::start(test) else {
+        return;
+    };
+    let world = World::on_database(cluster.database(), Path::new(env!("CARGO_BIN_EXE_otnsx")));
+    let db = world.db.as_ref().unwrap();
+    point_at(&world, &db_addr(&world));
+    // The database commits asynchronously by default; the cluster names a synchronous
+    // standby that never comes: a commit that is synchronous waits for it (SyncRep), one that
+    // is not returns at once.
+    db.execute(&format!(
+        "ALTER DATABASE {} SET synchronous_commit = off",
+        db.name
+    ));
+    synchronous_standby(db, "otnsx_test_standby");
+    let _reset = NoStandby(db);
+    world.helpdesk.set_lock(T2.0, "lock");
+    let started = Instant::now();
+    let child = spawn(&world, &[T2.1, "2"]);
+    let mut waited_for_standby = false;
+    while started.elapsed() < BOUND && !waited_for_standby {
+        let waiting: i64 = db
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'otnsx' AND wait_event = 'SyncRep'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        waited_for_standby = waiting > 0;
+        thread::sleep(Duration::from_millis(20));
+    }
+    let run = finish(child);
+    assert!(
+        waited_for_standby,
+        "otnsx's commit did not wait for the synchronous standby: it committed asynchronously: {run:?}"
+    );
+    // The commit that never got its answer is asked about: it committed (locally).
+    assert!(started.elapsed() < BOUND, "{run:?}");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("it committed"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(world.leases().len(), 1);
 }
