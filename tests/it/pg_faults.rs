@@ -114,7 +114,8 @@ fn a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_
         "{:?}",
         world.nsx.changes()
     );
-    // Every other command ends within the bound too, and says the state failed.
+    // Every other command ends within the bound too, and says the state failed; the emergency
+    // close and reconcile still close every tagged VM (the leases are unknown).
     for args in [
         &["status"][..],
         &["history"],
@@ -124,6 +125,10 @@ fn a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_
         &["revoke", "--all"],
         &["reconcile"],
     ] {
+        let closes = matches!(args[0], "revoke" | "reconcile");
+        if closes {
+            world.nsx.attach_by_hand("securitytag-12", "vm-43");
+        }
         let run = within_bound(&world, args);
         assert_eq!(run.code, 74, "{args:?}: {run:?}");
         assert!(
@@ -131,6 +136,9 @@ fn a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_
             "{args:?}: {}",
             run.stderr
         );
+        if closes {
+            assert_eq!(world.tagged(), set(&[]), "{args:?}: {run:?}");
+        }
     }
     assert_eq!(world.tagged(), set(&[]));
 }
@@ -164,6 +172,28 @@ fn a_commit_whose_answer_was_lost_is_asked_about_and_counts_as_committed() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(world.tagged(), set(&[]));
     assert!(world.leases().is_empty());
+}
+
+#[test]
+fn a_connection_that_ends_after_the_commit_is_asked_about_at_once() {
+    let Some(world) = pg_world("a_connection_that_ends_after_the_commit_is_asked_about_at_once")
+    else {
+        return;
+    };
+    let proxy = CutProxy::start(&db_addr(&world), Cut::ClosedAfterCommit);
+    point_at(&world, &proxy.addr());
+    proxy.arm();
+    let run = event_within_bound(&world, T2, "lock");
+    assert_eq!(proxy.cuts(), 1, "the commit was not cut: {run:?}");
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("asked after reconnecting, the database has it: it committed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(world.leases().len(), 1);
 }
 
 #[test]

@@ -394,6 +394,9 @@ pub enum Cut {
     AnswerLost,
     /// Keeps it from the server: nothing commits.
     CommitLost,
+    /// Passes it on, and closes the client's connection when the server answers (instead of
+    /// passing the answer on): the server committed, the client sees the connection end.
+    ClosedAfterCommit,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a database that, once armed, cuts one connection at
@@ -432,7 +435,13 @@ impl CutProxy {
                         if n == 0 {
                             break;
                         }
-                        if !muted2.load(Ordering::SeqCst) && to.write_all(&buf[..n]).is_err() {
+                        if muted2.load(Ordering::SeqCst) {
+                            if cut == Cut::ClosedAfterCommit {
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            }
+                            continue;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
                             break;
                         }
                     }
@@ -481,7 +490,7 @@ impl CutProxy {
                             if commit && armed.swap(false, Ordering::SeqCst) {
                                 cuts.fetch_add(1, Ordering::SeqCst);
                                 muted.store(true, Ordering::SeqCst);
-                                if cut == Cut::AnswerLost {
+                                if cut != Cut::CommitLost {
                                     let _ = to.write_all(&message);
                                 }
                                 break;
