@@ -67,6 +67,7 @@ fn bounded(world: &World, args: &[&str]) -> (Run, Duration) {
 /// [`bounded`], asserting the bound.
 fn within_bound(world: &World, args: &[&str]) -> Run {
     let (run, took) = bounded(world, args);
+    eprintln!("otnsx {args:?}: exit {} after {took:.2?}", run.code);
     assert!(
         took < BOUND,
         "otnsx {args:?} took {took:?}, past its deadline and a second: {run:?}"
