@@ -27,6 +27,15 @@ impl Deadline {
         Deadline::after(left.saturating_sub(reserve))
     }
 
+    /// How long waiting for the state lock (or for the database to give it) may take: half of
+    /// [`Deadline::for_waiting`], so that a ticket event whose lock is held by a hung run, or
+    /// whose database does not answer, still has the other half to read its ticket, and the
+    /// reserve to close in NSX.
+    pub fn for_locking(&self) -> Deadline {
+        let waiting = self.for_waiting().remaining();
+        Deadline::after(waiting / 2)
+    }
+
     /// Sleeps for `wanted`, or until the deadline if that comes first. Returns false when the
     /// deadline does not leave room for the whole sleep.
     pub fn sleep(&self, wanted: Duration) -> bool {

@@ -55,6 +55,7 @@ mod it {
     pub mod nsx_policy;
     pub mod nsxt;
     pub mod package;
+    pub mod pg_faults;
     pub mod policy;
     pub mod postgres;
     pub mod profiles;

@@ -262,7 +262,7 @@ impl Run {
         if lock.is_none() || self.dry_run {
             return (outcomes, false);
         }
-        let Err(e) = self.store.commit() else {
+        let Err(e) = self.commit_state() else {
             return (outcomes, false);
         };
         self.recorder.state_problem(&e);

@@ -460,6 +460,14 @@ fn database(list: &mut Checklist, db: &crate::config::Database, deadline: Deadli
             ),
         );
     }
+    match &found.writes {
+        Some(Ok(())) => list.pass(
+            &format!("{what} writes"),
+            "a journal row written and rolled back",
+        ),
+        Some(Err(why)) => list.fail(&format!("{what} writes"), why),
+        None => {}
+    }
 }
 
 /// The name of group `gid` from /etc/group, or the number.

@@ -70,6 +70,9 @@ pub struct Run {
     pub store: Store,
     pub clock: Clock,
     pub recorder: Recorder,
+    /// Files of entries kept on this node that the run's transaction records: removed once it
+    /// commits.
+    pub kept_files: std::sync::Mutex<Vec<std::path::PathBuf>>,
 }
 
 /// The current time, or in a debug build the time in `OTNSX_NOW` (RFC 3339, UTC): a setting
@@ -146,6 +149,7 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
         dry_run: global.dry_run,
         clock,
         recorder,
+        kept_files: std::sync::Mutex::new(Vec::new()),
     };
     // (`state` contacts none of the services, and may run before the journal's table exists.)
     let contacts_services = !matches!(command, Configured::State(_));
@@ -195,7 +199,7 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
     };
     // What the run staged and did not commit yet (a run that ended before its changes: its
     // journal entries).
-    if let Err(e) = run.store.commit() {
+    if let Err(e) = run.commit_state() {
         run.recorder.state_problem(&e);
     }
     // A state directory that failed is said by its own exit status, whatever else happened.
@@ -241,6 +245,26 @@ fn os_user() -> String {
 }
 
 impl Run {
+    /// Commits what the run staged ([`Store::commit`]); when that fails, the journal entries
+    /// that did not commit (or may not have) are kept on this node to be recorded later.
+    pub fn commit_state(&self) -> anyhow::Result<()> {
+        let result = self.store.commit();
+        match &result {
+            // The kept entries this run recorded are in the database now.
+            Ok(()) => {
+                for file in crate::sync::lock(&self.kept_files).drain(..) {
+                    let _ = std::fs::remove_file(file);
+                }
+            }
+            Err(_) => {
+                if let Some(db) = self.store.database() {
+                    self.recorder.journal().keep(&db.take_unrecorded());
+                }
+            }
+        }
+        result
+    }
+
     /// Splits names into those that may be opened and those refused: an invalid name (exit
     /// 65) whatever the policy says, then what policy does not allow (exit 77).
     pub fn allowed(&self, names: &[String]) -> (Vec<String>, Vec<Refusal>) {
@@ -513,9 +537,9 @@ impl Run {
         Ok((vms, refused))
     }
 
-    /// The help-desk client, with the session kept between runs, bounded by the deadline less
-    /// the part kept for closing; `need` says what for, in the error when there is no `[otrs]`
-    /// section.
+    /// The help-desk client, with the session kept between runs, its reads bounded by the
+    /// deadline less the part kept for closing; `need` says what for, in the error when there
+    /// is no `[otrs]` section.
     pub fn helpdesk(&self, need: &str) -> anyhow::Result<Box<dyn HelpDesk>> {
         let otrs = self.config.otrs.as_ref().ok_or_else(|| {
             fault(
@@ -523,11 +547,11 @@ impl Run {
                 format!("no [otrs] section: it is needed {need}"),
             )
         })?;
-        // The help desk may take all but the part of the deadline kept for closing: a help
-        // desk that hangs must not leave an unlock without the time to close in NSX.
+        // The help desk's reads may take all but the part of the deadline kept for closing
+        // (see Otrs::reads_by): a help desk that hangs leaves an unlock the time to close.
         let client = crate::helpdesk::otrs::Otrs::new(
             otrs,
-            self.deadline.for_waiting(),
+            self.deadline,
             self.verbose,
             Some(self.store.session_path()),
         )?;
@@ -562,20 +586,10 @@ impl Run {
     /// to the journal are appended now, so that the journal records every saved change. A lease
     /// that claims to live longer than its kind allows is clipped, and the clip journaled.
     pub fn begin(&self) -> anyhow::Result<Begun> {
-        // What earlier runs on this node could not record comes first, in order.
-        if !self.dry_run {
-            match self.recorder.journal().record_kept() {
-                Ok(0) => {}
-                Ok(n) => {
-                    errln!("otnsx: recorded {n} journal entries kept on this node by earlier runs")
-                }
-                Err(e) => self.recorder.state_problem(&e),
-            }
-        }
         let lock = if self.dry_run {
             None
         } else {
-            match self.store.lock(self.deadline.for_waiting()) {
+            match self.store.lock(self.deadline.for_locking()) {
                 Ok(lock) => Some(lock),
                 Err(e) if exit_code(&e) == Exit::TempFail => {
                     return Ok(Begun {
@@ -590,6 +604,20 @@ impl Run {
                 }
             }
         };
+        // What earlier runs on this node could not record comes first, in order (in the
+        // database: with this run's transaction).
+        if lock.is_some() {
+            match self.recorder.journal().record_kept() {
+                Ok((0, _)) => {}
+                Ok((n, files)) => {
+                    errln!(
+                        "otnsx: recording {n} journal entries kept on this node by earlier runs"
+                    );
+                    crate::sync::lock(&self.kept_files).extend(files);
+                }
+                Err(e) => self.recorder.state_problem(&e),
+            }
+        }
         let (mut leases, mut outbox) = match self.store.load_with_outbox() {
             Ok(read) => read,
             Err(e) => {

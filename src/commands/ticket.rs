@@ -123,8 +123,9 @@ fn close_unread(
     let code = crate::error::exit_code(&err);
     let held = match held {
         Some(held) if !held.is_empty() => held.to_vec(),
-        // Nothing held, or nothing known of it: there is nothing to close.
-        _ => return Err(err),
+        // Nothing held, or nothing known of it: there is nothing to close. A busy state lock
+        // is why the run could not go on, whatever the help desk said in the time left.
+        _ => return Err(begun.busy.unwrap_or(err)),
     };
     subject.cause = Cause::FailClosed;
     let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);

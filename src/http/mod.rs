@@ -238,7 +238,8 @@ impl Http {
     }
 
     /// [`Http::send`] bounded by another deadline: for clean-up that must be tried even when
-    /// the run's deadline has passed (logging out of vCenter).
+    /// the run's deadline has passed (logging out of vCenter), or for reads that must leave
+    /// part of the deadline to closing (the help desk's).
     pub fn send_by(&self, call: &Call, deadline: Deadline) -> anyhow::Result<Reply> {
         self.send_with(call, deadline, &mut |_, _| false)
     }

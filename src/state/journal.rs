@@ -249,10 +249,12 @@ impl Journal {
     }
 
     /// Records the entries kept on this node by earlier runs ([`Journal::keep`]), oldest
-    /// first, each once (an id the journal has already is left out), then forgets them. Files
-    /// of a run that is still recording them (younger than a minute) are left to it. Returns
-    /// how many entries were recorded now.
-    pub fn record_kept(&self) -> anyhow::Result<usize> {
+    /// first, each once (an id the journal has already is left out). Files of a run that is
+    /// still recording them (younger than a minute) are left to it. In the journal file they
+    /// are durable at once and their files removed; in the database they go with the run's
+    /// transaction, and the files to remove once it commits are returned. Returns how many
+    /// entries were recorded, and those files.
+    pub fn record_kept(&self) -> anyhow::Result<(usize, Vec<PathBuf>)> {
         let path = self.kept_path();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut files: Vec<PathBuf> = Vec::new();
@@ -286,6 +288,7 @@ impl Journal {
         files.sort();
         files.dedup();
         let mut recorded = 0;
+        let mut after_commit = Vec::new();
         for file in files {
             let text = crate::sys::open_no_follow(OpenOptions::new().read(true), &file)
                 .and_then(|mut f| {
@@ -313,9 +316,14 @@ impl Journal {
                 }
                 None => self.recover(&entries)?,
             };
-            let _ = std::fs::remove_file(&file);
+            match self.db {
+                Some(_) => after_commit.push(file),
+                None => {
+                    let _ = std::fs::remove_file(&file);
+                }
+            }
         }
-        Ok(recorded)
+        Ok((recorded, after_commit))
     }
 
     fn append_line(&self, line: &str) -> anyhow::Result<()> {

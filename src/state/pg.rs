@@ -9,10 +9,10 @@
 //! memory and go with the `COMMIT`, in one round trip: they commit together or not at all.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use postgres::error::SqlState;
+use postgres::error::{Severity, SqlState};
 use postgres::{Client, SimpleQueryMessage};
 
 use crate::config::Database;
@@ -86,18 +86,126 @@ struct Tx {
 
 #[derive(Default)]
 struct Inner {
-    client: Option<Client>,
+    /// The thread that owns the connection (see [`Worker`]); started at the first call.
+    worker: Option<Worker>,
+    /// The TLS set-up, made once.
+    tls: Option<rustls::ClientConfig>,
     tx: Option<Tx>,
-    /// Why connecting failed: the run does not try again (each try would spend its share of
-    /// the deadline that closing needs).
-    unreachable: Option<String>,
+    /// The server process of the run's transaction (`pg_backend_pid()`): the session to end
+    /// when the answer to its `COMMIT` was lost.
+    pid: Option<i32>,
+    /// Why the database failed for this run (it could not be connected to, or did not answer
+    /// within the deadline): every later call fails at once, as each try would spend the time
+    /// that closing access in NSX needs.
+    failed: Option<String>,
+    /// The journal lines of the last commit that failed (see [`Pg::take_unrecorded`]).
+    unrecorded: Vec<String>,
+}
+
+/// What a worker runs: one call on the connection it owns (`None` before the first connect).
+type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
+
+/// The thread that owns the run's connection. The `postgres` crate's client has no timeout of
+/// its own, and a server that accepts connections and then does not answer (a frozen primary,
+/// a stalled synchronous standby, PgBouncer in front of a stopped server) would hold a call
+/// for ever: each call is a job sent to this thread, and the caller waits for its answer only
+/// until the deadline. A worker that does not answer in time is abandoned (the process ends
+/// soon after; it is never joined), and the run's database has failed.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    /// Disconnected once the thread has closed its connection, after `jobs` was dropped.
+    ended: mpsc::Receiver<()>,
+}
+
+impl Worker {
+    fn start() -> std::io::Result<Worker> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let (end, ended) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("otnsx-database".into())
+            .spawn(move || {
+                let mut client = None;
+                for job in queue {
+                    job(&mut client);
+                }
+                // Ends the session (a Terminate message) before saying so.
+                drop(client);
+                drop(end);
+            })?;
+        Ok(Worker { jobs, ended })
+    }
+}
+
+/// Why a call on the worker failed.
+enum Failed {
+    /// Connecting (or reconnecting) failed.
+    Connecting(postgres::Error),
+    /// The run's connection was lost before the call: nothing of it reached the server.
+    Lost,
+    /// The call failed.
+    Working(postgres::Error),
+    /// Reading the journal's `COPY` failed.
+    Reading(std::io::Error),
+}
+
+/// A call that failed, by what the server can have done with it.
+enum Failure {
+    /// The call never reached the server: the connection was lost before, the run's database
+    /// has failed, or no time was left.
+    NotSent(anyhow::Error),
+    /// The server answered with an error: the statement, and its transaction, failed.
+    Refused(anyhow::Error),
+    /// No answer within the deadline, or the connection broke while waiting for it: what the
+    /// server did is unknown.
+    NoAnswer(anyhow::Error),
+}
+
+impl Failure {
+    fn error(self) -> anyhow::Error {
+        match self {
+            Failure::NotSent(e) | Failure::Refused(e) | Failure::NoAnswer(e) => e,
+        }
+    }
+}
+
+/// Whether a call may connect when the worker has no live connection: not in the run's
+/// transaction, whose connection a new one cannot replace.
+#[derive(Clone, Copy, PartialEq)]
+enum Connect {
+    IfNeeded,
+    Never,
 }
 
 pub struct Pg {
     db: Database,
     deadline: Deadline,
+    /// What of the deadline the database's calls leave to the run: closing access in NSX after
+    /// a database that did not answer, and the ticket's note.
+    reserve: Duration,
     inner: Mutex<Inner>,
 }
+
+impl Drop for Pg {
+    /// Ends the session (briefly waited for: a server that does not answer is left to the
+    /// process's end).
+    fn drop(&mut self) {
+        let worker = lock(&self.inner).worker.take();
+        if let Some(Worker { jobs, ended }) = worker {
+            drop(jobs);
+            let wait = self
+                .deadline
+                .remaining()
+                .clamp(Duration::from_millis(100), Duration::from_secs(1));
+            let _ = ended.recv_timeout(wait);
+        }
+    }
+}
+
+/// How much longer than the run's deadline the server lets otnsx's transaction sit idle
+/// (`idle_in_transaction_session_timeout`) before it ends the session and its state lock: the
+/// run ends within its deadline plus a second, so a session idle for longer belongs to a run
+/// that hangs or was stopped.
+const IDLE_MARGIN: Duration = Duration::from_secs(2);
 
 /// The database's text for `text`: a standard string literal (the connection sets
 /// `standard_conforming_strings`, so only quotes are doubled). A NUL, which no PostgreSQL
@@ -171,11 +279,50 @@ fn results(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>>> {
     out
 }
 
+/// The rows of `sql`'s statements; on an error the transaction is rolled back (the session
+/// would otherwise stay in a failed one). Runs on the worker.
+fn query(client: &mut Client, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>, Failed> {
+    client.simple_query(sql).map(results).map_err(|e| {
+        let _ = client.batch_execute("ROLLBACK");
+        Failed::Working(e)
+    })
+}
+
+/// [`query`] for statements whose rows do not matter.
+fn execute(client: &mut Client, sql: &str) -> Result<(), Failed> {
+    client.batch_execute(sql).map_err(|e| {
+        let _ = client.batch_execute("ROLLBACK");
+        Failed::Working(e)
+    })
+}
+
+/// Connects with `config`, over TLS when there is a `tls` set-up. Runs on the worker.
+fn open(
+    config: &postgres::Config,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<Client, postgres::Error> {
+    match tls {
+        Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+        None => config.connect(postgres::NoTls),
+    }
+}
+
+/// How long the server itself may wait (for a lock, on a statement) when the client waits
+/// `wait` for it, in milliseconds: a little less, so that the server's own answer (a busy
+/// lock, exit 75) comes before the client gives up on the server (exit 74).
+fn server_wait(wait: Duration) -> u128 {
+    wait.saturating_sub((wait / 10).min(Duration::from_millis(250)))
+        .as_millis()
+        .max(1)
+}
+
 impl Pg {
     pub fn new(db: &Database, deadline: Deadline) -> Arc<Pg> {
         Arc::new(Pg {
             db: db.clone(),
             deadline,
+            // As NSX's own waits: a quarter of the run, at most 3 s.
+            reserve: (deadline.remaining() / 4).min(Duration::from_secs(3)),
             inner: Mutex::new(Inner::default()),
         })
     }
@@ -183,6 +330,22 @@ impl Pg {
     /// `postgres://otnsx@db.example.com/otnsx`, for messages.
     pub fn url(&self) -> &str {
         &self.db.url
+    }
+
+    /// Until when the database's calls may take: the run's deadline less the reserve.
+    fn budget(&self) -> Deadline {
+        Deadline::after(self.deadline.remaining().saturating_sub(self.reserve))
+    }
+
+    /// The error of a server that is read-only, while doing `what`.
+    fn read_only(&self, what: &str) -> anyhow::Error {
+        fault(
+            Exit::IoErr,
+            format!(
+                "database {} is read-only (a hot standby or a demoted primary?): point state.url at the primary ({what})",
+                self.db.url
+            ),
+        )
     }
 
     /// A database failure in words that name the database and, where there is one, the fix.
@@ -206,9 +369,11 @@ impl Pg {
             return fault(
                 Exit::TempFail,
                 format!(
-                    "the state lock in database {url} stayed busy until the deadline; another otnsx (on this node or another) is still running"
+                    "the state lock in database {url} stayed busy for half of what the deadline lets a run wait (the rest is kept for the ticket and for closing); another otnsx (on this node or another) is still running, or hung"
                 ),
             );
+        } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION {
+            return self.read_only(&format!("{what}: {message}"));
         } else if *code == SqlState::QUERY_CANCELED {
             (
                 Exit::TempFail,
@@ -249,31 +414,16 @@ impl Pg {
         fault(exit, format!("database {url}: {what}: {message} ({hint})"))
     }
 
-    /// The connection, made now if there is none (or it was lost).
-    fn client<'a>(&self, inner: &'a mut Inner) -> anyhow::Result<&'a mut Client> {
-        if inner.client.as_ref().is_some_and(Client::is_closed) {
-            inner.client = None;
-        }
-        if let Some(why) = &inner.unreachable {
-            return Err(fault(Exit::IoErr, why.clone()));
-        }
-        if inner.client.is_none() {
-            match self.connect() {
-                Ok(client) => inner.client = Some(client),
-                Err(e) => {
-                    inner.unreachable = Some(format!("{e:#}"));
-                    return Err(e);
-                }
-            }
-        }
-        Ok(inner.client.as_mut().expect("connected just now"))
-    }
-
-    /// Connects within a quarter of what is left of the deadline (at most 5 s): a database
-    /// that does not answer leaves the rest to closing access in NSX.
-    fn connect(&self) -> anyhow::Result<Client> {
+    /// How to connect: within a quarter of what is left of the database's share of the
+    /// deadline (at most 5 s), so that a database that does not take connections leaves the
+    /// rest to closing access in NSX. (The client's own bound on every call, connecting
+    /// included, is the worker's: [`Pg::answer`].)
+    fn config(
+        &self,
+        inner: &mut Inner,
+    ) -> anyhow::Result<(postgres::Config, Option<rustls::ClientConfig>)> {
         let share =
-            (self.deadline.remaining() / 4).clamp(Duration::from_millis(1), Duration::from_secs(5));
+            (self.budget().remaining() / 4).clamp(Duration::from_millis(1), Duration::from_secs(5));
         let mut config = postgres::Config::new();
         config
             .host(&self.db.host)
@@ -290,16 +440,170 @@ impl Pg {
             .tcp_user_timeout(share)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5));
-        let connected = if self.db.tls {
-            config.ssl_mode(postgres::config::SslMode::Require);
-            config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                self.tls_config()?,
-            ))
-        } else {
+        if !self.db.tls {
             config.ssl_mode(postgres::config::SslMode::Disable);
-            config.connect(postgres::NoTls)
-        };
-        connected.map_err(|e| self.error("connecting", &e))
+            return Ok((config, None));
+        }
+        config.ssl_mode(postgres::config::SslMode::Require);
+        if inner.tls.is_none() {
+            inner.tls = Some(self.tls_config()?);
+        }
+        Ok((config, inner.tls.clone()))
+    }
+
+    /// Sends `work` to the worker (started now if there is none), connecting first when it
+    /// has no live connection and `connect` allows. Returns where its answer will come.
+    fn submit<T: Send + 'static>(
+        &self,
+        inner: &mut Inner,
+        connect: Connect,
+        work: impl FnOnce(&mut Client) -> Result<T, Failed> + Send + 'static,
+    ) -> Result<mpsc::Receiver<Result<T, Failed>>, Failure> {
+        if let Some(why) = &inner.failed {
+            return Err(Failure::NotSent(fault(Exit::IoErr, why.clone())));
+        }
+        let (config, tls) = self.config(inner).map_err(Failure::NotSent)?;
+        if inner.worker.is_none() {
+            let worker = Worker::start().map_err(|e| {
+                Failure::NotSent(fault(
+                    Exit::IoErr,
+                    format!(
+                        "database {}: starting the thread that talks to it: {e}",
+                        self.db.url
+                    ),
+                ))
+            })?;
+            inner.worker = Some(worker);
+        }
+        let (answer, answered) = mpsc::channel();
+        let job: Job = Box::new(move |slot: &mut Option<Client>| {
+            let run = || {
+                if slot.as_ref().is_none_or(Client::is_closed) {
+                    *slot = None;
+                    if connect == Connect::Never {
+                        return Err(Failed::Lost);
+                    }
+                    *slot = Some(open(&config, tls).map_err(Failed::Connecting)?);
+                }
+                work(slot.as_mut().ok_or(Failed::Lost)?)
+            };
+            let _ = answer.send(run());
+        });
+        let sent = inner
+            .worker
+            .as_ref()
+            .is_some_and(|worker| worker.jobs.send(job).is_ok());
+        if !sent {
+            inner.worker = None;
+            return Err(Failure::NotSent(fault(
+                Exit::IoErr,
+                format!(
+                    "database {}: the thread that talks to it has ended",
+                    self.db.url
+                ),
+            )));
+        }
+        Ok(answered)
+    }
+
+    /// Gives the run's database up: the worker is abandoned where it waits (never joined: the
+    /// process ends soon), and every later call fails at once.
+    fn give_up(&self, inner: &mut Inner, what: &str, why: &str) -> anyhow::Error {
+        let text = format!("database {}: {why} while {what}", self.db.url);
+        inner.failed = Some(text.clone());
+        inner.worker = None;
+        fault(Exit::IoErr, text)
+    }
+
+    /// Waits for the answer to a job, until `until` at the latest.
+    fn answer<T>(
+        &self,
+        inner: &mut Inner,
+        what: &str,
+        until: Deadline,
+        answered: mpsc::Receiver<Result<T, Failed>>,
+    ) -> Result<T, Failure> {
+        match answered.recv_timeout(until.remaining()) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(failed)) => Err(self.failed(inner, what, failed)),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Failure::NoAnswer(self.give_up(
+                inner,
+                what,
+                "no answer within the deadline",
+            ))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(Failure::NoAnswer(self.give_up(
+                inner,
+                what,
+                "the thread that talks to it ended",
+            ))),
+        }
+    }
+
+    /// What a failed job means.
+    fn failed(&self, inner: &mut Inner, what: &str, failed: Failed) -> Failure {
+        match failed {
+            Failed::Connecting(e) => {
+                let error = self.error("connecting", &e);
+                inner.failed = Some(format!("{error:#}"));
+                Failure::NotSent(error)
+            }
+            Failed::Lost => Failure::NotSent(fault(
+                Exit::IoErr,
+                format!("database {}: {what}: the connection was lost", self.db.url),
+            )),
+            Failed::Working(e) => {
+                let refused = e
+                    .as_db_error()
+                    .is_some_and(|db| matches!(db.parsed_severity(), Some(Severity::Error)));
+                match refused {
+                    true => Failure::Refused(self.error(what, &e)),
+                    false => Failure::NoAnswer(self.error(what, &e)),
+                }
+            }
+            Failed::Reading(e) => Failure::NoAnswer(fault(
+                Exit::IoErr,
+                format!("database {}: {what}: {e}", self.db.url),
+            )),
+        }
+    }
+
+    /// Runs `work` on the connection, waiting for it until `until` at the latest.
+    fn call_by<T: Send + 'static>(
+        &self,
+        inner: &mut Inner,
+        what: &str,
+        until: Deadline,
+        connect: Connect,
+        work: impl FnOnce(&mut Client) -> Result<T, Failed> + Send + 'static,
+    ) -> Result<T, Failure> {
+        if until.remaining().is_zero() {
+            return Err(Failure::NotSent(self.give_up(
+                inner,
+                what,
+                "no time was left within the deadline",
+            )));
+        }
+        let answered = self.submit(inner, connect, work)?;
+        self.answer(inner, what, until, answered)
+    }
+
+    /// [`Pg::call_by`] within the database's share of the deadline.
+    fn call<T: Send + 'static>(
+        &self,
+        inner: &mut Inner,
+        what: &str,
+        connect: Connect,
+        work: impl FnOnce(&mut Client) -> Result<T, Failed> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        self.call_by(inner, what, self.budget(), connect, work)
+            .map_err(Failure::error)
+    }
+
+    /// Ends the run's transaction without its changes, if the connection still answers.
+    fn roll_back(&self, inner: &mut Inner) {
+        let _ = self.call(inner, "rolling back", Connect::Never, |client| {
+            client.batch_execute("ROLLBACK").map_err(Failed::Working)
+        });
     }
 
     /// TLS as for the other services: the server's certificate verified against ca_file, or
@@ -342,29 +646,42 @@ impl Pg {
         Ok(config)
     }
 
-    /// Begins the run's transaction: waits for the state lock until `deadline` (then exit 75),
-    /// checks the schema version and reads the leases, in one round trip. Taken once a run.
+    /// Begins the run's transaction: waits for the state lock until `deadline` (then exit 75;
+    /// the caller gives a deadline that keeps the reserve for closing already), checks the server takes writes and the schema version, and
+    /// reads the leases, in one round trip. Taken once a run.
+    ///
+    /// The transaction commits synchronously whatever the database's default (a lock that
+    /// exited 0 must survive the server's crash), and a session that sits idle in it for
+    /// longer than the run could (the deadline and [`IDLE_MARGIN`]: a hung or stopped otnsx)
+    /// is ended by the server, and the state lock with it.
     pub fn lock(&self, deadline: Deadline) -> anyhow::Result<()> {
         let mut inner = lock(&self.inner);
         if inner.tx.is_some() {
             return Ok(());
         }
-        let wait = deadline.remaining().as_millis().max(1);
-        let sql = format!(
-            "BEGIN; SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
-        );
-        let client = self.client(&mut inner)?;
-        let read = client.simple_query(&sql);
-        let results = match read {
-            Ok(messages) => results(messages),
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK");
-                return Err(self.error("taking the state lock", &e));
-            }
+        let until = deadline;
+        let run = self.deadline;
+        let what = "taking the state lock";
+        let results = self
+            .call_by(&mut inner, what, until, Connect::IfNeeded, move |client| {
+                // (Once connected: the server's waits count from here.)
+                let wait = server_wait(until.remaining());
+                let idle = (run.remaining() + IDLE_MARGIN).as_millis();
+                let sql = format!(
+                    "BEGIN; SET LOCAL synchronous_commit = on; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(), current_setting('transaction_read_only'); SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
+                );
+                query(client, &sql)
+            })
+            .map_err(Failure::error)?;
+        let session = results.get(4).and_then(|rows| rows.first());
+        let column = |i: usize| session.and_then(|row| row.get(i)).cloned().flatten();
+        inner.pid = column(0).and_then(|pid| pid.parse().ok());
+        let refused = match column(1).as_deref() {
+            Some("on") => Some(self.read_only(what)),
+            _ => self.check_version(results.get(7)).err(),
         };
-        let (version, rows) = (results.get(4), results.get(5));
-        if let Err(e) = self.check_version(version) {
-            let _ = client.batch_execute("ROLLBACK");
+        if let Some(e) = refused {
+            self.roll_back(&mut inner);
             return Err(e);
         }
         let mut tx = Tx {
@@ -374,7 +691,7 @@ impl Pg {
             lines: Vec::new(),
             ids: HashSet::new(),
         };
-        match self.parse(rows.map_or(&[][..], Vec::as_slice)) {
+        match self.parse(results.get(8).map_or(&[][..], Vec::as_slice)) {
             Ok(leases) => {
                 for lease in leases {
                     let json = serde_json::to_string(&lease).unwrap_or_default();
@@ -441,7 +758,8 @@ impl Pg {
         Ok(leases)
     }
 
-    /// The leases: as read under the lock when this run holds it, else read now.
+    /// The leases: as read under the lock when this run holds it, else read now. A server
+    /// that is read-only is said on stderr (what it has may lag behind the primary's).
     pub fn load(&self) -> anyhow::Result<Vec<Lease>> {
         let mut inner = lock(&self.inner);
         if let Some(tx) = &inner.tx {
@@ -456,11 +774,13 @@ impl Pg {
                 })
                 .collect();
         }
-        let client = self.client(&mut inner)?;
-        let messages = client
-            .simple_query("SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder")
-            .map_err(|e| self.error("reading the leases", &e))?;
-        let results = results(messages);
+        let what = "reading the leases";
+        let results = self.call(&mut inner, what, Connect::IfNeeded, |client| {
+            query(client, "SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder; SELECT current_setting('transaction_read_only')")
+        })?;
+        if results.get(2).and_then(|rows| scalar(rows)).as_deref() == Some("on") {
+            errln!("otnsx: warning: {:#}", self.read_only(what));
+        }
         self.check_version(results.first())?;
         self.parse(results.get(1).map_or(&[][..], Vec::as_slice))
             .map_err(|why| fault(Exit::IoErr, why))
@@ -539,30 +859,34 @@ impl Pg {
             return Ok(());
         }
         let sql = insert_entry(entry, &entry.to_json());
-        let client = self.client(&mut inner)?;
-        client
-            .batch_execute(&sql)
-            .map_err(|e| self.error("journaling", &e))
+        self.call(&mut inner, "journaling", Connect::IfNeeded, move |client| {
+            execute(client, &sql)
+        })
     }
 
     /// Whether what is staged now can still commit: the run holds its transaction on a live
     /// connection. Asked before access is opened.
     pub fn check_writable(&self) -> anyhow::Result<()> {
         let mut inner = lock(&self.inner);
-        let closed = inner.client.as_ref().is_none_or(Client::is_closed);
         self.tx(&mut inner)?;
-        if closed {
-            return Err(fault(
-                Exit::IoErr,
-                format!("database {}: the connection was lost", self.db.url),
-            ));
-        }
-        Ok(())
+        self.call(
+            &mut inner,
+            "keeping the run's transaction",
+            Connect::Never,
+            |_| Ok(()),
+        )
     }
 
     /// Commits the run's transaction, with everything staged, in one round trip; the state
-    /// lock is released. When it fails, nothing of it is in the database: the journal lines
-    /// it held go to stderr, and the error says so.
+    /// lock is released. `Ok` when it committed; an error when it did not, or when whether it
+    /// did cannot be known: then its journal lines go to stderr and stay for
+    /// [`Pg::take_unrecorded`].
+    ///
+    /// When the answer to the `COMMIT` was lost (the connection broke, no answer within the
+    /// deadline, a session ended by the server) the transaction may have committed: the
+    /// database is asked after reconnecting ([`Pg::resolve`]) before the run decides to close
+    /// again what it opened. An error the server answered before the `COMMIT` (a constraint,
+    /// a read-only server) rolled back for sure, and is not asked about.
     pub fn commit(&self) -> anyhow::Result<()> {
         let mut inner = lock(&self.inner);
         let Some(tx) = inner.tx.take() else {
@@ -573,33 +897,105 @@ impl Pg {
             sql.push_str(";\n");
         }
         sql.push_str("COMMIT");
-        let failed = match inner.client.as_mut() {
-            None => None,
-            Some(client) => match client.batch_execute(&sql) {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    let _ = client.batch_execute("ROLLBACK");
-                    Some(e)
+        let what = "committing the run's leases and journal (its journal lines are on stderr)";
+        let committed = self.call_by(
+            &mut inner,
+            what,
+            self.budget(),
+            Connect::Never,
+            move |client| execute(client, &sql),
+        );
+        let error = match committed {
+            Ok(()) => return Ok(()),
+            Err(Failure::NotSent(e) | Failure::Refused(e)) => e,
+            Err(Failure::NoAnswer(e)) => match self.resolve(&mut inner, &tx) {
+                Ok(true) => {
+                    errln!(
+                        "otnsx: database {}: the answer to the run's commit was lost; asked after reconnecting, the database has it: it committed",
+                        self.db.url
+                    );
+                    return Ok(());
                 }
+                Ok(false) => fault(
+                    Exit::IoErr,
+                    format!(
+                        "{e:#}; asked after reconnecting, the database does not have it: it did not commit"
+                    ),
+                ),
+                Err(why) => fault(
+                    Exit::IoErr,
+                    format!("{e:#}; whether it committed is unknown ({why})"),
+                ),
             },
         };
         for line in &tx.lines {
             errln!("{line}");
         }
-        let what = "committing the run's leases and journal (its journal lines are on stderr)";
-        Err(match failed {
-            Some(e) => self.error(what, &e),
-            None => fault(
-                Exit::IoErr,
-                format!("database {}: {what}: not connected", self.db.url),
-            ),
-        })
+        inner.unrecorded = tx.lines;
+        Err(error)
+    }
+
+    /// The journal lines (JSON, one entry each) of the last commit that failed: it did not
+    /// commit, or whether it did is unknown. Taken: a second call returns none. Empty when no
+    /// commit failed. The caller keeps them on the node, to be recorded later.
+    pub fn take_unrecorded(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.inner).unrecorded)
+    }
+
+    /// Whether the run's transaction `tx` committed, when the answer to its `COMMIT` was lost:
+    /// asked on a new connection, within what the database's share of the deadline leaves or
+    /// half the reserve. First the session that sent the `COMMIT` is ended if it is still there
+    /// (a transaction still open can then no longer commit), then the state lock is taken (so
+    /// that transaction has surely ended), then the journal table is asked for the entries
+    /// `tx` staged: all there, it committed (`Ok(true)`); none, it did not (`Ok(false)`).
+    /// Every change of leases is journaled, so a transaction that changed anything staged an
+    /// entry; one that staged none cannot be asked about (an error: unknown).
+    fn resolve(&self, inner: &mut Inner, tx: &Tx) -> Result<bool, String> {
+        if tx.ids.is_empty() {
+            return Err("it staged no journal entry to look for".into());
+        }
+        let until = Deadline::after(self.budget().remaining().max(self.deadline.remaining() / 2));
+        // A new connection on a new worker: the old one is abandoned where it waits.
+        inner.worker = None;
+        inner.failed = None;
+        let session = inner
+            .pid
+            .take()
+            .map_or("NULL".into(), |pid| pid.to_string());
+        let ids: Vec<String> = tx.ids.iter().map(|id| literal(id)).collect();
+        let ids = ids.join(", ");
+        let what = "asking whether the run's commit happened";
+        let results = self
+            .call_by(inner, what, until, Connect::IfNeeded, move |client| {
+                let wait = server_wait(until.remaining());
+                query(
+                    client,
+                    &format!(
+                        "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {session} AND application_name = 'otnsx' AND usename = current_user; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT count(*) FROM otnsx_journal WHERE id IN ({ids}); ROLLBACK"
+                    ),
+                )
+            })
+            .map_err(|failure| format!("{:#}", failure.error()))?;
+        let found = results
+            .get(5)
+            .and_then(|rows| scalar(rows))
+            .and_then(|n| n.parse::<usize>().ok());
+        match found {
+            Some(n) if n == tx.ids.len() => Ok(true),
+            Some(0) => Ok(false),
+            Some(n) => Err(format!(
+                "{n} of its {} journal entries are in otnsx_journal",
+                tx.ids.len()
+            )),
+            None => Err("the database's answer held no count".into()),
+        }
     }
 
     /// Feeds every journal entry, oldest first, to `each`, as the JSON line it was; `each`
     /// returns false to stop. They come in one binary `COPY` of arrays of entries: the server
     /// makes and sends the next array while `each` works on the last, the client's cost per
-    /// entry is that of reading a length, nothing is unescaped, and memory holds one array.
+    /// entry is that of reading a length, nothing is unescaped, and memory holds a few arrays
+    /// (the worker reads them and hands them over, each wait bounded by the deadline).
     ///
     /// `only` narrows the rows by the journal's indexes to those that can matter for one VM
     /// name or one ticket (number or ID): every entry of every VM id ever journaled under that
@@ -636,43 +1032,67 @@ impl Pg {
                 conditions.join(" AND ")
             ),
         };
+        let sql = format!("COPY ({rows}) TO STDOUT (FORMAT binary)");
+        let what = "reading the journal";
         let mut inner = lock(&self.inner);
-        let client = self.client(&mut inner)?;
-        let mut copy = client
-            .copy_out(&format!("COPY ({rows}) TO STDOUT (FORMAT binary)"))
-            .map_err(|e| self.error("reading the journal", &e))?;
-        copy_arrays(&mut copy, |array| {
-            let elements = array_elements(array).ok_or_else(|| invalid("not an array of text"))?;
-            Ok(elements.into_iter().all(&mut each))
-        })
-        .map_err(|e| {
-            fault(
-                Exit::IoErr,
-                format!("database {}: reading the journal: {e}", self.db.url),
-            )
-        })
+        let until = self.budget();
+        if until.remaining().is_zero() {
+            return Err(self.give_up(&mut inner, what, "no time was left within the deadline"));
+        }
+        let (hand, arrays) = mpsc::sync_channel::<Vec<u8>>(4);
+        let answered = self
+            .submit(&mut inner, Connect::IfNeeded, move |client| {
+                let mut copy = client.copy_out(&sql).map_err(Failed::Working)?;
+                copy_arrays(&mut copy, |array| Ok(hand.send(array.to_vec()).is_ok()))
+                    .map_err(Failed::Reading)
+            })
+            .map_err(Failure::error)?;
+        loop {
+            match arrays.recv_timeout(until.remaining()) {
+                Ok(array) => {
+                    let Some(elements) = array_elements(&array) else {
+                        return Err(fault(
+                            Exit::IoErr,
+                            format!(
+                                "database {}: {what}: {}",
+                                self.db.url,
+                                invalid("not an array of text")
+                            ),
+                        ));
+                    };
+                    // (The worker stops at its next array when this one was enough.)
+                    if !elements.into_iter().all(&mut each) {
+                        return Ok(());
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    return Err(self.give_up(&mut inner, what, "no answer within the deadline"));
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        self.answer(&mut inner, what, until, answered)
+            .map_err(Failure::error)
     }
 
     /// Creates or brings the schema to [`SCHEMA_VERSION`], under the state lock, in one
     /// transaction. Returns the versions before and after.
     pub fn migrate(&self) -> anyhow::Result<(i64, i64)> {
         let mut inner = lock(&self.inner);
-        let wait = self.deadline.remaining().as_millis().max(1);
-        let client = self.client(&mut inner)?;
-        let mut tx = client
-            .transaction()
-            .map_err(|e| self.error("migrating", &e))?;
-        let found = tx
-            .simple_query(&format!(
-                "SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); CREATE TABLE IF NOT EXISTS otnsx_schema (version bigint PRIMARY KEY, migrated_at timestamptz NOT NULL DEFAULT now()); SELECT coalesce(max(version), 0) FROM otnsx_schema"
+        let until = self.budget();
+        let found = self.call(&mut inner, "migrating", Connect::IfNeeded, move |client| {
+            let wait = server_wait(until.remaining());
+            query(client, &format!(
+                "BEGIN; SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); CREATE TABLE IF NOT EXISTS otnsx_schema (version bigint PRIMARY KEY, migrated_at timestamptz NOT NULL DEFAULT now()); SELECT coalesce(max(version), 0) FROM otnsx_schema"
             ))
-            .map_err(|e| self.error("migrating", &e))?;
-        let from = results(found)
-            .get(3)
+        })?;
+        let from = found
+            .get(4)
             .and_then(|rows| scalar(rows))
             .and_then(|v| v.parse::<i64>().ok())
             .unwrap_or(0);
         if from > SCHEMA_VERSION {
+            self.roll_back(&mut inner);
             return Err(fault(
                 Exit::IoErr,
                 format!(
@@ -682,16 +1102,18 @@ impl Pg {
             ));
         }
         for (step, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-            tx.batch_execute(sql)
-                .and_then(|()| {
-                    tx.batch_execute(&format!(
-                        "INSERT INTO otnsx_schema (version) VALUES ({})",
-                        step + 1
-                    ))
-                })
-                .map_err(|e| self.error(&format!("migrating to version {}", step + 1), &e))?;
+            let what = format!("migrating to version {}", step + 1);
+            self.call(&mut inner, &what, Connect::Never, move |client| {
+                execute(client, sql)?;
+                execute(
+                    client,
+                    &format!("INSERT INTO otnsx_schema (version) VALUES ({})", step + 1),
+                )
+            })?;
         }
-        tx.commit().map_err(|e| self.error("migrating", &e))?;
+        self.call(&mut inner, "migrating", Connect::Never, |client| {
+            execute(client, "COMMIT")
+        })?;
         Ok((from, SCHEMA_VERSION))
     }
 
@@ -701,35 +1123,41 @@ impl Pg {
     /// importing twice adds nothing. Returns how many leases and entries were added.
     pub fn import(&self, leases: &[Lease], entries: &mut [Entry]) -> anyhow::Result<(u64, u64)> {
         let mut inner = lock(&self.inner);
-        let wait = self.deadline.remaining().as_millis().max(1);
-        let client = self.client(&mut inner)?;
-        let failed = |e: postgres::Error| self.error("importing", &e);
-        let mut tx = client.transaction().map_err(failed)?;
-        let read = tx
-            .simple_query(&format!(
-                "SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases; SELECT count(*) FROM otnsx_journal"
+        let until = self.budget();
+        let read = self.call(&mut inner, "importing", Connect::IfNeeded, move |client| {
+            let wait = server_wait(until.remaining());
+            query(client, &format!(
+                "BEGIN; SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases; SELECT count(*) FROM otnsx_journal"
             ))
-            .map_err(failed)?;
-        let read = results(read);
-        self.check_version(read.get(2))?;
-        let present = self
-            .parse(read.get(3).map_or(&[][..], Vec::as_slice))
-            .map_err(|why| fault(Exit::IoErr, why))?;
+        })?;
         let count = |rows: Option<&Vec<Vec<Option<String>>>>| {
             rows.and_then(|rows| scalar(rows))
                 .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
-        let journal_before = count(read.get(4));
-        if let Some(other) = present.iter().find(|p| !leases.contains(p)) {
-            return Err(fault(
-                Exit::DataErr,
-                format!(
-                    "database {} already holds leases the directory does not (the lease of {} on {}, and maybe more): importing would mix two states; import into an empty database",
-                    self.db.url, other.holder, other.vm
-                ),
-            ));
-        }
+        let journal_before = count(read.get(5));
+        let checked = self.check_version(read.get(3)).and_then(|()| {
+            let present = self
+                .parse(read.get(4).map_or(&[][..], Vec::as_slice))
+                .map_err(|why| fault(Exit::IoErr, why))?;
+            match present.iter().find(|p| !leases.contains(p)) {
+                Some(other) => Err(fault(
+                    Exit::DataErr,
+                    format!(
+                        "database {} already holds leases the directory does not (the lease of {} on {}, and maybe more): importing would mix two states; import into an empty database",
+                        self.db.url, other.holder, other.vm
+                    ),
+                )),
+                None => Ok(present),
+            }
+        });
+        let present = match checked {
+            Ok(present) => present,
+            Err(e) => {
+                self.roll_back(&mut inner);
+                return Err(e);
+            }
+        };
         let mut statements: Vec<String> = leases
             .iter()
             .filter(|l| !present.contains(l))
@@ -742,22 +1170,23 @@ impl Pg {
             }
             statements.push(insert_entry(entry, &entry.to_json()));
         }
-        for chunk in statements.chunks(500) {
-            tx.batch_execute(&chunk.join(";\n")).map_err(failed)?;
-        }
-        let after = tx
-            .simple_query("SELECT count(*) FROM otnsx_journal")
-            .map_err(failed)?;
-        let added_entries = count(results(after).first()).saturating_sub(journal_before);
-        tx.commit().map_err(failed)?;
+        let after = self.call(&mut inner, "importing", Connect::Never, move |client| {
+            for chunk in statements.chunks(500) {
+                execute(client, &chunk.join(";\n"))?;
+            }
+            let after = query(client, "SELECT count(*) FROM otnsx_journal")?;
+            execute(client, "COMMIT")?;
+            Ok(after)
+        })?;
+        let added_entries = count(after.first()).saturating_sub(journal_before);
         Ok((added_leases, added_entries))
     }
 
-    /// What `check` says of the database: the server's version, the schema's, and the grants
-    /// the user lacks, if any.
+    /// What `check` says of the database: the server's version, the schema's, the grants the
+    /// user lacks, if any, and whether it takes writes: a journal row is written in a
+    /// transaction that is rolled back.
     pub fn inspect(&self) -> anyhow::Result<Inspection> {
         let mut inner = lock(&self.inner);
-        let client = self.client(&mut inner)?;
         let mut sql =
             String::from("SHOW server_version; SELECT to_regclass('otnsx_schema') IS NOT NULL");
         for (table, privileges) in GRANTS {
@@ -770,11 +1199,43 @@ impl Pg {
             }
         }
         sql.push_str("; SELECT to_regclass('otnsx_journal_seq_seq') IS NULL OR has_sequence_privilege(current_user, 'otnsx_journal_seq_seq', 'USAGE')");
-        let results = results(
-            client
-                .simple_query(&sql)
-                .map_err(|e| self.error("inspecting", &e))?,
-        );
+        // Whether the server takes writes: its transactions' default, then a journal row
+        // written and rolled back.
+        let at = 3 + GRANTS.iter().map(|(_, p)| p.len()).sum::<usize>();
+        sql.push_str("; SELECT current_setting('transaction_read_only'), to_regclass('otnsx_journal') IS NOT NULL");
+        let (results, schema, read_only, probe) =
+            self.call(&mut inner, "inspecting", Connect::IfNeeded, move |client| {
+                let results = query(client, &sql)?;
+                let value = |i: usize, column: usize| {
+                    results
+                        .get(i)
+                        .and_then(|rows| rows.first())
+                        .and_then(|row| row.get(column).cloned().flatten())
+                };
+                let schema = match value(1, 0).as_deref() {
+                    Some("t") => Some(query(client, "SELECT max(version) FROM otnsx_schema")?),
+                    None | Some(_) => None,
+                };
+                let read_only = value(at, 0).as_deref() != Some("off");
+                let probe = (!read_only && value(at, 1).as_deref() == Some("t")).then(|| {
+                    client
+                        .batch_execute("BEGIN; INSERT INTO otnsx_journal (id, ts, entry) VALUES ('otnsx-check.' || pg_backend_pid(), 0, '{}') ON CONFLICT (id) DO NOTHING; ROLLBACK")
+                        .inspect_err(|_| {
+                            let _ = client.batch_execute("ROLLBACK");
+                        })
+                });
+                Ok((results, schema, read_only, probe))
+            })?;
+        let writes = match (read_only, probe) {
+            (true, _) => Some(Err(format!("{:#}", self.read_only("check")))),
+            // No journal table: the schema's check says so.
+            (false, None) => None,
+            (false, Some(Ok(()))) => Some(Ok(())),
+            (false, Some(Err(e))) => Some(Err(format!(
+                "{:#}",
+                self.error("writing a journal row and rolling it back", &e)
+            ))),
+        };
         let value = |i: usize| {
             results
                 .get(i)
@@ -782,17 +1243,11 @@ impl Pg {
                 .unwrap_or_default()
         };
         let server = value(0);
-        let schema = if value(1) == "t" {
-            let messages = client
-                .simple_query("SELECT max(version) FROM otnsx_schema")
-                .map_err(|e| self.error("reading the schema version", &e))?;
-            self::results(messages)
-                .first()
+        let schema = schema.and_then(|rows| {
+            rows.first()
                 .and_then(|rows| scalar(rows))
                 .and_then(|v| v.parse::<i64>().ok())
-        } else {
-            None
-        };
+        });
         let mut missing = Vec::new();
         let mut i = 2;
         for (table, privileges) in GRANTS {
@@ -810,6 +1265,7 @@ impl Pg {
             server,
             schema,
             missing,
+            writes,
         })
     }
 }
@@ -827,6 +1283,9 @@ pub struct Inspection {
     pub schema: Option<i64>,
     /// Grants the user lacks, as `PRIVILEGE ON table`.
     pub missing: Vec<String>,
+    /// Whether a journal row could be written (in a transaction rolled back), or why not (a
+    /// read-only server named as such); `None` when there is no journal table to write in.
+    pub writes: Option<Result<(), String>>,
 }
 
 /// Journal entries per array when the whole journal is read.

@@ -340,7 +340,7 @@ impl Store {
                         return Err(fault(
                             Exit::TempFail,
                             format!(
-                                "the state lock {} stayed busy until shortly before the deadline (the rest is kept for closing); another otnsx is still running, or hung",
+                                "the state lock {} stayed busy for half of what the deadline lets a run wait (the rest is kept for the ticket and for closing); another otnsx is still running, or hung",
                                 path.display()
                             ),
                         ));

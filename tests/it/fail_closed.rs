@@ -204,7 +204,10 @@ fn entries_the_journal_cannot_take_are_kept_on_the_node_and_recorded_once_later(
     std::fs::rename(&aside, &journal).unwrap();
     let run = otnsx(&world, &["reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("recorded"), "{run:?}");
+    assert!(
+        run.stderr.contains("recording 2 journal entries"),
+        "{run:?}"
+    );
     assert_eq!(unlock_entries(&world), 1, "{:?}", world.journal());
     assert!(!world.state_dir().join("unrecorded.jsonl").exists());
     // In the order they happened: the lock's entries before the unlock's.

@@ -65,6 +65,8 @@ fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
         service.contains("ReadWritePaths=/var/lib/otnsx"),
         "{service}"
     );
+    // A hung run is killed so that the timer's next one starts; well above the deadline.
+    assert!(service.contains("\nTimeoutStartSec=2min\n"), "{service}");
     let postinst = fs::read_to_string(dist().join("debian/postinst")).unwrap();
     assert!(postinst.contains("install -d -m 2770 -o root -g \"$group\" /var/lib/otnsx"));
     let logrotate = fs::read_to_string(dist().join("logrotate/otnsx")).unwrap();

@@ -118,6 +118,17 @@ fn two_nodes_running_events_grants_and_reconciles_at_once_end_consistent() {
         return;
     };
     let node2 = second_node(&world);
+    // 96 runs at once queue for one state lock on a machine that also runs the rest of the
+    // suite: each waits for it until its deadline less the reserve kept for closing in NSX, so
+    // they get the default deadline.
+    for config in [world.config_path(), node2.clone()] {
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replacen("deadline = \"10s\"", "deadline = \"20s\"", 1),
+        )
+        .unwrap();
+    }
     let nodes = [world.config_path(), node2];
     let vms = crate::it::concurrency::VMS;
     let tickets = crate::it::concurrency::mixed_tickets(&world, 30..46);
@@ -370,7 +381,10 @@ fn a_lock_held_elsewhere_until_the_deadline_exits_75() {
     let run = otnsx(&world, &["grant", "--vm", "web01"]);
     assert_eq!(run.code, 75, "{run:?}");
     assert!(run.stderr.contains("stayed busy"), "{}", run.stderr);
-    assert!(started.elapsed() >= Duration::from_millis(1000));
+    // It waited until the deadline less the quarter kept for closing access in NSX, and no
+    // longer.
+    assert!(started.elapsed() >= Duration::from_millis(600), "{run:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{run:?}");
     assert_eq!(world.tagged(), set(&[]));
     tx.rollback().unwrap();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);

@@ -361,3 +361,165 @@ impl LatencyProxy {
         self.addr.to_string()
     }
 }
+
+/// A server on 127.0.0.1 that accepts connections and never answers (a frozen primary, a
+/// stalled standby, PgBouncer in front of a stopped server): what it is sent stays unread.
+pub struct SilentServer {
+    addr: std::net::SocketAddr,
+}
+
+impl SilentServer {
+    pub fn start() -> SilentServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        SilentServer { addr }
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+/// What a [`CutProxy`] does to the first query, once armed, that ends with `COMMIT`.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Cut {
+    /// Passes it on to the server, and drops the server's answer: the server commits, the
+    /// client never hears so.
+    AnswerLost,
+    /// Keeps it from the server: nothing commits.
+    CommitLost,
+    /// Passes it on, and closes the client's connection when the server answers (instead of
+    /// passing the answer on): the server committed, the client sees the connection end.
+    ClosedAfterCommit,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a database that, once armed, cuts one connection at
+/// its `COMMIT` (see [`Cut`]): from then on that connection passes nothing either way, and
+/// stays open (no answer, no end). Every other connection passes.
+pub struct CutProxy {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<AtomicUsize>,
+}
+
+impl CutProxy {
+    pub fn start(upstream: &str, cut: Cut) -> CutProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let upstream = upstream.to_string();
+        let (armed2, cuts2) = (armed.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let muted = Arc::new(AtomicBool::new(false));
+                // The server's answers, until the cut.
+                let (mut from, mut to) = (server.try_clone().unwrap(), client.try_clone().unwrap());
+                let muted2 = muted.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        if muted2.load(Ordering::SeqCst) {
+                            if cut == Cut::ClosedAfterCommit {
+                                let _ = to.shutdown(std::net::Shutdown::Both);
+                            }
+                            continue;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    if !muted2.load(Ordering::SeqCst) {
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    }
+                    // A cut connection stays open to the client.
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                });
+                // The client's messages, whole (the startup message has no type byte), until
+                // the cut.
+                let (armed, cuts) = (armed2.clone(), cuts2.clone());
+                let (mut from, mut to) = (client, server);
+                std::thread::spawn(move || {
+                    let mut pending: Vec<u8> = Vec::new();
+                    let mut started = false;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if muted.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                        loop {
+                            let head = if started { 1 } else { 0 };
+                            if pending.len() < head + 4 {
+                                break;
+                            }
+                            let len =
+                                u32::from_be_bytes(pending[head..head + 4].try_into().unwrap())
+                                    as usize;
+                            if pending.len() < head + len {
+                                break;
+                            }
+                            let message: Vec<u8> = pending.drain(..head + len).collect();
+                            let commit = started
+                                && message[0] == b'Q'
+                                && String::from_utf8_lossy(&message[5..])
+                                    .trim_end_matches('\0')
+                                    .trim_end()
+                                    .ends_with("COMMIT");
+                            started = true;
+                            if commit && armed.swap(false, Ordering::SeqCst) {
+                                cuts.fetch_add(1, Ordering::SeqCst);
+                                muted.store(true, Ordering::SeqCst);
+                                if cut != Cut::CommitLost {
+                                    let _ = to.write_all(&message);
+                                }
+                                break;
+                            }
+                            if to.write_all(&message).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if !muted.load(Ordering::SeqCst) {
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    }
+                });
+            }
+        });
+        CutProxy { addr, armed, cuts }
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Cuts the next connection that commits.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// How many connections were cut.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}

@@ -41,6 +41,10 @@ pub struct Otrs {
     session: Mutex<SessionState>,
     /// Where the SessionID is kept between runs (mode 0600), if anywhere.
     session_file: Option<PathBuf>,
+    /// Until when reading may take (the run's deadline less the part kept for closing in
+    /// NSX): a help desk that does not answer must not leave an unlock without the time to
+    /// close. Notes, written after the NSX changes, may take the whole deadline.
+    reads_by: Deadline,
 }
 
 /// The help desk's session: its id, and whether it came from the session file (and may have
@@ -75,6 +79,7 @@ impl Otrs {
             notify_agents: config.notify_agents,
             generation: Mutex::new(None),
             session: Mutex::new(SessionState::default()),
+            reads_by: deadline.for_waiting(),
         })
     }
 
@@ -373,7 +378,11 @@ impl Otrs {
 
     /// Sends one operation and returns its answer as `T`, or the help desk's error.
     fn send<T: DeserializeOwned>(&self, operation: &str, call: Call) -> anyhow::Result<T> {
-        let reply = self.http.send(&call)?;
+        let by = match operation {
+            "TicketUpdate" => self.http.deadline(),
+            _ => self.reads_by,
+        };
+        let reply = self.http.send_by(&call, by)?;
         let value = answer(operation, &self.user, &reply)?;
         serde_json::from_value(value).map_err(|e| {
             ServiceError::malformed(format!(
