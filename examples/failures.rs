@@ -215,23 +215,8 @@ fn measure(
     let kept = break_it(&world, binary);
     world.helpdesk.set_lock(T2.0, "unlock");
     let (code, took) = otnsx(binary, &world, &[T2.1, "2"], ignore_sigchld);
-    let closed = !world.tagged().contains("vm-42");
     drop(kept);
-    let (after_code, _) = otnsx(binary, &world, &["reconcile"], false);
-    let after = format!(
-        "exit {after_code}, web01 {}",
-        if world.tagged().contains("vm-42") {
-            "OPEN"
-        } else {
-            "closed"
-        }
-    );
-    Outcome {
-        code,
-        took,
-        closed,
-        after,
-    }
+    outcome(binary, &world, code, took)
 }
 
 fn measure_late_attach(binary: &std::path::Path) -> Outcome {
@@ -244,21 +229,23 @@ fn measure_late_attach(binary: &std::path::Path) -> Outcome {
     world.nsx.attach_by_hand(TAG_ID, "vm-42");
     world.helpdesk.set_lock(T2.0, "unlock");
     let (code, took) = otnsx(binary, &world, &[T2.1, "2"], false);
+    outcome(binary, &world, code, took)
+}
+
+/// The unlock's exit status and time, whether web01 is closed now, and what the next
+/// `reconcile` does.
+fn outcome(binary: &std::path::Path, world: &World, code: i32, took: Duration) -> Outcome {
     let closed = !world.tagged().contains("vm-42");
-    let (after_code, _) = otnsx(binary, &world, &["reconcile"], false);
-    let after = format!(
-        "exit {after_code}, web01 {}",
-        if world.tagged().contains("vm-42") {
-            "OPEN"
-        } else {
-            "closed"
-        }
-    );
+    let (after_code, _) = otnsx(binary, world, &["reconcile"], false);
+    let web01 = match world.tagged().contains("vm-42") {
+        true => "OPEN",
+        false => "closed",
+    };
     Outcome {
         code,
         took,
         closed,
-        after,
+        after: format!("exit {after_code}, web01 {web01}"),
     }
 }
 

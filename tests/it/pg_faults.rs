@@ -151,21 +151,8 @@ fn a_commit_whose_answer_was_lost_is_asked_about_and_counts_as_committed() {
     else {
         return;
     };
-    let proxy = CutProxy::start(&db_addr(&world), Cut::AnswerLost);
-    point_at(&world, &proxy.addr());
-    proxy.arm();
-    let run = event_within_bound(&world, T2, "lock");
-    assert_eq!(proxy.cuts(), 1, "the commit was not cut: {run:?}");
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(
-        run.stderr
-            .contains("asked after reconnecting, the database has it: it committed"),
-        "{}",
-        run.stderr
-    );
     // Open, with its lease and journal entry: nothing was closed again.
-    assert_eq!(world.tagged(), set(&["vm-42"]));
-    assert_eq!(world.leases().len(), 1);
+    let _proxy = locked_through_a_cut_commit(&world, Cut::AnswerLost);
     let actions = crate::actions(&world);
     assert_eq!(actions, ["grant"], "{actions:?}");
     // The state lock is free: the next run does not wait.
@@ -181,10 +168,16 @@ fn a_connection_that_ends_after_the_commit_is_asked_about_at_once() {
     else {
         return;
     };
-    let proxy = CutProxy::start(&db_addr(&world), Cut::ClosedAfterCommit);
-    point_at(&world, &proxy.addr());
+    locked_through_a_cut_commit(&world, Cut::ClosedAfterCommit);
+}
+
+/// A lock event whose COMMIT the proxy cuts as `cut` says, after the server committed: the
+/// run asks after reconnecting, finds it committed, and keeps web01 open with its lease.
+fn locked_through_a_cut_commit(world: &World, cut: Cut) -> CutProxy {
+    let proxy = CutProxy::start(&db_addr(world), cut);
+    point_at(world, &proxy.addr());
     proxy.arm();
-    let run = event_within_bound(&world, T2, "lock");
+    let run = event_within_bound(world, T2, "lock");
     assert_eq!(proxy.cuts(), 1, "the commit was not cut: {run:?}");
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
@@ -195,6 +188,7 @@ fn a_connection_that_ends_after_the_commit_is_asked_about_at_once() {
     );
     assert_eq!(world.tagged(), set(&["vm-42"]));
     assert_eq!(world.leases().len(), 1);
+    proxy
 }
 
 #[test]
