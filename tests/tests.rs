@@ -41,6 +41,7 @@ mod it {
     pub mod config;
     pub mod crash;
     pub mod docs;
+    pub mod e2e;
     pub mod fail_closed;
     pub mod fakes;
     pub mod faults;

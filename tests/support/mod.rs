@@ -4,6 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod agent_ui;
 pub mod helpdesk;
 pub mod nsxt;
 pub mod nsxv;
