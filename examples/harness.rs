@@ -1,11 +1,12 @@
 //! `cargo run --example harness -- INFO_FILE [STATUS_PORT]`: the test fakes of vCenter and
 //! NSX-V as a server that runs until killed, for the end-to-end tests against real help desks
 //! (`.ci/helpdesks.sh`). VMs web01 (vm-42), db01 (vm-43), app01 (vm-44) and vcsa01 (vm-48),
-//! which the configuration's policy (`deny = ["vc*", "nsx*"]`) refuses.
+//! which `.ci/helpdesks.sh`'s policy (`deny = ["vc*", "nsx*"]`) refuses; no web99 (a name the
+//! policy allows and vCenter does not know).
 //!
 //! Once everything listens, it writes INFO_FILE (atomically, mode 600) as `KEY=value` lines:
 //! `STATUS`, `VCENTER_URL`, `VCENTER_USER`, `VCENTER_PASSWORD`, `NSX_URL`, `NSX_USER`,
-//! `NSX_PASSWORD`, `NSX_TAG`, `DENY`, `DENIED_VM`, `VMS` (`name=moref,...`), `PID`.
+//! `NSX_PASSWORD`, `NSX_TAG`, `DENIED_VM`, `UNKNOWN_VM`, `VMS` (`name=moref,...`), `PID`.
 //! The status endpoint (127.0.0.1:STATUS_PORT, any free port if 0 or absent) answers
 //! `GET /tagged` with the JSON list of the VM ids carrying the tag (sorted) and
 //! `GET /changes` with the JSON list of the attach and detach calls NSX received, in order.
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
         .collect();
     let text = format!(
         "STATUS=http://127.0.0.1:{status}\nVCENTER_URL={}\nVCENTER_USER={}\nVCENTER_PASSWORD={}\n\
-         NSX_URL={}\nNSX_USER={}\nNSX_PASSWORD={}\nNSX_TAG={TAG}\nDENY=vc*,nsx*\nDENIED_VM=vcsa01\n\
+         NSX_URL={}\nNSX_USER={}\nNSX_PASSWORD={}\nNSX_TAG={TAG}\nDENIED_VM=vcsa01\nUNKNOWN_VM=web99\n\
          VMS={}\nPID={}\n",
         vcenter.url(),
         vcenter::USER,
