@@ -441,6 +441,51 @@ fn check_with_a_ticket_and_a_note_passes(desk: &Desk) {
     );
 }
 
+/// The job on or off (its `Valid` flag), the help desk's cache of jobs dropped.
+fn job(desk: &Desk, on: bool) {
+    desk.sql(&format!(
+        "UPDATE generic_agent_jobs SET job_value = '{}' WHERE job_name = 'otnsx' AND job_key = 'Valid'",
+        u8::from(on)
+    ));
+    let console = format!("{}/{}", desk.home, desk.console);
+    let out = Command::new("runuser")
+        .args(["-u", desk.os_user, "--", &console, "Maint::Cache::Delete"])
+        .output()
+        .expect("runuser");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// What a lock and an unlock click cost the agent, with otnsx's job on and off: the median of
+/// seven each, printed (`cargo test --test tests it::e2e -- --nocapture`). Asserts only what
+/// happened (opened and closed with the job on, nothing with it off), never a time.
+fn what_a_click_costs_the_agent(desk: &Desk) {
+    let ui = AgentUi::login(&desk.url, "agent1", "agent1pw");
+    let median = |mut times: Vec<std::time::Duration>| {
+        times.sort();
+        times[times.len() / 2].as_secs_f64() * 1000.0
+    };
+    let mut report = Vec::new();
+    for on in [true, false] {
+        job(desk, on);
+        let (mut locks, mut unlocks) = (Vec::new(), Vec::new());
+        for _ in 0..7 {
+            let (id, _) = desk.new_ticket(Some("web01"));
+            locks.push(ui.lock(id).took);
+            assert_eq!(desk.tagged().contains("vm-42"), on, "{}", desk.name);
+            unlocks.push(ui.unlock(id).took);
+            assert!(!desk.tagged().contains("vm-42"), "{}", desk.name);
+        }
+        report.push(format!(
+            "job {}: lock {:.0} ms, unlock {:.0} ms",
+            if on { "on" } else { "off" },
+            median(locks),
+            median(unlocks)
+        ));
+    }
+    job(desk, true);
+    eprintln!("{}: median of 7 clicks: {}", desk.name, report.join("; "));
+}
+
 macro_rules! on_both_help_desks {
     ($($name:ident),* $(,)?) => {
         mod znuny {
@@ -470,4 +515,5 @@ on_both_help_desks!(
     a_denied_and_an_unknown_vm_are_noted,
     notes_are_internal_and_send_no_mail,
     check_with_a_ticket_and_a_note_passes,
+    what_a_click_costs_the_agent,
 );
