@@ -71,7 +71,7 @@ fn everything_passes_on_a_good_setup() {
         "unlock",
         "the probe changed nothing"
     );
-    // A second check reuses the session the first one kept.
+    // A second check logs in again: it never trusts a kept session (see below).
     assert_eq!(otnsx(&world, &["check"]).code, 0);
     let logins = world
         .helpdesk
@@ -79,7 +79,49 @@ fn everything_passes_on_a_good_setup() {
         .iter()
         .filter(|r| r.path.ends_with("/Session"))
         .count();
-    assert_eq!(logins, 1, "one session for both checks");
+    assert_eq!(logins, 2, "one login per check");
+}
+
+#[test]
+fn check_logs_in_afresh_and_asks_ticket_search() {
+    let world = World::new();
+    // An event keeps its session in the state directory for the next runs.
+    world.helpdesk.set_lock(2, "lock");
+    assert_eq!(otnsx(&world, &["2026112310000011", "2"]).code, 0);
+    assert!(world.state_dir().join("otrs.session").exists());
+    // The password changes at the help desk; the kept session still works there.
+    world
+        .helpdesk
+        .set_password("otnsx", "changed-at-the-help-desk");
+    let run = otnsx(&world, &["check", "--ticket", "2"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("✗ help desk ")
+            && run
+                .stdout
+                .contains("the help desk refused the login of \"otnsx\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("login as \"otnsx\" accepted"),
+        "{}",
+        run.stdout
+    );
+    // With the right password, --ticket still asks TicketSearch (check says it answers).
+    world
+        .helpdesk
+        .set_password("otnsx", crate::support::helpdesk::API_PASSWORD);
+    let before = world.helpdesk.requests().len();
+    let run = otnsx(&world, &["check", "--ticket", "2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let searches: Vec<String> = world.helpdesk.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/Ticket"))
+        .map(|r| r.raw_query.clone())
+        .collect();
+    assert_eq!(searches.len(), 1, "{searches:?}");
+    assert!(searches[0].ends_with("&Limit=1"), "{searches:?}");
 }
 
 #[test]

@@ -200,12 +200,8 @@ impl Otrs {
     }
 
     /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read
-    /// (TicketSearch with `Limit=1`), else none. Logs in either way.
+    /// (TicketSearch with `Limit=1`, asked either way: `check` says it answers), else none.
     pub fn any_ticket(&self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {
-        self.session_id()?;
-        if wanted.is_some() {
-            return Ok(wanted);
-        }
         let body: TicketSearch = self
             .authed("TicketSearch", |session| {
                 Call::new(
@@ -214,7 +210,8 @@ impl Otrs {
                 )
             })
             .context("searching the help desk for a ticket")?;
-        Ok(parse_search(&body)?.into_iter().next())
+        let found = parse_search(&body)?.into_iter().next();
+        Ok(wanted.or(found))
     }
 
     /// TicketSearch for every locked ticket the API user may read.
@@ -419,7 +416,7 @@ impl crate::helpdesk::HelpDesk for Otrs {
 }
 
 /// What a wrong web service name in `otrs.url` looks like to otnsx, and what to do.
-pub const WEB_SERVICE_HINT: &str = "; check the web service name in otrs.url (it must end with …/Webservice/GenericTicketConnectorREST, the name the help desk's web service has)";
+pub const WEB_SERVICE_HINT: &str = "; check the web service name in otrs.url (it must end with …/Webservice/NAME, the name the help desk's web service has: GenericTicketConnectorREST unless it was imported under another)";
 
 /// Turns the help desk's answer into JSON or a clear error.
 fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
