@@ -385,7 +385,7 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
     // The keys and value types of fixture 07 (TicketGet after lock).
     let mut body = json!({
         "ArchiveFlag": "n", "UnlockTimeout": 1_795_448_203, "Title": format!("VM request {id}"),
-        "RealTillTimeNotUsed": 0, "TypeID": 1, "OwnerID": 2, "CreateBy": 2,
+        "RealTillTimeNotUsed": 0, "TypeID": 1, "OwnerID": user_id(&ticket.owner), "CreateBy": 2,
         "PriorityColor": "#cdcdcd", "SLAID": "", "StateType": "new", "TimeUnit": 0, "StateID": 1,
         "QueueID": 2, "Responsible": "root@localhost", "EscalationTime": 0,
         "TicketNumber": ticket.number, "ServiceID": "", "Created": "2026-11-23 15:35:54",
@@ -431,6 +431,18 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
         body["Article"] = json!(articles);
     }
     json_utf8(json!({"Ticket": [body]}).to_string())
+}
+
+/// The user ID of a login, as the recordings' help desks number their users (root@localhost 1,
+/// agent1 2, agent2 3, otnsx 4); any other login a later one.
+pub fn user_id(login: &str) -> u64 {
+    match login {
+        "root@localhost" => 1,
+        "agent1" => 2,
+        "agent2" => 3,
+        API_USER => 4,
+        _ => 99,
+    }
 }
 
 const UNKNOWN_WEBSERVICE_PAGE: &str = "<html>\n<head><title>An Error Occurred</title></head>\n<body>\n<h1>An Error Occurred</h1>\n<p>500 Internal Server Error</p>\n</body>\n</html>\n";
