@@ -154,9 +154,9 @@ pub fn run(
         ),
         Some(otrs) => {
             let what = format!("help desk {}", otrs.endpoint.url);
-            // The session kept by earlier runs is reused (and kept): no new one every check.
-            let session = config.state_dir.join("otrs.session");
-            let helpdesk = Otrs::new(otrs, Deadline::after(share), verbose, Some(session))?;
+            // A fresh login, never the session kept by earlier runs: a kept session would
+            // hide a wrong password until it expires.
+            let helpdesk = Otrs::new(otrs, Deadline::after(share), verbose, None)?;
             match helpdesk.any_ticket(ticket) {
                 Err(e) => list.fail(&what, &format!("{e:#}")),
                 Ok(None) => {
@@ -197,7 +197,7 @@ pub fn run(
                             .unlocked_by(id)
                             .and_then(|_| helpdesk.probe_update(id)),
                         |()| {
-                            format!("SessionCreate, TicketSearch, TicketGet, TicketHistoryGet and TicketUpdate answer on ticket ID {id} (nothing was changed)")
+                            format!("SessionCreate, TicketSearch, TicketGet, TicketHistoryGet and TicketUpdate answer on ticket ID {id} (nothing was changed; the TicketUpdate probe leaves two ERROR lines in the help desk's log, \"No Lock for otnsx-check-no-such-lock found!\" and TicketUpdate.InvalidParameter)")
                         },
                     );
                     if note && otrs.notes {

@@ -24,7 +24,7 @@ struct Period {
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<String>,
     holder: Holder,
-    /// Who opened it: `helpdesk:<owner>` or the OS user.
+    /// Who opened it: `helpdesk:<login> (user-id N)` or the OS user.
     actor: String,
     reason: Option<String>,
     opened_at: Timestamp,

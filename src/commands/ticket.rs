@@ -24,15 +24,53 @@ pub fn run(run: &Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
     result
 }
 
-/// `helpdesk:user-id N` for the user the ticket's history names as the last to unlock it, or
+/// How the journal names a help-desk user: `helpdesk:LOGIN (user-id N)` when both are known,
+/// `helpdesk:LOGIN` or `helpdesk:user-id N` when only one is, `helpdesk:system (user-id 1)` for
+/// the help desk itself (its unlock timeout, run by its daemon, acts as user 1).
+pub fn helpdesk_actor(login: Option<&str>, user_id: Option<u64>) -> String {
+    match (login, user_id) {
+        (_, Some(1)) => "helpdesk:system (user-id 1)".into(),
+        (Some(login), Some(id)) => format!("helpdesk:{login} (user-id {id})"),
+        (Some(login), None) => format!("helpdesk:{login}"),
+        (None, Some(id)) => format!("helpdesk:user-id {id}"),
+        (None, None) => "helpdesk:unknown".into(),
+    }
+}
+
+/// Who unlocked, named as the lock named them: the user the ticket's history names (`user`),
+/// with the login of the ticket's owner when it is that user (TicketGet gives `Owner` and
+/// `OwnerID`), else the login a lease's opener gave that user ID (OTOBO hands an unlocked
+/// ticket to root@localhost before the event runs).
+pub fn unlocker(user: Option<u64>, owner: Option<(&str, u64)>, openers: &[String]) -> String {
+    let Some(user) = user else {
+        return helpdesk_actor(None, None);
+    };
+    if let Some((login, _)) = owner.filter(|(_, id)| *id == user) {
+        return helpdesk_actor(Some(login), Some(user));
+    }
+    let suffix = format!(" (user-id {user})");
+    match openers
+        .iter()
+        .find(|o| o.starts_with("helpdesk:") && o.ends_with(&suffix))
+    {
+        Some(opener) if user != 1 => opener.clone(),
+        _ => helpdesk_actor(None, Some(user)),
+    }
+}
+
+/// The journal's name for who last unlocked the ticket (see [`unlocker`]), or
 /// `helpdesk:unknown` (the history is not readable, or names nobody).
-fn unlocked_by(helpdesk: &dyn crate::helpdesk::HelpDesk, id: u64) -> String {
+fn unlocked_by(
+    helpdesk: &dyn crate::helpdesk::HelpDesk,
+    id: u64,
+    owner: Option<(&str, u64)>,
+    openers: &[String],
+) -> String {
     match helpdesk.unlocked_by(id) {
-        Ok(Some(user)) => format!("helpdesk:user-id {user}"),
-        Ok(None) => "helpdesk:unknown".into(),
+        Ok(user) => unlocker(user, owner, openers),
         Err(e) => {
             errln!("otnsx: warning: who unlocked ticket ID {id} is not known: {e:#}");
-            "helpdesk:unknown".into()
+            helpdesk_actor(None, None)
         }
     }
 }
@@ -51,6 +89,16 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
         .or(begun.snapshot.as_ref())
         .map(|leases| vms_of(leases.iter().filter(|l| mine(l))));
     let holds = held.as_ref().is_none_or(|vms| !vms.is_empty());
+    // Who opened what the ticket holds, as journaled then: an unlock names them alike.
+    let openers: Vec<String> = (begun.leases.as_ref().or(begun.snapshot.as_ref()))
+        .map(|leases| {
+            let by = leases
+                .iter()
+                .filter(|l| mine(l))
+                .filter_map(|l| l.by.clone());
+            by.collect()
+        })
+        .unwrap_or_default();
     run.with_event_backend(|backend| {
         std::thread::scope(|scope| {
             // Beside the ticket read: NSX's view of the VMs the ticket holds, and the vCenter
@@ -83,14 +131,22 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
             // ticket to root@localhost before the event runs. The history is read beside the
             // NSX change; the first journal entry waits for it.
             match &ticket.owner {
-                Some(owner) if ticket.is_locked() => {
-                    run.recorder.act_as(format!("helpdesk:{owner}"))
-                }
+                Some(owner) if ticket.is_locked() => run
+                    .recorder
+                    .act_as(helpdesk_actor(Some(owner), ticket.owner_id)),
                 _ if ticket.is_locked() => run.recorder.act_as("helpdesk".into()),
                 _ if holds => {
                     let (tell, told) = std::sync::mpsc::channel();
                     run.recorder.act_as_soon(told);
-                    scope.spawn(move || tell.send(unlocked_by(helpdesk.as_ref(), id)));
+                    // The owner's login only where it is one (it is not checked after an unlock).
+                    let owner = (ticket.owner.clone())
+                        .filter(|o| crate::config::is_login(o))
+                        .zip(ticket.owner_id);
+                    let openers = &openers;
+                    scope.spawn(move || {
+                        let owner = owner.as_ref().map(|(login, id)| (login.as_str(), *id));
+                        tell.send(unlocked_by(helpdesk.as_ref(), id, owner, openers))
+                    });
                 }
                 _ => run.recorder.act_as("helpdesk:unknown".into()),
             }
@@ -294,5 +350,44 @@ fn decide<'scope>(
             run.post_note(helpdesk, subject, id, &note);
         }
         Ok(run.report(&decision, &outcomes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_person_is_named_one_way() {
+        // A lock by agent1 (TicketGet: Owner agent1, OwnerID 2), and agent1's own unlock.
+        assert_eq!(
+            helpdesk_actor(Some("agent1"), Some(2)),
+            "helpdesk:agent1 (user-id 2)"
+        );
+        assert_eq!(
+            unlocker(Some(2), Some(("agent1", 2)), &[]),
+            "helpdesk:agent1 (user-id 2)"
+        );
+        // The unlock timeout: the history names user 1, the owner stays agent1.
+        assert_eq!(
+            unlocker(Some(1), Some(("agent1", 2)), &[]),
+            "helpdesk:system (user-id 1)"
+        );
+        // Another agent's unlock: only its ID is known.
+        assert_eq!(
+            unlocker(Some(3), Some(("agent1", 2)), &[]),
+            "helpdesk:user-id 3"
+        );
+        // OTOBO's owner reset: the opener's name for the same ID.
+        let openers = ["helpdesk:agent1 (user-id 2)".to_string()];
+        assert_eq!(
+            unlocker(Some(2), Some(("root@localhost", 1)), &openers),
+            "helpdesk:agent1 (user-id 2)"
+        );
+        assert_eq!(
+            unlocker(None, Some(("agent1", 2)), &openers),
+            "helpdesk:unknown"
+        );
+        assert_eq!(helpdesk_actor(Some("agent1"), None), "helpdesk:agent1");
     }
 }

@@ -11,6 +11,8 @@ pub struct Ticket {
     pub lock: String,
     /// The agent who owns it, by login.
     pub owner: Option<String>,
+    /// The owner's user ID (the help desk's `OwnerID`), when it gives one.
+    pub owner_id: Option<u64>,
     /// The VM names the field holds, trimmed, in order, without duplicates. Unchecked; with
     /// access profiles an entry may name one (`web01:ssh`).
     pub vms: Vec<String>,

@@ -147,6 +147,8 @@ pub struct Http {
     retry_dropped: bool,
     /// What to add to the message of a connection closed without an answer.
     dropped_hint: &'static str,
+    /// An error answer that another try cannot change (the help desk's missing route).
+    permanent: fn(&Reply) -> bool,
     /// The client certificate this client logs in with, for messages.
     client_cert: Option<std::path::PathBuf>,
 }
@@ -223,6 +225,7 @@ impl Http {
             verbose,
             retry_dropped: true,
             dropped_hint: "",
+            permanent: |_| false,
             client_cert: endpoint.client.as_ref().map(|c| c.cert_path.clone()),
         })
     }
@@ -283,7 +286,11 @@ impl Http {
                 );
             }
             let wait = match &outcome {
-                Ok(reply) if matches!(reply.status, 429 | 500 | 502 | 503 | 504) && call.retry => {
+                Ok(reply)
+                    if matches!(reply.status, 429 | 500 | 502 | 503 | 504)
+                        && call.retry
+                        && !(self.permanent)(reply) =>
+                {
                     retry_after(reply, tries)
                 }
                 Ok(reply) if !reply.is_success() && also(reply, &mut call) => {
@@ -305,6 +312,12 @@ impl Http {
     pub fn no_retry_when_dropped(mut self, hint: &'static str) -> Self {
         self.retry_dropped = false;
         self.dropped_hint = hint;
+        self
+    }
+
+    /// Answers that `permanent` accepts are never retried, whatever their status.
+    pub fn permanent_when(mut self, permanent: fn(&Reply) -> bool) -> Self {
+        self.permanent = permanent;
         self
     }
 

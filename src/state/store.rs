@@ -70,7 +70,7 @@ pub struct Lease {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "is_active")]
     pub state: LeaseState,
-    /// Who opened it: the locking agent (`helpdesk:agent1`) or the OS user. Kept so that the
+    /// Who opened it: the locking agent (`helpdesk:agent1 (user-id 2)`) or the OS user. Kept so that the
     /// journal can name who held access when it ends, whoever the help desk says owns the
     /// ticket by then.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -36,7 +36,8 @@ fn everything_passes_on_a_good_setup() {
         passed[0]
     );
     assert!(
-        passed[4].contains("help desk field VMName: ticket 2026112310000011 (ID 2) has it: web01"),
+        // TicketSearch answers newest first (znuny7/39): ticket 3 is the newest.
+        passed[4].contains("help desk field VMName: ticket 2026112310000021 (ID 3) has it: web01"),
         "{}",
         passed[4]
     );
@@ -63,15 +64,15 @@ fn everything_passes_on_a_good_setup() {
     assert_eq!(world.vcenter.open_sessions(), 0);
     assert!(world.nsx.changes().is_empty(), "check changes nothing");
     assert!(
-        world.helpdesk.ticket(2).articles.is_empty(),
+        world.helpdesk.ticket(3).articles.is_empty(),
         "no note without --note"
     );
     assert_eq!(
-        world.helpdesk.ticket(2).lock,
+        world.helpdesk.ticket(3).lock,
         "unlock",
         "the probe changed nothing"
     );
-    // A second check reuses the session the first one kept.
+    // A second check logs in again: it never trusts a kept session (see below).
     assert_eq!(otnsx(&world, &["check"]).code, 0);
     let logins = world
         .helpdesk
@@ -79,7 +80,49 @@ fn everything_passes_on_a_good_setup() {
         .iter()
         .filter(|r| r.path.ends_with("/Session"))
         .count();
-    assert_eq!(logins, 1, "one session for both checks");
+    assert_eq!(logins, 2, "one login per check");
+}
+
+#[test]
+fn check_logs_in_afresh_and_asks_ticket_search() {
+    let world = World::new();
+    // An event keeps its session in the state directory for the next runs.
+    world.helpdesk.set_lock(2, "lock");
+    assert_eq!(otnsx(&world, &["2026112310000011", "2"]).code, 0);
+    assert!(world.state_dir().join("otrs.session").exists());
+    // The password changes at the help desk; the kept session still works there.
+    world
+        .helpdesk
+        .set_password("otnsx", "changed-at-the-help-desk");
+    let run = otnsx(&world, &["check", "--ticket", "2"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("✗ help desk ")
+            && run
+                .stdout
+                .contains("the help desk refused the login of \"otnsx\""),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("login as \"otnsx\" accepted"),
+        "{}",
+        run.stdout
+    );
+    // With the right password, --ticket still asks TicketSearch (check says it answers).
+    world
+        .helpdesk
+        .set_password("otnsx", crate::support::helpdesk::API_PASSWORD);
+    let before = world.helpdesk.requests().len();
+    let run = otnsx(&world, &["check", "--ticket", "2"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let searches: Vec<String> = world.helpdesk.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/Ticket"))
+        .map(|r| r.raw_query.clone())
+        .collect();
+    assert_eq!(searches.len(), 1, "{searches:?}");
+    assert!(searches[0].ends_with("&Limit=1"), "{searches:?}");
 }
 
 #[test]
@@ -233,7 +276,7 @@ fn check_finds_a_missing_route_and_a_missing_note_permission() {
     let failed = lines(&run.stdout, "✗");
     assert_eq!(failed.len(), 1, "{}", run.stdout);
     assert!(
-        failed[0].starts_with("✗ help desk operations: TicketUpdate on ticket ID 2"),
+        failed[0].starts_with("✗ help desk operations: TicketUpdate on ticket ID 3"),
         "{}",
         failed[0]
     );

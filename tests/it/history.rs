@@ -63,7 +63,7 @@ fn periods_follow_what_really_happened() {
         [
             (
                 "web01".into(),
-                "helpdesk:agent1".into(),
+                "helpdesk:agent1 (user-id 2)".into(),
                 "unlock".into(),
                 45 * 60
             ),

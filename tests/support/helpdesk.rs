@@ -1,6 +1,9 @@
 //! A fake OTRS 6 GenericTicketConnectorREST web service that answers like the recordings in
 //! `../shared/fixtures/otrs6/`: operation errors as HTTP 200 `{"Error":...}`, unknown routes
-//! as a text/plain 500, an unknown web service as an HTML 500, GET bodies ignored.
+//! as a text/plain 500, an unknown web service as an HTML 500, GET bodies ignored. otnsx's own
+//! exchanges (otrs6/25-34, znuny7/34-40) as recorded: TicketHistoryGet's entries and story
+//! (lock, notes, unlock, the unlock timeout's notification), `Connection` as the web service's
+//! KeepAlive says, TicketSearch newest first, the first article's keys.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -28,9 +31,48 @@ pub struct FakeTicket {
     pub notable: bool,
     /// The articles added through TicketUpdate, as received.
     pub articles: Vec<Value>,
-    /// Lock changes as the ticket's history records them: `Lock` or `Unlock`, and the ID of
-    /// the user who made them.
-    pub history: Vec<(String, u64)>,
+    /// The ticket's history after its creation, as TicketHistoryGet lists it (lock changes,
+    /// notes, and what the help desk adds to them), oldest first.
+    pub history: Vec<HistoryLine>,
+}
+
+/// One entry of a ticket's history, in the terms of the recordings (otrs6/26, 27;
+/// znuny7/35a-c).
+#[derive(Debug, Clone)]
+pub struct HistoryLine {
+    pub kind: &'static str,
+    /// The user who made it (`CreateBy`): 1 is the help desk itself (the unlock timeout).
+    pub by: u64,
+    /// The ticket's owner then (`OwnerID`).
+    pub owner_id: u64,
+    pub article_id: u64,
+    pub name: String,
+}
+
+impl HistoryLine {
+    fn new(kind: &'static str, by: u64, owner_id: u64, name: impl Into<String>) -> Self {
+        HistoryLine {
+            kind,
+            by,
+            owner_id,
+            article_id: 0,
+            name: name.into(),
+        }
+    }
+
+    /// `HistoryTypeID` as both help desks number the types.
+    fn type_id(&self) -> u64 {
+        match self.kind {
+            "NewTicket" => 1,
+            "SendAgentNotification" => 9,
+            "AddNote" => 15,
+            "Lock" => 17,
+            "Unlock" => 18,
+            "OwnerUpdate" => 23,
+            "Misc" => 25,
+            other => panic!("no HistoryTypeID for {other}"),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -41,6 +83,10 @@ struct State {
     owner_reset_on_unlock: bool,
     /// Answer TicketHistoryGet as a web service without that route does.
     hide_history: bool,
+    /// `Connection: close` and a closed connection after every answer, as the stock web
+    /// services (`KeepAlive: ''`) answer; else `Connection: Keep-Alive`, as the web service
+    /// otnsx ships (recordings otrs6/29b, 34; znuny7/34-40).
+    close_connections: bool,
     /// Answer TicketUpdate as a web service that maps it elsewhere does (Znuny 7's test
     /// sample: `POST /TicketUpdate`).
     hide_update: bool,
@@ -107,12 +153,31 @@ impl FakeHelpDesk {
 
     /// Locks or unlocks the ticket as the user with this ID (1: the system, as the daemon's
     /// unlock timeout), recorded in the ticket's history.
-    pub fn set_lock_by(&self, id: u64, lock: &str, user_id: u64) {
+    pub fn set_lock_by(&self, id: u64, lock: &str, by: u64) {
         let reset = self.state.lock().expect("state").owner_reset_on_unlock;
         self.update(id, |t| {
             t.lock = lock.into();
-            let kind = if lock == "lock" { "Lock" } else { "Unlock" };
-            t.history.push((kind.into(), user_id));
+            let owner = self::user_id(&t.owner);
+            if lock == "lock" {
+                // What an agent's lock click leaves (otrs6/26, znuny7/35a).
+                t.history.extend([
+                    HistoryLine::new("Lock", by, owner, "%%lock"),
+                    HistoryLine::new("Misc", by, owner, "Reset of unlock time."),
+                    HistoryLine::new("OwnerUpdate", by, owner, format!("%%{}%%{owner}", t.owner)),
+                ]);
+            } else {
+                t.history
+                    .push(HistoryLine::new("Unlock", by, owner, "%%unlock"));
+                if by == 1 {
+                    // The unlock timeout tells the owner (otrs6/27, znuny7/35c).
+                    t.history.push(HistoryLine::new(
+                        "SendAgentNotification",
+                        1,
+                        owner,
+                        format!("%%Ticket lock timeout notification%%{}%%Email", t.owner),
+                    ));
+                }
+            }
             if lock == "unlock" && reset {
                 t.owner = "root@localhost".into();
             }
@@ -122,6 +187,17 @@ impl FakeHelpDesk {
     /// A web service definition without TicketHistoryGet (the stock OTRS 6 one).
     pub fn hide_history(&self, on: bool) {
         self.state.lock().expect("state").hide_history = on;
+    }
+
+    /// Answer as a stock web service (`KeepAlive: ''`): `Connection: close`, then close.
+    pub fn close_connections(&self, on: bool) {
+        self.state.lock().expect("state").close_connections = on;
+    }
+
+    /// A session made by a SessionCreate that was not recorded (the recordings' SessionIDs).
+    pub fn add_session(&self, id: &str, user: &str) {
+        let mut state = self.state.lock().expect("state");
+        state.sessions.insert(id.into(), user.into());
     }
 
     pub fn hide_update(&self, on: bool) {
@@ -163,15 +239,29 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         return Response::new(500, "text/html", UNKNOWN_WEBSERVICE_PAGE);
     };
     let mut state = state.lock().expect("state");
+    let connection = if state.close_connections {
+        "close"
+    } else {
+        "Keep-Alive"
+    };
+    let mut response = operation(&mut state, req, route);
+    response
+        .headers
+        .push(("Connection".into(), connection.into()));
+    response
+}
+
+fn operation(state: &mut State, req: &Request, route: &str) -> Response {
+    let state = &mut *state;
     match (req.method.as_str(), route) {
-        ("POST", "/Session") => session_create(&mut state, req),
-        ("GET", r) if r.starts_with("/Ticket/") => ticket_get(&state, req, &r["/Ticket/".len()..]),
+        ("POST", "/Session") => session_create(state, req),
+        ("GET", r) if r.starts_with("/Ticket/") => ticket_get(state, req, &r["/Ticket/".len()..]),
         ("PATCH", r) if r.starts_with("/Ticket/") && !state.hide_update => {
-            ticket_update(&mut state, req, &r["/Ticket/".len()..])
+            ticket_update(state, req, &r["/Ticket/".len()..])
         }
-        ("GET", "/Ticket") => ticket_search(&state, req),
+        ("GET", "/Ticket") => ticket_search(state, req),
         ("GET", r) if r.starts_with("/TicketHistory/") && !state.hide_history => {
-            ticket_history(&state, req, &r["/TicketHistory/".len()..])
+            ticket_history(state, req, &r["/TicketHistory/".len()..])
         }
         _ => Response::new(
             500,
@@ -236,9 +326,12 @@ fn ticket_search(state: &State, req: &Request) -> Response {
         .query_value("Limit")
         .and_then(|l| l.parse().ok())
         .unwrap_or(500);
+    // Newest first, the help desks' default order (SortBy Age, OrderBy Down): Limit=1 gives
+    // the newest readable ticket (znuny7/39).
     let ids: Vec<String> = state
         .tickets
         .iter()
+        .rev()
         .filter(|(_, t)| t.readable)
         .filter(|(_, t)| locks.is_empty() || locks.contains(&t.lock))
         .map(|(id, _)| id.to_string())
@@ -320,7 +413,20 @@ fn ticket_update(state: &mut State, req: &Request, id: &str) -> Response {
             article["IsVisibleForCustomer"] = json!(1);
         }
         ticket.articles.push(article);
-        answer["ArticleID"] = json!(4 + ticket.articles.len());
+        let article_id = 4 + ticket.articles.len() as u64;
+        answer["ArticleID"] = json!(article_id);
+        // The note and the unlock-time reset every agent article brings (otrs6/26, znuny7/35b).
+        let (by, owner) = (
+            user_id(user.as_deref().unwrap_or("")),
+            user_id(&ticket.owner),
+        );
+        ticket.history.extend([
+            HistoryLine {
+                article_id,
+                ..HistoryLine::new("AddNote", by, owner, "%%GenericInterface Note")
+            },
+            HistoryLine::new("Misc", by, owner, "Reset of unlock time."),
+        ]);
     }
     json_utf8(answer.to_string())
 }
@@ -345,22 +451,26 @@ fn ticket_history(state: &State, req: &Request, id: &str) -> Response {
             &format!("TicketHistoryGet: User does not have access to the ticket {id}!"),
         );
     };
-    let mut history = vec![
-        json!({"HistoryType": "NewTicket", "HistoryTypeID": 1, "CreateBy": 1,
-        "CreateTime": "2026-11-23 15:35:54", "Name": "%%new ticket", "TicketID": id}),
-    ];
-    for (kind, user) in &ticket.history {
-        let (type_id, name) = if kind == "Lock" {
-            (17, "%%lock")
-        } else {
-            (18, "%%unlock")
-        };
-        history.push(
-            json!({"HistoryType": kind, "HistoryTypeID": type_id, "CreateBy": user,
-            "CreateTime": "2026-11-23 15:36:43", "Name": name, "TicketID": id}),
-        );
-    }
-    json_utf8(json!({"TicketHistory": [{"TicketID": id, "History": history}]}).to_string())
+    // Every entry has the recordings' keys and value types: TicketID a string, the IDs numbers.
+    let entry = |line: &HistoryLine| {
+        json!({"ArticleID": line.article_id, "CreateBy": line.by,
+            "CreateTime": "2026-12-06 11:44:21", "HistoryType": line.kind,
+            "HistoryTypeID": line.type_id(), "Name": line.name, "OwnerID": line.owner_id,
+            "PriorityID": 3, "QueueID": 2, "StateID": 4, "TicketID": id.to_string(), "TypeID": 1})
+    };
+    let created = HistoryLine::new(
+        "NewTicket",
+        1,
+        1,
+        format!("%%{}%%Raw%%3 normal%%open%%{id}", ticket.number),
+    );
+    let history: Vec<Value> = std::iter::once(&created)
+        .chain(&ticket.history)
+        .map(entry)
+        .collect();
+    json_utf8(
+        json!({"TicketHistory": [{"TicketID": id.to_string(), "History": history}]}).to_string(),
+    )
 }
 
 fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
@@ -385,7 +495,7 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
     // The keys and value types of fixture 07 (TicketGet after lock).
     let mut body = json!({
         "ArchiveFlag": "n", "UnlockTimeout": 1_795_448_203, "Title": format!("VM request {id}"),
-        "RealTillTimeNotUsed": 0, "TypeID": 1, "OwnerID": 2, "CreateBy": 2,
+        "RealTillTimeNotUsed": 0, "TypeID": 1, "OwnerID": user_id(&ticket.owner), "CreateBy": 2,
         "PriorityColor": "#cdcdcd", "SLAID": "", "StateType": "new", "TimeUnit": 0, "StateID": 1,
         "QueueID": 2, "Responsible": "root@localhost", "EscalationTime": 0,
         "TicketNumber": ticket.number, "ServiceID": "", "Created": "2026-11-23 15:35:54",
@@ -416,9 +526,16 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
             json!({"ArticleID": 1, "ArticleType": "email-external", "SenderType": "customer",
                    "Subject": "Initial", "Body": "Please patch web01", "TicketID": id})
         } else {
-            json!({"ArticleID": 1, "ArticleNumber": 1, "CommunicationChannelID": 3,
-                   "IsVisibleForCustomer": 1, "SenderType": "customer", "Subject": "Initial",
-                   "Body": "Please patch web01", "TicketID": id})
+            // The keys and value types of otrs6/30 and znuny7/38 (the customer's phone call).
+            json!({"ArticleID": 1, "ArticleNumber": 1, "Bcc": "", "Body": "Please patch web01",
+                   "Cc": "", "ChangeBy": 2, "ChangeTime": "2026-12-06 11:44:22",
+                   "Charset": "utf8", "CommunicationChannelID": 2, "ContentCharset": "utf8",
+                   "ContentType": "text/plain; charset=utf8", "CreateBy": 2,
+                   "CreateTime": "2026-12-06 11:44:22", "From": "customer@example.com",
+                   "InReplyTo": "", "IncomingTime": 1_796_557_462, "IsVisibleForCustomer": 1,
+                   "MessageID": "", "MimeType": "text/plain", "References": "", "ReplyTo": "",
+                   "SenderType": "customer", "SenderTypeID": "3", "Subject": "Initial",
+                   "TicketID": id, "TimeUnit": 0, "To": ""})
         };
         let limit: usize = req
             .query_value("ArticleLimit")
@@ -431,6 +548,18 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
         body["Article"] = json!(articles);
     }
     json_utf8(json!({"Ticket": [body]}).to_string())
+}
+
+/// The user ID of a login, as the recordings' help desks number their users (root@localhost 1,
+/// agent1 2, agent2 3, otnsx 4); any other login a later one.
+pub fn user_id(login: &str) -> u64 {
+    match login {
+        "root@localhost" => 1,
+        "agent1" => 2,
+        "agent2" => 3,
+        API_USER => 4,
+        _ => 99,
+    }
 }
 
 const UNKNOWN_WEBSERVICE_PAGE: &str = "<html>\n<head><title>An Error Occurred</title></head>\n<body>\n<h1>An Error Occurred</h1>\n<p>500 Internal Server Error</p>\n</body>\n</html>\n";

@@ -290,7 +290,11 @@ fn serve_connection(stream: impl Peer, handler: &Handler, log: &Mutex<Vec<Reques
             .lock()
             .expect("spans")
             .push((arrived, std::time::Instant::now()));
-        if written.is_err() || response.truncate.is_some() {
+        let close = response
+            .headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close"));
+        if written.is_err() || response.truncate.is_some() || close {
             return;
         }
     }
@@ -357,7 +361,15 @@ fn write_response(writer: &mut impl Write, response: &Response) -> std::io::Resu
     if response.status != 204 {
         head.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
     }
-    head.push_str("Connection: keep-alive\r\n\r\n");
+    // The fake's own Connection header, unless it answers as a server that says otherwise.
+    if !response
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("connection"))
+    {
+        head.push_str("Connection: keep-alive\r\n");
+    }
+    head.push_str("\r\n");
     let body = match response.truncate {
         Some(at) => &response.body[..at.min(response.body.len())],
         None => &response.body[..],

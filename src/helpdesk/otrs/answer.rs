@@ -77,6 +77,8 @@ pub struct TicketData {
     pub lock: Option<Scalar>,
     #[serde(rename = "Owner")]
     pub owner: Option<Scalar>,
+    #[serde(rename = "OwnerID")]
+    pub owner_id: Option<Scalar>,
     /// Present with `DynamicFields=1`.
     #[serde(rename = "DynamicField")]
     pub fields: Option<Vec<Field>>,

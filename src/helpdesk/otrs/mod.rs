@@ -39,6 +39,9 @@ pub struct Otrs {
     /// The help desk's generation as its articles showed it: 5, or 6 for 6 and later.
     generation: Mutex<Option<u32>>,
     session: Mutex<SessionState>,
+    /// Whether the web service was found to have no TicketHistoryGet route (OTRS 4/5's
+    /// GenericTicketConnectorREST, kept by upgraded sites): asked and said once per run.
+    history_missing: std::sync::atomic::AtomicBool,
     /// Where the SessionID is kept between runs (mode 0600), if anywhere.
     session_file: Option<PathBuf>,
     /// Until when reading may take (the run's deadline less the part kept for closing in
@@ -70,7 +73,9 @@ impl Otrs {
         Ok(Otrs {
             session_file,
             http: Http::new("help desk", &config.endpoint, deadline, verbose)?
-                .no_retry_when_dropped(WEB_SERVICE_HINT),
+                .no_retry_when_dropped(WEB_SERVICE_HINT)
+                .permanent_when(no_such_route),
+            history_missing: std::sync::atomic::AtomicBool::new(false),
             user: config.endpoint.user.clone(),
             password: config.endpoint.password.clone(),
             vm_field: config.vm_field.clone(),
@@ -150,15 +155,33 @@ impl Otrs {
 
     /// The ID of the user who last unlocked the ticket, from TicketHistoryGet (the `CreateBy`
     /// of its latest `Unlock` entry), if the history has one.
+    ///
+    /// A web service without the TicketHistoryGet route answers HTTP 500 "determine
+    /// Operation": that is permanent (never retried), said in the first call's error, and every
+    /// later call of the run answers `None` without asking.
     pub fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
-        let body: TicketHistoryGet = self
-            .authed("TicketHistoryGet", |session| {
-                Call::new(
-                    Method::GET,
-                    format!("/TicketHistory/{id}{}", query([("SessionID", session)])),
-                )
-            })
-            .with_context(|| format!("reading the history of ticket ID {id}"))?;
+        use std::sync::atomic::Ordering;
+        if self.history_missing.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let body: TicketHistoryGet = match self.authed("TicketHistoryGet", |session| {
+            Call::new(
+                Method::GET,
+                format!("/TicketHistory/{id}{}", query([("SessionID", session)])),
+            )
+        }) {
+            Ok(body) => body,
+            Err(e) if format!("{e:#}").contains(NO_SUCH_ROUTE) => {
+                self.history_missing.store(true, Ordering::Relaxed);
+                return Err(fault(
+                    Exit::Unavailable,
+                    "the help desk's web service has no TicketHistoryGet route (as OTRS 4/5's GenericTicketConnectorREST, kept by upgraded sites), so who unlocks a ticket is journaled as helpdesk:unknown; import dist/helpdesk/GenericTicketConnectorREST-otnsx.yml (README, help-desk set-up)",
+                ));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading the history of ticket ID {id}"));
+            }
+        };
         let history = body
             .tickets
             .into_iter()
@@ -200,12 +223,8 @@ impl Otrs {
     }
 
     /// A ticket to check the VM field on: `wanted`, else any ticket the API user may read
-    /// (TicketSearch with `Limit=1`), else none. Logs in either way.
+    /// (TicketSearch with `Limit=1`, asked either way: `check` says it answers), else none.
     pub fn any_ticket(&self, wanted: Option<u64>) -> anyhow::Result<Option<u64>> {
-        self.session_id()?;
-        if wanted.is_some() {
-            return Ok(wanted);
-        }
         let body: TicketSearch = self
             .authed("TicketSearch", |session| {
                 Call::new(
@@ -214,7 +233,8 @@ impl Otrs {
                 )
             })
             .context("searching the help desk for a ticket")?;
-        Ok(parse_search(&body)?.into_iter().next())
+        let found = parse_search(&body)?.into_iter().next();
+        Ok(wanted.or(found))
     }
 
     /// TicketSearch for every locked ticket the API user may read.
@@ -418,8 +438,19 @@ impl crate::helpdesk::HelpDesk for Otrs {
     }
 }
 
+/// How the GenericInterface answers (HTTP 500, text/plain) a request its web service has no
+/// route for. Another try gets the same.
+const NO_SUCH_ROUTE: &str = "HTTP::REST Error while determine Operation";
+
+/// The help desk's answer for a route the web service lacks (recordings otrs6/33, otrs6/19).
+fn no_such_route(reply: &Reply) -> bool {
+    reply.status == 500
+        && reply.media_type() == "text/plain"
+        && reply.body.trim_start().starts_with(NO_SUCH_ROUTE)
+}
+
 /// What a wrong web service name in `otrs.url` looks like to otnsx, and what to do.
-pub const WEB_SERVICE_HINT: &str = "; check the web service name in otrs.url (it must end with …/Webservice/GenericTicketConnectorREST, the name the help desk's web service has)";
+pub const WEB_SERVICE_HINT: &str = "; check the web service name in otrs.url (it must end with …/Webservice/NAME, the name the help desk's web service has: GenericTicketConnectorREST unless it was imported under another)";
 
 /// Turns the help desk's answer into JSON or a clear error.
 fn answer(operation: &str, user: &str, reply: &Reply) -> anyhow::Result<Value> {
@@ -646,6 +677,7 @@ pub fn parse_ticket(body: &TicketGet, vm_field: &str) -> anyhow::Result<Ticket> 
         locked: lock == LOCKED,
         lock,
         owner,
+        owner_id: ticket.owner_id.as_ref().and_then(answer::Scalar::id),
         vms,
         profile: None,
     })
