@@ -52,6 +52,22 @@ hd_times=()
 hd_step() { hd_times+=("$1 $(hd_since "$hd_step_t")s"); hd_step_t=$EPOCHREALTIME; }
 hd_step_t=$hd_t0
 
+# An earlier stand-up on this machine (a developer's, or a run killed half-way) may still run:
+# its daemons and Apache stopped, and the help desks' users left without processes, so that the
+# scripts' --fresh removal can delete them.
+helpdesks_stop
+if [ -f "$hd_etc/harness.env" ]; then
+  hd_old=$(sed -n 's/^PID=//p' "$hd_etc/harness.env")
+  [ -n "$hd_old" ] && kill "$hd_old" 2>/dev/null || true
+fi
+for hd_user in znuny otrs; do
+  if id "$hd_user" >/dev/null 2>&1; then
+    pkill -u "$hd_user" 2>/dev/null || true
+    for _ in $(seq 50); do pgrep -u "$hd_user" >/dev/null || break; sleep 0.1; done
+    pkill -KILL -u "$hd_user" 2>/dev/null || true
+  fi
+done
+
 for f in setup-znuny7.sh setup-otrs6.sh znuny-7.0.19.tar.xz otrs-6.0.30.tar.xz; do
   [ -f "$hd_dir/$f" ] || { echo ".ci/helpdesks.sh: $hd_dir/$f is missing" >&2; exit 1; }
 done
