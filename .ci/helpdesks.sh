@@ -186,12 +186,7 @@ fi
 # none on a weekend, so the unlock-timeout test would find nothing unlocked: a 24/7 calendar,
 # as setup-znuny7.sh writes for Znuny (setup-otrs6.sh does not).
 if ! grep -q "TimeWorkingHours" /opt/otrs6/Kernel/Config.pm; then
-  sed -i "0,/^    return 1;/s//    # .ci\/helpdesks.sh: a 24\/7 working-time calendar for the unlock timeout\
-    \$Self->{TimeWorkingHours} = { map { \$_ => [ 0 .. 23 ] } qw(Mon Tue Wed Thu Fri Sat Sun) };\
-    \$Self->{TimeVacationDays}        = {};\
-    \$Self->{TimeVacationDaysOneTime} = {};\
-\
-    return 1;/" /opt/otrs6/Kernel/Config.pm
+  perl -0pi -e 's/^(    return 1;)/    # .ci\/helpdesks.sh: a 24\/7 working-time calendar for the unlock timeout\n    \$Self->{TimeWorkingHours} = { map { \$_ => [ 0 .. 23 ] } qw(Mon Tue Wed Thu Fri Sat Sun) };\n    \$Self->{TimeVacationDays}        = {};\n    \$Self->{TimeVacationDaysOneTime} = {};\n\n$1/m' /opt/otrs6/Kernel/Config.pm
 fi
 grep -q "TimeWorkingHours" /opt/otrs6/Kernel/Config.pm
 runuser -u otrs -- /opt/otrs6/bin/otrs.Daemon.pl start >/dev/null 2>&1 </dev/null

@@ -254,6 +254,10 @@ fn on(name: &str, test: impl FnOnce(&Desk)) {
         return;
     };
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // Each test starts with nothing open (a test that failed may have left a ticket locked).
+    let run = desk.otnsx(&["revoke", "--all"]);
+    assert!([0, 1].contains(&run.code), "{}: {run:?}", desk.name);
+    assert!(desk.tagged().is_empty(), "{}: {run:?}", desk.name);
     test(&desk);
 }
 
