@@ -167,14 +167,25 @@ pub(super) fn run_password_command(argv: &[String], timeout: Duration) -> Result
     }
     let [stdout, stderr] = output.map(Option::unwrap_or_default);
     if !status.success() {
-        let said = String::from_utf8_lossy(&stderr);
-        let said: String = said
+        // What the command printed on stdout may be the secret itself: none of it is echoed,
+        // nor any known secret (`printable` scrubs those), before the line is shortened.
+        let mut said = String::from_utf8_lossy(&stderr)
             .lines()
             .next()
             .unwrap_or("")
-            .chars()
-            .take(200)
+            .to_string();
+        let printed = String::from_utf8_lossy(&stdout);
+        let mut printed: Vec<&str> = printed
+            .lines()
+            .flat_map(|line| [line, line.trim()])
+            .filter(|line| !line.is_empty())
             .collect();
+        printed.sort_by_key(|line| std::cmp::Reverse(line.len()));
+        for line in printed {
+            said = said.replace(line, crate::secrets::REDACTED);
+        }
+        let said = crate::secrets::scrub(&said);
+        let said: String = said.chars().take(200).collect();
         return Err(format!(
             "{program} failed ({status}): {}",
             crate::escape::printable(&said)

@@ -18,14 +18,91 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether a query key names a secret: a password, a token, a key, a signature and the like
+/// (percent-escapes decoded, case ignored).
+fn secret_key(key: &str) -> bool {
+    let bytes = key.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    let key = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    [
+        "pass", "pwd", "token", "secret", "key", "auth", "cred", "sig", "session", "cookie",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// `url` as it may be echoed in a message: the password of its user information and the
+/// values of query keys that hold secrets (`password=`, `sslpassword=`, `token=`, ...) become
+/// `(redacted)`. Whatever else is wrong with the URL, the secret in it is never printed. The
+/// user information is taken to end at the last `@` (a password may hold `/`, `?` or `#`), so
+/// a URL that is no URL may show less than it could, never more.
+pub(super) fn redacted(url: &str) -> String {
+    let redacted = crate::secrets::REDACTED;
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let (head, rest) = url.split_at(start);
+    let (info, rest) = match rest.rsplit_once('@') {
+        Some((info, host)) => match info.split_once(':') {
+            Some((user, _)) => (format!("{user}:{redacted}@"), host),
+            None => (format!("{info}@"), host),
+        },
+        None => (String::new(), rest),
+    };
+    let rest = match rest.split_once('?') {
+        None => rest.to_string(),
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((q, f)) => (q, Some(f)),
+                None => (query, None),
+            };
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| {
+                    pair.split(';')
+                        .map(|pair| match pair.split_once('=') {
+                            Some((key, _)) if secret_key(key) => format!("{key}={redacted}"),
+                            _ => pair.to_string(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(";")
+                })
+                .collect();
+            let mut out = format!("{path}?{}", query.join("&"));
+            if let Some(fragment) = fragment {
+                out.push('#');
+                out.push_str(fragment);
+            }
+            out
+        }
+    };
+    format!("{head}{info}{rest}")
+}
+
 /// Accepts `https://host[:port][/path]`, and `http://` only for a loopback host (credentials
 /// never cross a network in clear). Returns the URL without a trailing slash. Parsed by the
 /// `http` crate's URI parser, which the HTTP client uses too.
 pub(super) fn check_url(url: &str) -> Result<String, String> {
-    let not_a_url = || format!("{url:?} is not a URL like https://host.example.com");
+    let shown = redacted(url);
+    let not_a_url = || format!("{shown:?} is not a URL like https://host.example.com");
     if url.contains(['?', '#', ' ']) {
         return Err(format!(
-            "{url:?} must not contain a query, a fragment or spaces"
+            "{shown:?} must not contain a query, a fragment or spaces"
         ));
     }
     let uri: ureq::http::Uri = url.parse().map_err(|_| not_a_url())?;
@@ -39,14 +116,14 @@ pub(super) fn check_url(url: &str) -> Result<String, String> {
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
+        return Err(format!("{shown:?} has no host"));
     }
     let port = authority
         .as_str()
         .rsplit_once(']')
         .map_or(authority.as_str(), |(_, p)| p);
     if port.contains(':') && authority.port_u16().is_none() {
-        return Err(format!("{url:?} has an invalid port"));
+        return Err(format!("{shown:?} has an invalid port"));
     }
     match uri.scheme_str() {
         Some("https") => {}
@@ -54,7 +131,7 @@ pub(super) fn check_url(url: &str) -> Result<String, String> {
         Some("http") => {
             return Err("plain http is allowed only for a loopback host; use https".into());
         }
-        _ => return Err(format!("{url:?} is not an http(s) URL")),
+        _ => return Err(format!("{shown:?} is not an http(s) URL")),
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -73,22 +150,23 @@ pub(super) struct DatabaseUrl {
 /// named, no password (it comes from password_file and the like) and no parameters (TLS is
 /// decided by otnsx: always, but to a loopback address).
 pub(super) fn check_database_url(url: &str) -> Result<DatabaseUrl, String> {
+    let shown = redacted(url);
     let example = "like postgres://otnsx@db.example.com/otnsx";
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
-        .ok_or_else(|| format!("{url:?} is not a postgres:// URL {example}"))?;
+        .ok_or_else(|| format!("{shown:?} is not a postgres:// URL {example}"))?;
     if rest.contains(['?', '#', ' ']) {
         return Err(format!(
-            "{url:?} must not carry parameters, a fragment or spaces (TLS is always verified; ca_file names the CA)"
+            "{shown:?} must not carry parameters, a fragment or spaces (TLS is always verified; ca_file names the CA)"
         ));
     }
     let (authority, dbname) = rest
         .split_once('/')
-        .ok_or_else(|| format!("{url:?} names no database; write it {example}"))?;
+        .ok_or_else(|| format!("{shown:?} names no database; write it {example}"))?;
     let (user, hostport) = authority
         .rsplit_once('@')
-        .ok_or_else(|| format!("{url:?} names no user; write it {example}"))?;
+        .ok_or_else(|| format!("{shown:?} names no user; write it {example}"))?;
     if user.contains(':') {
         return Err("must not carry the password; use password_file".into());
     }
@@ -112,7 +190,7 @@ pub(super) fn check_database_url(url: &str) -> Result<DatabaseUrl, String> {
         Some(v6) => {
             let (host, after) = v6
                 .split_once(']')
-                .ok_or_else(|| format!("{url:?} has an unclosed [ in its host"))?;
+                .ok_or_else(|| format!("{shown:?} has an unclosed [ in its host"))?;
             (host, after.strip_prefix(':'))
         }
         None => match hostport.rsplit_once(':') {
@@ -122,14 +200,14 @@ pub(super) fn check_database_url(url: &str) -> Result<DatabaseUrl, String> {
     };
     if host.is_empty() || host.starts_with('/') {
         return Err(format!(
-            "{url:?} has no host (a Unix socket is not supported: name the TCP address)"
+            "{shown:?} has no host (a Unix socket is not supported: name the TCP address)"
         ));
     }
     if !host
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
     {
-        return Err(format!("{url:?}: the host is not a host name or address"));
+        return Err(format!("{shown:?}: the host is not a host name or address"));
     }
     let port = match port {
         None => 5432,
@@ -137,7 +215,7 @@ pub(super) fn check_database_url(url: &str) -> Result<DatabaseUrl, String> {
             .parse::<u16>()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| format!("{url:?} has an invalid port"))?,
+            .ok_or_else(|| format!("{shown:?} has an invalid port"))?,
     };
     Ok(DatabaseUrl {
         loopback: is_loopback(host),
@@ -181,6 +259,40 @@ mod tests {
         assert!(check_url("https://:443").is_err());
         assert!(check_url("https://a.example:").is_err());
         assert!(check_url("a.example").is_err());
+    }
+
+    #[test]
+    fn secrets_in_urls_are_redacted() {
+        for (url, shown) in [
+            (
+                "postgres://u:pw0secret@host/db?sslmode=require",
+                "postgres://u:(redacted)@host/db?sslmode=require",
+            ),
+            (
+                "https://admin:pw0secret@nsx.example/api",
+                "https://admin:(redacted)@nsx.example/api",
+            ),
+            (
+                "postgres://u:p/w?0secret@host/db",
+                "postgres://u:(redacted)@host/db",
+            ),
+            (
+                "postgres://u@host/db?sslmode=require&password=pw0secret",
+                "postgres://u@host/db?sslmode=require&password=(redacted)",
+            ),
+            (
+                "postgres://u@host/db?SSLPassword=pw0secret#x",
+                "postgres://u@host/db?SSLPassword=(redacted)#x",
+            ),
+            (
+                "https://a.example/?a=1;access_%74oken=pw0secret",
+                "https://a.example/?a=1;access_%74oken=(redacted)",
+            ),
+            ("u:pw0secret@host", "u:(redacted)@host"),
+            ("https://a.example/x", "https://a.example/x"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
     }
 
     #[test]

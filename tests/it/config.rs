@@ -387,3 +387,94 @@ fn a_config_that_is_no_regular_file_or_too_large_is_refused_at_once() {
         );
     }
 }
+
+#[test]
+fn a_secret_in_a_url_is_never_echoed_whatever_is_reported_first() {
+    let world = World::new();
+    let secret = "url-secret-pw0";
+    let postgres =
+        "\n[state]\nbackend = \"postgres\"\npassword_file = \"/nonexistent/db.secret\"\n";
+    for (section, url) in [
+        (
+            "state",
+            format!("postgres://u:{secret}@db.example/db?sslmode=require"),
+        ),
+        ("state", format!("postgresql://u:p/w{secret}@db.example/db")),
+        (
+            "state",
+            format!("postgres://u@db.example/db?password={secret}"),
+        ),
+        (
+            "state",
+            format!("postgres://u@db.example/db?sslmode=require&sslpassword={secret}"),
+        ),
+        ("nsx", format!("https://admin:{secret}@nsx.example/api?x=1")),
+        (
+            "otrs",
+            format!("https://helpdesk.example/otrs?token={secret}"),
+        ),
+        ("vcenter", format!("ftp://admin:{secret}@vc.example")),
+    ] {
+        // The deadline's problem is reported before the URL's.
+        let mut text = world
+            .config_text()
+            .replace("deadline = \"10s\"", "deadline = \"soon\"");
+        if section == "state" {
+            text.push_str(&format!("{postgres}url = \"{url}\"\n"));
+        } else {
+            let start = text.find(&format!("[{section}]\n")).unwrap();
+            let from = start + text[start..].find("url = ").unwrap();
+            let end = from + text[from..].find('\n').unwrap();
+            text.replace_range(from..end, &format!("url = \"{url}\""));
+        }
+        world.write_config(&text);
+        let run = otnsx(&world, &["grant", "--vm", "web01"]);
+        assert_eq!(run.code, 78, "{url}: {run:?}");
+        assert!(run.stderr.contains("deadline: \"soon\""), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{section}.url: ")),
+            "{url}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains(secret) && !run.stdout.contains(secret),
+            "{url}: {run:?}"
+        );
+    }
+    assert!(world.nsx.requests().is_empty());
+}
+
+#[test]
+fn a_failing_password_commands_stderr_is_shown_without_any_secret() {
+    let world = World::new();
+    let dir = world.dir.path().display().to_string();
+    let other = crate::support::vcenter::PASSWORD;
+    let command = script(
+        &world,
+        "leaky.sh",
+        &format!(
+            "echo 'cmd-stdout-pw0'\necho 'vault: sealed; got cmd-stdout-pw0 and {other}' >&2\nexit 1"
+        ),
+    );
+    let text = world.config_text().replace(
+        &format!("password_file = \"{dir}/nsx.secret\""),
+        &format!("password_command = [\"{command}\"]"),
+    );
+    world.write_config(&text);
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "nsx.password_command: {command} failed (exit status: 1): vault: sealed; got (redacted) and (redacted)"
+        )),
+        "{}",
+        run.stderr
+    );
+    for secret in ["cmd-stdout-pw0", other] {
+        assert!(
+            !run.stderr.contains(secret) && !run.stdout.contains(secret),
+            "{secret}: {run:?}"
+        );
+    }
+    assert!(world.nsx.requests().is_empty());
+}
