@@ -68,20 +68,30 @@ pub fn shorten(text: &str) -> String {
     format!("{head}...({} more characters)", count - ECHO)
 }
 
-/// Serialized JSON with known secrets scrubbed, and C1 controls and bidi characters as
-/// `\uXXXX` (serde_json escapes only C0). Such characters appear only inside strings, where
-/// the escape means the same.
+/// Whether a JSON reader may choke on `c` raw inside a string, although JSON allows it: DEL,
+/// the C1 controls, the bidi characters, U+2028 and U+2029 (line breaks to JavaScript and to
+/// line-splitting readers), the byte-order mark and the noncharacters U+FFFE and U+FFFF.
+/// serde_json escapes the C0 controls itself; outside strings, serialized JSON is ASCII.
+fn json_escaped(c: char) -> bool {
+    (is_hostile(c) && (c == '\u{7f}' || !c.is_ascii()))
+        || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+}
+
+/// Serialized JSON with known secrets scrubbed, and every character a reader may choke on
+/// ([`json_escaped`]: DEL, C1, bidi, U+2028/U+2029, ...) as `\uXXXX`. Such characters appear
+/// only inside strings, where the escape means the same. The result holds no character that
+/// [`printable`] escapes, so `outln!` prints it as it is.
 pub fn json(text: String) -> String {
     let text = match crate::secrets::scrub(&text) {
         std::borrow::Cow::Borrowed(_) => text,
         std::borrow::Cow::Owned(scrubbed) => scrubbed,
     };
-    if text.is_ascii() || !text.chars().any(|c| is_hostile(c) && !c.is_ascii()) {
+    if !text.chars().any(json_escaped) {
         return text;
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if is_hostile(c) && !c.is_ascii() {
+        if json_escaped(c) {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 let _ = write!(out, "\\u{unit:04x}");
@@ -125,5 +135,21 @@ mod tests {
         assert_eq!(safe, "\"a\\u0085b\\u202ec\\u0001\"");
         let back: String = serde_json::from_str(&safe).expect("still JSON");
         assert_eq!(back, "a\u{85}b\u{202E}c\u{1}");
+    }
+
+    #[test]
+    fn json_escapes_del_and_line_separators_and_survives_printing() {
+        let raw = "a\u{7f}b\u{2028}c\u{2029}d\u{9f}e\u{feff}f\u{0}\u{1f}";
+        let safe = json(serde_json::to_string(&raw).expect("json"));
+        assert_eq!(
+            safe,
+            "\"a\\u007fb\\u2028c\\u2029d\\u009fe\\ufefff\\u0000\\u001f\""
+        );
+        assert_eq!(printable_lines(&safe), safe, "outln! leaves it alone");
+        let back: String = serde_json::from_str(&safe).expect("still JSON");
+        assert_eq!(back, raw);
+        let pretty = json(serde_json::to_string_pretty(&[raw]).expect("json"));
+        assert!(pretty.contains('\n'), "{pretty}");
+        assert_eq!(printable_lines(&pretty), pretty);
     }
 }

@@ -244,3 +244,97 @@ fn a_retry_after_beyond_the_deadline_exits_75_at_once() {
     assert!(world.leases().is_empty());
     assert_eq!(world.journal().last().unwrap()["action"], "error");
 }
+
+/// Every line of `text` (that `keep` keeps) parses with serde_json and with Python's `json`;
+/// returns the lines parsed.
+fn strict_json_lines(what: &str, text: &str, keep: impl Fn(&str) -> bool) -> usize {
+    use std::io::Write as _;
+    let lines: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
+    for line in &lines {
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(line) {
+            panic!("{what}: serde_json: {e}: {line:?}");
+        }
+    }
+    let mut python = std::process::Command::new("python3")
+        .args(["-c", "import json,sys\nfor l in sys.stdin: json.loads(l)"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut stdin = python.stdin.take().unwrap();
+    for line in &lines {
+        stdin.write_all(line.as_bytes()).unwrap();
+        stdin.write_all(b"\n").unwrap();
+    }
+    drop(stdin);
+    let out = python.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: python's json: {}\n{lines:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines.len()
+}
+
+#[test]
+fn every_json_output_parses_whatever_the_vm_field_holds() {
+    let world = World::new();
+    let mut hostile = String::from("web");
+    hostile.extend(
+        (0u32..0x20)
+            .chain([0x7f])
+            .chain(0x80..0xa0)
+            .filter_map(char::from_u32),
+    );
+    hostile.extend(['\u{2028}', '\u{2029}', '\u{feff}', '\u{202e}']);
+    world
+        .helpdesk
+        .update(T2.0, |t| t.vm_field = serde_json::json!([hostile]));
+    assert_eq!(lock(&world, T2).code, 65);
+    // A VM of that name carries the tag with no lease: status shows it, reconcile closes it.
+    world.nsx.add_vm("vm-77", &hostile);
+    world.nsx.attach_by_hand(crate::support::TAG_ID, "vm-77");
+    let status = otnsx(&world, &["status", "--json"]);
+    assert_eq!(status.code, 0, "{status:?}");
+    let report: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert!(
+        // (NSX-V's XML turns the carriage return into a line feed.)
+        report["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["vm_id"] == "vm-77"
+                && v["vm"]
+                    .as_str()
+                    .unwrap()
+                    .contains("\u{1f}\u{7f}\u{80}\u{81}")),
+        "{}",
+        status.stdout
+    );
+    // Pretty-printed: one document over many lines; Python reads it whole.
+    strict_json_lines("status --json", &status.stdout.replace('\n', " "), |_| true);
+    let reconcile = otnsx(&world, &["reconcile", "--json"]);
+    assert_eq!(reconcile.code, 0, "{reconcile:?}");
+    assert!(reconcile.stdout.contains("\\u007f"), "{}", reconcile.stdout);
+    assert_eq!(
+        strict_json_lines("reconcile --json", &reconcile.stdout, |_| true),
+        1
+    );
+    let history = otnsx(&world, &["history", "--json"]);
+    assert_eq!(history.code, 0, "{history:?}");
+    assert!(history.stdout.contains("\\u007f"), "{}", history.stdout);
+    strict_json_lines("history --json", &history.stdout.replace('\n', " "), |_| {
+        true
+    });
+    let journal = std::fs::read_to_string(world.state_dir().join("journal.jsonl")).unwrap();
+    strict_json_lines("journal", &journal, |_| true);
+    // The journal cannot take the refusal: its entries go to stderr, one JSON line each.
+    let path = world.state_dir().join("journal.jsonl");
+    std::fs::rename(&path, world.state_dir().join("journal.aside")).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 74, "{run:?}");
+    let fallback = strict_json_lines("stderr", &run.stderr, |l| l.starts_with('{'));
+    assert!(fallback > 0, "{}", run.stderr);
+    assert!(run.stderr.contains("\\u007f"), "{}", run.stderr);
+}
