@@ -48,11 +48,12 @@ fn secret_key(key: &str) -> bool {
     .any(|word| key.contains(word))
 }
 
-/// `url` as it may be echoed in a message: the password of its user information and the
-/// values of query keys that hold secrets (`password=`, `sslpassword=`, `token=`, ...) become
-/// `(redacted)`. Whatever else is wrong with the URL, the secret in it is never printed. The
-/// user information is taken to end at the last `@` (a password may hold `/`, `?` or `#`), so
-/// a URL that is no URL may show less than it could, never more.
+/// `url` as it may be echoed in a message: the password of its user information becomes
+/// `(redacted)`, and so does everything from the value of the first query or fragment key that
+/// holds a secret (`password=`, `sslpassword=`, `token=`, ...) on. Whatever else is wrong with
+/// the URL, the secret in it is never printed. The user information is taken to end at the
+/// last `@` (a password may hold `/`, `?` or `#`), and a secret value at the end of the URL (it
+/// may hold `&` or `#`), so a URL shows less than it could, never more.
 pub(super) fn redacted(url: &str) -> String {
     let redacted = crate::secrets::REDACTED;
     let start = url.find("://").map_or(0, |i| i + 3);
@@ -64,33 +65,21 @@ pub(super) fn redacted(url: &str) -> String {
         },
         None => (String::new(), rest),
     };
-    let rest = match rest.split_once('?') {
-        None => rest.to_string(),
-        Some((path, query)) => {
-            let (query, fragment) = match query.split_once('#') {
-                Some((q, f)) => (q, Some(f)),
-                None => (query, None),
-            };
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| {
-                    pair.split(';')
-                        .map(|pair| match pair.split_once('=') {
-                            Some((key, _)) if secret_key(key) => format!("{key}={redacted}"),
-                            _ => pair.to_string(),
-                        })
-                        .collect::<Vec<_>>()
-                        .join(";")
-                })
-                .collect();
-            let mut out = format!("{path}?{}", query.join("&"));
-            if let Some(fragment) = fragment {
-                out.push('#');
-                out.push_str(fragment);
-            }
-            out
+    // From the first key that holds a secret (in the query or a fragment, `#access_token=`),
+    // the rest is hidden: a secret may hold `&`, `;` or `#` unencoded.
+    let mut rest = rest.to_string();
+    let mut at = 0;
+    for part in rest.split_inclusive(['?', '&', ';', '#']) {
+        let key = part.trim_end_matches(['?', '&', ';', '#']);
+        if at > 0
+            && let Some((key, _)) = key.split_once('=')
+            && secret_key(key)
+        {
+            rest.replace_range(at + key.len() + 1.., redacted);
+            break;
         }
-    };
+        at += part.len();
+    }
     format!("{head}{info}{rest}")
 }
 
@@ -281,14 +270,22 @@ mod tests {
                 "postgres://u@host/db?sslmode=require&password=(redacted)",
             ),
             (
-                "postgres://u@host/db?SSLPassword=pw0secret#x",
-                "postgres://u@host/db?SSLPassword=(redacted)#x",
+                "postgres://u@host/db?SSLPassword=pw0#secret",
+                "postgres://u@host/db?SSLPassword=(redacted)",
+            ),
+            (
+                "postgres://u@host/db?password=pw0&secret&sslmode=require",
+                "postgres://u@host/db?password=(redacted)",
             ),
             (
                 "https://a.example/?a=1;access_%74oken=pw0secret",
                 "https://a.example/?a=1;access_%74oken=(redacted)",
             ),
             ("u:pw0secret@host", "u:(redacted)@host"),
+            (
+                "https://a.example/cb#access_token=pw0secret&x=1",
+                "https://a.example/cb#access_token=(redacted)",
+            ),
             ("https://a.example/x", "https://a.example/x"),
         ] {
             assert_eq!(redacted(url), shown, "{url}");

@@ -413,7 +413,10 @@ fn a_secret_in_a_url_is_never_echoed_whatever_is_reported_first() {
             "otrs",
             format!("https://helpdesk.example/otrs?token={secret}"),
         ),
-        ("vcenter", format!("ftp://admin:{secret}@vc.example")),
+        (
+            "vcenter",
+            format!("https://admin:{secret}@vc.example/sdk#top"),
+        ),
     ] {
         // The deadline's problem is reported before the URL's.
         let mut text = world
