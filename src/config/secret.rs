@@ -174,6 +174,11 @@ pub(super) fn run_password_command(argv: &[String], timeout: Duration) -> Result
             .next()
             .unwrap_or("")
             .to_string();
+        // Far more than is shown (4096 characters), and bounded: up to 1 MiB of stdout is
+        // looked for in it.
+        if let Some((cut, _)) = said.char_indices().nth(4096) {
+            said.truncate(cut);
+        }
         let printed = String::from_utf8_lossy(&stdout);
         let mut printed: Vec<&str> = printed
             .lines()
@@ -181,9 +186,13 @@ pub(super) fn run_password_command(argv: &[String], timeout: Duration) -> Result
             .filter(|line| !line.is_empty())
             .collect();
         printed.sort_by_key(|line| std::cmp::Reverse(line.len()));
+        printed.dedup();
+        // A mark first, so that a shorter line cannot match inside an earlier `(redacted)`.
+        const MARK: char = '\u{E000}';
         for line in printed {
-            said = said.replace(line, crate::secrets::REDACTED);
+            said = said.replace(line, &MARK.to_string());
         }
+        let said = said.replace(MARK, crate::secrets::REDACTED);
         let said = crate::secrets::scrub(&said);
         let said: String = said.chars().take(200).collect();
         return Err(format!(
@@ -198,4 +207,20 @@ pub(super) fn run_password_command(argv: &[String], timeout: Duration) -> Result
 
 pub(super) fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_commands_stderr_hides_its_stdout_without_garbling() {
+        let argv = [
+            "sh".to_string(),
+            "-c".to_string(),
+            "echo ' pw0-from-stdout '; echo re; echo 'sealed: pw0-from-stdout' >&2; exit 2".into(),
+        ];
+        let err = run_password_command(&argv, Duration::from_secs(10)).unwrap_err();
+        assert_eq!(err, "sh failed (exit status: 2): sealed: (redacted)");
+    }
 }
