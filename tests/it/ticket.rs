@@ -304,6 +304,23 @@ fn a_tmp_lock_counts_as_unlocked(world: World) {
     assert_eq!(world.tagged(), set(&[]));
 }
 
+/// A tmp_lock leaves no `Unlock` in the history but a `Misc` "%%tmp_lock" (TicketLockSet):
+/// the closing names its user, not whoever made an older `Unlock`.
+fn a_tmp_lock_is_attributed_to_its_user_not_an_older_unlock(world: World) {
+    assert_eq!(lock(&world, T2).code, 0);
+    // Last week: user 3 unlocked.
+    world.helpdesk.set_lock_by(T2.0, "unlock", 3);
+    assert_eq!(event(&world, T2).code, 0);
+    assert_eq!(lock(&world, T2).code, 0);
+    // Now user 5 sets tmp_lock.
+    world.helpdesk.set_lock_by(T2.0, "tmp_lock", 5);
+    assert_eq!(event(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+    let journal = world.journal();
+    let revoke = journal.iter().rfind(|e| e["action"] == "revoke").unwrap();
+    assert_eq!(revoke["actor"], "helpdesk:user-id 5", "{revoke}");
+}
+
 fn help_desk_credentials_refused_exit_77(world: World) {
     world.helpdesk.set_password("otnsx", "changed");
     world.helpdesk.set_lock(T2.0, "lock");
@@ -637,6 +654,7 @@ crate::on_both_backends!(
     a_ticket_number_that_does_not_match_the_id_is_refused,
     the_ticket_subcommand_works_with_and_without_the_number,
     a_tmp_lock_counts_as_unlocked,
+    a_tmp_lock_is_attributed_to_its_user_not_an_older_unlock,
     help_desk_credentials_refused_exit_77,
     a_ticket_the_api_user_cannot_read_exits_65,
     nsx_failing_to_attach_leaves_no_lease_and_exits_69,

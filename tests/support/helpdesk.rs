@@ -165,6 +165,11 @@ impl FakeHelpDesk {
                     HistoryLine::new("Misc", by, owner, "Reset of unlock time."),
                     HistoryLine::new("OwnerUpdate", by, owner, format!("%%{}%%{owner}", t.owner)),
                 ]);
+            } else if lock == "tmp_lock" {
+                // OTRS's and Znuny's TicketLockSet: a lock value other than lock and unlock
+                // is history type Misc, named after the value.
+                t.history
+                    .push(HistoryLine::new("Misc", by, owner, "%%tmp_lock"));
             } else {
                 t.history
                     .push(HistoryLine::new("Unlock", by, owner, "%%unlock"));

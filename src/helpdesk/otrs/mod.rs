@@ -154,7 +154,7 @@ impl Otrs {
     }
 
     /// The ID of the user who last unlocked the ticket, from TicketHistoryGet (the `CreateBy`
-    /// of its latest `Unlock` entry), if the history has one.
+    /// of its latest entry that unlocked it, see [`unlocks`]), if the history has one.
     ///
     /// A web service without the TicketHistoryGet route answers HTTP 500 "determine
     /// Operation": that is permanent (never retried), said in the first call's error, and every
@@ -196,8 +196,8 @@ impl Otrs {
         Ok(history
             .iter()
             .rev()
-            .filter(|h| h.kind.as_ref().and_then(|k| k.string()) == Some("Unlock"))
-            .find_map(|h| h.by.as_ref()?.id()))
+            .find(|h| unlocks(h))
+            .and_then(|h| h.by.as_ref()?.id()))
     }
 
     /// TicketUpdate's route and the API user's access to ticket `id`, without changing it: a
@@ -443,6 +443,19 @@ impl crate::helpdesk::HelpDesk for Otrs {
 const NO_SUCH_ROUTE: &str = "HTTP::REST Error while determine Operation";
 
 /// The help desk's answer for a route the web service lacks (recordings otrs6/33, otrs6/19).
+/// Whether a history entry is one that took the ticket's lock away: `Unlock`, or the `Misc`
+/// entry `%%tmp_lock` that OTRS's and Znuny's TicketLockSet write for a lock value other than
+/// lock and unlock (a tmp_lock is not locked, for otnsx). Not the `Misc` "Reset of unlock
+/// time." that follows a lock or a note.
+fn unlocks(entry: &answer::HistoryEntry) -> bool {
+    let text = |s: &Option<answer::Scalar>| s.as_ref().and_then(|s| s.string().map(str::to_owned));
+    match text(&entry.kind).as_deref() {
+        Some("Unlock") => true,
+        Some("Misc") => text(&entry.name).as_deref() == Some("%%tmp_lock"),
+        _ => false,
+    }
+}
+
 fn no_such_route(reply: &Reply) -> bool {
     reply.status == 500
         && reply.media_type() == "text/plain"
