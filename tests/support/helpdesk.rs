@@ -189,6 +189,27 @@ impl FakeHelpDesk {
         });
     }
 
+    /// A dispatcher (user ID `by`) locks the ticket for another agent, who becomes its owner
+    /// (the agent interface's Owner dialog with the lock kept): the `Lock` entry is the
+    /// dispatcher's, as is the `OwnerUpdate` naming the new owner.
+    pub fn lock_for(&self, id: u64, by: u64, owner: &str) {
+        self.update(id, |t| {
+            t.lock = "lock".into();
+            t.owner = owner.into();
+            let owner_id = self::user_id(owner);
+            t.history.extend([
+                HistoryLine::new("Lock", by, owner_id, "%%lock"),
+                HistoryLine::new("Misc", by, owner_id, "Reset of unlock time."),
+                HistoryLine::new(
+                    "OwnerUpdate",
+                    by,
+                    owner_id,
+                    format!("%%{owner}%%{owner_id}"),
+                ),
+            ]);
+        });
+    }
+
     /// A web service definition without TicketHistoryGet (the stock OTRS 6 one).
     pub fn hide_history(&self, on: bool) {
         self.state.lock().expect("state").hide_history = on;
