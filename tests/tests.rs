@@ -108,6 +108,13 @@ pub fn otnsx_at(world: &World, now: &str, args: &[&str]) -> Run {
     run
 }
 
+/// The name of the test process's real user, as otnsx records a run by hand (every run sets
+/// `USER=alice`, which otnsx must not believe).
+pub fn real_user() -> String {
+    let output = Command::new("id").arg("-run").output().expect("run id");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// Whether the tests run as root (CI does): some cases need it, and skip without it.
 pub fn is_root() -> bool {
     Command::new("id")

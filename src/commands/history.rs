@@ -32,6 +32,10 @@ struct Period {
     closed_at: Option<Timestamp>,
     /// `unlock`, `expiry`, `revoke`, `revoke --force`, `emergency`, `reconcile`, `relock`.
     closed_by: Option<String>,
+    /// Who closed it, named as `actor` is (the journal entry's actor: the agent who unlocked,
+    /// `helpdesk:system (user-id 1)` for the unlock timeout, the OS user of a `revoke` or of
+    /// the run that found it expired); `null` while still open.
+    closer: Option<String>,
     duration_seconds: i64,
 }
 
@@ -183,6 +187,7 @@ impl Book {
                 let period = &mut periods[i];
                 period.closed_at = Some(ts);
                 period.closed_by = Some(closed_by(entry.cause).into());
+                period.closer = Some(entry.actor.clone());
                 period.duration_seconds = ts.0 - period.opened_at.0;
             }
         }
@@ -202,6 +207,7 @@ impl Book {
                 opened_at: ts,
                 closed_at: None,
                 closed_by: None,
+                closer: None,
                 duration_seconds: 0,
             });
         }
@@ -244,7 +250,15 @@ fn render(periods: &[Period], events: &[Event]) -> String {
         out.push_str("no access periods\n");
     } else {
         let header = [
-            "VM", "ID", "WHO", "REASON", "OPENED", "CLOSED", "HOW", "DURATION",
+            "VM",
+            "ID",
+            "WHO",
+            "REASON",
+            "OPENED",
+            "CLOSED",
+            "HOW",
+            "CLOSED BY",
+            "DURATION",
         ];
         let mut rows = vec![header.map(String::from).to_vec()];
         for p in periods {
@@ -268,6 +282,7 @@ fn render(periods: &[Period], events: &[Event]) -> String {
                 p.closed_at
                     .map_or_else(|| "(open)".into(), |t| t.to_string()),
                 p.closed_by.clone().unwrap_or_else(|| "-".into()),
+                p.closer.clone().unwrap_or_else(|| "-".into()),
                 duration,
             ]);
         }

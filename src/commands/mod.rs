@@ -212,36 +212,41 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
     exit
 }
 
-/// The user who runs otnsx by hand: the one behind sudo, when otnsx really runs under sudo
-/// as root (real uid 0 and `SUDO_UID` set: anyone else can set `SUDO_USER`), else `USER` or
-/// `LOGNAME`, else the name of the real uid.
+/// The user who runs otnsx by hand, from facts the caller cannot set: the name of the real
+/// uid in /etc/passwd; under sudo as root (real uid 0, `SUDO_UID` and `SUDO_USER` set, and
+/// `SUDO_UID` the uid /etc/passwd gives `SUDO_USER`), the user behind sudo. Never `USER` or
+/// `LOGNAME`, which anyone sets (`USER=alice otnsx grant ...`); a `SUDO_USER` that does not
+/// match its `SUDO_UID` is not believed, and the run is recorded as root's.
 fn os_user() -> String {
-    let var = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .filter(|v| !v.is_empty() && !v.chars().any(crate::escape::is_hostile))
-            .map(|v| v.chars().take(64).collect::<String>())
-    };
-    let (real, _) = crate::sys::uids();
-    if real == 0
-        && std::env::var_os("SUDO_UID").is_some()
-        && let Some(name) = var("SUDO_USER")
-    {
-        return name;
-    }
-    if let Some(name) = var("USER").or_else(|| var("LOGNAME")) {
-        return name;
-    }
-    let uid = real;
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .find_map(|line| {
+    let (real, _) = crate::sys::uids();
+    os_user_from(real, &passwd, |name| std::env::var(name).ok())
+}
+
+/// [`os_user`] over the real uid, the text of /etc/passwd and the environment.
+fn os_user_from(real: u32, passwd: &str, var: impl Fn(&str) -> Option<String>) -> String {
+    // (name, uid) of every well-formed line.
+    let users = || {
+        passwd.lines().filter_map(|line| {
             let mut fields = line.split(':');
             let name = fields.next()?;
-            (fields.nth(1)? == uid.to_string()).then(|| name.to_string())
+            let uid = fields.nth(1)?.parse::<u32>().ok()?;
+            Some((name, uid))
         })
-        .unwrap_or_else(|| format!("uid {uid}"))
+    };
+    let printable = |name: &str| !name.is_empty() && !name.chars().any(crate::escape::is_hostile);
+    if real == 0
+        && let Some(sudo_uid) = var("SUDO_UID").and_then(|v| v.parse::<u32>().ok())
+        && let Some(sudo_user) = var("SUDO_USER")
+        && printable(&sudo_user)
+        && users().any(|(name, uid)| name == sudo_user && uid == sudo_uid)
+    {
+        return sudo_user.chars().take(64).collect();
+    }
+    users()
+        .find(|&(name, uid)| uid == real && printable(name))
+        .map(|(name, _)| name.chars().take(64).collect())
+        .unwrap_or_else(|| format!("uid {real}"))
 }
 
 impl Run {
@@ -794,5 +799,39 @@ mod tests {
         assert!(check_vm_name(&"x".repeat(81)).is_err());
         assert!(check_vm_name("web\u{0}01").is_err());
         assert!(check_vm_name("").is_err());
+    }
+
+    #[test]
+    fn the_user_is_the_real_uids_or_a_consistent_sudo_user() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\nbob:x:1001:1001::/home/bob:/bin/sh\n";
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        // USER and LOGNAME are never believed.
+        let spoofed: &[(&str, &str)] = &[("USER", "alice"), ("LOGNAME", "alice")];
+        assert_eq!(os_user_from(0, passwd, env(spoofed)), "root");
+        assert_eq!(os_user_from(1001, passwd, env(spoofed)), "bob");
+        // Under sudo as root, with SUDO_UID naming SUDO_USER's uid: the user behind sudo.
+        let sudo: &[(&str, &str)] = &[("SUDO_USER", "alice"), ("SUDO_UID", "1000")];
+        assert_eq!(os_user_from(0, passwd, env(sudo)), "alice");
+        // Not root: SUDO_USER is a variable like any other.
+        assert_eq!(os_user_from(1001, passwd, env(sudo)), "bob");
+        // SUDO_UID of another user, missing or not a number: root.
+        for pairs in [
+            &[("SUDO_USER", "alice"), ("SUDO_UID", "1001")][..],
+            &[("SUDO_USER", "alice")][..],
+            &[("SUDO_USER", "alice"), ("SUDO_UID", "x")][..],
+            &[("SUDO_USER", "mallory"), ("SUDO_UID", "1000")][..],
+        ] {
+            let pairs: &'static [(&str, &str)] = Box::leak(pairs.to_vec().into_boxed_slice());
+            assert_eq!(os_user_from(0, passwd, env(pairs)), "root", "{pairs:?}");
+        }
+        // A uid without a name.
+        assert_eq!(os_user_from(4242, passwd, env(spoofed)), "uid 4242");
     }
 }

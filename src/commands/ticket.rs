@@ -75,6 +75,28 @@ fn unlocked_by(
     }
 }
 
+/// Who locked, as the ticket's history names them (the `CreateBy` of its latest `Lock`
+/// entry): with the owner's login when that user is the owner, else `helpdesk:user-id N` (a
+/// dispatcher who locked for another agent). The owner when the history names nobody or
+/// cannot be read.
+fn locked_by(
+    helpdesk: &dyn crate::helpdesk::HelpDesk,
+    id: u64,
+    owner: (&str, Option<u64>),
+) -> String {
+    let by_owner = || helpdesk_actor(Some(owner.0), owner.1);
+    match helpdesk.locked_by(id) {
+        Ok(Some(user)) if Some(user) != owner.1 => helpdesk_actor(None, Some(user)),
+        Ok(_) => by_owner(),
+        Err(e) => {
+            errln!(
+                "otnsx: warning: who locked ticket ID {id} is not known, the owner is named: {e:#}"
+            );
+            by_owner()
+        }
+    }
+}
+
 fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> anyhow::Result<Exit> {
     // A help desk that cannot even be asked (no [otrs] section, a password_command that
     // fails) is a ticket that cannot be read: closing still goes on, below.
@@ -131,9 +153,16 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
             // ticket to root@localhost before the event runs. The history is read beside the
             // NSX change; the first journal entry waits for it.
             match &ticket.owner {
-                Some(owner) if ticket.is_locked() => run
-                    .recorder
-                    .act_as(helpdesk_actor(Some(owner), ticket.owner_id)),
+                // Who locked, by the history (a dispatcher may lock for another agent, who is
+                // then the owner), read beside the NSX change as for an unlock.
+                Some(owner) if ticket.is_locked() => {
+                    let (tell, told) = std::sync::mpsc::channel();
+                    run.recorder.act_as_soon(told);
+                    let owner = (owner.clone(), ticket.owner_id);
+                    scope.spawn(move || {
+                        tell.send(locked_by(helpdesk.as_ref(), id, (&owner.0, owner.1)))
+                    });
+                }
                 _ if ticket.is_locked() => run.recorder.act_as("helpdesk".into()),
                 _ if holds => {
                     let (tell, told) = std::sync::mpsc::channel();

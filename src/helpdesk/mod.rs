@@ -25,6 +25,10 @@ pub trait HelpDesk: Send + Sync {
     /// The user the ticket's history names as the last to unlock it, if it names one.
     fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>>;
 
+    /// The user the ticket's history names as the last to lock it (a dispatcher who locks a
+    /// ticket for another agent, not its new owner), if it names one.
+    fn locked_by(&self, id: u64) -> anyhow::Result<Option<u64>>;
+
     /// Adds an internal note, never visible to the customer; returns a warning worth the
     /// journal, if any.
     fn note(&self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>>;

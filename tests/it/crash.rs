@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::otnsx;
 use crate::support::{World, set};
 
-/// Whether alice holds web01, by the journal's last decision about it, the lease file's
+/// Whether the test's user holds web01, by the journal's last decision about it, the lease file's
 /// outbox included.
 fn journal_says(world: &World) -> bool {
     let (mut entries, _) = world.journal_with_torn();
@@ -23,8 +23,8 @@ fn journal_says(world: &World) -> bool {
         }
     }
     let mut held = false;
+    let alice = serde_json::json!({"kind": "user", "name": crate::real_user()});
     for entry in entries {
-        let alice = serde_json::json!({"kind": "user", "name": "alice"});
         let has = |key: &str| entry[key].as_array().is_some_and(|a| a.contains(&alice));
         if entry["vm_id"] == "vm-42" && has("gained") {
             held = true;
@@ -96,7 +96,7 @@ fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
         let leases = world.leases(); // panics if the file does not parse
         let in_file = leases
             .iter()
-            .any(|l| l["vm_id"] == "vm-42" && l["holder"]["name"] == "alice");
+            .any(|l| l["vm_id"] == "vm-42" && l["holder"]["name"] == crate::real_user().as_str());
         let journal = journal_says(&world);
         assert_eq!(
             in_file,

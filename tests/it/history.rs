@@ -67,7 +67,7 @@ fn periods_follow_what_really_happened() {
                 "unlock".into(),
                 45 * 60
             ),
-            ("db01".into(), "alice".into(), "expiry".into(), 50 * 60),
+            ("db01".into(), crate::real_user(), "expiry".into(), 50 * 60),
         ]
     );
     assert_eq!(report["periods"][1]["reason"], "patch");

@@ -11,9 +11,10 @@ fn grant_opens_for_a_while_and_revoke_closes(world: World) {
         ],
     );
     assert_eq!(run.code, 0, "{run:?}");
+    let user = crate::real_user();
     assert!(
         run.stdout
-            .starts_with("grant by alice: opened web01 (vm-42) until"),
+            .starts_with(&format!("grant by {user}: opened web01 (vm-42) until")),
         "{}",
         run.stdout
     );
@@ -21,13 +22,13 @@ fn grant_opens_for_a_while_and_revoke_closes(world: World) {
     let lease = &world.leases()[0];
     assert_eq!(
         lease["holder"],
-        serde_json::json!({"kind": "user", "name": "alice"})
+        serde_json::json!({"kind": "user", "name": user})
     );
     assert_eq!(lease["reason"], "patching");
     let granted = lease["granted_at"].as_str().unwrap();
     let expires = lease["expires_at"].as_str().unwrap();
     assert_eq!(seconds(expires) - seconds(granted), 2 * 3600);
-    assert_eq!(world.journal()[0]["actor"], "alice");
+    assert_eq!(world.journal()[0]["actor"], user.as_str());
 
     let run = otnsx(&world, &["revoke", "--vm", "web01"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -109,32 +110,61 @@ fn grant_of_an_unknown_vm_exits_65(world: World) {
     );
 }
 
-fn sudo_user_is_believed_only_under_sudo_as_root(world: World) {
+/// The user recorded for a run by hand is a fact: the real uid's name, never `USER` or
+/// `LOGNAME`; `SUDO_USER` only under sudo as root, and only when `SUDO_UID` is that user's uid.
+fn the_user_recorded_is_the_real_one(world: World) {
     let config = world.config_path();
     let config = config.to_str().unwrap();
-    let root = crate::is_root();
+    let real = crate::real_user();
+    let holders = |world: &World| -> Vec<String> {
+        world
+            .leases()
+            .iter()
+            .map(|l| l["holder"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let run = crate::run_binary(
+        &["--config", config, "grant", "--vm", "web01"],
+        &[("USER", "alice"), ("LOGNAME", "alice")],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(holders(&world), vec![real.clone()]);
+    assert_eq!(world.journal()[0]["actor"], real.as_str());
     // Without SUDO_UID, SUDO_USER is just a variable anyone can set.
     let run = crate::run_binary(
         &["--config", config, "grant", "--vm", "web01"],
         &[("SUDO_USER", "mallory")],
     );
     assert_eq!(run.code, 0, "{run:?}");
-    assert_eq!(world.leases()[0]["holder"]["name"], "alice");
-    if !root {
+    assert_eq!(holders(&world), vec![real.clone()]);
+    if !crate::is_root() {
         eprintln!("skipped the sudo half: it needs a run as root");
         return;
     }
+    // A user of this machine other than root, and its uid.
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let (name, uid) = passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((f.first()?.to_string(), f.get(2)?.to_string()))
+        })
+        .find(|(_, uid)| uid != "0")
+        .unwrap();
+    // SUDO_UID not SUDO_USER's: not believed.
     let run = crate::run_binary(
         &["--config", config, "grant", "--vm", "db01"],
-        &[("SUDO_USER", "bob"), ("SUDO_UID", "1001")],
+        &[("SUDO_USER", &name), ("SUDO_UID", "4242424")],
     );
     assert_eq!(run.code, 0, "{run:?}");
-    let holders: Vec<String> = world
-        .leases()
-        .iter()
-        .map(|l| l["holder"]["name"].as_str().unwrap().to_string())
-        .collect();
-    assert!(holders.contains(&"bob".to_string()), "{holders:?}");
+    assert!(!holders(&world).contains(&name), "{:?}", holders(&world));
+    // SUDO_UID and SUDO_USER agreeing, under root: the user behind sudo.
+    let run = crate::run_binary(
+        &["--config", config, "grant", "--vm", "db01"],
+        &[("SUDO_USER", &name), ("SUDO_UID", &uid)],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(holders(&world).contains(&name), "{:?}", holders(&world));
 }
 
 crate::on_both_backends!(
@@ -143,5 +173,5 @@ crate::on_both_backends!(
     revoke_leaves_a_ticket_holding_the_vm_open_unless_forced,
     revoke_closes_a_vm_tagged_by_hand,
     grant_of_an_unknown_vm_exits_65,
-    sudo_user_is_believed_only_under_sudo_as_root,
+    the_user_recorded_is_the_real_one,
 );

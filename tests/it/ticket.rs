@@ -57,8 +57,18 @@ fn lock_attaches_the_tag_and_unlock_detaches_it(world: World) {
 
 fn the_help_desk_reads_the_ticket_through_a_session_and_its_fields(world: World) {
     lock(&world, T2);
-    let lines: Vec<String> = world.helpdesk.requests().iter().map(|r| r.line()).collect();
-    assert_eq!(lines.len(), 3, "{lines:?}");
+    let mut lines: Vec<String> = world.helpdesk.requests().iter().map(|r| r.line()).collect();
+    // Four requests: the history (who locked) is read beside the NSX change, so its place
+    // before the note is not fixed.
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    lines[2..].sort();
+    assert!(
+        lines[2].starts_with(
+            "GET /otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST/TicketHistory/2?SessionID="
+        ),
+        "{lines:?}"
+    );
+    lines.remove(2);
     assert_eq!(
         lines[0],
         "POST /otrs/nph-genericinterface.pl/Webservice/GenericTicketConnectorREST/Session"
@@ -304,6 +314,43 @@ fn a_tmp_lock_counts_as_unlocked(world: World) {
     assert_eq!(world.tagged(), set(&[]));
 }
 
+/// A tmp_lock leaves no `Unlock` in the history but a `Misc` "%%tmp_lock" (TicketLockSet):
+/// the closing names its user, not whoever made an older `Unlock`.
+fn a_tmp_lock_is_attributed_to_its_user_not_an_older_unlock(world: World) {
+    assert_eq!(lock(&world, T2).code, 0);
+    // Last week: user 3 unlocked.
+    world.helpdesk.set_lock_by(T2.0, "unlock", 3);
+    assert_eq!(event(&world, T2).code, 0);
+    assert_eq!(lock(&world, T2).code, 0);
+    // Now user 5 sets tmp_lock.
+    world.helpdesk.set_lock_by(T2.0, "tmp_lock", 5);
+    assert_eq!(event(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+    let journal = world.journal();
+    let revoke = journal.iter().rfind(|e| e["action"] == "revoke").unwrap();
+    assert_eq!(revoke["actor"], "helpdesk:user-id 5", "{revoke}");
+}
+
+/// A dispatcher (user ID 5) locks the ticket for agent2, the new owner: the opening is the
+/// dispatcher's, as the history's `Lock` entry says, not the owner's.
+fn a_dispatchers_lock_is_attributed_to_the_dispatcher(world: World) {
+    world.helpdesk.lock_for(T2.0, 5, "agent2");
+    let run = event(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    let journal = world.journal();
+    let grant = journal.iter().find(|e| e["action"] == "grant").unwrap();
+    assert_eq!(grant["actor"], "helpdesk:user-id 5", "{grant}");
+    // agent2 locking for itself is named with its login.
+    world.helpdesk.set_lock(T2.0, "unlock");
+    assert_eq!(event(&world, T2).code, 0);
+    world.helpdesk.lock_for(T2.0, 3, "agent2");
+    assert_eq!(event(&world, T2).code, 0);
+    let journal = world.journal();
+    let grant = journal.iter().rfind(|e| e["action"] == "grant").unwrap();
+    assert_eq!(grant["actor"], "helpdesk:agent2 (user-id 3)", "{grant}");
+}
+
 fn help_desk_credentials_refused_exit_77(world: World) {
     world.helpdesk.set_password("otnsx", "changed");
     world.helpdesk.set_lock(T2.0, "lock");
@@ -534,17 +581,24 @@ fn the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set(
     assert_eq!(lock(&world, T2).code, 0);
     world.helpdesk.set_lock(T2.0, "unlock");
     world.helpdesk.hide_history(true);
+    let history_asked = || {
+        world
+            .helpdesk
+            .requests()
+            .iter()
+            .filter(|r| r.path.contains("/TicketHistory/"))
+            .count()
+    };
+    let before = history_asked();
     let started = std::time::Instant::now();
     let run = event(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
     // The route is missing for good (recording otrs6/33): asked once, never retried, said once.
-    let asked = world
-        .helpdesk
-        .requests()
-        .iter()
-        .filter(|r| r.path.contains("/TicketHistory/"))
-        .count();
-    assert_eq!(asked, 1, "TicketHistoryGet is not retried");
+    assert_eq!(
+        history_asked() - before,
+        1,
+        "TicketHistoryGet is not retried"
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_millis(1500),
         "no back-off: {:?}",
@@ -637,6 +691,8 @@ crate::on_both_backends!(
     a_ticket_number_that_does_not_match_the_id_is_refused,
     the_ticket_subcommand_works_with_and_without_the_number,
     a_tmp_lock_counts_as_unlocked,
+    a_tmp_lock_is_attributed_to_its_user_not_an_older_unlock,
+    a_dispatchers_lock_is_attributed_to_the_dispatcher,
     help_desk_credentials_refused_exit_77,
     a_ticket_the_api_user_cannot_read_exits_65,
     nsx_failing_to_attach_leaves_no_lease_and_exits_69,

@@ -165,6 +165,11 @@ impl FakeHelpDesk {
                     HistoryLine::new("Misc", by, owner, "Reset of unlock time."),
                     HistoryLine::new("OwnerUpdate", by, owner, format!("%%{}%%{owner}", t.owner)),
                 ]);
+            } else if lock == "tmp_lock" {
+                // OTRS's and Znuny's TicketLockSet: a lock value other than lock and unlock
+                // is history type Misc, named after the value.
+                t.history
+                    .push(HistoryLine::new("Misc", by, owner, "%%tmp_lock"));
             } else {
                 t.history
                     .push(HistoryLine::new("Unlock", by, owner, "%%unlock"));
@@ -181,6 +186,27 @@ impl FakeHelpDesk {
             if lock == "unlock" && reset {
                 t.owner = "root@localhost".into();
             }
+        });
+    }
+
+    /// A dispatcher (user ID `by`) locks the ticket for another agent, who becomes its owner
+    /// (the agent interface's Owner dialog with the lock kept): the `Lock` entry is the
+    /// dispatcher's, as is the `OwnerUpdate` naming the new owner.
+    pub fn lock_for(&self, id: u64, by: u64, owner: &str) {
+        self.update(id, |t| {
+            t.lock = "lock".into();
+            t.owner = owner.into();
+            let owner_id = self::user_id(owner);
+            t.history.extend([
+                HistoryLine::new("Lock", by, owner_id, "%%lock"),
+                HistoryLine::new("Misc", by, owner_id, "Reset of unlock time."),
+                HistoryLine::new(
+                    "OwnerUpdate",
+                    by,
+                    owner_id,
+                    format!("%%{owner}%%{owner_id}"),
+                ),
+            ]);
         });
     }
 

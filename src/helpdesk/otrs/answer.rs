@@ -147,6 +147,8 @@ pub struct HistoryEntry {
     pub kind: Option<Scalar>,
     #[serde(rename = "CreateBy")]
     pub by: Option<Scalar>,
+    #[serde(rename = "Name")]
+    pub name: Option<Scalar>,
 }
 
 /// True for a field that is there, whatever its value (null included).

@@ -154,15 +154,38 @@ impl Otrs {
     }
 
     /// The ID of the user who last unlocked the ticket, from TicketHistoryGet (the `CreateBy`
-    /// of its latest `Unlock` entry), if the history has one.
+    /// of its latest entry that unlocked it, see [`unlocks`]), if the history has one.
+    pub fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
+        Ok(self
+            .history(id)?
+            .iter()
+            .rev()
+            .find(|h| unlocks(h))
+            .and_then(|h| h.by.as_ref()?.id()))
+    }
+
+    /// The ID of the user who last locked the ticket, from TicketHistoryGet (the `CreateBy` of
+    /// its latest `Lock` entry: a dispatcher who locks for another agent, not the new owner
+    /// the `OwnerUpdate` after it names), if the history has one.
+    pub fn locked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
+        Ok(self
+            .history(id)?
+            .iter()
+            .rev()
+            .find(|h| h.kind.as_ref().and_then(|k| k.string()) == Some("Lock"))
+            .and_then(|h| h.by.as_ref()?.id()))
+    }
+
+    /// The ticket's history (TicketHistoryGet), oldest first; empty once the web service was
+    /// found to have no such route.
     ///
     /// A web service without the TicketHistoryGet route answers HTTP 500 "determine
     /// Operation": that is permanent (never retried), said in the first call's error, and every
     /// later call of the run answers `None` without asking.
-    pub fn unlocked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
+    fn history(&self, id: u64) -> anyhow::Result<Vec<answer::HistoryEntry>> {
         use std::sync::atomic::Ordering;
         if self.history_missing.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let body: TicketHistoryGet = match self.authed("TicketHistoryGet", |session| {
             Call::new(
@@ -175,7 +198,7 @@ impl Otrs {
                 self.history_missing.store(true, Ordering::Relaxed);
                 return Err(fault(
                     Exit::Unavailable,
-                    "the help desk's web service has no TicketHistoryGet route (as OTRS 4/5's GenericTicketConnectorREST, kept by upgraded sites), so who unlocks a ticket is journaled as helpdesk:unknown; import dist/helpdesk/GenericTicketConnectorREST-otnsx.yml (README, help-desk set-up)",
+                    "the help desk's web service has no TicketHistoryGet route (as OTRS 4/5's GenericTicketConnectorREST, kept by upgraded sites), so who unlocks a ticket is journaled as helpdesk:unknown, and a lock as by the ticket's owner; import dist/helpdesk/GenericTicketConnectorREST-otnsx.yml (README, help-desk set-up)",
                 ));
             }
             Err(e) => {
@@ -193,11 +216,7 @@ impl Otrs {
                     "help desk: the history of ticket ID {id} has no History list"
                 ))
             })?;
-        Ok(history
-            .iter()
-            .rev()
-            .filter(|h| h.kind.as_ref().and_then(|k| k.string()) == Some("Unlock"))
-            .find_map(|h| h.by.as_ref()?.id()))
+        Ok(history)
     }
 
     /// TicketUpdate's route and the API user's access to ticket `id`, without changing it: a
@@ -433,6 +452,10 @@ impl crate::helpdesk::HelpDesk for Otrs {
         Otrs::unlocked_by(self, id)
     }
 
+    fn locked_by(&self, id: u64) -> anyhow::Result<Option<u64>> {
+        Otrs::locked_by(self, id)
+    }
+
     fn note(&self, id: u64, subject: &str, text: &str) -> anyhow::Result<Option<String>> {
         Otrs::note(self, id, subject, text)
     }
@@ -443,6 +466,19 @@ impl crate::helpdesk::HelpDesk for Otrs {
 const NO_SUCH_ROUTE: &str = "HTTP::REST Error while determine Operation";
 
 /// The help desk's answer for a route the web service lacks (recordings otrs6/33, otrs6/19).
+/// Whether a history entry is one that took the ticket's lock away: `Unlock`, or the `Misc`
+/// entry `%%tmp_lock` that OTRS's and Znuny's TicketLockSet write for a lock value other than
+/// lock and unlock (a tmp_lock is not locked, for otnsx). Not the `Misc` "Reset of unlock
+/// time." that follows a lock or a note.
+fn unlocks(entry: &answer::HistoryEntry) -> bool {
+    let text = |s: &Option<answer::Scalar>| s.as_ref().and_then(|s| s.string().map(str::to_owned));
+    match text(&entry.kind).as_deref() {
+        Some("Unlock") => true,
+        Some("Misc") => text(&entry.name).as_deref() == Some("%%tmp_lock"),
+        _ => false,
+    }
+}
+
 fn no_such_route(reply: &Reply) -> bool {
     reply.status == 500
         && reply.media_type() == "text/plain"
