@@ -39,7 +39,7 @@ fn main() {
     // `-- RUNS reconcile` runs only the reconcile part, `-- RUNS state` only the comparison
     // of the state backends.
     let only_reconcile = std::env::args().nth(2).as_deref() == Some("reconcile");
-    let binary = build();
+    let binary = support::release_binary();
     if std::env::args().nth(2).as_deref() == Some("state") {
         state_backends(&binary, runs);
         return;
@@ -422,19 +422,6 @@ fn history_over(binary: &std::path::Path, entries: usize, runs: usize) {
             );
         }
     }
-}
-
-/// Builds the release binary with the cargo that runs this example.
-fn build() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "otnsx"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "the release build failed");
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), Into::into);
-    target.join("release/otnsx")
 }
 
 struct Bench<'a> {

@@ -30,7 +30,7 @@ struct Outcome {
 }
 
 fn main() {
-    let binary = build();
+    let binary = support::release_binary();
     println!("deadline {DEADLINE}; unlock of ticket 2 holding web01, then `reconcile`");
     println!(
         "{:<48} {:>5} {:>8}  {:<8} reconcile after",
@@ -247,16 +247,4 @@ fn outcome(binary: &std::path::Path, world: &World, code: i32, took: Duration) -
         closed,
         after: format!("exit {after_code}, web01 {web01}"),
     }
-}
-
-fn build() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "otnsx"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "the release build failed");
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), Into::into);
-    target.join("release/otnsx")
 }

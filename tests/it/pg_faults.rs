@@ -240,26 +240,6 @@ fn a_commit_that_never_reached_the_server_is_asked_about_and_closed_again() {
     assert!(!world.state_dir().join("unrecorded.jsonl").exists());
 }
 
-/// Waits until otnsx holds the state lock in `db` (its transaction is open), at most 5 s.
-fn wait_for_lock_holder(db: &TestDb) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        let held: i64 = db
-            .client()
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'otnsx'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if held > 0 {
-            return;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    panic!("otnsx never took the state lock");
-}
-
 #[test]
 fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
     let Some(world) = pg_world("a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server")
@@ -272,7 +252,7 @@ fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
     world.nsx.server.set_delay(Duration::from_millis(500));
     world.helpdesk.set_lock(T2.0, "lock");
     let mut child = spawn(&world, &[T2.1, "2"]);
-    wait_for_lock_holder(db);
+    db.wait_for_lock_holder();
     let pid = child.id().to_string();
     let stopped = std::process::Command::new("kill")
         .args(["-STOP", &pid])

@@ -49,26 +49,6 @@ fn sessions(db: &TestDb) -> i64 {
         .get(0)
 }
 
-/// Waits until otnsx holds the state lock in `db` (its transaction is open), at most 5 s.
-fn wait_for_lock_holder(db: &TestDb) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(5) {
-        let held: i64 = db
-            .client()
-            .query_one(
-                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'otnsx'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if held > 0 {
-            return;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    panic!("otnsx never took the state lock");
-}
-
 #[test]
 fn a_second_node_keeps_open_what_a_ticket_on_the_first_holds() {
     let Some(world) = pg_world("a_second_node_keeps_open_what_a_ticket_on_the_first_holds") else {
@@ -225,7 +205,7 @@ fn a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock() {
     world.nsx.server.set_delay(Duration::from_millis(400));
     world.helpdesk.set_lock(T2.0, "lock");
     let child = spawn(&world, &[T2.1, "2"]);
-    wait_for_lock_holder(db);
+    db.wait_for_lock_holder();
     thread::sleep(Duration::from_millis(300));
     let mut child = child;
     child.kill().unwrap(); // SIGKILL
@@ -260,7 +240,7 @@ fn a_lock_whose_database_goes_away(world: &World, disturb: impl FnOnce()) {
     world.nsx.server.set_delay(Duration::from_millis(300));
     world.helpdesk.set_lock(T2.0, "lock");
     let child = spawn(world, &[T2.1, "2"]);
-    wait_for_lock_holder(db);
+    db.wait_for_lock_holder();
     disturb();
     let run = finish(child);
     world.nsx.server.set_delay(Duration::ZERO);
@@ -321,7 +301,7 @@ fn the_database_restarted_mid_run_opens_nothing_without_its_row() {
     world.nsx.server.set_delay(Duration::from_millis(300));
     world.helpdesk.set_lock(T2.0, "unlock");
     let child = spawn(&world, &[T2.1, "2"]);
-    wait_for_lock_holder(world.db.as_ref().unwrap());
+    world.db.as_ref().unwrap().wait_for_lock_holder();
     cluster.restart();
     let run = finish(child);
     world.nsx.server.set_delay(Duration::ZERO);

@@ -22,6 +22,19 @@ pub struct Click {
     pub body: String,
 }
 
+impl Click {
+    /// The answer to a request sent at `started`, read whole.
+    fn of(mut response: ureq::http::Response<ureq::Body>, started: Instant) -> Click {
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Click {
+            status,
+            took: started.elapsed(),
+            body,
+        }
+    }
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -110,19 +123,13 @@ impl AgentUi {
 
     fn get(&self, query: &str) -> Click {
         let started = Instant::now();
-        let mut response = self
+        let response = self
             .agent
             .get(&format!("{}index.pl?{query}", self.base))
             .header("cookie", &self.cookie)
             .call()
             .expect("an agent request");
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Click {
-            status,
-            took: started.elapsed(),
-            body,
-        }
+        Click::of(response, started)
     }
 
     /// The zoom's "Lock" link: the help desk runs its Generic Agent jobs inside this request.
@@ -153,7 +160,7 @@ impl AgentUi {
     pub fn close(&self, ticket: u64) -> Click {
         let started = Instant::now();
         let ticket = ticket.to_string();
-        let mut response = self
+        let response = self
             .agent
             .post(&format!("{}index.pl", self.base))
             .header("cookie", &self.cookie)
@@ -168,13 +175,7 @@ impl AgentUi {
                 ("Body", "Maintenance done."),
             ]))
             .expect("the close form");
-        let status = response.status().as_u16();
-        let body = response.body_mut().read_to_string().unwrap_or_default();
-        Click {
-            status,
-            took: started.elapsed(),
-            body,
-        }
+        Click::of(response, started)
     }
 }
 

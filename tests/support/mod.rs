@@ -350,3 +350,16 @@ deny = ["vc*", "nsx*"]
 pub fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
+
+/// Builds otnsx's release binary (for the examples that measure it) and returns its path.
+pub fn release_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--release", "--locked", "--bin", "otnsx"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "the release build failed");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or(root.join("target"), Into::into);
+    target.join("release/otnsx")
+}

@@ -90,6 +90,27 @@ impl TestDb {
     }
 
     /// A superuser connection to this database.
+    /// Waits until otnsx holds the state lock in this database (its transaction is open), at
+    /// most 5 s.
+    pub fn wait_for_lock_holder(&self) {
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(5) {
+            let held: i64 = self
+                .client()
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'otnsx'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if held > 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("otnsx never took the state lock");
+    }
+
     pub fn client(&self) -> postgres::Client {
         let mut config = self.admin.clone();
         config.dbname(&self.name);
