@@ -1,6 +1,7 @@
 //! The state: the leases under their lock and the audit journal, in the state directory or in
 //! PostgreSQL, and syslog.
 
+pub mod chain;
 pub mod journal;
 pub mod memo;
 pub mod pg;
