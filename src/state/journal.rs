@@ -116,13 +116,16 @@ impl Journal {
         Journal { path, db }
     }
 
-    pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
+    /// Appends `entry`; returns its line as recorded (`None` when the database records it with
+    /// the run's commit).
+    pub fn append(&self, entry: &Entry) -> anyhow::Result<Option<String>> {
         if let Some(db) = &self.db {
             return db.append(entry);
         }
-        self.append_line(&entry.to_json())?;
+        let line = entry.to_json();
+        self.append_line(&line)?;
         self.mark(&entry.id);
-        Ok(())
+        Ok(Some(line))
     }
 
     /// Where the id of the entry appended last is kept: after logrotate's copytruncate the

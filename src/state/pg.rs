@@ -100,6 +100,8 @@ struct Inner {
     failed: Option<String>,
     /// The journal lines of the last commit that failed (see [`Pg::take_unrecorded`]).
     unrecorded: Vec<String>,
+    /// The journal lines of the last commit (see [`Pg::take_committed`]).
+    committed: Vec<String>,
 }
 
 /// What a worker runs: one call on the connection it owns (`None` before the first connect).
@@ -849,19 +851,28 @@ impl Pg {
     }
 
     /// Journals `entry`: with the run's commit while it holds the lock (once, if its lease
-    /// change staged it already), at once otherwise.
-    pub fn append(&self, entry: &Entry) -> anyhow::Result<()> {
+    /// change staged it already; `None`: its line comes with [`Pg::take_committed`]), at once
+    /// otherwise (the line as recorded).
+    pub fn append(&self, entry: &Entry) -> anyhow::Result<Option<String>> {
         let mut inner = lock(&self.inner);
         if let Some(tx) = &mut inner.tx {
             if !tx.ids.contains(&entry.id) {
                 stage(tx, entry);
             }
-            return Ok(());
+            return Ok(None);
         }
-        let sql = insert_entry(entry, &entry.to_json());
+        let line = entry.to_json();
+        let sql = insert_entry(entry, &line);
         self.call(&mut inner, "journaling", Connect::IfNeeded, move |client| {
             execute(client, &sql)
-        })
+        })?;
+        Ok(Some(line))
+    }
+
+    /// The journal lines (as recorded) of the entries the last commit recorded. Taken: a
+    /// second call returns none.
+    pub fn take_committed(&self) -> Vec<String> {
+        std::mem::take(&mut lock(&self.inner).committed)
     }
 
     /// Whether what is staged now can still commit: the run holds its transaction on a live
@@ -906,7 +917,10 @@ impl Pg {
             move |client| execute(client, &sql),
         );
         let error = match committed {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                inner.committed = tx.lines;
+                return Ok(());
+            }
             Err(Failure::NotSent(e) | Failure::Refused(e)) => e,
             Err(Failure::NoAnswer(e)) => match self.resolve(&mut inner, &tx) {
                 Ok(true) => {

@@ -150,7 +150,7 @@ impl Recorder {
             syslog.send(entry, &line);
         }
         match self.journal.append(entry) {
-            Ok(()) => true,
+            Ok(_) => true,
             Err(e) => {
                 self.state_problem(&e);
                 errln!("{line}");
