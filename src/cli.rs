@@ -143,6 +143,10 @@ pub enum Configured {
         #[arg(long, value_name = "N", value_parser = parse_ticket_number)]
         ticket: Option<String>,
 
+        /// Check the journal's hash chain too: exit 65 if an entry was changed, removed or inserted
+        #[arg(long)]
+        verify: bool,
+
         /// Print JSON (see the man page for its fields)
         #[arg(long)]
         json: bool,

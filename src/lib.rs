@@ -48,6 +48,9 @@ pub mod time;
 mod vcenter;
 mod xml;
 
+/// The journal's hash chain (its line format and verifier), for tools that check a journal.
+pub use state::chain;
+
 /// Parses `args` (the program's name first), runs the command, prints its error if any, and
 /// returns the documented exit status.
 pub fn main_with(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {

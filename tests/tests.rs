@@ -50,6 +50,7 @@ mod it {
     pub mod history;
     pub mod hostile;
     pub mod intake;
+    pub mod journal;
     pub mod lifecycle;
     pub mod manual;
     pub mod notes;
@@ -124,7 +125,8 @@ pub fn is_root() -> bool {
 }
 
 /// `text` with what changes from run to run replaced: the world's directory by `[DIR]`, the
-/// fakes' ports by `[PORT]`, journal entry ids by `[ID]` and their times by `[TS]`.
+/// fakes' ports by `[PORT]`, journal entry ids by `[ID]`, their times by `[TS]` and their
+/// chain hashes (over the id and time) by `[HASH]`.
 pub fn redact(world: &World, text: &str) -> String {
     let mut out = text.replace(&world.dir.path().display().to_string(), "[DIR]");
     for (marker, end) in [("127.0.0.1:", |c: char| !c.is_ascii_digit())] {
@@ -146,6 +148,9 @@ pub fn redact(world: &World, text: &str) -> String {
                 Ok(mut entry) if entry.get("id").is_some() => {
                     entry["id"] = "[ID]".into();
                     entry["ts"] = "[TS]".into();
+                    if entry.get("hash").is_some() {
+                        entry["hash"] = "[HASH]".into();
+                    }
                     entry.to_string()
                 }
                 _ => line.to_string(),

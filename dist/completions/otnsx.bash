@@ -343,7 +343,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__history)
-            opts="-v -h --since --vm --ticket --json --config --dry-run --verbose --help"
+            opts="-v -h --since --vm --ticket --verify --json --config --dry-run --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -73,6 +73,7 @@ complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l since -d 'Only w
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l vm -d 'Only this VM' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l ticket -d 'Only this ticket (number or ID)' -r
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l config -d 'Configuration file [default: /etc/otnsx/otnsx.toml, else the user\'s config directory]' -r -F
+complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l verify -d 'Check the journal\'s hash chain too: exit 65 if an entry was changed, removed or inserted'
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l json -d 'Print JSON (see the man page for its fields)'
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -l dry-run -d 'Resolve everything and print what would change; change nothing'
 complete -c otnsx -n "__fish_otnsx_using_subcommand history" -s v -l verbose -d 'Print each request to the services (without secrets) on stderr'

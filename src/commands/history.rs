@@ -3,13 +3,14 @@
 //! refusals and failures, for the periodic audit. Reads only the journal: no lock, no service.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 
 use serde::Serialize;
 
 use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, fault};
+use crate::state::chain::{Break, Place, Verdict, Verifier};
 use crate::state::journal::{Action, Entry};
+use crate::state::rotation::{self, Gap};
 use crate::state::store::Holder;
 use crate::time::{Timestamp, format_duration, parse_duration};
 
@@ -54,12 +55,40 @@ struct Event {
 struct Report {
     periods: Vec<Period>,
     events: Vec<Event>,
+    /// Parts of the journal that could not be read: their entries are missing above.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unreadable: Vec<String>,
+    /// With `--verify`: what the check of the hash chain found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify: Option<Verification>,
+}
+
+/// `history --verify`'s findings. The field names are a stable interface (see the man page).
+#[derive(Serialize)]
+struct Verification {
+    /// Nothing changed, removed or inserted, and every part of the journal read.
+    intact: bool,
+    /// Entries whose place in the chain was checked.
+    chained: u64,
+    /// Entries written before the chain began: nothing to check them by.
+    unhashed: u64,
+    /// Lines cut short by a run killed while writing them (the chain goes on past them).
+    cut_short: Vec<String>,
+    /// The chain's first entry here, when it is not entry 1 (earlier files removed).
+    starts_at: Option<u64>,
+    /// The chain's last entry: compare with the last otnsx line the log server received.
+    head_seq: Option<u64>,
+    head_hash: Option<String>,
+    /// The first break, in words.
+    broken: Option<String>,
 }
 
 pub struct Filter<'a> {
     pub since: Option<&'a str>,
     pub vm: Option<&'a str>,
     pub ticket: Option<&'a str>,
+    /// Check the hash chain too.
+    pub verify: bool,
 }
 
 pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
@@ -67,17 +96,34 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
     let since = filter.since.map(|s| since(s, now)).transpose()?;
     let mut book = Book::default();
     let mut unreadable = 0usize;
-    let only = crate::state::pg::JournalFilter {
-        vm: filter.vm,
-        ticket: filter.ticket,
+    // The chain needs every entry: the database is then read whole.
+    let only = if filter.verify {
+        crate::state::pg::JournalFilter {
+            vm: None,
+            ticket: None,
+        }
+    } else {
+        crate::state::pg::JournalFilter {
+            vm: filter.vm,
+            ticket: filter.ticket,
+        }
     };
-    let source = read_journal(run, &only, &mut |line| {
+    let mut verifier = filter.verify.then(Verifier::new);
+    let mut first_ts = None;
+    let (source, gaps) = read_journal(run, &only, &mut |place, line| {
+        if let Some(verifier) = &mut verifier {
+            verifier.feed(place.clone(), line);
+        }
         // from_str over a line checked once is faster than from_slice, which checks each string.
         match std::str::from_utf8(line)
             .ok()
             .and_then(|line| serde_json::from_str::<Entry>(line).ok())
         {
-            Some(entry) => book.take(entry),
+            Some(entry) => {
+                first_ts.get_or_insert(entry.ts);
+                book.take(entry);
+            }
+            None if line.is_empty() => {}
             None => unreadable += 1, // a line cut short by a crash, or not ours
         }
     })?;
@@ -104,50 +150,133 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
     if unreadable > 0 {
         errln!("otnsx: {source}: {unreadable} unreadable lines skipped");
     }
-    if json {
-        outln!(
-            "{}",
-            crate::escape::json(serde_json::to_string(&Report { periods, events })?)
-        );
-    } else {
-        outln!("{}", render(&periods, &events).trim_end_matches('\n'));
+    let gaps: Vec<String> = gaps.iter().map(ToString::to_string).collect();
+    for gap in &gaps {
+        errln!("otnsx: history: {}", crate::escape::printable(gap));
     }
-    Ok(Exit::Ok)
+    let verify = verifier.map(|v| verification(v.finish(), gaps.is_empty(), since, first_ts));
+    if json {
+        let report = Report {
+            periods,
+            events,
+            unreadable: gaps.clone(),
+            verify,
+        };
+        let exit = exit_of(&report.verify, &gaps);
+        outln!("{}", crate::escape::json(serde_json::to_string(&report)?));
+        return Ok(exit);
+    }
+    outln!("{}", render(&periods, &events).trim_end_matches('\n'));
+    let exit = exit_of(&verify, &gaps);
+    if let Some(v) = &verify {
+        outln!("\n{}", crate::escape::printable(&said(v)));
+    }
+    Ok(exit)
 }
 
-/// Feeds the journal's lines to `each`, oldest first; returns where they came from. From the
-/// database only those `only` says can matter (by its indexes); from the file every line.
+/// 65 for a broken chain, 74 for a part of the journal that could not be read, else 0.
+fn exit_of(verify: &Option<Verification>, gaps: &[String]) -> Exit {
+    if verify.as_ref().is_some_and(|v| v.broken.is_some()) {
+        Exit::DataErr
+    } else if !gaps.is_empty() {
+        Exit::IoErr
+    } else {
+        Exit::Ok
+    }
+}
+
+/// The verifier's verdict as `history` reports it. A chain whose first entries are not here
+/// (their files removed) is broken unless `--since` asks only for what came after them.
+fn verification(
+    mut verdict: Verdict,
+    all_read: bool,
+    since: Option<Timestamp>,
+    first_ts: Option<Timestamp>,
+) -> Verification {
+    if let Some((seq, at)) = &verdict.starts_at
+        && verdict.broken.is_none()
+        && since.is_none_or(|s| first_ts.is_none_or(|first| first > s))
+    {
+        verdict.broken = Some(Break::Removed {
+            at: at.clone(),
+            from: 1,
+            to: seq - 1,
+            id: String::new(),
+        });
+    }
+    Verification {
+        intact: verdict.broken.is_none() && all_read,
+        chained: verdict.chained,
+        unhashed: verdict.unhashed,
+        cut_short: verdict.cut_short.iter().map(ToString::to_string).collect(),
+        starts_at: verdict.starts_at.as_ref().map(|(seq, _)| *seq),
+        head_seq: verdict.head.as_ref().map(|h| h.seq),
+        head_hash: verdict.head.as_ref().map(|h| h.hash.clone()),
+        broken: verdict.broken.as_ref().map(ToString::to_string),
+    }
+}
+
+/// The verification in words, for the end of `history`'s table.
+fn said(v: &Verification) -> String {
+    let mut out = String::new();
+    match (&v.broken, v.head_seq, &v.head_hash) {
+        (Some(broken), _, _) => {
+            out.push_str(&format!("journal check FAILED: {broken}"));
+        }
+        (None, Some(seq), Some(hash)) => {
+            let from = v.starts_at.unwrap_or(1);
+            out.push_str(&format!(
+                "journal checked: entries {from} to {seq} chained, none changed, removed or inserted; the last is entry {seq}, hash {hash} (the log server's last otnsx entry must show the same)"
+            ));
+        }
+        _ => out.push_str("journal checked: no chained entries yet"),
+    }
+    if let Some(seq) = v.starts_at {
+        out.push_str(&format!(
+            "\nthe chain here begins at entry {seq}: the journal files with entries 1 to {} are not here",
+            seq - 1
+        ));
+    }
+    if v.unhashed > 0 {
+        out.push_str(&format!(
+            "\n{} older entries carry no hash (written before the chain began): nothing to check them by",
+            v.unhashed
+        ));
+    }
+    for place in &v.cut_short {
+        out.push_str(&format!(
+            "\n{place}: a line cut short (a run killed while writing it); the chain goes on past it"
+        ));
+    }
+    if !v.intact && v.broken.is_none() {
+        out.push_str("\nparts of the journal could not be read (see above): they are not checked");
+    }
+    out
+}
+
+/// Feeds the journal's lines to `each`, oldest first, with where each is; returns where they
+/// came from and what could not be read. From the database only those `only` says can matter
+/// (by its indexes); from the files every line of the journal file and of the rotated ones.
 fn read_journal(
     run: &Run,
     only: &crate::state::pg::JournalFilter<'_>,
-    each: &mut dyn FnMut(&[u8]),
-) -> anyhow::Result<String> {
+    each: &mut dyn FnMut(&Place, &[u8]),
+) -> anyhow::Result<(String, Vec<Gap>)> {
     if let Some(db) = run.store.database() {
+        let mut place = Place {
+            source: "otnsx_journal".into(),
+            line: 0,
+        };
         db.journal_lines(only, |line| {
-            each(line);
+            place.line += 1;
+            each(&place, line);
             true
         })?;
-        return Ok(db.url().to_string());
+        return Ok((db.url().to_string(), Vec::new()));
     }
     let path = run.store.journal_path();
-    let file = match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(path.display().to_string());
-        }
-        Err(e) => {
-            return Err(fault(
-                Exit::IoErr,
-                format!("reading {}: {e}", path.display()),
-            ));
-        }
-    };
-    for line in BufReader::new(file).split(b'\n') {
-        let line =
-            line.map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
-        each(&line);
-    }
-    Ok(path.display().to_string())
+    let gaps = rotation::each_line(&path, each);
+    Ok((path.display().to_string(), gaps))
 }
 
 /// The access periods and events of the entries taken so far, in journal order.

@@ -135,7 +135,7 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
         .then(|| Syslog::new(config.log.socket.clone(), config.log.facility));
     let clock = Clock::starting_at(clock()?);
     let recorder = Recorder::new(
-        Journal::new(store.journal_path(), db),
+        Journal::new(store.journal_path(), db).rotating(config.log.rotation),
         syslog,
         global.dry_run,
         clock,
@@ -183,12 +183,14 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
             since,
             vm,
             ticket,
+            verify,
             json,
         } => {
             let filter = history::Filter {
                 since: since.as_deref(),
                 vm: vm.as_deref(),
                 ticket: ticket.as_deref(),
+                verify,
             };
             history::run(&run, &filter, json)
         }
@@ -260,10 +262,15 @@ impl Run {
                 for file in crate::sync::lock(&self.kept_files).drain(..) {
                     let _ = std::fs::remove_file(file);
                 }
+                if let Some(db) = self.store.database() {
+                    self.recorder.committed(&db.take_committed());
+                }
             }
             Err(_) => {
                 if let Some(db) = self.store.database() {
-                    self.recorder.journal().keep(&db.take_unrecorded());
+                    let lines = db.take_unrecorded();
+                    self.recorder.committed(&lines);
+                    self.recorder.journal().keep(&lines);
                 }
             }
         }

@@ -24,6 +24,19 @@ use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
 use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
+    let exit = repair_and_release(run, json);
+    // Last, with what time is left: the journal files otnsx rotated are compressed.
+    if run.store.database().is_none() && !run.dry_run {
+        let path = run.store.journal_path();
+        let time_left = || run.deadline.remaining() > std::time::Duration::from_secs(1);
+        if let (_, Some(why)) = crate::state::rotation::compress(&path, &time_left) {
+            errln!("otnsx: warning: {}", crate::escape::printable(&why));
+        }
+    }
+    exit
+}
+
+fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(Cause::Reconcile);
     run.journaled(&subject, || {
         run.with_backend(|backend| {

@@ -1,7 +1,6 @@
 //! `otnsx state migrate` and `otnsx state import --from-file DIR`: the PostgreSQL state
 //! backend's schema, and moving a node's state directory into the database.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 
 use crate::error::{Exit, fault};
@@ -50,29 +49,20 @@ pub fn import(run: &Run, dir: &Path) -> anyhow::Result<Exit> {
     let (leases, outbox) = files.load_with_outbox()?;
     let mut entries: Vec<Entry> = Vec::new();
     let mut unreadable = 0usize;
-    let path = files.journal_path();
-    match crate::sys::open_no_follow(std::fs::OpenOptions::new().read(true), &path) {
-        Ok(file) => {
-            for line in BufReader::new(file).split(b'\n') {
-                let line = line
-                    .map_err(|e| fault(Exit::IoErr, format!("reading {}: {e}", path.display())))?;
-                match std::str::from_utf8(&line)
-                    .ok()
-                    .and_then(|l| serde_json::from_str::<Entry>(l).ok())
-                {
-                    Some(entry) => entries.push(entry),
-                    None if line.is_empty() => {}
-                    None => unreadable += 1,
-                }
-            }
+    // Every journal file, the rotated ones too; a part that cannot be read stops the import
+    // (it would be missing from the database's journal for good).
+    let gaps = crate::state::rotation::each_line(&files.journal_path(), &mut |_, line| {
+        match std::str::from_utf8(line)
+            .ok()
+            .and_then(|l| serde_json::from_str::<Entry>(l).ok())
+        {
+            Some(entry) => entries.push(entry),
+            None if line.is_empty() => {}
+            None => unreadable += 1,
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(fault(
-                Exit::IoErr,
-                format!("reading {}: {e}", path.display()),
-            ));
-        }
+    });
+    if let Some(gap) = gaps.first() {
+        return Err(fault(Exit::IoErr, format!("{gap}; nothing was imported")));
     }
     // Entries saved with the leases that a killed run had no time to append.
     for pending in outbox {
@@ -92,12 +82,12 @@ pub fn import(run: &Run, dir: &Path) -> anyhow::Result<Exit> {
     );
     if unreadable > 0 {
         errln!(
-            "otnsx: {}: {unreadable} unreadable lines were not imported (they stay in the file)",
-            path.display()
+            "otnsx: {}: {unreadable} unreadable lines were not imported (they stay in the files)",
+            files.journal_path().display()
         );
     }
     outln!(
-        "the directory was left as it is; once every node uses [state] backend = \"postgres\", move its leases.json and journal.jsonl away"
+        "the directory was left as it is; once every node uses [state] backend = \"postgres\", move its leases.json and journal files away"
     );
     Ok(Exit::Ok)
 }

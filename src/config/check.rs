@@ -158,7 +158,30 @@ impl Checker {
                 self.problem("log.facility", format!("{facility_name:?} is not a syslog facility (authpriv, auth, daemon, local0 to local7, ...)"));
                 10
             });
+        let rotate_size = match crate::state::rotation::parse_size(
+            raw.log.rotate_size.as_deref().unwrap_or("64MiB"),
+        ) {
+            Ok(size) if size < crate::state::rotation::MIN_SIZE => {
+                self.problem("log.rotate_size", "must be at least 4KiB");
+                size
+            }
+            Ok(size) => size,
+            Err(why) => {
+                self.problem("log.rotate_size", why);
+                0
+            }
+        };
+        let rotate_age = self.duration(
+            "log.rotate_age",
+            raw.log.rotate_age.as_deref(),
+            "30d",
+            false,
+        );
         let log = Log {
+            rotation: crate::state::rotation::Rotation {
+                size: rotate_size,
+                age: (!rotate_age.is_zero()).then_some(rotate_age),
+            },
             syslog: raw.log.syslog.unwrap_or(false),
             facility,
             socket: raw

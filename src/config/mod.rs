@@ -291,6 +291,8 @@ pub struct Log {
     pub syslog: bool,
     pub facility: u8,
     pub socket: PathBuf,
+    /// When otnsx rotates the journal file.
+    pub rotation: crate::state::rotation::Rotation,
 }
 
 #[derive(Debug)]

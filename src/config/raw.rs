@@ -122,6 +122,8 @@ pub(super) struct RawLog {
     pub(super) syslog: Option<bool>,
     pub(super) facility: Option<String>,
     pub(super) socket: Option<PathBuf>,
+    pub(super) rotate_size: Option<String>,
+    pub(super) rotate_age: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,8 @@ pub enum Cause {
     /// The event's ticket could not be read (or its answer not trusted): what it held was
     /// closed.
     FailClosed,
+    /// The journal itself (its rotation).
+    Journal,
 }
 
 impl Cause {
@@ -59,6 +61,7 @@ impl Cause {
             Cause::Config => "config",
             Cause::Clip => "clip",
             Cause::FailClosed => "fail_closed",
+            Cause::Journal => "journal",
         }
     }
 }

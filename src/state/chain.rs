@@ -102,7 +102,10 @@ pub fn parse(line: &[u8]) -> Option<Link<'_>> {
     }
     let hash_at = line.len() - TAIL;
     let hash = std::str::from_utf8(&line[hash_at..hash_at + 64]).ok()?;
-    if !hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !hash
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let body = line[..hash_at].strip_suffix(b",\"hash\":\"")?;
@@ -250,11 +253,6 @@ impl Verifier {
                 broken: None,
             },
         }
-    }
-
-    /// Whether a break has been found (nothing more is checked then).
-    pub fn is_broken(&self) -> bool {
-        self.verdict.broken.is_some()
     }
 
     /// Checks the next line.

@@ -5,12 +5,15 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, fault};
 
+use crate::state::chain::{self, Head};
+use crate::state::rotation::{self, Rotation};
 use crate::state::store::Holder;
 use crate::time::Timestamp;
 
@@ -26,6 +29,8 @@ pub enum Action {
     Note,
     /// Something about the run itself that the audit must see (TLS verification off).
     Warning,
+    /// The journal file was rotated: the first entry of the new file, continuing the chain.
+    Rotate,
 }
 
 impl Action {
@@ -39,6 +44,7 @@ impl Action {
             Action::Error => "error",
             Action::Note => "note",
             Action::Warning => "warning",
+            Action::Rotate => "rotate",
         }
     }
 }
@@ -109,41 +115,70 @@ pub struct Journal {
     path: PathBuf,
     /// `[state] backend = "postgres"`: the entries go to its journal table instead.
     db: Option<std::sync::Arc<super::pg::Pg>>,
+    /// When the journal file is rotated.
+    rotation: Rotation,
 }
+
+/// How long an append waits for the journal's lock: it is held only while one entry is
+/// written, so a longer wait means a run stopped in the middle (the entry is then kept on
+/// this node, and the run ends with exit 74).
+const JOURNAL_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 impl Journal {
     pub fn new(path: PathBuf, db: Option<std::sync::Arc<super::pg::Pg>>) -> Self {
-        Journal { path, db }
+        Journal {
+            path,
+            db,
+            rotation: Rotation::default(),
+        }
     }
 
-    /// Appends `entry`; returns its line as recorded (`None` when the database records it with
-    /// the run's commit).
+    /// The journal rotated as `rotation` says.
+    pub fn rotating(self, rotation: Rotation) -> Self {
+        Journal { rotation, ..self }
+    }
+
+    /// Appends `entry`; returns its line as recorded, chained (`None` when the database
+    /// records it with the run's commit).
     pub fn append(&self, entry: &Entry) -> anyhow::Result<Option<String>> {
         if let Some(db) = &self.db {
             return db.append(entry);
         }
-        let line = entry.to_json();
-        self.append_line(&line)?;
-        self.mark(&entry.id);
+        let line = self.append_line(&entry.to_json(), &entry.id, entry.ts)?;
         Ok(Some(line))
     }
 
-    /// Where the id of the entry appended last is kept: after logrotate's copytruncate the
-    /// journal's tail no longer shows it, and the entry still in the lease file's outbox would
-    /// otherwise be appended again as "recovered".
+    /// Where the entry appended last is noted (`<id> <seq> <hash>`): the id, so that an entry
+    /// still in the lease file's outbox is not appended twice; the chain's head, so that a
+    /// journal file emptied or removed behind otnsx's back shows as a gap in the chain.
     fn marker(&self) -> std::path::PathBuf {
         self.path.with_extension("appended")
     }
 
-    /// Notes that `id` is in the journal now. Best effort: without it, the journal's tail is
-    /// looked at as before.
-    fn mark(&self, id: &str) {
+    /// Notes that `id` is in the journal now, at `head`. Best effort: without it, the
+    /// journal's tail is looked at as before.
+    fn mark(&self, id: &str, head: &Head) {
         let written = crate::sys::open_shared(
             OpenOptions::new().create(true).write(true).truncate(true),
             &self.marker(),
         )
-        .and_then(|mut file| file.write_all(id.as_bytes()));
+        .and_then(|mut file| file.write_all(format!("{id} {} {}", head.seq, head.hash).as_bytes()));
         drop(written);
+    }
+
+    /// The marker's id and head.
+    fn marked(&self) -> (String, Option<Head>) {
+        let text = std::fs::read_to_string(self.marker()).unwrap_or_default();
+        let mut words = text.split(' ');
+        let id = words.next().unwrap_or_default().to_string();
+        let head = match (words.next().and_then(|s| s.parse().ok()), words.next()) {
+            (Some(seq), Some(hash)) if hash.len() == 64 => Some(Head {
+                seq,
+                hash: hash.to_string(),
+            }),
+            _ => None,
+        };
+        (id, head)
     }
 
     /// Whether an entry could be appended now: the journal opens for appending. Checked before
@@ -197,7 +232,7 @@ impl Journal {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter_map(|entry| entry.get("id")?.as_str().map(str::to_string))
             .collect();
-        let last = std::fs::read_to_string(self.marker()).unwrap_or_default();
+        let (last, _) = self.marked();
         let mut appended = 0;
         for entry in outbox {
             let Some(id) = entry.get("id").and_then(serde_json::Value::as_str) else {
@@ -205,8 +240,18 @@ impl Journal {
             };
             let journaled = id == last || in_tail.contains(id);
             if !journaled {
-                self.append_line(&crate::escape::json(entry.to_string()))?;
-                self.mark(id);
+                // Recorded afresh: a chain place it may carry (a kept line) is not its own.
+                let mut entry = entry.clone();
+                if let Some(members) = entry.as_object_mut() {
+                    members.remove("seq");
+                    members.remove("hash");
+                }
+                let ts = entry
+                    .get("ts")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(Timestamp::parse)
+                    .unwrap_or_else(Timestamp::now);
+                self.append_line(&crate::escape::json(entry.to_string()), id, ts)?;
                 appended += 1;
             }
         }
@@ -329,18 +374,49 @@ impl Journal {
         Ok((recorded, after_commit))
     }
 
-    fn append_line(&self, line: &str) -> anyhow::Result<()> {
+    /// Appends `line` (one entry, unchained) under the journal's lock: rotates the file first
+    /// if it is due, chains the line after the last entry, writes it in one write and syncs.
+    /// Returns the line as written.
+    fn append_line(&self, line: &str, id: &str, now: Timestamp) -> anyhow::Result<String> {
+        let _held = self.hold()?;
         let mut file = self.open()?;
+        if self.due(&file, now) {
+            match self.rotate(&file, now) {
+                Ok(()) => file = self.open()?,
+                // Not rotated: appending to the same file is still right.
+                Err(e) => errln!(
+                    "otnsx: warning: {e:#}; the journal goes on in {}",
+                    self.path.display()
+                ),
+            }
+        }
+        let head = self.head(&file);
+        let (chained, head) = chain::link(&head, line).ok_or_else(|| {
+            fault(
+                Exit::IoErr,
+                format!(
+                    "a journal entry is not a JSON object: {}",
+                    crate::escape::shorten(line)
+                ),
+            )
+        })?;
+        self.write(&mut file, &chained)?;
+        self.mark(id, &head);
+        Ok(chained)
+    }
+
+    /// Writes `line` at the end of `file` and syncs it.
+    fn write(&self, file: &mut std::fs::File, line: &str) -> anyhow::Result<()> {
         // A run killed in the middle of its write can leave a line cut short (Linux stops a
         // write to a file at a page boundary when SIGKILL arrives): end that line first, so that
         // it stays one unreadable line instead of swallowing this entry too.
         let mut text = String::with_capacity(line.len() + 2);
-        if !ends_with_newline(&file) {
+        if !ends_with_newline(file) {
             text.push('\n');
         }
         text.push_str(line);
         text.push('\n');
-        // One write of the whole line: appends from concurrent runs never interleave.
+        // One write of the whole line, under the journal's lock.
         file.write_all(text.as_bytes())
             .and_then(|()| file.sync_data())
             .map_err(|e| {
@@ -349,6 +425,178 @@ impl Journal {
                     format!("appending to the journal {}: {e}", self.path.display()),
                 )
             })
+    }
+
+    /// Takes the journal's lock (`journal.lock`), waiting at most [`JOURNAL_LOCK_WAIT`].
+    fn hold(&self) -> anyhow::Result<std::fs::File> {
+        let path = self.path.with_extension("lock");
+        let file = crate::sys::open_shared(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            &path,
+        )
+        .map_err(|e| {
+            fault(
+                Exit::IoErr,
+                format!("opening the journal's lock {}: {e}", path.display()),
+            )
+        })?;
+        let deadline = crate::deadline::Deadline::after(JOURNAL_LOCK_WAIT);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if !deadline.sleep(pause) {
+                        return Err(fault(
+                            Exit::IoErr,
+                            format!(
+                                "the journal's lock {} stayed busy for {} s: another otnsx stopped while writing an entry",
+                                path.display(),
+                                JOURNAL_LOCK_WAIT.as_secs()
+                            ),
+                        ));
+                    }
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(fault(
+                        Exit::IoErr,
+                        format!("locking {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Whether the open journal `file` is due for rotation at `now`.
+    fn due(&self, file: &std::fs::File, now: Timestamp) -> bool {
+        let len = file.metadata().map_or(0, |m| m.len());
+        if len == 0 {
+            return false;
+        }
+        if len >= self.rotation.size {
+            return true;
+        }
+        self.rotation.age.is_some_and(|age| {
+            rotation::first_ts(file).is_some_and(|first| {
+                now.0.saturating_sub(first.0) >= i64::try_from(age.as_secs()).unwrap_or(i64::MAX)
+            })
+        })
+    }
+
+    /// Renames the journal file aside (`journal-<time>.jsonl`) and begins the new one with a
+    /// `rotate` entry that continues the chain. Under the journal's lock.
+    fn rotate(&self, file: &std::fs::File, now: Timestamp) -> anyhow::Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let head = self.head(file);
+        let len = file.metadata().map_or(0, |m| m.len());
+        let aside = rotation::rotated_name(dir, now);
+        let name = aside
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::rename(&self.path, &aside)
+            .and_then(|()| std::fs::File::open(dir)?.sync_all())
+            .map_err(|e| {
+                fault(
+                    Exit::IoErr,
+                    format!(
+                        "rotating the journal {} to {}: {e}",
+                        self.path.display(),
+                        aside.display()
+                    ),
+                )
+            })?;
+        let entry = Entry {
+            id: format!(
+                "{}.{}.rotate",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            ),
+            ts: now,
+            action: Action::Rotate,
+            ticket_number: None,
+            ticket_id: None,
+            vm: None,
+            vm_id: None,
+            profile: None,
+            agent: None,
+            result: EntryResult::Ok,
+            detail: format!(
+                "the journal before this entry ({} bytes, entries up to {}) is in {name}",
+                len, head.seq
+            ),
+            actor: "otnsx".into(),
+            cause: Cause::Journal,
+            gained: Vec::new(),
+            lost: Vec::new(),
+            reason: None,
+            opened_by: Vec::new(),
+            group: None,
+        };
+        let (chained, next) = chain::link(&head, &entry.to_json())
+            .ok_or_else(|| fault(Exit::IoErr, "the rotation entry is not a JSON object"))?;
+        let mut file = self.open()?;
+        self.write(&mut file, &chained)?;
+        self.mark(&entry.id, &next);
+        Ok(())
+    }
+
+    /// The chain's head: the last chained line of the journal file (looked for from its end),
+    /// or the marker's if that is further on (entries removed from the file show as a gap),
+    /// or the newest rotated file's; the chain's beginning if there is none.
+    fn head(&self, file: &std::fs::File) -> Head {
+        let in_file = last_head_of(file);
+        let (_, marked) = self.marked();
+        match (in_file, marked) {
+            (Some(found), Some(marked)) if marked.seq > found.seq => marked,
+            (Some(found), _) => found,
+            (None, Some(marked)) => marked,
+            (None, None) => self.rotated_head().unwrap_or_else(Head::genesis),
+        }
+    }
+
+    /// The last head in the newest rotated file.
+    fn rotated_head(&self) -> Option<Head> {
+        let newest = rotation::files(&self.path)
+            .into_iter()
+            .rfind(|p| *p != self.path)?;
+        let mut head = None;
+        rotation::read_file(&newest, &mut |_, line| {
+            if let Some(link) = chain::parse(line) {
+                head = Some(link.head());
+            }
+        });
+        head
+    }
+}
+
+/// The head of the last chained line of `file`, read from its end in growing pieces (at most
+/// 16 MiB: an entry is far shorter).
+fn last_head_of(file: &std::fs::File) -> Option<Head> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut want: u64 = 16 << 10;
+    loop {
+        let start = len.saturating_sub(want);
+        let mut bytes = vec![0u8; usize::try_from(len - start).ok()?];
+        file.read_exact_at(&mut bytes, start).ok()?;
+        // The first piece may start inside a line: only lines after its first newline count.
+        let whole = if start == 0 {
+            &bytes[..]
+        } else {
+            let nl = bytes.iter().position(|&b| b == b'\n')?;
+            &bytes[nl + 1..]
+        };
+        if let Some(head) = chain::last_head(whole) {
+            return Some(head);
+        }
+        if start == 0 || want >= 16 << 20 {
+            return None;
+        }
+        want *= 4;
     }
 }
 

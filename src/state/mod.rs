@@ -6,5 +6,6 @@ pub mod journal;
 pub mod memo;
 pub mod pg;
 pub mod recorder;
+pub mod rotation;
 pub mod store;
 pub mod syslog;

@@ -145,19 +145,40 @@ impl Recorder {
         if self.dry_run {
             return true;
         }
-        let line = entry.to_json();
-        if let Some(syslog) = &self.syslog {
-            syslog.send(entry, &line);
-        }
         match self.journal.append(entry) {
-            Ok(_) => true,
+            // Syslog gets the line as recorded: with the chain's head, which an edit on this
+            // host cannot take back from the log server.
+            Ok(Some(line)) => {
+                self.to_syslog(entry, &line);
+                true
+            }
+            // With the run's commit ([`Recorder::committed`]).
+            Ok(None) => true,
             Err(e) => {
+                let line = entry.to_json();
+                self.to_syslog(entry, &line);
                 self.state_problem(&e);
                 errln!("{line}");
                 // Kept on this node for the next run to record; still not durable in the
                 // journal, so what it records may not stay open.
                 self.journal.keep(&[line]);
                 false
+            }
+        }
+    }
+
+    fn to_syslog(&self, entry: &Entry, line: &str) {
+        if let Some(syslog) = &self.syslog {
+            syslog.send(entry, line);
+        }
+    }
+
+    /// Sends the lines the database recorded with the run's commit (chained) to syslog; the
+    /// lines of a commit that failed are sent unchained.
+    pub fn committed(&self, lines: &[String]) {
+        for line in lines {
+            if let Ok(entry) = serde_json::from_str::<Entry>(line) {
+                self.to_syslog(&entry, line);
             }
         }
     }

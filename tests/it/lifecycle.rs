@@ -347,6 +347,9 @@ fn journal_entries_also_go_to_syslog() {
     );
     let json: Value = serde_json::from_str(messages[0].split(" - ").nth(1).unwrap()).unwrap();
     assert_eq!(json, world.journal()[0]);
+    // With the chain's head: the log server holds what an edit on this host cannot rewrite.
+    assert_eq!(json["seq"], 1);
+    assert_eq!(json["hash"].as_str().map(str::len), Some(64));
     assert!(
         messages[1].starts_with("<84>1 "),
         "refused is a warning: {}",

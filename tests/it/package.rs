@@ -1,5 +1,5 @@
 //! What the Debian package installs besides the binary: shell completions that match the
-//! command line, systemd units and a logrotate file that fit the state directory's design.
+//! command line, systemd units that fit the state directory's design.
 
 use std::fs;
 use std::path::PathBuf;
@@ -69,9 +69,16 @@ fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
     assert!(service.contains("\nTimeoutStartSec=2min\n"), "{service}");
     let postinst = fs::read_to_string(dist().join("debian/postinst")).unwrap();
     assert!(postinst.contains("install -d -m 2770 -o root -g \"$group\" /var/lib/otnsx"));
-    let logrotate = fs::read_to_string(dist().join("logrotate/otnsx")).unwrap();
-    assert!(
-        logrotate.contains("copytruncate"),
-        "otnsx keeps the journal open by path"
-    );
+    // otnsx rotates its journal itself: no logrotate rule (copytruncate lost entries), and
+    // the one an earlier package installed is removed on upgrade.
+    assert!(!dist().join("logrotate").exists());
+    for script in ["preinst", "postinst", "postrm"] {
+        let text = fs::read_to_string(dist().join("debian").join(script)).unwrap();
+        assert!(
+            text.contains(
+                "dpkg-maintscript-helper rm_conffile /etc/logrotate.d/otnsx 0.2.0~ -- \"$@\""
+            ),
+            "{script}: {text}"
+        );
+    }
 }
