@@ -204,7 +204,9 @@ impl Journal {
     }
 
     /// Appends the entries of `outbox` that the journal does not have yet (by `id`, looked for
-    /// in the journal's last 256 KiB, where the latest entries are). Returns how many.
+    /// in the journal's last 256 KiB, where the latest entries are, and when the file is
+    /// shorter in the newest rotated file too: it may have been rotated since). Returns how
+    /// many.
     pub fn recover(&self, outbox: &[serde_json::Value]) -> anyhow::Result<usize> {
         use std::io::{Read, Seek, SeekFrom};
         if outbox.is_empty() {
@@ -227,11 +229,25 @@ impl Journal {
         }
         // Only whole lines count: a line cut short by a crash may show the id of an entry
         // whose record it lost.
-        let in_tail: std::collections::HashSet<String> = tail
+        let id_of = |line: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(line)
+                .ok()
+                .and_then(|entry| entry.get("id")?.as_str().map(str::to_string))
+        };
+        let mut in_tail: std::collections::HashSet<String> = tail
             .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|entry| entry.get("id")?.as_str().map(str::to_string))
+            .filter_map(|line| id_of(line.as_bytes()))
             .collect();
+        // A file rotated since: its entries are in the newest rotated file.
+        if tail.len() < 256 << 10
+            && let Some(newest) = rotation::files(&self.path)
+                .into_iter()
+                .rfind(|p| *p != self.path)
+        {
+            rotation::read_file(&newest, &mut |_, line| {
+                in_tail.extend(id_of(line));
+            });
+        }
         let (last, _) = self.marked();
         let mut appended = 0;
         for entry in outbox {

@@ -222,3 +222,58 @@ fn a_rotated_journal_gets_no_entry_twice() {
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert_eq!(entries[0]["vm"], "db01");
 }
+
+/// The journal rotated by a run that records without the state lock (a revoke while the lock
+/// is busy) between a grant's append and the next run's look at its outbox: the entry is found
+/// in the rotated file, not appended again.
+#[test]
+fn a_journal_rotated_since_the_last_run_gets_no_entry_twice() {
+    let world = World::new();
+    world.write_config(
+        &format!("{}\n[log]\nrotate_size = \"4KiB\"\n", world.config_text())
+            .replace("deadline = \"10s\"", "deadline = \"3s\""),
+    );
+    let journal_len =
+        || std::fs::metadata(world.state_dir().join("journal.jsonl")).map_or(0, |m| m.len());
+    assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+    let mut entry = world.journal().pop().unwrap();
+    while journal_len() < 4096 {
+        assert_eq!(otnsx(&world, &["grant", "--vm", "nosuchvm"]).code, 65);
+    }
+    // As if the grant had been killed after its append, before its outbox was emptied.
+    let members = entry.as_object_mut().unwrap();
+    members.remove("seq");
+    members.remove("hash");
+    let leases_path = world.state_dir().join("leases.json");
+    let mut leases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&leases_path).unwrap()).unwrap();
+    leases["outbox"] = serde_json::json!([entry]);
+    std::fs::write(&leases_path, leases.to_string()).unwrap();
+    // A revoke while another run holds the state lock closes and records without it: its
+    // entries rotate the journal.
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(world.state_dir().join("leases.lock"))
+        .unwrap();
+    held.lock().unwrap();
+    let run = otnsx(&world, &["revoke", "--vm", "web01"]);
+    assert_eq!(run.code, 75, "{run:?}");
+    drop(held);
+    let rotated = std::fs::read_dir(world.state_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+        .count();
+    assert_eq!(rotated, 1);
+    let run = otnsx(&world, &["grant", "--vm", "db01"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("recovered"), "{}", run.stderr);
+    let again = world
+        .journal()
+        .iter()
+        .filter(|e| e["action"] == "grant" && e["vm"] == "web01")
+        .count();
+    assert_eq!(again, 0, "web01's grant is in the rotated file only");
+    let run = otnsx(&world, &["history", "--verify"]);
+    assert_eq!(run.code, 0, "{run:?}");
+}

@@ -217,6 +217,23 @@ fn entries_the_journal_cannot_take_are_kept_on_the_node_and_recorded_once_later(
     assert!(opened < closed, "{actions:?}");
     assert_eq!(otnsx(&world, &["reconcile"]).code, 0);
     assert_eq!(unlock_entries(&world), 1, "recorded once");
+    // The audit sees the access period closed by the unlock, and one unbroken chain.
+    closed_by_the_unlock_in_history(&world);
+}
+
+/// `history --verify` shows ticket 2's access to web01 closed by its unlock, chain intact.
+fn closed_by_the_unlock_in_history(world: &World) {
+    let run = otnsx(world, &["history", "--json", "--verify"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let periods = report["periods"].as_array().unwrap();
+    assert!(
+        periods
+            .iter()
+            .any(|p| p["vm"] == "web01" && p["closed_by"] == "unlock"),
+        "{report}"
+    );
+    assert_eq!(report["verify"]["intact"], true, "{report}");
 }
 
 #[test]
@@ -248,6 +265,7 @@ fn a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later() {
     );
     assert!(kept(&world).is_empty());
     assert_eq!(world.tagged(), set(&[]), "never reopened: {run:?}");
+    closed_by_the_unlock_in_history(&world);
 }
 
 /// A help desk that accepts the connection and never answers: the unlock still closes, within
