@@ -264,7 +264,7 @@ fn read_journal(
 ) -> anyhow::Result<(String, Vec<Gap>)> {
     if let Some(db) = run.store.database() {
         let mut place = Place {
-            source: "otnsx_journal".into(),
+            source: crate::state::chain::TABLE.into(),
             line: 0,
         };
         db.journal_lines(only, |line| {

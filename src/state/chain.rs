@@ -140,9 +140,14 @@ pub struct Place {
 
 impl std::fmt::Display for Place {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} line {}", self.source, self.line)
+        // The database's journal is a table: its entries are rows, in their order.
+        let unit = if self.source == TABLE { "row" } else { "line" };
+        write!(f, "{} {unit} {}", self.source, self.line)
     }
 }
+
+/// The database's journal table, as a [`Place`]'s source.
+pub const TABLE: &str = "otnsx_journal";
 
 /// How the chain is broken, at its first break.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -429,3 +429,89 @@ fn rotation_settings_are_checked() {
         assert!(run.stderr.contains(says), "{}", run.stderr);
     }
 }
+
+/// On either backend: a lock, a grant and their closing chain up, `history --verify` passes
+/// and names the last entry's hash as the head, and syslog received that same line.
+fn the_chain_verifies_and_its_head_reaches_syslog(world: World) {
+    use std::os::unix::net::UnixDatagram;
+    let socket = world.dir.path().join("log.sock");
+    let receiver = UnixDatagram::bind(&socket).unwrap();
+    receiver.set_nonblocking(true).unwrap();
+    world.write_config(&format!(
+        "{}\n[log]\nsyslog = true\nsocket = \"{}\"\n",
+        world.config_text(),
+        socket.display()
+    ));
+    assert_eq!(crate::lock(&world, crate::support::T2).code, 0);
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    assert_eq!(crate::unlock(&world, crate::support::T2).code, 0);
+    assert_eq!(otnsx(&world, &["revoke", "--vm", "db01"]).code, 0);
+    let (code, report, stderr) = history_json(&world, &["--verify"]);
+    assert_eq!(code, 0, "{stderr}");
+    let verify = &report["verify"];
+    assert_eq!(verify["intact"], true, "{verify}");
+    let chained = verify["chained"].as_u64().unwrap();
+    assert!(chained >= 6, "{verify}");
+    assert_eq!(verify["head_seq"], chained);
+    let mut messages = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = receiver.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let last: Value = serde_json::from_str(
+        messages
+            .last()
+            .expect("syslog got the entries")
+            .split_once(" - ")
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(last["seq"], verify["head_seq"], "{messages:?}");
+    assert_eq!(last["hash"], verify["head_hash"], "{messages:?}");
+    assert_eq!(
+        messages.len() as u64,
+        chained,
+        "one syslog message per entry: {messages:?}"
+    );
+}
+
+crate::on_both_backends!(the_chain_verifies_and_its_head_reaches_syslog);
+
+/// In the database: a row's entry edited, a row deleted and a row inserted (each by the
+/// database's superuser, as an intruder with its password would) are each named.
+#[test]
+fn verify_names_rows_changed_removed_or_inserted_in_the_database() {
+    for (case, sql, says) in [
+        (
+            "changed",
+            "UPDATE otnsx_journal SET entry = replace(entry, '\"actor\":\"', '\"actor\":\"mallory-') WHERE n = 2",
+            "entry 2 at otnsx_journal row 2",
+        ),
+        (
+            "removed",
+            "DELETE FROM otnsx_journal WHERE n = 3",
+            "entry 3 was removed: it is missing before entry 4 at otnsx_journal row 3",
+        ),
+        (
+            "inserted",
+            // Room made in the table's order, and a copy of the first grant put there.
+            "UPDATE otnsx_journal SET seq = seq + 1000 WHERE n >= 3; INSERT INTO otnsx_journal (seq, id, ts, entry) SELECT seq + 500, 'forged', ts, entry FROM otnsx_journal WHERE n = 1",
+            "the line at otnsx_journal row 3 (id forged) was inserted",
+        ),
+    ] {
+        let test = format!("verify_names_rows_changed_removed_or_inserted_in_the_database::{case}");
+        let Some(world) = crate::pg_world(&test) else {
+            return;
+        };
+        for vm in ["web01", "db01", "app01"] {
+            assert_eq!(otnsx(&world, &["grant", "--vm", vm]).code, 0);
+            assert_eq!(otnsx(&world, &["revoke", "--vm", vm]).code, 0);
+        }
+        assert_eq!(otnsx(&world, &["history", "--verify"]).code, 0);
+        world.db.as_ref().unwrap().execute(sql);
+        let run = otnsx(&world, &["history", "--verify"]);
+        assert_eq!(run.code, 65, "{case}: {run:?}");
+        assert!(run.stdout.contains(says), "{case}: {}", run.stdout);
+    }
+}
