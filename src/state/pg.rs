@@ -1567,6 +1567,158 @@ mod tests {
         assert_eq!(nullable(None), "NULL");
     }
 
+    /// A database of its own in the test server (`OTNSX_TEST_POSTGRES`, as for the integration
+    /// tests), at this otnsx's schema, dropped when done; `None` (said) without a server.
+    struct Scratch {
+        admin: postgres::Config,
+        name: String,
+        client: Client,
+    }
+
+    impl Scratch {
+        fn create() -> Option<Scratch> {
+            let (Ok(url), Ok(file)) = (
+                std::env::var("OTNSX_TEST_POSTGRES"),
+                std::env::var("OTNSX_TEST_POSTGRES_PASSWORD_FILE"),
+            ) else {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must run the PostgreSQL tests"
+                );
+                eprintln!("skipped: no PostgreSQL server (OTNSX_TEST_POSTGRES)");
+                return None;
+            };
+            let mut admin: postgres::Config = url.parse().unwrap();
+            admin.password(std::fs::read_to_string(file).unwrap().trim());
+            let name = format!("otnsx_unit_{}", std::process::id());
+            let mut server = admin.connect(postgres::NoTls).unwrap();
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                server.batch_execute(&sql).unwrap();
+            }
+            let mut config = admin.clone();
+            config.dbname(&name);
+            let mut client = config.connect(postgres::NoTls).unwrap();
+            for step in MIGRATIONS {
+                client.batch_execute(step).unwrap();
+            }
+            Some(Scratch {
+                admin,
+                name,
+                client,
+            })
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Ok(mut server) = self.admin.connect(postgres::NoTls) {
+                let _ = server.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// The rows of `sql`'s statements ([`results`]).
+    fn run(client: &mut Client, sql: &str) -> Vec<Vec<Vec<Option<String>>>> {
+        results(
+            client
+                .simple_query(sql)
+                .unwrap_or_else(|e| panic!("{e:?}: {sql}")),
+        )
+    }
+
+    /// The server chains each entry exactly as [`chain::link`] does, byte for byte, also for
+    /// text beyond ASCII and quotes, and reads the lines back (`journal_lines`' SQL) as they
+    /// were returned; the chain verifies, with the rows from before the chain unhashed.
+    ///
+    /// [`chain::link`]: crate::state::chain::link
+    #[test]
+    fn the_server_chains_entries_as_chain_link_does() {
+        use crate::state::chain::{Head, Place, Verifier, link};
+        let Some(mut db) = Scratch::create() else {
+            return;
+        };
+        // A row from before the chain (schema version 1 wrote no n, no hash).
+        db.client
+            .batch_execute(r#"INSERT INTO otnsx_journal (id, ts, entry) VALUES ('old', 0, '{"id":"old","ts":"2026-11-20T08:00:00Z"}')"#)
+            .unwrap();
+        let template = r#"{"id":"x","ts":"2026-11-20T08:00:00Z","action":"grant","ticket_number":"2026112010000011","ticket_id":11,"vm":"web01","vm_id":"vm-42","result":"ok","detail":"opened web01 (vm-42)","actor":"helpdesk:agent1","cause":"lock","gained":[{"kind":"ticket","id":11,"number":"2026112010000011"}]}"#;
+        let mut head = Head::genesis();
+        let mut returned = Vec::new();
+        for (i, detail) in [
+            "opened web01 (vm-42)",
+            "Wartung für Müller ä 🚀 — 日本",
+            "it's \\ \"quoted\" \\' ; -- DROP TABLE otnsx_journal",
+            "tab\there, line\nfeed",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut entry: Entry = serde_json::from_str(template).unwrap();
+            entry.id = format!("e{i}");
+            entry.detail = detail.to_string();
+            let line = entry.to_json();
+            let results = run(
+                &mut db.client,
+                &format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
+                    insert_entry(&entry, &line)
+                ),
+            );
+            let (expected, next) = link(&head, &line).unwrap();
+            assert_eq!(returned_lines(&results, 1), [expected.clone()], "{line}");
+            head = next;
+            returned.push(expected);
+            // Once: the same id again is left alone, and returns nothing.
+            let again = run(
+                &mut db.client,
+                &format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
+                    insert_entry(&entry, &line)
+                ),
+            );
+            assert!(returned_lines(&again, 1).is_empty());
+        }
+        // An empty object (only check's probe, rolled back, writes one) chains as link does.
+        let results = run(
+            &mut db.client,
+            &format!(
+                "BEGIN; {}; ROLLBACK",
+                insert_entry(&serde_json::from_str(template).unwrap(), "{}")
+            ),
+        );
+        let rows = &results[1];
+        assert_eq!(
+            rows[0][0].as_deref(),
+            Some(link(&head, "{}").unwrap().0.as_str())
+        );
+        // Read back as the journal reads it.
+        let read = run(
+            &mut db.client,
+            &format!("SELECT {} FROM otnsx_journal ORDER BY seq", recorded_line()),
+        );
+        let lines: Vec<String> = read[0].iter().map(|row| row[0].clone().unwrap()).collect();
+        assert_eq!(lines[0], r#"{"id":"old","ts":"2026-11-20T08:00:00Z"}"#);
+        assert_eq!(lines[1..], returned[..]);
+        let mut verifier = Verifier::new();
+        for (i, line) in lines.iter().enumerate() {
+            let at = Place {
+                source: "otnsx_journal".into(),
+                line: i as u64 + 1,
+            };
+            verifier.feed(at, line.as_bytes());
+        }
+        let verdict = verifier.finish();
+        assert_eq!(verdict.broken, None);
+        assert_eq!((verdict.unhashed, verdict.chained), (1, 4));
+        assert_eq!(verdict.head, Some(head));
+    }
+
     /// A binary `COPY` of (position, text array) rows, as the server sends it.
     fn copy_of(rows: &[(i64, Option<&[&str]>)]) -> Vec<u8> {
         let mut out = COPY_SIGNATURE.to_vec();
