@@ -46,6 +46,11 @@ const LOCK_KEY: i64 = 0x006f_746e_7378;
 /// inserts.
 const JOURNAL_KEY: i64 = 0x6f74_6e73_786a;
 
+/// How the calls that wait for the journal lock and no other begin their `what`: an entry
+/// journaled outside a run's transaction, and the run's commit.
+const JOURNALING: &str = "journaling";
+const COMMITTING: &str = "committing";
+
 /// The schema, step by step: entry `n` brings version `n` to `n + 1`. Never edit a step that
 /// was released; add one.
 const MIGRATIONS: &[&str] = &[
@@ -401,6 +406,15 @@ fn server_wait(wait: Duration) -> u128 {
         .max(1)
 }
 
+/// The `SET LOCAL`s that bound a transaction's wait for the journal lock and its statements
+/// when the client waits for them until `until`: the server answers first (a busy journal lock,
+/// exit 75, before a statement cancelled, before the client gives up).
+fn journal_waits(until: Deadline) -> String {
+    let statement = server_wait(until.remaining());
+    let lock = (statement - statement / 10).max(1);
+    format!("SET LOCAL statement_timeout = {statement}; SET LOCAL lock_timeout = {lock}")
+}
+
 impl Pg {
     pub fn new(db: &Database, deadline: Deadline) -> Arc<Pg> {
         Arc::new(Pg {
@@ -450,7 +464,16 @@ impl Pg {
         };
         let code = db.code();
         let message = db.message();
-        let (exit, hint) = if *code == SqlState::LOCK_NOT_AVAILABLE {
+        let journal_lock = what.starts_with(JOURNALING) || what.starts_with(COMMITTING);
+        let (exit, hint) = if *code == SqlState::LOCK_NOT_AVAILABLE && journal_lock {
+            // The only lock waited for there: the run's commit holds the state lock already.
+            return fault(
+                Exit::TempFail,
+                format!(
+                    "database {url}: {what}: the journal lock (pg_advisory_xact_lock({JOURNAL_KEY})) stayed busy for what the deadline left; another otnsx (on this node or another) is writing journal rows, or hung while doing so"
+                ),
+            );
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE {
             return fault(
                 Exit::TempFail,
                 format!(
@@ -956,12 +979,12 @@ impl Pg {
         }
         let insert = insert_entry(entry, &entry.to_json());
         let until = self.budget();
-        let results = self.call(&mut inner, "journaling", Connect::IfNeeded, move |client| {
-            let wait = server_wait(until.remaining());
+        let results = self.call(&mut inner, JOURNALING, Connect::IfNeeded, move |client| {
+            let waits = journal_waits(until);
             query(
                 client,
                 &format!(
-                    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {insert}; COMMIT"
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; {waits}; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {insert}; COMMIT"
                 ),
             )
         })?;
@@ -1017,9 +1040,9 @@ impl Pg {
         let until = self.budget();
         let committed = self.call_by(&mut inner, what, until, Connect::Never, move |client| {
             if count > 0 {
-                let wait = server_wait(until.remaining());
+                let waits = journal_waits(until);
                 sql.push_str(&format!(
-                    "SET LOCAL lock_timeout = {wait};\nSELECT pg_advisory_xact_lock({JOURNAL_KEY});\n{inserts};\n"
+                    "{waits};\nSELECT pg_advisory_xact_lock({JOURNAL_KEY});\n{inserts};\n"
                 ));
             }
             sql.push_str("COMMIT");
@@ -1671,7 +1694,11 @@ mod tests {
                 ),
             );
             let (expected, next) = link(&head, &line).unwrap();
-            assert_eq!(returned_lines(&results, 1), [expected.clone()], "{line}");
+            assert_eq!(
+                returned_lines(&results, 1),
+                std::slice::from_ref(&expected),
+                "{line}"
+            );
             head = next;
             returned.push(expected);
             // Once: the same id again is left alone, and returns nothing.

@@ -374,6 +374,126 @@ fn a_lock_held_elsewhere_until_the_deadline_exits_75() {
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
 }
 
+/// The journal lock's key ("otnsxj"), as otnsx takes it before inserting journal rows.
+const JOURNAL_KEY: i64 = 0x6f74_6e73_786a;
+
+#[test]
+fn a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open() {
+    let Some(world) =
+        pg_world("a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open")
+    else {
+        return;
+    };
+    world.write_config(
+        &world
+            .config_text()
+            .replacen("deadline = \"10s\"", "deadline = \"2s\"", 1),
+    );
+    let db = world.db.as_ref().unwrap();
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({JOURNAL_KEY})"))
+        .unwrap();
+    let started = Instant::now();
+    let run = lock(&world, T2);
+    assert!(started.elapsed() < Duration::from_secs(3), "{run:?}");
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("the journal lock"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&[]), "open without its row: {run:?}");
+    assert!(world.leases().is_empty());
+    assert!(world.journal().is_empty());
+    tx.rollback().unwrap();
+    // The next run records what this one kept, and opens; one chain.
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    let (chained, unhashed) = db.verified_chain();
+    assert_eq!(unhashed, 0);
+    assert!(chained.len() >= 3, "{chained:#?}");
+}
+
+/// Runs that find the state lock busy journal their failure at once (outside a run's
+/// transaction), while the runs that get it journal with their commit: one chain still.
+#[test]
+fn entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain() {
+    let Some(world) =
+        pg_world("entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain")
+    else {
+        return;
+    };
+    // The first node's runs wait for the state lock 0.75 s at most; the second node's, with
+    // the default deadline, long enough to get it.
+    let node2 = second_node(&world);
+    world.write_config(
+        &world
+            .config_text()
+            .replacen("deadline = \"10s\"", "deadline = \"2s\"", 1),
+    );
+    let db = world.db.as_ref().unwrap();
+    let vms = crate::it::concurrency::VMS;
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(478694765432)")
+        .unwrap();
+    let args = |i: usize| -> Vec<String> {
+        let verb = if i % 2 == 0 { "grant" } else { "revoke" };
+        vec![verb.into(), "--vm".into(), vms[i % 4].into()]
+    };
+    let (first, second): (Vec<Run>, Vec<Run>) = thread::scope(|scope| {
+        let wave = |configs: Vec<(PathBuf, Vec<String>)>| {
+            configs
+                .into_iter()
+                .map(|(config, args)| {
+                    scope.spawn(move || {
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        otnsx_on(&config, &args)
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        // The first node's runs find the state lock busy until they give up: each journals
+        // its failure at once, under the journal lock alone ...
+        let first = wave((0..12).map(|i| (world.config_path(), args(i))).collect());
+        thread::sleep(Duration::from_millis(500));
+        // ... while the second node's runs wait for the state lock, and get it in turn once
+        // it is released: each journals with its commit.
+        let second = wave((12..36).map(|i| (node2.clone(), args(i))).collect());
+        thread::sleep(Duration::from_millis(1000));
+        holder.batch_execute("ROLLBACK").unwrap();
+        let join = |handles: Vec<thread::ScopedJoinHandle<'_, Run>>| {
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        };
+        (join(first), join(second))
+    });
+    // Under the load of 36 runs at once a run of the first node may also give up on the
+    // server's answer (74); what it could not record it keeps, and a later run records.
+    assert!(
+        first.iter().all(|r| [74, 75].contains(&r.code)),
+        "{first:#?}"
+    );
+    let busy = first.iter().filter(|r| r.code == 75).count();
+    for run in &second {
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    // (The first node records what its runs kept.)
+    assert_eq!(otnsx(&world, &["reconcile"]).code, 0);
+    let journal = world.journal();
+    assert!(
+        journal.iter().any(|e| e["action"] == "error"),
+        "the first node's failures are journaled: {journal:#?}"
+    );
+    let (chained, unhashed) = db.verified_chain();
+    assert_eq!((chained.len(), unhashed), (journal.len(), 0));
+    eprintln!(
+        "{busy} runs found the state lock busy, {} ran; {} journal entries in one chain",
+        second.len(),
+        journal.len()
+    );
+}
+
 #[test]
 fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
     let Some(db) = TestDb::create("the_schema_is_made_by_migrate_and_checked_by_every_run") else {
