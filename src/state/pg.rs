@@ -768,7 +768,9 @@ impl Pg {
     /// The transaction commits synchronously whatever the database's default (a lock that
     /// exited 0 must survive the server's crash), and a session that sits idle in it for
     /// longer than the run could (the deadline and [`IDLE_MARGIN`]: a hung or stopped otnsx)
-    /// is ended by the server, and the state lock with it.
+    /// is ended by the server, and the state lock with it. It is read committed whatever the
+    /// database's default: what it reads after a lock (the leases after the state lock, the
+    /// chain's last row after the journal lock at the commit) is read as committed then.
     pub fn lock(&self, deadline: Deadline) -> anyhow::Result<()> {
         let mut inner = lock(&self.inner);
         if inner.tx.is_some() {
