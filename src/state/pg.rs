@@ -1713,6 +1713,25 @@ mod tests {
             );
             assert!(returned_lines(&again, 1).is_empty());
         }
+        // The chain's SQL holds no backslash: without standard_conforming_strings (as behind a
+        // pooler that drops the connection's options) it means the same. (The entry's own
+        // literal is another matter: this one has no backslash either.)
+        assert!(!insert_entry(&serde_json::from_str(template).unwrap(), "{}").contains('\\'));
+        let mut entry: Entry = serde_json::from_str(template).unwrap();
+        entry.id = "plain".into();
+        entry.detail = "Wartung für Müller 🚀".into();
+        let line = entry.to_json();
+        let results = run(
+            &mut db.client,
+            &format!(
+                "BEGIN; SET LOCAL standard_conforming_strings = off; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
+                insert_entry(&entry, &line)
+            ),
+        );
+        let (expected, next) = link(&head, &line).unwrap();
+        assert_eq!(returned_lines(&results, 1), std::slice::from_ref(&expected));
+        head = next;
+        returned.push(expected);
         // An empty object (only check's probe, rolled back, writes one) chains as link does.
         let results = run(
             &mut db.client,
@@ -1744,7 +1763,7 @@ mod tests {
         }
         let verdict = verifier.finish();
         assert_eq!(verdict.broken, None);
-        assert_eq!((verdict.unhashed, verdict.chained), (1, 4));
+        assert_eq!((verdict.unhashed, verdict.chained), (1, 5));
         assert_eq!(verdict.head, Some(head));
     }
 
