@@ -7,6 +7,18 @@
 //! released by the commit, a rollback, or the connection's end (a killed otnsx, a restarted
 //! server): it can never be left behind. The leases and journal rows a run writes wait in
 //! memory and go with the `COMMIT`, in one round trip: they commit together or not at all.
+//!
+//! The journal is hash-chained (schema version 2; see [`crate::state::chain`]): the server
+//! itself gives each row its place in the chain (`n`, 1 for the first row chained) and its
+//! `hash`, in the statement that inserts it, from the row before in the chain, so that the
+//! table's rows read back as exactly the lines `chain::link` makes. Rows written before the
+//! chain (schema version 1) have neither, and read back as they were: unhashed. Every
+//! transaction that inserts journal rows takes a second transaction-level advisory lock, the
+//! journal lock ([`JOURNAL_KEY`]), immediately before its inserts and commits right after
+//! them (in the same round trip), so that the chain's rows are written one transaction at a
+//! time: by the run's commit, by an entry journaled outside a run's transaction, by
+//! `state import`. The journal lock is taken after the state lock, never before: nothing waits
+//! for the state lock while holding it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, mpsc};
@@ -23,14 +35,26 @@ use crate::state::store::{Holder, Lease};
 use crate::sync::lock;
 
 /// The schema this otnsx reads and writes. `otnsx state migrate` brings a database to it.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock every run's transaction takes: "otnsx" in ASCII.
 const LOCK_KEY: i64 = 0x006f_746e_7378;
 
+/// The advisory lock every transaction that inserts journal rows takes right before them, so
+/// that the chain is extended by one transaction at a time: "otnsxj" in ASCII. Taken after
+/// [`LOCK_KEY`] when a transaction takes both, and held only until its `COMMIT`, sent with the
+/// inserts.
+const JOURNAL_KEY: i64 = 0x6f74_6e73_786a;
+
+/// How the calls that wait for the journal lock and no other begin their `what`: an entry
+/// journaled outside a run's transaction, and the run's commit.
+const JOURNALING: &str = "journaling";
+const COMMITTING: &str = "committing";
+
 /// The schema, step by step: entry `n` brings version `n` to `n + 1`. Never edit a step that
 /// was released; add one.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE otnsx_leases (
     target text NOT NULL,
     holder text NOT NULL,
@@ -60,7 +84,17 @@ CREATE INDEX otnsx_journal_ts ON otnsx_journal (ts);
 CREATE INDEX otnsx_journal_vm ON otnsx_journal (vm);
 CREATE INDEX otnsx_journal_vm_id ON otnsx_journal (vm_id);
 CREATE INDEX otnsx_journal_tickets ON otnsx_journal USING gin (tickets);
-"];
+",
+    "
+-- The hash chain: each row's place in it (1, 2, ...) and its hash (see src/state/chain.rs).
+-- The rows already there keep NULLs: they were written before the chain began.
+ALTER TABLE otnsx_journal
+    ADD COLUMN n bigint,
+    ADD COLUMN hash text,
+    ADD CONSTRAINT otnsx_journal_n_key UNIQUE (n),
+    ADD CONSTRAINT otnsx_journal_chained CHECK ((n IS NULL) = (hash IS NULL));
+",
+];
 
 /// What the database user needs on each table for a run, as `check` verifies it.
 pub const GRANTS: &[(&str, &[&str])] = &[
@@ -76,11 +110,14 @@ struct Tx {
     rows: BTreeMap<(String, String), String>,
     /// Why the leases read under the lock are not to be trusted, if they are not.
     damaged: Option<String>,
-    /// The statements that go with the `COMMIT`.
+    /// The statements of leases that go with the `COMMIT`.
     pending: Vec<String>,
-    /// The journal lines among them, said on stderr if the commit fails.
+    /// The journal inserts that go with the `COMMIT`, after the leases' statements and the
+    /// journal lock, in the order the entries were staged (one statement each).
+    journal: Vec<String>,
+    /// Their journal lines (unchained), said on stderr if the commit fails.
     lines: Vec<String>,
-    /// The ids of the journal entries among them.
+    /// The ids of their journal entries.
     ids: HashSet<String>,
 }
 
@@ -235,7 +272,37 @@ fn holder_key(holder: &Holder) -> String {
     serde_json::to_string(holder).unwrap_or_default()
 }
 
-/// The statement that journals `entry` (once: an id the table has is left alone).
+/// The hash chain's body of a row, as SQL over its columns `entry` (the unchained line) and `n`
+/// (its place in the chain): what `chain::link` hashes, byte for byte: the entry without its
+/// closing brace, a comma unless the object is empty (`{}`: only `check`'s probe, rolled back,
+/// writes one), and `"seq":n`. Standard literals and `chr()`, no escapes: it means the same
+/// whatever `standard_conforming_strings` is.
+const BODY: &str = r#"left(entry, -1) || CASE WHEN rtrim(left(entry, -1), ' ' || chr(9) || chr(10) || chr(13)) = '{' THEN '' ELSE ',' END || '"seq":' || n"#;
+
+/// SQL for a chained row's line (as `chain::link` makes it) over its columns `entry`, `n` and
+/// `hash`: the body, then `,"hash":"H"}`.
+fn chained_line() -> String {
+    format!(r#"{BODY} || ',"hash":"' || hash || '"}}'"#)
+}
+
+/// SQL for a row's line as the journal reads it: chained when it has a hash, else its entry
+/// as it was written (before the chain began).
+fn recorded_line() -> String {
+    format!(
+        "CASE WHEN hash IS NULL THEN entry ELSE {} END",
+        chained_line()
+    )
+}
+
+/// The statement that journals `entry` (once: an id the table has is left alone), chained
+/// after the last row of the chain (found by the unique index on `n`) by the server itself:
+/// its place is the last one's and 1 (1 for the first), its hash the hex SHA-256 of the last
+/// one's hash ([`chain::GENESIS`] for the first), a line feed and its body ([`BODY`]). It
+/// returns the row's chained line; none when the table had the id already. It must run under
+/// the journal lock ([`JOURNAL_KEY`]), with a snapshot taken after it (read committed): else
+/// two rows could take one place, and the unique index on `n` refuses the second.
+///
+/// [`chain::GENESIS`]: crate::state::chain::GENESIS
 fn insert_entry(entry: &Entry, line: &str) -> String {
     let mut tickets: Vec<String> = entry.ticket_number.iter().cloned().collect();
     for holder in entry.gained.iter().chain(&entry.lost) {
@@ -246,16 +313,37 @@ fn insert_entry(entry: &Entry, line: &str) -> String {
     tickets.sort();
     tickets.dedup();
     let tickets: Vec<String> = tickets.iter().map(|t| literal(t)).collect();
+    let genesis = crate::state::chain::GENESIS;
     format!(
-        "INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, tickets, entry) VALUES ({}, {}, {}, {}, {}, ARRAY[{}]::text[], {}) ON CONFLICT (id) DO NOTHING",
+        "WITH last AS (SELECT n, hash FROM otnsx_journal WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1), \
+         e AS (SELECT {}::text AS entry, coalesce((SELECT n FROM last), 0) + 1 AS n, coalesce((SELECT hash FROM last), '{genesis}') AS prev) \
+         INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, tickets, entry, n, hash) \
+         SELECT {}, {}, {}, {}, {}, ARRAY[{}]::text[], entry, n, encode(sha256(convert_to(prev || chr(10) || {BODY}, 'UTF8')), 'hex') FROM e \
+         ON CONFLICT (id) DO NOTHING RETURNING {}",
+        literal(line),
         literal(&entry.id),
         entry.ts.0,
         nullable(entry.vm.as_deref()),
         nullable(entry.vm_id.as_deref()),
         nullable(entry.ticket_number.as_deref()),
         tickets.join(", "),
-        literal(line)
+        chained_line()
     )
+}
+
+/// The lines the journal inserts returned in a simple query's `results` ([`results`]) whose
+/// last statement is a `COMMIT` and whose `count` statements before it are the inserts.
+fn returned_lines(results: &[Vec<Vec<Option<String>>>], count: usize) -> Vec<String> {
+    // One result per statement, then an empty one after the last.
+    let commit = results.len().saturating_sub(2);
+    let first = commit.saturating_sub(count);
+    results
+        .get(first..commit)
+        .unwrap_or_default()
+        .iter()
+        .flatten()
+        .filter_map(|row| row.first().cloned().flatten())
+        .collect()
 }
 
 /// The one value of a statement's rows (its first row's first column), if there is one.
@@ -318,6 +406,15 @@ fn server_wait(wait: Duration) -> u128 {
         .max(1)
 }
 
+/// The `SET LOCAL`s that bound a transaction's wait for the journal lock and its statements
+/// when the client waits for them until `until`: the server answers first (a busy journal lock,
+/// exit 75, before a statement cancelled, before the client gives up).
+fn journal_waits(until: Deadline) -> String {
+    let statement = server_wait(until.remaining());
+    let lock = (statement - statement / 10).max(1);
+    format!("SET LOCAL statement_timeout = {statement}; SET LOCAL lock_timeout = {lock}")
+}
+
 impl Pg {
     pub fn new(db: &Database, deadline: Deadline) -> Arc<Pg> {
         Arc::new(Pg {
@@ -367,7 +464,16 @@ impl Pg {
         };
         let code = db.code();
         let message = db.message();
-        let (exit, hint) = if *code == SqlState::LOCK_NOT_AVAILABLE {
+        let journal_lock = what.starts_with(JOURNALING) || what.starts_with(COMMITTING);
+        let (exit, hint) = if *code == SqlState::LOCK_NOT_AVAILABLE && journal_lock {
+            // The only lock waited for there: the run's commit holds the state lock already.
+            return fault(
+                Exit::TempFail,
+                format!(
+                    "database {url}: {what}: the journal lock (pg_advisory_xact_lock({JOURNAL_KEY})) stayed busy for what the deadline left; another otnsx (on this node or another) is writing journal rows, or hung while doing so"
+                ),
+            );
+        } else if *code == SqlState::LOCK_NOT_AVAILABLE {
             return fault(
                 Exit::TempFail,
                 format!(
@@ -380,6 +486,13 @@ impl Pg {
             (
                 Exit::TempFail,
                 "the run's deadline passed while the database worked".to_string(),
+            )
+        } else if *code == SqlState::UNDEFINED_COLUMN {
+            (
+                Exit::IoErr,
+                format!(
+                    "the database's otnsx schema is older than this otnsx's version {SCHEMA_VERSION}: run `otnsx state migrate` as the database's owner"
+                ),
             )
         } else if *code == SqlState::UNDEFINED_TABLE {
             (
@@ -655,7 +768,9 @@ impl Pg {
     /// The transaction commits synchronously whatever the database's default (a lock that
     /// exited 0 must survive the server's crash), and a session that sits idle in it for
     /// longer than the run could (the deadline and [`IDLE_MARGIN`]: a hung or stopped otnsx)
-    /// is ended by the server, and the state lock with it.
+    /// is ended by the server, and the state lock with it. It is read committed whatever the
+    /// database's default: what it reads after a lock (the leases after the state lock, the
+    /// chain's last row after the journal lock at the commit) is read as committed then.
     pub fn lock(&self, deadline: Deadline) -> anyhow::Result<()> {
         let mut inner = lock(&self.inner);
         if inner.tx.is_some() {
@@ -670,7 +785,7 @@ impl Pg {
                 let wait = server_wait(until.remaining());
                 let idle = (run.remaining() + IDLE_MARGIN).as_millis();
                 let sql = format!(
-                    "BEGIN; SET LOCAL synchronous_commit = on; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(), current_setting('transaction_read_only'); SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(), current_setting('transaction_read_only'); SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
                 );
                 query(client, &sql)
             })
@@ -690,6 +805,7 @@ impl Pg {
             rows: BTreeMap::new(),
             damaged: None,
             pending: Vec::new(),
+            journal: Vec::new(),
             lines: Vec::new(),
             ids: HashSet::new(),
         };
@@ -852,7 +968,9 @@ impl Pg {
 
     /// Journals `entry`: with the run's commit while it holds the lock (once, if its lease
     /// change staged it already; `None`: its line comes with [`Pg::take_committed`]), at once
-    /// otherwise (the line as recorded).
+    /// otherwise, in a transaction of its own under the journal lock, in one round trip:
+    /// `Some` line as recorded (chained). `None` too when the table had the entry already (by
+    /// id): it was recorded before, and is left alone.
     pub fn append(&self, entry: &Entry) -> anyhow::Result<Option<String>> {
         let mut inner = lock(&self.inner);
         if let Some(tx) = &mut inner.tx {
@@ -861,15 +979,24 @@ impl Pg {
             }
             return Ok(None);
         }
-        let line = entry.to_json();
-        let sql = insert_entry(entry, &line);
-        self.call(&mut inner, "journaling", Connect::IfNeeded, move |client| {
-            execute(client, &sql)
+        let insert = insert_entry(entry, &entry.to_json());
+        let until = self.budget();
+        let results = self.call(&mut inner, JOURNALING, Connect::IfNeeded, move |client| {
+            let waits = journal_waits(until);
+            query(
+                client,
+                &format!(
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; {waits}; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {insert}; COMMIT"
+                ),
+            )
         })?;
-        Ok(Some(line))
+        Ok(returned_lines(&results, 1).pop())
     }
 
-    /// The journal lines (as recorded) of the entries the last commit recorded. Taken: a
+    /// The journal lines, as recorded (chained), of the entries the last commit recorded, in
+    /// the chain's order; an entry the table had already (by id) is not among them: it was
+    /// recorded before. After a commit whose answer was lost and that was found to have
+    /// committed ([`Pg::resolve`]), the lines the table has for the run's entries. Taken: a
     /// second call returns none.
     pub fn take_committed(&self) -> Vec<String> {
         std::mem::take(&mut lock(&self.inner).committed)
@@ -903,34 +1030,42 @@ impl Pg {
         let Some(tx) = inner.tx.take() else {
             return Ok(());
         };
+        // The leases' statements, then the journal lock, the journal's inserts and the COMMIT:
+        // the journal lock is held from the inserts to the commit, in the same round trip.
         let mut sql = tx.pending.join(";\n");
         if !sql.is_empty() {
             sql.push_str(";\n");
         }
-        sql.push_str("COMMIT");
+        let inserts = tx.journal.join(";\n");
+        let count = tx.journal.len();
         let what = "committing the run's leases and journal (its journal lines are on stderr)";
-        let committed = self.call_by(
-            &mut inner,
-            what,
-            self.budget(),
-            Connect::Never,
-            move |client| execute(client, &sql),
-        );
+        let until = self.budget();
+        let committed = self.call_by(&mut inner, what, until, Connect::Never, move |client| {
+            if count > 0 {
+                let waits = journal_waits(until);
+                sql.push_str(&format!(
+                    "{waits};\nSELECT pg_advisory_xact_lock({JOURNAL_KEY});\n{inserts};\n"
+                ));
+            }
+            sql.push_str("COMMIT");
+            query(client, &sql).map(|results| returned_lines(&results, count))
+        });
         let error = match committed {
-            Ok(()) => {
-                inner.committed = tx.lines;
+            Ok(lines) => {
+                inner.committed = lines;
                 return Ok(());
             }
             Err(Failure::NotSent(e) | Failure::Refused(e)) => e,
             Err(Failure::NoAnswer(e)) => match self.resolve(&mut inner, &tx) {
-                Ok(true) => {
+                Ok(Some(lines)) => {
+                    inner.committed = lines;
                     errln!(
                         "otnsx: database {}: the answer to the run's commit was lost; asked after reconnecting, the database has it: it committed",
                         self.db.url
                     );
                     return Ok(());
                 }
-                Ok(false) => fault(
+                Ok(None) => fault(
                     Exit::IoErr,
                     format!(
                         "{e:#}; asked after reconnecting, the database does not have it: it did not commit"
@@ -961,10 +1096,11 @@ impl Pg {
     /// half the reserve. First the session that sent the `COMMIT` is ended if it is still there
     /// (a transaction still open can then no longer commit), then the state lock is taken (so
     /// that transaction has surely ended), then the journal table is asked for the entries
-    /// `tx` staged: all there, it committed (`Ok(true)`); none, it did not (`Ok(false)`).
-    /// Every change of leases is journaled, so a transaction that changed anything staged an
-    /// entry; one that staged none cannot be asked about (an error: unknown).
-    fn resolve(&self, inner: &mut Inner, tx: &Tx) -> Result<bool, String> {
+    /// `tx` staged: all there, it committed (`Ok(Some)`, with their lines as the table has
+    /// them, chained, in the chain's order); none, it did not (`Ok(None)`). Every change of
+    /// leases is journaled, so a transaction that changed anything staged an entry; one that
+    /// staged none cannot be asked about (an error: unknown).
+    fn resolve(&self, inner: &mut Inner, tx: &Tx) -> Result<Option<Vec<String>>, String> {
         if tx.ids.is_empty() {
             return Err("it staged no journal entry to look for".into());
         }
@@ -985,28 +1121,34 @@ impl Pg {
                 query(
                     client,
                     &format!(
-                        "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {session} AND application_name = 'otnsx' AND usename = current_user; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT count(*) FROM otnsx_journal WHERE id IN ({ids}); ROLLBACK"
+                        "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {session} AND application_name = 'otnsx' AND usename = current_user; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT {line} FROM otnsx_journal WHERE id IN ({ids}) ORDER BY seq; ROLLBACK",
+                        line = recorded_line()
                     ),
                 )
             })
             .map_err(|failure| format!("{:#}", failure.error()))?;
-        let found = results
-            .get(5)
-            .and_then(|rows| scalar(rows))
-            .and_then(|n| n.parse::<usize>().ok());
-        match found {
-            Some(n) if n == tx.ids.len() => Ok(true),
-            Some(0) => Ok(false),
-            Some(n) => Err(format!(
+        // The statements' results and the empty one after them: an answer cut short has fewer.
+        let Some(rows) = results.get(5).filter(|_| results.len() == 8) else {
+            return Err("the database's answer held no journal rows".into());
+        };
+        let lines: Vec<String> = rows
+            .iter()
+            .filter_map(|row| row.first().cloned().flatten())
+            .collect();
+        match lines.len() {
+            n if n == tx.ids.len() => Ok(Some(lines)),
+            0 => Ok(None),
+            n => Err(format!(
                 "{n} of its {} journal entries are in otnsx_journal",
                 tx.ids.len()
             )),
-            None => Err("the database's answer held no count".into()),
         }
     }
 
-    /// Feeds every journal entry, oldest first, to `each`, as the JSON line it was; `each`
-    /// returns false to stop. They come in one binary `COPY` of arrays of entries: the server
+    /// Feeds every journal entry, oldest first, to `each`, as the JSON line it was recorded:
+    /// chained (`...,"seq":n,"hash":"..."}`, made by the server from the row's columns) when
+    /// the row has a hash, else as it was written before the chain began; `each` returns false
+    /// to stop. They come in one binary `COPY` of arrays of entries: the server
     /// makes and sends the next array while `each` works on the last, the client's cost per
     /// entry is that of reading a length, nothing is unescaped, and memory holds a few arrays
     /// (the worker reads them and hands them over, each wait bounded by the deadline).
@@ -1037,12 +1179,13 @@ impl Pg {
         // in arrays of CHUNK consecutive entries, each found by the primary key and sent as
         // soon as it is made (an ORDER BY over the arrays would sort them all first: the
         // client checks the order instead).
+        let line = recorded_line();
         let rows = match conditions.is_empty() {
             true => format!(
-                "SELECT lo, (SELECT array_agg(entry ORDER BY seq) FROM otnsx_journal WHERE seq > lo AND seq <= lo + {CHUNK}) FROM generate_series(0::bigint, (SELECT coalesce(max(seq), 0) FROM otnsx_journal), {CHUNK}) AS chunk (lo)"
+                "SELECT lo, (SELECT array_agg({line} ORDER BY seq) FROM otnsx_journal WHERE seq > lo AND seq <= lo + {CHUNK}) FROM generate_series(0::bigint, (SELECT coalesce(max(seq), 0) FROM otnsx_journal), {CHUNK}) AS chunk (lo)"
             ),
             false => format!(
-                "SELECT 0::bigint, array_agg(entry ORDER BY seq) FROM otnsx_journal WHERE {}",
+                "SELECT 0::bigint, array_agg({line} ORDER BY seq) FROM otnsx_journal WHERE {}",
                 conditions.join(" AND ")
             ),
         };
@@ -1141,7 +1284,7 @@ impl Pg {
         let read = self.call(&mut inner, "importing", Connect::IfNeeded, move |client| {
             let wait = server_wait(until.remaining());
             query(client, &format!(
-                "BEGIN; SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases; SELECT count(*) FROM otnsx_journal"
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = {wait}; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases; SELECT count(*) FROM otnsx_journal"
             ))
         })?;
         let count = |rows: Option<&Vec<Vec<Option<String>>>>| {
@@ -1178,6 +1321,14 @@ impl Pg {
             .map(import_lease)
             .collect();
         let added_leases = statements.len() as u64;
+        // The entries after the journal lock, chained anew in the table in the file's order
+        // (a chained file's seq and hash are not kept: the table's chain has its own). The
+        // journal lock is held over the few round trips of a long journal: the state lock,
+        // taken first, keeps every run's commit out meanwhile; an entry journaled outside a
+        // run waits for it, bounded by its own lock_timeout.
+        if !entries.is_empty() {
+            statements.push(format!("SELECT pg_advisory_xact_lock({JOURNAL_KEY})"));
+        }
         for (n, entry) in entries.iter_mut().enumerate() {
             if entry.id.is_empty() {
                 entry.id = format!("import.{}", n + 1);
@@ -1410,7 +1561,7 @@ fn array_elements(mut data: &[u8]) -> Option<Vec<&[u8]>> {
 /// Adds `entry` to what the transaction commits.
 fn stage(tx: &mut Tx, entry: &Entry) {
     let line = entry.to_json();
-    tx.pending.push(insert_entry(entry, &line));
+    tx.journal.push(insert_entry(entry, &line));
     tx.ids.insert(entry.id.clone());
     tx.lines.push(line);
 }
@@ -1439,6 +1590,181 @@ mod tests {
         );
         assert_eq!(literal("a\0b"), "'a\u{fffd}b'");
         assert_eq!(nullable(None), "NULL");
+    }
+
+    /// A database of its own in the test server (`OTNSX_TEST_POSTGRES`, as for the integration
+    /// tests), at this otnsx's schema, dropped when done; `None` (said) without a server.
+    struct Scratch {
+        admin: postgres::Config,
+        name: String,
+        client: Client,
+    }
+
+    impl Scratch {
+        fn create() -> Option<Scratch> {
+            let (Ok(url), Ok(file)) = (
+                std::env::var("OTNSX_TEST_POSTGRES"),
+                std::env::var("OTNSX_TEST_POSTGRES_PASSWORD_FILE"),
+            ) else {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must run the PostgreSQL tests"
+                );
+                eprintln!("skipped: no PostgreSQL server (OTNSX_TEST_POSTGRES)");
+                return None;
+            };
+            let mut admin: postgres::Config = url.parse().unwrap();
+            admin.password(std::fs::read_to_string(file).unwrap().trim());
+            let name = format!("otnsx_unit_{}", std::process::id());
+            let mut server = admin.connect(postgres::NoTls).unwrap();
+            for sql in [
+                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                format!("CREATE DATABASE {name}"),
+            ] {
+                server.batch_execute(&sql).unwrap();
+            }
+            let mut config = admin.clone();
+            config.dbname(&name);
+            let mut client = config.connect(postgres::NoTls).unwrap();
+            for step in MIGRATIONS {
+                client.batch_execute(step).unwrap();
+            }
+            Some(Scratch {
+                admin,
+                name,
+                client,
+            })
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Ok(mut server) = self.admin.connect(postgres::NoTls) {
+                let _ = server.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    /// The rows of `sql`'s statements ([`results`]).
+    fn run(client: &mut Client, sql: &str) -> Vec<Vec<Vec<Option<String>>>> {
+        results(
+            client
+                .simple_query(sql)
+                .unwrap_or_else(|e| panic!("{e:?}: {sql}")),
+        )
+    }
+
+    /// The server chains each entry exactly as [`chain::link`] does, byte for byte, also for
+    /// text beyond ASCII and quotes, and reads the lines back (`journal_lines`' SQL) as they
+    /// were returned; the chain verifies, with the rows from before the chain unhashed.
+    ///
+    /// [`chain::link`]: crate::state::chain::link
+    #[test]
+    fn the_server_chains_entries_as_chain_link_does() {
+        use crate::state::chain::{Head, Place, Verifier, link};
+        let Some(mut db) = Scratch::create() else {
+            return;
+        };
+        // A row from before the chain (schema version 1 wrote no n, no hash).
+        db.client
+            .batch_execute(r#"INSERT INTO otnsx_journal (id, ts, entry) VALUES ('old', 0, '{"id":"old","ts":"2026-11-20T08:00:00Z"}')"#)
+            .unwrap();
+        let template = r#"{"id":"x","ts":"2026-11-20T08:00:00Z","action":"grant","ticket_number":"2026112010000011","ticket_id":11,"vm":"web01","vm_id":"vm-42","result":"ok","detail":"opened web01 (vm-42)","actor":"helpdesk:agent1","cause":"lock","gained":[{"kind":"ticket","id":11,"number":"2026112010000011"}]}"#;
+        let mut head = Head::genesis();
+        let mut returned = Vec::new();
+        for (i, detail) in [
+            "opened web01 (vm-42)",
+            "Wartung für Müller ä 🚀 — 日本",
+            "it's \\ \"quoted\" \\' ; -- DROP TABLE otnsx_journal",
+            "tab\there, line\nfeed",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut entry: Entry = serde_json::from_str(template).unwrap();
+            entry.id = format!("e{i}");
+            entry.detail = detail.to_string();
+            let line = entry.to_json();
+            let results = run(
+                &mut db.client,
+                &format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
+                    insert_entry(&entry, &line)
+                ),
+            );
+            let (expected, next) = link(&head, &line).unwrap();
+            assert_eq!(
+                returned_lines(&results, 1),
+                std::slice::from_ref(&expected),
+                "{line}"
+            );
+            head = next;
+            returned.push(expected);
+            // Once: the same id again is left alone, and returns nothing.
+            let again = run(
+                &mut db.client,
+                &format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
+                    insert_entry(&entry, &line)
+                ),
+            );
+            assert!(returned_lines(&again, 1).is_empty());
+        }
+        // The chain's SQL holds no backslash: without standard_conforming_strings (as behind a
+        // pooler that drops the connection's options) it means the same. (The entry's own
+        // literal is another matter: this one has no backslash either.)
+        assert!(!insert_entry(&serde_json::from_str(template).unwrap(), "{}").contains('\\'));
+        let mut entry: Entry = serde_json::from_str(template).unwrap();
+        entry.id = "plain".into();
+        entry.detail = "Wartung für Müller 🚀".into();
+        let line = entry.to_json();
+        let results = run(
+            &mut db.client,
+            &format!(
+                "BEGIN; SET LOCAL standard_conforming_strings = off; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
+                insert_entry(&entry, &line)
+            ),
+        );
+        let (expected, next) = link(&head, &line).unwrap();
+        assert_eq!(returned_lines(&results, 1), std::slice::from_ref(&expected));
+        head = next;
+        returned.push(expected);
+        // An empty object (only check's probe, rolled back, writes one) chains as link does.
+        let results = run(
+            &mut db.client,
+            &format!(
+                "BEGIN; {}; ROLLBACK",
+                insert_entry(&serde_json::from_str(template).unwrap(), "{}")
+            ),
+        );
+        let rows = &results[1];
+        assert_eq!(
+            rows[0][0].as_deref(),
+            Some(link(&head, "{}").unwrap().0.as_str())
+        );
+        // Read back as the journal reads it.
+        let read = run(
+            &mut db.client,
+            &format!("SELECT {} FROM otnsx_journal ORDER BY seq", recorded_line()),
+        );
+        let lines: Vec<String> = read[0].iter().map(|row| row[0].clone().unwrap()).collect();
+        assert_eq!(lines[0], r#"{"id":"old","ts":"2026-11-20T08:00:00Z"}"#);
+        assert_eq!(lines[1..], returned[..]);
+        let mut verifier = Verifier::new();
+        for (i, line) in lines.iter().enumerate() {
+            let at = Place {
+                source: "otnsx_journal".into(),
+                line: i as u64 + 1,
+            };
+            verifier.feed(at, line.as_bytes());
+        }
+        let verdict = verifier.finish();
+        assert_eq!(verdict.broken, None);
+        assert_eq!((verdict.unhashed, verdict.chained), (1, 5));
+        assert_eq!(verdict.head, Some(head));
     }
 
     /// A binary `COPY` of (position, text array) rows, as the server sends it.

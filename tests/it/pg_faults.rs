@@ -188,6 +188,9 @@ fn locked_through_a_cut_commit(world: &World, cut: Cut) -> CutProxy {
     );
     assert_eq!(world.tagged(), set(&["vm-42"]));
     assert_eq!(world.leases().len(), 1);
+    // The commit's rows are in the chain, which verifies.
+    let (chained, unhashed) = world.db.as_ref().unwrap().verified_chain();
+    assert_eq!((chained.len(), unhashed), (world.journal().len(), 0));
     proxy
 }
 
@@ -238,6 +241,10 @@ fn a_commit_that_never_reached_the_server_is_asked_about_and_closed_again() {
         "{actions:?}"
     );
     assert!(!world.state_dir().join("unrecorded.jsonl").exists());
+    // The commit that did not happen left no place in the chain taken: the kept entries,
+    // recorded by the next run, and its own follow without a gap.
+    let (chained, unhashed) = world.db.as_ref().unwrap().verified_chain();
+    assert_eq!((chained.len(), unhashed), (world.journal().len(), 0));
 }
 
 #[test]

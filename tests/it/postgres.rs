@@ -179,6 +179,10 @@ fn two_nodes_running_events_grants_and_reconciles_at_once_end_consistent() {
         })
         .collect();
     assert_eq!(replayed, in_table, "the journal replays to the leases");
+    // The runs' commits, on both nodes at once, extended one chain: every row in it, in
+    // order, no gap, every hash right.
+    let (chained, unhashed) = world.db.as_ref().unwrap().verified_chain();
+    assert_eq!((chained.len(), unhashed), (journal.len(), 0));
     eprintln!(
         "two nodes: {} runs in {:.2} s; per run median {} ms, slowest {} ms; {} leases, {} VMs tagged, {} journal entries",
         results.len(),
@@ -370,6 +374,126 @@ fn a_lock_held_elsewhere_until_the_deadline_exits_75() {
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
 }
 
+/// The journal lock's key ("otnsxj"), as otnsx takes it before inserting journal rows.
+const JOURNAL_KEY: i64 = 0x6f74_6e73_786a;
+
+#[test]
+fn a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open() {
+    let Some(world) =
+        pg_world("a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open")
+    else {
+        return;
+    };
+    world.write_config(
+        &world
+            .config_text()
+            .replacen("deadline = \"10s\"", "deadline = \"2s\"", 1),
+    );
+    let db = world.db.as_ref().unwrap();
+    let mut holder = db.client();
+    let mut tx = holder.transaction().unwrap();
+    tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({JOURNAL_KEY})"))
+        .unwrap();
+    let started = Instant::now();
+    let run = lock(&world, T2);
+    assert!(started.elapsed() < Duration::from_secs(3), "{run:?}");
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("the journal lock"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&[]), "open without its row: {run:?}");
+    assert!(world.leases().is_empty());
+    assert!(world.journal().is_empty());
+    tx.rollback().unwrap();
+    // The next run records what this one kept, and opens; one chain.
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    let (chained, unhashed) = db.verified_chain();
+    assert_eq!(unhashed, 0);
+    assert!(chained.len() >= 3, "{chained:#?}");
+}
+
+/// Runs that find the state lock busy journal their failure at once (outside a run's
+/// transaction), while the runs that get it journal with their commit: one chain still.
+#[test]
+fn entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain() {
+    let Some(world) =
+        pg_world("entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain")
+    else {
+        return;
+    };
+    // The first node's runs wait for the state lock 0.75 s at most; the second node's, with
+    // the default deadline, long enough to get it.
+    let node2 = second_node(&world);
+    world.write_config(
+        &world
+            .config_text()
+            .replacen("deadline = \"10s\"", "deadline = \"2s\"", 1),
+    );
+    let db = world.db.as_ref().unwrap();
+    let vms = crate::it::concurrency::VMS;
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(478694765432)")
+        .unwrap();
+    let args = |i: usize| -> Vec<String> {
+        let verb = if i % 2 == 0 { "grant" } else { "revoke" };
+        vec![verb.into(), "--vm".into(), vms[i % 4].into()]
+    };
+    let (first, second): (Vec<Run>, Vec<Run>) = thread::scope(|scope| {
+        let wave = |configs: Vec<(PathBuf, Vec<String>)>| {
+            configs
+                .into_iter()
+                .map(|(config, args)| {
+                    scope.spawn(move || {
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        otnsx_on(&config, &args)
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        // The first node's runs find the state lock busy until they give up: each journals
+        // its failure at once, under the journal lock alone ...
+        let first = wave((0..12).map(|i| (world.config_path(), args(i))).collect());
+        thread::sleep(Duration::from_millis(500));
+        // ... while the second node's runs wait for the state lock, and get it in turn once
+        // it is released: each journals with its commit.
+        let second = wave((12..36).map(|i| (node2.clone(), args(i))).collect());
+        thread::sleep(Duration::from_millis(1000));
+        holder.batch_execute("ROLLBACK").unwrap();
+        let join = |handles: Vec<thread::ScopedJoinHandle<'_, Run>>| {
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        };
+        (join(first), join(second))
+    });
+    // Under the load of 36 runs at once a run of the first node may also give up on the
+    // server's answer (74); what it could not record it keeps, and a later run records.
+    assert!(
+        first.iter().all(|r| [74, 75].contains(&r.code)),
+        "{first:#?}"
+    );
+    let busy = first.iter().filter(|r| r.code == 75).count();
+    for run in &second {
+        assert_eq!(run.code, 0, "{run:?}");
+    }
+    // (The first node records what its runs kept.)
+    assert_eq!(otnsx(&world, &["reconcile"]).code, 0);
+    let journal = world.journal();
+    assert!(
+        journal.iter().any(|e| e["action"] == "error"),
+        "the first node's failures are journaled: {journal:#?}"
+    );
+    let (chained, unhashed) = db.verified_chain();
+    assert_eq!((chained.len(), unhashed), (journal.len(), 0));
+    eprintln!(
+        "{busy} runs found the state lock busy, {} ran; {} journal entries in one chain",
+        second.len(),
+        journal.len()
+    );
+}
+
 #[test]
 fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
     let Some(db) = TestDb::create("the_schema_is_made_by_migrate_and_checked_by_every_run") else {
@@ -379,14 +503,14 @@ fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
     let run = otnsx(&world, &["state", "migrate"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout.contains("schema version 1, nothing to do"),
+        run.stdout.contains("schema version 2, nothing to do"),
         "{run:?}"
     );
     let db = world.db.as_ref().unwrap();
     // A newer otnsx migrated the database: this one changes nothing in it, and says why;
     // closing still works.
     assert_eq!(lock(&world, T2).code, 0);
-    db.execute("INSERT INTO otnsx_schema (version) VALUES (2)");
+    db.execute("INSERT INTO otnsx_schema (version) VALUES (3)");
     let run = unlock(&world, T2);
     assert_eq!(run.code, 74, "{run:?}");
     assert!(
@@ -405,10 +529,136 @@ fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
     assert_eq!(world.tagged(), set(&[]));
     let run = otnsx(&world, &["state", "migrate"]);
     assert!(
-        run.stdout.contains("schema version 0 brought to 1"),
+        run.stdout.contains("schema version 0 brought to 2"),
         "{run:?}"
     );
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
+}
+
+#[test]
+fn the_journal_table_is_one_hash_chain_the_server_hashes_as_otnsx_does() {
+    let Some(world) =
+        pg_world("the_journal_table_is_one_hash_chain_the_server_hashes_as_otnsx_does")
+    else {
+        return;
+    };
+    let db = world.db.as_ref().unwrap();
+    // Entries with text beyond ASCII (two-byte, four-byte UTF-8): the server hashes the bytes
+    // otnsx would.
+    let reason = "Wartung für Müller ä 🚀 — 日本";
+    assert_eq!(lock(&world, T2).code, 0);
+    let run = otnsx(
+        &world,
+        &["grant", "--vm", "db01", "--for", "30m", "--reason", reason],
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(otnsx(&world, &["revoke", "--vm", "db01"]).code, 0);
+    // A refusal, journaled by a run that changed nothing.
+    let refused = otnsx(&world, &["grant", "--vm", "no-such-vm"]);
+    assert_ne!(refused.code, 0, "{refused:?}");
+    assert_eq!(unlock(&world, T2).code, 0);
+    let (lines, unhashed) = db.verified_chain();
+    assert_eq!(unhashed, 0);
+    assert_eq!(lines.len(), world.journal().len());
+    assert!(lines.len() >= 5, "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains(reason)),
+        "the reason as it was given, unescaped: {lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("no-such-vm")),
+        "the refusal is in the chain: {lines:#?}"
+    );
+    // Every line is an entry still (history reads them), with its place and hash at the end.
+    for (i, line) in lines.iter().enumerate() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["seq"], i as u64 + 1, "{line}");
+        assert!(line.ends_with("\"}"), "{line}");
+    }
+    let history = otnsx(&world, &["history", "--json"]);
+    assert_eq!(history.code, 0, "{history:?}");
+    assert!(
+        history.stdout.contains(reason) && !history.stderr.contains("unreadable"),
+        "{history:?}"
+    );
+    // The check above is not vacuous: an entry changed in the table no longer verifies.
+    db.execute("UPDATE otnsx_journal SET entry = replace(entry, 'Wartung', 'Wartunq')");
+    let changed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.verified_chain()));
+    assert!(changed.is_err(), "a changed entry verified");
+}
+
+#[test]
+fn a_database_of_schema_version_1_is_migrated_and_its_rows_read_as_unhashed() {
+    let Some(world) =
+        pg_world("a_database_of_schema_version_1_is_migrated_and_its_rows_read_as_unhashed")
+    else {
+        return;
+    };
+    let db = world.db.as_ref().unwrap();
+    // A database an otnsx of schema version 1 wrote: web01 open for ticket 2, db01 granted.
+    assert_eq!(lock(&world, T2).code, 0);
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    db.execute(
+        "ALTER TABLE otnsx_journal DROP COLUMN n, DROP COLUMN hash; DELETE FROM otnsx_schema WHERE version = 2",
+    );
+    let old = world.journal();
+    assert!(old.len() >= 2, "{old:#?}");
+    // This otnsx changes nothing in it until it is migrated, and says so; closing still works.
+    let run = otnsx(&world, &["grant", "--vm", "app01"]);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("this otnsx needs 2: run `otnsx state migrate`"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(world.tagged(), set(&["vm-42", "vm-43"]));
+    let check = otnsx(&world, &["check"]);
+    assert!(
+        check.stdout.contains("version 1, this otnsx needs 2"),
+        "{}",
+        check.stdout
+    );
+    let run = otnsx(&world, &["state", "migrate"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("schema version 1 brought to 2"),
+        "{run:?}"
+    );
+    // The rows of before stay as they were, unhashed; the chain begins after them.
+    assert_eq!(otnsx(&world, &["revoke", "--vm", "db01"]).code, 0);
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert_eq!(world.tagged(), set(&[]));
+    let (lines, unhashed) = db.verified_chain();
+    assert_eq!(unhashed, old.len());
+    assert!(lines.len() > old.len() + 1, "{lines:#?}");
+    for (line, entry) in lines.iter().zip(&old) {
+        assert_eq!(
+            &serde_json::from_str::<serde_json::Value>(line).unwrap(),
+            entry
+        );
+        assert!(!line.contains("\"hash\""), "{line}");
+    }
+    assert!(
+        lines[old.len()].contains("\"seq\":1,\"hash\":"),
+        "{lines:#?}"
+    );
+    // History reads both: the periods opened before the migration closed after it.
+    let history = otnsx(&world, &["history", "--json"]);
+    assert_eq!(history.code, 0, "{history:?}");
+    let report: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    let periods = report["periods"].as_array().unwrap();
+    assert_eq!(periods.len(), 2, "{periods:#?}");
+    assert!(
+        periods.iter().all(|p| !p["closed_at"].is_null()),
+        "{periods:#?}"
+    );
+    // Migrating again does nothing.
+    let run = otnsx(&world, &["state", "migrate"]);
+    assert!(
+        run.stdout.contains("schema version 2, nothing to do"),
+        "{run:?}"
+    );
 }
 
 #[test]
@@ -653,7 +903,7 @@ fn check_verifies_the_connection_the_schema_and_the_grants() {
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("schema: version 1"), "{}", run.stdout);
+    assert!(run.stdout.contains("schema: version 2"), "{}", run.stdout);
     assert!(
         run.stdout
             .contains("grants: postgres may read and write the leases and the journal"),

@@ -144,6 +144,51 @@ impl TestDb {
             .unwrap_or_default()
     }
 
+    /// The journal table's rows in order (`seq`), each as its line: chained
+    /// (`{...,"seq":n,"hash":"H"}`, built here from `entry`, `n` and `hash`) when the row has a
+    /// hash, else its entry. Asserts the table is one hash chain, checked here with SHA-256 as
+    /// `src/state/chain.rs` defines it: the rows without a hash come first (written before the
+    /// chain began), then `n` runs 1, 2, ... with no gap, and every hash is the SHA-256 of the
+    /// hash before (64 zeros for the first), a line feed, and the line up to `,"hash":`.
+    /// Returns the lines and how many rows were unhashed.
+    pub fn verified_chain(&self) -> (Vec<String>, usize) {
+        let rows = self
+            .client()
+            .query("SELECT entry, n, hash FROM otnsx_journal ORDER BY seq", &[])
+            .unwrap();
+        let mut prev = "0".repeat(64);
+        let mut expected_n = 1i64;
+        let mut unhashed = 0;
+        let mut lines = Vec::new();
+        for row in &rows {
+            let entry: String = row.get(0);
+            let n: Option<i64> = row.get(1);
+            let hash: Option<String> = row.get(2);
+            let (Some(n), Some(hash)) = (n, hash) else {
+                assert_eq!(
+                    expected_n, 1,
+                    "a row without a hash after the chain began: {entry}"
+                );
+                unhashed += 1;
+                lines.push(entry);
+                continue;
+            };
+            assert_eq!(n, expected_n, "the chain has a gap or a repeat at {entry}");
+            let open = entry.strip_suffix('}').expect("an object");
+            let body = format!("{open},\"seq\":{n}");
+            let mut input = prev.clone().into_bytes();
+            input.push(b'\n');
+            input.extend_from_slice(body.as_bytes());
+            let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+            let computed: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hash, computed, "row {n}'s hash is not the chain's: {entry}");
+            lines.push(format!("{body},\"hash\":\"{hash}\"}}"));
+            prev = hash;
+            expected_n += 1;
+        }
+        (lines, unhashed)
+    }
+
     /// Runs SQL as the superuser in this database.
     pub fn execute(&self, sql: &str) {
         self.client().batch_execute(sql).unwrap();
