@@ -62,3 +62,58 @@ fn the_help_pages_are_pinned() {
     }
     crate::golden("help.txt", &pages);
 }
+
+/// Every relative link of the README and the `docs/` pages leads to a file of the project, and
+/// every `#anchor` into a page to one of its headings (as GitHub makes anchors of them).
+#[test]
+fn the_readme_and_docs_link_to_what_is_there() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        pages.push(entry.unwrap().path());
+    }
+    let anchor = |heading: &str| -> String {
+        heading
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect()
+    };
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        let dir = page.parent().unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.starts_with("http") || target.is_empty() {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let path = if file.is_empty() {
+                page.clone()
+            } else {
+                dir.join(file)
+            };
+            if !path.exists() {
+                broken.push(format!("{}: {target}", page.display()));
+                continue;
+            }
+            if !fragment.is_empty() {
+                let headings = std::fs::read_to_string(&path).unwrap_or_default();
+                let found = headings
+                    .lines()
+                    .filter_map(|l| l.strip_prefix('#'))
+                    .map(|l| l.trim_start_matches('#'))
+                    .any(|h| anchor(h) == fragment);
+                if !found {
+                    broken.push(format!("{}: {target} (no such heading)", page.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links: {broken:#?}");
+}
