@@ -218,11 +218,11 @@ fn entries_the_journal_cannot_take_are_kept_on_the_node_and_recorded_once_later(
     assert_eq!(otnsx(&world, &["reconcile"]).code, 0);
     assert_eq!(unlock_entries(&world), 1, "recorded once");
     // The audit sees the access period closed by the unlock, and one unbroken chain.
-    closed_by_the_unlock_in_history(&world);
+    closed_in_history(&world, "unlock");
 }
 
-/// `history --verify` shows ticket 2's access to web01 closed by its unlock, chain intact.
-fn closed_by_the_unlock_in_history(world: &World) {
+/// `history --verify` shows ticket 2's access to web01 closed (`how`), chain intact.
+fn closed_in_history(world: &World, how: &str) {
     let run = otnsx(world, &["history", "--json", "--verify"]);
     assert_eq!(run.code, 0, "{run:?}");
     let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
@@ -230,7 +230,7 @@ fn closed_by_the_unlock_in_history(world: &World) {
     assert!(
         periods
             .iter()
-            .any(|p| p["vm"] == "web01" && p["closed_by"] == "unlock"),
+            .any(|p| p["vm"] == "web01" && p["closed_by"] == how),
         "{report}"
     );
     assert_eq!(report["verify"]["intact"], true, "{report}");
@@ -265,7 +265,9 @@ fn a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later() {
     );
     assert!(kept(&world).is_empty());
     assert_eq!(world.tagged(), set(&[]), "never reopened: {run:?}");
-    closed_by_the_unlock_in_history(&world);
+    // The unlock closed without the leases (the database refused it), so its entry ends no
+    // period; the lease it could not drop ended at the reconcile that found web01 closed.
+    closed_in_history(&world, "reconcile");
 }
 
 /// A help desk that accepts the connection and never answers: the unlock still closes, within
