@@ -331,6 +331,7 @@ fn shared(dir: &Path) -> anyhow::Result<String> {
         "leases.json",
         "journal.jsonl",
         "journal.appended",
+        "journal.lock",
         "otrs.session",
     ] {
         let path = dir.join(name);
@@ -386,10 +387,10 @@ fn never_opened(config: &Config, tagged: &[crate::domain::vm::VmRef]) -> Vec<Str
             });
         }
         None => {
-            let journal = fs::read_to_string(store.journal_path()).unwrap_or_default();
-            journal
-                .lines()
-                .for_each(|line| keep(line, &mut opened_lines));
+            // Every journal file: what was opened before the last rotation counts too.
+            let _ = crate::state::rotation::each_line(&store.journal_path(), &mut |_, line| {
+                keep(&String::from_utf8_lossy(line), &mut opened_lines);
+            });
         }
     }
     let opened = |id: &str| {

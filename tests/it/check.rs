@@ -318,6 +318,30 @@ fn check_warns_of_a_second_instance_on_the_same_tag() {
     );
 }
 
+/// What this otnsx opened before the journal was rotated still counts as its own: a VM it
+/// once opened is not taken for a second instance's.
+#[test]
+fn check_reads_the_rotated_journal_for_what_this_otnsx_opened() {
+    let world = World::new();
+    world.write_config(&format!(
+        "{}\n[log]\nrotate_size = \"4KiB\"\n",
+        world.config_text()
+    ));
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    assert_eq!(otnsx(&world, &["revoke", "--vm", "db01"]).code, 0);
+    while !std::fs::read_dir(world.state_dir())
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("journal-"))
+    {
+        assert_eq!(otnsx(&world, &["grant", "--vm", "nosuchvm"]).code, 65);
+    }
+    world.nsx.attach_by_hand("securitytag-12", "vm-43");
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stdout.contains("! NSX tag"), "{}", run.stdout);
+}
+
 #[test]
 fn check_output_is_pinned() {
     let world = World::new();
