@@ -82,3 +82,54 @@ fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
         );
     }
 }
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `[package.metadata.deb]` table of Cargo.toml.
+fn deb_metadata() -> String {
+    let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    manifest
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("cargo-deb metadata")
+        .to_string()
+}
+
+#[test]
+fn the_license_is_mit_and_the_packages_copyright_carries_its_text() {
+    let license = fs::read_to_string(root().join("LICENSE")).unwrap();
+    assert!(license.starts_with("MIT License\n"), "{license}");
+    assert!(license.contains("Copyright (c) 2026 the otnsx authors\n"));
+    let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    assert!(manifest.contains("\nlicense = \"MIT\"\n"));
+    // Debian's machine-readable format: a header, the files' paragraph, the license's text
+    // as continuation lines (a blank line as " .").
+    let copyright = fs::read_to_string(dist().join("debian/copyright")).unwrap();
+    assert!(copyright.starts_with(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+    ));
+    assert!(copyright.contains("\nFiles: *\nCopyright: 2026 the otnsx authors\nLicense: MIT\n"));
+    let text = copyright
+        .split("\n\nLicense: MIT\n")
+        .nth(1)
+        .expect("a License: MIT paragraph");
+    let unfolded: String = text
+        .lines()
+        .map(|l| {
+            let l = l.strip_prefix(' ').expect("a continuation line");
+            if l == "." { "\n".to_string() } else { format!("{l}\n") }
+        })
+        .collect();
+    let permission = license
+        .split_once("the otnsx authors\n\n")
+        .expect("the copyright line")
+        .1;
+    assert_eq!(unfolded, permission);
+    assert!(
+        deb_metadata().contains(
+            "[\"dist/debian/copyright\", \"usr/share/doc/otnsx/copyright\", \"644\"]"
+        )
+    );
+}
