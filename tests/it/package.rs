@@ -133,3 +133,45 @@ fn the_license_is_mit_and_the_packages_copyright_carries_its_text() {
         )
     );
 }
+
+#[test]
+fn the_debian_changelog_is_in_debians_format_and_names_this_version() {
+    let changelog = fs::read_to_string(dist().join("debian/changelog")).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    let first = changelog.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!("otnsx ({version}-1) unstable; urgency=medium"),
+        "the newest entry is this version's"
+    );
+    // Each entry: a heading, blank, "  * " items, blank, " -- name <address>  RFC 2822 date".
+    let mut entries = 0;
+    for entry in changelog.split("\n\notnsx (").filter(|e| !e.is_empty()) {
+        entries += 1;
+        let entry = entry.trim_start_matches("otnsx (");
+        let (version, rest) = entry.split_once(") unstable; urgency=medium\n\n").expect(entry);
+        assert!(
+            version.chars().all(|c| c.is_ascii_alphanumeric() || ".-~+".contains(c)),
+            "{version}"
+        );
+        let (items, trailer) = rest.split_once("\n\n -- ").expect(entry);
+        assert!(items.starts_with("  * "), "{items}");
+        for line in items.lines() {
+            assert!(
+                line.starts_with("  * ") || line.starts_with("    "),
+                "{line}"
+            );
+            assert!(line.len() <= 80, "{line}");
+        }
+        let (who, date) = trailer.trim_end().split_once(">  ").expect(trailer);
+        assert_eq!(who, "otnsx maintainers <otnsx-maintainers@lists.otnsx.org");
+        assert!(date.ends_with(" +0000") && date.contains(", "), "{date}");
+    }
+    assert!(entries >= 2, "{entries}");
+    let deb = deb_metadata();
+    assert!(deb.contains("\nchangelog = \"dist/debian/changelog\"\n"));
+    // A real address (lintian's bogus-mail-host refuses @localhost): the project's list.
+    assert!(deb.contains(
+        "\nmaintainer = \"otnsx maintainers <otnsx-maintainers@lists.otnsx.org>\"\n"
+    ));
+}
