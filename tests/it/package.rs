@@ -175,3 +175,83 @@ fn the_debian_changelog_is_in_debians_format_and_names_this_version() {
         "\nmaintainer = \"otnsx maintainers <otnsx-maintainers@lists.otnsx.org>\"\n"
     ));
 }
+
+/// The lines of a shell script between the line `start` and the next line indented as it is
+/// that closes it (`fi`, `done`).
+fn block<'a>(script: &'a str, start: &str) -> Vec<&'a str> {
+    let mut lines = script.lines().skip_while(|l| l.trim() != start);
+    let first = lines.next().unwrap_or_else(|| panic!("no `{start}` in\n{script}"));
+    let indent = first.len() - first.trim_start().len();
+    lines
+        .take_while(|l| {
+            !(l.len() - l.trim_start().len() == indent && ["fi", "done"].contains(&l.trim()))
+        })
+        .collect()
+}
+
+#[test]
+fn etc_otnsx_gets_its_owner_and_modes_on_the_first_install_only() {
+    let postinst = fs::read_to_string(dist().join("debian/postinst")).unwrap();
+    let first_install = block(&postinst, "if [ -z \"$2\" ]; then");
+    for line in [
+        "chgrp \"$group\" /etc/otnsx",
+        "chmod 0750 /etc/otnsx",
+        "chgrp \"$group\" /etc/otnsx/otnsx.toml",
+        "chmod 0640 /etc/otnsx/otnsx.toml",
+    ] {
+        assert!(
+            first_install.iter().any(|l| l.trim() == line),
+            "{line} on the first install: {first_install:?}"
+        );
+    }
+    // Nowhere else: an upgrade keeps what the admin set.
+    let touching = postinst
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            (l.starts_with("chmod") || l.starts_with("chgrp") || l.starts_with("chown"))
+                && l.contains("/etc/otnsx")
+        })
+        .count();
+    assert_eq!(touching, 4, "{postinst}");
+}
+
+#[test]
+fn removing_the_package_stops_and_disables_the_timer() {
+    let prerm = fs::read_to_string(dist().join("debian/prerm")).unwrap();
+    assert!(prerm.starts_with("#!/bin/sh\n"));
+    let remove = block(&prerm, "if [ \"$1\" = \"remove\" ]; then");
+    let stop = block(&prerm, "if [ -d /run/systemd/system ]; then");
+    assert!(
+        stop.iter().any(|l| l.trim_start().starts_with(
+            "systemctl stop otnsx-reconcile.timer otnsx-reconcile.service"
+        )),
+        "{prerm}"
+    );
+    assert!(
+        remove
+            .iter()
+            .any(|l| l.trim_start().starts_with("systemctl disable otnsx-reconcile.timer")),
+        "{prerm}"
+    );
+    assert!(remove.len() > stop.len(), "the stop is part of the remove: {prerm}");
+    let postrm = fs::read_to_string(dist().join("debian/postrm")).unwrap();
+    let purge = block(&postrm, "if [ \"$1\" = \"purge\" ]; then");
+    for line in [
+        "rm -rf /var/lib/otnsx",
+        "rm -f /etc/systemd/system/timers.target.wants/otnsx-reconcile.timer",
+    ] {
+        assert!(purge.iter().any(|l| l.trim() == line), "{line}: {postrm}");
+    }
+    assert!(postrm.contains("systemctl daemon-reload"));
+    // cargo-deb takes the scripts from this folder, prerm among them.
+    assert!(deb_metadata().contains("\nmaintainer-scripts = \"dist/debian/\"\n"));
+    for script in ["preinst", "postinst", "prerm", "postrm"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dist().join("debian").join(script))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "{script} is executable");
+    }
+}
