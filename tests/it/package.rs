@@ -224,7 +224,7 @@ fn removing_the_package_stops_and_disables_the_timer() {
     let stop = block(&prerm, "if [ -d /run/systemd/system ]; then");
     assert!(
         stop.iter().any(|l| l.trim_start().starts_with(
-            "systemctl stop otnsx-reconcile.timer otnsx-reconcile.service"
+            "deb-systemd-invoke stop otnsx-reconcile.timer otnsx-reconcile.service"
         )),
         "{prerm}"
     );
