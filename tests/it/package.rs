@@ -312,3 +312,33 @@ fn the_reconcile_service_runs_in_a_sandbox() {
     let syslog_default = fs::read_to_string(root().join("src/config/check.rs")).unwrap();
     assert!(syslog_default.contains("PathBuf::from(\"/dev/log\")"));
 }
+
+#[test]
+fn the_example_and_the_lintian_overrides_are_installed() {
+    let deb = deb_metadata();
+    for asset in [
+        // The configuration, and the example beside the other documentation (the admin's
+        // edited /etc/otnsx/otnsx.toml no longer shows the shipped one).
+        "[\"otnsx.toml.example\", \"etc/otnsx/otnsx.toml\", \"640\"]",
+        "[\"otnsx.toml.example\", \"usr/share/doc/otnsx/otnsx.toml.example\", \"644\"]",
+        "[\"dist/debian/otnsx.lintian-overrides\", \"usr/share/lintian/overrides/otnsx\", \"644\"]",
+    ] {
+        assert!(deb.contains(asset), "{asset}");
+    }
+    // Every override says why: a comment right before each group of tags.
+    let overrides = fs::read_to_string(dist().join("debian/otnsx.lintian-overrides")).unwrap();
+    let mut explained = false;
+    let mut tags = 0;
+    for line in overrides.lines() {
+        if line.starts_with('#') {
+            explained = true;
+        } else if line.is_empty() {
+            explained = false;
+        } else {
+            assert!(line.starts_with("otnsx: "), "{line}");
+            assert!(explained, "no reason given for {line}");
+            tags += 1;
+        }
+    }
+    assert!(tags >= 1);
+}
