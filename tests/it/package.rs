@@ -6,8 +6,22 @@ use std::path::PathBuf;
 
 use clap::CommandFactory;
 
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
 fn dist() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dist")
+    root().join("dist")
+}
+
+/// The `[package.metadata.deb]` table of Cargo.toml.
+fn deb_metadata() -> String {
+    let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    manifest
+        .split("[package.metadata.deb]")
+        .nth(1)
+        .expect("cargo-deb metadata")
+        .to_string()
 }
 
 #[test]
@@ -33,12 +47,7 @@ fn the_shipped_completions_match_the_command_line() {
 
 #[test]
 fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
-    let manifest =
-        fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
-    let deb = manifest
-        .split("[package.metadata.deb]")
-        .nth(1)
-        .expect("cargo-deb metadata");
+    let deb = deb_metadata();
     // Every source path of an asset exists (the binary is built by cargo deb itself).
     let mut assets = 0;
     for line in deb.lines().filter(|l| l.trim_start().starts_with("[\"")) {
@@ -52,7 +61,7 @@ fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
         if source.starts_with("target/") {
             continue;
         }
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(source);
+        let path = root().join(source);
         assert!(path.exists(), "asset {source} is missing");
     }
     assert!(assets >= 10, "{assets} assets");
@@ -83,20 +92,6 @@ fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
     }
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The `[package.metadata.deb]` table of Cargo.toml.
-fn deb_metadata() -> String {
-    let manifest = fs::read_to_string(root().join("Cargo.toml")).unwrap();
-    manifest
-        .split("[package.metadata.deb]")
-        .nth(1)
-        .expect("cargo-deb metadata")
-        .to_string()
-}
-
 #[test]
 fn the_license_is_mit_and_the_packages_copyright_carries_its_text() {
     let license = fs::read_to_string(root().join("LICENSE")).unwrap();
@@ -119,7 +114,11 @@ fn the_license_is_mit_and_the_packages_copyright_carries_its_text() {
         .lines()
         .map(|l| {
             let l = l.strip_prefix(' ').expect("a continuation line");
-            if l == "." { "\n".to_string() } else { format!("{l}\n") }
+            if l == "." {
+                "\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
         })
         .collect();
     let permission = license
@@ -128,9 +127,8 @@ fn the_license_is_mit_and_the_packages_copyright_carries_its_text() {
         .1;
     assert_eq!(unfolded, permission);
     assert!(
-        deb_metadata().contains(
-            "[\"dist/debian/copyright\", \"usr/share/doc/otnsx/copyright\", \"644\"]"
-        )
+        deb_metadata()
+            .contains("[\"dist/debian/copyright\", \"usr/share/doc/otnsx/copyright\", \"644\"]")
     );
 }
 
@@ -149,9 +147,13 @@ fn the_debian_changelog_is_in_debians_format_and_names_this_version() {
     for entry in changelog.split("\n\notnsx (").filter(|e| !e.is_empty()) {
         entries += 1;
         let entry = entry.trim_start_matches("otnsx (");
-        let (version, rest) = entry.split_once(") unstable; urgency=medium\n\n").expect(entry);
+        let (version, rest) = entry
+            .split_once(") unstable; urgency=medium\n\n")
+            .expect(entry);
         assert!(
-            version.chars().all(|c| c.is_ascii_alphanumeric() || ".-~+".contains(c)),
+            version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-~+".contains(c)),
             "{version}"
         );
         let (items, trailer) = rest.split_once("\n\n -- ").expect(entry);
@@ -171,16 +173,18 @@ fn the_debian_changelog_is_in_debians_format_and_names_this_version() {
     let deb = deb_metadata();
     assert!(deb.contains("\nchangelog = \"dist/debian/changelog\"\n"));
     // A real address (lintian's bogus-mail-host refuses @localhost): the project's list.
-    assert!(deb.contains(
-        "\nmaintainer = \"otnsx maintainers <otnsx-maintainers@lists.otnsx.org>\"\n"
-    ));
+    assert!(
+        deb.contains("\nmaintainer = \"otnsx maintainers <otnsx-maintainers@lists.otnsx.org>\"\n")
+    );
 }
 
 /// The lines of a shell script between the line `start` and the next line indented as it is
 /// that closes it (`fi`, `done`).
 fn block<'a>(script: &'a str, start: &str) -> Vec<&'a str> {
     let mut lines = script.lines().skip_while(|l| l.trim() != start);
-    let first = lines.next().unwrap_or_else(|| panic!("no `{start}` in\n{script}"));
+    let first = lines
+        .next()
+        .unwrap_or_else(|| panic!("no `{start}` in\n{script}"));
     let indent = first.len() - first.trim_start().len();
     lines
         .take_while(|l| {
@@ -223,18 +227,21 @@ fn removing_the_package_stops_and_disables_the_timer() {
     let remove = block(&prerm, "if [ \"$1\" = \"remove\" ]; then");
     let stop = block(&prerm, "if [ -d /run/systemd/system ]; then");
     assert!(
-        stop.iter().any(|l| l.trim_start().starts_with(
-            "deb-systemd-invoke stop otnsx-reconcile.timer otnsx-reconcile.service"
-        )),
+        stop.iter().any(|l| l
+            .trim_start()
+            .starts_with("deb-systemd-invoke stop otnsx-reconcile.timer otnsx-reconcile.service")),
         "{prerm}"
     );
     assert!(
-        remove
-            .iter()
-            .any(|l| l.trim_start().starts_with("systemctl disable otnsx-reconcile.timer")),
+        remove.iter().any(|l| l
+            .trim_start()
+            .starts_with("systemctl disable otnsx-reconcile.timer")),
         "{prerm}"
     );
-    assert!(remove.len() > stop.len(), "the stop is part of the remove: {prerm}");
+    assert!(
+        remove.len() > stop.len(),
+        "the stop is part of the remove: {prerm}"
+    );
     let postrm = fs::read_to_string(dist().join("debian/postrm")).unwrap();
     let purge = block(&postrm, "if [ \"$1\" = \"purge\" ]; then");
     for line in [
