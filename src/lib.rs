@@ -32,6 +32,7 @@ mod commands;
 mod config;
 mod deadline;
 mod domain;
+mod encoding;
 mod error;
 mod escape;
 mod helpdesk;
