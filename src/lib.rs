@@ -12,7 +12,7 @@ use clap::Parser;
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = $crate::escape::printable_lines(&format!($($arg)*));
+        let text = $crate::output::printable_lines(&format!($($arg)*));
         let _ = writeln!(std::io::stdout().lock(), "{text}");
     }};
 }
@@ -21,7 +21,7 @@ macro_rules! outln {
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = $crate::escape::printable_lines(&format!($($arg)*));
+        let text = $crate::output::printable_lines(&format!($($arg)*));
         let _ = writeln!(std::io::stderr().lock(), "{text}");
     }};
 }
@@ -38,6 +38,7 @@ mod escape;
 mod helpdesk;
 mod http;
 mod nsx;
+mod output;
 mod parallel;
 mod plan;
 mod policy;

@@ -490,7 +490,7 @@ impl Run {
         let closed: Vec<String> = outcomes
             .iter()
             .filter(|o| o.error.is_none() && o.plan.change == plan::TagChange::Detach)
-            .map(|o| crate::escape::printable(&o.plan.vm.name))
+            .map(|o| crate::output::printable(&o.plan.vm.name))
             .collect();
         if !closed.is_empty() {
             let text = format!(
@@ -753,7 +753,7 @@ pub fn aligned(rows: &[Vec<String>]) -> String {
 const MAX_CELL: usize = 300;
 
 fn cell_text(cell: &str) -> String {
-    let cell = crate::escape::printable(cell);
+    let cell = crate::output::printable(cell);
     let count = cell.chars().count();
     if count <= MAX_CELL {
         return cell;

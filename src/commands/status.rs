@@ -111,7 +111,7 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
         };
         outln!(
             "{}",
-            crate::escape::json(serde_json::to_string_pretty(&report)?)
+            crate::output::json(serde_json::to_string_pretty(&report)?)
         );
         return Ok(exit);
     }

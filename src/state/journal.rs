@@ -107,7 +107,7 @@ impl Entry {
     /// The entry as one JSON line, C1 and bidi controls escaped.
     pub fn to_json(&self) -> String {
         // An entry is strings, numbers and lists of them: encoding cannot fail.
-        crate::escape::json(serde_json::to_string(self).unwrap_or_default())
+        crate::output::json(serde_json::to_string(self).unwrap_or_default())
     }
 }
 
@@ -267,7 +267,7 @@ impl Journal {
                     .and_then(serde_json::Value::as_str)
                     .and_then(Timestamp::parse)
                     .unwrap_or_else(Timestamp::now);
-                self.append_line(&crate::escape::json(entry.to_string()), id, ts)?;
+                self.append_line(&crate::output::json(entry.to_string()), id, ts)?;
                 appended += 1;
             }
         }
