@@ -150,7 +150,7 @@ impl Checker {
             default_profile,
         };
         let facility_name = raw.log.facility.as_deref().unwrap_or("authpriv");
-        let facility = crate::state::syslog::FACILITIES
+        let facility = super::FACILITIES
             .iter()
             .find(|(name, _)| *name == facility_name)
             .map(|(_, code)| *code)
