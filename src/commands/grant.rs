@@ -9,7 +9,9 @@ use crate::plan;
 use crate::state::store::Holder;
 use crate::time::format_duration;
 
-use super::{Decision, Run, Subject};
+use super::change::Decision;
+use super::run::Run;
+use crate::state::recorder::Subject;
 
 pub fn run(
     run: &Run,

@@ -14,7 +14,8 @@ use crate::state::rotation::{self, Gap};
 use crate::state::store::Holder;
 use crate::time::{Timestamp, format_duration, parse_duration};
 
-use super::{Run, aligned};
+use super::run::Run;
+use super::table::aligned;
 
 /// One holder's access to one VM. The field names are a stable interface (see the man page).
 #[derive(Debug, Serialize)]

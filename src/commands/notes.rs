@@ -7,7 +7,9 @@ use crate::plan::TagChange;
 use crate::state::journal::Action;
 use crate::state::store::Holder;
 
-use super::{Outcome, Refusal, Run, Subject};
+use super::change::{Outcome, Refusal};
+use super::run::Run;
+use crate::state::recorder::Subject;
 
 /// A note's subject and body.
 #[derive(Debug, PartialEq, Eq)]

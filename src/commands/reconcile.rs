@@ -20,8 +20,12 @@ use crate::plan;
 use crate::state::journal::Action;
 use crate::state::store::{Holder, Lease, LeaseState};
 
-use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
+use super::change::{Decision, Outcome, describe};
+use super::resolve::vms_of;
+use super::revoke;
+use super::run::Run;
 use crate::domain::vm::VmRef;
+use crate::state::recorder::Subject;
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
     let exit = repair_and_release(run, json);

@@ -12,8 +12,12 @@ use crate::plan;
 use crate::state::journal::Action;
 use crate::state::store::{Holder, StateLock};
 
-use super::{Decision, Run, Subject, notes, vms_of};
+use super::change::Decision;
+use super::notes;
+use super::resolve::vms_of;
+use super::run::Run;
 use crate::domain::vm::VmRef;
+use crate::state::recorder::Subject;
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(if force { Cause::Forced } else { Cause::Revoke });
@@ -152,7 +156,7 @@ pub fn tell_tickets(
     run: &Run,
     subject: &Subject,
     decision: &Decision,
-    outcomes: &[super::Outcome],
+    outcomes: &[super::change::Outcome],
     why: &dyn Fn(&Holder) -> Option<Option<String>>,
 ) {
     let mut tickets: Vec<(Holder, Option<String>)> = outcomes

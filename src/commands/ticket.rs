@@ -8,7 +8,11 @@ use crate::plan;
 use crate::state::journal::Action;
 use crate::state::store::{Holder, Lease};
 
-use super::{Decision, MAX_VMS_PER_TICKET, Run, Subject, notes, vms_of};
+use super::change::Decision;
+use super::notes;
+use super::resolve::{MAX_VMS_PER_TICKET, vms_of};
+use super::run::Run;
+use crate::state::recorder::Subject;
 
 pub fn run(run: &Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
     run.recorder.act_as("helpdesk".into());
@@ -200,7 +204,7 @@ fn close_unread(
     run: &Run,
     backend: &dyn crate::nsx::TagBackend,
     subject: &mut Subject,
-    begun: super::Begun,
+    begun: super::run::Begun,
     held: Option<&[crate::domain::vm::VmRef]>,
     id: u64,
     err: anyhow::Error,
@@ -254,7 +258,7 @@ fn decide<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     helpdesk: &dyn crate::helpdesk::HelpDesk,
     subject: &mut Subject,
-    begun: super::Begun,
+    begun: super::run::Begun,
     ticket: &crate::domain::ticket::Ticket,
     id: u64,
 ) -> anyhow::Result<Exit> {
