@@ -11,11 +11,11 @@ use crate::error::{Exit, exit_code, fault};
 use crate::nsx::TagBackend;
 use crate::plan::{self, TagChange, VmPlan};
 use crate::state::journal::{Action, Entry};
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease, LeaseState, StateLock};
 use crate::time::Timestamp;
 
 use super::run::Run;
-use crate::state::recorder::Subject;
 
 /// How a command wants the leases to change.
 pub struct Decision {

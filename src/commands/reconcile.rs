@@ -18,6 +18,7 @@ use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, exit_code};
 use crate::plan;
 use crate::state::journal::Action;
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease, LeaseState};
 
 use super::change::{Decision, Outcome, describe};
@@ -25,7 +26,6 @@ use super::resolve::vms_of;
 use super::revoke;
 use super::run::Run;
 use crate::domain::vm::VmRef;
-use crate::state::recorder::Subject;
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
     let exit = repair_and_release(run, json);

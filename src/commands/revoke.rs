@@ -10,6 +10,7 @@ use crate::domain::cause::Cause;
 use crate::error::Exit;
 use crate::plan;
 use crate::state::journal::Action;
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, StateLock};
 
 use super::change::Decision;
@@ -17,7 +18,6 @@ use super::notes;
 use super::resolve::vms_of;
 use super::run::Run;
 use crate::domain::vm::VmRef;
-use crate::state::recorder::Subject;
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(if force { Cause::Forced } else { Cause::Revoke });

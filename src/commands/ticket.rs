@@ -6,13 +6,13 @@ use crate::domain::cause::Cause;
 use crate::error::{Exit, fault};
 use crate::plan;
 use crate::state::journal::Action;
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease};
 
 use super::change::Decision;
 use super::notes;
 use super::resolve::{MAX_VMS_PER_TICKET, vms_of};
 use super::run::Run;
-use crate::state::recorder::Subject;
 
 pub fn run(run: &Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
     run.recorder.act_as("helpdesk".into());
