@@ -114,7 +114,8 @@ pub mod fuzzing {
 
     /// An NSX-T JSON answer: a VM page, an error.
     pub fn nsxt(data: &[u8]) {
-        crate::nsx::json_api::fuzz_parse(data);
+        let reply = crate::nsx::json_api::fuzz_parse(data);
+        crate::nsx::policy::fuzz_parse(&reply);
     }
 
     /// A configuration file.
