@@ -1,5 +1,6 @@
-//! The configuration file: raw serde structs that reject unknown keys, checked into a typed
-//! [`Config`] that reports every problem at once, each with its key's path.
+//! The configuration file: found ([`locate`]), read, and checked from raw serde structs that
+//! reject unknown keys (`raw.rs`) into the typed [`Config`] (`model.rs`) by `check.rs`, which
+//! reports every problem at once, each with its key's path.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
