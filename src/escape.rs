@@ -1,7 +1,8 @@
 //! Text that a customer or a server can shape (VM names, holders, details, reasons) is printed
 //! escaped: control characters (C0 and C1) and the bidirectional controls that can make a line
 //! read differently from what it says become `\u{..}`; JSON output gets the same characters as
-//! `\uXXXX` escapes. Long values are shortened where they are echoed.
+//! `\uXXXX` escapes. Long values are shortened where they are echoed. A leaf: what otnsx writes
+//! is scrubbed of known secrets first, by `output`.
 
 use std::fmt::Write as _;
 
@@ -23,17 +24,16 @@ pub fn is_hostile(c: char) -> bool {
 
 /// Whether `text` is printable ASCII only (and line breaks, with `lines`): nothing in it is
 /// escaped. A test of its bytes, much faster than one of its characters.
-fn plain(text: &str, lines: bool) -> bool {
+pub fn plain(text: &str, lines: bool) -> bool {
     text.bytes()
         .all(|b| (b' '..=b'~').contains(&b) || (lines && b == b'\n'))
 }
 
-/// `text` with every known secret scrubbed and every control and bidi character as `\u{XX}`;
-/// a backslash stays as it is.
+/// `text` with every control and bidi character as `\u{XX}`; a backslash stays as it is.
+/// (Known secrets are scrubbed before: see `output`.)
 pub fn printable(text: &str) -> String {
-    let text = crate::secrets::scrub(text);
-    if plain(&text, false) || !text.chars().any(is_hostile) {
-        return text.into_owned();
+    if plain(text, false) || !text.chars().any(is_hostile) {
+        return text.to_string();
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
@@ -49,7 +49,7 @@ pub fn printable(text: &str) -> String {
 /// [`printable`], line by line: the line breaks of a multi-line text stay.
 pub fn printable_lines(text: &str) -> String {
     if plain(text, true) {
-        return crate::secrets::scrub(text).into_owned();
+        return text.to_string();
     }
     text.split('\n')
         .map(printable)
@@ -77,15 +77,11 @@ fn json_escaped(c: char) -> bool {
         || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}')
 }
 
-/// Serialized JSON with known secrets scrubbed, and every character a reader may choke on
-/// ([`json_escaped`]: DEL, C1, bidi, U+2028/U+2029, ...) as `\uXXXX`. Such characters appear
-/// only inside strings, where the escape means the same. The result holds no character that
-/// [`printable`] escapes, so `outln!` prints it as it is.
+/// Serialized JSON with every character a reader may choke on ([`json_escaped`]: DEL, C1,
+/// bidi, U+2028/U+2029, ...) as `\uXXXX`. Such characters appear only inside strings, where
+/// the escape means the same. The result holds no character that [`printable`] escapes, so
+/// `outln!` prints it as it is. (Known secrets are scrubbed before: see `output`.)
 pub fn json(text: String) -> String {
-    let text = match crate::secrets::scrub(&text) {
-        std::borrow::Cow::Borrowed(_) => text,
-        std::borrow::Cow::Owned(scrubbed) => scrubbed,
-    };
     if !text.chars().any(json_escaped) {
         return text;
     }

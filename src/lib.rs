@@ -12,7 +12,7 @@ use clap::Parser;
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = $crate::escape::printable_lines(&format!($($arg)*));
+        let text = $crate::output::printable_lines(&format!($($arg)*));
         let _ = writeln!(std::io::stdout().lock(), "{text}");
     }};
 }
@@ -21,7 +21,7 @@ macro_rules! outln {
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = $crate::escape::printable_lines(&format!($($arg)*));
+        let text = $crate::output::printable_lines(&format!($($arg)*));
         let _ = writeln!(std::io::stderr().lock(), "{text}");
     }};
 }
@@ -32,11 +32,13 @@ mod commands;
 mod config;
 mod deadline;
 mod domain;
+mod encoding;
 mod error;
 mod escape;
 mod helpdesk;
 mod http;
 mod nsx;
+mod output;
 mod parallel;
 mod plan;
 mod policy;
@@ -112,7 +114,8 @@ pub mod fuzzing {
 
     /// An NSX-T JSON answer: a VM page, an error.
     pub fn nsxt(data: &[u8]) {
-        crate::nsx::json_api::fuzz_parse(data);
+        let reply = crate::nsx::json_api::fuzz_parse(data);
+        crate::nsx::policy::fuzz_parse(&reply);
     }
 
     /// A configuration file.

@@ -32,7 +32,7 @@ fn add(form: String) {
 /// Registers a password and the forms a server may echo it in; `user` for its Basic-auth
 /// value.
 pub fn password(user: &str, password: &str) {
-    let encoded = crate::http::encode(password);
+    let encoded = crate::encoding::encode(password);
     add(encoded.to_ascii_lowercase());
     add(encoded.replace("%20", "+"));
     add(encoded);
@@ -45,7 +45,7 @@ pub fn password(user: &str, password: &str) {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&apos;"));
-    let basic = crate::http::basic_auth_value(user, password);
+    let basic = crate::encoding::basic_auth_value(user, password);
     add(basic);
     add(password.to_string());
 }
@@ -54,7 +54,7 @@ pub fn password(user: &str, password: &str) {
 pub fn token(token: &str) {
     let token = token.trim();
     add(token.to_string());
-    add(crate::http::encode(token));
+    add(crate::encoding::encode(token));
 }
 
 /// `text` with every known secret replaced by `(redacted)` (borrowed when it holds none).
@@ -86,7 +86,7 @@ mod tests {
             let text = format!("the server said: {echoed}!");
             assert_eq!(scrub(&text), "the server said: (redacted)!", "{echoed}");
         }
-        let basic = crate::http::basic_auth_value("admin", "p@ss w&rd\"x");
+        let basic = crate::encoding::basic_auth_value("admin", "p@ss w&rd\"x");
         assert_eq!(
             scrub(&format!("Authorization: {basic}")),
             "Authorization: (redacted)"

@@ -51,6 +51,7 @@ mod it {
     pub mod hostile;
     pub mod intake;
     pub mod journal;
+    pub mod layers;
     pub mod lifecycle;
     pub mod manual;
     pub mod notes;

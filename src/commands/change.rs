@@ -11,10 +11,11 @@ use crate::error::{Exit, exit_code, fault};
 use crate::nsx::TagBackend;
 use crate::plan::{self, TagChange, VmPlan};
 use crate::state::journal::{Action, Entry};
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease, LeaseState, StateLock};
 use crate::time::Timestamp;
 
-use super::{Run, Subject};
+use super::run::Run;
 
 /// How a command wants the leases to change.
 pub struct Decision {
@@ -656,6 +657,42 @@ fn describe_change(outcome: &Outcome) -> (Action, String) {
                 holders(&plan.held_after)
             ),
         ),
+    }
+}
+
+impl Run {
+    /// Closes `vms` while the leases are unknown (the lease file or the lock could not be read
+    /// or taken): NSX first, nothing saved, every step journaled where it can be. Fails closed:
+    /// whoever else held these VMs loses access too, and the summary says so.
+    pub fn close_unknown(
+        &self,
+        backend: &dyn TagBackend,
+        subject: &Subject,
+        heading: String,
+        vms: Vec<VmRef>,
+        tagged: Option<BTreeSet<String>>,
+        refused: Vec<Refusal>,
+    ) -> anyhow::Result<Exit> {
+        let mut decision = Decision::new(heading, Vec::new(), Vec::new(), vms);
+        decision.tagged = tagged;
+        decision.refused = refused;
+        let outcomes = self.carry_out(None, backend, subject, &decision)?;
+        let exit = self.report(&decision, &outcomes);
+        let closed: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.error.is_none() && o.plan.change == plan::TagChange::Detach)
+            .map(|o| crate::output::printable(&o.plan.vm.name))
+            .collect();
+        if !closed.is_empty() {
+            let text = format!(
+                "the leases could not be read, so otnsx closed {} without knowing who else held them (fail closed): another ticket or grant on them lost access too",
+                closed.join(", ")
+            );
+            self.recorder
+                .record(&self.recorder.entry(subject, Action::Warning, None, &text));
+            errln!("otnsx: warning: {text}");
+        }
+        Ok(exit)
     }
 }
 

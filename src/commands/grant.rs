@@ -6,10 +6,12 @@ use std::time::Duration;
 use crate::domain::cause::Cause;
 use crate::error::{Exit, fault};
 use crate::plan;
+use crate::state::recorder::Subject;
 use crate::state::store::Holder;
 use crate::time::format_duration;
 
-use super::{Decision, Run, Subject};
+use super::change::Decision;
+use super::run::Run;
 
 pub fn run(
     run: &Run,

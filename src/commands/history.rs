@@ -14,7 +14,8 @@ use crate::state::rotation::{self, Gap};
 use crate::state::store::Holder;
 use crate::time::{Timestamp, format_duration, parse_duration};
 
-use super::{Run, aligned};
+use super::run::Run;
+use super::table::aligned;
 
 /// One holder's access to one VM. The field names are a stable interface (see the man page).
 #[derive(Debug, Serialize)]
@@ -152,7 +153,7 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
     }
     let gaps: Vec<String> = gaps.iter().map(ToString::to_string).collect();
     for gap in &gaps {
-        errln!("otnsx: history: {}", crate::escape::printable(gap));
+        errln!("otnsx: history: {}", crate::output::printable(gap));
     }
     let verify = verifier.map(|v| verification(v.finish(), gaps.is_empty(), since, first_ts));
     if json {
@@ -163,13 +164,13 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             verify,
         };
         let exit = exit_of(&report.verify, &gaps);
-        outln!("{}", crate::escape::json(serde_json::to_string(&report)?));
+        outln!("{}", crate::output::json(serde_json::to_string(&report)?));
         return Ok(exit);
     }
     outln!("{}", render(&periods, &events).trim_end_matches('\n'));
     let exit = exit_of(&verify, &gaps);
     if let Some(v) = &verify {
-        outln!("\n{}", crate::escape::printable(&said(v)));
+        outln!("\n{}", crate::output::printable(&said(v)));
     }
     Ok(exit)
 }

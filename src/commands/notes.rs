@@ -5,9 +5,11 @@ use crate::error::Fault;
 use crate::helpdesk::HelpDesk;
 use crate::plan::TagChange;
 use crate::state::journal::Action;
+use crate::state::recorder::Subject;
 use crate::state::store::Holder;
 
-use super::{Outcome, Refusal, Run, Subject};
+use super::change::{Outcome, Refusal};
+use super::run::Run;
 
 /// A note's subject and body.
 #[derive(Debug, PartialEq, Eq)]

@@ -18,9 +18,13 @@ use crate::domain::cause::{Cause, EntryResult};
 use crate::error::{Exit, exit_code};
 use crate::plan;
 use crate::state::journal::Action;
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease, LeaseState};
 
-use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
+use super::change::{Decision, Outcome, describe};
+use super::resolve::vms_of;
+use super::revoke;
+use super::run::Run;
 use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
@@ -30,7 +34,7 @@ pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
         let path = run.store.journal_path();
         let time_left = || run.deadline.remaining() > std::time::Duration::from_secs(1);
         if let (_, Some(why)) = crate::state::rotation::compress(&path, &time_left) {
-            errln!("otnsx: warning: {}", crate::escape::printable(&why));
+            errln!("otnsx: warning: {}", crate::output::printable(&why));
         }
     }
     exit
@@ -98,7 +102,7 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                         })
                         .collect();
                     let ok = !failed && helpdesk_failed.is_none();
-                    outln!("{}", crate::escape::json(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}).to_string()));
+                    outln!("{}", crate::output::json(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}).to_string()));
                 } else if changes.is_empty() && decision.refused.is_empty() {
                     let prefix = if run.dry_run { "dry run: " } else { "" };
                     outln!("{prefix}reconcile: NSX matches the leases; nothing to repair");

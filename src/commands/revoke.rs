@@ -10,9 +10,13 @@ use crate::domain::cause::Cause;
 use crate::error::Exit;
 use crate::plan;
 use crate::state::journal::Action;
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, StateLock};
 
-use super::{Decision, Run, Subject, notes, vms_of};
+use super::change::Decision;
+use super::notes;
+use super::resolve::vms_of;
+use super::run::Run;
 use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
@@ -152,7 +156,7 @@ pub fn tell_tickets(
     run: &Run,
     subject: &Subject,
     decision: &Decision,
-    outcomes: &[super::Outcome],
+    outcomes: &[super::change::Outcome],
     why: &dyn Fn(&Holder) -> Option<Option<String>>,
 ) {
     let mut tickets: Vec<(Holder, Option<String>)> = outcomes

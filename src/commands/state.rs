@@ -7,7 +7,7 @@ use crate::error::{Exit, fault};
 use crate::state::journal::Entry;
 use crate::state::store::Store;
 
-use super::Run;
+use super::run::Run;
 
 fn database(run: &Run) -> anyhow::Result<&crate::state::pg::Pg> {
     run.store.database().ok_or_else(|| {

@@ -10,7 +10,7 @@ use crate::error::Exit;
 use crate::state::store::{Holder, Lease, LeaseState};
 use crate::time::{Timestamp, format_duration};
 
-use super::Run;
+use super::run::Run;
 
 /// One VM in `status --json`. The field names are a stable interface (see the man page).
 #[derive(Debug, Serialize)]
@@ -111,7 +111,7 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
         };
         outln!(
             "{}",
-            crate::escape::json(serde_json::to_string_pretty(&report)?)
+            crate::output::json(serde_json::to_string_pretty(&report)?)
         );
         return Ok(exit);
     }
@@ -194,5 +194,5 @@ fn table(list: &[VmStatus]) -> String {
             ]);
         }
     }
-    super::aligned(&rows)
+    super::table::aligned(&rows)
 }

@@ -6,9 +6,13 @@ use crate::domain::cause::Cause;
 use crate::error::{Exit, fault};
 use crate::plan;
 use crate::state::journal::Action;
+use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease};
 
-use super::{Decision, MAX_VMS_PER_TICKET, Run, Subject, notes, vms_of};
+use super::change::Decision;
+use super::notes;
+use super::resolve::{MAX_VMS_PER_TICKET, vms_of};
+use super::run::Run;
 
 pub fn run(run: &Run, id: u64, number: Option<String>) -> anyhow::Result<Exit> {
     run.recorder.act_as("helpdesk".into());
@@ -179,16 +183,14 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
                 }
                 _ => run.recorder.act_as("helpdesk:unknown".into()),
             }
-            decide(
-                run,
-                backend,
-                scope,
-                helpdesk.as_ref(),
+            let event = Event {
+                helpdesk: helpdesk.as_ref(),
                 subject,
                 begun,
-                &ticket,
+                ticket: &ticket,
                 id,
-            )
+            };
+            decide(run, backend, scope, event)
         })
     })
 }
@@ -200,7 +202,7 @@ fn close_unread(
     run: &Run,
     backend: &dyn crate::nsx::TagBackend,
     subject: &mut Subject,
-    begun: super::Begun,
+    begun: super::run::Begun,
     held: Option<&[crate::domain::vm::VmRef]>,
     id: u64,
     err: anyhow::Error,
@@ -246,18 +248,30 @@ fn close_unread(
     })
 }
 
+/// A help-desk event's inputs to [`decide`]: the ticket as read again, its ID, the state as
+/// the run began, the help desk it came from, and the subject the run records it under.
+struct Event<'a> {
+    helpdesk: &'a dyn crate::helpdesk::HelpDesk,
+    subject: &'a mut Subject,
+    begun: super::run::Begun,
+    ticket: &'a crate::domain::ticket::Ticket,
+    id: u64,
+}
+
 /// What the ticket's lock state means for its leases, carried out with `backend`.
-#[allow(clippy::too_many_arguments)]
 fn decide<'scope>(
     run: &'scope Run,
     backend: &'scope dyn crate::nsx::TagBackend,
     scope: &'scope std::thread::Scope<'scope, '_>,
-    helpdesk: &dyn crate::helpdesk::HelpDesk,
-    subject: &mut Subject,
-    begun: super::Begun,
-    ticket: &crate::domain::ticket::Ticket,
-    id: u64,
+    event: Event<'_>,
 ) -> anyhow::Result<Exit> {
+    let Event {
+        helpdesk,
+        subject,
+        begun,
+        ticket,
+        id,
+    } = event;
     subject.ticket_number = Some(ticket.number.clone());
     subject.cause = if ticket.is_locked() {
         Cause::Lock

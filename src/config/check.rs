@@ -5,10 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::model::*;
 use super::raw::{RawConfig, RawEndpoint, RawNsx, RawOtrs, RawVcenter};
 use super::secret::{MAX_CONFIG, Secret, first_line, read_trusted, run_password_command};
 use super::url::{check_url, is_moref};
-use super::*;
 use crate::time::parse_duration;
 
 pub(super) struct Checker {
@@ -150,7 +150,7 @@ impl Checker {
             default_profile,
         };
         let facility_name = raw.log.facility.as_deref().unwrap_or("authpriv");
-        let facility = crate::state::syslog::FACILITIES
+        let facility = super::model::FACILITIES
             .iter()
             .find(|(name, _)| *name == facility_name)
             .map(|(_, code)| *code)
@@ -420,12 +420,12 @@ impl Checker {
         &mut self,
         raw: &std::collections::BTreeMap<String, crate::config::raw::RawProfile>,
         nsx: &NsxConfig,
-    ) -> Vec<crate::config::Profile> {
+    ) -> Vec<Profile> {
         let json = nsx.kind.json();
         let mut out = Vec::new();
         if !nsx.tag.is_empty() {
-            out.push(crate::config::Profile {
-                name: crate::config::NSX_TAG_PROFILE.into(),
+            out.push(Profile {
+                name: NSX_TAG_PROFILE.into(),
                 key: None,
                 tag: nsx.tag.clone(),
                 scope: nsx.scope.clone(),
@@ -436,7 +436,7 @@ impl Checker {
         }
         for (name, p) in raw {
             let at = |key: &str| format!("profiles.{name}.{key}");
-            if !crate::config::is_profile_name(name) || name == crate::config::NSX_TAG_PROFILE {
+            if !is_profile_name(name) || name == NSX_TAG_PROFILE {
                 self.problem(
                     &format!("profiles.{name}"),
                     "a profile's name is 1 to 32 of a-z, 0-9, - and _, starting with a letter, and not \"default\" (the name of [nsx] tag's profile)",
@@ -475,7 +475,7 @@ impl Checker {
             });
             if let Some(other) = out
                 .iter()
-                .find(|o: &&crate::config::Profile| o.tag == tag && o.scope == scope)
+                .find(|o: &&Profile| o.tag == tag && o.scope == scope)
             {
                 self.problem(
                     &at("tag"),
@@ -490,7 +490,7 @@ impl Checker {
                 p.verify_domain.as_ref(),
                 Some(nsx.kind),
             );
-            out.push(crate::config::Profile {
+            out.push(Profile {
                 name: name.clone(),
                 key: Some(name.clone()),
                 tag,
@@ -533,8 +533,8 @@ impl Checker {
         raw: Option<&crate::config::raw::RawSource>,
         agents: &std::collections::BTreeMap<String, Vec<String>>,
         nsx: &NsxConfig,
-        profiles: &mut [crate::config::Profile],
-    ) -> Option<crate::config::AgentSource> {
+        profiles: &mut [Profile],
+    ) -> Option<AgentSource> {
         let Some(raw) = raw else {
             if !agents.is_empty() {
                 self.problem("agents", "set only with [source] mode = \"agent\"");
@@ -601,7 +601,7 @@ impl Checker {
             }
         }
         for (agent, addresses) in agents {
-            if !crate::config::is_login(agent) {
+            if !is_login(agent) {
                 self.problem(
                     "agents",
                     format!("{:?} is not a login", crate::escape::shorten(agent)),
@@ -637,7 +637,7 @@ impl Checker {
                 );
             }
         }
-        Some(crate::config::AgentSource {
+        Some(AgentSource {
             security_policy: policy,
             domain,
             verify_realized: raw.verify_realized.unwrap_or(false),
@@ -663,11 +663,7 @@ impl Checker {
 
     /// `nsx.verify_group` and `nsx.verify_domain`: an id without `/`, white space or control
     /// characters; the domain only beside a group, and not on NSX-V (which has none).
-    fn verify_group(
-        &mut self,
-        raw: &RawNsx,
-        kind: Option<NsxKind>,
-    ) -> Option<crate::config::VerifyGroup> {
+    fn verify_group(&mut self, raw: &RawNsx, kind: Option<NsxKind>) -> Option<VerifyGroup> {
         self.verify_group_at(
             "nsx",
             raw.verify_group.as_ref(),
@@ -683,7 +679,7 @@ impl Checker {
         group: Option<&String>,
         domain: Option<&String>,
         kind: Option<NsxKind>,
-    ) -> Option<crate::config::VerifyGroup> {
+    ) -> Option<VerifyGroup> {
         let bad = |id: &str| {
             id.is_empty()
                 || id.chars().count() > 255
@@ -716,7 +712,7 @@ impl Checker {
             self.problem(&format!("{at}.verify_group"), what);
             return None;
         }
-        Some(crate::config::VerifyGroup {
+        Some(VerifyGroup {
             group: group.clone(),
             domain: domain.cloned().unwrap_or_else(|| "default".into()),
         })
@@ -724,11 +720,7 @@ impl Checker {
 
     /// `nsx.client_cert` and `nsx.client_key`: both or neither, NSX-T only; the key a secret
     /// (not readable by every user), both PEM that parses.
-    fn client_identity(
-        &mut self,
-        raw: &RawNsx,
-        kind: Option<NsxKind>,
-    ) -> Option<crate::config::ClientIdentity> {
+    fn client_identity(&mut self, raw: &RawNsx, kind: Option<NsxKind>) -> Option<ClientIdentity> {
         let (cert, key) = match (&raw.client_cert, &raw.client_key) {
             (None, None) => return None,
             (Some(cert), Some(key)) => (self.resolve(cert.as_path()), self.resolve(key.as_path())),
@@ -804,7 +796,7 @@ impl Checker {
             return None;
         }
         crate::secrets::token(key_pem.trim());
-        Some(crate::config::ClientIdentity {
+        Some(ClientIdentity {
             cert_path: cert,
             cert_pem,
             key_pem: Secret(key_pem),

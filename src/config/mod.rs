@@ -1,18 +1,19 @@
-//! The configuration file: raw serde structs that reject unknown keys, checked into a typed
-//! [`Config`] that reports every problem at once, each with its key's path.
+//! The configuration file: found ([`locate`]), read, and checked from raw serde structs that
+//! reject unknown keys (`raw.rs`) into the typed [`Config`] (`model.rs`) by `check.rs`, which
+//! reports every problem at once, each with its key's path.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::error::{Exit, fault};
 
 mod check;
+mod model;
 mod raw;
 mod secret;
 mod url;
 
+pub use model::*;
 pub use secret::Secret;
 pub use url::is_moref;
 
@@ -22,291 +23,6 @@ use secret::read;
 
 /// Where the configuration is looked for when neither `--config` nor `OTNSX_CONFIG` names it.
 pub const SYSTEM_CONFIG: &str = "/etc/otnsx/otnsx.toml";
-
-/// The longest duration a configuration may give: ten years.
-pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
-
-/// vSphere's limit on a VM name, in characters.
-pub const MAX_VM_NAME: usize = 80;
-
-/// The longest ticket number otnsx takes (OTRS's ticket number column holds 50 characters).
-pub const MAX_TICKET_NUMBER: usize = 64;
-
-/// A ticket number as otnsx takes it (from the command line or the help desk) and stores it:
-/// 1 to [`MAX_TICKET_NUMBER`] ASCII digits. The number generators of OTRS, Znuny and OTOBO
-/// (DateChecksum, Date, AutoIncrement) make digits only.
-pub fn is_ticket_number(text: &str) -> bool {
-    !text.is_empty() && text.len() <= MAX_TICKET_NUMBER && text.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The longest login (of an agent, or an OS user holding a grant) otnsx stores, in characters.
-pub const MAX_LOGIN: usize = 256;
-
-/// A login as otnsx takes it (a ticket's owner, `[agents]`, the OS user of a grant) and stores
-/// it: 1 to [`MAX_LOGIN`] characters, no control characters.
-pub fn is_login(text: &str) -> bool {
-    !text.is_empty() && text.chars().count() <= MAX_LOGIN && !text.chars().any(char::is_control)
-}
-
-/// An access profile's name: 1 to 32 of `a-z`, `0-9`, `-` and `_`, starting with a letter.
-pub fn is_profile_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    name.len() <= 32
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-/// A password. Its `Debug` and `Display` never show it.
-#[derive(Debug)]
-pub struct Config {
-    pub state_dir: PathBuf,
-    pub deadline: Duration,
-    pub otrs: Option<OtrsConfig>,
-    pub vcenter: Option<VcenterConfig>,
-    pub nsx: NsxConfig,
-    pub policy: Policy,
-    pub log: Log,
-    /// The access profiles: that of `[nsx] tag` first (named `default`, key `None`), if it is
-    /// given, then `[profiles.NAME]` by name.
-    pub profiles: Vec<Profile>,
-    /// `[source] mode = "agent"`: a firewall rule per agent instead of the tag.
-    pub source: Option<AgentSource>,
-    /// `[state] backend = "postgres"`: the leases and the journal in this database (`None`:
-    /// in files in `state_dir`).
-    pub database: Option<Database>,
-}
-
-/// The PostgreSQL database that holds the leases and the journal.
-#[derive(Debug, Clone)]
-pub struct Database {
-    /// As configured, for messages (it carries no password).
-    pub url: String,
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub dbname: String,
-    pub password: Secret,
-    /// The CAs that may sign the server's certificate (`None`: the system's).
-    pub ca_file: Option<PathBuf>,
-    /// Whether the connection is TLS: always, except to a loopback address without `ca_file`.
-    pub tls: bool,
-}
-
-/// Per-agent rules: each opening is a distributed-firewall rule from the locking agent's
-/// desktop to the VM, for the profile's services, in a security policy the site made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentSource {
-    pub security_policy: String,
-    pub domain: String,
-    /// Read each written rule's realized state; an ERROR there fails the change (69).
-    pub verify_realized: bool,
-    /// The addresses of each agent's desktop (IPv4/IPv6 addresses or CIDRs), by login.
-    pub agents: std::collections::BTreeMap<String, Vec<String>>,
-    /// For agents not in `agents`: the name of their desktop VM, `{login}` standing for the
-    /// agent's login; its addresses are those NSX knows for the VM's interfaces.
-    pub desktop: Option<String>,
-}
-
-/// The name `[nsx] tag`'s profile goes by, in tickets, `grant --profile` and messages.
-pub const NSX_TAG_PROFILE: &str = "default";
-
-/// An access profile: which tag opens the VM, and on which VMs it may be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub name: String,
-    /// How leases and VMs name it: `None` for `[nsx] tag`'s, else `Some(name)`.
-    pub key: Option<String>,
-    /// NSX-V: the security tag's name; NSX-T / Policy: the tag's value.
-    pub tag: String,
-    /// NSX-T / Policy: the tag's scope.
-    pub scope: String,
-    /// Which VMs it may open, beside `[policy]` (both must allow); `None`: all that
-    /// `[policy]` allows.
-    pub vms: Option<crate::policy::VmPolicy>,
-    /// Policy service paths a per-agent rule opens (`/infra/services/SSH`).
-    pub services: Vec<String>,
-    /// The group its tag puts VMs into, to wait for after each change (`verify_group`).
-    pub verify: Option<VerifyGroup>,
-}
-
-impl Config {
-    /// The profile named `name` (`default` is `[nsx] tag`'s).
-    pub fn profile(&self, name: &str) -> Option<&Profile> {
-        self.profiles.iter().find(|p| p.name == name)
-    }
-
-    /// The profile leases and VMs name by `key`.
-    pub fn profile_by_key(&self, key: Option<&str>) -> Option<&Profile> {
-        self.profiles.iter().find(|p| p.key.as_deref() == key)
-    }
-
-    /// Whether `[profiles.NAME]` sections exist (then tickets may name a profile).
-    pub fn has_profiles(&self) -> bool {
-        self.profiles.iter().any(|p| p.key.is_some())
-    }
-}
-
-/// How to reach and log in to one service.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// Scheme, host, port and path, without a trailing slash.
-    pub url: String,
-    pub user: String,
-    /// Empty when the service is logged in to with a client certificate.
-    pub password: Secret,
-    pub tls: Tls,
-    /// A client certificate to log in with (NSX-T's principal identity), instead of a password.
-    pub client: Option<ClientIdentity>,
-}
-
-/// A client certificate and its private key, as PEM, checked at loading.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    pub cert_path: PathBuf,
-    pub cert_pem: String,
-    pub key_pem: Secret,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Tls {
-    pub ca_file: Option<PathBuf>,
-    /// Accept exactly the certificate with this SHA-256 fingerprint.
-    pub pin: Option<crate::http::pin::Fingerprint>,
-    pub insecure: bool,
-}
-
-#[derive(Debug)]
-pub struct OtrsConfig {
-    pub endpoint: Endpoint,
-    pub vm_field: String,
-    /// A second dynamic field naming the access profile for every VM of the ticket.
-    pub profile_field: Option<String>,
-    /// Post an internal note to the ticket about every change otnsx makes for it.
-    pub notes: bool,
-    /// Let the help desk e-mail the ticket's agents about each note (off: `NoAgentNotify`).
-    pub notify_agents: bool,
-    /// The help desk's major version: 5 writes notes as `ArticleType` `note-internal`.
-    pub version: u32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiGeneration {
-    /// Try `/api` and fall back to `/rest` when vCenter answers 404.
-    Auto,
-    /// vSphere 7.0U2 and later.
-    Api,
-    /// vSphere 6.5 and later.
-    Rest,
-}
-
-#[derive(Debug, Clone)]
-pub struct VcenterConfig {
-    pub endpoint: Endpoint,
-    pub api: ApiGeneration,
-    pub folder: Option<String>,
-    pub datacenter: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-pub enum NsxKind {
-    /// NSX for vSphere 6.x: XML API, tag by name, VM by managed object id.
-    #[serde(rename = "nsx-v")]
-    NsxV,
-    /// NSX-T 3.x and NSX 4.x: JSON API, `{scope, tag}` pairs, VM by `external_id`.
-    #[serde(rename = "nsx-t")]
-    NsxT,
-    /// NSX-T 3.2+ and NSX 4.x through the Policy API: the same tags and VMs as `nsx-t`, changed
-    /// by tag operations that a least-privilege role may make.
-    #[serde(rename = "nsx-policy")]
-    NsxPolicy,
-}
-
-impl NsxKind {
-    /// The product's name, for messages.
-    pub fn product(self) -> &'static str {
-        match self {
-            NsxKind::NsxV => "NSX-V",
-            NsxKind::NsxT => "NSX-T",
-            NsxKind::NsxPolicy => "NSX Policy",
-        }
-    }
-
-    /// Whether tags are `{scope, tag}` pairs on VMs named by `external_id`, in NSX's JSON API
-    /// (`nsx-t` and `nsx-policy`), with its ways of logging in.
-    pub fn json(self) -> bool {
-        matches!(self, NsxKind::NsxT | NsxKind::NsxPolicy)
-    }
-}
-
-/// How otnsx logs in to NSX-T.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NsxAuth {
-    /// HTTP basic auth on every request.
-    Basic,
-    /// `POST /api/session/create`: a `JSESSIONID` cookie and an `X-XSRF-TOKEN` header.
-    Session,
-}
-
-/// Where NSX-T VMs are looked up by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Resolve {
-    /// By `display_name` in NSX's own inventory.
-    Nsx,
-    /// In vCenter (name → managed object id → instance UUID), then the NSX VM whose
-    /// `external_id` or `compute_ids` carry that UUID.
-    Vcenter,
-}
-
-#[derive(Debug)]
-pub struct NsxConfig {
-    pub kind: NsxKind,
-    pub endpoint: Endpoint,
-    /// NSX-V: the security tag's name. NSX-T: the tag's value.
-    pub tag: String,
-    /// NSX-T: the tag's scope.
-    pub scope: String,
-    pub auth: NsxAuth,
-    pub resolve: Resolve,
-    /// The group whose effective members confirm that the tag has taken effect, if any.
-    pub verify: Option<VerifyGroup>,
-}
-
-/// `nsx.verify_group` (and `verify_domain`): after each change otnsx waits until the VM is in
-/// (or out of) this group's effective members.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyGroup {
-    /// NSX-T / Policy: the group's id; NSX-V: the security group's object id.
-    pub group: String,
-    /// NSX-T / Policy: the domain the group is in (`default` unless set).
-    pub domain: String,
-}
-
-/// Where journal entries also go.
-#[derive(Debug, Clone)]
-pub struct Log {
-    /// Send each journal entry to the local syslog socket too.
-    pub syslog: bool,
-    pub facility: u8,
-    pub socket: PathBuf,
-    /// When otnsx rotates the journal file.
-    pub rotation: crate::state::rotation::Rotation,
-}
-
-#[derive(Debug)]
-pub struct Policy {
-    pub max_duration: Duration,
-    pub manual_duration: Duration,
-    /// The longest `grant --for` (and manual lease) allowed: `policy.max_grant`, by default
-    /// `max_duration`.
-    pub max_grant: Duration,
-    /// Which VMs may be opened.
-    pub vms: crate::policy::VmPolicy,
-    /// The profile a ticket or grant gets when it names none (its key).
-    pub default_profile: Option<String>,
-}
 
 /// Finds the configuration file: the explicit path (`--config` or `OTNSX_CONFIG`), else
 /// [`SYSTEM_CONFIG`], else `otnsx.toml` in the user's config directory.
@@ -389,21 +105,6 @@ impl Config {
             Some(config) if check.problems.is_empty() => Ok(config),
             _ => Err(check.problems),
         }
-    }
-}
-
-impl Config {
-    /// The services, by their names in messages, with how to reach them.
-    pub fn endpoints(&self) -> Vec<(&'static str, &Endpoint)> {
-        let mut out = Vec::new();
-        if let Some(o) = &self.otrs {
-            out.push(("help desk", &o.endpoint));
-        }
-        if let Some(v) = &self.vcenter {
-            out.push(("vCenter", &v.endpoint));
-        }
-        out.push(("NSX", &self.nsx.endpoint));
-        out
     }
 }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{ApiGeneration, NsxAuth, NsxKind, Resolve};
+use super::model::{ApiGeneration, NsxAuth, NsxKind, Resolve};
 
 /// Declares a raw config section: the keys every service takes, plus its own.
 macro_rules! raw_service_section {

@@ -197,7 +197,7 @@ pub(super) fn run_password_command(argv: &[String], timeout: Duration) -> Result
         let said: String = said.chars().take(200).collect();
         return Err(format!(
             "{program} failed ({status}): {}",
-            crate::escape::printable(&said)
+            crate::output::printable(&said)
         ));
     }
     let text = String::from_utf8(stdout)

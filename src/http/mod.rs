@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-pub mod error;
 pub mod pages;
 pub mod pin;
 
-pub use error::{Kind, ServiceError};
+pub use crate::encoding::{basic_auth_value, encode, query};
+pub use crate::error::{Kind, ServiceError};
 
 use ureq::http::{Method, Request};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
@@ -570,37 +570,6 @@ fn backoff(tries: u32) -> Duration {
 /// `Authorization` header value for HTTP basic auth.
 pub fn basic_auth(user: &str, password: &Secret) -> String {
     format!("Basic {}", basic_auth_value(user, password.expose()))
-}
-
-/// The credentials part of a basic-auth header: base64 of `user:password`.
-pub fn basic_auth_value(user: &str, password: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-}
-
-/// RFC 3986's unreserved characters are the only ones left as they are.
-const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Percent-encodes everything but RFC 3986's unreserved characters, so a value is safe in a
-/// path segment and in a query (where the help desk also splits on `;` and reads `+` as space).
-pub fn encode(value: &str) -> String {
-    percent_encoding::utf8_percent_encode(value, RESERVED).to_string()
-}
-
-/// Builds `?k=v&k=v` with every key and value encoded.
-pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::new();
-    for (k, v) in pairs {
-        out.push(if out.is_empty() { '?' } else { '&' });
-        out.push_str(&encode(k));
-        out.push('=');
-        out.push_str(&encode(v));
-    }
-    out
 }
 
 /// Hides query values that are credentials, for messages and `--verbose`.

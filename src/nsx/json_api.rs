@@ -19,7 +19,8 @@ use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::pages::{Pages, cost, id_cost};
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
-use crate::nsx::{Found, TagBackend, ViaVcenter};
+use crate::nsx::backend::{Found, TagBackend};
+use crate::nsx::via_vcenter::ViaVcenter;
 use crate::sync::lock;
 
 /// The Manager API's VM inventory: a read that roles limited to tags may also make.
@@ -202,7 +203,7 @@ impl JsonApi {
             .iter()
             .find(|(key, _)| *key == vm.profile)
             .map(|(_, tag)| tag)
-            .ok_or_else(|| crate::nsx::unknown_profile(vm))
+            .ok_or_else(|| crate::nsx::backend::unknown_profile(vm))
     }
 
     /// "tag `scope|tag` is" (or "tags ... are", one per profile), for what `probe` says.
@@ -733,7 +734,7 @@ impl JsonApi {
     }
 
     /// Waits for `vm` to enter (or leave) the group's effective members.
-    pub fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+    pub fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::backend::Membership> {
         let (name, path) = self.group(vm.profile.as_deref())?;
         let members = || -> anyhow::Result<BTreeSet<String>> {
             let mut ids = BTreeSet::new();
@@ -770,7 +771,7 @@ impl JsonApi {
                 };
             }
         };
-        Some(crate::nsx::await_membership(
+        Some(crate::nsx::backend::await_membership(
             name.clone(),
             vm,
             member,
@@ -902,7 +903,7 @@ impl<W: TagWriter> TagBackend for W {
         TagWriter::take_warnings(self)
     }
 
-    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::backend::Membership> {
         self.api().membership(vm, member)
     }
 
@@ -979,7 +980,8 @@ fn names_tag(expression: &Value, label: &str) -> bool {
 }
 
 /// Parses `data` as NSX-T answers are parsed, for the fuzz targets.
-pub fn fuzz_parse(data: &[u8]) {
+/// Returns the answer, for the Policy API's parser (`policy::fuzz_parse`).
+pub fn fuzz_parse(data: &[u8]) -> Reply {
     let reply = Reply {
         status: 400,
         headers: vec![("content-type".into(), "application/json".into())],
@@ -988,7 +990,7 @@ pub fn fuzz_parse(data: &[u8]) {
     let _ = reply.json::<Page>("NSX");
     let _ = error_text(&reply);
     let _ = error_code(&reply);
-    crate::nsx::policy::fuzz_parse(&reply);
+    reply
 }
 
 /// A term for the search API's Lucene syntax: its special characters (and white space)

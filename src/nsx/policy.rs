@@ -22,10 +22,10 @@ use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, Reply, ServiceError, encode};
-use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
     Flavor, JsonApi, MAX_TAGS, TagWriter, error_text, full_tags, json_call, keep_targets, label,
 };
+use crate::nsx::via_vcenter::ViaVcenter;
 use crate::sync::lock;
 
 const TAG_OPERATIONS: &str = "/policy/api/v1/infra/tags/tag-operations";

@@ -21,9 +21,9 @@ use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::pages::{Pages, cost};
 use crate::http::{Call, encode, query};
+use crate::nsx::backend::{Confirms, Found, Membership, TagBackend};
 use crate::nsx::json_api::{JsonApi, TagWriter, json_call};
 use crate::nsx::policy::NsxPolicy;
-use crate::nsx::{Confirms, Found, Membership, TagBackend};
 use crate::sync::lock;
 
 /// Writes of one rule answered 412 (changed meanwhile) before the run gives up on it.
@@ -160,7 +160,7 @@ impl AgentRules {
             .profiles
             .iter()
             .find(|p| p.key == vm.profile)
-            .ok_or_else(|| crate::nsx::unknown_profile(vm))?;
+            .ok_or_else(|| crate::nsx::backend::unknown_profile(vm))?;
         let id = rule_id(&vm.key());
         let mut sources = addresses.clone();
         sources.sort();
@@ -515,8 +515,13 @@ impl AgentRules {
                 false => BTreeSet::new(),
             })
         };
-        let mut m =
-            crate::nsx::await_membership(id.clone(), vm, member, self.api().deadline(), members);
+        let mut m = crate::nsx::backend::await_membership(
+            id.clone(),
+            vm,
+            member,
+            self.api().deadline(),
+            members,
+        );
         m.kind = Confirms::Realized;
         m
     }

@@ -12,11 +12,11 @@ use crate::deadline::Deadline;
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::{Call, query};
-use crate::nsx::ViaVcenter;
 use crate::nsx::json_api::{
     FABRIC_VMS, Flavor, JsonApi, MAX_TAGS, Tag, TagWriter, full_tags, json_call, keep_targets,
     label,
 };
+use crate::nsx::via_vcenter::ViaVcenter;
 use crate::sync::lock;
 
 /// The search API: the VMs with our tag without listing the whole inventory.

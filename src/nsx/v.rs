@@ -12,7 +12,8 @@ use crate::domain::vm::VmRef;
 use crate::error::{Exit, Kept, fault};
 use crate::http::pages::Pages;
 use crate::http::{Call, Http, Reply, ServiceError, basic_auth, encode, query};
-use crate::nsx::{Found, TagBackend, ViaVcenter};
+use crate::nsx::backend::{Found, TagBackend};
+use crate::nsx::via_vcenter::ViaVcenter;
 use crate::xml;
 
 const TAGS: &str = "/api/2.0/services/securitytags/tag";
@@ -353,9 +354,9 @@ impl TagBackend for NsxV {
         self.change(Method::DELETE, vm)
     }
 
-    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::backend::Membership> {
         let group = self.verify_group.as_deref()?;
-        Some(crate::nsx::await_membership(
+        Some(crate::nsx::backend::await_membership(
             group.to_string(),
             vm,
             member,
@@ -423,7 +424,7 @@ impl NsxVProfiles {
             .iter()
             .find(|(key, _)| *key == vm.profile)
             .map(|(_, backend)| backend)
-            .ok_or_else(|| crate::nsx::unknown_profile(vm))
+            .ok_or_else(|| crate::nsx::backend::unknown_profile(vm))
     }
 
     fn first(&self) -> &NsxV {
@@ -494,7 +495,7 @@ impl TagBackend for NsxVProfiles {
         Ok(said?.join("; "))
     }
 
-    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::Membership> {
+    fn membership(&self, vm: &VmRef, member: bool) -> Option<crate::nsx::backend::Membership> {
         self.of(vm).ok()?.membership(vm, member)
     }
 

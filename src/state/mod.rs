@@ -2,7 +2,9 @@
 //! PostgreSQL, and syslog.
 
 pub mod chain;
+pub mod entry;
 pub mod journal;
+pub mod lease;
 pub mod memo;
 pub mod pg;
 pub mod recorder;

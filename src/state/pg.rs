@@ -30,8 +30,8 @@ use postgres::{Client, SimpleQueryMessage};
 use crate::config::Database;
 use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
-use crate::state::journal::Entry;
-use crate::state::store::{Holder, Lease};
+use crate::state::entry::Entry;
+use crate::state::lease::{Holder, Lease};
 use crate::sync::lock;
 
 /// The schema this otnsx reads and writes. `otnsx state migrate` brings a database to it.

@@ -197,7 +197,7 @@ impl Recorder {
     /// Says on stderr that the state directory failed, once per kind of problem, and makes the
     /// run end with exit 74 whatever else it did.
     pub fn state_problem(&self, err: &anyhow::Error) {
-        let text = crate::escape::printable(&format!("{err:#}"));
+        let text = crate::output::printable(&format!("{err:#}"));
         let mut said = lock(&self.trouble);
         if !said.contains(&text) {
             errln!("otnsx: state: {text}");
