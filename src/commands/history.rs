@@ -163,7 +163,7 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             verify,
         };
         let exit = exit_of(&report.verify, &gaps);
-        outln!("{}", crate::escape::json(serde_json::to_string(&report)?));
+        crate::output::fields(&report);
         return Ok(exit);
     }
     outln!("{}", render(&periods, &events).trim_end_matches('\n'));

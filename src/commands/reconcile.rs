@@ -20,7 +20,7 @@ use crate::plan;
 use crate::state::journal::Action;
 use crate::state::store::{Holder, Lease, LeaseState};
 
-use super::{Decision, Outcome, Run, Subject, describe, revoke, vms_of};
+use super::{Decision, Outcome, Run, Subject, describe_as, revoke, vms_of};
 use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
@@ -91,14 +91,14 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                     let list: Vec<serde_json::Value> = changes
                         .iter()
                         .map(|o| {
-                            let (action, detail) = describe(o);
+                            let (action, detail) = describe_as(o, run.dry_run);
                             json!({"vm": o.plan.vm.name, "vm_id": o.plan.vm.id, "action": action,
                                    "cause": o.cause, "result": if o.error.is_some() { "failed" } else { "ok" },
                                    "detail": detail})
                         })
                         .collect();
                     let ok = !failed && helpdesk_failed.is_none();
-                    outln!("{}", crate::escape::json(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}).to_string()));
+                    crate::output::fields(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}));
                 } else if changes.is_empty() && decision.refused.is_empty() {
                     let prefix = if run.dry_run { "dry run: " } else { "" };
                     outln!("{prefix}reconcile: NSX matches the leases; nothing to repair");
