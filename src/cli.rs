@@ -226,23 +226,25 @@ impl Cli {
     }
 }
 
-/// For clap's refusal of the ticket number when the word is no number: the word was meant as
-/// a command. Says so, with the nearest command when one is near (`did you mean `status`?`).
-pub fn unknown_command(err: &clap::Error) -> Option<String> {
+/// For a command line clap refused: when its first word (past the global options) is neither
+/// a command nor a number (it has no digit), it was meant as a command. Says so, with the
+/// nearest command when one is near (`did you mean `status`?`). `None` otherwise: clap's
+/// own error stands (`otnsx 12a 4` is a bad ticket number).
+pub fn unknown_command(args: &[std::ffi::OsString]) -> Option<String> {
     use clap::CommandFactory;
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    if err.kind() != ErrorKind::ValueValidation {
-        return None;
-    }
-    let arg = match err.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(arg)) => arg.clone(),
-        _ => return None,
+    let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+    let word = loop {
+        let arg = words.next()?;
+        match arg.as_ref() {
+            "--" => break words.next()?,
+            "--config" => {
+                words.next();
+            }
+            _ if arg.starts_with('-') => {}
+            _ => break arg,
+        }
     };
-    let word = match err.get(ContextKind::InvalidValue) {
-        Some(ContextValue::String(word)) => word.clone(),
-        _ => return None,
-    };
-    if !arg.contains("TICKET_NUMBER") || word.bytes().any(|b| b.is_ascii_digit()) {
+    if word.bytes().any(|b| b.is_ascii_digit()) {
         return None;
     }
     let cli = Cli::command();
@@ -251,6 +253,9 @@ pub fn unknown_command(err: &clap::Error) -> Option<String> {
         .map(|c| c.get_name().to_string())
         .filter(|n| n != "help")
         .collect();
+    if word == "help" || names.iter().any(|n| *n == word) {
+        return None;
+    }
     let shown = crate::escape::shorten(&word);
     Some(match nearest(&word, &names) {
         Some(name) => format!(

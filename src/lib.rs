@@ -90,7 +90,7 @@ fn usage_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
         let _ = e.print();
         return ExitCode::from(0);
     }
-    let message = match cli::unknown_command(e) {
+    let message = match cli::unknown_command(args) {
         Some(text) => {
             errln!("otnsx: {text}");
             text

@@ -43,6 +43,15 @@ fn a_mistyped_command_gets_the_nearest_one() {
         );
         assert!(run.stdout.is_empty(), "{run:?}");
     }
+    // Past the global options, and whatever follows the word.
+    for args in [
+        &["--config", "/x", "stauts"][..],
+        &["-v", "stauts", "--vm", "web01"],
+    ] {
+        let run = run_binary(args, &[]);
+        assert_eq!(run.code, 2, "{run:?}");
+        assert!(run.stderr.contains("did you mean `status`?"), "{run:?}");
+    }
     // Nothing near: the commands are listed.
     let run = run_binary(&["frobnicate", "4"], &[]);
     assert_eq!(run.code, 2, "{run:?}");
