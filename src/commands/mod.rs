@@ -503,10 +503,16 @@ impl Run {
             .map(|o| crate::escape::printable(&o.plan.vm.name))
             .collect();
         if !closed.is_empty() {
-            let text = format!(
-                "the leases could not be read, so otnsx closed {} without knowing who else held them (fail closed): another ticket or grant on them lost access too",
-                closed.join(", ")
-            );
+            let text = match self.dry_run {
+                true => format!(
+                    "dry run: the leases could not be read, so otnsx would close {} without knowing who else held them (fail closed)",
+                    closed.join(", ")
+                ),
+                false => format!(
+                    "the leases could not be read, so otnsx closed {} without knowing who else held them (fail closed): another ticket or grant on them lost access too",
+                    closed.join(", ")
+                ),
+            };
             self.recorder
                 .record(&self.recorder.entry(subject, Action::Warning, None, &text));
             errln!("otnsx: warning: {text}");
