@@ -40,9 +40,18 @@ pub struct Global {
     #[arg(long, global = true, env = "OTNSX_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Resolve everything and print what would change; change nothing
+    /// Resolve everything and print what would change; change nothing (grant, revoke,
+    /// reconcile, a ticket event)
     #[arg(long, global = true)]
     pub dry_run: bool,
+
+    /// Print one JSON document on one line, also on failure (see JSON OUTPUT in the man page)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Print nothing on stdout; errors still go to stderr, the exit status tells the rest
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     /// Print each request to the services (without secrets) on stderr
     #[arg(short, long, global = true)]
@@ -63,6 +72,14 @@ pub enum Command {
         /// Also add one internal note to that ticket, to test the note permission
         #[arg(long)]
         note: bool,
+    },
+
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell)
+    #[command(display_order = 9)]
+    Completions {
+        /// The shell
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
     },
 
     #[command(flatten)]
@@ -122,11 +139,7 @@ pub enum Configured {
 
     /// Make NSX match the leases: expiry, unlocked tickets, drift (run it from a timer)
     #[command(display_order = 4)]
-    Reconcile {
-        /// Print what was done as JSON
-        #[arg(long)]
-        json: bool,
-    },
+    Reconcile,
 
     /// The journal as access periods, refusals and failures, for the audit
     #[command(display_order = 6)]
@@ -146,10 +159,6 @@ pub enum Configured {
         /// Check the journal's hash chain too: exit 65 if an entry was changed, removed or inserted
         #[arg(long)]
         verify: bool,
-
-        /// Print JSON (see the man page for its fields)
-        #[arg(long)]
-        json: bool,
     },
 
     /// Show which VMs are open, for whom, until when, and whether NSX agrees
@@ -158,10 +167,6 @@ pub enum Configured {
         /// Only this VM
         #[arg(long, value_name = "NAME")]
         vm: Option<String>,
-
-        /// Print JSON (see the man page for its fields)
-        #[arg(long)]
-        json: bool,
     },
 
     /// The PostgreSQL state backend's schema, and moving a state directory into it
@@ -180,6 +185,132 @@ pub enum StateCommand {
         #[arg(long, value_name = "DIR")]
         from_file: std::path::PathBuf,
     },
+}
+
+impl Cli {
+    /// The command's name, as the JSON document's `command` gives it: `ticket` for a ticket
+    /// event, `state migrate` for a subcommand's subcommand.
+    pub fn command_name(&self) -> Option<String> {
+        let name = match &self.command {
+            None if self.ticket_id.is_some() => "ticket",
+            None => return None,
+            Some(Command::Check { .. }) => "check",
+            Some(Command::Completions { .. }) => "completions",
+            Some(Command::Configured(c)) => match c {
+                Configured::Ticket { .. } => "ticket",
+                Configured::Grant { .. } => "grant",
+                Configured::Revoke { .. } => "revoke",
+                Configured::Reconcile => "reconcile",
+                Configured::History { .. } => "history",
+                Configured::Status { .. } => "status",
+                Configured::State(StateCommand::Migrate) => "state migrate",
+                Configured::State(StateCommand::Import { .. }) => "state import",
+            },
+        };
+        Some(name.to_string())
+    }
+
+    /// Whether the command may change something: `--dry-run` is for these only.
+    pub fn changes(&self) -> bool {
+        match &self.command {
+            None => true,
+            Some(Command::Configured(c)) => matches!(
+                c,
+                Configured::Ticket { .. }
+                    | Configured::Grant { .. }
+                    | Configured::Revoke { .. }
+                    | Configured::Reconcile
+            ),
+            Some(_) => false,
+        }
+    }
+}
+
+/// For a command line clap refused: when its first word (past the global options) is neither
+/// a command nor a number (it has no digit), it was meant as a command. Says so, with the
+/// nearest command when one is near (`did you mean `status`?`). `None` otherwise: clap's
+/// own error stands (`otnsx 12a 4` is a bad ticket number).
+pub fn unknown_command(args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::CommandFactory;
+    let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+    let word = loop {
+        let arg = words.next()?;
+        match arg.as_ref() {
+            "--" => break words.next()?,
+            "--config" => {
+                words.next();
+            }
+            _ if arg.starts_with('-') => {}
+            _ => break arg,
+        }
+    };
+    if word.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let cli = Cli::command();
+    let names: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    if word == "help" || names.iter().any(|n| *n == word) {
+        return None;
+    }
+    let shown = crate::escape::shorten(&word);
+    Some(match nearest(&word, &names) {
+        Some(name) => format!(
+            "unknown command `{shown}`: did you mean `{name}`? (a ticket event is `otnsx TICKET_NUMBER TICKET_ID`, digits only; see --help)"
+        ),
+        None => format!(
+            "unknown command `{shown}`; the commands are {}; a ticket event is `otnsx TICKET_NUMBER TICKET_ID`, digits only (see --help)",
+            names.join(", ")
+        ),
+    })
+}
+
+/// The name nearest `word` by edit distance, if near enough to be a typo (a third of its
+/// length, at least 1, as git's and clap's suggestions are), or one that `word` begins.
+fn nearest<'a>(word: &str, names: &'a [String]) -> Option<&'a str> {
+    let word = word.to_lowercase();
+    let best = names
+        .iter()
+        .map(|n| (edit_distance(&word, n), n.as_str()))
+        .min_by_key(|(d, _)| *d)?;
+    let limit = (word.chars().count() / 3).max(1);
+    if best.0 <= limit {
+        return Some(best.1);
+    }
+    names
+        .iter()
+        .find(|n| word.len() >= 3 && n.starts_with(&word))
+        .map(String::as_str)
+}
+
+/// The Damerau-Levenshtein distance (optimal string alignment): a swap of two neighbours
+/// (`stauts`) counts once.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// A ticket ID: digits only, 1 to 2^63-1.
@@ -252,5 +383,20 @@ mod tests {
         assert!(
             matches!(cli.command, Some(Command::Configured(Configured::Grant { ref vms, .. })) if vms.len() == 2)
         );
+    }
+
+    #[test]
+    fn typos_find_the_nearest_command() {
+        let names: Vec<String> = ["status", "state", "history", "check", "completions"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(nearest("stauts", &names), Some("status"));
+        assert_eq!(nearest("histroy", &names), Some("history"));
+        assert_eq!(nearest("completion", &names), Some("completions"));
+        assert_eq!(nearest("chekc", &names), Some("check"));
+        assert_eq!(nearest("comp", &names), Some("completions"));
+        assert_eq!(nearest("xyz", &names), None);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("ab", "ba"), 1);
     }
 }

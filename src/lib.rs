@@ -8,12 +8,15 @@ use clap::Parser;
 
 /// `println!` for everything otnsx prints on stdout: known secrets scrubbed, control and bidi
 /// characters escaped (line breaks kept), and a closed pipe (`otnsx check | head -1`) no
-/// panic: what cannot be written is dropped.
+/// panic: what cannot be written is dropped. With `--json` or `--quiet`, nothing (see
+/// [`output`]).
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let text = $crate::output::printable_lines(&format!($($arg)*));
-        let _ = writeln!(std::io::stdout().lock(), "{text}");
+        if $crate::document::for_people() {
+            let text = $crate::output::printable_lines(&format!($($arg)*));
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        }
     }};
 }
 
@@ -22,6 +25,7 @@ macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         let text = $crate::output::printable_lines(&format!($($arg)*));
+        $crate::document::said(&text);
         let _ = writeln!(std::io::stderr().lock(), "{text}");
     }};
 }
@@ -31,6 +35,7 @@ pub mod cli;
 mod commands;
 mod config;
 mod deadline;
+mod document;
 mod domain;
 mod encoding;
 mod error;
@@ -58,24 +63,57 @@ pub use state::chain;
 pub fn main_with(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> ExitCode {
     sys::one_malloc_arena();
     sys::reset_signals();
-    let cli = match cli::Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    document::set_mode(false, false);
+    let cli = match cli::Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
-                error::Exit::Usage.code()
-            } else {
-                0
-            });
-        }
+        Err(e) => return usage_error(&e, &args),
     };
-    match commands::execute(cli) {
-        Ok(exit) => ExitCode::from(exit.code()),
+    document::set_mode(cli.global.json, cli.global.quiet);
+    let name = cli.command_name();
+    let (exit, error) = match commands::execute(cli) {
+        Ok(exit) => (exit, None),
         Err(err) => {
             errln!("otnsx: {err:#}");
-            ExitCode::from(error::exit_code(&err).code())
+            (error::exit_code(&err), Some(format!("{err:#}")))
         }
+    };
+    if document::json() {
+        document::print_document(name.as_deref(), exit.code(), error);
     }
+    ExitCode::from(exit.code())
+}
+
+/// A command line clap refused (exit 2), or `--help`/`--version` (exit 0). A word where the
+/// ticket number goes that is not one is an unknown command: the nearest command is
+/// suggested, as git and kubectl do. With `--json` on the line, the JSON document too.
+fn usage_error(e: &clap::Error, args: &[OsString]) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::from(0);
+    }
+    let message = match cli::unknown_command(args) {
+        Some(text) => {
+            errln!("otnsx: {text}");
+            text
+        }
+        None => {
+            let _ = e.print();
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            first.strip_prefix("error: ").unwrap_or(first).to_string()
+        }
+    };
+    let code = error::Exit::Usage.code();
+    let json = args
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json");
+    if json {
+        document::print_document(None, code, Some(message));
+    }
+    ExitCode::from(code)
 }
 
 /// Entry points for the fuzz targets in `fuzz/` and for the tests that replay their seeds:

@@ -37,6 +37,7 @@ mod it {
     pub mod agent_rules;
     pub mod bounded;
     pub mod check;
+    pub mod cli;
     pub mod concurrency;
     pub mod config;
     pub mod crash;

@@ -19,6 +19,9 @@ _otnsx() {
             otnsx,check)
                 cmd="otnsx__subcmd__check"
                 ;;
+            otnsx,completions)
+                cmd="otnsx__subcmd__completions"
+                ;;
             otnsx,grant)
                 cmd="otnsx__subcmd__grant"
                 ;;
@@ -45,6 +48,9 @@ _otnsx() {
                 ;;
             otnsx__subcmd__help,check)
                 cmd="otnsx__subcmd__help__subcmd__check"
+                ;;
+            otnsx__subcmd__help,completions)
+                cmd="otnsx__subcmd__help__subcmd__completions"
                 ;;
             otnsx__subcmd__help,grant)
                 cmd="otnsx__subcmd__help__subcmd__grant"
@@ -101,7 +107,7 @@ _otnsx() {
 
     case "${cmd}" in
         otnsx)
-            opts="-v -h -V --config --dry-run --verbose --help --version check ticket grant revoke reconcile history status state help"
+            opts="-q -v -h -V --config --dry-run --json --quiet --verbose --help --version check completions ticket grant revoke reconcile history status state help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -119,7 +125,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__check)
-            opts="-v -h --ticket --note --config --dry-run --verbose --help"
+            opts="-q -v -h --ticket --note --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -140,8 +146,26 @@ _otnsx() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        otnsx__subcmd__completions)
+            opts="-q -v -h --config --dry-run --json --quiet --verbose --help bash elvish fish powershell zsh"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         otnsx__subcmd__grant)
-            opts="-v -h --vm --for --reason --profile --config --dry-run --verbose --help"
+            opts="-q -v -h --vm --for --reason --profile --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,7 +199,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__help)
-            opts="check ticket grant revoke reconcile history status state help"
+            opts="check completions ticket grant revoke reconcile history status state help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -189,6 +213,20 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        otnsx__subcmd__help__subcmd__completions)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -343,7 +381,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__history)
-            opts="-v -h --since --vm --ticket --verify --json --config --dry-run --verbose --help"
+            opts="-q -v -h --since --vm --ticket --verify --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -373,7 +411,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__reconcile)
-            opts="-v -h --json --config --dry-run --verbose --help"
+            opts="-q -v -h --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -391,7 +429,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__revoke)
-            opts="-v -h --vm --force --all --config --dry-run --verbose --help"
+            opts="-q -v -h --vm --force --all --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -413,7 +451,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__state)
-            opts="-v -h --config --dry-run --verbose --help migrate import help"
+            opts="-q -v -h --config --dry-run --json --quiet --verbose --help migrate import help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -487,7 +525,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__state__subcmd__import)
-            opts="-v -h --from-file --config --dry-run --verbose --help"
+            opts="-q -v -h --from-file --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -509,7 +547,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__state__subcmd__migrate)
-            opts="-v -h --config --dry-run --verbose --help"
+            opts="-q -v -h --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -527,7 +565,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__status)
-            opts="-v -h --vm --json --config --dry-run --verbose --help"
+            opts="-q -v -h --vm --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -549,7 +587,7 @@ _otnsx() {
             return 0
             ;;
         otnsx__subcmd__ticket)
-            opts="-v -h --number --config --dry-run --verbose --help"
+            opts="-q -v -h --number --config --dry-run --json --quiet --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -533,19 +533,36 @@ impl Run {
             exits.push(exit_code(err));
         }
         parts.extend(failures.iter().cloned());
+        let mut changes = Vec::new();
         for outcome in outcomes {
-            let (_, detail) = describe(outcome);
+            let (action, detail) = describe_as(outcome, self.dry_run);
             let unconfirmed = outcome
                 .membership
                 .as_ref()
                 .and_then(|m| m.result.as_ref().err());
-            if let Some(err) = outcome.error.as_ref().or(unconfirmed) {
+            let failed = outcome.error.as_ref().or(unconfirmed);
+            if let Some(err) = failed {
                 failures.push(detail.clone());
                 exits.push(exit_code(err));
             } else {
                 exits.push(Exit::Ok);
             }
+            changes.push(
+                serde_json::json!({"vm": outcome.plan.vm.name, "vm_id": outcome.plan.vm.id,
+                "action": action, "cause": outcome.cause,
+                "result": if failed.is_some() { "failed" } else { "ok" }, "detail": detail}),
+            );
             parts.push(detail);
+        }
+        if crate::document::json() {
+            let refused: Vec<serde_json::Value> = refused
+                .iter()
+                .map(|(name, err)| {
+                    serde_json::json!({"vm": name, "exit": exit_code(err).code(), "error": format!("{err:#}")})
+                })
+                .collect();
+            crate::document::fields(serde_json::json!({"heading": heading,
+                "dry_run": self.dry_run, "changes": changes, "refused": refused}));
         }
         if parts.is_empty() {
             parts.push("nothing to do".into());
@@ -571,7 +588,13 @@ pub fn combine(exits: &[Exit]) -> Exit {
 
 /// The journal action and the human sentence for an outcome, with its warnings.
 pub fn describe(outcome: &Outcome) -> (Action, String) {
-    let (action, mut detail) = describe_change(outcome);
+    describe_as(outcome, false)
+}
+
+/// [`describe`], in a dry run's words when `dry_run`: what would change ("would open",
+/// "would close"), since nothing did.
+pub fn describe_as(outcome: &Outcome, dry_run: bool) -> (Action, String) {
+    let (action, mut detail) = describe_change(outcome, dry_run);
     if let Some(m) = &outcome.membership {
         match &m.result {
             Ok(()) => detail.push_str(&format!(
@@ -588,8 +611,13 @@ pub fn describe(outcome: &Outcome) -> (Action, String) {
     (action, detail)
 }
 
-fn describe_change(outcome: &Outcome) -> (Action, String) {
+fn describe_change(outcome: &Outcome, dry_run: bool) -> (Action, String) {
     let plan = &outcome.plan;
+    // A dry run's verbs: what would be done.
+    let (open, close, release) = match dry_run {
+        true => ("would open", "would close", "would release"),
+        false => ("opened", "closed", "released"),
+    };
     let vm = &plan.vm;
     let holders = |list: &[Holder]| {
         list.iter()
@@ -621,31 +649,40 @@ fn describe_change(outcome: &Outcome) -> (Action, String) {
     let gained = !outcome.gained().is_empty();
     let lost = !outcome.lost().is_empty();
     match plan.change {
-        TagChange::Attach => (Action::Grant, format!("opened {vm}{until}{why}")),
-        TagChange::Detach => (Action::Revoke, format!("closed {vm}{why}")),
+        TagChange::Attach => (Action::Grant, format!("{open} {vm}{until}{why}")),
+        TagChange::Detach => (Action::Revoke, format!("{close} {vm}{why}")),
         TagChange::Keep if gained => (
             Action::Grant,
             format!(
-                "{vm} was already open; now also held by {}{until}",
+                "{vm} {} {}{until}",
+                match dry_run {
+                    true => "is already open; would also be held by",
+                    false => "was already open; now also held by",
+                },
                 holders(&plan.held_after)
             ),
         ),
         TagChange::Keep if lost && !plan.held_after.is_empty() => (
             Action::Revoke,
             format!(
-                "{vm} stays open, still held by {}{why}",
+                "{vm} {}, still held by {}{why}",
+                if dry_run {
+                    "would stay open"
+                } else {
+                    "stays open"
+                },
                 holders(&plan.held_after)
             ),
         ),
         TagChange::Keep if lost && outcome.cause == Cause::Drift => (
             Action::Revoke,
             format!(
-                "released {vm}: it is closed in NSX (by hand, or by a close whose record was lost), and otnsx does not reopen what is closed"
+                "{release} {vm}: it is closed in NSX (by hand, or by a close whose record was lost), and otnsx does not reopen what is closed"
             ),
         ),
         TagChange::Keep if lost => (
             Action::Revoke,
-            format!("released {vm} (it was already closed){why}"),
+            format!("{release} {vm} (it was already closed){why}"),
         ),
         TagChange::Keep if plan.held_after.is_empty() => {
             (Action::Noop, format!("{vm} is already closed"))
@@ -684,10 +721,16 @@ impl Run {
             .map(|o| crate::output::printable(&o.plan.vm.name))
             .collect();
         if !closed.is_empty() {
-            let text = format!(
-                "the leases could not be read, so otnsx closed {} without knowing who else held them (fail closed): another ticket or grant on them lost access too",
-                closed.join(", ")
-            );
+            let text = match self.dry_run {
+                true => format!(
+                    "dry run: the leases could not be read, so otnsx would close {} without knowing who else held them (fail closed)",
+                    closed.join(", ")
+                ),
+                false => format!(
+                    "the leases could not be read, so otnsx closed {} without knowing who else held them (fail closed): another ticket or grant on them lost access too",
+                    closed.join(", ")
+                ),
+            };
             self.recorder
                 .record(&self.recorder.entry(subject, Action::Warning, None, &text));
             errln!("otnsx: warning: {text}");

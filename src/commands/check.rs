@@ -18,6 +18,14 @@ use crate::vcenter;
 /// stops otnsx then.
 const MODULE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One check in `check --json`'s `"checks"`: what, `pass`/`fail`/`warn`, and the detail.
+fn checked(what: &str, result: &str, detail: &str) {
+    if crate::document::json() {
+        let check = serde_json::json!({"check": what, "result": result, "detail": detail});
+        crate::document::push("checks", check);
+    }
+}
+
 struct Checklist {
     failed: usize,
     passed: usize,
@@ -27,15 +35,18 @@ impl Checklist {
     fn pass(&mut self, what: &str, detail: &str) {
         self.passed += 1;
         outln!("✓ {what}: {detail}");
+        checked(what, "pass", detail);
     }
 
     fn fail(&mut self, what: &str, why: &str) {
         self.failed += 1;
         outln!("✗ {what}: {why}");
+        checked(what, "fail", why);
     }
 
     fn warn(&self, what: &str, why: &str) {
         outln!("! {what}: {why}");
+        checked(what, "warn", why);
     }
 
     fn outcome<T>(
@@ -94,6 +105,9 @@ pub fn run(
                 "{} problem(s) in the configuration; the services were not checked",
                 list.failed
             );
+            crate::document::field("passed", list.passed);
+            crate::document::field("failed", list.failed);
+            crate::document::said(&format!("{} problem(s) in the configuration", list.failed));
             return Ok(Exit::Config);
         }
     };
@@ -277,6 +291,11 @@ pub fn run(
     }
 
     outln!("{} check(s) passed, {} failed", list.passed, list.failed);
+    crate::document::field("passed", list.passed);
+    crate::document::field("failed", list.failed);
+    if list.failed > 0 {
+        crate::document::said(&format!("{} check(s) failed", list.failed));
+    }
     Ok(if list.failed == 0 {
         Exit::Ok
     } else {

@@ -164,7 +164,7 @@ pub fn run(run: &Run, filter: &Filter<'_>, json: bool) -> anyhow::Result<Exit> {
             verify,
         };
         let exit = exit_of(&report.verify, &gaps);
-        outln!("{}", crate::output::json(serde_json::to_string(&report)?));
+        crate::document::fields(&report);
         return Ok(exit);
     }
     outln!("{}", render(&periods, &events).trim_end_matches('\n'));

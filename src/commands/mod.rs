@@ -5,6 +5,7 @@
 
 mod change;
 mod check;
+mod completions;
 mod grant;
 mod history;
 mod notes;
@@ -32,6 +33,15 @@ use run::{Run, clock, os_user};
 
 pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
     // The form of the command line is checked before anything is read.
+    if cli.global.dry_run && !cli.changes() {
+        let name = cli.command_name().unwrap_or_default();
+        return Err(fault(
+            Exit::Usage,
+            format!(
+                "--dry-run is for the commands that change something (grant, revoke, reconcile, a ticket event); `{name}` changes nothing"
+            ),
+        ));
+    }
     let command = match (cli.command, cli.ticket_number, cli.ticket_id) {
         (None, Some(number), Some(ticket_id)) => Command::Configured(Configured::Ticket {
             ticket_id,
@@ -52,6 +62,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<Exit> {
             note,
             cli.global.verbose,
         ),
+        Command::Completions { shell } => completions::run(shell),
         Command::Configured(command) => execute_configured(command, &cli.global),
     }
 }
@@ -114,14 +125,13 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
         } => grant::run(&run, &vms, duration, reason.as_deref(), profile.as_deref()),
         Configured::Revoke { all: true, .. } => revoke::all(&run),
         Configured::Revoke { vms, force, .. } => revoke::run(&run, &vms, force),
-        Configured::Reconcile { json } => reconcile::run(&run, json),
-        Configured::Status { vm, json } => status::run(&run, vm.as_deref(), json),
+        Configured::Reconcile => reconcile::run(&run, global.json),
+        Configured::Status { vm } => status::run(&run, vm.as_deref(), global.json),
         Configured::History {
             since,
             vm,
             ticket,
             verify,
-            json,
         } => {
             let filter = history::Filter {
                 since: since.as_deref(),
@@ -129,7 +139,7 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
                 ticket: ticket.as_deref(),
                 verify,
             };
-            history::run(&run, &filter, json)
+            history::run(&run, &filter, global.json)
         }
         Configured::State(crate::cli::StateCommand::Migrate) => state::migrate(&run),
         Configured::State(crate::cli::StateCommand::Import { from_file }) => {

@@ -21,7 +21,7 @@ use crate::state::journal::Action;
 use crate::state::recorder::Subject;
 use crate::state::store::{Holder, Lease, LeaseState};
 
-use super::change::{Decision, Outcome, describe};
+use super::change::{Decision, Outcome, describe_as};
 use super::resolve::vms_of;
 use super::revoke;
 use super::run::Run;
@@ -95,14 +95,14 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                     let list: Vec<serde_json::Value> = changes
                         .iter()
                         .map(|o| {
-                            let (action, detail) = describe(o);
+                            let (action, detail) = describe_as(o, run.dry_run);
                             json!({"vm": o.plan.vm.name, "vm_id": o.plan.vm.id, "action": action,
                                    "cause": o.cause, "result": if o.error.is_some() { "failed" } else { "ok" },
                                    "detail": detail})
                         })
                         .collect();
                     let ok = !failed && helpdesk_failed.is_none();
-                    outln!("{}", crate::output::json(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}).to_string()));
+                    crate::document::fields(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}));
                 } else if changes.is_empty() && decision.refused.is_empty() {
                     let prefix = if run.dry_run { "dry run: " } else { "" };
                     outln!("{prefix}reconcile: NSX matches the leases; nothing to repair");

@@ -21,6 +21,7 @@ fn database(run: &Run) -> anyhow::Result<&crate::state::pg::Pg> {
 pub fn migrate(run: &Run) -> anyhow::Result<Exit> {
     let db = database(run)?;
     let (from, to) = db.migrate()?;
+    crate::document::fields(serde_json::json!({"schema_from": from, "schema_to": to}));
     if from == to {
         outln!("database {}: schema version {to}, nothing to do", db.url());
     } else {
@@ -73,6 +74,10 @@ pub fn import(run: &Run, dir: &Path) -> anyhow::Result<Exit> {
         }
     }
     let (added_leases, added_entries) = db.import(&leases, &mut entries)?;
+    crate::document::fields(serde_json::json!({
+        "leases": leases.len(), "leases_added": added_leases,
+        "entries": entries.len(), "entries_added": added_entries, "unreadable_lines": unreadable,
+    }));
     outln!(
         "imported {} into {}: {added_leases} of {} leases and {added_entries} of {} journal entries added (the others were there already)",
         dir.display(),

@@ -48,6 +48,8 @@ struct Report {
     /// Why NSX could not be asked, if it could not (the leases are shown all the same).
     #[serde(skip_serializing_if = "Option::is_none")]
     nsx_error: Option<String>,
+    /// Whether any VM shows drift (the exit status is then 1).
+    drift: bool,
     vms: Vec<VmStatus>,
 }
 
@@ -102,17 +104,24 @@ pub fn run(run: &Run, only: Option<&str>, json: bool) -> anyhow::Result<Exit> {
         };
     }
     list.sort_by(|a, b| (&a.vm, &a.vm_id, &a.profile).cmp(&(&b.vm, &b.vm_id, &b.profile)));
-    let exit = if known { Exit::Ok } else { Exit::Unavailable };
+    // NSX and the leases disagree: 1, as for any work left undone (reconcile repairs it).
+    let drift = list.iter().any(|v| v.drift.is_some());
+    let exit = match (known, drift) {
+        (false, _) => Exit::Unavailable,
+        (true, true) => Exit::Partial,
+        (true, false) => Exit::Ok,
+    };
+    if drift {
+        errln!("otnsx: NSX and the leases disagree (drift); `otnsx reconcile` repairs it");
+    }
     if json {
         let report = Report {
             now,
             nsx_error,
+            drift,
             vms: list,
         };
-        outln!(
-            "{}",
-            crate::output::json(serde_json::to_string_pretty(&report)?)
-        );
+        crate::document::fields(&report);
         return Ok(exit);
     }
     if list.is_empty() {

@@ -366,6 +366,10 @@ fn decide<'scope>(
             run.recorder
                 .record(&run.recorder.entry(subject, Action::Noop, None, &why));
             outln!("{heading}: {why}");
+            crate::document::fields(
+                serde_json::json!({"heading": heading, "dry_run": run.dry_run,
+                "changes": [], "refused": [], "detail": why}),
+            );
             if ticket.is_locked() {
                 // The agent locked the ticket to work on a VM: say why nothing opened.
                 let note = notes::Note {

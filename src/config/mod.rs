@@ -25,26 +25,91 @@ use secret::read;
 pub const SYSTEM_CONFIG: &str = "/etc/otnsx/otnsx.toml";
 
 /// Finds the configuration file: the explicit path (`--config` or `OTNSX_CONFIG`), else
-/// [`SYSTEM_CONFIG`], else `otnsx.toml` in the user's config directory.
+/// [`SYSTEM_CONFIG`], else `otnsx.toml` in the user's config directory. A file that is there
+/// but cannot be read is said as such (with the OS's reason and the access otnsx needs), never
+/// as missing: exit 78 either way.
 pub fn locate(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(path) = explicit {
-        return Ok(path.to_path_buf());
+        return match readable(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(fault(
+                Exit::Config,
+                format!(
+                    "no configuration file at {}; write one (see {EXAMPLE_CONFIG})",
+                    path.display()
+                ),
+            )),
+            Err(e) => Err(fault(Exit::Config, unreadable(path, &e))),
+            Ok(()) => Ok(path.to_path_buf()),
+        };
     }
     let mut tried = vec![PathBuf::from(SYSTEM_CONFIG)];
     if let Some(dirs) = directories::ProjectDirs::from("", "", "otnsx") {
         tried.push(dirs.config_dir().join("otnsx.toml"));
     }
-    if let Some(found) = tried.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
+    for path in &tried {
+        match readable(path) {
+            Ok(()) => return Ok(path.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(fault(Exit::Config, unreadable(path, &e))),
+        }
     }
     let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     Err(fault(
         Exit::Config,
         format!(
-            "no configuration file: looked in {}; write one (see otnsx.toml.example) or pass --config",
+            "no configuration file: looked in {}; write one (see {EXAMPLE_CONFIG}) or pass --config",
             list.join(" and ")
         ),
     ))
+}
+
+/// Where the package installs the example configuration.
+pub const EXAMPLE_CONFIG: &str = "/usr/share/doc/otnsx/otnsx.toml.example";
+
+/// Whether `path` can be opened for reading: the OS's error if not (a directory on the way
+/// that otnsx may not search, or the file's own mode). Opens without blocking, so that a FIFO
+/// is no hang; what the file is, is checked when it is read.
+fn readable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map(drop)
+}
+
+/// Why the configuration at `path` cannot be read, and, for a permission, what access otnsx
+/// needs as the user it runs as (the package's file is `root:www-data 0640`).
+fn unreadable(path: &Path, err: &std::io::Error) -> String {
+    // "Permission denied (os error 13)" as "permission denied".
+    let text = err.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    };
+    let mut chars = text.chars();
+    let why: String = chars
+        .next()
+        .map(|c| c.to_lowercase().chain(chars).collect())
+        .unwrap_or_default();
+    if err.kind() != std::io::ErrorKind::PermissionDenied {
+        return format!("cannot read {}: {why}", path.display());
+    }
+    let (_, euid) = crate::sys::uids();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let user = passwd
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == euid).then(|| name.to_string())
+        })
+        .filter(|name| !name.chars().any(crate::escape::is_hostile))
+        .unwrap_or_else(|| format!("uid {euid}"));
+    format!(
+        "cannot read {}: {why}; otnsx runs as {user} here and needs read access to the file and search access to its directories: the package installs it root:www-data 0640 (in /etc/otnsx, root:www-data 0750), for the help desk's web server user; run otnsx as that user, or add {user} to the file's group",
+        path.display()
+    )
 }
 
 impl Config {

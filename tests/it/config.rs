@@ -80,7 +80,9 @@ fn a_missing_config_file_exits_78() {
     );
     assert_eq!(run.code, 78, "{run:?}");
     assert!(
-        run.stderr.contains("cannot read /nonexistent/otnsx.toml"),
+        run.stderr.contains(
+            "no configuration file at /nonexistent/otnsx.toml; write one (see /usr/share/doc/otnsx/otnsx.toml.example)"
+        ),
         "{}",
         run.stderr
     );

@@ -201,8 +201,9 @@ fn reconcile_dry_run_lists_and_changes_nothing(world: World) {
     let run = otnsx_at(&world, T0, &["--dry-run", "reconcile"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
-        run.stdout
-            .contains("dry run: reconcile: closed app01 (vm-44) (NSX disagreed with the leases)"),
+        run.stdout.contains(
+            "dry run: reconcile: would close app01 (vm-44) (NSX disagreed with the leases)"
+        ),
         "{}",
         run.stdout
     );
@@ -283,7 +284,12 @@ fn status_shows_leases_tags_and_drift(world: World) {
     // snapshots, the table's column kept as wide.
     let user = crate::real_user();
     let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["status"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    // Drift on two VMs: 1, and said on stderr.
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("NSX and the leases disagree"),
+        "{run:?}"
+    );
     let held = format!("user {user}");
     let width = "ticket 2026112310000011  ".len();
     golden(
@@ -294,10 +300,13 @@ fn status_shows_leases_tags_and_drift(world: World) {
         ),
     );
     let run = otnsx_at(&world, "2026-11-23T17:00:00Z", &["status", "--json"]);
-    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.code, 1, "{run:?}");
+    // One line; pretty-printed here for the golden file's diffs.
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
     golden(
         "status.json",
-        &run.stdout
+        &(serde_json::to_string_pretty(&report).unwrap() + "\n")
             .replace(&format!("\"name\": \"{user}\""), "\"name\": \"[USER]\""),
     );
 

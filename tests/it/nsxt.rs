@@ -239,7 +239,7 @@ fn dry_run_changes_nothing_on_nsxt() {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
-            .contains("dry run: ticket 2026112310000011: opened web01"),
+            .contains("dry run: ticket 2026112310000011: would open web01"),
         "{}",
         run.stdout
     );

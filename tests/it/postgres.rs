@@ -436,7 +436,11 @@ fn entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain() 
         .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(478694765432)")
         .unwrap();
     let args = |i: usize| -> Vec<String> {
-        let verb = if i.is_multiple_of(2) { "grant" } else { "revoke" };
+        let verb = if i.is_multiple_of(2) {
+            "grant"
+        } else {
+            "revoke"
+        };
         vec![verb.into(), "--vm".into(), vms[i % 4].into()]
     };
     let (first, second): (Vec<Run>, Vec<Run>) = thread::scope(|scope| {

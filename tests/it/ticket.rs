@@ -444,7 +444,7 @@ fn dry_run_changes_nothing(world: World) {
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stdout
-            .contains("dry run: ticket 2026112310000011: opened web01 (vm-42)"),
+            .contains("dry run: ticket 2026112310000011: would open web01 (vm-42)"),
         "{}",
         run.stdout
     );
@@ -459,7 +459,7 @@ fn dry_run_changes_nothing(world: World) {
     let run = otnsx(&world, &["--dry-run", T2.1, "2"]);
     assert!(
         run.stdout
-            .contains("dry run: ticket 2026112310000011: closed web01 (vm-42)"),
+            .contains("dry run: ticket 2026112310000011: would close web01 (vm-42)"),
         "{}",
         run.stdout
     );
