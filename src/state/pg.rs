@@ -399,10 +399,9 @@ fn open(
 
 /// How long the server itself may wait (for a lock, on a statement) when the client waits
 /// `wait` for it, in milliseconds: a little less, so that the server's own answer (a busy
-/// lock, exit 75) comes before the client gives up on the server (exit 74), also on a busy
-/// machine where the answer takes a few hundred milliseconds to be read.
+/// lock, exit 75) comes before the client gives up on the server (exit 74).
 fn server_wait(wait: Duration) -> u128 {
-    wait.saturating_sub((wait / 5).min(Duration::from_millis(500)))
+    wait.saturating_sub((wait / 10).min(Duration::from_millis(250)))
         .as_millis()
         .max(1)
 }
