@@ -10,7 +10,6 @@ fn dist() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("dist")
 }
 
-#[test]
 fn the_shipped_completions_match_the_command_line() {
     use clap_complete::Shell;
     for (shell, file) in [
@@ -31,7 +30,6 @@ fn the_shipped_completions_match_the_command_line() {
     }
 }
 
-#[test]
 fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
     let manifest =
         fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
@@ -81,4 +79,9 @@ fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
             "{script}: {text}"
         );
     }
+}
+
+crate::tests! {
+    the_shipped_completions_match_the_command_line,
+    every_packaged_file_exists_and_the_units_run_the_packaged_binary,
 }
