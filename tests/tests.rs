@@ -161,7 +161,13 @@ pub fn skip(why: impl std::fmt::Display) -> ! {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = libtest_mimic::Arguments::from_args();
+    let mut args = libtest_mimic::Arguments::from_args();
+    // As libtest: RUST_TEST_THREADS when --test-threads is not given.
+    if args.test_threads.is_none() {
+        args.test_threads = std::env::var("RUST_TEST_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok());
+    }
     let tests = all_tests();
     let mut names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
     names.sort_unstable();
