@@ -1,84 +1,248 @@
 //! Integration tests: the real binary against in-process fakes of the help desk, vCenter and
 //! NSX-V (see `support/`). One test binary, so the suite links once.
+//!
+//! Its harness is libtest-mimic's (`harness = false` in Cargo.toml): libtest's output and
+//! arguments, and a test that needs what this machine lacks (a PostgreSQL server, `../shared`,
+//! the help desks, root) calls [`skip`] and is reported as `ignored (reason)`, counted among the
+//! ignored in the summary, instead of passing without having run. Under CI it fails instead.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-/// Makes each named test function (`fn name(world: World)`) a test twice: on the state
-/// directory (`file::name`) and on the PostgreSQL backend (`postgres::name`, skipped and said
-/// so when no server is configured; see `support/pg.rs`).
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod file {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name($crate::support::World::new())
-                }
-            )*
+/// The modules of `it/`, one file each: every one gives its tests with [`tests!`].
+macro_rules! modules {
+    ($($module:ident),* $(,)?) => {
+        mod it {
+            $(pub mod $module;)*
         }
-        mod postgres {
-            $(
-                #[test]
-                fn $name() {
-                    let test = concat!(module_path!(), "::", stringify!($name));
-                    if let Some(world) = $crate::pg_world(test) {
-                        super::$name(world)
-                    }
-                }
-            )*
+
+        /// The files of `it/` that are part of the suite.
+        const MODULES: &[&str] = &[$(stringify!($module)),*];
+
+        /// Every test of the suite.
+        fn all_tests() -> Vec<Test> {
+            let mut all = Vec::new();
+            $(all.extend(it::$module::tests());)*
+            all.push(Test::new(
+                "support::agent_ui::the_challenge_token_is_read_from_a_form",
+                support::agent_ui::tests::the_challenge_token_is_read_from_a_form,
+            ));
+            all.push(Test::new(
+                "harness::every_test_function_is_given_to_the_harness",
+                every_test_function_is_given_to_the_harness,
+            ));
+            all
         }
     };
 }
 
-mod it {
-    pub mod agent_rules;
-    pub mod bounded;
-    pub mod check;
-    pub mod cli;
-    pub mod concurrency;
-    pub mod config;
-    pub mod crash;
-    pub mod docs;
-    pub mod e2e;
-    pub mod fail_closed;
-    pub mod fakes;
-    pub mod faults;
-    pub mod fuzz_seeds;
-    pub mod helpdesk_files;
-    pub mod history;
-    pub mod hostile;
-    pub mod intake;
-    pub mod journal;
-    pub mod layers;
-    pub mod lifecycle;
-    pub mod manual;
-    pub mod notes;
-    pub mod nsx_policy;
-    pub mod nsxt;
-    pub mod package;
-    pub mod pg_faults;
-    pub mod policy;
-    pub mod postgres;
-    pub mod profiles;
-    pub mod shaped;
-    pub mod shared;
-    pub mod signals;
-    pub mod state;
-    pub mod ticket;
-    pub mod tls;
-    pub mod verify_group;
+modules!(
+    agent_rules,
+    bounded,
+    check,
+    cli,
+    concurrency,
+    config,
+    crash,
+    docs,
+    e2e,
+    fail_closed,
+    fakes,
+    faults,
+    fuzz_seeds,
+    helpdesk_files,
+    history,
+    hostile,
+    intake,
+    journal,
+    layers,
+    lifecycle,
+    manual,
+    notes,
+    nsx_policy,
+    nsxt,
+    package,
+    pg_faults,
+    policy,
+    postgres,
+    profiles,
+    shaped,
+    shared,
+    signals,
+    state,
+    ticket,
+    tls,
+    verify_group,
+);
+
+/// The tests of one file of `it/`, named as libtest would name them (`it::FILE::NAME`):
+///
+/// ```ignore
+/// crate::tests! {
+///     a_test,                  // fn a_test()
+///     ; on_both_backends:
+///     a_test_on_both,          // fn a_test_on_both(world: World)
+///     ; and: more_tests        // fn more_tests() -> Vec<crate::Test>
+/// }
+/// ```
+///
+/// A function of `on_both_backends` is a test twice: on the state directory (`FILE::file::NAME`)
+/// and on the PostgreSQL backend (`FILE::postgres::NAME`, ignored, and said why, when no server
+/// can be had; see `support/pg.rs`).
+///
+/// This binary has its own harness (`harness = false`, libtest-mimic): a test that cannot run
+/// here is reported as ignored with its reason, decided when it runs, which libtest cannot do.
+/// So `#[test]` does nothing here (rustc drops such a function): a test is a plain `fn` listed
+/// in its file's `tests!`, and one left out is a function never used (a warning).
+#[macro_export]
+macro_rules! tests {
+    (
+        $($name:ident),* $(,)?
+        $(; on_both_backends: $($both:ident),* $(,)?)?
+        $(; and: $more:path)?
+    ) => {
+        /// This file's tests, for the harness (`tests/tests.rs`).
+        #[allow(unused_variables, unused_mut)]
+        pub fn tests() -> Vec<$crate::Test> {
+            let here = $crate::test_path(module_path!());
+            let mut all = vec![
+                $($crate::Test::new(format!("{here}::{}", stringify!($name)), $name),)*
+            ];
+            $($(
+                all.push($crate::Test::new(
+                    format!("{here}::file::{}", stringify!($both)),
+                    || $both($crate::support::World::new()),
+                ));
+                all.push($crate::Test::new(
+                    format!("{here}::postgres::{}", stringify!($both)),
+                    || {
+                        let test = format!("{}::postgres::{}", module_path!(), stringify!($both));
+                        $both($crate::pg_world(&test))
+                    },
+                ));
+            )*)?
+            $(all.extend($more());)?
+            all
+        }
+    };
+}
+
+/// One test of the suite: its name and what it runs.
+pub struct Test {
+    name: String,
+    run: Box<dyn FnOnce() + Send>,
+}
+
+impl Test {
+    pub fn new(name: impl Into<String>, run: impl FnOnce() + Send + 'static) -> Test {
+        Test {
+            name: name.into(),
+            run: Box::new(run),
+        }
+    }
+}
+
+/// A test's module path as libtest names it (without the crate's name).
+pub fn test_path(module: &str) -> &str {
+    module.strip_prefix("tests::").unwrap_or(module)
+}
+
+/// Why a test was stopped by [`skip`] (the payload it unwinds with).
+struct Skipped(String);
+
+/// Ends the running test as not run here because of `why` (what it needs that this machine
+/// lacks): the harness reports it as ignored, with `why`. Under CI (the variable `CI` set) the
+/// test fails instead: CI must run every test.
+pub fn skip(why: impl std::fmt::Display) -> ! {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}; CI must run this test, not skip it");
+    }
+    // Not a panic: no panic message, and the harness tells it from a failure.
+    std::panic::resume_unwind(Box::new(Skipped(why.to_string())))
+}
+
+fn main() -> std::process::ExitCode {
+    let mut args = libtest_mimic::Arguments::from_args();
+    // As libtest: RUST_TEST_THREADS when --test-threads is not given.
+    if args.test_threads.is_none() {
+        args.test_threads = std::env::var("RUST_TEST_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok());
+    }
+    let tests = all_tests();
+    let mut names: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(twice) = names.windows(2).find(|w| w[0] == w[1]) {
+        panic!("the test {} is listed twice", twice[0]);
+    }
+    let trials = tests
+        .into_iter()
+        .map(|test| {
+            let run = test.run;
+            libtest_mimic::Trial::ignorable_test(test.name, move || match std::panic::catch_unwind(
+                std::panic::AssertUnwindSafe(run),
+            ) {
+                Ok(()) => Ok(libtest_mimic::Completion::Completed),
+                Err(payload) => match payload.downcast::<Skipped>() {
+                    Ok(skipped) => Ok(libtest_mimic::Completion::ignored_with(skipped.0)),
+                    Err(payload) => std::panic::resume_unwind(payload),
+                },
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // The PostgreSQL server the tests started for themselves, if they did.
+    support::pg::stop_own_server();
+    conclusion.exit_code()
+}
+
+/// Under this harness `#[test]` drops a function without a word: none may be left in the
+/// tests, and every file of `it/` must be one of [`MODULES`].
+fn every_test_function_is_given_to_the_harness() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut wrong = Vec::new();
+    for dir in ["it", "support"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+            .collect();
+        files.sort();
+        for file in files {
+            let stem = file.file_stem().unwrap().to_str().unwrap().to_string();
+            if dir == "it" && !MODULES.contains(&stem.as_str()) {
+                wrong.push(format!("{}: not in tests.rs's modules!", file.display()));
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim_start().starts_with(concat!("#[", "test")) {
+                    wrong.push(format!(
+                        "{}:{}: `{}` (list the function in the file's crate::tests! instead)",
+                        file.display(),
+                        n + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "tests the harness would never run:\n{}",
+        wrong.join("\n")
+    );
 }
 
 use std::process::{Command, Output};
 
 use support::World;
 
-/// A world on the PostgreSQL backend (see [`World::on_postgres`]), `None` without a server.
-pub fn pg_world(test: &str) -> Option<World> {
+/// A world on the PostgreSQL backend (see [`World::on_postgres`]); without a server the test
+/// is skipped (see [`skip`]).
+pub fn pg_world(test: &str) -> World {
     World::on_postgres(test, std::path::Path::new(env!("CARGO_BIN_EXE_otnsx")))
+        .unwrap_or_else(|why| skip(why))
 }
 
 /// What one run of otnsx did.
@@ -118,7 +282,8 @@ pub fn real_user() -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// Whether the tests run as root (CI does): some cases need it, and skip without it.
+/// Whether the tests run as root (CI does): some cases need it, and skip without it (see
+/// [`skip`]).
 pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

@@ -50,7 +50,6 @@ fn web01() -> String {
     uuids("vm-42").0
 }
 
-#[test]
 fn agent1_gets_exactly_ssh_to_web01_from_their_desktop_and_unlock_takes_it_away() {
     let world = agent_world("");
     world
@@ -104,7 +103,6 @@ fn agent1_gets_exactly_ssh_to_web01_from_their_desktop_and_unlock_takes_it_away(
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn two_admins_on_one_vm_get_two_rules_each_closed_by_its_own_ticket() {
     let world = agent_world("");
     world
@@ -135,7 +133,6 @@ fn two_admins_on_one_vm_get_two_rules_each_closed_by_its_own_ticket() {
     assert!(rules(&world).is_empty());
 }
 
-#[test]
 fn an_agent_without_a_desktop_gets_nothing_and_is_told() {
     let world = agent_world("");
     world.helpdesk.update(T2.0, |t| {
@@ -155,7 +152,6 @@ fn an_agent_without_a_desktop_gets_nothing_and_is_told() {
     crate::refused_and_noted(&world, "agent9");
 }
 
-#[test]
 fn a_rule_edited_by_hand_is_put_back_and_a_stray_one_removed() {
     let world = agent_world("");
     world
@@ -204,7 +200,6 @@ fn a_rule_edited_by_hand_is_put_back_and_a_stray_one_removed() {
     assert_eq!(rule_ids(&world), ["site-rule"]);
 }
 
-#[test]
 fn revoke_all_removes_otnsx_rules_only() {
     let world = agent_world("");
     world.nsxt.add_rule("default", POLICY, "site-rule", json!({"action": "DROP", "source_groups": ["ANY"], "destination_groups": ["ANY"], "services": ["ANY"]}));
@@ -228,7 +223,6 @@ fn revoke_all_removes_otnsx_rules_only() {
     assert_eq!(rule_ids(&world), ["site-rule"]);
 }
 
-#[test]
 fn a_rule_realized_in_error_is_69_and_its_lease_stays_for_the_unlock() {
     let world = agent_world("verify_realized = true");
     world
@@ -267,7 +261,6 @@ fn a_rule_realized_in_error_is_69_and_its_lease_stays_for_the_unlock() {
     );
 }
 
-#[test]
 fn check_verifies_the_policy_and_a_missing_one_is_78() {
     let world = agent_world("");
     let run = otnsx(&world, &["check"]);
@@ -308,7 +301,6 @@ fn check_verifies_the_policy_and_a_missing_one_is_78() {
     assert!(run.stdout.contains("is PROTECTED"), "{}", run.stdout);
 }
 
-#[test]
 fn agent_settings_are_checked() {
     let world = World::new();
     let policy = world.config_text_policy(FIREWALLER, "", false);
@@ -375,7 +367,6 @@ fn agent_settings_are_checked() {
     }
 }
 
-#[test]
 fn a_ticket_that_changes_hands_moves_its_rule_to_the_new_agents_desktop() {
     let world = agent_world("");
     world
@@ -402,7 +393,6 @@ fn a_ticket_that_changes_hands_moves_its_rule_to_the_new_agents_desktop() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn a_desktop_pattern_finds_the_agents_desktop_vm_and_its_addresses_in_nsx() {
     let world = agent_world("desktop = \"vdi-{login}\"");
     world.nsxt.add_vm(
@@ -452,7 +442,6 @@ fn a_desktop_pattern_finds_the_agents_desktop_vm_and_its_addresses_in_nsx() {
     }
 }
 
-#[test]
 fn a_long_login_still_fits_nsx_display_name_limit() {
     let world = agent_world("");
     let login = "a".repeat(240);
@@ -469,7 +458,6 @@ fn a_long_login_still_fits_nsx_display_name_limit() {
     assert_eq!(unlock(&world, T2).code, 0);
 }
 
-#[test]
 fn revoke_by_name_closes_every_agents_rule_on_the_vm() {
     let world = agent_world("");
     world
@@ -496,7 +484,6 @@ fn revoke_by_name_closes_every_agents_rule_on_the_vm() {
     assert!(rules(&world).is_empty(), "{:?}", rules(&world));
 }
 
-#[test]
 fn a_rule_deleted_by_hand_is_not_made_again_and_its_lease_ends() {
     let world = agent_world("");
     world
@@ -517,4 +504,20 @@ fn a_rule_deleted_by_hand_is_not_made_again_and_its_lease_ends() {
     assert_eq!(crate::event(&world, T2).code, 0);
     assert_eq!(lock(&world, T2).code, 0);
     assert_eq!(rules(&world)[0]["source_groups"], json!(["10.1.2.3/32"]));
+}
+
+crate::tests! {
+    agent1_gets_exactly_ssh_to_web01_from_their_desktop_and_unlock_takes_it_away,
+    two_admins_on_one_vm_get_two_rules_each_closed_by_its_own_ticket,
+    an_agent_without_a_desktop_gets_nothing_and_is_told,
+    a_rule_edited_by_hand_is_put_back_and_a_stray_one_removed,
+    revoke_all_removes_otnsx_rules_only,
+    a_rule_realized_in_error_is_69_and_its_lease_stays_for_the_unlock,
+    check_verifies_the_policy_and_a_missing_one_is_78,
+    agent_settings_are_checked,
+    a_ticket_that_changes_hands_moves_its_rule_to_the_new_agents_desktop,
+    a_desktop_pattern_finds_the_agents_desktop_vm_and_its_addresses_in_nsx,
+    a_long_login_still_fits_nsx_display_name_limit,
+    revoke_by_name_closes_every_agents_rule_on_the_vm,
+    a_rule_deleted_by_hand_is_not_made_again_and_its_lease_ends,
 }

@@ -141,7 +141,6 @@ fn opened_then(list: RuleList) -> World {
     world
 }
 
-#[test]
 fn a_rule_list_that_pages_for_ever_stops_at_the_limit_within_the_deadline() {
     let world = opened_then(RuleList::Endless { per_page: 1000 });
     let m = measured(&world, &["reconcile"]);
@@ -153,7 +152,6 @@ fn a_rule_list_that_pages_for_ever_stops_at_the_limit_within_the_deadline() {
     assert_eq!(world.nsxt.rule_pages(), 201);
 }
 
-#[test]
 fn a_rule_list_whose_cursor_comes_back_is_an_error_at_once() {
     let world = opened_then(RuleList::SameCursor);
     let m = measured(&world, &["reconcile"]);
@@ -174,14 +172,12 @@ fn empty_rules(size: usize) -> RuleList {
     RuleList::Body(Arc::new(body))
 }
 
-#[test]
 fn an_answer_larger_than_8_mib_is_refused_unread() {
     let world = opened_then(empty_rules(15 << 20));
     let m = measured(&world, &["reconcile"]);
     bounded(&m, "the answer is larger than 8 MiB");
 }
 
-#[test]
 fn an_answer_of_too_many_values_is_refused_unparsed() {
     let world = opened_then(empty_rules(7 << 20));
     let m = measured(&world, &["reconcile"]);
@@ -191,7 +187,6 @@ fn an_answer_of_too_many_values_is_refused_unparsed() {
     );
 }
 
-#[test]
 fn a_search_that_pages_for_ever_stops_at_the_limit_and_keeps_only_ids_and_names() {
     let world = World::new();
     world.write_config(&world.config_text_nsxt("", false));
@@ -207,7 +202,6 @@ fn a_search_that_pages_for_ever_stops_at_the_limit_and_keeps_only_ids_and_names(
     assert!((50..200).contains(&pages), "{pages} pages");
 }
 
-#[test]
 fn a_search_of_long_names_stops_at_what_may_be_kept() {
     let world = World::new();
     world.write_config(&world.config_text_nsxt("", false));
@@ -221,4 +215,13 @@ fn a_search_of_long_names_stops_at_what_may_be_kept() {
     );
     // Some 50 KB kept a VM: the 335th VM, on page 9, passes 16 MiB.
     assert_eq!(world.nsxt.search_pages(), 9);
+}
+
+crate::tests! {
+    a_rule_list_that_pages_for_ever_stops_at_the_limit_within_the_deadline,
+    a_rule_list_whose_cursor_comes_back_is_an_error_at_once,
+    an_answer_larger_than_8_mib_is_refused_unread,
+    an_answer_of_too_many_values_is_refused_unparsed,
+    a_search_that_pages_for_ever_stops_at_the_limit_and_keeps_only_ids_and_names,
+    a_search_of_long_names_stops_at_what_may_be_kept,
 }

@@ -13,7 +13,6 @@ fn lines(out: &str, mark: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
 fn everything_passes_on_a_good_setup() {
     let world = World::new();
     let run = otnsx(&world, &["check"]);
@@ -83,7 +82,6 @@ fn everything_passes_on_a_good_setup() {
     assert_eq!(logins, 2, "one login per check");
 }
 
-#[test]
 fn check_logs_in_afresh_and_asks_ticket_search() {
     let world = World::new();
     // An event keeps its session in the state directory for the next runs.
@@ -125,7 +123,6 @@ fn check_logs_in_afresh_and_asks_ticket_search() {
     assert!(searches[0].ends_with("&Limit=1"), "{searches:?}");
 }
 
-#[test]
 fn nsxt_and_a_chosen_ticket() {
     let world = World::new();
     world.write_config(&world.config_text_nsxt("auth = \"session\"", false));
@@ -150,7 +147,6 @@ fn nsxt_and_a_chosen_ticket() {
     );
 }
 
-#[test]
 fn config_problems_are_listed_one_per_line() {
     let world = World::new();
     let text = world
@@ -175,7 +171,6 @@ fn config_problems_are_listed_one_per_line() {
     assert!(world.helpdesk.requests().is_empty());
 }
 
-#[test]
 fn each_broken_service_is_named_with_the_fix() {
     let world = World::new();
     let cases: Vec<(String, &str)> = vec![
@@ -225,7 +220,6 @@ fn each_broken_service_is_named_with_the_fix() {
     );
 }
 
-#[test]
 fn insecure_tls_is_warned_about() {
     let world = World::new();
     world.write_config(&world.config_text().replace(
@@ -242,7 +236,6 @@ fn insecure_tls_is_warned_about() {
     );
 }
 
-#[test]
 fn a_hung_service_does_not_fail_the_healthy_ones() {
     use crate::support::server::{Response, Server};
     let world = World::new();
@@ -267,7 +260,6 @@ fn a_hung_service_does_not_fail_the_healthy_ones() {
     assert!(run.stdout.contains("✓ NSX"), "{}", run.stdout);
 }
 
-#[test]
 fn check_finds_a_missing_route_and_a_missing_note_permission() {
     let world = World::new();
     world.helpdesk.hide_update(true);
@@ -301,7 +293,6 @@ fn check_finds_a_missing_route_and_a_missing_note_permission() {
     );
 }
 
-#[test]
 fn check_warns_of_a_second_instance_on_the_same_tag() {
     let world = World::new();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
@@ -320,7 +311,6 @@ fn check_warns_of_a_second_instance_on_the_same_tag() {
 
 /// What this otnsx opened before the journal was rotated still counts as its own: a VM it
 /// once opened is not taken for a second instance's.
-#[test]
 fn check_reads_the_rotated_journal_for_what_this_otnsx_opened() {
     let world = World::new();
     world.write_config(&format!(
@@ -342,7 +332,6 @@ fn check_reads_the_rotated_journal_for_what_this_otnsx_opened() {
     assert!(!run.stdout.contains("! NSX tag"), "{}", run.stdout);
 }
 
-#[test]
 fn check_output_is_pinned() {
     let world = World::new();
     let run = otnsx(&world, &["check"]);
@@ -359,4 +348,18 @@ fn check_output_is_pinned() {
         })
         .collect();
     crate::golden("check.txt", &out);
+}
+
+crate::tests! {
+    everything_passes_on_a_good_setup,
+    check_logs_in_afresh_and_asks_ticket_search,
+    nsxt_and_a_chosen_ticket,
+    config_problems_are_listed_one_per_line,
+    each_broken_service_is_named_with_the_fix,
+    insecure_tls_is_warned_about,
+    a_hung_service_does_not_fail_the_healthy_ones,
+    check_finds_a_missing_route_and_a_missing_note_permission,
+    check_warns_of_a_second_instance_on_the_same_tag,
+    check_output_is_pinned,
+    check_reads_the_rotated_journal_for_what_this_otnsx_opened,
 }

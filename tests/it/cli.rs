@@ -25,7 +25,6 @@ fn document(run: &crate::Run, command: Option<&str>) -> Value {
     doc
 }
 
-#[test]
 fn a_mistyped_command_gets_the_nearest_one() {
     for (typo, meant) in [
         ("stauts", "status"),
@@ -81,7 +80,6 @@ fn a_mistyped_command_gets_the_nearest_one() {
     );
 }
 
-#[test]
 fn the_help_desk_form_still_works() {
     let world = World::new();
     let run = lock(&world, crate::support::T2);
@@ -89,7 +87,6 @@ fn the_help_desk_form_still_works() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
 fn completions_for_every_shell_need_no_configuration() {
     let shipped = |file: &str| {
         std::fs::read_to_string(
@@ -128,7 +125,6 @@ fn completions_for_every_shell_need_no_configuration() {
     assert_eq!(run.code, 2, "{run:?}");
 }
 
-#[test]
 fn an_unreadable_configuration_is_not_called_missing() {
     let world = World::new();
     let config = world.config_path();
@@ -197,7 +193,6 @@ fn an_unreadable_configuration_is_not_called_missing() {
     }
 }
 
-#[test]
 fn json_is_one_document_of_one_shape_on_every_command() {
     let world = World::new();
     // A ticket event.
@@ -271,7 +266,6 @@ fn json_is_one_document_of_one_shape_on_every_command() {
     assert!(doc.get("vms").is_none(), "{doc}");
 }
 
-#[test]
 fn status_exits_1_on_drift_and_quiet_prints_nothing() {
     let world = World::new();
     let run = otnsx(&world, &["status", "-q"]);
@@ -296,7 +290,6 @@ fn status_exits_1_on_drift_and_quiet_prints_nothing() {
     assert_eq!(otnsx(&world, &["status", "-q"]).code, 0);
 }
 
-#[test]
 fn dry_run_only_where_something_would_change_and_in_its_words() {
     let world = World::new();
     for args in [
@@ -339,7 +332,6 @@ fn dry_run_only_where_something_would_change_and_in_its_words() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
 fn quiet_leaves_stdout_empty_and_errors_on_stderr() {
     let world = World::new();
     let run = otnsx(&world, &["grant", "--vm", "web01", "-q"]);
@@ -353,7 +345,6 @@ fn quiet_leaves_stdout_empty_and_errors_on_stderr() {
     assert!(world.tagged().is_empty());
 }
 
-#[test]
 fn no_color_is_honoured() {
     // clap colours its errors only when asked to or on a terminal; NO_COLOR wins over both.
     let forced = run_binary(&["--bogus"], &[("CLICOLOR_FORCE", "1")]);
@@ -365,4 +356,16 @@ fn no_color_is_honoured() {
     // Not a terminal: none either.
     let piped = run_binary(&["--bogus"], &[]);
     assert!(!piped.stderr.contains('\x1b'), "{piped:?}");
+}
+
+crate::tests! {
+    a_mistyped_command_gets_the_nearest_one,
+    the_help_desk_form_still_works,
+    completions_for_every_shell_need_no_configuration,
+    an_unreadable_configuration_is_not_called_missing,
+    json_is_one_document_of_one_shape_on_every_command,
+    status_exits_1_on_drift_and_quiet_prints_nothing,
+    dry_run_only_where_something_would_change_and_in_its_words,
+    quiet_leaves_stdout_empty_and_errors_on_stderr,
+    no_color_is_honoured,
 }

@@ -170,7 +170,8 @@ pub fn nsx_matches_the_leases_of_the_locked_tickets(
     leases
 }
 
-crate::on_both_backends!(
+crate::tests! {
+    ; on_both_backends:
     sixteen_concurrent_events_end_consistent_with_the_tickets,
     thirty_two_mixed_invocations_end_with_nsx_matching_the_leases,
-);
+}

@@ -6,7 +6,6 @@ use std::os::unix::fs::PermissionsExt;
 use crate::support::World;
 use crate::{otnsx, run_binary};
 
-#[test]
 fn an_unknown_config_key_exits_78_naming_it() {
     let world = World::new();
     world.write_config(&world.config_text().replace("vm_field =", "vm_feild ="));
@@ -20,7 +19,6 @@ fn an_unknown_config_key_exits_78_naming_it() {
     assert!(world.vcenter.requests().is_empty() && world.nsx.requests().is_empty());
 }
 
-#[test]
 fn every_config_problem_is_listed_at_once() {
     let world = World::new();
     let text = world
@@ -38,7 +36,6 @@ fn every_config_problem_is_listed_at_once() {
     assert!(run.stderr.contains("nsx.tag: missing"), "{}", run.stderr);
 }
 
-#[test]
 fn a_world_readable_config_with_an_inline_password_is_refused() {
     let world = World::new();
     let dir = world.dir.path().display().to_string();
@@ -62,7 +59,6 @@ fn a_world_readable_config_with_an_inline_password_is_refused() {
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
 }
 
-#[test]
 fn a_world_readable_password_file_is_refused() {
     let world = World::new();
     let secret = world.dir.path().join("nsx.secret");
@@ -72,7 +68,6 @@ fn a_world_readable_password_file_is_refused() {
     assert!(run.stderr.contains("nsx.password_file:"), "{}", run.stderr);
 }
 
-#[test]
 fn a_missing_config_file_exits_78() {
     let run = run_binary(
         &["--config", "/nonexistent/otnsx.toml", "grant", "--vm", "x"],
@@ -88,7 +83,6 @@ fn a_missing_config_file_exits_78() {
     );
 }
 
-#[test]
 fn the_config_path_may_come_from_the_environment() {
     let world = World::new();
     let path = world.config_path();
@@ -99,7 +93,6 @@ fn the_config_path_may_come_from_the_environment() {
     assert_eq!(run.code, 0, "{run:?}");
 }
 
-#[test]
 fn bad_ticket_arguments_are_usage_errors_before_any_call() {
     let world = World::new();
     for args in [
@@ -120,7 +113,6 @@ fn bad_ticket_arguments_are_usage_errors_before_any_call() {
     assert!(run.stderr.contains("Usage"), "{}", run.stderr);
 }
 
-#[test]
 fn help_and_version_exit_0() {
     let run = run_binary(&["--help"], &[]);
     assert_eq!(run.code, 0);
@@ -142,7 +134,6 @@ fn script(world: &World, name: &str, body: &str) -> String {
     path.display().to_string()
 }
 
-#[test]
 fn password_command_supplies_the_secret_without_a_shell_or_secrets_in_argv() {
     let world = World::new();
     let argv_log = world.dir.path().join("argv.log");
@@ -167,7 +158,6 @@ fn password_command_supplies_the_secret_without_a_shell_or_secrets_in_argv() {
     assert!(!argv.contains("secret-pw"), "no secret in any argv: {argv}");
 }
 
-#[test]
 fn a_failing_or_hanging_password_command_is_a_config_error() {
     let world = World::new();
     let dir = world.dir.path().display().to_string();
@@ -215,7 +205,6 @@ fn a_failing_or_hanging_password_command_is_a_config_error() {
 
 const PW: &str = crate::support::nsxv::PASSWORD;
 
-#[test]
 fn a_password_command_is_bounded_by_the_deadline_even_when_its_children_hold_stdout() {
     let world = World::new();
     let dir = world.dir.path().display().to_string();
@@ -251,7 +240,6 @@ fn a_password_command_is_bounded_by_the_deadline_even_when_its_children_hold_std
     }
 }
 
-#[test]
 fn a_password_command_sees_only_path_home_and_lang() {
     let world = World::new();
     let dir = world.dir.path().display().to_string();
@@ -295,7 +283,6 @@ fn a_password_command_sees_only_path_home_and_lang() {
     );
 }
 
-#[test]
 fn config_and_secret_files_that_others_may_write_are_refused() {
     let world = World::new();
     for mode in [0o666, 0o602, 0o622] {
@@ -318,12 +305,10 @@ fn config_and_secret_files_that_others_may_write_are_refused() {
     assert_eq!(otnsx(&world, &["status"]).code, 0);
 }
 
-#[test]
 fn files_root_trusts_must_belong_to_root() {
     let world = World::new();
     if !crate::is_root() {
-        eprintln!("skipped: only a run as root checks who owns its files");
-        return;
+        crate::skip("only a run as root checks who owns its files");
     }
     for file in ["otnsx.toml", "nsx.secret"] {
         let path = world.dir.path().join(file);
@@ -350,7 +335,6 @@ fn files_root_trusts_must_belong_to_root() {
     assert_eq!(otnsx(&world, &["status"]).code, 0);
 }
 
-#[test]
 fn a_config_that_is_no_regular_file_or_too_large_is_refused_at_once() {
     let world = World::new();
     let fifo = world.dir.path().join("fifo.toml");
@@ -390,7 +374,6 @@ fn a_config_that_is_no_regular_file_or_too_large_is_refused_at_once() {
     }
 }
 
-#[test]
 fn a_secret_in_a_url_is_never_echoed_whatever_is_reported_first() {
     let world = World::new();
     let secret = "url-secret-pw0";
@@ -449,7 +432,6 @@ fn a_secret_in_a_url_is_never_echoed_whatever_is_reported_first() {
     assert!(world.nsx.requests().is_empty());
 }
 
-#[test]
 fn a_failing_password_commands_stderr_is_shown_without_any_secret() {
     let world = World::new();
     let dir = world.dir.path().display().to_string();
@@ -482,4 +464,24 @@ fn a_failing_password_commands_stderr_is_shown_without_any_secret() {
         );
     }
     assert!(world.nsx.requests().is_empty());
+}
+
+crate::tests! {
+    an_unknown_config_key_exits_78_naming_it,
+    every_config_problem_is_listed_at_once,
+    a_world_readable_config_with_an_inline_password_is_refused,
+    a_world_readable_password_file_is_refused,
+    a_missing_config_file_exits_78,
+    the_config_path_may_come_from_the_environment,
+    bad_ticket_arguments_are_usage_errors_before_any_call,
+    help_and_version_exit_0,
+    password_command_supplies_the_secret_without_a_shell_or_secrets_in_argv,
+    a_failing_or_hanging_password_command_is_a_config_error,
+    a_password_command_is_bounded_by_the_deadline_even_when_its_children_hold_stdout,
+    a_password_command_sees_only_path_home_and_lang,
+    config_and_secret_files_that_others_may_write_are_refused,
+    files_root_trusts_must_belong_to_root,
+    a_config_that_is_no_regular_file_or_too_large_is_refused_at_once,
+    a_secret_in_a_url_is_never_echoed_whatever_is_reported_first,
+    a_failing_password_commands_stderr_is_shown_without_any_secret,
 }

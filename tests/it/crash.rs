@@ -36,7 +36,6 @@ fn journal_says(world: &World) -> bool {
     held
 }
 
-#[test]
 fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
     let world = World::new();
     // OTNSX_SEED=<seed> replays a run; the seed is printed either way.
@@ -132,7 +131,6 @@ fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
     assert_eq!(ids.len(), count, "an entry was appended twice");
 }
 
-#[test]
 fn an_entry_saved_but_not_journaled_is_appended_by_the_next_run() {
     let world = World::new();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
@@ -175,7 +173,6 @@ fn an_entry_saved_but_not_journaled_is_appended_by_the_next_run() {
     assert!(!world.state_dir().join(".leases.json.99999.tmp").exists());
 }
 
-#[test]
 fn a_journal_line_cut_short_by_a_kill_swallows_no_entry() {
     let world = World::new();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
@@ -207,7 +204,6 @@ fn a_journal_line_cut_short_by_a_kill_swallows_no_entry() {
     );
 }
 
-#[test]
 fn a_rotated_journal_gets_no_entry_twice() {
     let world = World::new();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
@@ -226,7 +222,6 @@ fn a_rotated_journal_gets_no_entry_twice() {
 /// The journal rotated by a run that records without the state lock (a revoke while the lock
 /// is busy) between a grant's append and the next run's look at its outbox: the entry is found
 /// in the rotated file, not appended again.
-#[test]
 fn a_journal_rotated_since_the_last_run_gets_no_entry_twice() {
     let world = World::new();
     world.write_config(
@@ -276,4 +271,12 @@ fn a_journal_rotated_since_the_last_run_gets_no_entry_twice() {
     assert_eq!(again, 0, "web01's grant is in the rotated file only");
     let run = otnsx(&world, &["history", "--verify"]);
     assert_eq!(run.code, 0, "{run:?}");
+}
+
+crate::tests! {
+    killed_runs_never_leave_a_broken_or_lying_lease_file,
+    an_entry_saved_but_not_journaled_is_appended_by_the_next_run,
+    a_journal_line_cut_short_by_a_kill_swallows_no_entry,
+    a_rotated_journal_gets_no_entry_twice,
+    a_journal_rotated_since_the_last_run_gets_no_entry_twice,
 }

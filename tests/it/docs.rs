@@ -8,7 +8,6 @@ fn read(name: &str) -> String {
     std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap()
 }
 
-#[test]
 fn the_man_page_names_every_subcommand_and_long_option() {
     let man = read("man/otnsx.1").replace("\\-", "-");
     let cli = otnsx::cli::Cli::command();
@@ -36,7 +35,6 @@ fn the_man_page_names_every_subcommand_and_long_option() {
     assert!(missing.is_empty(), "man/otnsx.1 lacks {missing:?}");
 }
 
-#[test]
 fn ci_runs_the_test_command_the_readme_gives() {
     let readme = read("README.md");
     let ci = read(".ci/run");
@@ -52,7 +50,6 @@ fn ci_runs_the_test_command_the_readme_gives() {
     assert!(readme.contains("cargo run --example sandbox"));
 }
 
-#[test]
 fn the_help_pages_are_pinned() {
     let mut pages = String::new();
     for args in [&["--help"][..], &["grant", "--help"], &["revoke", "--help"]] {
@@ -65,7 +62,6 @@ fn the_help_pages_are_pinned() {
 
 /// Every relative link of the README and the `docs/` pages leads to a file of the project, and
 /// every `#anchor` into a page to one of its headings (as GitHub makes anchors of them).
-#[test]
 fn the_readme_and_docs_link_to_what_is_there() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut pages = vec![root.join("README.md")];
@@ -116,4 +112,11 @@ fn the_readme_and_docs_link_to_what_is_there() {
         }
     }
     assert!(broken.is_empty(), "broken links: {broken:#?}");
+}
+
+crate::tests! {
+    the_man_page_names_every_subcommand_and_long_option,
+    ci_runs_the_test_command_the_readme_gives,
+    the_help_pages_are_pinned,
+    the_readme_and_docs_link_to_what_is_there,
 }

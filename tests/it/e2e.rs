@@ -5,7 +5,8 @@
 //! its daemon user. Each test checks NSX (the harness), otnsx's journal and leases, and the
 //! ticket's articles afterwards.
 //!
-//! Without the help desks (a user's clone) every test says why and skips; under CI it fails.
+//! Without the help desks (a user's clone) every test is reported as ignored, with the reason;
+//! under CI it fails.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -35,9 +36,9 @@ pub struct Desk {
     pub harness: String,
 }
 
-/// The help desk `name` (`znuny` or `otrs6`), or why it is not there. Under CI a missing help
-/// desk fails the test: CI must run them.
-pub fn desk(name: &str) -> Option<Desk> {
+/// The help desk `name` (`znuny` or `otrs6`); without it the test is skipped (see
+/// [`crate::skip`]: under CI a missing help desk fails the test, CI must run them).
+pub fn desk(name: &str) -> Desk {
     let var = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
     let (prefix, home, os_user, console, database, label) = match name {
         "znuny" => (
@@ -69,17 +70,11 @@ pub fn desk(name: &str) -> Option<Desk> {
             harness: var("OTNSX_E2E_HARNESS")?,
         })
     })();
-    if found.is_none() {
-        let why = format!(
+    found.unwrap_or_else(|| {
+        crate::skip(format!(
             "no {label} help desk for the end-to-end tests: set OTNSX_E2E_{prefix}_URL, OTNSX_E2E_{prefix}_CONFIG and OTNSX_E2E_HARNESS (.ci/helpdesks.sh stands them up)"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{why}; CI must run the end-to-end tests"
-        );
-        eprintln!("skipped: {why}");
-    }
-    found
+        ))
+    })
 }
 
 impl Desk {
@@ -250,9 +245,7 @@ print "$id $t{TicketNumber}\n";
 
 /// Runs `test` on the help desk `name`, one test at a time.
 fn on(name: &str, test: impl FnOnce(&Desk)) {
-    let Some(desk) = desk(name) else {
-        return;
-    };
+    let desk = desk(name);
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Each test starts with nothing open (a test that failed may have left a ticket locked).
     let run = desk.otnsx(&["revoke", "--all"]);
@@ -500,23 +493,20 @@ fn what_a_click_costs_the_agent(desk: &Desk) {
     eprintln!("{}: median of 7 clicks: {}", desk.name, report.join("; "));
 }
 
+/// Each named test function (`fn name(desk: &Desk)`) a test on either help desk:
+/// `it::e2e::znuny::name` and `it::e2e::otrs6::name`, given to the harness by
+/// `on_both_help_desks()`.
 macro_rules! on_both_help_desks {
     ($($name:ident),* $(,)?) => {
-        mod znuny {
-            $(
-                #[test]
-                fn $name() {
-                    super::on("znuny", super::$name)
-                }
-            )*
-        }
-        mod otrs6 {
-            $(
-                #[test]
-                fn $name() {
-                    super::on("otrs6", super::$name)
-                }
-            )*
+        fn on_both_help_desks() -> Vec<crate::Test> {
+            let here = crate::test_path(module_path!());
+            let mut all = Vec::new();
+            for desk in ["znuny", "otrs6"] {
+                $(all.push(crate::Test::new(format!("{here}::{desk}::{}", stringify!($name)), move || {
+                    on(desk, $name)
+                }));)*
+            }
+            all
         }
     };
 }
@@ -531,3 +521,7 @@ on_both_help_desks!(
     check_with_a_ticket_and_a_note_passes,
     what_a_click_costs_the_agent,
 );
+
+crate::tests! {
+    ; and: on_both_help_desks
+}

@@ -130,16 +130,9 @@ fn reconcile_closes_expired_access_and_drift_without_the_help_desk(world: World)
     assert!(world.leases().is_empty());
 }
 
-crate::on_both_backends!(
-    an_unlock_the_help_desk_refuses_to_tell_still_closes,
-    an_unlock_with_the_help_desk_unreachable_still_closes,
-    a_ticket_that_holds_nothing_and_cannot_be_read_changes_nothing,
-    reconcile_closes_expired_access_and_drift_without_the_help_desk,
-);
 
 /// An attach that NSX accepts but that reads back unchanged (it may land later, as a Policy
 /// tag operation past the deadline does) is the ticket's all the same: its unlock closes it.
-#[test]
 fn an_attach_that_lands_late_is_closed_by_the_unlock() {
     let world = World::new();
     world.nsx.lie_on_attach(true);
@@ -182,7 +175,6 @@ fn unlock_entries(world: &World) -> usize {
         .count()
 }
 
-#[test]
 fn entries_the_journal_cannot_take_are_kept_on_the_node_and_recorded_once_later() {
     let world = World::new();
     assert_eq!(lock(&world, T2).code, 0);
@@ -236,13 +228,8 @@ fn closed_in_history(world: &World, how: &str) {
     assert_eq!(report["verify"]["intact"], true, "{report}");
 }
 
-#[test]
 fn a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later() {
-    let Some(world) = crate::pg_world(
-        "a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later",
-    ) else {
-        return;
-    };
+    let world = crate::pg_world("a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later");
     assert_eq!(lock(&world, T2).code, 0);
     let secret = world.dir.path().join("db.secret");
     let password = std::fs::read_to_string(&secret).unwrap();
@@ -272,7 +259,6 @@ fn a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later() {
 
 /// A help desk that accepts the connection and never answers: the unlock still closes, within
 /// the deadline.
-#[test]
 fn an_unlock_with_a_help_desk_that_hangs_still_closes_within_the_deadline() {
     use crate::support::server::{Response, Server};
     let world = World::new();
@@ -289,4 +275,16 @@ fn an_unlock_with_a_help_desk_that_hangs_still_closes_within_the_deadline() {
     assert_eq!(run.code, 69, "{run:?}");
     assert_eq!(world.tagged(), set(&[]), "{run:?}");
     assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
+}
+
+crate::tests! {
+    an_attach_that_lands_late_is_closed_by_the_unlock,
+    entries_the_journal_cannot_take_are_kept_on_the_node_and_recorded_once_later,
+    a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later,
+    an_unlock_with_a_help_desk_that_hangs_still_closes_within_the_deadline,
+    ; on_both_backends:
+    an_unlock_the_help_desk_refuses_to_tell_still_closes,
+    an_unlock_with_the_help_desk_unreachable_still_closes,
+    a_ticket_that_holds_nothing_and_cannot_be_read_changes_nothing,
+    reconcile_closes_expired_access_and_drift_without_the_help_desk,
 }

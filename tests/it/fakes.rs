@@ -14,17 +14,16 @@ fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
 }
 
-/// Whether the recordings are there: they live in `../shared`, beside the project, not in it
-/// (a user's clone has none; CI always has them, and `.ci/run` refuses to run without them).
-fn recordings_present() -> bool {
-    let present = fixtures().is_dir();
-    if !present {
-        eprintln!(
-            "skipped: {} is absent, so the fakes cannot be compared with the real recordings",
+/// Skips the test when the recordings are not there: they live in `../shared`, beside the
+/// project, not in it (a user's clone has none; CI always has them, and `.ci/run` refuses to
+/// run without them).
+fn need_recordings() {
+    if !fixtures().is_dir() {
+        crate::skip(format!(
+            "{} is absent, so the fakes cannot be compared with the real recordings",
             fixtures().display()
-        );
+        ));
     }
-    present
 }
 
 struct Exchange {
@@ -175,11 +174,8 @@ fn help_desk_world() -> World {
     world
 }
 
-#[test]
 fn help_desk_errors_are_answered_as_znuny_7_answers_them() {
-    if !recordings_present() {
-        return;
-    }
+    need_recordings();
     // The Znuny 7 recordings' agent, tickets and path (fixtures/znuny7/README.md).
     let world = World::new();
     world.helpdesk.set_password("agent1", "agent1pw");
@@ -221,11 +217,8 @@ fn help_desk_errors_are_answered_as_znuny_7_answers_them() {
     }
 }
 
-#[test]
 fn help_desk_errors_are_answered_exactly_as_recorded() {
-    if !recordings_present() {
-        return;
-    }
+    need_recordings();
     let world = help_desk_world();
     for name in [
         "09c_TicketSearch_GET_with_JSON_body_IGNORED.txt",
@@ -286,11 +279,8 @@ fn shape(value: &Value) -> Vec<(String, &'static str)> {
     out
 }
 
-#[test]
 fn ticket_get_answers_in_the_recorded_shape() {
-    if !recordings_present() {
-        return;
-    }
+    need_recordings();
     let world = help_desk_world();
     world.helpdesk.set_lock(2, "lock");
     let (recorded, (status, content_type, body)) = replay(&world, "07_TicketGet_after_lock.txt");
@@ -320,11 +310,8 @@ fn ticket_get_answers_in_the_recorded_shape() {
     assert!(plain["Ticket"][0].get("DynamicField").is_none());
 }
 
-#[test]
 fn session_create_answers_a_session_id() {
-    if !recordings_present() {
-        return;
-    }
+    need_recordings();
     let world = help_desk_world();
     let (recorded, (status, content_type, body)) = replay(&world, "01_SessionCreate.txt");
     assert_eq!(
@@ -337,11 +324,8 @@ fn session_create_answers_a_session_id() {
     assert_eq!(ours["SessionID"].as_str().unwrap().len(), 32);
 }
 
-#[test]
 fn vcenter_65_answers_in_the_recorded_shapes() {
-    if !recordings_present() {
-        return;
-    }
+    need_recordings();
     let world = World::with(crate::support::Generation::Rest65);
     let dir = fixtures().join("vcenter65-real");
     let recorded_login: Value = serde_json::from_str(
@@ -396,7 +380,6 @@ fn vcenter_65_answers_in_the_recorded_shapes() {
     assert_eq!(status, 404, "6.5 has no /api");
 }
 
-#[test]
 fn the_fakes_are_strict() {
     let world = World::new();
     // vCenter: wrong password, no session, unknown query key.
@@ -585,11 +568,8 @@ fn note(world: &World, id: u64) {
     assert!(json_of(&body).get("ArticleID").is_some(), "{body}");
 }
 
-#[test]
 fn otnsx_s_own_exchanges_are_answered_as_otrs_6_answered_them() {
-    if !recordings_present() {
-        return;
-    }
+    need_recordings();
     // fixtures/otrs6/README.md, files 25-34: the tickets, the API user's session.
     let world = World::new();
     world
@@ -706,11 +686,8 @@ fn otnsx_s_own_exchanges_are_answered_as_otrs_6_answered_them() {
     );
 }
 
-#[test]
 fn otnsx_s_own_exchanges_are_answered_as_znuny_7_answered_them() {
-    if !recordings_present() {
-        return;
-    }
+    need_recordings();
     // fixtures/znuny7/README.md, files 34-40: otnsx (ro + note) and its session, tickets 10
     // and 11 (VMName web05), 9 in a queue otnsx may not read; the shipped web service.
     let world = World::new();
@@ -827,4 +804,15 @@ fn otnsx_s_own_exchanges_are_answered_as_znuny_7_answered_them() {
         deep_shape(&ours["Ticket"][0]["Article"]),
         deep_shape(&theirs["Ticket"][0]["Article"])
     );
+}
+
+crate::tests! {
+    help_desk_errors_are_answered_as_znuny_7_answers_them,
+    help_desk_errors_are_answered_exactly_as_recorded,
+    ticket_get_answers_in_the_recorded_shape,
+    session_create_answers_a_session_id,
+    vcenter_65_answers_in_the_recorded_shapes,
+    the_fakes_are_strict,
+    otnsx_s_own_exchanges_are_answered_as_otrs_6_answered_them,
+    otnsx_s_own_exchanges_are_answered_as_znuny_7_answered_them,
 }

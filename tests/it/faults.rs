@@ -7,7 +7,6 @@ use crate::support::server::{Response, Server};
 use crate::support::{T2, World, set};
 use crate::{event, lock, otnsx};
 
-#[test]
 fn a_hung_nsx_ends_the_run_at_the_deadline() {
     let world = World::new();
     let hung = Server::start(|_| Response::empty(200).delayed(Duration::from_secs(60)));
@@ -31,7 +30,6 @@ fn a_hung_nsx_ends_the_run_at_the_deadline() {
     assert_eq!(world.journal()[0]["action"], "error");
 }
 
-#[test]
 fn a_vcenter_session_expiring_mid_run_is_renewed_once() {
     let world = World::new();
     world.vcenter.expire_sessions_before_next_list();
@@ -41,7 +39,6 @@ fn a_vcenter_session_expiring_mid_run_is_renewed_once() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
 fn nsx_concurrent_access_error_is_retried() {
     let world = World::new();
     world.nsx.concurrent_errors(2);
@@ -51,7 +48,6 @@ fn nsx_concurrent_access_error_is_retried() {
     assert_eq!(world.nsx.changes().len(), 3);
 }
 
-#[test]
 fn nsx_v_error_101_for_ever_makes_four_puts_not_sixteen() {
     let world = World::new();
     world.nsx.concurrent_errors(1000);
@@ -69,7 +65,6 @@ fn nsx_v_error_101_for_ever_makes_four_puts_not_sixteen() {
     assert!(crate::open_leases(&world).is_empty());
 }
 
-#[test]
 fn the_same_failure_gets_the_same_exit_code_from_every_service() {
     // 429 for ever: 75, from the help desk as from NSX.
     let world = World::new();
@@ -97,7 +92,6 @@ fn the_same_failure_gets_the_same_exit_code_from_every_service() {
     }
 }
 
-#[test]
 fn an_attach_that_the_read_back_does_not_show_is_unverified() {
     let world = World::new();
     world.nsx.lie_on_attach(true);
@@ -118,7 +112,6 @@ fn an_attach_that_the_read_back_does_not_show_is_unverified() {
     assert!(entry["detail"].as_str().unwrap().contains("unverified"));
 }
 
-#[test]
 fn an_unknown_web_service_name_is_explained() {
     let world = World::new();
     world.write_config(
@@ -136,7 +129,6 @@ fn an_unknown_web_service_name_is_explained() {
     );
 }
 
-#[test]
 fn a_wrong_web_service_name_fails_fast_in_every_help_desk_s_way() {
     // Znuny 7 and OTRS 6 under mod_perl close the connection without an answer (fixture
     // znuny7/20); OTOBO answers an empty HTTP 500.
@@ -177,7 +169,6 @@ fn a_wrong_web_service_name_fails_fast_in_every_help_desk_s_way() {
     }
 }
 
-#[test]
 fn an_unreachable_service_exits_69() {
     let world = World::new();
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -194,7 +185,6 @@ fn an_unreachable_service_exits_69() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn a_busy_state_lock_exits_75() {
     let world = World::new();
     world.write_config(
@@ -219,7 +209,6 @@ fn a_busy_state_lock_exits_75() {
     assert_eq!(event(&world, T2).code, 0);
 }
 
-#[test]
 fn an_unlock_closes_while_another_run_holds_the_state_lock() {
     let world = World::new();
     world.write_config(
@@ -255,7 +244,6 @@ fn an_unlock_closes_while_another_run_holds_the_state_lock() {
     assert_eq!(world.tagged(), set(&[]), "{run:?}");
 }
 
-#[test]
 fn a_damaged_lease_file_is_left_alone() {
     let world = World::new();
     fs::create_dir_all(world.state_dir()).unwrap();
@@ -277,7 +265,6 @@ fn a_damaged_lease_file_is_left_alone() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn secrets_never_reach_output_journal_or_state() {
     let world = World::new();
     let mut seen = String::new();
@@ -314,7 +301,6 @@ fn secrets_never_reach_output_journal_or_state() {
     }
 }
 
-#[test]
 fn http_proxy_from_a_cgi_request_is_ignored() {
     let world = World::new();
     let proxy = Server::start(|_| Response::empty(502));
@@ -333,7 +319,6 @@ fn http_proxy_from_a_cgi_request_is_ignored() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
 fn a_wrong_nsx_v_password_is_named_although_nsx_v_answers_it_with_403() {
     let world = World::new();
     let secret = world.dir.path().join("nsx.secret");
@@ -347,4 +332,22 @@ fn a_wrong_nsx_v_password_is_named_although_nsx_v_answers_it_with_403() {
         run.stderr
     );
     assert_eq!(world.tagged(), set(&[]));
+}
+
+crate::tests! {
+    a_hung_nsx_ends_the_run_at_the_deadline,
+    a_vcenter_session_expiring_mid_run_is_renewed_once,
+    nsx_concurrent_access_error_is_retried,
+    nsx_v_error_101_for_ever_makes_four_puts_not_sixteen,
+    the_same_failure_gets_the_same_exit_code_from_every_service,
+    an_attach_that_the_read_back_does_not_show_is_unverified,
+    an_unknown_web_service_name_is_explained,
+    a_wrong_web_service_name_fails_fast_in_every_help_desk_s_way,
+    an_unreachable_service_exits_69,
+    a_busy_state_lock_exits_75,
+    an_unlock_closes_while_another_run_holds_the_state_lock,
+    a_damaged_lease_file_is_left_alone,
+    secrets_never_reach_output_journal_or_state,
+    http_proxy_from_a_cgi_request_is_ignored,
+    a_wrong_nsx_v_password_is_named_although_nsx_v_answers_it_with_403,
 }

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-#[test]
 fn every_fuzz_seed_parses_without_panicking() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     type Target = fn(&[u8]);
@@ -27,4 +26,8 @@ fn every_fuzz_seed_parses_without_panicking() {
         }
     }
     assert!(replayed >= 12, "only {replayed} seeds found under fuzz/");
+}
+
+crate::tests! {
+    every_fuzz_seed_parses_without_panicking,
 }

@@ -32,7 +32,6 @@ fn shipped_routes() -> Vec<(String, String)> {
     routes
 }
 
-#[test]
 fn the_web_service_has_exactly_the_routes_otnsx_calls_and_keeps_no_debug_log() {
     let text = fs::read_to_string(dist().join("GenericTicketConnectorREST-otnsx.yml")).unwrap();
     assert!(
@@ -134,12 +133,8 @@ print "result: ", ($Result ? 1 : 0), "\n";
     (stdout.clone(), stdout.contains("result: 1"))
 }
 
-#[test]
 fn the_generic_agent_module_runs_otnsx_and_logs_its_failures() {
-    if Command::new("perl").arg("-v").output().is_err() {
-        eprintln!("skipped: no perl on this machine");
-        return;
-    }
+    need_perl();
     let dir = crate::support::TempDir::new("module");
     let dir = dir.path();
     // Success: otnsx got `ticket ID` and nothing is logged.
@@ -184,23 +179,18 @@ fn the_generic_agent_module_runs_otnsx_and_logs_its_failures() {
     assert!(!args.exists());
 }
 
-/// Whether perl is there to run the module; says so when it is not.
-fn have_perl() -> bool {
-    let there = Command::new("perl").arg("-v").output().is_ok();
-    if !there {
-        eprintln!("skipped: no perl on this machine");
+/// Skips the test when perl is not there to run the module.
+fn need_perl() {
+    if Command::new("perl").arg("-v").output().is_err() {
+        crate::skip("no perl on this machine");
     }
-    there
 }
 
 /// A Znuny daemon ignores SIGCHLD: waitpid then returned -1 and the module logged
 /// 72057594037927935 for every run, success or not. Now it logs otnsx's own exit status (the
 /// real binary, refusing a missing configuration with 78), and nothing for a success.
-#[test]
 fn the_generic_agent_module_logs_otnsx_s_real_exit_status_under_a_daemon_ignoring_sigchld() {
-    if !have_perl() {
-        return;
-    }
+    need_perl();
     let dir = crate::support::TempDir::new("module-sigchld");
     let dir = dir.path();
     let ignoring = "$SIG{CHLD} = 'IGNORE';";
@@ -229,11 +219,8 @@ fn the_generic_agent_module_logs_otnsx_s_real_exit_status_under_a_daemon_ignorin
 
 /// Kernel/Config.pm sets the command and the timeout before the module is loaded (the daemon
 /// and the console load it later): loading it used to reset both to the defaults.
-#[test]
 fn the_generic_agent_module_keeps_the_command_and_timeout_config_pm_set() {
-    if !have_perl() {
-        return;
-    }
+    need_perl();
     let dir = crate::support::TempDir::new("module-config");
     let dir = dir.path();
     let args = dir.join("args");
@@ -262,11 +249,8 @@ fn the_generic_agent_module_keeps_the_command_and_timeout_config_pm_set() {
 
 /// An otnsx that does not stop on timeout's SIGTERM is killed 5 s later, and the log says so
 /// (not "exited 137", nor a signal number alone).
-#[test]
 fn the_generic_agent_module_says_when_timeout_had_to_kill_otnsx() {
-    if !have_perl() {
-        return;
-    }
+    need_perl();
     let dir = crate::support::TempDir::new("module-kill");
     let dir = dir.path();
     let started = std::time::Instant::now();
@@ -279,7 +263,6 @@ fn the_generic_agent_module_says_when_timeout_had_to_kill_otnsx() {
     );
 }
 
-#[test]
 fn the_package_source_lists_every_file_it_should() {
     let text = fs::read_to_string(dist().join("Otnsx.sopm")).unwrap();
     let mut reader = quick_xml::Reader::from_str(&text);
@@ -329,4 +312,13 @@ fn the_package_source_lists_every_file_it_should() {
     listed.sort();
     present.sort();
     assert_eq!(listed, present);
+}
+
+crate::tests! {
+    the_web_service_has_exactly_the_routes_otnsx_calls_and_keeps_no_debug_log,
+    the_generic_agent_module_runs_otnsx_and_logs_its_failures,
+    the_generic_agent_module_logs_otnsx_s_real_exit_status_under_a_daemon_ignoring_sigchld,
+    the_generic_agent_module_keeps_the_command_and_timeout_config_pm_set,
+    the_generic_agent_module_says_when_timeout_had_to_kill_otnsx,
+    the_package_source_lists_every_file_it_should,
 }

@@ -9,7 +9,6 @@ use crate::{golden, otnsx_at};
 
 const T0: &str = "2026-11-23T16:00:00Z";
 
-#[test]
 fn periods_follow_what_really_happened() {
     let world = World::new();
     world.helpdesk.set_lock(T2.0, "lock");
@@ -101,7 +100,6 @@ fn world_with_journal() -> World {
 
 pub const NOW: &str = "2026-11-23T12:00:00Z";
 
-#[test]
 fn history_table_and_json_match_the_golden_files() {
     let world = world_with_journal();
     let run = otnsx_at(&world, NOW, &["history"]);
@@ -119,7 +117,6 @@ fn history_table_and_json_match_the_golden_files() {
     assert!(world.helpdesk.requests().is_empty() && world.nsx.requests().is_empty());
 }
 
-#[test]
 fn history_filters() {
     filters_count_as_they_should(&world_with_journal());
 }
@@ -152,4 +149,10 @@ pub fn filters_count_as_they_should(world: &World) {
     assert_eq!(count(&["--since", "2026-11-21T11:00:00Z"]), (3, 0));
     let run = otnsx_at(world, NOW, &["history", "--since", "last week"]);
     assert_eq!(run.code, 2, "{run:?}");
+}
+
+crate::tests! {
+    periods_follow_what_really_happened,
+    history_table_and_json_match_the_golden_files,
+    history_filters,
 }

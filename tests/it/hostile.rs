@@ -77,13 +77,16 @@ fn fails_closed(service: &str, name: &str) {
     }
 }
 
-/// One test per service and bad answer, so that one failure does not hide the others.
+/// One test per service and bad answer, so that one failure does not hide the others:
+/// `hostile_answers()` gives them to the harness, named `it::hostile::TEST`.
 macro_rules! hostile {
     ($($test:ident: $service:literal, $name:literal;)*) => {
-        $(#[test]
-        fn $test() {
-            fails_closed($service, $name);
-        })*
+        fn hostile_answers() -> Vec<crate::Test> {
+            let here = crate::test_path(module_path!());
+            vec![$(crate::Test::new(format!("{here}::{}", stringify!($test)), || {
+                fails_closed($service, $name)
+            })),*]
+        }
     };
 }
 
@@ -118,7 +121,6 @@ hostile! {
     nsx_t_too_large: "NSX-T", "too large";
 }
 
-#[test]
 fn a_server_failing_once_is_retried() {
     for status in [500, 502, 503] {
         let world = World::new();
@@ -129,7 +131,6 @@ fn a_server_failing_once_is_retried() {
     }
 }
 
-#[test]
 fn a_server_unavailable_until_the_deadline_exits_69_in_time() {
     let world = World::new();
     world.write_config(
@@ -149,7 +150,6 @@ fn a_server_unavailable_until_the_deadline_exits_69_in_time() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn a_server_answering_one_byte_per_second_is_cut_at_the_deadline() {
     let world = World::new();
     let slow = Server::start(|_| {
@@ -171,7 +171,6 @@ fn a_server_answering_one_byte_per_second_is_cut_at_the_deadline() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn a_host_name_that_does_not_resolve_exits_69() {
     let world = World::new();
     let text = world
@@ -194,7 +193,6 @@ fn a_host_name_that_does_not_resolve_exits_69() {
     );
 }
 
-#[test]
 fn vm_names_with_every_reserved_character_are_encoded() {
     let world = World::new();
     let odd = "odd +/#%\"' näme&x=1;y";
@@ -216,7 +214,6 @@ fn vm_names_with_every_reserved_character_are_encoded() {
     assert_eq!(lookup.query_value("names").as_deref(), Some(odd));
 }
 
-#[test]
 fn a_retry_after_beyond_the_deadline_exits_75_at_once() {
     let world = World::new();
     let busy = Server::start(|_| {
@@ -276,7 +273,6 @@ fn strict_json_lines(what: &str, text: &str, keep: impl Fn(&str) -> bool) -> usi
     lines.len()
 }
 
-#[test]
 fn every_json_output_parses_whatever_the_vm_field_holds() {
     let world = World::new();
     let mut hostile = String::from("web");
@@ -341,4 +337,15 @@ fn every_json_output_parses_whatever_the_vm_field_holds() {
     let fallback = strict_json_lines("stderr", &run.stderr, |l| l.starts_with('{'));
     assert!(fallback > 0, "{}", run.stderr);
     assert!(run.stderr.contains("\\u007f"), "{}", run.stderr);
+}
+
+crate::tests! {
+    a_server_failing_once_is_retried,
+    a_server_unavailable_until_the_deadline_exits_69_in_time,
+    a_server_answering_one_byte_per_second_is_cut_at_the_deadline,
+    a_host_name_that_does_not_resolve_exits_69,
+    vm_names_with_every_reserved_character_are_encoded,
+    a_retry_after_beyond_the_deadline_exits_75_at_once,
+    every_json_output_parses_whatever_the_vm_field_holds,
+    ; and: hostile_answers
 }

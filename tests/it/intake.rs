@@ -115,16 +115,9 @@ fn a_locking_owner_whose_login_the_store_cannot_hold_is_refused(world: World) {
     assert_eq!(otnsx(&world, &["status"]).code, 0);
 }
 
-crate::on_both_backends!(
-    a_ticket_number_with_letters_is_refused_and_damages_nothing,
-    a_ticket_number_with_a_trailing_space_is_refused_and_damages_nothing,
-    the_numbered_call_refuses_a_ticket_whose_number_is_not_digits,
-    a_locking_owner_whose_login_the_store_cannot_hold_is_refused,
-);
 
 /// An id NSX returns that the lease store could not read back (white space, a `#`) is refused
 /// before anything opens, and the store stays readable for every other ticket.
-#[test]
 fn a_vm_id_the_store_could_not_read_back_is_refused_at_intake() {
     let world = World::new();
     world.write_config(&world.config_text_nsxt("", false));
@@ -144,4 +137,13 @@ fn a_vm_id_the_store_could_not_read_back_is_refused_at_intake() {
     assert!(world.nsxt.tags("5012 0099#x").is_empty());
     let run = crate::lock(&world, T2);
     assert_eq!(run.code, 0, "the store still reads: {run:?}");
+}
+
+crate::tests! {
+    a_vm_id_the_store_could_not_read_back_is_refused_at_intake,
+    ; on_both_backends:
+    a_ticket_number_with_letters_is_refused_and_damages_nothing,
+    a_ticket_number_with_a_trailing_space_is_refused_and_damages_nothing,
+    the_numbered_call_refuses_a_ticket_whose_number_is_not_digits,
+    a_locking_owner_whose_login_the_store_cannot_hold_is_refused,
 }

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 type Module = Vec<String>;
 
-#[test]
 fn no_source_file_uses_one_that_uses_it_back() {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let graph = graph(&src);
@@ -35,7 +34,6 @@ fn no_source_file_uses_one_that_uses_it_back() {
     assert!(graph[&module("output")].contains(&module("secrets")));
 }
 
-#[test]
 fn the_check_sees_paths_in_every_form() {
     let text = strip_comments(
         "use crate::{a::b, c};\n// crate::d::x\nlet s = \"crate::e::x\";\nsuper::f::g();\nx::y(); $crate::h::i!();\nuse super::{j::{k, l}, m as n};\nlet c = '\"'; crate::o::p;",
@@ -395,4 +393,9 @@ fn cycles(graph: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<Module>> {
     }
     groups.sort_by_key(|g| name(&g[0]));
     groups
+}
+
+crate::tests! {
+    no_source_file_uses_one_that_uses_it_back,
+    the_check_sees_paths_in_every_form,
 }

@@ -321,7 +321,6 @@ fn status_shows_leases_tags_and_drift(world: World) {
     );
 }
 
-#[test]
 fn journal_entries_also_go_to_syslog() {
     use std::os::unix::net::UnixDatagram;
     let world = World::new();
@@ -410,7 +409,9 @@ fn status_shows_the_leases_even_when_nsx_is_down(world: World) {
     assert_eq!(report["vms"][0]["tagged"], Value::Null);
 }
 
-crate::on_both_backends!(
+crate::tests! {
+    journal_entries_also_go_to_syslog,
+    ; on_both_backends:
     a_grant_expires_and_reconcile_closes_it,
     a_grant_on_a_held_vm_extends_it,
     a_ticket_lease_expires_after_max_duration_and_the_ticket_is_told,
@@ -423,4 +424,4 @@ crate::on_both_backends!(
     revoke_all_closes_everything_and_tells_every_ticket,
     status_shows_leases_tags_and_drift,
     status_shows_the_leases_even_when_nsx_is_down,
-);
+}

@@ -19,7 +19,6 @@ fn patches(world: &World) -> Vec<Value> {
         .collect()
 }
 
-#[test]
 fn opening_and_closing_post_internal_notes_never_visible_to_the_customer() {
     let world = World::new();
     let run = lock(&world, T2);
@@ -64,7 +63,6 @@ fn opening_and_closing_post_internal_notes_never_visible_to_the_customer() {
     assert_eq!(notes[1]["result"], "ok");
 }
 
-#[test]
 fn a_duplicate_event_posts_no_note() {
     let world = World::new();
     assert_eq!(lock(&world, T2).code, 0);
@@ -72,7 +70,6 @@ fn a_duplicate_event_posts_no_note() {
     assert_eq!(patches(&world).len(), 1);
 }
 
-#[test]
 fn refusals_and_failures_say_what_to_do() {
     let world = World::new();
     world
@@ -107,7 +104,6 @@ fn refusals_and_failures_say_what_to_do() {
     );
 }
 
-#[test]
 fn a_note_that_fails_changes_nothing_but_is_journaled() {
     let world = World::new();
     world.helpdesk.update(T2.0, |t| t.notable = false);
@@ -140,7 +136,6 @@ fn a_note_that_fails_changes_nothing_but_is_journaled() {
     );
 }
 
-#[test]
 fn otrs_5_gets_an_article_type_and_notes_can_be_off() {
     let world = World::new();
     world.helpdesk.set_generation(5);
@@ -164,7 +159,6 @@ fn otrs_5_gets_an_article_type_and_notes_can_be_off() {
     assert_eq!(patches(&world).len(), 1, "no note with notes = false");
 }
 
-#[test]
 fn otrs_version_5_against_a_later_help_desk_never_posts_a_customer_visible_note() {
     let world = World::new(); // the fake is of generation 6
     world.write_config(&world.config_text().replace(
@@ -214,7 +208,6 @@ fn otrs_version_5_against_a_later_help_desk_never_posts_a_customer_visible_note(
     );
 }
 
-#[test]
 fn two_tickets_the_second_unlock_notes_what_stays_open() {
     let world = World::new();
     assert_eq!(lock(&world, T2).code, 0);
@@ -235,7 +228,6 @@ fn two_tickets_the_second_unlock_notes_what_stays_open() {
     );
 }
 
-#[test]
 fn agents_are_notified_of_notes_only_when_asked_to() {
     let world = World::new();
     world.write_config(&world.config_text().replace(
@@ -246,7 +238,6 @@ fn agents_are_notified_of_notes_only_when_asked_to() {
     assert_eq!(patches(&world)[0]["Article"]["NoAgentNotify"], 0);
 }
 
-#[test]
 fn an_empty_field_at_lock_time_gets_a_note() {
     let world = World::new();
     world.helpdesk.update(T2.0, |t| t.vm_field = json!(null));
@@ -263,7 +254,6 @@ fn an_empty_field_at_lock_time_gets_a_note() {
     assert_eq!(patches(&world).len(), 1);
 }
 
-#[test]
 fn reconcile_closing_an_unlocked_ticket_posts_the_unlock_note() {
     let world = World::new();
     assert_eq!(lock(&world, T2).code, 0);
@@ -281,7 +271,6 @@ fn reconcile_closing_an_unlocked_ticket_posts_the_unlock_note() {
     );
 }
 
-#[test]
 fn journal_lines_and_notes_of_a_lock_and_unlock_are_pinned() {
     let world = World::new();
     let now = "2026-11-23T15:36:43Z";
@@ -299,4 +288,18 @@ fn journal_lines_and_notes_of_a_lock_and_unlock_are_pinned() {
         .map(|p| format!("{}\n{}\n\n", p["Article"]["Subject"], p["Article"]["Body"]))
         .collect();
     crate::golden("lock-unlock.notes.txt", &notes);
+}
+
+crate::tests! {
+    opening_and_closing_post_internal_notes_never_visible_to_the_customer,
+    a_duplicate_event_posts_no_note,
+    refusals_and_failures_say_what_to_do,
+    a_note_that_fails_changes_nothing_but_is_journaled,
+    otrs_5_gets_an_article_type_and_notes_can_be_off,
+    otrs_version_5_against_a_later_help_desk_never_posts_a_customer_visible_note,
+    two_tickets_the_second_unlock_notes_what_stays_open,
+    agents_are_notified_of_notes_only_when_asked_to,
+    an_empty_field_at_lock_time_gets_a_note,
+    reconcile_closing_an_unlocked_ticket_posts_the_unlock_note,
+    journal_lines_and_notes_of_a_lock_and_unlock_are_pinned,
 }

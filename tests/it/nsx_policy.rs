@@ -18,7 +18,6 @@ fn web01() -> String {
     uuids("vm-42").0
 }
 
-#[test]
 fn a_tagging_role_opens_and_closes_by_tag_operations_alone() {
     for auth in ["basic", "session"] {
         let world = policy_world(TAGGER, &format!("auth = \"{auth}\""), false);
@@ -75,7 +74,6 @@ fn a_tagging_role_opens_and_closes_by_tag_operations_alone() {
     }
 }
 
-#[test]
 fn the_same_role_is_refused_the_fabric_actions_that_kind_nsx_t_sends() {
     let world = World::new();
     let text = world.config_text_nsxt("", false);
@@ -101,7 +99,6 @@ fn the_same_role_is_refused_the_fabric_actions_that_kind_nsx_t_sends() {
     assert!(world.tagged_t().is_empty());
 }
 
-#[test]
 fn a_read_only_account_is_refused_with_the_role_it_needs() {
     let world = policy_world(READER, "", false);
     let run = lock(&world, T2);
@@ -122,7 +119,6 @@ fn a_read_only_account_is_refused_with_the_role_it_needs() {
     );
 }
 
-#[test]
 fn check_says_the_role_and_that_the_account_may_use_tag_operations() {
     let world = policy_world(TAGGER, "", false);
     let run = otnsx(&world, &["check"]);
@@ -136,7 +132,6 @@ fn check_says_the_role_and_that_the_account_may_use_tag_operations() {
     assert!(world.nsxt.operations().is_empty(), "check changes nothing");
 }
 
-#[test]
 fn a_200_whose_status_names_an_error_is_a_failure_and_no_lease() {
     let world = policy_world(TAGGER, "", false);
     world.nsxt.failing_operations(1);
@@ -152,7 +147,6 @@ fn a_200_whose_status_names_an_error_is_a_failure_and_no_lease() {
     assert_eq!(lock(&world, T2).code, 0, "the next run opens");
 }
 
-#[test]
 fn a_status_of_success_that_the_read_back_contradicts_is_not_success() {
     let world = policy_world(TAGGER, "", false);
     world.nsxt.unapplied_operations(1);
@@ -175,7 +169,6 @@ fn a_status_of_success_that_the_read_back_contradicts_is_not_success() {
     assert!(world.tagged_t().is_empty());
 }
 
-#[test]
 fn a_full_vm_is_named_one_vm_alone_exits_69_with_others_1_nothing_replaced() {
     let world = policy_world(TAGGER, "", true);
     let db01 = uuids("vm-43").0;
@@ -198,7 +191,6 @@ fn a_full_vm_is_named_one_vm_alone_exits_69_with_others_1_nothing_replaced() {
     assert!(world.nsxt.actions().is_empty());
 }
 
-#[test]
 fn a_vm_deleted_while_leased_closes_its_lease() {
     let world = policy_world(TAGGER, "", true);
     assert_eq!(lock(&world, T2).code, 0);
@@ -208,7 +200,6 @@ fn a_vm_deleted_while_leased_closes_its_lease() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn without_the_fabric_read_vms_are_found_in_the_realized_list_of_more_than_1000() {
     let world = policy_world(TAGGER, "", false);
     world.nsxt.refuse_fabric_reads();
@@ -253,4 +244,16 @@ fn without_the_fabric_read_vms_are_found_in_the_realized_list_of_more_than_1000(
             .any(|r| r.query_value("cursor").as_deref() == Some("1000")),
         "the cursor past 1000 is computed"
     );
+}
+
+crate::tests! {
+    a_tagging_role_opens_and_closes_by_tag_operations_alone,
+    the_same_role_is_refused_the_fabric_actions_that_kind_nsx_t_sends,
+    a_read_only_account_is_refused_with_the_role_it_needs,
+    check_says_the_role_and_that_the_account_may_use_tag_operations,
+    a_200_whose_status_names_an_error_is_a_failure_and_no_lease,
+    a_status_of_success_that_the_read_back_contradicts_is_not_success,
+    a_full_vm_is_named_one_vm_alone_exits_69_with_others_1_nothing_replaced,
+    a_vm_deleted_while_leased_closes_its_lease,
+    without_the_fabric_read_vms_are_found_in_the_realized_list_of_more_than_1000,
 }

@@ -16,7 +16,6 @@ fn web01() -> String {
     uuids("vm-42").0
 }
 
-#[test]
 fn lock_adds_only_our_tag_and_unlock_removes_only_ours() {
     let world = nsxt_world("", false);
     let run = lock(&world, T2);
@@ -56,7 +55,6 @@ fn lock_adds_only_our_tag_and_unlock_removes_only_ours() {
     assert_eq!(actions(&world), ["grant", "revoke"]);
 }
 
-#[test]
 fn two_tickets_share_a_vm_on_nsxt_too() {
     let world = nsxt_world("", false);
     assert_eq!(lock(&world, T2).code, 0);
@@ -68,7 +66,6 @@ fn two_tickets_share_a_vm_on_nsxt_too() {
     assert_eq!(world.nsxt.actions(), ["add_tags", "remove_tags"]);
 }
 
-#[test]
 fn a_duplicate_lock_event_changes_nothing_on_nsxt() {
     let world = nsxt_world("", false);
     assert_eq!(lock(&world, T2).code, 0);
@@ -76,7 +73,6 @@ fn a_duplicate_lock_event_changes_nothing_on_nsxt() {
     assert_eq!(world.nsxt.actions(), ["add_tags"]);
 }
 
-#[test]
 fn duplicate_display_names_are_refused() {
     let world = nsxt_world("", false);
     world.helpdesk.update(T2.0, |t| t.vm_field = json!("dup"));
@@ -90,7 +86,6 @@ fn duplicate_display_names_are_refused() {
     assert!(world.nsxt.actions().is_empty());
 }
 
-#[test]
 fn resolve_by_vcenter_finds_a_vm_nsx_knows_by_its_bios_uuid() {
     let world = nsxt_world("", true); // [vcenter] present: resolve defaults to "vcenter"
     world
@@ -128,7 +123,6 @@ fn resolve_by_vcenter_finds_a_vm_nsx_knows_by_its_bios_uuid() {
     );
 }
 
-#[test]
 fn an_old_manager_gets_update_tags_with_the_other_tags_kept() {
     let world = nsxt_world("", false);
     world.nsxt.old_manager(true);
@@ -147,7 +141,6 @@ fn an_old_manager_gets_update_tags_with_the_other_tags_kept() {
     assert_eq!(world.nsxt.tags(&web01()), ["backup|daily", "owner|"]);
 }
 
-#[test]
 fn session_auth_renews_an_expired_token_once_and_logs_out() {
     let world = nsxt_world("auth = \"session\"", false);
     world.helpdesk.set_lock(T2.0, "lock");
@@ -169,7 +162,6 @@ fn session_auth_renews_an_expired_token_once_and_logs_out() {
     );
 }
 
-#[test]
 fn a_429_storm_within_the_deadline_ends_in_success() {
     let world = nsxt_world("", false);
     world.nsxt.rate_limit(3, 0);
@@ -178,7 +170,6 @@ fn a_429_storm_within_the_deadline_ends_in_success() {
     assert_eq!(world.tagged_t(), set(&["web01"]));
 }
 
-#[test]
 fn a_429_storm_past_the_deadline_exits_75_without_sleeping_past_it() {
     let world = nsxt_world("", false);
     world.write_config(
@@ -199,7 +190,6 @@ fn a_429_storm_past_the_deadline_exits_75_without_sleeping_past_it() {
     assert_eq!(world.tagged_t(), set(&[]));
 }
 
-#[test]
 fn one_retry_loop_at_most_four_attempts_per_request() {
     // 607 on every change: four POSTs, not 24.
     let world = nsxt_world("", false);
@@ -222,7 +212,6 @@ fn one_retry_loop_at_most_four_attempts_per_request() {
     assert_eq!(world.tagged_t(), set(&[]));
 }
 
-#[test]
 fn transaction_aborted_607_is_retried() {
     let world = nsxt_world("", false);
     world.nsxt.abort_transactions(2);
@@ -231,7 +220,6 @@ fn transaction_aborted_607_is_retried() {
     assert_eq!(world.nsxt.actions(), ["add_tags", "add_tags", "add_tags"]);
 }
 
-#[test]
 fn dry_run_changes_nothing_on_nsxt() {
     let world = nsxt_world("", false);
     world.helpdesk.set_lock(T2.0, "lock");
@@ -247,7 +235,6 @@ fn dry_run_changes_nothing_on_nsxt() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn grant_and_revoke_work_on_nsxt() {
     let world = nsxt_world("", false);
     assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
@@ -260,7 +247,6 @@ fn grant_and_revoke_work_on_nsxt() {
     );
 }
 
-#[test]
 fn nsx_t_settings_are_checked() {
     let world = World::new();
     let text = world
@@ -292,7 +278,6 @@ fn nsx_t_settings_are_checked() {
     );
 }
 
-#[test]
 fn resolve_by_vcenter_on_65_explains_what_to_set() {
     let world = World::with(crate::support::Generation::Rest65);
     world.write_config(&world.config_text_nsxt("", true));
@@ -320,7 +305,6 @@ fn whole_listings(world: &World) -> usize {
         .count()
 }
 
-#[test]
 fn reconcile_finds_the_tagged_vms_by_search_and_lists_the_inventory_only_when_search_cannot() {
     // A scope with Lucene's special characters: the search term escapes them.
     let world = World::new();
@@ -369,7 +353,6 @@ fn reconcile_finds_the_tagged_vms_by_search_and_lists_the_inventory_only_when_se
     );
 }
 
-#[test]
 fn a_vm_with_a_full_tag_list_is_named_and_nothing_is_rewritten() {
     let world = nsxt_world("", true);
     let db01 = uuids("vm-43").0;
@@ -393,7 +376,6 @@ fn a_vm_with_a_full_tag_list_is_named_and_nothing_is_rewritten() {
     assert_eq!(run.code, 69, "{run:?}");
 }
 
-#[test]
 fn a_400_from_a_current_manager_is_an_error_never_a_fallback_to_update_tags() {
     let world = nsxt_world("", true);
     world.nsxt.bad_requests(1);
@@ -406,7 +388,6 @@ fn a_400_from_a_current_manager_is_an_error_never_a_fallback_to_update_tags() {
     assert_eq!(world.nsxt.actions(), ["add_tags", "add_tags"]);
 }
 
-#[test]
 fn a_vm_deleted_from_the_inventory_closes_its_lease_instead_of_retrying_forever() {
     let world = nsxt_world("", true);
     assert_eq!(lock(&world, T2).code, 0);
@@ -430,7 +411,6 @@ fn a_vm_deleted_from_the_inventory_closes_its_lease_instead_of_retrying_forever(
     assert_eq!(last["result"], "ok");
 }
 
-#[test]
 fn an_account_that_may_read_but_not_tag_is_refused_with_its_role_named() {
     for auth in ["basic", "session"] {
         let world = World::new();
@@ -454,4 +434,27 @@ fn an_account_that_may_read_but_not_tag_is_refused_with_its_role_named() {
         assert!(world.tagged_t().is_empty(), "{auth}");
         assert!(world.leases().is_empty(), "{auth}");
     }
+}
+
+crate::tests! {
+    lock_adds_only_our_tag_and_unlock_removes_only_ours,
+    two_tickets_share_a_vm_on_nsxt_too,
+    a_duplicate_lock_event_changes_nothing_on_nsxt,
+    duplicate_display_names_are_refused,
+    resolve_by_vcenter_finds_a_vm_nsx_knows_by_its_bios_uuid,
+    an_old_manager_gets_update_tags_with_the_other_tags_kept,
+    session_auth_renews_an_expired_token_once_and_logs_out,
+    a_429_storm_within_the_deadline_ends_in_success,
+    a_429_storm_past_the_deadline_exits_75_without_sleeping_past_it,
+    one_retry_loop_at_most_four_attempts_per_request,
+    transaction_aborted_607_is_retried,
+    dry_run_changes_nothing_on_nsxt,
+    grant_and_revoke_work_on_nsxt,
+    nsx_t_settings_are_checked,
+    resolve_by_vcenter_on_65_explains_what_to_set,
+    reconcile_finds_the_tagged_vms_by_search_and_lists_the_inventory_only_when_search_cannot,
+    a_vm_with_a_full_tag_list_is_named_and_nothing_is_rewritten,
+    a_400_from_a_current_manager_is_an_error_never_a_fallback_to_update_tags,
+    a_vm_deleted_from_the_inventory_closes_its_lease_instead_of_retrying_forever,
+    an_account_that_may_read_but_not_tag_is_refused_with_its_role_named,
 }

@@ -24,7 +24,6 @@ fn deb_metadata() -> String {
         .to_string()
 }
 
-#[test]
 fn the_shipped_completions_match_the_command_line() {
     use clap_complete::Shell;
     for (shell, file) in [
@@ -45,7 +44,6 @@ fn the_shipped_completions_match_the_command_line() {
     }
 }
 
-#[test]
 fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
     let deb = deb_metadata();
     // Every source path of an asset exists (the binary is built by cargo deb itself).
@@ -92,7 +90,6 @@ fn every_packaged_file_exists_and_the_units_run_the_packaged_binary() {
     }
 }
 
-#[test]
 fn the_license_is_mit_and_the_packages_copyright_carries_its_text() {
     let license = fs::read_to_string(root().join("LICENSE")).unwrap();
     assert!(license.starts_with("MIT License\n"), "{license}");
@@ -132,7 +129,6 @@ fn the_license_is_mit_and_the_packages_copyright_carries_its_text() {
     );
 }
 
-#[test]
 fn the_debian_changelog_is_in_debians_format_and_names_this_version() {
     let changelog = fs::read_to_string(dist().join("debian/changelog")).unwrap();
     let version = env!("CARGO_PKG_VERSION");
@@ -193,7 +189,6 @@ fn block<'a>(script: &'a str, start: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[test]
 fn etc_otnsx_gets_its_owner_and_modes_on_the_first_install_only() {
     let postinst = fs::read_to_string(dist().join("debian/postinst")).unwrap();
     let first_install = block(&postinst, "if [ -z \"$2\" ]; then");
@@ -220,7 +215,6 @@ fn etc_otnsx_gets_its_owner_and_modes_on_the_first_install_only() {
     assert_eq!(touching, 4, "{postinst}");
 }
 
-#[test]
 fn removing_the_package_stops_and_disables_the_timer() {
     let prerm = fs::read_to_string(dist().join("debian/prerm")).unwrap();
     assert!(prerm.starts_with("#!/bin/sh\n"));
@@ -263,7 +257,6 @@ fn removing_the_package_stops_and_disables_the_timer() {
     }
 }
 
-#[test]
 fn the_reconcile_service_runs_in_a_sandbox() {
     let service = fs::read_to_string(dist().join("systemd/otnsx-reconcile.service")).unwrap();
     let directives: Vec<&str> = service
@@ -320,7 +313,6 @@ fn the_reconcile_service_runs_in_a_sandbox() {
     assert!(syslog_default.contains("PathBuf::from(\"/dev/log\")"));
 }
 
-#[test]
 fn the_example_and_the_lintian_overrides_are_installed() {
     let deb = deb_metadata();
     for asset in [
@@ -348,4 +340,15 @@ fn the_example_and_the_lintian_overrides_are_installed() {
         }
     }
     assert!(tags >= 1);
+}
+
+crate::tests! {
+    the_shipped_completions_match_the_command_line,
+    every_packaged_file_exists_and_the_units_run_the_packaged_binary,
+    the_license_is_mit_and_the_packages_copyright_carries_its_text,
+    the_debian_changelog_is_in_debians_format_and_names_this_version,
+    etc_otnsx_gets_its_owner_and_modes_on_the_first_install_only,
+    removing_the_package_stops_and_disables_the_timer,
+    the_reconcile_service_runs_in_a_sandbox,
+    the_example_and_the_lintian_overrides_are_installed,
 }

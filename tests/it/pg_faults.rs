@@ -82,13 +82,8 @@ fn event_within_bound(world: &World, ticket: (u64, &str), state: &str) -> Run {
     within_bound(world, &[ticket.1, &id])
 }
 
-#[test]
 fn a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_nsx() {
-    let Some(world) = pg_world(
-        "a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_nsx",
-    ) else {
-        return;
-    };
+    let world = pg_world("a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_nsx");
     assert_eq!(lock(&world, T2).code, 0);
     assert_eq!(world.tagged(), set(&["vm-42"]));
     let silent = SilentServer::start();
@@ -144,13 +139,8 @@ fn a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn a_commit_whose_answer_was_lost_is_asked_about_and_counts_as_committed() {
-    let Some(world) =
-        pg_world("a_commit_whose_answer_was_lost_is_asked_about_and_counts_as_committed")
-    else {
-        return;
-    };
+    let world = pg_world("a_commit_whose_answer_was_lost_is_asked_about_and_counts_as_committed");
     // Open, with its lease and journal entry: nothing was closed again.
     let _proxy = locked_through_a_cut_commit(&world, Cut::AnswerLost);
     let actions = crate::actions(&world);
@@ -162,12 +152,8 @@ fn a_commit_whose_answer_was_lost_is_asked_about_and_counts_as_committed() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn a_connection_that_ends_after_the_commit_is_asked_about_at_once() {
-    let Some(world) = pg_world("a_connection_that_ends_after_the_commit_is_asked_about_at_once")
-    else {
-        return;
-    };
+    let world = pg_world("a_connection_that_ends_after_the_commit_is_asked_about_at_once");
     locked_through_a_cut_commit(&world, Cut::ClosedAfterCommit);
 }
 
@@ -194,13 +180,8 @@ fn locked_through_a_cut_commit(world: &World, cut: Cut) -> CutProxy {
     proxy
 }
 
-#[test]
 fn a_commit_that_never_reached_the_server_is_asked_about_and_closed_again() {
-    let Some(world) =
-        pg_world("a_commit_that_never_reached_the_server_is_asked_about_and_closed_again")
-    else {
-        return;
-    };
+    let world = pg_world("a_commit_that_never_reached_the_server_is_asked_about_and_closed_again");
     let proxy = CutProxy::start(&db_addr(&world), Cut::CommitLost);
     point_at(&world, &proxy.addr());
     proxy.arm();
@@ -247,12 +228,8 @@ fn a_commit_that_never_reached_the_server_is_asked_about_and_closed_again() {
     assert_eq!((chained.len(), unhashed), (world.journal().len(), 0));
 }
 
-#[test]
 fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
-    let Some(world) = pg_world("a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server")
-    else {
-        return;
-    };
+    let world = pg_world("a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server");
     let db = world.db.as_ref().unwrap();
     point_at(&world, &db_addr(&world));
     // A lock event, stopped (SIGSTOP) while it holds the state lock and waits for NSX.
@@ -290,12 +267,8 @@ fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
     assert!(waited < Duration::from_secs(7), "{waited:?}");
 }
 
-#[test]
 fn a_read_only_database_is_named_opens_nothing_and_still_closes() {
-    let Some(world) = pg_world("a_read_only_database_is_named_opens_nothing_and_still_closes")
-    else {
-        return;
-    };
+    let world = pg_world("a_read_only_database_is_named_opens_nothing_and_still_closes");
     let db = world.db.as_ref().unwrap();
     assert_eq!(lock(&world, T2).code, 0);
     assert_eq!(world.tagged(), set(&["vm-42"]));
@@ -381,12 +354,9 @@ impl Drop for NoStandby<'_> {
     }
 }
 
-#[test]
 fn the_run_commits_synchronously_whatever_the_database_default() {
     let test = "the_run_commits_synchronously_whatever_the_database_default";
-    let Some(cluster) = TestCluster::start(test) else {
-        return;
-    };
+    let cluster = TestCluster::start(test).unwrap_or_else(|why| crate::skip(why));
     let world = World::on_database(cluster.database(), Path::new(env!("CARGO_BIN_EXE_otnsx")));
     let db = world.db.as_ref().unwrap();
     point_at(&world, &db_addr(&world));
@@ -426,4 +396,14 @@ fn the_run_commits_synchronously_whatever_the_database_default() {
     assert!(run.stderr.contains("it committed"), "{}", run.stderr);
     assert_eq!(world.tagged(), set(&["vm-42"]));
     assert_eq!(world.leases().len(), 1);
+}
+
+crate::tests! {
+    a_database_that_never_answers_bounds_every_command_and_closing_still_reaches_nsx,
+    a_commit_whose_answer_was_lost_is_asked_about_and_counts_as_committed,
+    a_connection_that_ends_after_the_commit_is_asked_about_at_once,
+    a_commit_that_never_reached_the_server_is_asked_about_and_closed_again,
+    a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server,
+    a_read_only_database_is_named_opens_nothing_and_still_closes,
+    the_run_commits_synchronously_whatever_the_database_default,
 }

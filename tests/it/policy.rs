@@ -13,7 +13,6 @@ fn with_policy(world: &World, allow: &str, deny: &str) {
     world.write_config(&text);
 }
 
-#[test]
 fn a_denied_vm_is_refused_journaled_noted_and_never_attached() {
     let world = World::new();
     with_policy(&world, "[\"*\"]", "[\"web*\"]");
@@ -41,7 +40,6 @@ fn a_denied_vm_is_refused_journaled_noted_and_never_attached() {
     );
 }
 
-#[test]
 fn patterns_are_case_insensitive_globs_and_deny_wins() {
     let world = World::new();
     with_policy(&world, "[\"WEB??\", \"db*\"]", "[\"db01\"]");
@@ -66,7 +64,6 @@ fn patterns_are_case_insensitive_globs_and_deny_wins() {
     );
 }
 
-#[test]
 fn without_an_allow_list_nothing_opens() {
     let world = World::new();
     world.write_config(&world.config_text().replace("allow = [\"*\"]\n", ""));
@@ -86,7 +83,6 @@ fn without_an_allow_list_nothing_opens() {
     );
 }
 
-#[test]
 fn closing_is_never_refused_and_reconcile_drops_what_policy_no_longer_allows() {
     let world = World::new();
     assert_eq!(lock(&world, T2).code, 0);
@@ -108,7 +104,6 @@ fn closing_is_never_refused_and_reconcile_drops_what_policy_no_longer_allows() {
     assert_eq!(unlock(&world, T2).code, 0);
 }
 
-#[test]
 fn check_warns_when_everything_is_allowed() {
     let world = World::new();
     let run = otnsx(&world, &["check"]);
@@ -119,4 +114,12 @@ fn check_warns_when_everything_is_allowed() {
         "{}",
         run.stdout
     );
+}
+
+crate::tests! {
+    a_denied_vm_is_refused_journaled_noted_and_never_attached,
+    patterns_are_case_insensitive_globs_and_deny_wins,
+    without_an_allow_list_nothing_opens,
+    closing_is_never_refused_and_reconcile_drops_what_policy_no_longer_allows,
+    check_warns_when_everything_is_allowed,
 }

@@ -49,11 +49,8 @@ fn sessions(db: &TestDb) -> i64 {
         .get(0)
 }
 
-#[test]
 fn a_second_node_keeps_open_what_a_ticket_on_the_first_holds() {
-    let Some(world) = pg_world("a_second_node_keeps_open_what_a_ticket_on_the_first_holds") else {
-        return;
-    };
+    let world = pg_world("a_second_node_keeps_open_what_a_ticket_on_the_first_holds");
     let node2 = second_node(&world);
     // Ticket 2 locked on node 1, ticket 3 on node 2, both for web01.
     assert_eq!(lock(&world, T2).code, 0);
@@ -90,13 +87,8 @@ fn a_second_node_keeps_open_what_a_ticket_on_the_first_holds() {
     }
 }
 
-#[test]
 fn two_nodes_running_events_grants_and_reconciles_at_once_end_consistent() {
-    let Some(world) =
-        pg_world("two_nodes_running_events_grants_and_reconciles_at_once_end_consistent")
-    else {
-        return;
-    };
+    let world = pg_world("two_nodes_running_events_grants_and_reconciles_at_once_end_consistent");
     let node2 = second_node(&world);
     // 96 runs at once queue for one state lock on a machine that also runs the rest of the
     // suite: each waits for it until its deadline less the reserve kept for closing in NSX, so
@@ -195,13 +187,8 @@ fn two_nodes_running_events_grants_and_reconciles_at_once_end_consistent() {
     );
 }
 
-#[test]
 fn a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock() {
-    let Some(world) =
-        pg_world("a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock")
-    else {
-        return;
-    };
+    let world = pg_world("a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock");
     let db = world.db.as_ref().unwrap();
     assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
     let before_journal = world.journal().len();
@@ -280,11 +267,8 @@ fn a_lock_whose_database_goes_away(world: &World, disturb: impl FnOnce()) {
     assert_eq!(world.leases().len(), 1);
 }
 
-#[test]
 fn a_dropped_connection_mid_run_opens_nothing_without_its_row() {
-    let Some(world) = pg_world("a_dropped_connection_mid_run_opens_nothing_without_its_row") else {
-        return;
-    };
+    let world = pg_world("a_dropped_connection_mid_run_opens_nothing_without_its_row");
     let db = world.db.as_ref().unwrap();
     a_lock_whose_database_goes_away(&world, || {
         db.execute(
@@ -293,12 +277,9 @@ fn a_dropped_connection_mid_run_opens_nothing_without_its_row() {
     });
 }
 
-#[test]
 fn the_database_restarted_mid_run_opens_nothing_without_its_row() {
     let test = "the_database_restarted_mid_run_opens_nothing_without_its_row";
-    let Some(cluster) = TestCluster::start(test) else {
-        return;
-    };
+    let cluster = TestCluster::start(test).unwrap_or_else(|why| crate::skip(why));
     let world = World::on_database(cluster.database(), binary());
     a_lock_whose_database_goes_away(&world, || cluster.restart());
     // And an unlock across a restart: closing goes to NSX first, whatever the database does.
@@ -319,11 +300,8 @@ fn the_database_restarted_mid_run_opens_nothing_without_its_row() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn an_unreachable_database_still_closes_and_never_opens() {
-    let Some(world) = pg_world("an_unreachable_database_still_closes_and_never_opens") else {
-        return;
-    };
+    let world = pg_world("an_unreachable_database_still_closes_and_never_opens");
     assert_eq!(lock(&world, T2).code, 0);
     assert_eq!(world.tagged(), set(&["vm-42"]));
     // The database goes away (a port where nothing listens).
@@ -346,11 +324,8 @@ fn an_unreachable_database_still_closes_and_never_opens() {
     assert!(run.stderr.contains("nothing was opened"), "{}", run.stderr);
 }
 
-#[test]
 fn a_lock_held_elsewhere_until_the_deadline_exits_75() {
-    let Some(world) = pg_world("a_lock_held_elsewhere_until_the_deadline_exits_75") else {
-        return;
-    };
+    let world = pg_world("a_lock_held_elsewhere_until_the_deadline_exits_75");
     world.write_config(
         &world
             .config_text()
@@ -377,13 +352,8 @@ fn a_lock_held_elsewhere_until_the_deadline_exits_75() {
 /// The journal lock's key ("otnsxj"), as otnsx takes it before inserting journal rows.
 const JOURNAL_KEY: i64 = 0x6f74_6e73_786a;
 
-#[test]
 fn a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open() {
-    let Some(world) =
-        pg_world("a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open")
-    else {
-        return;
-    };
+    let world = pg_world("a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open");
     world.write_config(
         &world
             .config_text()
@@ -414,13 +384,8 @@ fn a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open() {
 
 /// Runs that find the state lock busy journal their failure at once (outside a run's
 /// transaction), while the runs that get it journal with their commit: one chain still.
-#[test]
 fn entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain() {
-    let Some(world) =
-        pg_world("entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain")
-    else {
-        return;
-    };
+    let world = pg_world("entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain");
     // The first node's runs wait for the state lock 0.75 s at most; the second node's, with
     // the default deadline, long enough to get it.
     let node2 = second_node(&world);
@@ -498,11 +463,8 @@ fn entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain() 
     );
 }
 
-#[test]
 fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
-    let Some(db) = TestDb::create("the_schema_is_made_by_migrate_and_checked_by_every_run") else {
-        return;
-    };
+    let db = TestDb::create("the_schema_is_made_by_migrate_and_checked_by_every_run").unwrap_or_else(|why| crate::skip(why));
     let world = World::on_database(db, binary());
     let run = otnsx(&world, &["state", "migrate"]);
     assert_eq!(run.code, 0, "{run:?}");
@@ -539,13 +501,8 @@ fn the_schema_is_made_by_migrate_and_checked_by_every_run() {
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
 }
 
-#[test]
 fn the_journal_table_is_one_hash_chain_the_server_hashes_as_otnsx_does() {
-    let Some(world) =
-        pg_world("the_journal_table_is_one_hash_chain_the_server_hashes_as_otnsx_does")
-    else {
-        return;
-    };
+    let world = pg_world("the_journal_table_is_one_hash_chain_the_server_hashes_as_otnsx_does");
     let db = world.db.as_ref().unwrap();
     // Entries with text beyond ASCII (two-byte, four-byte UTF-8): the server hashes the bytes
     // otnsx would.
@@ -591,13 +548,8 @@ fn the_journal_table_is_one_hash_chain_the_server_hashes_as_otnsx_does() {
     assert!(changed.is_err(), "a changed entry verified");
 }
 
-#[test]
 fn a_database_of_schema_version_1_is_migrated_and_its_rows_read_as_unhashed() {
-    let Some(world) =
-        pg_world("a_database_of_schema_version_1_is_migrated_and_its_rows_read_as_unhashed")
-    else {
-        return;
-    };
+    let world = pg_world("a_database_of_schema_version_1_is_migrated_and_its_rows_read_as_unhashed");
     let db = world.db.as_ref().unwrap();
     // A database an otnsx of schema version 1 wrote: web01 open for ticket 2, db01 granted.
     assert_eq!(lock(&world, T2).code, 0);
@@ -665,13 +617,8 @@ fn a_database_of_schema_version_1_is_migrated_and_its_rows_read_as_unhashed() {
     );
 }
 
-#[test]
 fn a_damaged_lease_row_opens_nothing_and_revoke_all_sets_the_rows_aside() {
-    let Some(world) =
-        pg_world("a_damaged_lease_row_opens_nothing_and_revoke_all_sets_the_rows_aside")
-    else {
-        return;
-    };
+    let world = pg_world("a_damaged_lease_row_opens_nothing_and_revoke_all_sets_the_rows_aside");
     assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
     let db = world.db.as_ref().unwrap();
     db.execute(
@@ -700,11 +647,8 @@ fn a_damaged_lease_row_opens_nothing_and_revoke_all_sets_the_rows_aside() {
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
 }
 
-#[test]
 fn a_state_directory_is_imported_once_and_reads_the_same() {
-    let Some(world) = pg_world("a_state_directory_is_imported_once_and_reads_the_same") else {
-        return;
-    };
+    let world = pg_world("a_state_directory_is_imported_once_and_reads_the_same");
     // A node that ran on files until now, in its own directory.
     let files = files_node(&world, "filestate");
     let t0 = "2026-11-23T16:00:00Z";
@@ -810,11 +754,8 @@ fn import_journal(world: &World, lines: &str) -> Run {
     imported
 }
 
-#[test]
 fn history_from_the_table_matches_the_golden_files() {
-    let Some(world) = pg_world("history_from_the_table_matches_the_golden_files") else {
-        return;
-    };
+    let world = pg_world("history_from_the_table_matches_the_golden_files");
     let imported = import_journal(&world, crate::it::history::JOURNAL);
     assert!(
         imported
@@ -838,11 +779,8 @@ fn history_from_the_table_matches_the_golden_files() {
 /// The whole journal comes from the table in arrays of consecutive rows (500 at a time): with
 /// gaps in the sequence, a range with no rows at all and rows that share no chunk, `history`
 /// reads every entry once and in order, as from a file with the same lines.
-#[test]
 fn history_reads_a_long_journal_with_gaps_whole_and_in_order() {
-    let Some(world) = pg_world("history_reads_a_long_journal_with_gaps_whole_and_in_order") else {
-        return;
-    };
+    let world = pg_world("history_reads_a_long_journal_with_gaps_whole_and_in_order");
     let mut lines = String::new();
     for i in 0..1700u64 {
         let (vm, ticket) = (format!("fleet{:02}", i % 30), 4000 + i / 2);
@@ -893,11 +831,8 @@ fn history_reads_a_long_journal_with_gaps_whole_and_in_order() {
     );
 }
 
-#[test]
 fn check_verifies_the_connection_the_schema_and_the_grants() {
-    let Some(world) = pg_world("check_verifies_the_connection_the_schema_and_the_grants") else {
-        return;
-    };
+    let world = pg_world("check_verifies_the_connection_the_schema_and_the_grants");
     let run = otnsx(&world, &["check"]);
     let db = world.db.as_ref().unwrap();
     assert!(
@@ -977,11 +912,8 @@ fn check_verifies_the_connection_the_schema_and_the_grants() {
     db.execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"));
 }
 
-#[test]
 fn tls_is_required_off_loopback_and_with_a_ca_file() {
-    let Some(world) = pg_world("tls_is_required_off_loopback_and_with_a_ca_file") else {
-        return;
-    };
+    let world = pg_world("tls_is_required_off_loopback_and_with_a_ca_file");
     // With ca_file, TLS is required even on loopback; the test server offers none.
     let ca = crate::support::tls::TestCa::new();
     let ca_path = world.dir.path().join("db-ca.pem");
@@ -998,4 +930,25 @@ fn tls_is_required_off_loopback_and_with_a_ca_file() {
     assert_eq!(run.code, 74, "{run:?}");
     assert!(run.stderr.to_lowercase().contains("tls"), "{}", run.stderr);
     assert_eq!(world.tagged(), set(&[]));
+}
+
+crate::tests! {
+    a_second_node_keeps_open_what_a_ticket_on_the_first_holds,
+    two_nodes_running_events_grants_and_reconciles_at_once_end_consistent,
+    a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock,
+    a_dropped_connection_mid_run_opens_nothing_without_its_row,
+    the_database_restarted_mid_run_opens_nothing_without_its_row,
+    an_unreachable_database_still_closes_and_never_opens,
+    a_lock_held_elsewhere_until_the_deadline_exits_75,
+    the_schema_is_made_by_migrate_and_checked_by_every_run,
+    a_damaged_lease_row_opens_nothing_and_revoke_all_sets_the_rows_aside,
+    a_state_directory_is_imported_once_and_reads_the_same,
+    history_from_the_table_matches_the_golden_files,
+    history_reads_a_long_journal_with_gaps_whole_and_in_order,
+    check_verifies_the_connection_the_schema_and_the_grants,
+    tls_is_required_off_loopback_and_with_a_ca_file,
+    a_journal_lock_held_elsewhere_bounds_the_commit_and_nothing_stays_open,
+    entries_journaled_at_once_and_with_commits_at_the_same_time_make_one_chain,
+    the_journal_table_is_one_hash_chain_the_server_hashes_as_otnsx_does,
+    a_database_of_schema_version_1_is_migrated_and_its_rows_read_as_unhashed,
 }

@@ -30,7 +30,6 @@ fn carrying(world: &World, tag: &str) -> std::collections::BTreeSet<String> {
     world.nsxt.carrying("otnsx", tag).into_iter().collect()
 }
 
-#[test]
 fn each_vm_gets_the_tag_of_the_profile_its_entry_names() {
     let world = world_with("");
     world
@@ -73,7 +72,6 @@ fn each_vm_gets_the_tag_of_the_profile_its_entry_names() {
     assert_eq!(actions(&world), ["grant", "grant", "revoke", "revoke"]);
 }
 
-#[test]
 fn one_vm_under_two_profiles_is_two_leases_closed_one_by_one() {
     let world = world_with("");
     world
@@ -108,7 +106,6 @@ fn one_vm_under_two_profiles_is_two_leases_closed_one_by_one() {
     assert!(carrying(&world, "maintenance-rdp").is_empty());
 }
 
-#[test]
 fn a_profile_the_vm_may_not_get_is_77_and_an_unknown_one_65() {
     let world = world_with("");
     world
@@ -135,7 +132,6 @@ fn a_profile_the_vm_may_not_get_is_77_and_an_unknown_one_65() {
     assert!(world.nsxt.operations().is_empty(), "nothing was opened");
 }
 
-#[test]
 fn the_profile_field_names_the_profile_and_an_entry_overrides_it() {
     let world = World::new();
     let text = world.config_text_policy(TAGGER, "", false).replace(
@@ -162,7 +158,6 @@ fn the_profile_field_names_the_profile_and_an_entry_overrides_it() {
     assert_eq!(world.tagged_t(), set(&["web01"]));
 }
 
-#[test]
 fn grant_takes_a_profile_and_revoke_closes_every_profile_of_the_vm() {
     let world = world_with("default_profile = \"ssh\"\n");
     let run = otnsx(
@@ -192,7 +187,6 @@ fn grant_takes_a_profile_and_revoke_closes_every_profile_of_the_vm() {
     );
 }
 
-#[test]
 fn reconcile_repairs_each_profile_on_its_own() {
     let world = world_with("");
     world
@@ -219,7 +213,6 @@ fn reconcile_repairs_each_profile_on_its_own() {
     );
 }
 
-#[test]
 fn nsx_v_profiles_are_security_tags_of_their_own() {
     let world = World::new();
     let text = format!(
@@ -239,7 +232,6 @@ fn nsx_v_profiles_are_security_tags_of_their_own() {
     assert!(world.tagged().is_empty());
 }
 
-#[test]
 fn profile_settings_are_checked() {
     let world = World::new();
     let base = world.config_text_policy(TAGGER, "", false);
@@ -315,7 +307,6 @@ fn profile_settings_are_checked() {
     );
 }
 
-#[test]
 fn a_profile_removed_from_the_configuration_fails_its_vm_alone() {
     let world = world_with("");
     world
@@ -338,4 +329,16 @@ fn a_profile_removed_from_the_configuration_fails_its_vm_alone() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["state"], "detach_failed", "kept for the next run");
     assert_eq!(carrying(&world, "maintenance-ssh"), set(&["web01"]));
+}
+
+crate::tests! {
+    each_vm_gets_the_tag_of_the_profile_its_entry_names,
+    one_vm_under_two_profiles_is_two_leases_closed_one_by_one,
+    a_profile_the_vm_may_not_get_is_77_and_an_unknown_one_65,
+    the_profile_field_names_the_profile_and_an_entry_overrides_it,
+    grant_takes_a_profile_and_revoke_closes_every_profile_of_the_vm,
+    reconcile_repairs_each_profile_on_its_own,
+    nsx_v_profiles_are_security_tags_of_their_own,
+    profile_settings_are_checked,
+    a_profile_removed_from_the_configuration_fails_its_vm_alone,
 }

@@ -25,7 +25,6 @@ fn everything(world: &World, runs: &[&crate::Run]) -> String {
     seen
 }
 
-#[test]
 fn a_server_that_echoes_the_request_leaks_no_password_anywhere() {
     let world = World::new();
     // An NSX that checks the credentials, then echoes them back in its error, in every form.
@@ -60,7 +59,6 @@ fn a_server_that_echoes_the_request_leaks_no_password_anywhere() {
     assert!(!seen.contains(value), "the Basic-auth value leaked: {seen}");
 }
 
-#[test]
 fn a_login_answer_otnsx_cannot_use_still_closes_the_session_and_hides_its_token() {
     let world = World::new();
     world.vcenter.login_as_text(true);
@@ -85,7 +83,6 @@ fn a_login_answer_otnsx_cannot_use_still_closes_the_session_and_hides_its_token(
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn shaped_text_is_printed_escaped_and_bounded() {
     let world = World::new();
     let long = "x".repeat(1 << 20);
@@ -115,14 +112,14 @@ fn shaped_text_is_printed_escaped_and_bounded() {
     for (part, seen) in &parts {
         for raw in ['\u{202E}', '\u{1b}'] {
             if let Some(at) = seen.find(raw) {
-                let from = seen.floor_char_boundary(at.saturating_sub(300));
+                let from = before(seen, at);
                 panic!("{raw:?} printed raw in {part}: ...{}", &seen[from..at]);
             }
         }
     }
     for raw in ['\u{202E}', '\u{1b}'] {
         if let Some(at) = seen.find(raw) {
-            let from = seen.floor_char_boundary(at.saturating_sub(300));
+            let from = before(&seen, at);
             panic!("{raw:?} printed raw: ...{}", &seen[from..at]);
         }
     }
@@ -164,7 +161,6 @@ fn shaped_text_is_printed_escaped_and_bounded() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn too_many_names_in_one_field_are_refused_before_any_look_up() {
     let world = World::new();
     let names: Vec<String> = (0..10_000).map(|i| format!("vm{i}")).collect();
@@ -182,7 +178,6 @@ fn too_many_names_in_one_field_are_refused_before_any_look_up() {
     crate::nothing_looked_up_or_changed(&world);
 }
 
-#[test]
 fn history_survives_any_journal() {
     let world = World::new();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
@@ -220,7 +215,6 @@ fn history_survives_any_journal() {
     }
 }
 
-#[test]
 fn a_closed_pipe_is_no_crash() {
     let world = World::new();
     for args in [&["check"][..], &["history"][..], &["status"][..]] {
@@ -234,4 +228,22 @@ fn a_closed_pipe_is_no_crash() {
         assert_ne!(output.status.code(), Some(101), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+/// Where the 300 bytes before `at` in `text` begin, on a character boundary.
+fn before(text: &str, at: usize) -> usize {
+    let mut from = at.saturating_sub(300);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    from
+}
+
+crate::tests! {
+    a_server_that_echoes_the_request_leaks_no_password_anywhere,
+    a_login_answer_otnsx_cannot_use_still_closes_the_session_and_hides_its_token,
+    shaped_text_is_printed_escaped_and_bounded,
+    too_many_names_in_one_field_are_refused_before_any_look_up,
+    history_survives_any_journal,
+    a_closed_pipe_is_no_crash,
 }

@@ -45,14 +45,13 @@ fn as_user(world: &World, uid: u32, args: &[&str]) -> crate::Run {
 
 /// A world whose configuration and secrets the group may read, with the state directory made
 /// as the README's install recipe makes it (root:GROUP, 2770).
-fn shared_world() -> Option<World> {
+/// Needs root and setpriv: without them the test is skipped.
+fn shared_world() -> World {
     if !crate::is_root() {
-        eprintln!("skipped: running otnsx as two other users needs root");
-        return None;
+        crate::skip("running otnsx as two other users needs root");
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv (util-linux) is not installed");
-        return None;
+        crate::skip("setpriv (util-linux) is not installed");
     }
     let world = World::new();
     for name in [
@@ -71,14 +70,11 @@ fn shared_world() -> Option<World> {
     fs::create_dir(&state).unwrap();
     std::os::unix::fs::chown(&state, Some(0), Some(GROUP)).unwrap();
     fs::set_permissions(&state, fs::Permissions::from_mode(0o2770)).unwrap();
-    Some(world)
+    world
 }
 
-#[test]
 fn the_web_server_opens_and_the_help_desk_daemon_closes() {
-    let Some(world) = shared_world() else {
-        return;
-    };
+    let world = shared_world();
     world.helpdesk.set_lock(T2.0, "lock");
     let run = as_user(&world, WEB, &[T2.1, "2"]);
     assert_eq!(run.code, 0, "the web server's lock: {run:?}");
@@ -112,11 +108,8 @@ fn the_web_server_opens_and_the_help_desk_daemon_closes() {
     );
 }
 
-#[test]
 fn check_names_a_state_file_the_group_cannot_write() {
-    let Some(world) = shared_world() else {
-        return;
-    };
+    let world = shared_world();
     world.helpdesk.set_lock(T2.0, "lock");
     assert_eq!(as_user(&world, WEB, &[T2.1, "2"]).code, 0);
     // A journal another user made under a umask otnsx did not correct (an older otnsx).
@@ -151,4 +144,9 @@ fn check_names_a_state_file_the_group_cannot_write() {
     fs::set_permissions(world.state_dir(), fs::Permissions::from_mode(0o770)).unwrap();
     let run = as_user(&world, WEB, &["check"]);
     assert!(run.stdout.contains("chmod 2770"), "{}", run.stdout);
+}
+
+crate::tests! {
+    the_web_server_opens_and_the_help_desk_daemon_closes,
+    check_names_a_state_file_the_group_cannot_write,
 }

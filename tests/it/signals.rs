@@ -59,7 +59,6 @@ fn event_ignoring_sigchld(world: &World, lock: &str) -> Run {
     }
 }
 
-crate::on_both_backends!(a_daemon_ignoring_sigchld_opens_and_closes_with_a_password_command);
 
 /// OTRS's daemon ignores SIGCHLD: with it ignored, waiting for the password command failed
 /// ("No child processes"), and the unlock timeout closed nothing. Both events work now.
@@ -115,7 +114,6 @@ fn terminated_under(setup: &str) -> (std::process::ExitStatus, Duration) {
 
 /// A caller that blocked SIGTERM (and SIGCHLD): `timeout`'s SIGTERM used to wait until the
 /// password command ended; now it ends otnsx at once.
-#[test]
 fn sigterm_ends_otnsx_even_when_the_caller_blocked_it() {
     let (status, took) = terminated_under(
         "use POSIX (); POSIX::sigprocmask(POSIX::SIG_BLOCK(), POSIX::SigSet->new(POSIX::SIGTERM(), POSIX::SIGCHLD())) or die \"sigprocmask: $!\"",
@@ -125,7 +123,6 @@ fn sigterm_ends_otnsx_even_when_the_caller_blocked_it() {
 }
 
 /// A caller that ignored SIGTERM (`nohup`-like wrappers, some daemons): the same.
-#[test]
 fn sigterm_ends_otnsx_even_when_the_caller_ignored_it() {
     let (status, took) = terminated_under("$SIG{TERM} = 'IGNORE'");
     assert_eq!(status.signal(), Some(15), "{status:?}");
@@ -134,7 +131,6 @@ fn sigterm_ends_otnsx_even_when_the_caller_ignored_it() {
 
 /// The Generic Agent module stops otnsx after 30 s: `check` warns about a deadline that would
 /// let a run go past it, naming both values and the fix, and is silent below.
-#[test]
 fn check_warns_when_the_deadline_outlasts_the_generic_agent_module_s_timeout() {
     let world = World::new();
     let text = world.config_text();
@@ -158,4 +154,12 @@ fn check_warns_when_the_deadline_outlasts_the_generic_agent_module_s_timeout() {
     let run = crate::otnsx(&world, &["check"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert!(!run.stdout.contains("! deadline"), "{}", run.stdout);
+}
+
+crate::tests! {
+    sigterm_ends_otnsx_even_when_the_caller_blocked_it,
+    sigterm_ends_otnsx_even_when_the_caller_ignored_it,
+    check_warns_when_the_deadline_outlasts_the_generic_agent_module_s_timeout,
+    ; on_both_backends:
+    a_daemon_ignoring_sigchld_opens_and_closes_with_a_password_command,
 }

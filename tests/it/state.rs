@@ -41,7 +41,6 @@ fn opened() -> World {
     world
 }
 
-#[test]
 fn a_grant_beyond_policy_max_grant_is_refused_and_nothing_breaks() {
     let world = opened();
     let run = otnsx(&world, &["grant", "--vm", "db01", "--for", "3000000d"]);
@@ -64,7 +63,6 @@ fn a_grant_beyond_policy_max_grant_is_refused_and_nothing_breaks() {
     assert_eq!(otnsx(&world, &["revoke", "--all"]).code, 0);
 }
 
-#[test]
 fn a_lease_that_claims_too_long_a_life_is_clipped_on_read() {
     let world = opened();
     let path = world.state_dir().join("leases.json");
@@ -95,7 +93,6 @@ fn a_lease_that_claims_too_long_a_life_is_clipped_on_read() {
     );
 }
 
-#[test]
 fn every_closing_command_works_with_an_unreadable_lease_file() {
     for (what, how) in DAMAGE {
         // An unlock event closes what the ticket's field names now.
@@ -168,7 +165,6 @@ fn break_journal(world: &World) {
     fs::create_dir(&journal).unwrap();
 }
 
-#[test]
 fn closing_works_when_the_journal_cannot_be_opened_and_the_record_goes_to_stderr() {
     let world = opened();
     break_journal(&world);
@@ -188,7 +184,6 @@ fn closing_works_when_the_journal_cannot_be_opened_and_the_record_goes_to_stderr
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn nothing_opens_when_the_journal_cannot_take_the_record() {
     let world = World::new();
     assert_eq!(otnsx(&world, &["status"]).code, 0);
@@ -203,7 +198,6 @@ fn nothing_opens_when_the_journal_cannot_take_the_record() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn a_state_directory_that_cannot_be_created_still_lets_closing_work() {
     let world = opened();
     let blocked = world.dir.path().join("blocked");
@@ -223,26 +217,25 @@ fn a_state_directory_that_cannot_be_created_still_lets_closing_work() {
     );
 }
 
-/// A tmpfs mounted on the world's state directory, unmounted on drop. Needs root.
+/// A tmpfs mounted on the world's state directory, unmounted on drop. Needs root: without it
+/// (or where the mount fails) the test is skipped.
 struct SmallDisk(PathBuf);
 
 impl SmallDisk {
-    fn mount(dir: &Path) -> Option<SmallDisk> {
+    fn mount(dir: &Path) -> SmallDisk {
         fs::create_dir_all(dir).unwrap();
         if !crate::is_root() {
-            eprintln!("skipped: a full disk is simulated with a tmpfs, which only root may mount");
-            return None;
+            crate::skip("a full disk is simulated with a tmpfs, which only root may mount");
         }
-        let status = Command::new("mount")
+        match Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=256k,mode=0750", "tmpfs"])
             .arg(dir)
             .status()
-            .ok()?;
-        if !status.success() {
-            eprintln!("skipped: mounting a tmpfs failed here ({status})");
-            return None;
+        {
+            Ok(status) if status.success() => SmallDisk(dir.to_path_buf()),
+            Ok(status) => crate::skip(format!("mounting a tmpfs failed here ({status})")),
+            Err(e) => crate::skip(format!("no mount here: {e}")),
         }
-        Some(SmallDisk(dir.to_path_buf()))
     }
 
     /// Fills the disk until a write fails.
@@ -264,12 +257,9 @@ impl Drop for SmallDisk {
     }
 }
 
-#[test]
 fn on_a_full_disk_an_attach_is_undone_and_closing_still_works() {
     let world = World::new();
-    let Some(disk) = SmallDisk::mount(&world.state_dir()) else {
-        return;
-    };
+    let disk = SmallDisk::mount(&world.state_dir());
     let run = lock(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
     disk.fill();
@@ -313,7 +303,6 @@ fn on_a_full_disk_an_attach_is_undone_and_closing_still_works() {
     drop(disk);
 }
 
-#[test]
 fn clipped_times_never_pass_year_9999() {
     let world = World::new();
     // A clock near the end of the format, and the longest grant allowed.
@@ -333,7 +322,6 @@ fn clipped_times_never_pass_year_9999() {
     assert_eq!(world.tagged(), set(&[]));
 }
 
-#[test]
 fn links_in_the_state_directory_are_refused_not_followed() {
     for name in ["journal.jsonl", "leases.lock", "leases.json"] {
         let world = opened();
@@ -376,7 +364,6 @@ fn links_in_the_state_directory_are_refused_not_followed() {
     }
 }
 
-#[test]
 fn a_state_directory_everyone_may_write_opens_nothing_but_still_closes() {
     use std::os::unix::fs::PermissionsExt;
     for mode in [0o777, 0o1777, 0o772] {
@@ -406,7 +393,6 @@ fn a_state_directory_everyone_may_write_opens_nothing_but_still_closes() {
     assert_eq!(world.tagged(), set(&[]), "web01 closed, db01 not opened");
 }
 
-#[test]
 fn drift_never_reopens_not_even_an_honest_lease() {
     let world = World::new();
     world.vcenter.add_vm("vm-60", "vc01", "group-v1");
@@ -446,4 +432,18 @@ fn drift_never_reopens_not_even_an_honest_lease() {
     let run = otnsx(&world, &["grant", "--vm", "web01"]);
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(world.tagged(), set(&["vm-42"]), "{run:?}");
+}
+
+crate::tests! {
+    a_grant_beyond_policy_max_grant_is_refused_and_nothing_breaks,
+    a_lease_that_claims_too_long_a_life_is_clipped_on_read,
+    every_closing_command_works_with_an_unreadable_lease_file,
+    closing_works_when_the_journal_cannot_be_opened_and_the_record_goes_to_stderr,
+    nothing_opens_when_the_journal_cannot_take_the_record,
+    a_state_directory_that_cannot_be_created_still_lets_closing_work,
+    on_a_full_disk_an_attach_is_undone_and_closing_still_works,
+    clipped_times_never_pass_year_9999,
+    links_in_the_state_directory_are_refused_not_followed,
+    a_state_directory_everyone_may_write_opens_nothing_but_still_closes,
+    drift_never_reopens_not_even_an_honest_lease,
 }

@@ -467,7 +467,6 @@ fn dry_run_changes_nothing(world: World) {
     assert_eq!(world.leases().len(), 1);
 }
 
-#[test]
 fn a_vcenter_65_with_only_rest_works_with_api_auto() {
     let world = World::with(crate::support::Generation::Rest65);
     let run = lock(&world, T2);
@@ -498,7 +497,6 @@ fn vcenter_sessions_are_closed_on_failure_too(world: World) {
     assert_eq!(world.vcenter.open_sessions(), 0);
 }
 
-#[test]
 fn the_help_desk_session_is_kept_between_runs_and_renewed_when_it_expires() {
     use std::os::unix::fs::PermissionsExt;
     let world = World::new();
@@ -675,7 +673,10 @@ fn nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it(
     assert!(text.ends_with("securitytag-12\n"), "{text}");
 }
 
-crate::on_both_backends!(
+crate::tests! {
+    a_vcenter_65_with_only_rest_works_with_api_auto,
+    the_help_desk_session_is_kept_between_runs_and_renewed_when_it_expires,
+    ; on_both_backends:
     lock_attaches_the_tag_and_unlock_detaches_it,
     the_help_desk_reads_the_ticket_through_a_session_and_its_fields,
     a_duplicate_lock_event_attaches_once,
@@ -701,4 +702,4 @@ crate::on_both_backends!(
     vcenter_sessions_are_closed_on_failure_too,
     the_journal_names_who_opened_and_who_closed_never_an_owner_the_help_desk_set,
     nsx_v_s_tag_id_is_remembered_and_looked_up_again_when_nsx_no_longer_knows_it,
-);
+}

@@ -29,7 +29,6 @@ fn https_world(leaf: &Leaf, ca: Option<&TestCa>, extra: &str) -> World {
     World { nsx, ..world }
 }
 
-#[test]
 fn the_system_trust_store_refuses_an_unknown_ca() {
     let ca = TestCa::new();
     let world = https_world(&ca.leaf("localhost", false), None, "");
@@ -42,7 +41,6 @@ fn the_system_trust_store_refuses_an_unknown_ca() {
     assert!(world.leases().is_empty());
 }
 
-#[test]
 fn ca_file_is_trusted() {
     let ca = TestCa::new();
     let world = https_world(&ca.leaf("localhost", false), Some(&ca), "");
@@ -51,7 +49,6 @@ fn ca_file_is_trusted() {
     assert_eq!(world.tagged(), set(&["vm-42"]));
 }
 
-#[test]
 fn an_expired_or_misnamed_certificate_is_refused() {
     let ca = TestCa::new();
     for (leaf, reason) in [
@@ -70,7 +67,6 @@ fn an_expired_or_misnamed_certificate_is_refused() {
     }
 }
 
-#[test]
 fn insecure_accepts_and_warns_every_run() {
     let world = https_world(&Leaf::self_signed("localhost"), None, "insecure = true");
     let run = lock(&world, T2);
@@ -98,7 +94,6 @@ fn colon_hex(bytes: &[u8]) -> String {
         .join(":")
 }
 
-#[test]
 fn a_pinned_certificate_is_accepted_even_self_signed_and_anything_else_refused() {
     // Self-signed, and not even for this host name: the pin alone decides.
     let leaf = Leaf::self_signed("nsx.example.com");
@@ -136,7 +131,6 @@ fn a_pinned_certificate_is_accepted_even_self_signed_and_anything_else_refused()
     assert_eq!(lock(&world, T2).code, 69);
 }
 
-#[test]
 fn tls_settings_are_checked() {
     let world = World::new();
     let text = world.config_text().replace(
@@ -214,7 +208,6 @@ fn principal_world(
     (world, nsxt)
 }
 
-#[test]
 fn a_registered_client_certificate_logs_in_without_a_password() {
     for (auth, pinned) in [("basic", false), ("session", false), ("basic", true)] {
         let clients = TestCa::new();
@@ -242,7 +235,6 @@ fn a_registered_client_certificate_logs_in_without_a_password() {
     }
 }
 
-#[test]
 fn the_policy_backend_logs_in_with_a_client_certificate_too() {
     for auth in ["basic", "session"] {
         let clients = TestCa::new();
@@ -264,7 +256,6 @@ fn the_policy_backend_logs_in_with_a_client_certificate_too() {
     }
 }
 
-#[test]
 fn a_client_certificate_nsx_does_not_trust_is_named() {
     // Signed by the CA NSX knows, but not registered as a principal identity: 500, error 99.
     let clients = TestCa::new();
@@ -291,7 +282,6 @@ fn a_client_certificate_nsx_does_not_trust_is_named() {
     );
 }
 
-#[test]
 fn client_certificate_settings_are_checked() {
     let clients = TestCa::new();
     let client = clients.leaf("otnsx-principal", false);
@@ -344,4 +334,17 @@ fn client_certificate_settings_are_checked() {
     let run = lock(&world, T2);
     assert_eq!(run.code, 78, "{run:?}");
     assert!(run.stderr.contains("nsx.client_cert"), "{}", run.stderr);
+}
+
+crate::tests! {
+    the_system_trust_store_refuses_an_unknown_ca,
+    ca_file_is_trusted,
+    an_expired_or_misnamed_certificate_is_refused,
+    insecure_accepts_and_warns_every_run,
+    a_pinned_certificate_is_accepted_even_self_signed_and_anything_else_refused,
+    tls_settings_are_checked,
+    a_registered_client_certificate_logs_in_without_a_password,
+    the_policy_backend_logs_in_with_a_client_certificate_too,
+    a_client_certificate_nsx_does_not_trust_is_named,
+    client_certificate_settings_are_checked,
 }

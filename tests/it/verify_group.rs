@@ -49,7 +49,6 @@ fn last(world: &World, action: &str) -> Value {
         .unwrap_or_else(|| panic!("no {action} entry"))
 }
 
-#[test]
 fn the_wait_for_the_group_is_said_journaled_and_noted() {
     let world = policy_world("");
     world.nsxt.membership_lag(2);
@@ -94,7 +93,6 @@ fn the_wait_for_the_group_is_said_journaled_and_noted() {
     assert!(notes(&world)[1].contains("NSX took it out of group default/ssh-admins"));
 }
 
-#[test]
 fn a_group_that_never_follows_is_69_and_the_lease_stays_for_the_unlock() {
     let world = policy_world("");
     let text = std::fs::read_to_string(world.config_path()).unwrap();
@@ -152,7 +150,6 @@ fn a_group_that_never_follows_is_69_and_the_lease_stays_for_the_unlock() {
     );
 }
 
-#[test]
 fn a_group_that_does_not_exist_is_a_configuration_error() {
     let world = World::new();
     world.write_config(&world.config_text_policy(TAGGER, "verify_group = \"nope\"", false));
@@ -177,7 +174,6 @@ fn a_group_that_does_not_exist_is_a_configuration_error() {
     );
 }
 
-#[test]
 fn check_verifies_the_group_and_its_criterion() {
     let world = policy_world("");
     let run = otnsx(&world, &["check"]);
@@ -207,7 +203,6 @@ fn check_verifies_the_group_and_its_criterion() {
     );
 }
 
-#[test]
 fn the_manager_api_kind_waits_for_the_policy_group_too() {
     let world = World::new();
     world
@@ -226,7 +221,6 @@ fn the_manager_api_kind_waits_for_the_policy_group_too() {
     let _ = uuids("vm-42");
 }
 
-#[test]
 fn nsx_v_waits_for_the_security_groups_translation() {
     let world = World::new();
     world
@@ -287,7 +281,6 @@ fn nsx_v_waits_for_the_security_groups_translation() {
     }
 }
 
-#[test]
 fn verify_settings_are_checked() {
     let world = World::new();
     for (extra, said) in [
@@ -323,7 +316,6 @@ fn verify_settings_are_checked() {
     );
 }
 
-#[test]
 fn each_profile_waits_for_its_own_group() {
     let world = World::new();
     world
@@ -361,4 +353,15 @@ fn each_profile_waits_for_its_own_group() {
         run.stdout
     );
     assert_eq!(unlock(&world, T2).code, 0);
+}
+
+crate::tests! {
+    the_wait_for_the_group_is_said_journaled_and_noted,
+    a_group_that_never_follows_is_69_and_the_lease_stays_for_the_unlock,
+    a_group_that_does_not_exist_is_a_configuration_error,
+    check_verifies_the_group_and_its_criterion,
+    the_manager_api_kind_waits_for_the_policy_group_too,
+    nsx_v_waits_for_the_security_groups_translation,
+    verify_settings_are_checked,
+    each_profile_waits_for_its_own_group,
 }

@@ -186,10 +186,9 @@ impl Drop for AgentUi {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_challenge_token_is_read_from_a_form() {
+/// Run by the harness in `tests/tests.rs`.
+pub mod tests {
+    pub fn the_challenge_token_is_read_from_a_form() {
         let page = r#"<input type="hidden" name="ChallengeToken" value="AbC123"/>"#;
         assert_eq!(super::challenge_token(page).as_deref(), Some("AbC123"));
     }

@@ -152,10 +152,10 @@ impl World {
     }
 
     /// A world as [`World::new`] with its state in a database of its own (schema made by
-    /// `otnsx state migrate`), or `None`, said why, when no PostgreSQL server is configured.
+    /// `otnsx state migrate`), or why there is no PostgreSQL server here (see `pg.rs`).
     /// `binary` is the otnsx to migrate with.
-    pub fn on_postgres(test: &str, binary: &Path) -> Option<Self> {
-        Some(World::on_database(pg::TestDb::create(test)?, binary))
+    pub fn on_postgres(test: &str, binary: &Path) -> Result<Self, String> {
+        Ok(World::on_database(pg::TestDb::create(test)?, binary))
     }
 
     /// A world as [`World::new`] with its state in `db` (schema made by `binary`'s

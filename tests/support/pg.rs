@@ -1,9 +1,17 @@
-//! A database of its own for a test, in the PostgreSQL server the environment names:
+//! A database of its own for a test, in a PostgreSQL server: the one the environment names,
 //! `OTNSX_TEST_POSTGRES` (the superuser's URL, `postgres://postgres@127.0.0.1:PORT/postgres`)
-//! with `OTNSX_TEST_POSTGRES_PASSWORD_FILE`, as `.ci/run` sets them for its throw-away cluster.
-//! Without them the PostgreSQL tests skip, and say so; under CI they fail instead.
+//! with `OTNSX_TEST_POSTGRES_PASSWORD_FILE`; without them, one the tests start for themselves,
+//! once per test process, when PostgreSQL's server binaries are on this machine (`initdb` and
+//! `pg_ctl` on PATH or in `/usr/lib/postgresql/*/bin`, or where `OTNSX_TEST_POSTGRES_BIN`
+//! says): a throw-away cluster on 127.0.0.1 in a temporary directory, run as an unprivileged
+//! user when the tests run as root (`OTNSX_TEST_POSTGRES_RUN_AS`, else `postgres`, else
+//! `nobody`), stopped when the tests end (or, if they are killed, by a watcher).
+//! Without either the PostgreSQL tests are reported as ignored, with the reason; under CI they
+//! fail instead.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::Value;
 
@@ -18,53 +26,192 @@ pub struct TestDb {
     admin: postgres::Config,
 }
 
-/// The server's superuser connection settings, or why there is no server.
-fn server() -> Result<(postgres::Config, String, String), String> {
-    let url = std::env::var("OTNSX_TEST_POSTGRES").map_err(|_| {
-        "no PostgreSQL server for the tests: set OTNSX_TEST_POSTGRES and OTNSX_TEST_POSTGRES_PASSWORD_FILE (.ci/run starts one)".to_string()
-    })?;
-    let file = std::env::var("OTNSX_TEST_POSTGRES_PASSWORD_FILE")
-        .map_err(|_| "OTNSX_TEST_POSTGRES_PASSWORD_FILE is not set".to_string())?;
-    let password = std::fs::read_to_string(&file)
-        .map_err(|e| format!("{file}: {e}"))?
-        .trim()
-        .to_string();
-    let mut config: postgres::Config = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    config.password(&password);
-    Ok((config, url, password))
+/// The server the tests use: its superuser's connection settings, URL and password.
+struct Server {
+    admin: postgres::Config,
+    url: String,
+    password: String,
 }
 
-/// Whether a server is configured; prints why not (and fails under CI, which must not skip).
-pub fn available(test: &str) -> bool {
+/// Why there is no server: none can be had here (the tests are skipped), or one should have
+/// been and is broken (the tests fail).
+#[derive(Clone)]
+enum NoServer {
+    Missing(String),
+    Broken(String),
+}
+
+/// PostgreSQL's server binaries, and the user that runs them (none: this process's).
+#[derive(Clone)]
+pub struct Binaries {
+    bin: PathBuf,
+    /// The user's name, uid and gid.
+    run_as: Option<(String, String, String)>,
+}
+
+/// The server binaries: in `OTNSX_TEST_POSTGRES_BIN`, else where `initdb` is on PATH (with
+/// `pg_ctl` beside it, symbolic links followed), else the newest `/usr/lib/postgresql/*/bin`.
+pub fn binaries() -> Result<Binaries, String> {
+    let has = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let bin = match std::env::var_os("OTNSX_TEST_POSTGRES_BIN").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let on_path = std::env::var_os("PATH")
+                .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|dir| std::fs::canonicalize(dir.join("initdb")).ok())
+                .filter_map(|initdb| initdb.parent().map(Path::to_path_buf))
+                .find(|dir| has(dir));
+            let mut packaged: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+                .map(|dirs| {
+                    dirs.flatten()
+                        .filter_map(|e| {
+                            let version = e.file_name().to_str()?.parse().ok()?;
+                            Some((version, e.path().join("bin")))
+                        })
+                        .filter(|(_, dir)| has(dir))
+                        .collect()
+                })
+                .unwrap_or_default();
+            packaged.sort();
+            on_path
+                .or(packaged.pop().map(|(_, dir)| dir))
+                .ok_or("no PostgreSQL server for the tests: OTNSX_TEST_POSTGRES names none, and there is no initdb to start one (on PATH or in /usr/lib/postgresql/*/bin; Debian's package is postgresql)")?
+        }
+    };
+    if !has(&bin) {
+        return Err(format!(
+            "no initdb and pg_ctl in {} (OTNSX_TEST_POSTGRES_BIN)",
+            bin.display()
+        ));
+    }
+    let root = id(&["-u"]).as_deref() == Some("0");
+    let user = std::env::var("OTNSX_TEST_POSTGRES_RUN_AS")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            root.then(|| {
+                if id(&["-u", "postgres"]).is_some() {
+                    "postgres".to_string()
+                } else {
+                    "nobody".to_string()
+                }
+            })
+        });
+    let run_as = match user {
+        None => None,
+        Some(user) => {
+            if std::process::Command::new("setpriv")
+                .arg("--version")
+                .output()
+                .is_err()
+            {
+                return Err(format!(
+                    "no setpriv (util-linux) to run PostgreSQL's server as {user}: it refuses to run as root"
+                ));
+            }
+            let uid = id(&["-u", &user]).ok_or(format!("no user {user} to run PostgreSQL"))?;
+            let gid = id(&["-g", &user]).ok_or(format!("no user {user} to run PostgreSQL"))?;
+            Some((user, uid, gid))
+        }
+    };
+    Ok(Binaries { bin, run_as })
+}
+
+/// What `id ARGS` says, if it succeeds.
+fn id(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("id").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The cluster the tests started for themselves, until [`stop_own_server`].
+static OWN: Mutex<Option<TestCluster>> = Mutex::new(None);
+
+/// The server: the environment's, or one of the tests' own, started at the first call.
+fn server() -> Result<&'static Server, NoServer> {
+    static SERVER: OnceLock<Result<Server, NoServer>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| match std::env::var("OTNSX_TEST_POSTGRES") {
+            Ok(url) => {
+                let file = std::env::var("OTNSX_TEST_POSTGRES_PASSWORD_FILE").map_err(|_| {
+                    NoServer::Broken(
+                        "OTNSX_TEST_POSTGRES is set, OTNSX_TEST_POSTGRES_PASSWORD_FILE is not"
+                            .into(),
+                    )
+                })?;
+                let password = std::fs::read_to_string(&file)
+                    .map_err(|e| NoServer::Broken(format!("{file}: {e}")))?
+                    .trim()
+                    .to_string();
+                let mut admin: postgres::Config = url
+                    .parse()
+                    .map_err(|e| NoServer::Broken(format!("{url}: {e}")))?;
+                admin.password(&password);
+                Ok(Server {
+                    admin,
+                    url,
+                    password,
+                })
+            }
+            Err(_) => {
+                let binaries = binaries().map_err(NoServer::Missing)?;
+                let cluster = TestCluster::launch(&binaries, 200).map_err(|e| {
+                    NoServer::Broken(format!("starting PostgreSQL for the tests: {e}"))
+                })?;
+                let url = cluster.url();
+                let mut admin: postgres::Config = url.parse().unwrap();
+                admin.password(&cluster.password);
+                let password = cluster.password.clone();
+                *OWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(cluster);
+                Ok(Server {
+                    admin,
+                    url,
+                    password,
+                })
+            }
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Stops the server the tests started for themselves, if they did.
+pub fn stop_own_server() {
+    drop(OWN.lock().unwrap_or_else(|e| e.into_inner()).take());
+}
+
+/// The server, or why the tests cannot have one here; panics when one should be there and is
+/// broken (a server named by the environment that does not answer is a failure, not a skip).
+fn usable(test: &str) -> Result<&'static Server, String> {
     match server() {
+        Ok(server) => Ok(server),
+        Err(NoServer::Missing(why)) => Err(why),
+        Err(NoServer::Broken(why)) => panic!("{test}: {why}"),
+    }
+}
+
+/// Whether there is a server (starting one, if the tests can); prints why not.
+pub fn available(test: &str) -> bool {
+    match usable(test) {
         Ok(_) => true,
         Err(why) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: {why}; CI must run the PostgreSQL tests"
-            );
-            // Once, and past the test harness's capture, so that a quick `cargo test` shows it.
-            static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                use std::io::Write;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "the PostgreSQL backend's tests are skipped ({test} and the others): {why}"
-                );
-            });
+            eprintln!("{test}: no PostgreSQL: {why}");
             false
         }
     }
 }
 
 impl TestDb {
-    /// A new, empty database (no schema yet), or `None` (said why) without a server.
-    pub fn create(test: &str) -> Option<TestDb> {
-        if !available(test) {
-            return None;
-        }
-        let (admin, url, password) = server().unwrap();
-        Some(TestDb::create_in(admin, &url, password))
+    /// A new, empty database (no schema yet), or why there is no server here.
+    pub fn create(test: &str) -> Result<TestDb, String> {
+        let server = usable(test)?;
+        Ok(TestDb::create_in(
+            server.admin.clone(),
+            &server.url,
+            server.password.clone(),
+        ))
     }
 
     /// A new, empty database in the server of `admin` (whose URL is `url`).
@@ -216,43 +363,45 @@ impl Drop for TestDb {
     }
 }
 
-/// A PostgreSQL server of a test's own, for what would disturb the shared one (a restart):
-/// initdb'd in a temporary directory from `OTNSX_TEST_POSTGRES_BIN`, run as
-/// `OTNSX_TEST_POSTGRES_RUN_AS` (when the tests run as root), on a free loopback port.
+/// A PostgreSQL server of a test's own, for what would disturb the shared one (a restart), or
+/// the tests' own shared one: initdb'd in a temporary directory from [`binaries`], on a free
+/// loopback port.
 pub struct TestCluster {
-    dir: std::path::PathBuf,
-    bin: std::path::PathBuf,
-    run_as: Option<String>,
+    dir: PathBuf,
+    binaries: Binaries,
     pub port: u16,
     password: String,
 }
 
 impl TestCluster {
-    /// The cluster, started; `None` (said why) when the environment names no server binaries.
-    pub fn start(test: &str) -> Option<TestCluster> {
-        if !available(test) {
-            return None;
-        }
-        let Ok(bin) = std::env::var("OTNSX_TEST_POSTGRES_BIN") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: OTNSX_TEST_POSTGRES_BIN is not set; CI must run it"
-            );
-            eprintln!("{test}: skipped: OTNSX_TEST_POSTGRES_BIN names no PostgreSQL binaries");
-            return None;
-        };
-        let run_as = std::env::var("OTNSX_TEST_POSTGRES_RUN_AS")
-            .ok()
-            .filter(|u| !u.is_empty());
+    /// The cluster, started; or why there are no server binaries here.
+    pub fn start(test: &str) -> Result<TestCluster, String> {
+        let binaries = binaries()?;
+        Ok(TestCluster::launch(&binaries, 100).unwrap_or_else(|e| panic!("{test}: {e}")))
+    }
+
+    /// A new cluster from `binaries`, started, that takes `connections` at once.
+    fn launch(binaries: &Binaries, connections: u32) -> Result<TestCluster, String> {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
+        // The server's user must reach it: not under a TMPDIR private to this user.
+        let tmp = match binaries.run_as {
+            Some(_) => PathBuf::from("/tmp"),
+            None => std::env::temp_dir(),
+        };
+        let dir = tmp.join(format!(
             "otnsx-cluster-{}-{}",
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::SeqCst)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let password = format!("pw-{}", std::process::id());
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut random = [0u8; 16];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").unwrap(),
+            &mut random,
+        )
+        .unwrap();
+        let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let pwfile = dir.join("pwfile");
         std::fs::write(&pwfile, &password).unwrap();
         let port = {
@@ -261,18 +410,22 @@ impl TestCluster {
         };
         let cluster = TestCluster {
             dir,
-            bin: bin.into(),
-            run_as,
+            binaries: binaries.clone(),
             port,
             password,
         };
-        if let Some(user) = &cluster.run_as {
+        // From here on the cluster's drop (or the watcher, if this process is killed) stops
+        // the server and removes the directory.
+        cluster.watch();
+        if let Some((_, uid, gid)) = &cluster.binaries.run_as {
             let status = std::process::Command::new("chown")
-                .args(["-R", user])
+                .args(["-R", &format!("{uid}:{gid}")])
                 .arg(&cluster.dir)
                 .status()
-                .unwrap();
-            assert!(status.success());
+                .map_err(|e| format!("chown: {e}"))?;
+            if !status.success() {
+                return Err(format!("chown {}: {status}", cluster.dir.display()));
+            }
         }
         let data = cluster.dir.join("data");
         cluster.run(
@@ -286,29 +439,55 @@ impl TestCluster {
                 "-A",
                 "scram-sha-256",
                 "--no-sync",
+                "--no-locale",
                 "-E",
                 "UTF8",
             ],
-        );
+        )?;
         let conf = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\n",
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nmax_connections = {connections}\nfsync = off\n",
             cluster.dir.display()
         );
         let mut text = std::fs::read_to_string(data.join("postgresql.conf")).unwrap();
         text.push_str(&conf);
         std::fs::write(data.join("postgresql.conf"), text).unwrap();
-        cluster.ctl(&["start"]);
-        Some(cluster)
+        cluster.ctl(&["start"])?;
+        Ok(cluster)
+    }
+
+    /// Starts a watcher, in a process group of its own (a ^C to the tests does not reach it),
+    /// that stops the server and removes its directory once this process is gone, however it
+    /// ended.
+    fn watch(&self) {
+        let script = r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
+pid=$(head -n 1 "$2/data/postmaster.pid" 2>/dev/null) && kill -QUIT "$pid" 2>/dev/null
+sleep 1; rm -rf "$2""#;
+        let _ = std::os::unix::process::CommandExt::process_group(
+            std::process::Command::new("sh")
+                .args(["-c", script, "otnsx-pg-watch"])
+                .arg(std::process::id().to_string())
+                .arg(&self.dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            0,
+        )
+        .spawn();
+    }
+
+    /// The superuser's URL.
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
     /// `program` of the server's binaries, run as the server's user.
     fn command(&self, program: &str) -> std::process::Command {
-        let program = self.bin.join(program);
-        match &self.run_as {
-            Some(user) => {
+        let program = self.binaries.bin.join(program);
+        match &self.binaries.run_as {
+            Some((_, uid, gid)) => {
                 let mut c = std::process::Command::new("setpriv");
-                c.arg(format!("--reuid={user}"))
-                    .arg(format!("--regid={user}"))
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
                     .arg("--clear-groups")
                     .arg("--")
                     .arg(&program);
@@ -318,12 +497,28 @@ impl TestCluster {
         }
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
-        let out = self.command(program).args(args).output().unwrap();
-        assert!(out.status.success(), "{program}: {out:?}");
+    /// Runs `program`; what it said, and the server's log, if it failed.
+    fn run(&self, program: &str, args: &[&str]) -> Result<(), String> {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .map_err(|e| format!("{program}: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        Err(format!(
+            "{} {}: {}\n{}{}\n{log}",
+            program,
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        ))
     }
 
-    fn ctl(&self, args: &[&str]) {
+    fn ctl(&self, args: &[&str]) -> Result<(), String> {
         let data = self.dir.join("data");
         let log = self.dir.join("server.log");
         let mut all = vec![
@@ -334,17 +529,17 @@ impl TestCluster {
             log.to_str().unwrap(),
         ];
         all.extend_from_slice(args);
-        self.run("pg_ctl", &all);
+        self.run("pg_ctl", &all)
     }
 
     /// Restarts the server (fast shutdown: every session ends, as in a real restart).
     pub fn restart(&self) {
-        self.ctl(&["restart", "-m", "fast"]);
+        self.ctl(&["restart", "-m", "fast"]).unwrap();
     }
 
     /// A new database in this cluster.
     pub fn database(&self) -> TestDb {
-        let url = format!("postgres://postgres@127.0.0.1:{}/postgres", self.port);
+        let url = self.url();
         let mut admin: postgres::Config = url.parse().unwrap();
         admin.password(&self.password);
         TestDb::create_in(admin, &url, self.password.clone())
