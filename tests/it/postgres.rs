@@ -91,13 +91,14 @@ fn two_nodes_running_events_grants_and_reconciles_at_once_end_consistent() {
     let world = pg_world("two_nodes_running_events_grants_and_reconciles_at_once_end_consistent");
     let node2 = second_node(&world);
     // 96 runs at once queue for one state lock on a machine that also runs the rest of the
-    // suite: each waits for it until its deadline less the reserve kept for closing in NSX, so
-    // they get the default deadline.
+    // suite: each waits for it until its deadline less the reserve kept for closing in NSX.
+    // What this test checks is the state they leave, not how fast one lock serves 96 runs (a
+    // lock per ticket and VM is a later issue's), so they get half a minute.
     for config in [world.config_path(), node2.clone()] {
         let text = std::fs::read_to_string(&config).unwrap();
         std::fs::write(
             &config,
-            text.replacen("deadline = \"10s\"", "deadline = \"20s\"", 1),
+            text.replacen("deadline = \"10s\"", "deadline = \"30s\"", 1),
         )
         .unwrap();
     }
