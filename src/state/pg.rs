@@ -11,7 +11,10 @@
 //! The journal is hash-chained (schema version 2; see [`crate::state::chain`]): the server
 //! itself gives each row its place in the chain (`n`, 1 for the first row chained) and its
 //! `hash`, in the statement that inserts it, from the row before in the chain, so that the
-//! table's rows read back as exactly the lines `chain::link` makes. Rows written before the
+//! table's rows read back as exactly the lines `chain::link` makes (`state import` alone
+//! chains its rows itself with `chain::link`, after the chain's last row read under the journal
+//! lock, and sends them with their `n` and `hash`: the same rows, a few round trips for a
+//! long journal instead of one statement per entry). Rows written before the
 //! chain (schema version 1) have neither, and read back as they were: unhashed. Every
 //! transaction that inserts journal rows takes a second transaction-level advisory lock, the
 //! journal lock ([`JOURNAL_KEY`]), immediately before its inserts and commits right after
@@ -304,6 +307,21 @@ fn recorded_line() -> String {
 ///
 /// [`chain::GENESIS`]: crate::state::chain::GENESIS
 fn insert_entry(entry: &Entry, line: &str) -> String {
+    let genesis = crate::state::chain::GENESIS;
+    format!(
+        "WITH last AS (SELECT n, hash FROM otnsx_journal WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1), \
+         e AS (SELECT {}::text AS entry, coalesce((SELECT n FROM last), 0) + 1 AS n, coalesce((SELECT hash FROM last), '{genesis}') AS prev) \
+         INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, tickets, entry, n, hash) \
+         SELECT {}, entry, n, encode(sha256(convert_to(prev || chr(10) || {BODY}, 'UTF8')), 'hex') FROM e \
+         ON CONFLICT (id) DO NOTHING RETURNING {}",
+        literal(line),
+        entry_columns(entry),
+        chained_line()
+    )
+}
+
+/// The values of an entry's columns `id, ts, vm, vm_id, ticket_number, tickets`, as SQL.
+fn entry_columns(entry: &Entry) -> String {
     let mut tickets: Vec<String> = entry.ticket_number.iter().cloned().collect();
     for holder in entry.gained.iter().chain(&entry.lost) {
         if let Holder::Ticket { id, number } = holder {
@@ -313,22 +331,150 @@ fn insert_entry(entry: &Entry, line: &str) -> String {
     tickets.sort();
     tickets.dedup();
     let tickets: Vec<String> = tickets.iter().map(|t| literal(t)).collect();
-    let genesis = crate::state::chain::GENESIS;
     format!(
-        "WITH last AS (SELECT n, hash FROM otnsx_journal WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1), \
-         e AS (SELECT {}::text AS entry, coalesce((SELECT n FROM last), 0) + 1 AS n, coalesce((SELECT hash FROM last), '{genesis}') AS prev) \
-         INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, tickets, entry, n, hash) \
-         SELECT {}, {}, {}, {}, {}, ARRAY[{}]::text[], entry, n, encode(sha256(convert_to(prev || chr(10) || {BODY}, 'UTF8')), 'hex') FROM e \
-         ON CONFLICT (id) DO NOTHING RETURNING {}",
-        literal(line),
+        "{}, {}, {}, {}, {}, ARRAY[{}]::text[]",
         literal(&entry.id),
         entry.ts.0,
         nullable(entry.vm.as_deref()),
         nullable(entry.vm_id.as_deref()),
         nullable(entry.ticket_number.as_deref()),
         tickets.join(", "),
-        chained_line()
     )
+}
+
+/// How many ids one `SELECT id ... WHERE id IN (...)` of an import asks about, and how many
+/// such statements go in one round trip.
+const IDS_PER_STATEMENT: usize = 1000;
+const ID_STATEMENTS_PER_TRIP: usize = 20;
+/// How many rows one multi-row `INSERT` of an import writes, and how many such statements go
+/// in one round trip.
+const ROWS_PER_INSERT: usize = 500;
+const INSERTS_PER_TRIP: usize = 10;
+
+/// An entry to import: its id and the SQL of its columns but the chain's (see
+/// [`entry_columns`]), and its line (unchained) as the table will hold it.
+struct ImportRow {
+    id: String,
+    columns: String,
+    line: String,
+}
+
+/// The simple query `sql` (statements that return no rows), and the sum of the rows they
+/// affected; on an error the transaction is rolled back. Runs on the worker.
+fn affected(client: &mut Client, sql: &str) -> Result<u64, Failed> {
+    let messages = client.simple_query(sql).map_err(|e| {
+        let _ = client.batch_execute("ROLLBACK");
+        Failed::Working(e)
+    })?;
+    Ok(messages
+        .iter()
+        .map(|m| match m {
+            SimpleQueryMessage::CommandComplete(n) => *n,
+            _ => 0,
+        })
+        .sum())
+}
+
+/// Puts `rows` in the journal table, chained after the chain's last row in their order, as
+/// one transaction's part under the journal lock (taken here; the state lock is held). An id
+/// the table has already, or one that came before in `rows`, is left out. The rows are
+/// chained here, as [`chain::link`] does, byte for byte what [`insert_entry`] has the server
+/// do, and written with their `n` and `hash` in multi-row inserts, a few per round trip.
+/// `Ok(Err)` (the transaction rolled back) when the table took fewer rows than were sent: the
+/// chain would have a gap. Runs on the worker.
+///
+/// [`chain::link`]: crate::state::chain::link
+fn import_rows(client: &mut Client, rows: Vec<ImportRow>) -> Result<Result<u64, String>, Failed> {
+    use crate::state::chain::{Head, link};
+    let head = query(
+        client,
+        &format!(
+            "SELECT pg_advisory_xact_lock({JOURNAL_KEY}); SELECT n, hash FROM otnsx_journal WHERE n IS NOT NULL ORDER BY n DESC LIMIT 1"
+        ),
+    )?;
+    let mut head = match head.get(1).and_then(|rows| rows.first()) {
+        None => Head::genesis(),
+        Some(row) => {
+            let seq = row.first().cloned().flatten().and_then(|n| n.parse().ok());
+            let hash = row.get(1).cloned().flatten();
+            match (seq, hash) {
+                (Some(seq), Some(hash)) => Head { seq, hash },
+                _ => {
+                    let _ = client.batch_execute("ROLLBACK");
+                    return Ok(Err(
+                        "the last row of the journal's chain has no valid n and hash".into(),
+                    ));
+                }
+            }
+        }
+    };
+    // The ids the table has already.
+    let mut known: HashSet<String> = HashSet::new();
+    for trip in rows.chunks(IDS_PER_STATEMENT * ID_STATEMENTS_PER_TRIP) {
+        let sql: Vec<String> = trip
+            .chunks(IDS_PER_STATEMENT)
+            .map(|chunk| {
+                let ids: Vec<String> = chunk.iter().map(|row| literal(&row.id)).collect();
+                format!(
+                    "SELECT id FROM otnsx_journal WHERE id IN ({})",
+                    ids.join(", ")
+                )
+            })
+            .collect();
+        for statement in query(
+            client,
+            &sql.join(
+                ";
+",
+            ),
+        )? {
+            known.extend(
+                statement
+                    .into_iter()
+                    .filter_map(|row| row.into_iter().next().flatten()),
+            );
+        }
+    }
+    // The fresh ones, chained in order.
+    let mut values = Vec::new();
+    for row in rows {
+        if !known.insert(row.id) {
+            continue;
+        }
+        let Some((_, next)) = link(&head, &row.line) else {
+            let _ = client.batch_execute("ROLLBACK");
+            return Ok(Err(format!("an entry is not a JSON object: {}", row.line)));
+        };
+        values.push(format!(
+            "({}, {}, {}, '{}')",
+            row.columns,
+            literal(&row.line),
+            next.seq,
+            next.hash
+        ));
+        head = next;
+    }
+    let mut inserted = 0;
+    for trip in values.chunks(ROWS_PER_INSERT * INSERTS_PER_TRIP) {
+        let sql: Vec<String> = trip
+            .chunks(ROWS_PER_INSERT)
+            .map(|chunk| {
+                format!(
+                    "INSERT INTO otnsx_journal (id, ts, vm, vm_id, ticket_number, tickets, entry, n, hash) VALUES {} ON CONFLICT (id) DO NOTHING",
+                    chunk.join(",\n")
+                )
+            })
+            .collect();
+        inserted += affected(client, &sql.join(";\n"))?;
+    }
+    if inserted != values.len() as u64 {
+        let _ = client.batch_execute("ROLLBACK");
+        return Ok(Err(format!(
+            "the journal table took {inserted} of the {} entries sent, not all: the chain would have a gap (was a row written beside the journal lock?); nothing was imported",
+            values.len()
+        )));
+    }
+    Ok(Ok(inserted))
 }
 
 /// The lines the journal inserts returned in a simple query's `results` ([`results`]) whose
@@ -1315,33 +1461,51 @@ impl Pg {
                 return Err(e);
             }
         };
-        let mut statements: Vec<String> = leases
+        let statements: Vec<String> = leases
             .iter()
             .filter(|l| !present.contains(l))
             .map(import_lease)
             .collect();
         let added_leases = statements.len() as u64;
-        // The entries after the journal lock, chained anew in the table in the file's order
-        // (a chained file's seq and hash are not kept: the table's chain has its own). The
-        // journal lock is held over the few round trips of a long journal: the state lock,
-        // taken first, keeps every run's commit out meanwhile; an entry journaled outside a
-        // run waits for it, bounded by its own lock_timeout.
-        if !entries.is_empty() {
-            statements.push(format!("SELECT pg_advisory_xact_lock({JOURNAL_KEY})"));
-        }
-        for (n, entry) in entries.iter_mut().enumerate() {
-            if entry.id.is_empty() {
-                entry.id = format!("import.{}", n + 1);
-            }
-            statements.push(insert_entry(entry, &entry.to_json()));
-        }
+        // The entries after the journal lock, chained anew in the file's order after the
+        // table's chain (a chained file's seq and hash are not kept: the table's chain has its
+        // own), by [`import_rows`]. The journal lock is held over the round trips of a long
+        // journal: the state lock, taken first, keeps every run's commit out meanwhile; an
+        // entry journaled outside a run waits for it, bounded by its own lock_timeout.
+        let rows: Vec<ImportRow> = entries
+            .iter_mut()
+            .enumerate()
+            .map(|(n, entry)| {
+                if entry.id.is_empty() {
+                    entry.id = format!("import.{}", n + 1);
+                }
+                // As the table holds it: `literal` makes a NUL U+FFFD.
+                let line = entry.to_json().replace('\0', "\u{fffd}");
+                ImportRow {
+                    id: entry.id.replace('\0', "\u{fffd}"),
+                    columns: entry_columns(entry),
+                    line,
+                }
+            })
+            .collect();
         let after = self.call(&mut inner, "importing", Connect::Never, move |client| {
             for chunk in statements.chunks(500) {
                 execute(client, &chunk.join(";\n"))?;
             }
+            if !rows.is_empty()
+                && let Err(why) = import_rows(client, rows)?
+            {
+                return Ok(Err(why));
+            }
             let after = query(client, "SELECT count(*) FROM otnsx_journal")?;
             execute(client, "COMMIT")?;
-            Ok(after)
+            Ok(Ok(after))
+        })?;
+        let after = after.map_err(|why| {
+            fault(
+                Exit::IoErr,
+                format!("database {}: importing: {why}", self.db.url),
+            )
         })?;
         let added_entries = count(after.first()).saturating_sub(journal_before);
         Ok((added_leases, added_entries))

@@ -728,6 +728,79 @@ fn a_state_directory_is_imported_once_and_reads_the_same() {
     assert_eq!(empty.code, 65, "{empty:?}");
 }
 
+/// A directory imported into a database whose chain a run has begun already goes on from the
+/// chain's last row: twice imported, its entries are there once, the chain has no gap, and
+/// `history --verify` passes; a run after it chains on after the imported rows.
+#[test]
+fn an_import_chains_on_after_the_rows_a_run_wrote() {
+    let Some(world) = pg_world("an_import_chains_on_after_the_rows_a_run_wrote") else {
+        return;
+    };
+    // A ticket locked and unlocked: journal rows, chained, and no lease left (an import does
+    // not mix two states).
+    world.helpdesk.set_lock(T2.0, "lock");
+    assert_eq!(otnsx(&world, &[T2.1, "2"]).code, 0);
+    world.helpdesk.set_lock(T2.0, "unlock");
+    assert_eq!(otnsx(&world, &[T2.1, "2"]).code, 0);
+    assert!(world.leases().is_empty());
+    let db = world.db.as_ref().unwrap();
+    let (before, _) = db.verified_chain();
+    assert!(!before.is_empty());
+    // A journal of another node, with an entry the table has already (by id), one twice, and
+    // text beyond ASCII and quotes.
+    let mut lines = String::new();
+    let first: serde_json::Value = world.journal()[0].clone();
+    lines.push_str(&first.to_string());
+    lines.push('\n');
+    for i in 0..1200u64 {
+        let detail = match i % 3 {
+            0 => "Wartung für Müller 🚀".to_string(),
+            1 => "it's \\ \"quoted\" ; --".to_string(),
+            _ => format!("grant fleet{i}"),
+        };
+        let line = serde_json::json!({
+            "id": format!("other.{i}"),
+            "ts": "2026-11-20T08:00:00Z",
+            "action": "grant",
+            "ticket_number": "2026112010000011",
+            "ticket_id": 11,
+            "vm": format!("fleet{i}"),
+            "vm_id": format!("vm-{i}"),
+            "result": "ok",
+            "detail": detail,
+            "actor": "helpdesk:agent1",
+            "cause": "lock",
+            "gained": [{"kind": "ticket", "id": 11, "number": "2026112010000011"}],
+        });
+        lines.push_str(&format!("{line}\n"));
+        if i == 7 {
+            lines.push_str(&format!("{line}\n"));
+        }
+    }
+    let imported = import_journal(&world, &lines);
+    assert!(
+        imported
+            .stdout
+            .contains("1200 of 1202 journal entries added"),
+        "{imported:?}"
+    );
+    let again = import_journal(&world, &lines);
+    assert!(
+        again.stdout.contains("0 of 1202 journal entries added"),
+        "{again:?}"
+    );
+    let (chain, unhashed) = db.verified_chain();
+    assert_eq!((chain.len(), unhashed), (before.len() + 1200, 0));
+    assert_eq!(chain[..before.len()], before[..]);
+    let verify = otnsx(&world, &["history", "--verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    // A run after the import chains on after it.
+    assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
+    let (after, _) = db.verified_chain();
+    assert!(after.len() > chain.len());
+    assert_eq!(otnsx(&world, &["history", "--verify"]).code, 0);
+}
+
 /// The configuration of a node with the world's services and its state in files, in the
 /// directory `dir` of the world.
 fn files_node(world: &World, dir: &str) -> PathBuf {
