@@ -22,6 +22,9 @@ pub struct Journal {
     db: Option<std::sync::Arc<super::pg::Pg>>,
     /// When the journal file is rotated.
     rotation: Rotation,
+    /// The journal's lock stayed busy once in this run: later appends do not wait for it again
+    /// (each would spend what closing access needs), they fail at once while it is busy.
+    stuck: std::sync::atomic::AtomicBool,
 }
 
 /// How long an append waits for the journal's lock: it is held only while one entry is
@@ -35,6 +38,7 @@ impl Journal {
             path,
             db,
             rotation: Rotation::default(),
+            stuck: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -348,7 +352,8 @@ impl Journal {
             })
     }
 
-    /// Takes the journal's lock (`journal.lock`), waiting at most [`JOURNAL_LOCK_WAIT`].
+    /// Takes the journal's lock (`journal.lock`), waiting at most [`JOURNAL_LOCK_WAIT`], once
+    /// a run: after a wait that ran out, only a lock that is free at once is taken.
     fn hold(&self) -> anyhow::Result<std::fs::File> {
         let path = self.path.with_extension("lock");
         let file = crate::sys::open_shared(
@@ -361,13 +366,19 @@ impl Journal {
                 format!("opening the journal's lock {}: {e}", path.display()),
             )
         })?;
-        let deadline = crate::deadline::Deadline::after(JOURNAL_LOCK_WAIT);
+        let stuck = self.stuck.load(std::sync::atomic::Ordering::Relaxed);
+        let deadline = crate::deadline::Deadline::after(if stuck {
+            Duration::ZERO
+        } else {
+            JOURNAL_LOCK_WAIT
+        });
         let mut pause = Duration::from_millis(1);
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(file),
                 Err(std::fs::TryLockError::WouldBlock) => {
                     if !deadline.sleep(pause) {
+                        self.stuck.store(true, std::sync::atomic::Ordering::Relaxed);
                         return Err(fault(
                             Exit::IoErr,
                             format!(

@@ -277,7 +277,36 @@ fn an_unlock_with_a_help_desk_that_hangs_still_closes_within_the_deadline() {
     assert!(took < std::time::Duration::from_secs(4), "took {took:?}");
 }
 
+/// A run stopped while it holds the journal's lock (inside an append): an unlock still closes,
+/// waits for that lock once (2 s) and not once per entry, keeps its entries on the node and
+/// exits 74; once the lock is free they are recorded.
+fn a_journal_lock_held_by_a_stopped_run_delays_closing_once_at_most() {
+    let world = World::new();
+    assert_eq!(lock(&world, T2).code, 0);
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(world.state_dir().join("journal.lock"))
+        .unwrap();
+    held.lock().unwrap();
+    world.helpdesk.set_lock(T2.0, "unlock");
+    let started = std::time::Instant::now();
+    let run = event(&world, T2);
+    let took = started.elapsed();
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "closed all the same: {run:?}");
+    assert!(
+        took < std::time::Duration::from_millis(3500),
+        "waited for the journal's lock more than once: {took:?} {run:?}"
+    );
+    assert!(!kept(&world).is_empty(), "{run:?}");
+    drop(held);
+    assert_eq!(otnsx(&world, &["reconcile"]).code, 0);
+    assert_eq!(unlock_entries(&world), 1, "{:?}", world.journal());
+    assert!(kept(&world).is_empty());
+}
+
 crate::tests! {
+    a_journal_lock_held_by_a_stopped_run_delays_closing_once_at_most,
     an_attach_that_lands_late_is_closed_by_the_unlock,
     entries_the_journal_cannot_take_are_kept_on_the_node_and_recorded_once_later,
     a_closing_run_the_database_refuses_is_kept_on_the_node_and_recorded_later,
