@@ -185,23 +185,19 @@ impl std::fmt::Display for Break {
                 from,
                 to,
                 id: i,
-            } if from == to => write!(
-                f,
-                "entry {from} was removed: it is missing before entry {} at {at}{}",
-                to + 1,
-                id(i)
-            ),
-            Break::Removed {
-                at,
-                from,
-                to,
-                id: i,
-            } => write!(
-                f,
-                "entries {from} to {to} were removed: they are missing before entry {} at {at}{}",
-                to + 1,
-                id(i)
-            ),
+            } => {
+                let (which, were, they) = if from == to {
+                    (format!("entry {from}"), "was", "it is")
+                } else {
+                    (format!("entries {from} to {to}"), "were", "they are")
+                };
+                write!(
+                    f,
+                    "{which} {were} removed: {they} missing before entry {} at {at}{}",
+                    to + 1,
+                    id(i)
+                )
+            }
             Break::Inserted { at, id: i } => write!(
                 f,
                 "the line at {at}{} was inserted: the chain does not lead to it",
