@@ -58,7 +58,14 @@ fn main() {
     );
     let mut peak_rss = 0;
     let kinds = ["nsx-v", "nsx-t", "nsx-t/nsx", "nsx-policy", "policy/agent"];
-    for nsx in kinds.into_iter().filter(|_| !only_reconcile) {
+    // `-- RUNS KIND` (one of `kinds`): only the events on that backend, no reconcile.
+    let only_kind = std::env::args()
+        .nth(2)
+        .filter(|k| kinds.contains(&k.as_str()));
+    for nsx in kinds
+        .into_iter()
+        .filter(|k| !only_reconcile && only_kind.as_deref().is_none_or(|o| o == *k))
+    {
         for vms in [1, 10] {
             for delay in [0, 5, 25] {
                 let bench = Bench::new(nsx, vms, Duration::from_millis(delay), &binary);
@@ -71,6 +78,9 @@ fn main() {
                 }
             }
         }
+    }
+    if only_kind.is_some() {
+        return;
     }
     for repair in [0, 100] {
         reconcile(&binary, repair, runs.min(5));
