@@ -65,6 +65,7 @@ modules!(
     package,
     pg_faults,
     policy,
+    policy_owned,
     postgres,
     profiles,
     shaped,

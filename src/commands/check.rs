@@ -264,17 +264,35 @@ pub fn run(
         memory,
         |backend| {
             let found = backend.probe()?;
-            Ok((found, backend.all_tagged()?, backend.check_group()))
+            let tagged = backend.all_tagged()?;
+            Ok((found, tagged, backend.check_group(), backend.strays()))
         },
     );
-    let (probe, group) = match probe {
-        Ok((found, tagged, group)) => (Ok((found, tagged)), group),
-        Err(e) => (Err(e), None),
+    let (probe, group, strays) = match probe {
+        Ok((found, tagged, group, strays)) => (Ok((found, tagged)), group, strays),
+        Err(e) => (Err(e), None, Vec::new()),
     };
     let tagged = probe.as_ref().ok().map(|(_, tagged)| tagged.clone());
     list.outcome(&what, probe, |(found, _)| found);
     if let Some(group) = group {
         list.outcome("NSX verify_group", group, |found| found);
+    }
+    for stray in &strays {
+        let what = super::strays::what(stray);
+        match stray.kind {
+            crate::nsx::backend::StrayKind::Opening => list.fail(
+                "NSX security policy",
+                &format!("{what} lets traffic through, and no lease explains it: the policy is otnsx's alone; `otnsx reconcile` (or `revoke --all`) removes it, journaling it whole first"),
+            ),
+            crate::nsx::backend::StrayKind::Restricting => list.warn(
+                "NSX security policy",
+                &format!("{what} only restricts, and is not otnsx's: otnsx leaves it, but the policy is otnsx's alone; move it to a policy of the site's"),
+            ),
+            crate::nsx::backend::StrayKind::Group => list.warn(
+                "NSX groups",
+                &format!("{what} was left behind by a close; the next `otnsx reconcile` removes it"),
+            ),
+        }
     }
     if let Some(tagged) = tagged {
         let strangers = never_opened(&config, &tagged);

@@ -15,6 +15,7 @@ mod revoke;
 mod run;
 mod state;
 mod status;
+mod strays;
 mod table;
 mod ticket;
 

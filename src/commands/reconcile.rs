@@ -25,6 +25,7 @@ use super::change::{Decision, Outcome, describe_as};
 use super::resolve::vms_of;
 use super::revoke;
 use super::run::Run;
+use super::strays;
 use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, json: bool) -> anyhow::Result<Exit> {
@@ -54,7 +55,9 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                 let tagged_vms = backend.all_tagged()?;
                 let tagged = tagged_vms.iter().map(VmRef::key).collect();
                 let heading = "reconcile".to_string();
-                return run.close_unknown(backend, &subject, heading, tagged_vms, Some(tagged), Vec::new());
+                let exit = run.close_unknown(backend, &subject, heading, tagged_vms, Some(tagged), Vec::new())?;
+                let (_, failed) = strays::remove(run, backend, &Subject::new(Cause::Drift));
+                return Ok(if failed { Exit::Partial } else { exit });
             };
             let lock = begun.lock;
             std::thread::scope(|scope| {
@@ -89,8 +92,12 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                     )?);
                 }
                 let (outcomes, _) = run.settle(lock.as_ref(), backend, &subject, outcomes);
+                // Then, recorded: what no lease explains goes (journaled whole first).
+                let (strays, strays_failed) = strays::remove(run, backend, &Subject::new(Cause::Drift));
                 let changes: Vec<&Outcome> = outcomes.iter().filter(|o| changed(o)).collect();
-                let failed = changes.iter().any(|o| o.error.is_some()) || !decision.refused.is_empty();
+                let failed = changes.iter().any(|o| o.error.is_some())
+                    || !decision.refused.is_empty()
+                    || strays_failed;
                 if json {
                     let list: Vec<serde_json::Value> = changes
                         .iter()
@@ -102,8 +109,8 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                         })
                         .collect();
                     let ok = !failed && helpdesk_failed.is_none();
-                    crate::document::fields(json!({"dry_run": run.dry_run, "ok": ok, "changes": list}));
-                } else if changes.is_empty() && decision.refused.is_empty() {
+                    crate::document::fields(json!({"dry_run": run.dry_run, "ok": ok, "changes": list, "strays": strays}));
+                } else if changes.is_empty() && decision.refused.is_empty() && strays.is_empty() {
                     let prefix = if run.dry_run { "dry run: " } else { "" };
                     outln!("{prefix}reconcile: NSX matches the leases; nothing to repair");
                 } else {
@@ -158,6 +165,8 @@ fn repair(
     } = plan::reconcile(before, &BTreeSet::new(), now, |name| {
         policy.refusal(name).is_some()
     });
+    // A per-agent rule under an id the leases know is theirs, whatever its tags say.
+    backend.known(&vms_of(before));
     let tagged_vms = backend.all_tagged()?;
     let tagged: BTreeSet<String> = tagged_vms.iter().map(VmRef::key).collect();
     // Drift: the tag where no live lease is, or a live lease where the tag is not.

@@ -17,6 +17,7 @@ use super::change::Decision;
 use super::notes;
 use super::resolve::vms_of;
 use super::run::Run;
+use super::strays;
 use crate::domain::vm::VmRef;
 
 pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
@@ -77,6 +78,9 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
     run.journaled(&subject, || {
         run.with_backend(|backend| {
             let begun = run.begin()?;
+            if let Some(leases) = &begun.leases {
+                backend.known(&vms_of(leases));
+            }
             let tagged_vms = backend.all_tagged()?;
             let tagged: BTreeSet<String> = tagged_vms.iter().map(VmRef::key).collect();
             let heading = format!("emergency revoke by {}", run.recorder.actor());
@@ -90,6 +94,8 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
                     Vec::new(),
                 )?;
                 start_afresh(run, begun.lock.as_ref());
+                let (_, failed) = strays::remove(run, backend, &subject);
+                let exit = if failed { Exit::Partial } else { exit };
                 return closed_busy(begun.busy, exit);
             };
             let lock = begun.lock;
@@ -99,6 +105,10 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
             decision.tagged = Some(tagged);
             let outcomes = run.carry_out(lock.as_ref(), backend, &subject, &decision)?;
             let exit = run.report(&decision, &outcomes);
+            // Then every rule in otnsx's policy that lets anything through goes.
+            let (strays, failed) = strays::remove(run, backend, &subject);
+            crate::document::field("strays", strays);
+            let exit = if failed { Exit::Partial } else { exit };
             let why = format!(
                 "An administrator ({}) closed all maintenance access at once (otnsx revoke --all).",
                 run.recorder.actor()

@@ -52,6 +52,26 @@ pub trait TagBackend: Send + Sync {
         BTreeSet::new()
     }
 
+    /// The openings the leases know, before [`TagBackend::all_tagged`]: a per-agent rule found
+    /// under one of their ids belongs to that opening, whatever its tags were edited to.
+    fn known(&self, vms: &[VmRef]) {
+        let _ = vms;
+    }
+
+    /// What the last [`TagBackend::all_tagged`] found in otnsx's own place in NSX that no
+    /// opening explains: with per-agent rules, rules in otnsx's security policy that are not
+    /// otnsx's (or no longer say whose they are) and VM groups of otnsx's that no rule uses.
+    /// Tags carry nothing of the kind: none.
+    fn strays(&self) -> Vec<Stray> {
+        Vec::new()
+    }
+
+    /// Removes one of [`TagBackend::strays`] and verifies that it is gone.
+    fn remove_stray(&self, stray: &Stray) -> anyhow::Result<()> {
+        let _ = stray;
+        Ok(())
+    }
+
     /// With `nsx.verify_group`: waits until `vm` is among the group's effective members (or,
     /// `member` false, no longer is), within the run's deadline. `None` without a group.
     fn membership(&self, vm: &VmRef, member: bool) -> Option<Membership> {
@@ -63,6 +83,36 @@ pub trait TagBackend: Send + Sync {
     /// the configured tag; what was found. `None` without a group.
     fn check_group(&self) -> Option<anyhow::Result<String>> {
         None
+    }
+}
+
+/// Something in otnsx's own place in NSX that no opening explains (see
+/// [`TagBackend::strays`]).
+#[derive(Debug, Clone)]
+pub struct Stray {
+    pub kind: StrayKind,
+    /// Its NSX path (`/infra/domains/default/security-policies/otnsx-jit/rules/r1`).
+    pub path: String,
+    /// In a few words: `rule r1 (ALLOW ANY to ANY, /infra/services/SSH)`.
+    pub summary: String,
+    /// The object as NSX listed it (JSON), so that a person can make it again.
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrayKind {
+    /// A rule that lets traffic through (ALLOW, or anything but DROP and REJECT): removed.
+    Opening,
+    /// A rule that only restricts (DROP, REJECT): left where it is, and reported.
+    Restricting,
+    /// A VM group otnsx made that no rule uses any more (it opens nothing): removed.
+    Group,
+}
+
+impl Stray {
+    /// Whether `reconcile` and `revoke --all` remove it.
+    pub fn removed(&self) -> bool {
+        self.kind != StrayKind::Restricting
     }
 }
 

@@ -1,12 +1,18 @@
 //! Per-agent rules (`[source] mode = "agent"`, Policy API): instead of a tag, each opening is a
 //! distributed-firewall rule in the security policy the site made for otnsx
 //! (`/infra/domains/{domain}/security-policies/{id}`), from the locking agent's desktop
-//! addresses to the VM (a group of its external id) for the profile's services, ALLOW. One
-//! rule per VM, profile and agent; its tags name what it opens, so that `reconcile` and
-//! `revoke --all` find otnsx's rules (never the site's own). A rule is written with its
-//! `_revision`: a 412 is read again and decided again, never sent blindly again. A rule whose
-//! content differs from what otnsx wrote (edited by hand) counts as tampered: made again while
-//! a lease holds it, removed when none does.
+//! addresses to the VM (a group of its external id) for the profile's services, ALLOW, applied
+//! to that group only (its Applied-To, as VMware's own tools scope rules; the policy's own
+//! Applied-To instead, when the site set one). One rule per VM, profile and agent; its tags
+//! name what it opens. The rule and its group are written together, in one hierarchical
+//! write (`PATCH /policy/api/v1/infra`), and read back.
+//!
+//! The policy is otnsx's alone: every rule in it is compared whole with the opening it stands
+//! for (a rule edited by hand is made again while a lease holds it, removed when none does),
+//! and a rule that stands for no opening (the site's, or otnsx's with its tags edited) is a
+//! stray: `reconcile` and `revoke --all` remove it when it lets anything through, after
+//! journaling it whole, and leave it (and `check` reports it) when it only restricts. A VM
+//! group of otnsx's that no rule uses any more is removed by them too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -20,14 +26,34 @@ use crate::config::{AgentSource, Profile};
 use crate::domain::vm::VmRef;
 use crate::error::{Exit, fault};
 use crate::http::pages::{Pages, cost};
-use crate::http::{Call, encode, query};
-use crate::nsx::backend::{Confirms, Found, Membership, TagBackend};
+use crate::http::{Call, ServiceError, encode, query};
+use crate::nsx::backend::{Confirms, Found, Membership, Stray, StrayKind, TagBackend};
 use crate::nsx::json_api::{JsonApi, TagWriter, json_call};
 use crate::nsx::policy::NsxPolicy;
 use crate::sync::lock;
 
-/// Writes of one rule answered 412 (changed meanwhile) before the run gives up on it.
-const MAX_CONFLICTS: usize = 3;
+/// Writes of one rule answered "changed meanwhile" before the run gives up on it.
+const MAX_CONFLICTS: usize = 4;
+/// The hierarchical Policy API: several objects in one write.
+const HIERARCHY: &str = "/policy/api/v1/infra";
+/// The tag of the VM groups otnsx makes.
+const GROUP_TAG: (&str, &str) = ("otnsx", "vm-group");
+/// A group still used by a rule (or by one whose deletion is not yet realized).
+const GROUP_IN_USE: i64 = 500030;
+
+/// Whether NSX refused a write because the object changed (or was being changed) meanwhile:
+/// 409 and 412; 400 with 500087 (stale revision), 500232 or 100148 (concurrent update); 404
+/// with 500090 (the object is being deleted or was not yet made), as VMware's own client
+/// library (vmware-nsxlib) reads them. Read again and decided again, never sent blindly again.
+fn stale(reply: &crate::http::Reply) -> bool {
+    let code = crate::nsx::json_api::error_code(reply);
+    match reply.status {
+        409 | 412 => true,
+        400 => matches!(code, Some(500087 | 500232 | 100148)),
+        404 => code == Some(500090),
+        _ => false,
+    }
+}
 
 /// A rule as NSX lists it, as far as otnsx compares it.
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -54,8 +80,14 @@ pub struct Rule {
     pub scope: Vec<String>,
     #[serde(default)]
     pub tags: Vec<crate::nsx::json_api::Tag>,
-    #[serde(default, rename = "_revision")]
-    pub revision: Option<i64>,
+    /// Ports and protocols given in the rule itself, beside `services`.
+    #[serde(default)]
+    pub service_entries: Vec<Value>,
+    /// Context profiles (layer 7, FQDN).
+    #[serde(default)]
+    pub profiles: Vec<String>,
+    #[serde(default)]
+    pub ip_protocol: Option<String>,
 }
 
 impl Rule {
@@ -66,6 +98,7 @@ impl Rule {
             &self.destination_groups,
             &self.services,
             &self.scope,
+            &self.profiles,
         ];
         let strings = lists
             .into_iter()
@@ -77,16 +110,63 @@ impl Rule {
                     .iter()
                     .flat_map(|t| [t.scope.as_str(), t.tag.as_str()]),
             );
-        cost(strings) + 128
+        cost(strings) + 128 + 64 * self.service_entries.len()
+    }
+
+    /// Whether it lets traffic through: anything but DROP and REJECT (ALLOW, and the
+    /// environment category's JUMP_TO_APPLICATION, which lets the next category decide).
+    fn opens(&self) -> bool {
+        !matches!(self.action.as_str(), "DROP" | "REJECT")
+    }
+
+    /// In a few words, for the journal and `check`.
+    fn summary(&self) -> String {
+        let list = |l: &[String]| match l.is_empty() {
+            true => "ANY".to_string(),
+            false => l.join(","),
+        };
+        let mut out = format!(
+            "rule {} ({} {} to {}, services {}",
+            self.id,
+            if self.action.is_empty() {
+                "?"
+            } else {
+                self.action.as_str()
+            },
+            list(&self.source_groups),
+            list(&self.destination_groups),
+            list(&self.services)
+        );
+        if !self.service_entries.is_empty() {
+            out.push_str(&format!(
+                " and {} service entries",
+                self.service_entries.len()
+            ));
+        }
+        if self.disabled {
+            out.push_str(", disabled");
+        }
+        out.push(')');
+        out
     }
 }
 
 #[derive(Deserialize)]
 struct RulePage {
     #[serde(default)]
-    results: Vec<Rule>,
+    results: Vec<Value>,
     #[serde(default)]
     cursor: Option<String>,
+}
+
+/// The security policy as the site set it up, read once per run: its Applied-To, and what a
+/// hierarchical write sends back of it unchanged.
+#[derive(Clone)]
+struct PolicyInfo {
+    /// The policy's own Applied-To (group paths), empty when it has none (`ANY`).
+    scope: Vec<String>,
+    /// The policy's writable fields as read: a hierarchical write carries the policy whole.
+    body: Value,
 }
 
 pub struct AgentRules {
@@ -103,6 +183,12 @@ pub struct AgentRules {
     /// written to a group being removed. Other VMs' changes go on meanwhile. (Runs are
     /// serialised by the state lock.)
     groups: Mutex<BTreeMap<String, std::sync::Arc<Mutex<()>>>>,
+    /// The security policy, read once (beside the ticket read for an event).
+    policy: std::sync::OnceLock<Result<PolicyInfo, crate::error::Kept>>,
+    /// The openings the leases know, by rule id ([`TagBackend::known`]).
+    known: Mutex<BTreeMap<String, VmRef>>,
+    /// What the last listing found that no opening explains.
+    strays: Mutex<Vec<Stray>>,
 }
 
 impl AgentRules {
@@ -115,6 +201,9 @@ impl AgentRules {
             warnings: Mutex::new(Vec::new()),
             groups: Mutex::new(BTreeMap::new()),
             desktops: Mutex::new(BTreeMap::new()),
+            policy: std::sync::OnceLock::new(),
+            known: Mutex::new(BTreeMap::new()),
+            strays: Mutex::new(Vec::new()),
         }
     }
 
@@ -153,6 +242,8 @@ impl AgentRules {
     }
 
     /// The rule otnsx writes for `vm` (under its profile, from its agent's desktop), and its id.
+    /// Every field otnsx compares is written out, so that writing it puts back whatever a hand
+    /// edit changed, whether NSX replaces the rule or merges into it.
     fn wanted(&self, vm: &VmRef) -> anyhow::Result<(String, Value)> {
         let agent = vm.agent.as_deref().unwrap_or_default();
         let addresses = self.desktop(agent)?;
@@ -161,6 +252,7 @@ impl AgentRules {
             .iter()
             .find(|p| p.key == vm.profile)
             .ok_or_else(|| crate::nsx::backend::unknown_profile(vm))?;
+        let policy = self.policy()?;
         let id = rule_id(&vm.key());
         let mut sources = addresses.clone();
         sources.sort();
@@ -172,6 +264,13 @@ impl AgentRules {
         if let Some(p) = &vm.profile {
             tags.push(json!({"scope": "otnsx-profile", "tag": p}));
         }
+        // Applied to the VM's group only: the rule is programmed on that VM's interfaces, not
+        // on every interface of the distributed firewall. Where the site gave the policy an
+        // Applied-To of its own, NSX applies that one, and the rule's is ANY.
+        let scope = match policy.scope.is_empty() {
+            true => json!([self.group_path(vm)]),
+            false => json!(["ANY"]),
+        };
         let body = json!({
             "resource_type": "Rule",
             "id": id,
@@ -183,12 +282,64 @@ impl AgentRules {
             "source_groups": sources,
             "destination_groups": [self.group_path(vm)],
             "services": profile.services,
+            "service_entries": [],
+            "profiles": ["ANY"],
             "action": "ALLOW",
             "direction": "IN_OUT",
-            "scope": ["ANY"],
+            "ip_protocol": "IPV4_IPV6",
+            "scope": scope,
+            "disabled": false,
+            "sources_excluded": false,
+            "destinations_excluded": false,
             "tags": tags,
         });
         Ok((id, body))
+    }
+
+    /// The security policy, read once per run: a policy that does not exist is a
+    /// configuration error, one the account may not change a permission error.
+    fn policy(&self) -> anyhow::Result<PolicyInfo> {
+        let read = || -> anyhow::Result<PolicyInfo> {
+            let reply = self
+                .api()
+                .send_raw(&Call::new(Method::GET, self.policy_path()))?;
+            if reply.status == 404 {
+                return Err(self.no_policy());
+            }
+            if !reply.is_success() {
+                return Err(self.api().error(&reply));
+            }
+            let mut body: Value = reply.json("NSX")?;
+            // NSX marks an object its reader may not change as PROTECTED.
+            if body["_protection"].as_str() == Some("PROTECTED") {
+                return Err(fault(
+                    Exit::NoPerm,
+                    format!(
+                        "NSX Policy: security policy {}/{} is PROTECTED: the account may not write rules into it; give its role full access on Security > Distributed Firewall, or let otnsx own the policy",
+                        self.source.domain, self.source.security_policy
+                    ),
+                ));
+            }
+            let scope: Vec<String> = body["scope"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|s| *s != "ANY")
+                .map(str::to_string)
+                .collect();
+            if let Some(fields) = body.as_object_mut() {
+                // What the server keeps itself, and the rules (written one by one as children).
+                fields.retain(|k, _| {
+                    !k.starts_with('_') && !["rules", "children"].contains(&k.as_str())
+                });
+            }
+            Ok(PolicyInfo { scope, body })
+        };
+        self.policy
+            .get_or_init(|| read().map_err(|e| crate::error::Kept::of(&e)))
+            .clone()
+            .map_err(|e| e.again())
     }
 
     /// The addresses of `agent`'s desktop: listed in `[agents]`, else those NSX knows for
@@ -259,7 +410,9 @@ impl AgentRules {
         Ok(addresses)
     }
 
-    /// Whether a rule NSX holds opens exactly what otnsx wrote, and nothing more.
+    /// Whether a rule NSX holds is exactly what otnsx wrote: sources, destinations, services,
+    /// no service entries or context profiles, its Applied-To, ALLOW both ways, enabled,
+    /// nothing negated, and its tags.
     fn intact(rule: &Rule, wanted: &Value) -> bool {
         let set = |v: &Value| -> BTreeSet<String> {
             v.as_array()
@@ -269,21 +422,44 @@ impl AgentRules {
                 .collect()
         };
         let mine = |list: &[String]| list.iter().cloned().collect::<BTreeSet<String>>();
+        // NSX may leave out a list that is ANY.
+        let any_if_empty = |list: &[String]| match list.is_empty() {
+            true => BTreeSet::from(["ANY".to_string()]),
+            false => mine(list),
+        };
+        let tags = |list: &[crate::nsx::json_api::Tag]| -> BTreeSet<(String, String)> {
+            list.iter()
+                .map(|t| (t.scope.clone(), t.tag.clone()))
+                .collect()
+        };
+        let wanted_tags: BTreeSet<(String, String)> = wanted["tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                let part = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+                (part("scope"), part("tag"))
+            })
+            .collect();
         mine(&rule.source_groups) == set(&wanted["source_groups"])
             && mine(&rule.destination_groups) == set(&wanted["destination_groups"])
             && mine(&rule.services) == set(&wanted["services"])
+            && rule.service_entries.is_empty()
+            && any_if_empty(&rule.profiles) == set(&wanted["profiles"])
+            && any_if_empty(&rule.scope) == set(&wanted["scope"])
             && rule.action == "ALLOW"
             && !rule.disabled
             && !rule.sources_excluded
             && !rule.destinations_excluded
             && rule.direction.as_deref().is_none_or(|d| d == "IN_OUT")
-            && (rule.scope.is_empty() || rule.scope == ["ANY"])
+            && rule.ip_protocol.as_deref().is_none_or(|p| p == "IPV4_IPV6")
+            && tags(&rule.tags) == wanted_tags
     }
 
     /// Each rule in the security policy, page by page, given to `keep`, which says what it
     /// kept ([`cost`]): only that stays of a page (see [`Pages`] for the limits). A policy
     /// that does not exist is a configuration error.
-    fn each_rule(&self, keep: &mut dyn FnMut(Rule) -> usize) -> anyhow::Result<()> {
+    fn each_rule(&self, keep: &mut dyn FnMut(Rule, Value) -> usize) -> anyhow::Result<()> {
         let mut pages = Pages::new(format!(
             "NSX Policy: listing rules of security policy {}/{}",
             self.source.domain, self.source.security_policy
@@ -306,8 +482,14 @@ impl AgentRules {
             drop(reply);
             pages.page(page.results.len())?;
             let empty = page.results.is_empty();
-            for rule in page.results {
-                pages.kept(keep(rule))?;
+            for raw in page.results {
+                let rule: Rule = serde_json::from_value(raw.clone()).map_err(|e| {
+                    ServiceError::malformed(format!(
+                        "NSX Policy: a rule of security policy {}/{} is not as NSX describes rules: {e}",
+                        self.source.domain, self.source.security_policy
+                    ))
+                })?;
+                pages.kept(keep(rule, raw))?;
             }
             cursor = match pages.next(page.cursor, empty)? {
                 Some(next) => Some(next),
@@ -338,6 +520,64 @@ impl AgentRules {
         }
     }
 
+    /// The VM groups of otnsx's (by their tag) in the domain that none of the paths in `used`
+    /// names: left behind by a close whose group deletion NSX refused at that moment.
+    fn unused_groups(&self, used: &BTreeSet<String>) -> anyhow::Result<Vec<Stray>> {
+        #[derive(Deserialize)]
+        struct GroupPage {
+            #[serde(default)]
+            results: Vec<Value>,
+            #[serde(default)]
+            cursor: Option<String>,
+        }
+        let mut pages = Pages::new(format!(
+            "NSX Policy: listing the groups of domain {}",
+            self.source.domain
+        ));
+        let mut cursor: Option<String> = None;
+        let mut out = Vec::new();
+        loop {
+            let mut pairs = vec![("page_size", "1000")];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
+            }
+            let path = format!(
+                "/policy/api/v1/infra/domains/{}/groups{}",
+                encode(&self.source.domain),
+                query(pairs)
+            );
+            let reply = self.api().send(&Call::new(Method::GET, path))?;
+            let page: GroupPage = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
+            let empty = page.results.is_empty();
+            for group in page.results {
+                let ours = group["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["scope"] == GROUP_TAG.0 && t["tag"] == GROUP_TAG.1);
+                let id = group["id"].as_str().unwrap_or_default();
+                let path = format!("/infra/domains/{}/groups/{id}", self.source.domain);
+                if !ours || !id.starts_with("otnsx-vm-") || used.contains(&path) {
+                    continue;
+                }
+                let content = group.to_string();
+                pages.kept(cost([content.as_str(), path.as_str()]))?;
+                out.push(Stray {
+                    kind: StrayKind::Group,
+                    summary: format!("group {id} (no rule uses it)"),
+                    path,
+                    content,
+                });
+            }
+            cursor = match pages.next(page.cursor, empty)? {
+                Some(next) => Some(next),
+                None => return Ok(out),
+            };
+        }
+    }
+
     /// The lock of `vm`'s group (see `groups`).
     fn group_lock(&self, vm: &VmRef) -> std::sync::Arc<Mutex<()>> {
         lock(&self.groups)
@@ -346,54 +586,65 @@ impl AgentRules {
             .clone()
     }
 
-    /// The VM's group, made if it is missing (PATCH: made or left as it is).
-    fn ensure_group(&self, vm: &VmRef) -> anyhow::Result<()> {
-        let path = format!(
-            "/policy/api/v1/infra/domains/{}/groups/{}",
-            encode(&self.source.domain),
-            encode(&Self::group_id(vm))
-        );
-        let body = json!({
+    /// The VM's group (its external id) and `rule` in one hierarchical write: a group made
+    /// (or left as it is) with the rule that needs it, in one transaction. The security policy
+    /// goes back as it was read: the write changes nothing of it but this one rule.
+    fn hierarchy(&self, policy: &PolicyInfo, vm: &VmRef, rule: &Value) -> Value {
+        let group_id = Self::group_id(vm);
+        let group = json!({
+            "resource_type": "Group",
+            "id": group_id,
             "display_name": format!("otnsx: {}", vm.name),
             "expression": [{"resource_type": "ExternalIDExpression", "member_type": "VirtualMachine",
                             "external_ids": [vm.id]}],
-            "tags": [{"scope": "otnsx", "tag": "vm-group"}],
+            "tags": [{"scope": GROUP_TAG.0, "tag": GROUP_TAG.1}],
         });
-        self.api()
-            .send(&json_call(Method::PATCH, &path, &body))
-            .with_context(|| format!("NSX Policy: making the group of {vm}"))?;
-        Ok(())
+        let mut security_policy = policy.body.clone();
+        security_policy["resource_type"] = json!("SecurityPolicy");
+        security_policy["id"] = json!(self.source.security_policy);
+        security_policy["children"] = json!([
+            {"resource_type": "ChildRule", "id": rule["id"], "Rule": rule},
+        ]);
+        json!({
+            "resource_type": "Infra",
+            "children": [{
+                "resource_type": "ChildResourceReference",
+                "id": self.source.domain,
+                "target_type": "Domain",
+                "children": [
+                    {"resource_type": "ChildGroup", "id": group_id, "Group": group},
+                    {"resource_type": "ChildSecurityPolicy", "id": self.source.security_policy,
+                     "SecurityPolicy": security_policy},
+                ],
+            }],
+        })
     }
 
     fn open(&self, vm: &VmRef) -> anyhow::Result<()> {
         let what = format!("NSX Policy: opening {vm}");
         let (id, wanted) = self.wanted(vm).with_context(|| what.clone())?;
+        let policy = self.policy().with_context(|| what.clone())?;
         let group = self.group_lock(vm);
         let _group = lock(&group);
-        self.ensure_group(vm)?;
+        let write = json_call(
+            Method::PATCH,
+            HIERARCHY,
+            &self.hierarchy(&policy, vm, &wanted),
+        );
         for _ in 0..MAX_CONFLICTS {
-            let current = self.read_rule(&id).with_context(|| what.clone())?;
-            if current.as_ref().is_some_and(|r| Self::intact(r, &wanted)) {
-                return Ok(());
-            }
-            let mut body = wanted.clone();
-            if let Some(revision) = current.and_then(|r| r.revision) {
-                body["_revision"] = json!(revision);
-            }
-            let reply = self
-                .api()
-                .send_raw(&json_call(Method::PUT, &self.rule_path(&id), &body))
-                .with_context(|| what.clone())?;
-            if reply.status == 412 {
-                continue; // changed meanwhile: read again, decide again
-            }
-            if reply.status == 404 {
-                return Err(self.no_policy());
+            let reply = self.api().send_raw(&write).with_context(|| what.clone())?;
+            if stale(&reply) {
+                // Changed meanwhile: read again, decide again.
+                let now = self.read_rule(&id).with_context(|| what.clone())?;
+                if now.is_some_and(|r| Self::intact(&r, &wanted)) {
+                    return Ok(());
+                }
+                continue;
             }
             if !reply.is_success() {
                 return Err(self.api().error(&reply)).with_context(|| what.clone());
             }
-            // The answer echoes what was sent; only a read shows what NSX holds.
+            // The answer says nothing of the rule; only a read shows what NSX holds.
             let now = self
                 .read_rule(&id)
                 .with_context(|| format!("{what}: reading back"))?;
@@ -408,7 +659,7 @@ impl AgentRules {
         Err(fault(
             Exit::TempFail,
             format!(
-                "{what}: rule {id} kept changing under otnsx's writes ({MAX_CONFLICTS} times 412); try again"
+                "{what}: rule {id} kept changing under otnsx's writes ({MAX_CONFLICTS} times); try again"
             ),
         ))
     }
@@ -416,18 +667,19 @@ impl AgentRules {
     fn close(&self, vm: &VmRef) -> anyhow::Result<()> {
         let id = rule_id(&vm.key());
         let what = format!("NSX Policy: closing {vm}");
-        if self.read_rule(&id).with_context(|| what.clone())?.is_none() {
-            return Ok(());
-        }
-        let reply = self
-            .api()
-            .send_raw(&Call::new(Method::DELETE, self.rule_path(&id)))
-            .with_context(|| what.clone())?;
-        if !reply.is_success() && reply.status != 404 {
-            return Err(self.api().error(&reply)).with_context(|| what.clone());
-        }
-        if self
-            .read_rule(&id)
+        self.delete_rule(&self.rule_path(&id), &what)?;
+        // The VM's group goes with its last rule (a group alone opens nothing), beside the
+        // read-back. NSX refuses while another rule of the VM uses it, or while the deletion
+        // of this one is not yet realized: then the next reconcile removes it.
+        let held = self.group_lock(vm);
+        let _group = lock(&held);
+        let group = format!("/policy/api/v1{}", self.group_path(vm));
+        let (gone, group) = std::thread::scope(|scope| {
+            let group = scope.spawn(|| self.api().send_raw(&Call::new(Method::DELETE, group)));
+            let gone = self.read_rule(&id);
+            (gone, group.join())
+        });
+        if gone
             .with_context(|| format!("{what}: reading back"))?
             .is_some()
         {
@@ -436,25 +688,44 @@ impl AgentRules {
                 format!("{what}: rule {id} was deleted but reads back (unverified)"),
             ));
         }
-        // The VM's group goes with its last rule (a group alone opens nothing).
-        let held = self.group_lock(vm);
-        let _group = lock(&held);
-        let group = self.group_path(vm);
-        let mut used = false;
-        let listed = self.each_rule(&mut |rule| {
-            used = used || rule.destination_groups.contains(&group);
-            0
-        });
-        match listed {
-            Ok(()) if !used => {
-                let path = format!("/policy/api/v1{group}");
-                if let Err(e) = self.api().send(&Call::new(Method::DELETE, path)) {
-                    lock(&self.warnings).push(format!("the group of {vm} stays: {e:#}"));
-                }
-            }
-            _ => {}
+        match group {
+            Ok(Ok(reply))
+                if reply.is_success()
+                    || reply.status == 404
+                    || crate::nsx::json_api::error_code(&reply) == Some(GROUP_IN_USE) => {}
+            Ok(Ok(reply)) => lock(&self.warnings).push(format!(
+                "the group of {vm} stays until the next reconcile: {:#}",
+                self.api().error(&reply)
+            )),
+            Ok(Err(e)) => lock(&self.warnings).push(format!(
+                "the group of {vm} stays until the next reconcile: {e:#}"
+            )),
+            Err(_) => {}
         }
         Ok(())
+    }
+
+    /// Deletes the rule at `path` (under the policy): gone already is done; a write refused
+    /// as changed meanwhile is sent again (a delete cannot undo someone's change).
+    fn delete_rule(&self, path: &str, what: &str) -> anyhow::Result<()> {
+        for _ in 0..MAX_CONFLICTS {
+            let reply = self
+                .api()
+                .send_raw(&Call::new(Method::DELETE, path))
+                .with_context(|| what.to_string())?;
+            if reply.is_success() || (reply.status == 404 && !stale(&reply)) {
+                return Ok(());
+            }
+            if !stale(&reply) {
+                return Err(self.api().error(&reply)).with_context(|| what.to_string());
+            }
+        }
+        Err(fault(
+            Exit::TempFail,
+            format!(
+                "{what}: NSX kept answering that the rule changed meanwhile ({MAX_CONFLICTS} times); try again"
+            ),
+        ))
     }
 
     /// The opening a rule of otnsx's stands for, from its tags; `None` for the site's rules.
@@ -556,7 +827,13 @@ impl TagBackend for AgentRules {
     }
 
     fn prepare(&self, _vms: &[VmRef], finding: bool) {
-        self.inner.prepare(&[], finding);
+        // The policy (its Applied-To, and what a write sends back of it) beside the rest.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let _ = self.policy();
+            });
+            self.inner.prepare(&[], finding);
+        });
     }
 
     fn done_finding(&self) {
@@ -571,7 +848,7 @@ impl TagBackend for AgentRules {
         }
         let wanted: BTreeSet<String> = vms.iter().map(|vm| rule_id(&vm.key())).collect();
         let mut rules: BTreeMap<String, Rule> = BTreeMap::new();
-        self.each_rule(&mut |rule| {
+        self.each_rule(&mut |rule, _| {
             if !wanted.contains(&rule.id) {
                 return 0;
             }
@@ -596,12 +873,45 @@ impl TagBackend for AgentRules {
         Ok(tagged)
     }
 
+    fn known(&self, vms: &[VmRef]) {
+        let mut known = lock(&self.known);
+        for vm in vms.iter().filter(|vm| vm.agent.is_some()) {
+            known.insert(rule_id(&vm.key()), vm.clone());
+        }
+    }
+
+    /// Every rule in the policy: an opening's (by an id the leases know, else by its tags), or
+    /// a stray; then the VM groups of otnsx's that no rule uses.
     fn all_tagged(&self) -> anyhow::Result<Vec<VmRef>> {
-        let mut tampered = lock(&self.tampered);
+        let known = lock(&self.known).clone();
+        let mut tampered = BTreeSet::new();
+        let mut strays = Vec::new();
+        let mut used = BTreeSet::new();
         let mut out = Vec::new();
-        self.each_rule(&mut |rule| {
-            let Some(vm) = Self::target_of(&rule) else {
-                return 0;
+        self.each_rule(&mut |rule, raw| {
+            used.extend(rule.destination_groups.iter().cloned());
+            used.extend(rule.source_groups.iter().cloned());
+            used.extend(rule.scope.iter().cloned());
+            let vm = known
+                .get(&rule.id)
+                .cloned()
+                .or_else(|| Self::target_of(&rule));
+            let Some(vm) = vm else {
+                let content = raw.to_string();
+                let kept = cost([content.as_str()]);
+                strays.push(Stray {
+                    kind: match rule.opens() {
+                        true => StrayKind::Opening,
+                        false => StrayKind::Restricting,
+                    },
+                    path: format!(
+                        "/infra/domains/{}/security-policies/{}/rules/{}",
+                        self.source.domain, self.source.security_policy, rule.id
+                    ),
+                    summary: rule.summary(),
+                    content,
+                });
+                return kept;
             };
             if !self.wanted(&vm).is_ok_and(|(_, w)| Self::intact(&rule, &w)) {
                 tampered.insert(vm.key());
@@ -610,7 +920,56 @@ impl TagBackend for AgentRules {
             out.push(vm);
             kept
         })?;
+        match self.unused_groups(&used) {
+            Ok(groups) => strays.extend(groups),
+            Err(e) => lock(&self.warnings).push(format!(
+                "the VM groups otnsx made could not be listed, so none left behind was removed: {e:#}"
+            )),
+        }
+        lock(&self.tampered).extend(tampered);
+        *lock(&self.strays) = strays;
         Ok(out)
+    }
+
+    fn strays(&self) -> Vec<Stray> {
+        lock(&self.strays).clone()
+    }
+
+    fn remove_stray(&self, stray: &Stray) -> anyhow::Result<()> {
+        let path = format!("/policy/api/v1{}", stray.path);
+        let what = format!("NSX Policy: removing {}", stray.summary);
+        match stray.kind {
+            StrayKind::Restricting => Err(fault(
+                Exit::Partial,
+                format!("{what}: a rule that only restricts is left where it is"),
+            )),
+            StrayKind::Opening => {
+                self.delete_rule(&path, &what)?;
+                let reply = self
+                    .api()
+                    .send_raw(&Call::new(Method::GET, path))
+                    .with_context(|| format!("{what}: reading back"))?;
+                match reply.status {
+                    404 => Ok(()),
+                    _ if reply.is_success() => Err(fault(
+                        Exit::Unavailable,
+                        format!("{what}: it was deleted but reads back (unverified)"),
+                    )),
+                    _ => Err(self.api().error(&reply))
+                        .with_context(|| format!("{what}: reading back")),
+                }
+            }
+            StrayKind::Group => {
+                let reply = self
+                    .api()
+                    .send_raw(&Call::new(Method::DELETE, path))
+                    .with_context(|| what.clone())?;
+                if reply.is_success() || reply.status == 404 {
+                    return Ok(());
+                }
+                Err(self.api().error(&reply)).with_context(|| what.clone())
+            }
+        }
     }
 
     fn tampered(&self) -> BTreeSet<String> {
@@ -639,30 +998,18 @@ impl TagBackend for AgentRules {
             .send(&read)
             .context("reading NSX's VM inventory")?;
         let inventory = "NSX Policy answers; the VM inventory is readable".to_string();
-        let reply = self
-            .api()
-            .send_raw(&Call::new(Method::GET, self.policy_path()))?;
-        if reply.status == 404 {
-            return Err(self.no_policy());
-        }
-        if !reply.is_success() {
-            return Err(self.api().error(&reply));
-        }
-        let policy: Value = reply.json("NSX")?;
-        // NSX marks an object its reader may not change as PROTECTED.
-        if policy["_protection"].as_str() == Some("PROTECTED") {
-            return Err(fault(
-                Exit::NoPerm,
-                format!(
-                    "NSX Policy: security policy {}/{} is PROTECTED: the account may not write rules into it; give its role full access on Security > Distributed Firewall, or let otnsx own the policy",
-                    self.source.domain, self.source.security_policy
-                ),
-            ));
-        }
+        let policy = self.policy()?;
+        let applied = match policy.scope.is_empty() {
+            true => "each rule applied to its VM's group only".to_string(),
+            false => format!(
+                "the policy's own Applied-To ({}) applies to every rule",
+                policy.scope.join(", ")
+            ),
+        };
         let rules = self.all_tagged()?.len();
         let agents = self.source.agents.len();
         Ok(format!(
-            "{inventory}; security policy {}/{} exists and may be written; {rules} rule(s) of otnsx's in it; {agents} agent(s) mapped to desktop addresses",
+            "{inventory}; security policy {}/{} exists and may be written ({applied}); {rules} rule(s) of otnsx's in it; {agents} agent(s) mapped to desktop addresses",
             self.source.domain, self.source.security_policy
         ))
     }

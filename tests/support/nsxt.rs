@@ -35,6 +35,8 @@ const TAG_OPERATIONS: &str = "/policy/api/v1/infra/tags/tag-operations/";
 const REALIZED_VMS: &str = "/policy/api/v1/infra/realized-state/virtual-machines";
 const POLICY_SEARCH: &str = "/policy/api/v1/search/query";
 const DOMAINS: &str = "/policy/api/v1/infra/domains/";
+/// The hierarchical Policy API: one write of a tree of objects.
+const HIERARCHY: &str = "/policy/api/v1/infra";
 const VMS: &str = "/api/v1/fabric/virtual-machines";
 const SEARCH: &str = "/api/v1/search/query";
 /// User tags a VM may carry (NSX 2.5 and later).
@@ -106,6 +108,17 @@ struct State {
     security_policies: BTreeMap<(String, String), bool>,
     /// Rules by (domain, policy, id), as stored (with `_revision`).
     rules: BTreeMap<(String, String, String), Value>,
+    /// The Applied-To (`scope`) the site gave each security policy, when not ANY.
+    policy_scopes: BTreeMap<(String, String), Vec<String>>,
+    /// Groups whose last rule was deleted but whose deletion is not yet realized: a group
+    /// delete is refused (500030) until the next rule list read (time passing).
+    pending_deletion: BTreeSet<String>,
+    /// Make rule deletions leave their groups pending as above.
+    slow_realization: bool,
+    /// Hierarchical writes answered so far.
+    hierarchy_writes: usize,
+    /// The tags of each Policy group, by (domain, id).
+    group_tags: BTreeMap<(String, String), Value>,
     /// This many rule writes find the rule changed meanwhile (412).
     conflicts: usize,
     /// Rules are realized with state ERROR.
@@ -310,6 +323,25 @@ impl FakeNsxT {
     }
 
     /// Rules are realized with state ERROR (or REALIZED again).
+    /// Gives a security policy an Applied-To of its own (group paths).
+    pub fn set_policy_scope(&self, domain: &str, id: &str, scope: &[&str]) {
+        let mut s = self.state.lock().unwrap();
+        s.policy_scopes.insert(
+            (domain.into(), id.into()),
+            scope.iter().map(|g| g.to_string()).collect(),
+        );
+    }
+
+    /// Rule deletions leave their groups in use until the next rule list read.
+    pub fn slow_realization(&self, slow: bool) {
+        self.state.lock().unwrap().slow_realization = slow;
+    }
+
+    /// Hierarchical writes (`PATCH /policy/api/v1/infra`) answered so far.
+    pub fn hierarchy_writes(&self) -> usize {
+        self.state.lock().unwrap().hierarchy_writes
+    }
+
     pub fn realize_errors(&self, errors: bool) {
         self.state.lock().unwrap().realize_errors = errors;
     }
@@ -590,7 +622,10 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
     // refuses the fabric tag actions to a custom role with full access on Tags.
     let refused = match auth {
         Auth::Reader => req.method != "GET",
-        Auth::Firewaller => req.method != "GET" && !req.path.starts_with(DOMAINS),
+        // A hierarchical write is checked object by object, below.
+        Auth::Firewaller => {
+            req.method != "GET" && !req.path.starts_with(DOMAINS) && req.path != HIERARCHY
+        }
         Auth::Tagger => {
             (req.method != "GET" && !tag_operation) || (s.fabric_reads_refused && req.path == VMS)
         }
@@ -653,13 +688,15 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
         ("GET", SEARCH | POLICY_SEARCH) if !s.no_search => search(&mut s, req),
         ("GET", REALIZED_VMS) => realized(&mut s, req),
         ("GET", "/api/v1/fabric/vifs") => vifs(&s, req),
+        ("PATCH", HIERARCHY) => hierarchy(&mut s, req),
+        (_, HIERARCHY) => error(405, 400, "Method not allowed"),
         (_, path) if path.starts_with(DOMAINS) && path.contains("/security-policies/") => {
             firewall(&mut s, req, &path[DOMAINS.len()..])
         }
         ("PATCH" | "DELETE", path) if path.starts_with(DOMAINS) => {
             group_write(&mut s, req, &path[DOMAINS.len()..])
         }
-        ("GET", path) if path.starts_with(DOMAINS) => group(&mut s, &path[DOMAINS.len()..]),
+        ("GET", path) if path.starts_with(DOMAINS) => group(&mut s, req, &path[DOMAINS.len()..]),
         ("GET", "/policy/api/v1/infra/realized-state/realized-entities") => {
             realized_entities(&s, req)
         }
@@ -1228,8 +1265,11 @@ fn members_now(s: &State, key: &(String, String)) -> Vec<FakeVm> {
 /// A Policy group (`GET .../domains/{d}/groups/{g}`) and its effective VM members
 /// (`.../members/virtual-machines`, realized VMs named by an id of their own, with the
 /// external id among their compute ids).
-fn group(s: &mut State, rest: &str) -> Response {
+fn group(s: &mut State, req: &Request, rest: &str) -> Response {
     let parts: Vec<&str> = rest.split('/').collect();
+    if let [domain, "groups"] = parts.as_slice() {
+        return group_list(s, req, domain);
+    }
     let (key, members) = match parts.as_slice() {
         [domain, "groups", id] => ((domain.to_string(), id.to_string()), false),
         [domain, "groups", id, "members", "virtual-machines"] => {
@@ -1245,13 +1285,13 @@ fn group(s: &mut State, rest: &str) -> Response {
         );
     };
     if !members {
-        return Response::json(
-            200,
-            json!({"resource_type": "Group", "id": key.1, "display_name": key.1,
-                   "path": format!("/infra/domains/{}/groups/{}", key.0, key.1),
-                   "expression": expression})
-            .to_string(),
-        );
+        let mut body = json!({"resource_type": "Group", "id": key.1, "display_name": key.1,
+               "path": format!("/infra/domains/{}/groups/{}", key.0, key.1),
+               "expression": expression});
+        if let Some(tags) = s.group_tags.get(&key) {
+            body["tags"] = tags.clone();
+        }
+        return Response::json(200, body.to_string());
     }
     let shown = match s.realized_members.get(&key) {
         Some(old) if s.lag_left > 0 => {
@@ -1273,6 +1313,48 @@ fn group(s: &mut State, rest: &str) -> Response {
         200,
         json!({"results": results, "result_count": results.len()}).to_string(),
     )
+}
+
+/// A domain's groups, a page at a time (`cursor`, `page_size` at most 1000), each with its
+/// tags, as NSX lists them.
+fn group_list(s: &State, req: &Request, domain: &str) -> Response {
+    for (key, _) in req.query() {
+        if !["cursor", "page_size"].contains(&key.as_str()) {
+            return error(400, 400, &format!("Unknown query parameter {key}"));
+        }
+    }
+    let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
+    };
+    let start: usize = match req.query_value("cursor") {
+        None => 0,
+        Some(c) => match c.strip_prefix('g').and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return error(400, 400, "Invalid cursor"),
+        },
+    };
+    let all: Vec<Value> = s
+        .groups
+        .iter()
+        .filter(|((d, _), _)| d == domain)
+        .map(|((d, id), expression)| {
+            let mut g = json!({"resource_type": "Group", "id": id, "display_name": id,
+                               "path": format!("/infra/domains/{d}/groups/{id}"),
+                               "expression": expression});
+            if let Some(tags) = s.group_tags.get(&(d.clone(), id.clone())) {
+                g["tags"] = tags.clone();
+            }
+            g
+        })
+        .collect();
+    let end = (start + page_size).min(all.len());
+    let mut body = json!({"results": all[start.min(end)..end], "result_count": all.len()});
+    if end < all.len() {
+        body["cursor"] = json!(format!("g{end}"));
+    }
+    Response::json(200, body.to_string())
 }
 
 /// Policy service paths this manager knows.
@@ -1302,7 +1384,15 @@ fn group_write(s: &mut State, req: &Request, rest: &str) -> Response {
         }) {
             return error(400, 500030, &format!("Group {path} is used by a rule"));
         }
+        if s.pending_deletion.contains(&path) {
+            return error(
+                400,
+                500030,
+                &format!("Group {path} is used by a rule that is being deleted"),
+            );
+        }
         s.groups.remove(&key);
+        s.group_tags.remove(&key);
         return Response::empty(200);
     }
     if req.media_type() != "application/json" {
@@ -1326,6 +1416,9 @@ fn group_write(s: &mut State, req: &Request, rest: &str) -> Response {
     });
     if !valid {
         return error(400, 500012, "Invalid group expression");
+    }
+    if let Some(tags) = body.get("tags") {
+        s.group_tags.insert(key.clone(), tags.clone());
     }
     s.groups.insert(key, expression);
     Response::json(200, body.to_string())
@@ -1356,19 +1449,38 @@ fn firewall(s: &mut State, req: &Request, rest: &str) -> Response {
         );
     };
     match (req.method.as_str(), rule) {
-        ("GET", None) => Response::json(
-            200,
-            json!({"resource_type": "SecurityPolicy", "id": policy, "category": "Application",
-                   "_revision": 0, "_protection": if protected { "PROTECTED" } else { "NOT_PROTECTED" }})
-            .to_string(),
-        ),
+        ("GET", None) => {
+            let scope = s
+                .policy_scopes
+                .get(&(domain.clone(), policy.clone()))
+                .cloned()
+                .unwrap_or_else(|| vec!["ANY".to_string()]);
+            Response::json(
+                200,
+                json!({"resource_type": "SecurityPolicy", "id": policy, "display_name": policy,
+                       "path": format!("/infra/domains/{domain}/security-policies/{policy}"),
+                       "category": "Application", "sequence_number": 10, "stateful": true,
+                       "scope": scope, "rule_count": s.rules.keys().filter(|(d, p, _)| *d == domain && *p == policy).count(),
+                       "_revision": 0, "_create_user": "admin",
+                       "_protection": if protected { "PROTECTED" } else { "NOT_PROTECTED" }})
+                .to_string(),
+            )
+        }
         ("GET", Some(None)) => rule_list(s, req, &domain, &policy),
         ("GET", Some(Some(id))) => match s.rules.get(&(domain, policy, id.clone())) {
             Some(rule) => Response::json(200, rule.to_string()),
             None => error(404, 500012, &format!("Rule {id} not found")),
         },
         ("DELETE", Some(Some(id))) => {
-            s.rules.remove(&(domain, policy, id));
+            if let Some(rule) = s.rules.remove(&(domain, policy, id))
+                && s.slow_realization
+            {
+                for g in rule["destination_groups"].as_array().into_iter().flatten() {
+                    if let Some(g) = g.as_str() {
+                        s.pending_deletion.insert(g.to_string());
+                    }
+                }
+            }
             Response::empty(200)
         }
         ("PUT", Some(Some(id))) if protected => error(
@@ -1403,6 +1515,8 @@ fn rule_list(s: &mut State, req: &Request, domain: &str, policy: &str) -> Respon
         },
     };
     s.rule_pages += 1;
+    // Time passes: deletions are realized.
+    s.pending_deletion.clear();
     let stored: Vec<Value> = s
         .rules
         .iter()
@@ -1455,79 +1569,8 @@ fn rule_put(s: &mut State, req: &Request, key: (String, String, String)) -> Resp
     let Ok(mut body) = serde_json::from_slice::<Value>(&req.body) else {
         return error(400, 400, "Malformed request body");
     };
-    let Some(fields) = body.as_object() else {
-        return error(400, 400, "Malformed request body");
-    };
-    let known = [
-        "resource_type",
-        "id",
-        "display_name",
-        "source_groups",
-        "destination_groups",
-        "services",
-        "action",
-        "direction",
-        "scope",
-        "tags",
-        "_revision",
-        "disabled",
-        "sources_excluded",
-        "destinations_excluded",
-        "sequence_number",
-        "logged",
-    ];
-    if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
-        return error(400, 400, &format!("Field {unknown} is not allowed"));
-    }
-    let list = |name: &str| -> Vec<String> {
-        body[name]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
-    };
-    for name in ["source_groups", "destination_groups"] {
-        let items = list(name);
-        if items.is_empty() || items.len() > 128 {
-            return error(400, 400, &format!("{name} needs 1 to 128 items"));
-        }
-        for item in &items {
-            let ok = item == "ANY"
-                || item
-                    .split('/')
-                    .next()
-                    .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
-                || (item.starts_with("/infra/domains/") && {
-                    let parts: Vec<&str> = item.split('/').collect();
-                    matches!(parts.as_slice(), ["", "infra", "domains", d, "groups", g]
-                        if s.groups.contains_key(&(d.to_string(), g.to_string())))
-                });
-            if !ok {
-                return error(
-                    400,
-                    500012,
-                    &format!("Invalid path or address {item} in {name}"),
-                );
-            }
-        }
-    }
-    if body["display_name"]
-        .as_str()
-        .is_some_and(|n| n.chars().count() > 255)
-    {
-        return error(400, 400, "display_name is longer than 255 characters");
-    }
-    let services = list("services");
-    if services.is_empty()
-        || services
-            .iter()
-            .any(|sv| sv != "ANY" && !SERVICES.contains(&sv.as_str()))
-    {
-        return error(400, 500012, &format!("Invalid services {services:?}"));
-    }
-    if !["ALLOW", "DROP", "REJECT"].contains(&body["action"].as_str().unwrap_or("")) {
-        return error(400, 400, "Invalid action");
+    if let Some(refused) = invalid_rule(s, &body, &BTreeSet::new()) {
+        return refused;
     }
     let current = s.rules.get(&key).and_then(|r| r["_revision"].as_i64());
     let given = body["_revision"].as_i64();
@@ -1561,6 +1604,364 @@ fn rule_put(s: &mut State, req: &Request, key: (String, String, String)) -> Resp
     ));
     s.rules.insert(key, body.clone());
     Response::json(200, body.to_string())
+}
+
+/// Why NSX refuses `body` as a rule (as the API reference describes `Rule`), if it does:
+/// unknown fields, 1 to 128 sources and destinations (addresses, ANY or groups that exist, or
+/// are made in the same hierarchical write: `made`), Applied-To groups that exist, services
+/// this manager knows, an action.
+fn invalid_rule(s: &State, body: &Value, made: &BTreeSet<(String, String)>) -> Option<Response> {
+    let Some(fields) = body.as_object() else {
+        return Some(error(400, 400, "Malformed request body"));
+    };
+    let known = [
+        "resource_type",
+        "id",
+        "display_name",
+        "source_groups",
+        "destination_groups",
+        "services",
+        "service_entries",
+        "profiles",
+        "action",
+        "direction",
+        "ip_protocol",
+        "scope",
+        "tags",
+        "_revision",
+        "disabled",
+        "sources_excluded",
+        "destinations_excluded",
+        "sequence_number",
+        "logged",
+        "marked_for_delete",
+        // Read-only: NSX ignores it in a request.
+        "path",
+    ];
+    if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+        return Some(error(400, 400, &format!("Field {unknown} is not allowed")));
+    }
+    let list = |name: &str| -> Vec<String> {
+        body[name]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    let group_exists = |item: &str| {
+        let parts: Vec<&str> = item.split('/').collect();
+        matches!(parts.as_slice(), ["", "infra", "domains", d, "groups", g]
+            if s.groups.contains_key(&(d.to_string(), g.to_string()))
+                || made.contains(&(d.to_string(), g.to_string())))
+    };
+    for name in ["source_groups", "destination_groups"] {
+        let items = list(name);
+        if items.is_empty() || items.len() > 128 {
+            return Some(error(400, 400, &format!("{name} needs 1 to 128 items")));
+        }
+        for item in &items {
+            let ok = item == "ANY"
+                || item
+                    .split('/')
+                    .next()
+                    .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+                || (item.starts_with("/infra/domains/") && group_exists(item));
+            if !ok {
+                return Some(error(
+                    400,
+                    500012,
+                    &format!("Invalid path or address {item} in {name}"),
+                ));
+            }
+        }
+    }
+    for item in list("scope") {
+        if item != "ANY" && !group_exists(&item) {
+            return Some(error(400, 500012, &format!("Invalid path {item} in scope")));
+        }
+    }
+    if body["display_name"]
+        .as_str()
+        .is_some_and(|n| n.chars().count() > 255)
+    {
+        return Some(error(
+            400,
+            400,
+            "display_name is longer than 255 characters",
+        ));
+    }
+    let services = list("services");
+    if services.is_empty()
+        || services
+            .iter()
+            .any(|sv| sv != "ANY" && !SERVICES.contains(&sv.as_str()))
+    {
+        return Some(error(
+            400,
+            500012,
+            &format!("Invalid services {services:?}"),
+        ));
+    }
+    if !["ALLOW", "DROP", "REJECT"].contains(&body["action"].as_str().unwrap_or("")) {
+        return Some(error(400, 400, "Invalid action"));
+    }
+    None
+}
+
+/// The security policy fields a hierarchical write may carry (the API reference's
+/// `SecurityPolicy`; the read-only ones are ignored, as NSX ignores them).
+const POLICY_FIELDS: [&str; 18] = [
+    "resource_type",
+    "id",
+    "display_name",
+    "description",
+    "category",
+    "sequence_number",
+    "stateful",
+    "tcp_strict",
+    "scope",
+    "locked",
+    "tags",
+    "children",
+    "comments",
+    "logging_enabled",
+    "scheduler_path",
+    "path",
+    "rule_count",
+    "marked_for_delete",
+];
+
+/// The stale-object answers NSX gives a write that raced another: 409, 412 (604), 400 with
+/// 500087, 404 with 500090, in turn.
+fn stale_answer(n: usize) -> Response {
+    let text = "The object was modified by somebody else. Please retry.";
+    match n % 4 {
+        0 => error(409, 409, text),
+        1 => error(412, 604, text),
+        2 => error(400, 500087, text),
+        _ => error(404, 500090, "The object is being modified; try again."),
+    }
+}
+
+/// `PATCH /policy/api/v1/infra` in hierarchical mode, as far as otnsx uses it: an `Infra`
+/// whose children are `ChildResourceReference`s to domains (or `ChildDomain`s), each with
+/// `ChildGroup`s and `ChildSecurityPolicy`s, the latter with `ChildRule`s. One transaction:
+/// every object is checked before any is written, and a refusal writes nothing. A child's
+/// object is patched: the fields given replace those stored, the others stay. A rule may name a
+/// group made in the same write. `marked_for_delete` deletes.
+fn hierarchy(s: &mut State, req: &Request) -> Response {
+    if req.media_type() != "application/json" {
+        return error(415, 415, "Unsupported media type");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&req.body) else {
+        return error(400, 400, "Malformed request body");
+    };
+    if body["resource_type"] != "Infra" {
+        return error(
+            400,
+            255,
+            "resource_type Infra is required at the top of the tree",
+        );
+    }
+    s.hierarchy_writes += 1;
+    if s.conflicts > 0 {
+        s.conflicts -= 1;
+        return stale_answer(s.conflicts);
+    }
+    // Checked first, written after.
+    let mut groups: Vec<((String, String), Value, bool)> = Vec::new();
+    let mut policies: Vec<((String, String), Value)> = Vec::new();
+    let mut rules: Vec<((String, String, String), Value, bool)> = Vec::new();
+    for child in body["children"].as_array().into_iter().flatten() {
+        let domain = match child["resource_type"].as_str() {
+            Some("ChildResourceReference") if child["target_type"] == "Domain" => {
+                child["id"].as_str().unwrap_or_default().to_string()
+            }
+            Some("ChildDomain") => child["Domain"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            other => {
+                return error(400, 255, &format!("Invalid child of Infra: {other:?}"));
+            }
+        };
+        if domain.is_empty() {
+            return error(400, 255, "A domain reference needs its id");
+        }
+        let children = match child["resource_type"].as_str() {
+            Some("ChildDomain") => &child["Domain"]["children"],
+            _ => &child["children"],
+        };
+        for item in children.as_array().into_iter().flatten() {
+            let deleting = item["marked_for_delete"] == true;
+            match item["resource_type"].as_str() {
+                Some("ChildGroup") => {
+                    let group = &item["Group"];
+                    let Some(id) = group["id"].as_str() else {
+                        return error(400, 255, "ChildGroup needs a Group with its id");
+                    };
+                    if group["resource_type"] != "Group" {
+                        return error(400, 255, "Group needs resource_type Group");
+                    }
+                    groups.push(((domain.clone(), id.to_string()), group.clone(), deleting));
+                }
+                Some("ChildSecurityPolicy") => {
+                    let policy = &item["SecurityPolicy"];
+                    let Some(id) = policy["id"].as_str() else {
+                        return error(
+                            400,
+                            255,
+                            "ChildSecurityPolicy needs a SecurityPolicy with its id",
+                        );
+                    };
+                    if policy["resource_type"] != "SecurityPolicy" {
+                        return error(
+                            400,
+                            255,
+                            "SecurityPolicy needs resource_type SecurityPolicy",
+                        );
+                    }
+                    let unknown = policy.as_object().and_then(|fields| {
+                        fields
+                            .keys()
+                            .find(|k| !k.starts_with('_') && !POLICY_FIELDS.contains(&k.as_str()))
+                    });
+                    if let Some(unknown) = unknown {
+                        return error(
+                            400,
+                            255,
+                            &format!("Field {unknown} is not allowed in SecurityPolicy"),
+                        );
+                    }
+                    let key = (domain.clone(), id.to_string());
+                    if s.security_policies.get(&key) == Some(&true) {
+                        return error(
+                            403,
+                            403,
+                            &format!("The object {id} is protected and may not be changed"),
+                        );
+                    }
+                    for rule_child in policy["children"].as_array().into_iter().flatten() {
+                        if rule_child["resource_type"] != "ChildRule" {
+                            return error(400, 255, "A SecurityPolicy's children are ChildRules");
+                        }
+                        let rule = &rule_child["Rule"];
+                        let Some(rule_id) = rule["id"].as_str() else {
+                            return error(400, 255, "ChildRule needs a Rule with its id");
+                        };
+                        rules.push((
+                            (domain.clone(), id.to_string(), rule_id.to_string()),
+                            rule.clone(),
+                            rule_child["marked_for_delete"] == true,
+                        ));
+                    }
+                    let mut stored = policy.clone();
+                    if let Some(fields) = stored.as_object_mut() {
+                        fields.remove("children");
+                    }
+                    policies.push((key, stored));
+                }
+                other => return error(400, 255, &format!("Invalid child of Domain: {other:?}")),
+            }
+        }
+    }
+    let made: BTreeSet<(String, String)> = groups
+        .iter()
+        .filter(|(_, _, deleting)| !deleting)
+        .map(|(k, _, _)| k.clone())
+        .collect();
+    for (key, group, deleting) in &groups {
+        if *deleting {
+            continue;
+        }
+        let valid = group["expression"].as_array().is_some_and(|list| {
+            list.iter().all(|e| {
+                e["resource_type"] == "ExternalIDExpression"
+                    && e["member_type"] == "VirtualMachine"
+                    && e["external_ids"]
+                        .as_array()
+                        .is_some_and(|ids| !ids.is_empty())
+            })
+        });
+        if !valid {
+            return error(
+                400,
+                500012,
+                &format!("Invalid group expression in {}", key.1),
+            );
+        }
+    }
+    for (key, rule, deleting) in &rules {
+        if *deleting {
+            continue;
+        }
+        // Patched: what is stored, with the fields given.
+        let mut merged = s.rules.get(key).cloned().unwrap_or_else(|| json!({}));
+        if let (Some(into), Some(from)) = (merged.as_object_mut(), rule.as_object()) {
+            for (k, v) in from {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(given) = rule["_revision"].as_i64()
+            && s.rules.get(key).and_then(|r| r["_revision"].as_i64()) != Some(given)
+        {
+            return error(
+                412,
+                604,
+                "The object was modified by somebody else. Please retry.",
+            );
+        }
+        if let Some(refused) = invalid_rule(s, &merged, &made) {
+            return refused;
+        }
+    }
+    // Written.
+    for (key, group, deleting) in groups {
+        if deleting {
+            s.groups.remove(&key);
+            s.group_tags.remove(&key);
+            continue;
+        }
+        if let Some(tags) = group.get("tags") {
+            s.group_tags.insert(key.clone(), tags.clone());
+        }
+        s.groups.insert(key, group["expression"].clone());
+    }
+    for (key, policy) in policies {
+        s.security_policies.entry(key.clone()).or_insert(false);
+        let scope: Vec<String> = policy["scope"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_string))
+            .filter(|g| g != "ANY")
+            .collect();
+        match scope.is_empty() {
+            true => s.policy_scopes.remove(&key),
+            false => s.policy_scopes.insert(key, scope),
+        };
+    }
+    for (key, rule, deleting) in rules {
+        if deleting {
+            s.rules.remove(&key);
+            continue;
+        }
+        let current = s.rules.get(&key).and_then(|r| r["_revision"].as_i64());
+        let mut merged = s.rules.get(&key).cloned().unwrap_or_else(|| json!({}));
+        if let (Some(into), Some(from)) = (merged.as_object_mut(), rule.as_object()) {
+            for (k, v) in from {
+                into.insert(k.clone(), v.clone());
+            }
+        }
+        merged["_revision"] = json!(current.map_or(0, |c| c + 1));
+        merged["path"] = json!(format!(
+            "/infra/domains/{}/security-policies/{}/rules/{}",
+            key.0, key.1, key.2
+        ));
+        s.rules.insert(key, merged);
+    }
+    Response::empty(200)
 }
 
 /// The realized state of a rule: REALIZED (or ERROR when told so) while it exists, none once
