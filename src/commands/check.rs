@@ -111,6 +111,9 @@ pub fn run(
             return Ok(Exit::Config);
         }
     };
+    if let Some(source) = &config.source {
+        agent_sources(&mut list, source);
+    }
     // Each service gets its own share of the deadline, so that one that hangs does not leave
     // the others no time and mark them failed too.
     let services = u32::try_from(config.endpoints().len()).unwrap_or(1).max(1);
@@ -319,6 +322,25 @@ pub fn run(
     } else {
         Exit::Partial
     })
+}
+
+/// Per-agent rules: where each agent's rules come from, one line per `[agents]` entry (its
+/// networks passed the configuration's checks), and how a desktop VM's addresses are taken.
+fn agent_sources(list: &mut Checklist, source: &config::AgentSource) {
+    for (agent, addresses) in &source.agents {
+        list.pass(
+            &format!("agent {agent}"),
+            &format!("rules from {}", addresses.join(", ")),
+        );
+    }
+    if let Some(pattern) = &source.desktop {
+        list.pass(
+            "agent desktops",
+            &format!(
+                "any other agent's rules come from the addresses NSX shows for their VM {pattern:?}, less unspecified, loopback, link-local, multicast and broadcast addresses and those in another agent's [agents] networks (each left out is a warning)"
+            ),
+        );
+    }
 }
 
 /// Whether `otrs.version` matches the help desk the articles show: an OTRS 5 note on a later

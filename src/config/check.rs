@@ -550,6 +550,8 @@ impl Checker {
                     ("services", raw.services.is_some()),
                     ("verify_realized", raw.verify_realized.is_some()),
                     ("desktop", raw.desktop.is_some()),
+                    ("widest_ipv4", raw.widest_ipv4.is_some()),
+                    ("widest_ipv6", raw.widest_ipv6.is_some()),
                 ] {
                     if given {
                         self.problem(&format!("source.{key}"), "applies to mode = \"agent\" only");
@@ -600,28 +602,9 @@ impl Checker {
                 self.problem(&key, format!("missing: profile {:?} needs the services its rules open, e.g. [\"/infra/services/SSH\"]", profile.name));
             }
         }
-        for (agent, addresses) in agents {
-            if !is_login(agent) {
-                self.problem(
-                    "agents",
-                    format!("{:?} is not a login", crate::escape::shorten(agent)),
-                );
-            }
-            if addresses.is_empty() || addresses.len() > 128 {
-                self.problem(&format!("agents.{agent}"), "1 to 128 addresses");
-            }
-            for address in addresses {
-                if !is_address(address) {
-                    self.problem(
-                        &format!("agents.{agent}"),
-                        format!(
-                            "{:?} is not an IPv4 or IPv6 address or CIDR",
-                            crate::escape::shorten(address)
-                        ),
-                    );
-                }
-            }
-        }
+        let widest_ipv4 = self.widest("source.widest_ipv4", raw.widest_ipv4, 24, 8..=32);
+        let widest_ipv6 = self.widest("source.widest_ipv6", raw.widest_ipv6, 64, 32..=128);
+        self.agents(agents, widest_ipv4, widest_ipv6);
         if let Some(pattern) = &raw.desktop {
             let example = pattern.replace("{login}", "agent1");
             if !pattern.contains("{login}")
@@ -644,6 +627,119 @@ impl Checker {
             agents: agents.clone(),
             desktop: raw.desktop.clone(),
         })
+    }
+
+    /// `source.widest_ipv4` / `widest_ipv6`: the shortest prefix an `[agents]` network may
+    /// have, within `range`.
+    fn widest(
+        &mut self,
+        key: &str,
+        given: Option<i64>,
+        default: u8,
+        range: std::ops::RangeInclusive<u8>,
+    ) -> u8 {
+        match given {
+            None => default,
+            Some(n) => match u8::try_from(n) {
+                Ok(n) if range.contains(&n) => n,
+                _ => {
+                    self.problem(
+                        key,
+                        format!(
+                            "{n}: a prefix length from {} to {} (default {default}); any address is never accepted",
+                            range.start(),
+                            range.end()
+                        ),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    /// `[agents]`: each login's desktop networks, 1 to 128 of them, each a network a desktop
+    /// can own (not any address, unspecified, loopback, link-local, multicast, broadcast or
+    /// IPv4-mapped), no host bit set, no wider than `/widest_ipv4` or `/widest_ipv6`, and in
+    /// one agent's list only (an address in two lists would open one agent's VMs to the other).
+    fn agents(
+        &mut self,
+        agents: &std::collections::BTreeMap<String, Vec<String>>,
+        widest_ipv4: u8,
+        widest_ipv6: u8,
+    ) {
+        let mut listed: Vec<(Network, &str, &str)> = Vec::new();
+        for (agent, addresses) in agents {
+            let key = format!("agents.{agent}");
+            if !is_login(agent) {
+                self.problem(
+                    "agents",
+                    format!("{:?} is not a login", crate::escape::shorten(agent)),
+                );
+            }
+            if addresses.is_empty() || addresses.len() > 128 {
+                self.problem(&key, "1 to 128 addresses");
+            }
+            for address in addresses {
+                let shown = crate::escape::shorten(address);
+                let network = match Network::parse(address) {
+                    Ok(network) => network,
+                    Err(NetworkError::Malformed) => {
+                        self.problem(
+                            &key,
+                            format!("{shown:?} is not an IPv4 or IPv6 address or CIDR"),
+                        );
+                        continue;
+                    }
+                    Err(NetworkError::HostBits(network)) => {
+                        let host = address.split('/').next().unwrap_or_default();
+                        self.problem(
+                            &key,
+                            format!("{shown:?} has host bits set under its prefix: write the network {:?}, or the desktop's own address {host:?}", network.to_string()),
+                        );
+                        continue;
+                    }
+                };
+                if let Some((what, range)) = network.no_desktop() {
+                    self.problem(
+                        &key,
+                        format!("{shown:?} is {what} ({range}), never a desktop's own address: list the agent's desktop addresses, like \"10.1.2.3\" or \"fd00::3\""),
+                    );
+                    continue;
+                }
+                let (widest, setting) = match network.is_ipv4() {
+                    true => (widest_ipv4, "widest_ipv4"),
+                    false => (widest_ipv6, "widest_ipv6"),
+                };
+                if network.prefix < widest {
+                    self.problem(
+                        &key,
+                        format!("{shown:?} is wider than /{widest}: list the desktop's own addresses, or, if the whole network is this agent's desktops, set [source] {setting} = {}", network.prefix),
+                    );
+                    continue;
+                }
+                listed.push((network, agent, address));
+            }
+        }
+        // Sorted by first address, the wider first: every network that overlaps one holds
+        // it, and those still open when it comes are a chain, each inside the one before.
+        listed.sort();
+        let mut open: Vec<(Network, &str, &str)> = Vec::new();
+        for &(network, agent, address) in &listed {
+            while open.last().is_some_and(|(o, _, _)| !o.overlaps(&network)) {
+                open.pop();
+            }
+            if let Some((_, other, theirs)) = open.iter().rev().find(|(_, a, _)| *a != agent) {
+                self.problem(
+                    &format!("agents.{other}"),
+                    format!(
+                        "{:?} overlaps agents.{agent}'s {:?}: an address belongs to one agent's desktop, and a rule from it would let the other agent in too; keep it in one of the two lists",
+                        crate::escape::shorten(theirs),
+                        crate::escape::shorten(address)
+                    ),
+                );
+            }
+            open.push((network, agent, address));
+        }
     }
 
     /// VM name patterns: each 1 to [`MAX_VM_NAME`] characters, no control characters.
@@ -1000,17 +1096,4 @@ impl Checker {
             self.base.join(path)
         }
     }
-}
-
-/// An IPv4 or IPv6 address, or a CIDR of one (`10.1.2.3`, `10.1.2.0/24`, `fd00::1/128`).
-fn is_address(text: &str) -> bool {
-    let (address, prefix) = match text.split_once('/') {
-        Some((a, p)) => (a, Some(p)),
-        None => (text, None),
-    };
-    let Ok(ip) = address.parse::<std::net::IpAddr>() else {
-        return false;
-    };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|n| n <= max) && !p.starts_with('+'))
 }

@@ -1,6 +1,8 @@
 //! The checked configuration as the rest of otnsx reads it: [`Config`] and its parts, and the
 //! limits a value must keep. `check.rs` makes one from the raw file (`raw.rs`).
 
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -90,6 +92,154 @@ pub struct AgentSource {
     /// For agents not in `agents`: the name of their desktop VM, `{login}` standing for the
     /// agent's login; its addresses are those NSX knows for the VM's interfaces.
     pub desktop: Option<String>,
+}
+
+impl AgentSource {
+    /// Every network `[agents]` lists, with its agent (the configuration checked them all).
+    pub fn listed_networks(&self) -> Vec<(&str, Network)> {
+        self.agents
+            .iter()
+            .flat_map(|(agent, addresses)| {
+                addresses
+                    .iter()
+                    .filter_map(|a| Network::parse(a).ok())
+                    .map(move |n| (agent.as_str(), n))
+            })
+            .collect()
+    }
+}
+
+/// An IPv4 or IPv6 network as `[agents]` gives it: an address (the network of that one
+/// address), or an address and a prefix length (`10.1.2.0/24`), no host bit set under the
+/// prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Network {
+    pub address: IpAddr,
+    pub prefix: u8,
+}
+
+/// Why a text is not a [`Network`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkError {
+    /// Not an IPv4 or IPv6 address, or a prefix that is not 0 to 32 (IPv4) or 128 (IPv6).
+    Malformed,
+    /// A host bit is set under the prefix (`10.1.2.3/24`): the network meant.
+    HostBits(Network),
+}
+
+/// Addresses no desktop has as its own, by what they are. A network that reaches into one is
+/// no source of an agent's desktop. (IPv4: RFC 1122 3.2.1.3 for 0.0.0.0/8 and 127.0.0.0/8,
+/// RFC 3927 for 169.254.0.0/16, RFC 5771 for 224.0.0.0/4, RFC 919 for the limited broadcast;
+/// IPv6: RFC 4291 2.5.2, 2.5.3, 2.5.5.2, 2.5.6, 2.7.)
+const NO_DESKTOP: [(&str, &str); 10] = [
+    ("0.0.0.0/8", "unspecified"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("255.255.255.255/32", "broadcast"),
+    ("::/128", "unspecified"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+];
+
+impl Network {
+    /// `10.1.2.3`, `10.1.2.0/24`, `fd00::4`, `fd00::/64`. The prefix is decimal digits only.
+    pub fn parse(text: &str) -> Result<Network, NetworkError> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let address: IpAddr = address.parse().map_err(|_| NetworkError::Malformed)?;
+        let bits = Self::bits_of(address);
+        let prefix = match prefix {
+            None => bits,
+            Some(p) if (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()) => {
+                match p.parse::<u8>() {
+                    Ok(n) if n <= bits => n,
+                    _ => return Err(NetworkError::Malformed),
+                }
+            }
+            Some(_) => return Err(NetworkError::Malformed),
+        };
+        let network = Network {
+            address: masked(address, prefix),
+            prefix,
+        };
+        if network.address != address {
+            return Err(NetworkError::HostBits(network));
+        }
+        Ok(network)
+    }
+
+    /// The network of one address.
+    pub fn host(address: IpAddr) -> Network {
+        Network {
+            address,
+            prefix: Self::bits_of(address),
+        }
+    }
+
+    fn bits_of(address: IpAddr) -> u8 {
+        match address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        }
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        self.address.is_ipv4()
+    }
+
+    /// Whether `address` lies in this network (never across IPv4 and IPv6).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        address.is_ipv4() == self.is_ipv4() && masked(address, self.prefix) == self.address
+    }
+
+    /// Whether the two share an address: one holds the other.
+    pub fn overlaps(&self, other: &Network) -> bool {
+        match self.prefix <= other.prefix {
+            true => self.contains(other.address),
+            false => other.contains(self.address),
+        }
+    }
+
+    /// What this network holds that no desktop has as its own, and that range, or `None`:
+    /// "any address", "unspecified", "loopback", "link-local", "multicast", "broadcast" or
+    /// "IPv4-mapped".
+    pub fn no_desktop(&self) -> Option<(&'static str, &'static str)> {
+        if self.prefix == 0 {
+            return Some((
+                "any address",
+                if self.is_ipv4() { "0.0.0.0/0" } else { "::/0" },
+            ));
+        }
+        NO_DESKTOP.iter().find_map(|&(range, what)| {
+            let network = Network::parse(range).ok()?;
+            network.overlaps(self).then_some((what, range))
+        })
+    }
+}
+
+/// `address` with every bit past `prefix` cleared.
+fn masked(address: IpAddr, prefix: u8) -> IpAddr {
+    match address {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix)
+    }
 }
 
 /// The name `[nsx] tag`'s profile goes by, in tickets, `grant --profile` and messages.
@@ -330,5 +480,113 @@ impl Config {
         }
         out.push(("NSX", &self.nsx.endpoint));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> Network {
+        Network::parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"))
+    }
+
+    #[test]
+    fn networks_parse_with_and_without_a_prefix() {
+        assert_eq!(net("10.1.2.3").to_string(), "10.1.2.3/32");
+        assert_eq!(net("10.1.2.0/24").to_string(), "10.1.2.0/24");
+        assert_eq!(net("fd00::4").to_string(), "fd00::4/128");
+        assert_eq!(net("fd00::/64").to_string(), "fd00::/64");
+        assert_eq!(net("0.0.0.0/0").prefix, 0);
+        assert_eq!(net("::/0").prefix, 0);
+        for bad in [
+            "",
+            "10.1.2",
+            "10.1.2.300",
+            "10.1.2.3/33",
+            "fd00::/129",
+            "10.1.2.3/",
+            "10.1.2.3/+8",
+            "10.1.2.3/-1",
+            "10.1.2.3/ 8",
+            "10.1.2.3/0008",
+            "10.1.2.3/24/1",
+            "010.1.2.3",
+            "host.example",
+            "[fd00::1]",
+            "fd00::1%eth0",
+        ] {
+            assert_eq!(Network::parse(bad), Err(NetworkError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_host_bit_under_the_prefix_names_the_network_meant() {
+        assert_eq!(
+            Network::parse("10.1.2.3/24"),
+            Err(NetworkError::HostBits(net("10.1.2.0/24")))
+        );
+        assert_eq!(
+            Network::parse("fd00::1:2/64"),
+            Err(NetworkError::HostBits(net("fd00::/64")))
+        );
+        assert_eq!(
+            Network::parse("10.1.2.3/0"),
+            Err(NetworkError::HostBits(net("0.0.0.0/0")))
+        );
+        assert!(Network::parse("10.1.2.3/32").is_ok());
+        assert!(Network::parse("10.1.2.128/25").is_ok());
+    }
+
+    #[test]
+    fn containment_and_overlap_stay_within_one_family() {
+        let lan = net("10.1.2.0/24");
+        assert!(lan.contains("10.1.2.0".parse().unwrap()));
+        assert!(lan.contains("10.1.2.255".parse().unwrap()));
+        assert!(!lan.contains("10.1.3.0".parse().unwrap()));
+        assert!(!lan.contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(lan.overlaps(&net("10.1.2.4")) && net("10.1.2.4").overlaps(&lan));
+        assert!(lan.overlaps(&lan));
+        assert!(!lan.overlaps(&net("10.1.3.0/24")));
+        assert!(net("10.0.0.0/8").overlaps(&lan));
+        let v6 = net("fd00:1::/64");
+        assert!(v6.contains("fd00:1::ffff".parse().unwrap()));
+        assert!(!v6.contains("fd00:2::1".parse().unwrap()));
+        assert!(!v6.overlaps(&net("0.0.0.0/0")));
+        assert!(net("::/0").contains("fd00:2::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn what_no_desktop_owns_is_named() {
+        for (text, what) in [
+            ("0.0.0.0/0", "any address"),
+            ("::/0", "any address"),
+            ("0.0.0.0", "unspecified"),
+            ("::", "unspecified"),
+            ("127.0.0.1", "loopback"),
+            ("127.0.0.0/8", "loopback"),
+            ("::1", "loopback"),
+            ("169.254.1.2", "link-local"),
+            ("fe80::1", "link-local"),
+            ("febf::/16", "link-local"),
+            ("224.0.0.1", "multicast"),
+            ("239.255.255.250", "multicast"),
+            ("ff02::1", "multicast"),
+            ("255.255.255.255", "broadcast"),
+            ("::ffff:10.1.2.3", "IPv4-mapped"),
+            // A wide network that reaches into one.
+            ("192.0.0.0/2", "multicast"),
+        ] {
+            assert_eq!(net(text).no_desktop().map(|w| w.0), Some(what), "{text}");
+        }
+        for text in [
+            "10.1.2.3",
+            "192.168.0.0/16",
+            "fd00::4",
+            "2001:db8::/64",
+            "fec0::1",
+        ] {
+            assert_eq!(net(text).no_desktop(), None, "{text}");
+        }
     }
 }

@@ -101,6 +101,8 @@ pub(super) struct RawSource {
     pub(super) services: Option<Vec<String>>,
     pub(super) verify_realized: Option<bool>,
     pub(super) desktop: Option<String>,
+    pub(super) widest_ipv4: Option<i64>,
+    pub(super) widest_ipv6: Option<i64>,
 }
 
 /// `[state]`: where the leases and the journal are kept.

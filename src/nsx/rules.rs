@@ -386,7 +386,7 @@ impl AgentRules {
         );
         let reply = self.api().send(&Call::new(Method::GET, path))?;
         let body: Value = reply.json("NSX")?;
-        let mut addresses: Vec<String> = body["results"]
+        let mut reported: Vec<std::net::IpAddr> = body["results"]
             .as_array()
             .into_iter()
             .flatten()
@@ -398,13 +398,30 @@ impl AgentRules {
             })
             .flat_map(|info| info["ip_addresses"].as_array().cloned().unwrap_or_default())
             .filter_map(|ip| ip.as_str().and_then(|t| t.parse::<std::net::IpAddr>().ok()))
-            .map(|ip| ip.to_string())
+            // ::ffff:10.1.2.3 is 10.1.2.3.
+            .map(|ip| ip.to_canonical())
             .collect();
-        addresses.sort();
-        addresses.dedup();
-        if addresses.is_empty() {
+        reported.sort();
+        reported.dedup();
+        if reported.is_empty() {
             return Err(refused(
                 "has no address NSX knows (are VMware Tools running?)".into(),
+            ));
+        }
+        let listed = self.source.listed_networks();
+        let (addresses, dropped) = desktop_sources(&reported, &listed);
+        if addresses.is_empty() {
+            return Err(refused(format!(
+                "shows no address of its own, only {}",
+                dropped.join(", ")
+            )));
+        }
+        if !dropped.is_empty() {
+            lock(&self.warnings).push(format!(
+                "agent {:?}'s desktop {:?}: {} left out of the rule's sources",
+                crate::escape::shorten(agent),
+                crate::escape::shorten(name),
+                dropped.join(", ")
             ));
         }
         Ok(addresses)
@@ -1024,5 +1041,74 @@ impl TagBackend for AgentRules {
         self.source
             .verify_realized
             .then(|| self.realized(vm, member))
+    }
+}
+
+/// A desktop VM's addresses (as NSX reports them) split into the rule's sources and those
+/// left out, each said with why: unspecified, loopback, link-local, multicast or broadcast
+/// (no desktop's own), or inside another agent's `[agents]` network (that agent's desktop).
+pub fn desktop_sources(
+    reported: &[std::net::IpAddr],
+    listed: &[(&str, crate::config::Network)],
+) -> (Vec<String>, Vec<String>) {
+    let mut sources = Vec::new();
+    let mut dropped = Vec::new();
+    for &ip in reported {
+        if let Some((what, _)) = crate::config::Network::host(ip).no_desktop() {
+            dropped.push(format!("{ip} ({what})"));
+        } else if let Some((agent, network)) = listed.iter().find(|(_, n)| n.contains(ip)) {
+            dropped.push(format!(
+                "{ip} (in agents.{}'s {network})",
+                crate::escape::shorten(agent)
+            ));
+        } else {
+            sources.push(ip.to_string());
+        }
+    }
+    (sources, dropped)
+}
+
+#[cfg(test)]
+mod desktop_tests {
+    use super::desktop_sources;
+    use crate::config::Network;
+
+    #[test]
+    fn a_desktops_sources_are_its_own_addresses_only() {
+        let reported: Vec<std::net::IpAddr> = [
+            "0.0.0.0",
+            "10.1.2.4",
+            "10.9.9.3",
+            "127.0.0.1",
+            "169.254.3.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "fd00::93",
+            "fe80::1",
+            "ff02::1",
+        ]
+        .iter()
+        .map(|t| t.parse().unwrap())
+        .collect();
+        let listed = [("agent2", Network::parse("10.1.2.4").unwrap())];
+        let (sources, dropped) = desktop_sources(&reported, &listed);
+        assert_eq!(sources, ["10.9.9.3", "fd00::93"]);
+        assert_eq!(
+            dropped,
+            [
+                "0.0.0.0 (unspecified)",
+                "10.1.2.4 (in agents.agent2's 10.1.2.4/32)",
+                "127.0.0.1 (loopback)",
+                "169.254.3.3 (link-local)",
+                "224.0.0.1 (multicast)",
+                "255.255.255.255 (broadcast)",
+                ":: (unspecified)",
+                "::1 (loopback)",
+                "fe80::1 (link-local)",
+                "ff02::1 (multicast)",
+            ]
+        );
     }
 }

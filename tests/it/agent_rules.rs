@@ -501,6 +501,134 @@ fn a_rule_deleted_by_hand_is_not_made_again_and_its_lease_ends() {
     assert_eq!(rules(&world)[0]["source_groups"], json!(["10.1.2.3/32"]));
 }
 
+/// A wider `[agents]` network than /24 (/64) is the site's explicit choice: with
+/// `source.widest_ipv4` / `widest_ipv6` it is accepted and becomes the rule's source, and
+/// `check` lists each agent's networks.
+fn a_wider_agent_network_opens_when_the_site_sets_widest() {
+    let world = agent_world("widest_ipv4 = 16\nwidest_ipv6 = 48");
+    let text = std::fs::read_to_string(world.config_path()).unwrap();
+    world.write_config(&format!("{text}agent7 = [\"10.7.0.0/16\", \"fd07::/48\"]\n"));
+    let run = otnsx(&world, &["check"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    for line in [
+        "✓ agent agent1: rules from 10.1.2.3/32\n",
+        "✓ agent agent2: rules from 10.1.2.4, fd00::4\n",
+        "✓ agent agent7: rules from 10.7.0.0/16, fd07::/48\n",
+    ] {
+        assert!(run.stdout.contains(line), "{line}: {}", run.stdout);
+    }
+    assert!(!run.stdout.contains("agent desktops"), "{}", run.stdout);
+    world.helpdesk.update(T2.0, |t| {
+        t.vm_field = json!("web01:ssh");
+        t.owner = "agent7".into();
+    });
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        rules(&world)[0]["source_groups"],
+        json!(["10.7.0.0/16", "fd07::/48"])
+    );
+    // Without the settings the same networks are refused (78), nothing changed.
+    world.write_config(
+        &std::fs::read_to_string(world.config_path())
+            .unwrap()
+            .replace("widest_ipv4 = 16\nwidest_ipv6 = 48", ""),
+    );
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(
+        run.stderr.contains("agents.agent7: \"10.7.0.0/16\" is wider than /24")
+            && run.stderr.contains("agents.agent7: \"fd07::/48\" is wider than /64"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(rules(&world).len(), 1);
+}
+
+/// A desktop VM's addresses that are no desktop's own (0.0.0.0, ::, loopback, link-local,
+/// multicast) or another agent's (`[agents]`) never become a rule's source: each is said in
+/// the output and the journal; a desktop showing only such addresses opens nothing (77).
+fn a_desktop_vms_addresses_it_does_not_own_are_left_out_and_said() {
+    let world = agent_world("desktop = \"vdi-{login}\"");
+    let vdi3 = "5099aaaa-0000-0000-0000-000000000003";
+    world.nsxt.add_vm("vdi-agent3", vdi3, &[], &[]);
+    world.nsxt.set_ips(
+        vdi3,
+        &[
+            "0.0.0.0",
+            "::",
+            "127.0.0.1",
+            "fe80::1",
+            "224.0.0.1",
+            "10.1.2.4",
+            "10.9.9.3",
+        ],
+    );
+    world.helpdesk.update(T2.0, |t| {
+        t.vm_field = json!("web01:ssh");
+        t.owner = "agent3".into();
+    });
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(rules(&world)[0]["source_groups"], json!(["10.9.9.3"]));
+    let said = "agent \"agent3\"'s desktop \"vdi-agent3\": 0.0.0.0 (unspecified), 10.1.2.4 (in agents.agent2's 10.1.2.4/32), 127.0.0.1 (loopback), 224.0.0.1 (multicast), :: (unspecified), fe80::1 (link-local) left out of the rule's sources";
+    assert!(run.stdout.contains(said), "{}", run.stdout);
+    let opened = world
+        .journal()
+        .into_iter()
+        .find(|e| e["action"] == "grant")
+        .unwrap();
+    assert!(
+        opened["detail"].as_str().unwrap().contains(&format!("(warning: {said})")),
+        "{opened}"
+    );
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert!(rules(&world).is_empty());
+
+    // Only such addresses: refused, nothing opened.
+    world.nsxt.set_ips(
+        vdi3,
+        &["0.0.0.0", "::", "127.0.0.1", "fe80::1", "224.0.0.1", "10.1.2.4"],
+    );
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(
+        run.stderr.contains("agent \"agent3\"'s desktop \"vdi-agent3\" shows no address of its own, only 0.0.0.0 (unspecified), 10.1.2.4 (in agents.agent2's 10.1.2.4/32), 127.0.0.1 (loopback), 224.0.0.1 (multicast), :: (unspecified), fe80::1 (link-local): nothing is opened for them; list its addresses in [agents]"),
+        "{}",
+        run.stderr
+    );
+    assert!(rules(&world).is_empty());
+    assert!(world.leases().is_empty());
+    // Journaled and noted as the other desktop refusals are: an opening that failed.
+    let failed = world
+        .journal()
+        .into_iter()
+        .find(|e| e["action"] == "error")
+        .unwrap();
+    assert!(
+        failed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("shows no address of its own"),
+        "{failed}"
+    );
+    assert!(
+        world.journal().iter().any(|e| e["action"] == "note"
+            && e["detail"]
+                .as_str()
+                .unwrap()
+                .contains("could not be opened: agent \"agent3\"'s desktop")),
+        "noted in the ticket"
+    );
+    // `check` says how desktop addresses are taken.
+    let run = otnsx(&world, &["check"]);
+    assert!(
+        run.stdout.contains("✓ agent desktops: any other agent's rules come from the addresses NSX shows for their VM \"vdi-{login}\", less unspecified"),
+        "{}",
+        run.stdout
+    );
+}
+
 crate::tests! {
     agent1_gets_exactly_ssh_to_web01_from_their_desktop_and_unlock_takes_it_away,
     two_admins_on_one_vm_get_two_rules_each_closed_by_its_own_ticket,
@@ -515,4 +643,6 @@ crate::tests! {
     a_long_login_still_fits_nsx_display_name_limit,
     revoke_by_name_closes_every_agents_rule_on_the_vm,
     a_rule_deleted_by_hand_is_not_made_again_and_its_lease_ends,
+    a_wider_agent_network_opens_when_the_site_sets_widest,
+    a_desktop_vms_addresses_it_does_not_own_are_left_out_and_said,
 }

@@ -4,6 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
 use crate::support::World;
+use crate::support::nsxt::FIREWALLER;
 use crate::{otnsx, run_binary};
 
 fn an_unknown_config_key_exits_78_naming_it() {
@@ -466,6 +467,64 @@ fn a_failing_password_commands_stderr_is_shown_without_any_secret() {
     assert!(world.nsx.requests().is_empty());
 }
 
+/// `[agents]` takes only networks a desktop can own, each in one agent's list: every other is
+/// 78 naming the key and the address, before any network call.
+fn agents_networks_no_desktop_owns_are_refused_naming_the_key() {
+    let world = World::new();
+    let source = format!(
+        "{}\n[source]\nmode = \"agent\"\nsecurity_policy = \"p\"\nservices = [\"/infra/services/SSH\"]\n",
+        world.config_text_policy(FIREWALLER, "", false)
+    );
+    for (extra, agents, said) in [
+        ("", "x = [\"0.0.0.0/0\"]", "agents.x: \"0.0.0.0/0\" is any address (0.0.0.0/0)"),
+        ("", "x = [\"::/0\"]", "agents.x: \"::/0\" is any address (::/0)"),
+        // Whatever the site allows, never any address.
+        ("widest_ipv4 = 8\nwidest_ipv6 = 32\n", "x = [\"10.1.2.3\", \"0.0.0.0/0\"]", "agents.x: \"0.0.0.0/0\" is any address"),
+        ("", "x = [\"0.0.0.0\"]", "agents.x: \"0.0.0.0\" is unspecified (0.0.0.0/8)"),
+        ("", "x = [\"::\"]", "agents.x: \"::\" is unspecified (::/128)"),
+        ("", "x = [\"10.0.0.0/16\"]", "agents.x: \"10.0.0.0/16\" is wider than /24: list the desktop's own addresses, or, if the whole network is this agent's desktops, set [source] widest_ipv4 = 16"),
+        ("", "x = [\"fd00::/48\"]", "agents.x: \"fd00::/48\" is wider than /64: list the desktop's own addresses, or, if the whole network is this agent's desktops, set [source] widest_ipv6 = 48"),
+        ("widest_ipv4 = 16\n", "x = [\"10.0.0.0/15\"]", "agents.x: \"10.0.0.0/15\" is wider than /16"),
+        ("", "x = [\"127.0.0.1\"]", "agents.x: \"127.0.0.1\" is loopback (127.0.0.0/8), never a desktop's own address"),
+        ("", "x = [\"::1\"]", "agents.x: \"::1\" is loopback (::1/128)"),
+        ("", "x = [\"169.254.7.0/24\"]", "agents.x: \"169.254.7.0/24\" is link-local (169.254.0.0/16)"),
+        ("", "x = [\"fe80::1\"]", "agents.x: \"fe80::1\" is link-local (fe80::/10)"),
+        ("", "x = [\"224.0.0.1\"]", "agents.x: \"224.0.0.1\" is multicast (224.0.0.0/4)"),
+        ("", "x = [\"ff02::1\"]", "agents.x: \"ff02::1\" is multicast (ff00::/8)"),
+        ("", "x = [\"255.255.255.255\"]", "agents.x: \"255.255.255.255\" is broadcast"),
+        ("", "x = [\"::ffff:10.1.2.3\"]", "agents.x: \"::ffff:10.1.2.3\" is IPv4-mapped"),
+        ("", "x = [\"10.1.2.3/24\"]", "agents.x: \"10.1.2.3/24\" has host bits set under its prefix: write the network \"10.1.2.0/24\", or the desktop's own address \"10.1.2.3\""),
+        ("", "x = [\"fd00::1/64\"]", "write the network \"fd00::/64\""),
+        ("", "a = [\"10.1.2.0/24\"]\nb = [\"10.9.9.9\", \"10.1.2.7\"]", "agents.a: \"10.1.2.0/24\" overlaps agents.b's \"10.1.2.7\""),
+        ("", "a = [\"10.1.2.3\"]\nb = [\"10.1.2.3/32\"]", "agents.a: \"10.1.2.3\" overlaps agents.b's \"10.1.2.3/32\""),
+        ("", "a = [\"fd00::/64\"]\nb = [\"fd00::7\"]", "agents.a: \"fd00::/64\" overlaps agents.b's \"fd00::7\""),
+        ("widest_ipv4 = 7\n", "x = [\"10.1.2.3\"]", "source.widest_ipv4: 7: a prefix length from 8 to 32 (default 24)"),
+        ("widest_ipv6 = 129\n", "x = [\"fd00::3\"]", "source.widest_ipv6: 129: a prefix length from 32 to 128 (default 64)"),
+    ] {
+        world.write_config(&format!("{source}{extra}\n[agents]\n{agents}\n"));
+        let run = otnsx(&world, &["grant", "--vm", "web01"]);
+        assert_eq!(run.code, 78, "{said}: {run:?}");
+        assert!(run.stderr.contains(said), "{said}: {}", run.stderr);
+    }
+    // Both problems of one agent are listed, and one agent's own networks may nest.
+    world.write_config(&format!(
+        "{source}\n[agents]\nx = [\"127.0.0.1\", \"10.0.0.0/8\"]\ny = [\"10.1.2.0/24\", \"10.1.2.3\"]\n"
+    ));
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("\"127.0.0.1\" is loopback") && run.stderr.contains("\"10.0.0.0/8\" is wider than /24"), "{}", run.stderr);
+    assert!(!run.stderr.contains("overlaps"), "{}", run.stderr);
+    // The widest settings belong to per-agent rules.
+    world.write_config(&format!(
+        "{}\n[source]\nmode = \"any\"\nwidest_ipv4 = 16\n",
+        world.config_text_policy(FIREWALLER, "", false)
+    ));
+    let run = otnsx(&world, &["grant", "--vm", "web01"]);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("source.widest_ipv4: applies to mode = \"agent\" only"), "{}", run.stderr);
+    assert!(world.nsxt.requests().is_empty(), "refused before any call");
+}
+
 crate::tests! {
     an_unknown_config_key_exits_78_naming_it,
     every_config_problem_is_listed_at_once,
@@ -484,4 +543,5 @@ crate::tests! {
     a_config_that_is_no_regular_file_or_too_large_is_refused_at_once,
     a_secret_in_a_url_is_never_echoed_whatever_is_reported_first,
     a_failing_password_commands_stderr_is_shown_without_any_secret,
+    agents_networks_no_desktop_owns_are_refused_naming_the_key,
 }
