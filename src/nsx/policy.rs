@@ -297,13 +297,15 @@ struct FeaturePermission {
     permission: String,
 }
 
-/// The permission listed for a feature: by its id, else (an older manager) by its name.
+/// The permission listed for a feature: by its id, else (an older manager, which names the
+/// feature only, or by another id) by its name. Only `check` asks: a role misread here is a
+/// wrong line in its report, never a change refused or made.
 fn permission<'a>(listed: &'a [FeaturePermission], (id, name): (&str, &str)) -> Option<&'a str> {
     let by_id = listed.iter().find(|f| f.feature == id);
     let by_name = || {
         listed
             .iter()
-            .find(|f| f.feature.is_empty() && f.feature_name.eq_ignore_ascii_case(name))
+            .find(|f| f.feature_name.eq_ignore_ascii_case(name))
     };
     by_id.or_else(by_name).map(|f| f.permission.as_str())
 }
@@ -576,11 +578,15 @@ mod tests {
               {"feature":"other","feature_name":"Tags","permission":"read"}]}"#,
         );
         assert!(matches!(role_verdict(&renamed), Some(Ok(_))));
-        // An older manager names the features only.
+        // An older manager names the features only, or gives them other ids.
         let by_name = listed(
             r#"{"feature_permissions":[{"feature_name":"Tags","permission":"crud"},{"feature_name":"Virtual Machines","permission":"read"}]}"#,
         );
         assert!(matches!(role_verdict(&by_name), Some(Ok(_))));
+        let other_ids = listed(
+            r#"{"feature_permissions":[{"feature":"vm_tags","feature_name":"Tags","permission":"crud"},{"feature":"vm_vm_info","permission":"read"}]}"#,
+        );
+        assert!(matches!(role_verdict(&other_ids), Some(Ok(_))));
         // Read only on tags: refused, naming the feature id and the fix.
         let reader = listed(
             r#"{"feature_permissions":[{"feature":"policy_vm_vm_tags","permission":"read"},{"feature":"vm_vm_info","permission":"read"}]}"#,
