@@ -30,9 +30,16 @@ pub const FABRIC_VMS: &str = "/api/v1/fabric/virtual-machines";
 pub const REALIZED_VMS: &str = "/policy/api/v1/infra/realized-state/virtual-machines";
 /// User tags a VM may carry (NSX 2.5 and later).
 pub const MAX_TAGS: usize = 25;
-/// Search errors after which the inventory is listed instead: the index is being built
-/// (60508), the search timed out (60514).
-const SEARCH_NOT_READY: [i64; 2] = [60508, 60514];
+/// The Policy API's exact list of what carries a tag (NSX-T 3.0 and later).
+pub const EFFECTIVE_RESOURCES: &str = "/policy/api/v1/infra/tags/effective-resources";
+/// Search errors (HTTP 400) after which the inventory is listed instead: the index is being
+/// built (60508), the search timed out (60514), the index is out of sync (60515).
+const SEARCH_NOT_READY: [i64; 3] = [60508, 60514, 60515];
+/// Search errors that say the page asked for is too large: 60576 (HTTP 503) and 255 (HTTP
+/// 400). VMware's clients then ask again for 100 fewer results a page; so does otnsx, and lists
+/// the inventory instead once the pages would be empty.
+const SEARCH_PAGE_TOO_LARGE: [(u16, i64); 2] = [(503, 60576), (400, 255)];
+const PAGE_STEP: usize = 100;
 /// The largest page NSX serves.
 const PAGE_SIZE: usize = 1000;
 /// Error 607: the manager aborted a transaction; retry it.
@@ -117,7 +124,7 @@ impl Flavor {
                 "; check nsx.user, its password and its role (it must be allowed to change VM tags; NSX 4.1 allows the fabric tag actions to Enterprise Admin only: a least-privilege role needs kind = \"nsx-policy\")"
             }
             Flavor::Policy => {
-                "; check nsx.user, its password and its role (read-only on Inventory > Virtual Machines, full access on Inventory > Tags)"
+                "; check nsx.user, its password and its role (read-only on Inventory > Virtual Machines, full access on Inventory > Tags: features vm_vm_info read, policy_vm_vm_tags crud)"
             }
         }
     }
@@ -163,7 +170,9 @@ impl JsonApi {
         verbose: bool,
     ) -> anyhow::Result<Self> {
         Ok(JsonApi {
-            http: Http::new("NSX", &config.endpoint, deadline, verbose)?,
+            // A search page too large (503, error 60576) is asked again smaller, not as it was.
+            http: Http::new("NSX", &config.endpoint, deadline, verbose)?
+                .permanent_when(|reply| reply.status == 503 && error_code(reply) == Some(60576)),
             flavor,
             vcenter,
             user: config.endpoint.user.clone(),
@@ -465,8 +474,9 @@ impl JsonApi {
 
     /// The Policy realized-state VM list, with `filter` applied here (the list has none). NSX
     /// gives no cursor past 1000 VMs and no stable order unless sorted, so the pages are read
-    /// sorted by external id with the cursor otnsx computes (the count read so far), up to an
-    /// empty page; a VM seen twice is kept once.
+    /// sorted by external id, following the server's cursor where it gives one and else the
+    /// cursor otnsx computes (the count read so far), up to an empty page; a VM seen twice is
+    /// kept once.
     pub fn list_realized(&self, filter: Option<(&str, &str)>) -> anyhow::Result<Vec<NsxVm>> {
         let mut out = Vec::new();
         self.each_realized(&mut |vm| {
@@ -492,15 +502,15 @@ impl JsonApi {
         let mut seen = BTreeSet::new();
         let mut read = 0usize;
         let mut total: Option<usize> = None;
+        let mut cursor: Option<String> = None;
         loop {
-            let offset = read.to_string();
             let mut pairs = vec![
                 ("sort_by", "external_id"),
                 ("sort_ascending", "true"),
                 ("page_size", page_size.as_str()),
             ];
-            if read > 0 {
-                pairs.push(("cursor", &offset));
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
             }
             let reply = self.send(&Call::new(
                 Method::GET,
@@ -525,14 +535,86 @@ impl JsonApi {
             if total.is_some_and(|t| read >= t) {
                 return Ok(());
             }
+            // The server's cursor wins; where it gives none (past 1000 VMs), the offset.
+            cursor = match page.cursor.filter(|c| !c.is_empty()) {
+                Some(server) => match pages.next(Some(server), false)? {
+                    Some(next) => Some(next),
+                    None => return Ok(()),
+                },
+                None => Some(read.to_string()),
+            };
+        }
+    }
+
+    /// The VMs with a profile's tag by `GET /policy/api/v1/infra/tags/effective-resources`
+    /// (one list per profile, following the server's cursor), under the profiles whose tags
+    /// they carry; `None` on a manager without it (404, error 404: "could not be found"). The
+    /// list is exact: it does not lag like the search index. A resource reference names a VM by
+    /// `target_id`, its external id.
+    pub fn effective_tagged(&self) -> anyhow::Result<Option<Vec<VmRef>>> {
+        let mut out = Vec::new();
+        for (profile, tag) in &self.tags {
+            match self.effective_one(tag)? {
+                None => return Ok(None),
+                Some(found) => out.extend(found.into_iter().map(|vm| VmRef {
+                    profile: profile.clone(),
+                    ..vm
+                })),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn effective_one(&self, tag: &Tag) -> anyhow::Result<Option<Vec<VmRef>>> {
+        let page_size = PAGE_SIZE.to_string();
+        let mut out = Vec::new();
+        let mut pages = Pages::new(format!(
+            "NSX Policy: listing {EFFECTIVE_RESOURCES} for tag {}",
+            label(tag)
+        ));
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut pairs = vec![
+                ("scope", tag.scope.as_str()),
+                ("tag", tag.tag.as_str()),
+                ("page_size", page_size.as_str()),
+            ];
+            if let Some(c) = &cursor {
+                pairs.push(("cursor", c));
+            }
+            let reply = self.send_raw(&Call::new(
+                Method::GET,
+                format!("{EFFECTIVE_RESOURCES}{}", query(pairs)),
+            ))?;
+            if reply.status == 404 && cursor.is_none() && no_such_api(&reply) {
+                return Ok(None);
+            }
+            if !reply.is_success() {
+                return Err(self.error(&reply));
+            }
+            let page: ReferencePage = reply.json("NSX")?;
+            drop(reply);
+            pages.page(page.results.len())?;
+            let empty = page.results.is_empty();
+            for r in page.results {
+                if r.target_type != "VirtualMachine" || r.target_id.is_empty() {
+                    continue;
+                }
+                pages.kept(cost([r.target_display_name.as_str(), r.target_id.as_str()]))?;
+                out.push(VmRef::new(r.target_display_name, r.target_id));
+            }
+            cursor = match pages.next(page.cursor, empty)? {
+                Some(next) => Some(next),
+                None => return Ok(Some(out)),
+            };
         }
     }
 
     /// The VMs with a profile's tag by the search API at `path` (one search per profile), page
     /// by page, under the profiles whose tags they carry; `None` when the search cannot answer
-    /// now (400 with error 60508, the index being built, or 60514, a search timeout) or not at
-    /// all (404): then the inventory is listed. A result that does not carry the tag (a stale
-    /// index) is left out.
+    /// now (400 with error 60508, 60514 or 60515: the index being built, a timeout, the index
+    /// out of sync; a page too large even at 100 results) or not at all (404): then the
+    /// inventory is listed. A result that does not carry the tag (a stale index) is left out.
     pub fn search_tagged(&self, path: &str) -> anyhow::Result<Option<Vec<VmRef>>> {
         let mut out = Vec::new();
         for (profile, tag) in &self.tags {
@@ -553,7 +635,7 @@ impl JsonApi {
             lucene(&tag.scope),
             lucene(&tag.tag)
         );
-        let page_size = PAGE_SIZE.to_string();
+        let mut page_size = PAGE_SIZE;
         let mut out = Vec::new();
         let mut pages = Pages::new(format!(
             "{}: searching {path} for the VMs tagged {}",
@@ -562,15 +644,25 @@ impl JsonApi {
         ));
         let mut cursor: Option<String> = None;
         loop {
-            let mut pairs = vec![("query", term.as_str()), ("page_size", &page_size)];
+            let size = page_size.to_string();
+            let mut pairs = vec![("query", term.as_str()), ("page_size", &size)];
             if let Some(c) = &cursor {
                 pairs.push(("cursor", c));
             }
             let reply =
                 self.send_raw(&Call::new(Method::GET, format!("{path}{}", query(pairs))))?;
+            let code = error_code(&reply);
+            if SEARCH_PAGE_TOO_LARGE.contains(&(reply.status, code.unwrap_or(0))) {
+                match page_size.checked_sub(PAGE_STEP).filter(|n| *n > 0) {
+                    Some(smaller) => {
+                        page_size = smaller;
+                        continue;
+                    }
+                    None => return Ok(None),
+                }
+            }
             if reply.status == 404
-                || (reply.status == 400
-                    && error_code(&reply).is_some_and(|c| SEARCH_NOT_READY.contains(&c)))
+                || (reply.status == 400 && code.is_some_and(|c| SEARCH_NOT_READY.contains(&c)))
             {
                 return Ok(None);
             }
@@ -929,6 +1021,30 @@ impl Drop for JsonApi {
     }
 }
 
+/// A page of `effective-resources`: resource references (`PolicyResourceReference`).
+#[derive(Deserialize)]
+struct ReferencePage {
+    #[serde(default)]
+    results: Vec<Reference>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Reference {
+    #[serde(default)]
+    target_type: String,
+    #[serde(default)]
+    target_id: String,
+    #[serde(default)]
+    target_display_name: String,
+}
+
+/// A 404 that says the API itself is missing (an older manager), not an object.
+fn no_such_api(reply: &Reply) -> bool {
+    error_code(reply) == Some(404) || error_text(reply).contains("could not be found")
+}
+
 /// A page of a group's effective VM members (`RealizedVirtualMachine`s).
 #[derive(Deserialize)]
 struct MemberPage {
@@ -998,7 +1114,7 @@ pub fn fuzz_parse(data: &[u8]) -> Reply {
 fn lucene(term: &str) -> String {
     let mut out = String::with_capacity(term.len());
     for c in term.chars() {
-        if "+-&|!(){}[]^\"~*?:\\/ ".contains(c) || c.is_whitespace() {
+        if "+-=&|><!(){}[]^\"~*?:\\/".contains(c) || c.is_whitespace() {
             out.push('\\');
         }
         out.push(c);
@@ -1117,6 +1233,28 @@ mod tests {
             ids,
             BTreeSet::from(["realized-1", "5012a", "5012b"].map(String::from))
         );
+    }
+
+    #[test]
+    fn lucene_escapes_what_the_query_syntax_reads() {
+        assert_eq!(lucene("a=b<c>d"), "a\\=b\\<c\\>d");
+        assert_eq!(lucene("x:y/z (1)"), "x\\:y\\/z\\ \\(1\\)");
+        assert_eq!(lucene("tab\there"), "tab\\\there");
+        assert_eq!(lucene("plain_text.1"), "plain_text.1");
+    }
+
+    #[test]
+    fn an_effective_resources_page_reads_leniently() {
+        let page: ReferencePage = serde_json::from_str(
+            r#"{"result_count":2,"cursor":"opaque","results":[
+              {"target_type":"VirtualMachine","target_id":"5012a","target_display_name":"web01","is_valid":true,
+               "path":"/infra/realized-state/enforcement-points/default/virtual-machines/5012a"},
+              {"target_type":"Segment","target_id":"seg1"}]}"#,
+        )
+        .expect("parses");
+        assert_eq!(page.cursor.as_deref(), Some("opaque"));
+        assert_eq!(page.results[0].target_id, "5012a");
+        assert_eq!(page.results[1].target_display_name, "");
     }
 
     #[test]

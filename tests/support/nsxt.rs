@@ -34,6 +34,7 @@ pub const FIREWALLER: &str = "otnsx-firewall";
 const TAG_OPERATIONS: &str = "/policy/api/v1/infra/tags/tag-operations/";
 const REALIZED_VMS: &str = "/policy/api/v1/infra/realized-state/virtual-machines";
 const POLICY_SEARCH: &str = "/policy/api/v1/search/query";
+const EFFECTIVE_RESOURCES: &str = "/policy/api/v1/infra/tags/effective-resources";
 const DOMAINS: &str = "/policy/api/v1/infra/domains/";
 /// The hierarchical Policy API: one write of a tree of objects.
 const HIERARCHY: &str = "/policy/api/v1/infra";
@@ -130,6 +131,25 @@ struct State {
     rule_list: RuleList,
     /// Rule list pages answered so far.
     rule_pages: usize,
+    /// How the account's permissions are answered: with feature ids (NSX 4.x), by feature
+    /// name only (an older manager), or not at all (404).
+    permissions: Permissions,
+    /// A manager without `GET /policy/api/v1/infra/tags/effective-resources` (404).
+    no_effective_resources: bool,
+    /// A lagging search index: the VMs and their tags as the search last saw them (`None`:
+    /// the search shows the inventory as it is).
+    search_index: Option<Vec<FakeVm>>,
+    /// Answer this many searches with 503 / error 60576 (the page asked for is too large).
+    search_too_large: usize,
+}
+
+/// How `GET /api/v1/aaa/user-info/permissions` answers.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+pub enum Permissions {
+    #[default]
+    ByFeatureId,
+    ByNameOnly,
+    Missing,
 }
 
 /// How the rule list of a security policy is answered (for the tests of otnsx's limits).
@@ -468,6 +488,32 @@ impl FakeNsxT {
         s.retry_after = retry_after;
     }
 
+    /// How the account's permissions are answered from now on.
+    pub fn permissions(&self, shape: Permissions) {
+        self.state.lock().unwrap().permissions = shape;
+    }
+
+    /// A manager without the Policy effective-resources list (before NSX-T 3.0): 404.
+    pub fn without_effective_resources(&self) {
+        self.state.lock().unwrap().no_effective_resources = true;
+    }
+
+    /// From now on the search index lags: it shows the VMs' tags as they are now, until
+    /// [`FakeNsxT::search_catches_up`].
+    pub fn lagging_search(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.search_index = Some(s.vms.clone());
+    }
+
+    pub fn search_catches_up(&self) {
+        self.state.lock().unwrap().search_index = None;
+    }
+
+    /// Answers the next `count` searches: the page asked for is too large (503, error 60576).
+    pub fn search_too_large(&self, count: usize) {
+        self.state.lock().unwrap().search_too_large = count;
+    }
+
     /// Answers the next `count` searches: the index is being built (400, error 60508).
     pub fn indexing(&self, count: usize) {
         self.state.lock().unwrap().indexing = count;
@@ -667,24 +713,35 @@ fn route(state: &Mutex<State>, req: &Request) -> Response {
                 json!({"node_version": version, "product_version": version}).to_string(),
             )
         }
-        // What each account's role allows, by feature (the ids here are the fake's own).
-        ("GET", "/api/v1/aaa/user-info/permissions") => {
+        // What each account's role allows, feature by feature. The container is not in
+        // VMware's API reference; each entry is the bindings' `FeaturePermission` (`feature`,
+        // the id, and `permission` required, `feature_name` optional). The ids are NSX's:
+        // `policy_vm_vm_tags` (the feature VMware's API reference names for the tags'
+        // effective resources) and `vm_vm_info` (Inventory > Virtual Machines).
+        ("GET", "/api/v1/aaa/user-info/permissions") if s.permissions != Permissions::Missing => {
             let (tags, vms) = match auth {
                 Auth::Reader => ("read", "read"),
                 Auth::Tagger => ("crud", "read"),
                 Auth::Firewaller => ("read", "read"),
                 _ => ("crud", "crud"),
             };
-            Response::json(
-                200,
-                json!({"feature_permissions": [
-                    {"feature": "fake_tags", "feature_name": "Tags", "permission": tags},
-                    {"feature": "fake_vms", "feature_name": "Virtual Machines", "permission": vms},
-                    {"feature": "fake_groups", "feature_name": "Groups", "permission": "read"},
-                ]})
-                .to_string(),
-            )
+            let features = [
+                ("policy_vm_vm_tags", "Tags", tags),
+                ("vm_vm_info", "Virtual Machines", vms),
+                ("policy_groups", "Groups", "read"),
+            ];
+            let by_id = s.permissions == Permissions::ByFeatureId;
+            let listed: Vec<Value> = features
+                .iter()
+                .map(|(id, name, permission)| match by_id {
+                    true => json!({"feature": id, "feature_name": name, "permission": permission,
+                                   "is_execute_recommended": false, "is_internal": false}),
+                    false => json!({"feature_name": name, "permission": permission}),
+                })
+                .collect();
+            Response::json(200, json!({"feature_permissions": listed}).to_string())
         }
+        ("GET", EFFECTIVE_RESOURCES) if !s.no_effective_resources => effective_resources(&s, req),
         ("GET", SEARCH | POLICY_SEARCH) if !s.no_search => search(&mut s, req),
         ("GET", REALIZED_VMS) => realized(&mut s, req),
         ("GET", "/api/v1/fabric/vifs") => vifs(&s, req),
@@ -797,6 +854,15 @@ fn search(s: &mut State, req: &Request) -> Response {
             "Re-indexing is in progress. Search results may be incomplete.",
         );
     }
+    // As VMware's clients read it: a page too large is 503 / 60576; they ask for 100 fewer.
+    if s.search_too_large > 0 {
+        s.search_too_large -= 1;
+        return error(
+            503,
+            60576,
+            "Search result page is too large. Reduce the page_size.",
+        );
+    }
     let query = req.query_value("query").unwrap_or_default();
     let Some(wanted) = query
         .strip_prefix("resource_type:VirtualMachine AND tags.scope:")
@@ -831,8 +897,9 @@ fn search(s: &mut State, req: &Request) -> Response {
             ),
         );
     }
-    let matching: Vec<&FakeVm> = s
-        .vms
+    // A lagging index shows the tags as they were when it last caught up.
+    let index = s.search_index.as_ref().unwrap_or(&s.vms);
+    let matching: Vec<&FakeVm> = index
         .iter()
         .filter(|v| {
             v.tags
@@ -847,6 +914,73 @@ fn search(s: &mut State, req: &Request) -> Response {
         .collect();
     let mut body = json!({"results": results, "result_count": matching.len()});
     body["cursor"] = json!(next_cursor(end, matching.len()));
+    Response::json(200, body.to_string())
+}
+
+/// `GET /policy/api/v1/infra/tags/effective-resources?scope=S&tag=T`, as VMware's bindings
+/// define it: the query parameters they list (any other is refused), `page_size` 1 to 1000, an
+/// opaque `cursor` of the server's own, `result_count`, and `PolicyResourceReference`s
+/// (`target_type`, `target_id`, `target_display_name`, `is_valid`, `path`). It is exact (no
+/// index between it and the tags). Here pages hold at most 2, so that the cursor is exercised;
+/// the cursor is not an offset, so a client that computes one is refused.
+fn effective_resources(s: &State, req: &Request) -> Response {
+    for (key, _) in req.query() {
+        if ![
+            "cursor",
+            "enforcement_point_path",
+            "filter_text",
+            "include_mark_for_delete_objects",
+            "included_fields",
+            "page_size",
+            "scope",
+            "sort_ascending",
+            "sort_by",
+            "tag",
+        ]
+        .contains(&key.as_str())
+        {
+            return error(400, 400, &format!("Unknown query parameter {key}"));
+        }
+    }
+    let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=1000).contains(&n) => n,
+        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
+    };
+    let start: usize = match req.query_value("cursor") {
+        None => 0,
+        Some(c) => match c.strip_prefix("er:").map(str::parse) {
+            Some(Ok(n)) => n,
+            _ => return error(400, 400, "Invalid cursor"),
+        },
+    };
+    let scope = req.query_value("scope");
+    let tag = req.query_value("tag");
+    let matching: Vec<&FakeVm> = s
+        .vms
+        .iter()
+        .filter(|v| {
+            v.tags.iter().any(|(sc, t)| {
+                scope.as_ref().is_none_or(|want| sc == want)
+                    && tag
+                        .as_ref()
+                        .is_none_or(|want| t.as_deref() == Some(want.as_str()))
+            })
+        })
+        .collect();
+    let end = (start + page_size.min(2)).min(matching.len());
+    let results: Vec<Value> = matching[start.min(end)..end]
+        .iter()
+        .map(|v| {
+            json!({"target_type": "VirtualMachine", "target_id": v.external_id,
+                   "target_display_name": v.display_name, "is_valid": true,
+                   "path": format!("/infra/realized-state/enforcement-points/default/virtual-machines/{}", v.external_id)})
+        })
+        .collect();
+    let mut body = json!({"results": results, "result_count": matching.len()});
+    if end < matching.len() {
+        body["cursor"] = json!(format!("er:{end}"));
+    }
     Response::json(200, body.to_string())
 }
 
@@ -1047,7 +1181,9 @@ fn realized(s: &mut State, req: &Request) -> Response {
     if req.query_value("sort_ascending").as_deref() == Some("false") {
         vms.reverse();
     }
-    let end = (start + page_size).min(vms.len());
+    // At most 500 a page, whatever was asked: VMware's bindings say the server may return
+    // fewer than page_size; its cursor (zero-padded here) is what a client must send back.
+    let end = (start + page_size.min(500)).min(vms.len());
     let results: Vec<Value> = vms[start.min(end)..end]
         .iter()
         .map(|v| vm_json(v))
