@@ -1,4 +1,4 @@
-//! `cargo run --release --example bench [-- RUNS [reconcile|state|history]]`: how long the help
+//! `cargo run --release --example bench [-- RUNS [KIND|reconcile|state|history|burst]]`: how long the help
 //! desk waits on otnsx.
 //!
 //! Builds the release binary and runs it as the help desk does (`otnsx NUMBER ID`, a process per
@@ -61,6 +61,11 @@ fn main() {
     let binary = support::release_binary();
     if std::env::args().nth(2).as_deref() == Some("state") {
         state_backends(&binary, runs);
+        return;
+    }
+    // `-- RUNS burst`: fifty lock (and unlock) events at once.
+    if std::env::args().nth(2).as_deref() == Some("burst") {
+        burst(&binary, runs.min(5));
         return;
     }
     // `-- RUNS history`: only `history` over 100,000 entries, file and table (and with
@@ -260,6 +265,119 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
         }
     }
     history_over(binary, 100_000, runs.min(5));
+}
+
+/// `-- RUNS burst`: fifty lock events at once on fifty tickets and fifty VMs (NSX-V, services
+/// at 25 ms per request), as agents locking tickets in the same second send them, then their
+/// fifty unlocks at once: on the file store, and on PostgreSQL with two nodes (every other
+/// event on each; the server of `OTNSX_TEST_POSTGRES`). Prints, per round, how many runs exited
+/// 0, the wall time of all, and the median and p95 of a run, beside one event's median alone.
+/// (Issue 25's figures: every run exits 0, all within 2 s, p95 within 3 x one event's median.)
+fn burst(binary: &std::path::Path, rounds: usize) {
+    const EVENTS: usize = 50;
+    const DELAY: Duration = Duration::from_millis(25);
+    for state in ["file", "postgres, two nodes"] {
+        let world = match state {
+            "file" => World::new(),
+            _ => match World::on_postgres("bench", binary) {
+                Ok(world) => world,
+                Err(why) => {
+                    println!("{state}: not measured ({why})");
+                    continue;
+                }
+            },
+        };
+        let mut nodes = vec![world.config_path()];
+        if state != "file" {
+            let text = world.config_text().replacen(
+                &format!("state_dir = \"{}/state\"", world.dir.path().display()),
+                &format!("state_dir = \"{}/node2\"", world.dir.path().display()),
+                1,
+            );
+            let path = world.dir.path().join("node2.toml");
+            std::fs::write(&path, text).expect("node2.toml");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+            nodes.push(path);
+        }
+        let tickets: Vec<(u64, String)> = (0..EVENTS)
+            .map(|n| {
+                let (id, name) = (format!("vm-{}", 300 + n), format!("burst{n:02}"));
+                world.vcenter.add_vm(&id, &name, "group-v1");
+                world.nsx.add_vm(&id, &name);
+                let ticket = (2000 + n as u64, format!("20261206{:08}", 2000 + n));
+                world.helpdesk.add_ticket(ticket.0, &ticket.1, json!(name));
+                ticket
+            })
+            .collect();
+        for server in servers(&world) {
+            server.set_delay(DELAY);
+        }
+        let event = |node: usize, ticket: &(u64, String)| -> (i32, Duration) {
+            let started = Instant::now();
+            let status = Command::new(binary)
+                .args(["--config".as_ref(), nodes[node].as_os_str()])
+                .arg(&ticket.1)
+                .arg(ticket.0.to_string())
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("run otnsx");
+            (status.code().unwrap_or(-1), started.elapsed())
+        };
+        // One event alone, for comparison (the first pair makes the sessions).
+        let mut alone = Vec::new();
+        for round in 0..=5 {
+            for lock in ["lock", "unlock"] {
+                world.helpdesk.set_lock(tickets[0].0, lock);
+                let (code, took) = event(0, &tickets[0]);
+                assert_eq!(code, 0, "{lock} alone");
+                if round > 0 && lock == "lock" {
+                    alone.push(took);
+                }
+            }
+        }
+        alone.sort();
+        let single = alone[alone.len() / 2];
+        println!(
+            "{state}: one lock event alone at 25 ms: median {:.0} ms",
+            ms(single)
+        );
+        for round in 0..rounds {
+            for lock in ["lock", "unlock"] {
+                for ticket in &tickets {
+                    world.helpdesk.set_lock(ticket.0, lock);
+                }
+                let started = Instant::now();
+                let mut results: Vec<(i32, Duration)> = std::thread::scope(|scope| {
+                    let handles: Vec<_> = tickets
+                        .iter()
+                        .enumerate()
+                        .map(|(n, ticket)| {
+                            let (event, count) = (&event, nodes.len());
+                            scope.spawn(move || event(n % count, ticket))
+                        })
+                        .collect();
+                    handles.into_iter().map(|h| h.join().unwrap()).collect()
+                });
+                let wall = started.elapsed();
+                results.sort_by_key(|(_, took)| *took);
+                let ok = results.iter().filter(|(code, _)| *code == 0).count();
+                let median = results[results.len() / 2].1;
+                let p95 = results[(results.len() * 95 / 100).min(results.len() - 1)].1;
+                println!(
+                    "{state}: round {}: {EVENTS} {lock} events at once: {ok} exited 0; all done in {:.2} s; a run's median {:.0} ms, p95 {:.0} ms ({:.1} x one event alone)",
+                    round + 1,
+                    wall.as_secs_f64(),
+                    ms(median),
+                    ms(p95),
+                    ms(p95) / ms(single)
+                );
+            }
+        }
+    }
 }
 
 /// A PgBouncer (the program named by OTNSX_BENCH_PGBOUNCER) on loopback in front of
