@@ -485,14 +485,16 @@ fn database(list: &mut Checklist, db: &crate::config::Database, deadline: Deadli
         (false, _, _) => "loopback, without TLS".into(),
     };
     let host = match pg.answered() {
-        Some((host, true)) => format!(" at {host}, writable"),
-        Some((host, false)) => format!(" at {host}, read-only (no host of the URL is writable)"),
+        Some((host, true)) => format!("; {host} answered, writable"),
+        Some((host, false)) => {
+            format!("; {host} answered, read-only (no host of the URL is writable)")
+        }
         None => String::new(),
     };
     list.pass(
         &what,
         &format!(
-            "logged in as {}{host} (PostgreSQL {}, {tls})",
+            "logged in as {} (PostgreSQL {}, {tls}){host}",
             db.user, found.server
         ),
     );

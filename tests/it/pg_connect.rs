@@ -71,7 +71,7 @@ fn a_read_only_first_host_is_passed_over_for_the_writable_one() {
     let run = otnsx(&world, &["check"]);
     assert!(
         run.stdout
-            .contains(&format!("logged in as postgres at {primary}, writable (PostgreSQL")),
+            .contains(&format!("without TLS); {primary} answered, writable\n")),
         "{}",
         run.stdout
     );
@@ -99,7 +99,7 @@ fn a_read_only_first_host_is_passed_over_for_the_writable_one() {
     assert_ne!(run.code, 0);
     assert!(
         run.stdout.contains(&format!(
-            "logged in as postgres at {standby}, read-only (no host of the URL is writable)"
+            "; {standby} answered, read-only (no host of the URL is writable)"
         )),
         "{}",
         run.stdout
