@@ -1095,6 +1095,10 @@ impl Pg {
             .map_err(|e| fault(Exit::Config, format!("TLS set-up: {e}")))?;
         if !self.db.verify_server {
             // sslmode=require with accept_unverified_server = true: encrypted, not verified.
+            errln!(
+                "otnsx: warning: TLS verification for the state database ({}) is off (sslmode=require, accept_unverified_server = true)",
+                self.db.url
+            );
             return Ok(builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Unverified(provider)))

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::pg::{FailoverProxy, TestCluster, closed_port};
+use crate::support::tls::TestCa;
 use crate::support::{T2, T3, World, set};
 use crate::{lock, otnsx, pg_world, unlock};
 
@@ -176,7 +177,10 @@ fn a_database_that_stays_down_ends_within_the_deadline_and_unlock_still_closes()
     let started = Instant::now();
     let run = lock(&world, T3);
     let took = started.elapsed();
-    eprintln!("lock with the database down: exit {} after {took:.2?}", run.code);
+    eprintln!(
+        "lock with the database down: exit {} after {took:.2?}: {}",
+        run.code, run.stderr
+    );
     assert_eq!(run.code, 74, "{run:?}");
     assert!(took < BOUND, "{took:?}");
     assert!(
@@ -196,9 +200,97 @@ fn a_database_that_stays_down_ends_within_the_deadline_and_unlock_still_closes()
     assert_eq!(world.tagged(), set(&[]), "the unlock still closes: {run:?}");
 }
 
+/// The world's configuration's `[state] url` with `query` appended and `extra` lines after it.
+fn with_state(world: &World, query: &str, extra: &str) {
+    let db = world.db.as_ref().unwrap();
+    let text = world.config_text().replacen(
+        &format!("url = \"{}\"", db.url),
+        &format!("url = \"{}{query}\"\n{extra}", db.url),
+        1,
+    );
+    assert!(text.contains(query) && text.contains(extra), "{text}");
+    world.write_config(&text);
+}
+
+fn an_unverified_server_is_taken_only_when_accepted_and_warned_on_every_run() {
+    let test = "an_unverified_server_is_taken_only_when_accepted_and_warned_on_every_run";
+    let cluster = TestCluster::start(test).unwrap_or_else(|why| crate::skip(why));
+    let ca = TestCa::new();
+    let leaf = ca.leaf("127.0.0.1", false);
+    cluster.with_tls(&leaf.cert_pem(), &leaf.key_pem());
+    let world = World::on_database(
+        cluster.database(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_otnsx")),
+    );
+    let warning = "TLS verification for the state database";
+    let warnings = |world: &World| {
+        world
+            .journal()
+            .iter()
+            .filter(|e| {
+                e["action"] == "warning"
+                    && e["cause"] == "config"
+                    && e["detail"].as_str().unwrap_or("").contains(warning)
+            })
+            .count()
+    };
+    // sslmode=require alone is refused.
+    with_state(&world, "?sslmode=require", "");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 78, "{run:?}");
+    assert!(run.stderr.contains("accept_unverified_server = true"), "{}", run.stderr);
+    // Accepted: TLS to a server whose CA otnsx does not know, warned on stderr and journaled,
+    // on every run.
+    with_state(&world, "?sslmode=require", "accept_unverified_server = true");
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains(warning), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(warnings(&world), 1, "{:?}", world.journal());
+    let run = otnsx(&world, &["check"]);
+    assert!(
+        run.stdout.contains("TLS NOT verified (sslmode=require, accept_unverified_server = true)"),
+        "{}",
+        run.stdout
+    );
+    // verify-full (the default) with ca_file: TLS even to loopback, the certificate verified;
+    // one from another CA is refused at once (74, not retried), and nothing opens.
+    let dir = world.dir.path();
+    std::fs::write(dir.join("db-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), TestCa::new().pem()).unwrap();
+    with_state(
+        &world,
+        "",
+        &format!("ca_file = \"{}\"", dir.join("other-ca.pem").display()),
+    );
+    let started = Instant::now();
+    let run = lock(&world, T3);
+    let took = started.elapsed();
+    eprintln!(
+        "lock to a server of another CA: exit {} after {took:.2?}: {}",
+        run.code, run.stderr
+    );
+    assert_eq!(run.code, 74, "{run:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(run.stderr.contains("TLS"), "{}", run.stderr);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    with_state(
+        &world,
+        "?sslmode=verify-full",
+        &format!("ca_file = \"{}\"", dir.join("db-ca.pem").display()),
+    );
+    let run = lock(&world, T3);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains(warning), "{}", run.stderr);
+    // (Both tickets name web01: now two leases hold it.)
+    assert_eq!(world.db.as_ref().unwrap().leases().len(), 2);
+    assert_eq!(warnings(&world), 1, "verified runs do not warn");
+}
+
 crate::tests! {
     a_read_only_first_host_is_passed_over_for_the_writable_one,
     parameters_otnsx_cannot_honour_are_refused_by_name,
     a_failover_during_a_lock_event_costs_a_retry_not_the_event,
     a_database_that_stays_down_ends_within_the_deadline_and_unlock_still_closes,
+    an_unverified_server_is_taken_only_when_accepted_and_warned_on_every_run,
 }

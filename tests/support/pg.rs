@@ -879,3 +879,35 @@ impl TestCluster {
         client.batch_execute("SELECT pg_reload_conf()").unwrap();
     }
 }
+
+impl TestCluster {
+    /// Turns TLS on in this cluster (`ssl = on`, reloaded) with the certificate and key given
+    /// as PEM; connections without TLS are still taken.
+    pub fn with_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.join("data");
+        for (file, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(file);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((_, uid, gid)) = &self.binaries.run_as {
+                std::os::unix::fs::chown(&path, uid.parse().ok(), gid.parse().ok()).unwrap();
+            }
+        }
+        let mut admin: postgres::Config = self.url().parse().unwrap();
+        admin.password(&self.password);
+        let mut client = admin.connect(postgres::NoTls).unwrap();
+        client.batch_execute("ALTER SYSTEM SET ssl = on").unwrap();
+        client.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // The reload is asynchronous: wait until new sessions see it.
+        for _ in 0..100 {
+            let mut probe = admin.connect(postgres::NoTls).unwrap();
+            let on: String = probe.query_one("SHOW ssl", &[]).unwrap().get(0);
+            if on == "on" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("ssl never turned on");
+    }
+}
