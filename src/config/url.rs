@@ -187,11 +187,14 @@ fn check_host(shown: &str, hostport: &str) -> Result<(String, u16), String> {
             "{shown:?} has no host (a Unix socket is not supported: name the TCP address)"
         ));
     }
+    let bracketed = hostport.starts_with('[');
     if !host
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || (bracketed && b == b':'))
     {
-        return Err(format!("{shown:?}: the host is not a host name or address"));
+        return Err(format!(
+            "{shown:?}: {host:?} is not a host name or address (an IPv6 address goes in brackets: [::1]:5432)"
+        ));
     }
     let port = match port {
         None => 5432,
@@ -543,6 +546,8 @@ mod tests {
             ("postgres://o@db1:5432,db2:x/otnsx", "port"),
             ("postgres://o@[::1/otnsx", "unclosed"),
             ("postgres://o@[db.example.com]/otnsx", "IPv6"),
+            ("postgres://o@::1/otnsx", "in brackets"),
+            ("postgres://o@db1,2001:db8::1:5432/otnsx", "in brackets"),
             ("postgres://o@/otnsx", "no host"),
             ("postgres://o@%2Frun%2Fpostgresql/otnsx", "no host"),
             ("postgres://o'x@db.example.com/otnsx", "user"),
