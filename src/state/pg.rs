@@ -253,7 +253,7 @@ fn jitter(round: u32) -> Duration {
     Duration::from_millis(50 + z % 151)
 }
 
-/// Whether connecting failed in a way another try may not: refused or reset before the
+/// Whether connecting failed in a way that another try may get past: refused or reset before the
 /// session began, no answer in time, a server starting up, shutting down or in recovery
 /// (SQLSTATE 57P03, 57P01), or one whose sessions are read-only (a standby, a primary being
 /// demoted). A refused password, a missing database or a certificate that does not verify
@@ -686,7 +686,11 @@ fn open(to: &Connector, connect: Connect) -> Result<(Client, String, bool), Fail
         let pause = jitter(round);
         if !again || round >= CONNECT_TRIES || to.retry_until.remaining() <= pause {
             if connect == Connect::Inspecting {
-                for (host, config) in &to.hosts {
+                let read_only = failures
+                    .iter()
+                    .filter(|(_, e)| read_only_server(e))
+                    .filter_map(|(host, _)| to.hosts.iter().find(|(h, _)| h == host));
+                for (host, config) in read_only {
                     let mut any = config.clone();
                     any.target_session_attrs(postgres::config::TargetSessionAttrs::Any);
                     if let Ok(client) = open_host(&any, &to.tls) {
