@@ -471,19 +471,30 @@ fn never_opened(config: &Config, tagged: &[crate::domain::vm::VmRef]) -> Vec<Str
 fn database(list: &mut Checklist, db: &crate::config::Database, deadline: Deadline) {
     use crate::state::pg::{Pg, SCHEMA_VERSION};
     let what = format!("state database {}", db.url);
-    let found = match Pg::new(db, deadline).inspect() {
+    let pg = Pg::new(db, deadline);
+    let found = match pg.inspect() {
         Ok(found) => found,
         Err(e) => return list.fail(&what, &format!("{e:#}")),
     };
-    let tls = match (db.tls, &db.ca_file) {
-        (true, Some(ca)) => format!("TLS verified against {}", ca.display()),
-        (true, None) => "TLS verified against the system's CAs".into(),
-        (false, _) => "loopback, without TLS".into(),
+    let tls = match (db.tls, db.verify_server, &db.ca_file) {
+        (true, false, _) => {
+            "TLS NOT verified (sslmode=require, accept_unverified_server = true)".into()
+        }
+        (true, true, Some(ca)) => format!("TLS verified against {}", ca.display()),
+        (true, true, None) => "TLS verified against the system's CAs".into(),
+        (false, _, _) => "loopback, without TLS".into(),
+    };
+    let host = match pg.answered() {
+        Some((host, true)) => format!("; {host} answered, writable"),
+        Some((host, false)) => {
+            format!("; {host} answered, read-only (no host of the URL is writable)")
+        }
+        None => String::new(),
     };
     list.pass(
         &what,
         &format!(
-            "logged in as {} (PostgreSQL {}, {tls})",
+            "logged in as {} (PostgreSQL {}, {tls}){host}",
             db.user, found.server
         ),
     );

@@ -116,6 +116,21 @@ fn execute_configured(command: Configured, global: &Global) -> anyhow::Result<Ex
             ));
         }
     }
+    if let Some(db) = &run.config.database
+        && !db.verify_server
+        && contacts_services
+    {
+        let text = format!(
+            "TLS verification for the state database ({}) is off (sslmode=require, accept_unverified_server = true): anyone on the path can read its password and the leases",
+            db.url
+        );
+        run.recorder.record(&run.recorder.entry(
+            &Subject::new(Cause::Config),
+            Action::Warning,
+            None,
+            &text,
+        ));
+    }
     let exit = match command {
         Configured::Ticket { ticket_id, number } => ticket::run(&run, ticket_id, number),
         Configured::Grant {

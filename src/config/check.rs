@@ -215,6 +215,10 @@ impl Checker {
             ("password_env", raw.password_env.is_some()),
             ("password_command", raw.password_command.is_some()),
             ("ca_file", raw.ca_file.is_some()),
+            (
+                "accept_unverified_server",
+                raw.accept_unverified_server.is_some(),
+            ),
         ];
         match backend {
             "file" => {
@@ -277,11 +281,46 @@ impl Checker {
         if self.read_secrets {
             crate::secrets::password(&parsed.user, password.expose());
         }
+        use super::url::SslMode;
+        let unverified = raw.accept_unverified_server == Some(true);
+        let (tls, verify_server) = match parsed.sslmode.unwrap_or(SslMode::VerifyFull) {
+            // Loopback without ca_file: plain, as http:// is for loopback only.
+            SslMode::VerifyFull => (!parsed.loopback || ca_file.is_some(), true),
+            SslMode::Require if unverified => (true, false),
+            SslMode::Require => {
+                self.problem(
+                    "state.url",
+                    "sslmode=require does not verify the server (anyone on the path can read the password and the leases): use sslmode=verify-full (the default) with ca_file naming the CA, or add accept_unverified_server = true to [state] to take that risk",
+                );
+                return None;
+            }
+            SslMode::Disable if parsed.loopback => (false, true),
+            SslMode::Disable => {
+                self.problem(
+                    "state.url",
+                    "sslmode=disable is for loopback addresses only (127.0.0.1, ::1, localhost): use sslmode=verify-full (the default)",
+                );
+                return None;
+            }
+        };
+        if unverified && verify_server {
+            self.problem(
+                "state.accept_unverified_server",
+                "only with sslmode=require in state.url (the server is verified otherwise); remove it",
+            );
+        }
+        if !tls && ca_file.is_some() {
+            self.problem(
+                "state.ca_file",
+                "sslmode=disable makes no TLS connection; remove ca_file or sslmode",
+            );
+        }
         Some(Database {
             url: raw.url.clone().unwrap_or_default(),
-            tls: !parsed.loopback || ca_file.is_some(),
-            host: parsed.host,
-            port: parsed.port,
+            tls,
+            verify_server,
+            connect_timeout: parsed.connect_timeout,
+            hosts: parsed.hosts,
             user: parsed.user,
             dbname: parsed.dbname,
             password,

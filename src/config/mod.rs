@@ -273,19 +273,37 @@ mod tests {
             .expect("the [state] example parses");
         let db = config.database.expect("postgres");
         assert_eq!(
+            (db.hosts.as_slice(), db.user.as_str(), db.dbname.as_str()),
             (
-                db.host.as_str(),
-                db.port,
-                db.user.as_str(),
-                db.dbname.as_str()
-            ),
-            ("db.example.com", 5432, "otnsx", "otnsx")
+                &[("db.example.com".to_string(), 5432)][..],
+                "otnsx",
+                "otnsx"
+            )
         );
         assert!(db.tls, "a database off loopback is reached over TLS");
         assert_eq!(db.password.expose(), "x");
         let local = text.replace("db.example.com", "127.0.0.1");
         let config = Config::parse(&local, Path::new("/etc/otnsx/otnsx.toml"), 0o640).unwrap();
         assert!(!config.database.unwrap().tls, "loopback without ca_file");
+        let unverified = parse(&format!(
+            "{MINIMAL}\n[state]\nbackend = \"postgres\"\nurl = \"postgres://o@db1,db2:6432/d?sslmode=require&connect_timeout=3\"\npassword = \"x\"\naccept_unverified_server = true\n"
+        ))
+        .unwrap()
+        .database
+        .unwrap();
+        assert!(unverified.tls && !unverified.verify_server);
+        assert_eq!(unverified.hosts.len(), 2);
+        assert_eq!(
+            unverified.connect_timeout,
+            Some(std::time::Duration::from_secs(3))
+        );
+        let plain = parse(&format!(
+            "{MINIMAL}\n[state]\nbackend = \"postgres\"\nurl = \"postgres://o@127.0.0.1/d?sslmode=disable\"\npassword = \"x\"\n"
+        ))
+        .unwrap()
+        .database
+        .unwrap();
+        assert!(!plain.tls);
         let file = parse(&format!("{MINIMAL}\n[state]\nbackend = \"file\"\n")).unwrap();
         assert!(file.database.is_none());
         for (bad, says) in [
@@ -305,6 +323,30 @@ mod tests {
             (
                 "backend = \"postgres\"\nurl = \"postgres://o:pw@h/d\"\npassword = \"x\"",
                 "state.url: must not carry the password",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o@h/d?sslmode=require\"\npassword = \"x\"",
+                "state.url: sslmode=require does not verify the server",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o@h/d?sslmode=disable\"\npassword = \"x\"",
+                "state.url: sslmode=disable is for loopback addresses only",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o@127.0.0.1,h/d?sslmode=disable\"\npassword = \"x\"",
+                "state.url: sslmode=disable is for loopback addresses only",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o@h/d\"\npassword = \"x\"\naccept_unverified_server = true",
+                "state.accept_unverified_server: only with sslmode=require",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o@h/d?target_session_attrs=any\"\npassword = \"x\"",
+                "target_session_attrs=\"any\"",
+            ),
+            (
+                "backend = \"postgres\"\nurl = \"postgres://o@h/d?application_name=x\"\npassword = \"x\"",
+                "application_name=\"x\"",
             ),
         ] {
             let err = parse(&format!("{MINIMAL}\n[state]\n{bad}\n")).unwrap_err();

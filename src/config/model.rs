@@ -68,15 +68,23 @@ pub struct Config {
 pub struct Database {
     /// As configured, for messages (it carries no password).
     pub url: String,
-    pub host: String,
-    pub port: u16,
+    /// The servers to try, in order, each with its port: the first that takes the connection
+    /// and is writable (libpq's `target_session_attrs=read-write`) serves the run.
+    pub hosts: Vec<(String, u16)>,
     pub user: String,
     pub dbname: String,
     pub password: Secret,
     /// The CAs that may sign the server's certificate (`None`: the system's).
     pub ca_file: Option<PathBuf>,
-    /// Whether the connection is TLS: always, except to a loopback address without `ca_file`.
+    /// Whether the connection is TLS: always, except to loopback addresses without `ca_file`
+    /// (or with `sslmode=disable`, loopback only).
     pub tls: bool,
+    /// Whether the server's certificate and name are verified: always, but with
+    /// `sslmode=require` and `accept_unverified_server = true` (warned on every run).
+    pub verify_server: bool,
+    /// The URL's `connect_timeout`, if any: each try of each host waits at most this long (and
+    /// never beyond what the deadline leaves).
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 /// Per-agent rules: each opening is a distributed-firewall rule from the locking agent's

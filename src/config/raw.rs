@@ -116,6 +116,7 @@ pub(super) struct RawState {
     pub(super) password_env: Option<String>,
     pub(super) password_command: Option<Vec<String>>,
     pub(super) ca_file: Option<PathBuf>,
+    pub(super) accept_unverified_server: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]

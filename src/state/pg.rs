@@ -180,8 +180,9 @@ impl Worker {
 
 /// Why a call on the worker failed.
 enum Failed {
-    /// Connecting (or reconnecting) failed.
-    Connecting(postgres::Error),
+    /// Connecting (or reconnecting) failed: each host tried, in the URL's order, with why
+    /// (its last try's).
+    Connecting(Vec<(String, postgres::Error)>),
     /// The run's connection was lost before the call: nothing of it reached the server.
     Lost,
     /// The call failed.
@@ -216,6 +217,66 @@ impl Failure {
 enum Connect {
     IfNeeded,
     Never,
+    /// As `IfNeeded`, but when no host is writable, the first that answers read-only is
+    /// connected to all the same (for `check`, which names what it found; it writes nothing).
+    Inspecting,
+}
+
+/// How the worker connects: each host of the URL in its order, with its own settings (libpq's
+/// `target_session_attrs=read-write`: a host whose sessions are read-only is passed over), and
+/// until when connecting may be tried again.
+struct Connector {
+    hosts: Vec<(String, postgres::Config)>,
+    tls: Option<rustls::ClientConfig>,
+    /// Until when another round over the hosts may begin (see [`open`]).
+    retry_until: crate::deadline::Deadline,
+}
+
+/// How many rounds over the hosts connecting takes at most: a failover (a primary that
+/// refuses connections or still answers read-only for a fraction of a second) costs a
+/// retry, not the event.
+const CONNECT_TRIES: u32 = 5;
+
+/// A pause of 50 to 200 ms before another round over the hosts, different for each process
+/// and each try (from the process id and the clock: no random crate for this), so that runs
+/// that failed together do not come back together.
+fn jitter(round: u32) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    // splitmix64 over the three.
+    let mut z = (u64::from(std::process::id()) << 32 ^ nanos)
+        .wrapping_add(u64::from(round).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    Duration::from_millis(50 + z % 151)
+}
+
+/// Whether connecting failed in a way that another try may get past: refused or reset before the
+/// session began, no answer in time, a server starting up, shutting down or in recovery
+/// (SQLSTATE 57P03, 57P01), or one whose sessions are read-only (a standby, a primary being
+/// demoted). A refused password, a missing database or a certificate that does not verify
+/// are not retried. Nothing of the run's was sent to the server before it failed.
+fn transient(e: &postgres::Error) -> bool {
+    match e.code() {
+        Some(code) => *code == SqlState::CANNOT_CONNECT_NOW || *code == SqlState::ADMIN_SHUTDOWN,
+        None => matches!(
+            e.to_string().as_str(),
+            "error connecting to server"
+                | "error communicating with the server"
+                | "connection closed"
+                | "timeout waiting for server"
+        ),
+    }
+}
+
+/// Whether `e` is tokio-postgres's refusal of a server whose sessions are read-only
+/// (`target_session_attrs=read-write`).
+fn read_only_server(e: &postgres::Error) -> bool {
+    e.code().is_none()
+        && std::error::Error::source(e)
+            .is_some_and(|s| s.to_string().contains("does not allow writes"))
 }
 
 pub struct Pg {
@@ -225,6 +286,8 @@ pub struct Pg {
     /// a database that did not answer, and the ticket's note.
     reserve: Duration,
     inner: Mutex<Inner>,
+    /// The host that answered, and whether it is writable (see [`Pg::answered`]).
+    answered: Arc<Mutex<Option<(String, bool)>>>,
 }
 
 impl Drop for Pg {
@@ -240,6 +303,65 @@ impl Drop for Pg {
                 .clamp(Duration::from_millis(100), Duration::from_secs(1));
             let _ = ended.recv_timeout(wait);
         }
+    }
+}
+
+/// The server's certificate taken unverified (`sslmode=require` with `accept_unverified_server
+/// = true`; every run warns): the handshake's signatures are still checked, so that the
+/// connection is encrypted to whoever holds the certificate's key, whoever that is.
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `host:port` as a URL writes it (`[::1]:5432`).
+fn host_port(host: &str, port: u16) -> String {
+    match host.contains(':') {
+        true => format!("[{host}]:{port}"),
+        false => format!("{host}:{port}"),
     }
 }
 
@@ -533,13 +655,52 @@ fn execute(client: &mut Client, sql: &str) -> Result<(), Failed> {
 }
 
 /// Connects with `config`, over TLS when there is a `tls` set-up. Runs on the worker.
-fn open(
+fn open_host(
     config: &postgres::Config,
-    tls: Option<rustls::ClientConfig>,
+    tls: &Option<rustls::ClientConfig>,
 ) -> Result<Client, postgres::Error> {
     match tls {
-        Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+        Some(tls) => config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls.clone())),
         None => config.connect(postgres::NoTls),
+    }
+}
+
+/// Connects to the first writable host of `to`, trying them in order; when a round fails in a
+/// way another may not ([`transient`]), tries again after a pause ([`jitter`]), at most
+/// [`CONNECT_TRIES`] rounds and none begun after `retry_until`. Returns the client, the host
+/// that answered, and whether it is writable (always, but for `Connect::Inspecting`'s last
+/// resort); or each host with why it failed in the last round. Nothing of the run's has been
+/// sent when this fails: a retry here cannot repeat a statement. Runs on the worker.
+fn open(to: &Connector, connect: Connect) -> Result<(Client, String, bool), Failed> {
+    let mut round = 0;
+    loop {
+        round += 1;
+        let mut failures = Vec::new();
+        for (host, config) in &to.hosts {
+            match open_host(config, &to.tls) {
+                Ok(client) => return Ok((client, host.clone(), true)),
+                Err(e) => failures.push((host.clone(), e)),
+            }
+        }
+        let again = failures.iter().any(|(_, e)| transient(e));
+        let pause = jitter(round);
+        if !again || round >= CONNECT_TRIES || to.retry_until.remaining() <= pause {
+            if connect == Connect::Inspecting {
+                let read_only = failures
+                    .iter()
+                    .filter(|(_, e)| read_only_server(e))
+                    .filter_map(|(host, _)| to.hosts.iter().find(|(h, _)| h == host));
+                for (host, config) in read_only {
+                    let mut any = config.clone();
+                    any.target_session_attrs(postgres::config::TargetSessionAttrs::Any);
+                    if let Ok(client) = open_host(&any, &to.tls) {
+                        return Ok((client, host.clone(), false));
+                    }
+                }
+            }
+            return Err(Failed::Connecting(failures));
+        }
+        std::thread::sleep(pause);
     }
 }
 
@@ -569,6 +730,7 @@ impl Pg {
             // As NSX's own waits: a quarter of the run, at most 3 s.
             reserve: (deadline.remaining() / 4).min(Duration::from_secs(3)),
             inner: Mutex::new(Inner::default()),
+            answered: Arc::default(),
         })
     }
 
@@ -679,16 +841,16 @@ impl Pg {
     /// deadline (at most 5 s), so that a database that does not take connections leaves the
     /// rest to closing access in NSX. (The client's own bound on every call, connecting
     /// included, is the worker's: [`Pg::answer`].)
-    fn config(
-        &self,
-        inner: &mut Inner,
-    ) -> anyhow::Result<(postgres::Config, Option<rustls::ClientConfig>)> {
+    ///
+    /// Each host is tried with the URL's `connect_timeout`, if it gives one, never longer than
+    /// that quarter; and connecting is tried again ([`open`]) until that quarter has passed.
+    fn config(&self, inner: &mut Inner) -> anyhow::Result<Connector> {
         let share =
             (self.budget().remaining() / 4).clamp(Duration::from_millis(1), Duration::from_secs(5));
+        let timeout = self.db.connect_timeout.map_or(share, |t| t.min(share));
         let mut config = postgres::Config::new();
         config
-            .host(&self.db.host)
-            .port(self.db.port)
+            .target_session_attrs(postgres::config::TargetSessionAttrs::ReadWrite)
             .user(&self.db.user)
             .dbname(&self.db.dbname)
             .password(self.db.password.expose())
@@ -696,20 +858,42 @@ impl Pg {
             // Literals are written for standard strings; a role or database that turned them
             // off must not change what a quote means.
             .options("-c standard_conforming_strings=on")
-            .connect_timeout(share)
+            .connect_timeout(timeout)
             // A server that stops taking what is sent is given up as soon.
             .tcp_user_timeout(share)
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5));
-        if !self.db.tls {
+        let tls = if self.db.tls {
+            config.ssl_mode(postgres::config::SslMode::Require);
+            if inner.tls.is_none() {
+                inner.tls = Some(self.tls_config()?);
+            }
+            inner.tls.clone()
+        } else {
             config.ssl_mode(postgres::config::SslMode::Disable);
-            return Ok((config, None));
-        }
-        config.ssl_mode(postgres::config::SslMode::Require);
-        if inner.tls.is_none() {
-            inner.tls = Some(self.tls_config()?);
-        }
-        Ok((config, inner.tls.clone()))
+            None
+        };
+        let hosts = self
+            .db
+            .hosts
+            .iter()
+            .map(|(host, port)| {
+                let mut one = config.clone();
+                one.host(host).port(*port);
+                (host_port(host, *port), one)
+            })
+            .collect();
+        Ok(Connector {
+            hosts,
+            tls,
+            retry_until: Deadline::after(share),
+        })
+    }
+
+    /// The host that answered the run's connection (`host:port`), and whether it is writable
+    /// (it is, but for `check`'s last resort on a read-only server); `None` before connecting.
+    pub fn answered(&self) -> Option<(String, bool)> {
+        lock(&self.answered).clone()
     }
 
     /// Sends `work` to the worker (started now if there is none), connecting first when it
@@ -723,7 +907,8 @@ impl Pg {
         if let Some(why) = &inner.failed {
             return Err(Failure::NotSent(fault(Exit::IoErr, why.clone())));
         }
-        let (config, tls) = self.config(inner).map_err(Failure::NotSent)?;
+        let connector = self.config(inner).map_err(Failure::NotSent)?;
+        let answered_by = self.answered.clone();
         if inner.worker.is_none() {
             let worker = Worker::start().map_err(|e| {
                 Failure::NotSent(fault(
@@ -744,7 +929,9 @@ impl Pg {
                     if connect == Connect::Never {
                         return Err(Failed::Lost);
                     }
-                    *slot = Some(open(&config, tls).map_err(Failed::Connecting)?);
+                    let (client, host, writable) = open(&connector, connect)?;
+                    *lock(&answered_by) = Some((host, writable));
+                    *slot = Some(client);
                 }
                 work(slot.as_mut().ok_or(Failed::Lost)?)
             };
@@ -803,8 +990,8 @@ impl Pg {
     /// What a failed job means.
     fn failed(&self, inner: &mut Inner, what: &str, failed: Failed) -> Failure {
         match failed {
-            Failed::Connecting(e) => {
-                let error = self.error("connecting", &e);
+            Failed::Connecting(failures) => {
+                let error = self.connecting_failed(&failures);
                 inner.failed = Some(format!("{error:#}"));
                 Failure::NotSent(error)
             }
@@ -825,6 +1012,40 @@ impl Pg {
                 Exit::IoErr,
                 format!("database {}: {what}: {e}", self.db.url),
             )),
+        }
+    }
+
+    /// Why no host could be connected to, naming each host tried: a server that was only ever
+    /// read-only is named as such (point the URL at the primary), one host's failure in the
+    /// words of [`Pg::error`], several hosts' one after the other.
+    fn connecting_failed(&self, failures: &[(String, postgres::Error)]) -> anyhow::Error {
+        let tried: Vec<&str> = failures.iter().map(|(host, _)| host.as_str()).collect();
+        let tried = tried.join(", ");
+        if !failures.is_empty() && failures.iter().all(|(_, e)| read_only_server(e)) {
+            return self.read_only(&format!(
+                "connecting: tried {tried}, none writable (target_session_attrs=read-write)"
+            ));
+        }
+        match failures {
+            [(host, e)] => self.error(&format!("connecting to {host}"), e),
+            _ => {
+                let prefix = format!("database {}: ", self.db.url);
+                let each: Vec<String> = failures
+                    .iter()
+                    .map(|(host, e)| {
+                        let text = format!("{:#}", self.error(&format!("connecting to {host}"), e));
+                        text.strip_prefix(&prefix).unwrap_or(&text).to_string()
+                    })
+                    .collect();
+                fault(
+                    Exit::IoErr,
+                    format!(
+                        "database {}: no writable server among {tried}: {}",
+                        self.db.url,
+                        each.join("; ")
+                    ),
+                )
+            }
         }
     }
 
@@ -873,9 +1094,20 @@ impl Pg {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| fault(Exit::Config, format!("TLS set-up: {e}")))?;
+        if !self.db.verify_server {
+            // sslmode=require with accept_unverified_server = true: encrypted, not verified.
+            errln!(
+                "otnsx: warning: TLS verification for the state database ({}) is off (sslmode=require, accept_unverified_server = true)",
+                self.db.url
+            );
+            return Ok(builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(provider)))
+                .with_no_client_auth());
+        }
         let config = match &self.db.ca_file {
             Some(path) => {
                 let unreadable = |why: String| {
@@ -1533,7 +1765,7 @@ impl Pg {
         let at = 3 + GRANTS.iter().map(|(_, p)| p.len()).sum::<usize>();
         sql.push_str("; SELECT current_setting('transaction_read_only'), to_regclass('otnsx_journal') IS NOT NULL");
         let (results, schema, read_only, probe) =
-            self.call(&mut inner, "inspecting", Connect::IfNeeded, move |client| {
+            self.call(&mut inner, "inspecting", Connect::Inspecting, move |client| {
                 let results = query(client, &sql)?;
                 let value = |i: usize, column: usize| {
                     results

@@ -784,3 +784,130 @@ impl CutProxy {
         self.cuts.load(Ordering::SeqCst)
     }
 }
+
+/// A TCP proxy on 127.0.0.1 in front of a database that, from the first connection it takes,
+/// for `window`, cuts every connection at once (it accepts it, leaves the client's startup
+/// message unread and closes: the kernel answers with a reset, as a server going away during a
+/// failover does), and after that passes connections on. The moment otnsx first connects
+/// opens the window, so that the run meets the failover whatever its start took.
+pub struct FailoverProxy {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<AtomicUsize>,
+    passed: std::sync::Arc<AtomicUsize>,
+}
+
+impl FailoverProxy {
+    pub fn start(upstream: &str, window: std::time::Duration) -> FailoverProxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, passed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (cut2, passed2) = (cut.clone(), passed.clone());
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            let mut first: Option<std::time::Instant> = None;
+            for client in listener.incoming().flatten() {
+                let opened = *first.get_or_insert_with(std::time::Instant::now);
+                if opened.elapsed() < window {
+                    cut2.fetch_add(1, Ordering::SeqCst);
+                    // Closed with the startup message unread: a reset.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        drop(client);
+                    });
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                passed2.fetch_add(1, Ordering::SeqCst);
+                let (mut c1, mut s1) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s2, mut c2) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        FailoverProxy { addr, cut, passed }
+    }
+
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// How many connections were cut, and how many passed.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.cut.load(Ordering::SeqCst),
+            self.passed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// A loopback port nothing listens on (bound, then let go): connections to it are refused.
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+impl TestCluster {
+    /// Makes this cluster answer as a standby does to libpq's `target_session_attrs`
+    /// (`default_transaction_read_only = on`, so `SHOW transaction_read_only` is `on`), with
+    /// database `name` in it and its superuser's password `password` (those of another
+    /// server's database, so that a URL listing both hosts logs in to either).
+    pub fn read_only_twin(&self, name: &str, password: &str) {
+        let mut admin: postgres::Config = self.url().parse().unwrap();
+        admin.password(&self.password);
+        let mut client = admin.connect(postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let password = password.replace('\'', "''");
+        client
+            .batch_execute(&format!("ALTER USER postgres PASSWORD '{password}'"))
+            .unwrap();
+        // Last: from here on, this server's transactions are read-only.
+        client
+            .batch_execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            .unwrap();
+        client.batch_execute("SELECT pg_reload_conf()").unwrap();
+    }
+}
+
+impl TestCluster {
+    /// Turns TLS on in this cluster (`ssl = on`, reloaded) with the certificate and key given
+    /// as PEM; connections without TLS are still taken.
+    pub fn with_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.join("data");
+        for (file, pem) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = data.join(file);
+            std::fs::write(&path, pem).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((_, uid, gid)) = &self.binaries.run_as {
+                std::os::unix::fs::chown(&path, uid.parse().ok(), gid.parse().ok()).unwrap();
+            }
+        }
+        let mut admin: postgres::Config = self.url().parse().unwrap();
+        admin.password(&self.password);
+        let mut client = admin.connect(postgres::NoTls).unwrap();
+        client.batch_execute("ALTER SYSTEM SET ssl = on").unwrap();
+        client.batch_execute("SELECT pg_reload_conf()").unwrap();
+        // The reload is asynchronous: wait until new sessions see it.
+        for _ in 0..100 {
+            let mut probe = admin.connect(postgres::NoTls).unwrap();
+            let on: String = probe.query_one("SHOW ssl", &[]).unwrap().get(0);
+            if on == "on" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("ssl never turned on");
+    }
+}
