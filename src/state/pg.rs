@@ -1242,7 +1242,9 @@ impl Pg {
     /// Whether the run's transaction `tx` committed, when the answer to its `COMMIT` was lost:
     /// asked on a new connection, within what the database's share of the deadline leaves or
     /// half the reserve. First the session that sent the `COMMIT` is ended if it is still there
-    /// (a transaction still open can then no longer commit), then the state lock is taken (so
+    /// (a transaction still open can then no longer commit) and is not the one asking (through
+    /// PgBouncer in transaction mode the server connection that ran the commit may be handed
+    /// to the new one once the transaction ended), then the state lock is taken (so
     /// that transaction has surely ended), then the journal table is asked for the entries
     /// `tx` staged: all there, it committed (`Ok(Some)`, with their lines as the table has
     /// them, chained, in the chain's order); none, it did not (`Ok(None)`). Every change of
@@ -1269,7 +1271,7 @@ impl Pg {
                 query(
                     client,
                     &format!(
-                        "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {session} AND application_name = 'otnsx' AND usename = current_user; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT {line} FROM otnsx_journal WHERE id IN ({ids}) ORDER BY seq; ROLLBACK",
+                        "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {session} AND pid <> pg_backend_pid() AND application_name = 'otnsx' AND usename = current_user; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT {line} FROM otnsx_journal WHERE id IN ({ids}) ORDER BY seq; ROLLBACK",
                         line = recorded_line()
                     ),
                 )
