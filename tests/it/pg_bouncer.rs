@@ -2,18 +2,19 @@
 //! Debian's package runs it with its defaults (1.18 on Debian 12: it refuses startup options,
 //! and a statement prepared by name on one server connection may be run on another): a lock
 //! and an unlock, thirty `history` runs at once, a database whose `standard_conforming_strings`
-//! is off (also without PgBouncer), and PgBouncer restarted between runs. Each test starts a
+//! is off (also without PgBouncer), and PgBouncer restarted between runs and mid-run. Each test starts a
 //! PgBouncer of its own (`support::pg::Bouncer`); without `pgbouncer` they are skipped (CI
 //! installs it).
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::nsxt::FIREWALLER;
 use crate::support::pg::{Bouncer, TestDb};
 use crate::support::{T2, T3, World, set};
-use crate::{lock, otnsx, spawn, unlock};
+use crate::{finish, lock, otnsx, spawn, unlock};
 
 /// A PgBouncer of the test's own, or the test is skipped (and fails under CI).
 fn bouncer(test: &str) -> Bouncer {
@@ -242,25 +243,8 @@ fn standard_conforming_strings_off_without_pgbouncer() {
     with_standard_strings_off("standard_conforming_strings_off_without_pgbouncer", None);
 }
 
-/// PgBouncer restarted between runs (its connections, to otnsx and to the server, all end):
-/// the run that meets it down fails, and no other; what is open is what the leases say.
-fn pgbouncer_restarted_between_runs_costs_at_most_that_run() {
-    let test = "pgbouncer_restarted_between_runs_costs_at_most_that_run";
-    let bouncer = bouncer(test);
-    let world = world_through(&bouncer, test);
-    assert_eq!(lock(&world, T2).code, 0);
-    bouncer.restart();
-    let run = unlock(&world, T2);
-    assert_eq!(run.code, 0, "the next run after the restart: {run:?}");
-    assert_eq!(world.tagged(), set(&[]));
-    // Down while a run waits to connect, then back: at most that run fails (74), and NSX is
-    // tagged exactly where the leases are.
-    bouncer.stop();
-    let down = lock(&world, T3);
-    bouncer.restart();
-    let after = otnsx(&world, &["grant", "--vm", "db01", "--for", "30m"]);
-    assert_eq!(after.code, 0, "{after:?}");
-    assert!(matches!(down.code, 0 | 74), "{down:?}");
+/// What NSX is tagged with equals what the world's leases say is open.
+fn nsx_matches_the_leases(world: &World) {
     let leased: std::collections::BTreeSet<String> = world
         .db
         .as_ref()
@@ -272,10 +256,50 @@ fn pgbouncer_restarted_between_runs_costs_at_most_that_run() {
     assert_eq!(world.tagged(), leased);
 }
 
+/// PgBouncer restarted (its connections to otnsx and to the server all end) between runs, while
+/// a run holds its transaction, and down while a run connects: each costs at most the run that
+/// meets it (74, nothing open without its committed row), never the next, and NSX is tagged
+/// exactly where the leases are.
+fn pgbouncer_restarted_costs_at_most_the_run_that_meets_it() {
+    let test = "pgbouncer_restarted_costs_at_most_the_run_that_meets_it";
+    let bouncer = bouncer(test);
+    let world = world_through(&bouncer, test);
+    let db = world.db.as_ref().unwrap();
+    // Between runs: the next one does not notice.
+    assert_eq!(lock(&world, T2).code, 0);
+    bouncer.restart();
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "the next run after the restart: {run:?}");
+    assert_eq!(world.tagged(), set(&[]));
+    // While a run holds its transaction (NSX answers slowly): that run fails closed.
+    world.nsx.server.set_delay(Duration::from_millis(300));
+    world.helpdesk.set_lock(T2.0, "lock");
+    let child = spawn(&world, &[T2.1, "2"]);
+    db.wait_for_lock_holder();
+    bouncer.restart();
+    let run = finish(child);
+    world.nsx.server.set_delay(Duration::ZERO);
+    assert_eq!(run.code, 74, "{run:?}");
+    assert_eq!(world.tagged(), set(&[]), "open without its row: {run:?}");
+    nsx_matches_the_leases(&world);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "the next run: {run:?}");
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    // Down while a run connects: that run opens nothing; back, the next one works.
+    bouncer.stop();
+    let down = lock(&world, T3);
+    assert_eq!(down.code, 74, "{down:?}");
+    bouncer.restart();
+    let after = otnsx(&world, &["grant", "--vm", "db01", "--for", "30m"]);
+    assert_eq!(after.code, 0, "{after:?}");
+    nsx_matches_the_leases(&world);
+    assert_eq!(world.tagged(), set(&["vm-42", "vm-43"]));
+}
+
 crate::tests! {
     a_lock_and_an_unlock_through_pgbouncer,
     thirty_concurrent_history_runs_all_exit_0,
     standard_conforming_strings_off_through_pgbouncer,
     standard_conforming_strings_off_without_pgbouncer,
-    pgbouncer_restarted_between_runs_costs_at_most_that_run,
+    pgbouncer_restarted_costs_at_most_the_run_that_meets_it,
 }

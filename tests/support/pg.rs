@@ -875,6 +875,12 @@ impl Bouncer {
             format!("\"postgres\" \"{}\"\n", server.password),
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("userlist.txt"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let bouncer = Bouncer {
             dir,
             binary,
