@@ -63,6 +63,7 @@ modules!(
     nsx_policy,
     nsxt,
     package,
+    pg_bouncer,
     pg_connect,
     pg_faults,
     policy,

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use postgres::error::{Severity, SqlState};
+use postgres::types::Type;
 use postgres::{Client, SimpleQueryMessage};
 
 use crate::config::Database;
@@ -187,7 +188,7 @@ enum Failed {
     Lost,
     /// The call failed.
     Working(postgres::Error),
-    /// Reading the journal's `COPY` failed.
+    /// The journal's rows were not what its statement makes.
     Reading(std::io::Error),
 }
 
@@ -371,15 +372,19 @@ fn host_port(host: &str, port: u16) -> String {
 /// that hangs or was stopped.
 const IDLE_MARGIN: Duration = Duration::from_secs(2);
 
-/// The database's text for `text`: a standard string literal (the connection sets
-/// `standard_conforming_strings`, so only quotes are doubled). A NUL, which no PostgreSQL
-/// text may hold, becomes U+FFFD.
+/// The database's text for `text`: an escape string constant, `E'...'`, with backslashes and
+/// quotes doubled. It means the same whether `standard_conforming_strings` is on or off (a
+/// role's or a database's default, or what a pooler such as PgBouncer left on the server
+/// connection: otnsx sets nothing when it connects), where a standard literal `'...'` would
+/// read a backslash as an escape under `off`. A NUL, which no PostgreSQL text may hold,
+/// becomes U+FFFD.
 fn literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('\'');
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("E'");
     for c in text.chars() {
         match c {
             '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
             '\0' => out.push('\u{fffd}'),
             c => out.push(c),
         }
@@ -400,8 +405,8 @@ fn holder_key(holder: &Holder) -> String {
 /// The hash chain's body of a row, as SQL over its columns `entry` (the unchained line) and `n`
 /// (its place in the chain): what `chain::link` hashes, byte for byte: the entry without its
 /// closing brace, a comma unless the object is empty (`{}`: only `check`'s probe, rolled back,
-/// writes one), and `"seq":n`. Standard literals and `chr()`, no escapes: it means the same
-/// whatever `standard_conforming_strings` is.
+/// writes one), and `"seq":n`. Standard literals without a backslash and `chr()`: it means
+/// the same whatever `standard_conforming_strings` is.
 const BODY: &str = r#"left(entry, -1) || CASE WHEN rtrim(left(entry, -1), ' ' || chr(9) || chr(10) || chr(13)) = '{' THEN '' ELSE ',' END || '"seq":' || n"#;
 
 /// SQL for a chained row's line (as `chain::link` makes it) over its columns `entry`, `n` and
@@ -855,9 +860,6 @@ impl Pg {
             .dbname(&self.db.dbname)
             .password(self.db.password.expose())
             .application_name("otnsx")
-            // Literals are written for standard strings; a role or database that turned them
-            // off must not change what a quote means.
-            .options("-c standard_conforming_strings=on")
             .connect_timeout(timeout)
             // A server that stops taking what is sent is given up as soon.
             .tcp_user_timeout(share)
@@ -1472,7 +1474,9 @@ impl Pg {
     /// Whether the run's transaction `tx` committed, when the answer to its `COMMIT` was lost:
     /// asked on a new connection, within what the database's share of the deadline leaves or
     /// half the reserve. First the session that sent the `COMMIT` is ended if it is still there
-    /// (a transaction still open can then no longer commit), then the state lock is taken (so
+    /// (a transaction still open can then no longer commit) and is not the one asking (through
+    /// PgBouncer in transaction mode the server connection that ran the commit may be handed
+    /// to the new one once the transaction ended), then the state lock is taken (so
     /// that transaction has surely ended), then the journal table is asked for the entries
     /// `tx` staged: all there, it committed (`Ok(Some)`, with their lines as the table has
     /// them, chained, in the chain's order); none, it did not (`Ok(None)`). Every change of
@@ -1499,7 +1503,7 @@ impl Pg {
                 query(
                     client,
                     &format!(
-                        "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {session} AND application_name = 'otnsx' AND usename = current_user; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT {line} FROM otnsx_journal WHERE id IN ({ids}) ORDER BY seq; ROLLBACK",
+                        "BEGIN; SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {wait}; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = {session} AND pid <> pg_backend_pid() AND application_name = 'otnsx' AND usename = current_user; SELECT pg_advisory_xact_lock({LOCK_KEY}); SELECT {line} FROM otnsx_journal WHERE id IN ({ids}) ORDER BY seq; ROLLBACK",
                         line = recorded_line()
                     ),
                 )
@@ -1526,10 +1530,12 @@ impl Pg {
     /// Feeds every journal entry, oldest first, to `each`, as the JSON line it was recorded:
     /// chained (`...,"seq":n,"hash":"..."}`, made by the server from the row's columns) when
     /// the row has a hash, else as it was written before the chain began; `each` returns false
-    /// to stop. They come in one binary `COPY` of arrays of entries: the server
-    /// makes and sends the next array while `each` works on the last, the client's cost per
-    /// entry is that of reading a length, nothing is unescaped, and memory holds a few arrays
-    /// (the worker reads them and hands them over, each wait bounded by the deadline).
+    /// to stop. They come as rows of arrays of entries, in binary, from one unnamed statement
+    /// (one round trip; nothing prepared by name, so it works through PgBouncer in transaction
+    /// mode): the server makes and sends the next array while `each` works on the last, the
+    /// client's cost per entry is that of reading a length, nothing is unescaped, and memory
+    /// holds a few arrays (the worker reads them and hands them over, each wait bounded by the
+    /// deadline).
     ///
     /// `only` narrows the rows by the journal's indexes to those that can matter for one VM
     /// name or one ticket (number or ID): every entry of every VM id ever journaled under that
@@ -1550,7 +1556,7 @@ impl Pg {
             .ticket
             .filter(|t| t.bytes().all(|b| b.is_ascii_digit()))
         {
-            conditions.push(format!("tickets @> ARRAY['{ticket}']"));
+            conditions.push(format!("tickets @> ARRAY[{}]", literal(ticket)));
         }
         // Rows of (a position, an array of entries), so that the client's cost per entry stays
         // small: all the entries that can matter to a filter in one array, the whole journal
@@ -1567,7 +1573,7 @@ impl Pg {
                 conditions.join(" AND ")
             ),
         };
-        let sql = format!("COPY ({rows}) TO STDOUT (FORMAT binary)");
+        let sql = rows;
         let what = "reading the journal";
         let mut inner = lock(&self.inner);
         let until = self.budget();
@@ -1577,9 +1583,15 @@ impl Pg {
         let (hand, arrays) = mpsc::sync_channel::<Vec<u8>>(4);
         let answered = self
             .submit(&mut inner, Connect::IfNeeded, move |client| {
-                let mut copy = client.copy_out(&sql).map_err(Failed::Working)?;
-                copy_arrays(&mut copy, |array| Ok(hand.send(array.to_vec()).is_ok()))
-                    .map_err(Failed::Reading)
+                // One unnamed statement, parsed, bound and run in one round trip, its rows in
+                // binary: no named prepared statement, which a pooler in transaction mode
+                // (PgBouncer) may have parsed on another server connection than the one that
+                // runs it.
+                let none: [(&str, Type); 0] = [];
+                let rows = client
+                    .query_typed_raw(&sql, none)
+                    .map_err(Failed::Working)?;
+                hand_arrays(rows, |array| hand.send(array.to_vec()).is_ok())
             })
             .map_err(Failure::error)?;
         loop {
@@ -1855,68 +1867,46 @@ const CHUNK: u32 = 500;
 /// The type of PostgreSQL's `text`, the journal's entries.
 const TEXT_OID: i32 = 25;
 
-/// The signature that starts the binary `COPY` format.
-const COPY_SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
-
 fn invalid(what: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
 }
 
-/// Reads a binary `COPY` of rows (a bigint position, an array or NULL) and hands each array
-/// to `each` until it returns false. Malformed data, or positions that do not rise, are an
-/// `InvalidData` error.
-fn copy_arrays(
-    copy: &mut impl std::io::Read,
-    mut each: impl FnMut(&[u8]) -> std::io::Result<bool>,
-) -> std::io::Result<()> {
-    use std::io::Read;
-    let mut header = [0u8; 19];
-    copy.read_exact(&mut header)?;
-    if &header[..11] != COPY_SIGNATURE {
-        return Err(invalid("not the binary COPY format"));
+/// A `text[]` value as the server sent it, in binary (read by [`array_elements`]).
+struct RawArray<'a>(&'a [u8]);
+
+impl<'a> postgres::types::FromSql<'a> for RawArray<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(RawArray(raw))
     }
-    let extension = u32::from_be_bytes([header[15], header[16], header[17], header[18]]);
-    std::io::copy(
-        &mut copy.by_ref().take(extension.into()),
-        &mut std::io::sink(),
-    )?;
-    let mut last = None;
-    let mut array = Vec::new();
-    loop {
-        let mut columns = [0u8; 2];
-        copy.read_exact(&mut columns)?;
-        match i16::from_be_bytes(columns) {
-            -1 => return Ok(()),
-            2 => {}
-            _ => return Err(invalid("a row not of two columns")),
-        }
-        let mut position = [0u8; 8];
-        if read_len(copy)? != Some(8) {
-            return Err(invalid("a row without its position"));
-        }
-        copy.read_exact(&mut position)?;
-        let position = i64::from_be_bytes(position);
-        if last.is_some_and(|last| position <= last) {
-            return Err(invalid("rows out of order"));
-        }
-        last = Some(position);
-        let Some(len) = read_len(copy)? else { continue };
-        array.clear();
-        copy.by_ref().take(len as u64).read_to_end(&mut array)?;
-        if array.len() != len {
-            return Err(invalid("a row cut short"));
-        }
-        if !each(&array)? {
-            return Ok(());
-        }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TEXT_ARRAY
     }
 }
 
-/// A length word of the binary format; `None` for NULL.
-fn read_len(from: &mut impl std::io::Read) -> std::io::Result<Option<usize>> {
-    let mut word = [0u8; 4];
-    from.read_exact(&mut word)?;
-    Ok(usize::try_from(i32::from_be_bytes(word)).ok())
+/// Reads rows of (a bigint position, an array of text or NULL) and hands each array to `each`
+/// until it returns false. Positions that do not rise are an `InvalidData` error. Runs on the
+/// worker.
+fn hand_arrays(
+    mut rows: postgres::RowIter<'_>,
+    mut each: impl FnMut(&[u8]) -> bool,
+) -> Result<(), Failed> {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut last = None;
+    while let Some(row) = rows.next().map_err(Failed::Working)? {
+        let position: i64 = row.try_get(0).map_err(Failed::Working)?;
+        if last.is_some_and(|last| position <= last) {
+            return Err(Failed::Reading(invalid("rows out of order")));
+        }
+        last = Some(position);
+        let array: Option<RawArray<'_>> = row.try_get(1).map_err(Failed::Working)?;
+        if let Some(array) = array
+            && !each(array.0)
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
 }
 
 /// The elements of a one-dimensional array in PostgreSQL's binary format (NULLs left out);
@@ -1977,15 +1967,28 @@ fn import_lease(lease: &Lease) -> String {
 mod tests {
     use super::*;
 
+    /// Escape strings, quotes and backslashes doubled: `E'...'` reads the same under either
+    /// `standard_conforming_strings` (the server's reading is tested in
+    /// `literals_read_back_exactly_under_either_setting`).
     #[test]
     fn literals_double_quotes_and_hold_no_nul() {
-        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("it's"), "E'it''s'");
         assert_eq!(
             literal(r"a\'; DROP TABLE x; --"),
-            r"'a\''; DROP TABLE x; --'"
+            r"E'a\\''; DROP TABLE x; --'"
         );
-        assert_eq!(literal("a\0b"), "'a\u{fffd}b'");
+        assert_eq!(literal(r"CORP\jdoe"), r"E'CORP\\jdoe'");
+        assert_eq!(literal("x\\"), r"E'x\\'");
+        assert_eq!(literal("a\0b"), "E'a\u{fffd}b'");
         assert_eq!(nullable(None), "NULL");
+        // Every backslash and quote of the text is doubled, and the constant is closed only at
+        // its end: after `E'`, the quotes come in pairs, then the closing one.
+        for text in [r"\", r"\'", r"'\", r"\\'\''", "E'x'", "\n\t"] {
+            let sql = literal(text);
+            let body = &sql[2..sql.len() - 1];
+            assert_eq!(body.replace("''", "'").replace(r"\\", r"\"), text);
+            assert_eq!(body.matches('\'').count() % 2, 0, "{sql}");
+        }
     }
 
     /// A database of its own in the test server (`OTNSX_TEST_POSTGRES`, as for the integration
@@ -1997,7 +2000,10 @@ mod tests {
     }
 
     impl Scratch {
-        fn create() -> Option<Scratch> {
+        /// `tag` names the database beside the process id (tests run at once); `conforming`
+        /// off sets `standard_conforming_strings = off` as the database's default (`ALTER
+        /// DATABASE ... SET`), as a site's may be.
+        fn create(tag: &str, conforming: bool) -> Option<Scratch> {
             let (Ok(url), Ok(file)) = (
                 std::env::var("OTNSX_TEST_POSTGRES"),
                 std::env::var("OTNSX_TEST_POSTGRES_PASSWORD_FILE"),
@@ -2011,7 +2017,7 @@ mod tests {
             };
             let mut admin: postgres::Config = url.parse().unwrap();
             admin.password(std::fs::read_to_string(file).unwrap().trim());
-            let name = format!("otnsx_unit_{}", std::process::id());
+            let name = format!("otnsx_unit_{}_{tag}", std::process::id());
             let mut server = admin.connect(postgres::NoTls).unwrap();
             for sql in [
                 format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
@@ -2019,9 +2025,23 @@ mod tests {
             ] {
                 server.batch_execute(&sql).unwrap();
             }
+            if !conforming {
+                server
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} SET standard_conforming_strings = off"
+                    ))
+                    .unwrap();
+            }
             let mut config = admin.clone();
             config.dbname(&name);
             let mut client = config.connect(postgres::NoTls).unwrap();
+            let setting = results(
+                client
+                    .simple_query("SHOW standard_conforming_strings")
+                    .unwrap(),
+            );
+            let expected = if conforming { "on" } else { "off" };
+            assert_eq!(scalar(&setting[0]).as_deref(), Some(expected));
             for step in MIGRATIONS {
                 client.batch_execute(step).unwrap();
             }
@@ -2060,8 +2080,16 @@ mod tests {
     /// [`chain::link`]: crate::state::chain::link
     #[test]
     fn the_server_chains_entries_as_chain_link_does() {
+        for conforming in [true, false] {
+            server_chains_entries_as_chain_link_does(conforming);
+        }
+    }
+
+    /// [`the_server_chains_entries_as_chain_link_does`] in a database whose
+    /// `standard_conforming_strings` is `conforming`.
+    fn server_chains_entries_as_chain_link_does(conforming: bool) {
         use crate::state::chain::{Head, Place, Verifier, link};
-        let Some(mut db) = Scratch::create() else {
+        let Some(mut db) = Scratch::create(&format!("chain_{conforming}"), conforming) else {
             return;
         };
         // A row from before the chain (schema version 1 wrote no n, no hash).
@@ -2109,23 +2137,28 @@ mod tests {
             );
             assert!(returned_lines(&again, 1).is_empty());
         }
-        // The chain's SQL holds no backslash: without standard_conforming_strings (as behind a
-        // pooler that drops the connection's options) it means the same. (The entry's own
-        // literal is another matter: this one has no backslash either.)
-        assert!(!insert_entry(&serde_json::from_str(template).unwrap(), "{}").contains('\\'));
+        // A backslash at the end of a text and before a quote, as a VM field or a login may
+        // hold.
         let mut entry: Entry = serde_json::from_str(template).unwrap();
-        entry.id = "plain".into();
-        entry.detail = "Wartung für Müller 🚀".into();
+        entry.id = "backslashes".into();
+        entry.vm = Some(r"x\".into());
+        entry.actor = r"helpdesk:CORP\jdoe".into();
+        entry.detail = r"a reason with 'quotes' and \' and \\ and \n".into();
         let line = entry.to_json();
         let results = run(
             &mut db.client,
             &format!(
-                "BEGIN; SET LOCAL standard_conforming_strings = off; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
+                "BEGIN; SELECT pg_advisory_xact_lock({JOURNAL_KEY}); {}; COMMIT",
                 insert_entry(&entry, &line)
             ),
         );
         let (expected, next) = link(&head, &line).unwrap();
         assert_eq!(returned_lines(&results, 1), std::slice::from_ref(&expected));
+        let vm = run(
+            &mut db.client,
+            "SELECT vm FROM otnsx_journal WHERE id = 'backslashes'",
+        );
+        assert_eq!(scalar(&vm[0]).as_deref(), Some(r"x\"));
         head = next;
         returned.push(expected);
         // An empty object (only check's probe, rolled back, writes one) chains as link does.
@@ -2159,89 +2192,103 @@ mod tests {
         }
         let verdict = verifier.finish();
         assert_eq!(verdict.broken, None);
-        assert_eq!((verdict.unhashed, verdict.chained), (1, 5));
+        assert_eq!((verdict.unhashed, verdict.chained), (1, 5), "{conforming}");
         assert_eq!(verdict.head, Some(head));
     }
 
-    /// A binary `COPY` of (position, text array) rows, as the server sends it.
-    fn copy_of(rows: &[(i64, Option<&[&str]>)]) -> Vec<u8> {
-        let mut out = COPY_SIGNATURE.to_vec();
-        out.extend([0u8; 8]);
-        for (position, array) in rows {
-            out.extend(2i16.to_be_bytes());
-            out.extend(8i32.to_be_bytes());
-            out.extend(position.to_be_bytes());
-            let Some(elements) = array else {
-                out.extend((-1i32).to_be_bytes());
-                continue;
+    /// What [`literal`] writes, the server reads back exactly, under either
+    /// `standard_conforming_strings` (a database's default, and `SET` in the session): the
+    /// texts a customer, an agent's login or a grant's reason may hold, and in an array.
+    #[test]
+    fn literals_read_back_exactly_under_either_setting() {
+        let texts = [
+            r"x\",
+            r"CORP\jdoe",
+            r"it's \' \\ '' \n \t \x41 \101 \u0041",
+            "Wartung für Müller 🚀 — 日本",
+            r"E'x' || 'y'",
+            r"\",
+            "'",
+            "tab\there, line\nfeed",
+            "",
+        ];
+        for conforming in [true, false] {
+            let Some(mut db) = Scratch::create(&format!("literal_{conforming}"), conforming) else {
+                return;
             };
-            let mut data = Vec::new();
-            for word in [1, 0, 25, elements.len() as i32, 1] {
-                data.extend(word.to_be_bytes());
+            for setting in ["on", "off"] {
+                let mut sql = format!("SET standard_conforming_strings = {setting}");
+                for text in texts {
+                    sql.push_str(&format!("; SELECT {}", literal(text)));
+                }
+                let list: Vec<String> = texts.iter().map(|t| literal(t)).collect();
+                sql.push_str(&format!(
+                    "; SELECT array_to_json(ARRAY[{}]::text[])::text",
+                    list.join(", ")
+                ));
+                let results = run(&mut db.client, &sql);
+                for (i, text) in texts.iter().enumerate() {
+                    assert_eq!(
+                        scalar(&results[i + 1]).as_deref(),
+                        Some(*text),
+                        "database default {conforming}, session {setting}"
+                    );
+                }
+                let array: Vec<String> =
+                    serde_json::from_str(&scalar(&results[texts.len() + 1]).unwrap()).unwrap();
+                assert_eq!(array, texts);
             }
-            for e in *elements {
-                data.extend((e.len() as i32).to_be_bytes());
-                data.extend(e.as_bytes());
-            }
-            out.extend((data.len() as i32).to_be_bytes());
-            out.extend(data);
         }
-        out.extend((-1i16).to_be_bytes());
-        out
     }
 
-    fn entries_of(copy: &[u8]) -> std::io::Result<Vec<String>> {
-        let mut seen = Vec::new();
-        copy_arrays(&mut &copy[..], |array| {
-            let elements = array_elements(array).ok_or_else(|| invalid("not an array"))?;
-            seen.extend(
-                elements
-                    .iter()
-                    .map(|e| String::from_utf8_lossy(e).into_owned()),
-            );
-            Ok(true)
-        })?;
-        Ok(seen)
+    /// A `text[]` in PostgreSQL's binary format, as the server sends it.
+    fn array_of(elements: &[&str]) -> Vec<u8> {
+        let mut data = Vec::new();
+        for word in [1, 0, 25, elements.len() as i32, 1] {
+            data.extend(word.to_be_bytes());
+        }
+        for e in elements {
+            data.extend((e.len() as i32).to_be_bytes());
+            data.extend(e.as_bytes());
+        }
+        data
+    }
+
+    fn elements_of(array: &[u8]) -> Option<Vec<String>> {
+        let elements = array_elements(array)?;
+        Some(
+            elements
+                .iter()
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+                .collect(),
+        )
     }
 
     #[test]
-    fn a_binary_copy_of_arrays_reads_back_in_order() {
-        let copy = copy_of(&[
-            (0, Some(&["a", "b"])),
-            (500, None),
-            (1000, Some(&["", "c"])),
-        ]);
-        assert_eq!(entries_of(&copy).unwrap(), ["a", "b", "", "c"]);
-        assert_eq!(entries_of(&copy_of(&[])).unwrap(), Vec::<String>::new());
-    }
-
-    #[test]
-    fn a_damaged_or_disordered_copy_is_an_error_not_a_panic() {
-        let good = copy_of(&[(0, Some(&["one"])), (500, Some(&["two"]))]);
-        for cut in 0..good.len() {
-            let error = entries_of(&good[..cut]).expect_err("cut short");
-            assert!(
-                matches!(
-                    error.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
-                ),
-                "{error}"
-            );
-        }
-        let backwards = copy_of(&[(500, Some(&["two"])), (0, Some(&["one"]))]);
-        assert!(
-            entries_of(&backwards)
-                .unwrap_err()
-                .to_string()
-                .contains("out of order")
+    fn a_binary_text_array_reads_back_in_order() {
+        let array = array_of(&["a", "b", "", "c"]);
+        assert_eq!(elements_of(&array).unwrap(), ["a", "b", "", "c"]);
+        // The empty array: no dimensions.
+        assert_eq!(
+            elements_of(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25]).unwrap(),
+            Vec::<String>::new()
         );
+    }
+
+    #[test]
+    fn a_damaged_array_is_refused_not_a_panic() {
+        let good = array_of(&["one", "two"]);
+        for cut in 0..good.len() {
+            assert!(array_elements(&good[..cut]).is_none(), "cut at {cut}");
+        }
         let mut lying = good.clone();
-        let at = COPY_SIGNATURE.len() + 8 + 2 + 4 + 8 + 4 + 12; // the first array's count
-        lying[at..at + 4].copy_from_slice(&9i32.to_be_bytes());
-        assert!(entries_of(&lying).is_err());
+        lying[12..16].copy_from_slice(&9i32.to_be_bytes()); // the element count
+        assert!(array_elements(&lying).is_none());
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(array_elements(&longer).is_none());
         assert!(array_elements(&[0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 25]).is_none());
         // An array of anything but text (here jsonb, 3802) is not read as entries.
         assert!(array_elements(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0e, 0xda]).is_none());
-        assert!(array_elements(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25]).is_some());
     }
 }

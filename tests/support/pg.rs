@@ -207,11 +207,9 @@ impl TestDb {
     /// A new, empty database (no schema yet), or why there is no server here.
     pub fn create(test: &str) -> Result<TestDb, String> {
         let server = usable(test)?;
-        Ok(TestDb::create_in(
-            server.admin.clone(),
-            &server.url,
-            server.password.clone(),
-        ))
+        let mut db = TestDb::create_in(server.admin.clone(), &server.url, server.password.clone());
+        db.url = through_pgbouncer(&db.url);
+        Ok(db)
     }
 
     /// A new, empty database in the server of `admin` (whose URL is `url`).
@@ -909,5 +907,227 @@ impl TestCluster {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         panic!("ssl never turned on");
+    }
+}
+
+/// The URL otnsx is given for a database of the tests' server: through the PgBouncer at
+/// `OTNSX_TEST_PGBOUNCER` (`127.0.0.1:PORT`, in front of that server) when it is set, as for
+/// CI's second pass of the PostgreSQL tests (`.ci/run`), else the server's own. The tests'
+/// own connections (creating and dropping the database, reading its tables) go to the server.
+fn through_pgbouncer(url: &str) -> String {
+    match std::env::var("OTNSX_TEST_PGBOUNCER") {
+        Ok(bouncer) if !bouncer.is_empty() => {
+            let (user, rest) = url.split_once('@').unwrap();
+            let (_, path) = rest.split_once('/').unwrap();
+            format!("{user}@{bouncer}/{path}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// PgBouncer's binary: on PATH or where Debian's package puts it (`/usr/sbin`).
+fn pgbouncer_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join("pgbouncer"))
+        .find(|file| file.is_file())
+}
+
+/// A PgBouncer of a test's own on a free loopback port, in front of the tests' server, as
+/// `.ci/postgres.sh` starts the one of CI's second pass: transaction mode (`pool_mode =
+/// transaction`), every database (`* = host=127.0.0.1 port=...`), SCRAM against a userlist
+/// that holds the superuser, other users looked up in the server as the superuser
+/// (`auth_user`, for tests that make a role), and everything else PgBouncer's defaults (Debian
+/// 12's package is 1.18: it refuses startup options and tracks no prepared statements). Run as
+/// the server's user when the tests run as root (PgBouncer refuses root); stopped when dropped
+/// (or, if the tests are killed, by a watcher).
+pub struct Bouncer {
+    dir: PathBuf,
+    binary: PathBuf,
+    run_as: Option<(String, String, String)>,
+    pub port: u16,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl Bouncer {
+    /// A PgBouncer, started; or why there is none here (no PostgreSQL server, or no
+    /// `pgbouncer`: Debian's package is pgbouncer).
+    pub fn start(test: &str) -> Result<Bouncer, String> {
+        let binary = pgbouncer_binary().ok_or(
+            "no pgbouncer (on PATH, or /usr/sbin/pgbouncer) for the PgBouncer tests: Debian's package is pgbouncer",
+        )?;
+        let server = usable(test)?;
+        let root = id(&["-u"]).as_deref() == Some("0");
+        let run_as = match (root, binaries()) {
+            (false, _) => None,
+            (true, Ok(binaries)) => binaries.run_as,
+            (true, Err(_)) => {
+                let user = std::env::var("OTNSX_TEST_POSTGRES_RUN_AS")
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                    .unwrap_or_else(|| "postgres".into());
+                let uid = id(&["-u", &user]).ok_or(format!("no user {user} to run PgBouncer"))?;
+                let gid = id(&["-g", &user]).ok_or(format!("no user {user} to run PgBouncer"))?;
+                Some((user, uid, gid))
+            }
+        };
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = PathBuf::from("/tmp").join(format!(
+            "otnsx-pgbouncer-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let address = server.url.split_once('@').unwrap().1;
+        let server_port = address
+            .split_once('/')
+            .unwrap()
+            .0
+            .rsplit_once(':')
+            .unwrap()
+            .1;
+        let ini = format!(
+            "[databases]\n* = host=127.0.0.1 port={server_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {dir}\npool_mode = transaction\nauth_type = scram-sha-256\nauth_file = {dir}/userlist.txt\nauth_user = postgres\nlogfile = {dir}/pgbouncer.log\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        std::fs::write(
+            dir.join("userlist.txt"),
+            format!("\"postgres\" \"{}\"\n", server.password),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("userlist.txt"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let bouncer = Bouncer {
+            dir,
+            binary,
+            run_as,
+            port,
+            child: Mutex::new(None),
+        };
+        if let Some((_, uid, gid)) = &bouncer.run_as {
+            let status = std::process::Command::new("chown")
+                .args(["-R", &format!("{uid}:{gid}")])
+                .arg(&bouncer.dir)
+                .status()
+                .map_err(|e| format!("chown: {e}"))?;
+            if !status.success() {
+                return Err(format!("chown {}: {status}", bouncer.dir.display()));
+            }
+        }
+        bouncer.launch().unwrap_or_else(|e| panic!("{test}: {e}"));
+        Ok(bouncer)
+    }
+
+    /// Starts the process and waits until it takes connections (at most 10 s).
+    fn launch(&self) -> Result<(), String> {
+        let mut command = match &self.run_as {
+            Some((_, uid, gid)) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(&self.binary);
+                c
+            }
+            None => std::process::Command::new(&self.binary),
+        };
+        let child = command
+            .arg(self.dir.join("pgbouncer.ini"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.binary.display()))?;
+        let pid = child.id();
+        *self.child.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
+        // Stops it once this process is gone, however it ended.
+        let script =
+            r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done; kill -9 "$2" 2>/dev/null"#;
+        let _ = std::os::unix::process::CommandExt::process_group(
+            std::process::Command::new("sh")
+                .args(["-c", script, "otnsx-pgbouncer-watch"])
+                .arg(std::process::id().to_string())
+                .arg(pid.to_string())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            0,
+        )
+        .spawn();
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(10) {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Err(format!(
+            "pgbouncer did not listen on 127.0.0.1:{} within 10 s:\n{}",
+            self.port,
+            self.log()
+        ))
+    }
+
+    /// Stops the process at once (SIGKILL: every client's connection and every server
+    /// connection ends, as when PgBouncer or its host goes down).
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it and starts it again on the same port.
+    pub fn restart(&self) {
+        self.stop();
+        self.launch().unwrap();
+    }
+
+    /// What PgBouncer logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// A new database in the tests' server, otnsx's URL for it through this PgBouncer.
+    pub fn database(&self, test: &str) -> Result<TestDb, String> {
+        let mut db = TestDb::create(test)?;
+        db.url = format!("postgres://postgres@{}/{}", self.addr(), db.name);
+        Ok(db)
+    }
+
+    /// A superuser connection to `db` through this PgBouncer (as otnsx's are).
+    pub fn client(&self, db: &TestDb) -> postgres::Client {
+        let mut config = postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user("postgres")
+            .password(&db.password)
+            .dbname(&db.name);
+        config.connect(postgres::NoTls).unwrap()
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
