@@ -957,7 +957,7 @@ fn check_verifies_the_connection_the_schema_and_the_grants() {
     );
     assert_eq!(lock(&world, T2).code, 0, "the README's grants are enough");
     assert_eq!(unlock(&world, T2).code, 0);
-    // The readers too: the whole journal and the filtered reads are one COPY each.
+    // The readers too: the whole journal and the filtered reads are one query each.
     for args in [
         &["history"][..],
         &["history", "--vm", "web01"],
