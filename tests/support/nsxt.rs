@@ -924,35 +924,21 @@ fn search(s: &mut State, req: &Request) -> Response {
 /// index between it and the tags). Here pages hold at most 2, so that the cursor is exercised;
 /// the cursor is not an offset, so a client that computes one is refused.
 fn effective_resources(s: &State, req: &Request) -> Response {
-    for (key, _) in req.query() {
-        if ![
-            "cursor",
-            "enforcement_point_path",
-            "filter_text",
-            "include_mark_for_delete_objects",
-            "included_fields",
-            "page_size",
-            "scope",
-            "sort_ascending",
-            "sort_by",
-            "tag",
-        ]
-        .contains(&key.as_str())
-        {
-            return error(400, 400, &format!("Unknown query parameter {key}"));
-        }
-    }
-    let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
-        None => 1000,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
-    };
-    let start: usize = match req.query_value("cursor") {
-        None => 0,
-        Some(c) => match c.strip_prefix("er:").map(str::parse) {
-            Some(Ok(n)) => n,
-            _ => return error(400, 400, "Invalid cursor"),
-        },
+    let allowed = [
+        "cursor",
+        "enforcement_point_path",
+        "filter_text",
+        "include_mark_for_delete_objects",
+        "included_fields",
+        "page_size",
+        "scope",
+        "sort_ascending",
+        "sort_by",
+        "tag",
+    ];
+    let (start, page_size) = match page_asked(req, &allowed, "er:") {
+        Ok(page) => page,
+        Err(refused) => return refused,
     };
     let scope = req.query_value("scope");
     let tag = req.query_value("tag");
@@ -1451,25 +1437,37 @@ fn group(s: &mut State, req: &Request, rest: &str) -> Response {
     )
 }
 
-/// A domain's groups, a page at a time (`cursor`, `page_size` at most 1000), each with its
-/// tags, as NSX lists them.
-fn group_list(s: &State, req: &Request, domain: &str) -> Response {
+/// The page a list request asks for, as NSX checks it: no query parameter but `allowed`,
+/// `page_size` 1 to 1000 (1000 when not given), and the offset its `cursor` names (`prefix`
+/// and the offset: the cursors this manager hands out). NSX's 400 otherwise. Returns
+/// `(offset, page_size)`.
+fn page_asked(req: &Request, allowed: &[&str], prefix: &str) -> Result<(usize, usize), Response> {
     for (key, _) in req.query() {
-        if !["cursor", "page_size"].contains(&key.as_str()) {
-            return error(400, 400, &format!("Unknown query parameter {key}"));
+        if !allowed.contains(&key.as_str()) {
+            return Err(error(400, 400, &format!("Unknown query parameter {key}")));
         }
     }
     let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
         None => 1000,
         Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
+        Some(_) => return Err(error(400, 400, "page_size must be between 1 and 1000")),
     };
     let start: usize = match req.query_value("cursor") {
         None => 0,
-        Some(c) => match c.strip_prefix('g').and_then(|n| n.parse().ok()) {
+        Some(c) => match c.strip_prefix(prefix).and_then(|n| n.parse().ok()) {
             Some(n) => n,
-            None => return error(400, 400, "Invalid cursor"),
+            None => return Err(error(400, 400, "Invalid cursor")),
         },
+    };
+    Ok((start, page_size))
+}
+
+/// A domain's groups, a page at a time (`cursor`, `page_size` at most 1000), each with its
+/// tags, as NSX lists them.
+fn group_list(s: &State, req: &Request, domain: &str) -> Response {
+    let (start, page_size) = match page_asked(req, &["cursor", "page_size"], "g") {
+        Ok(page) => page,
+        Err(refused) => return refused,
     };
     let all: Vec<Value> = s
         .groups
@@ -1632,23 +1630,10 @@ fn firewall(s: &mut State, req: &Request, rest: &str) -> Response {
 /// A security policy's rules, a page at a time as NSX pages them (`cursor`, `page_size` at
 /// most 1000), or as the test made the manager misbehave.
 fn rule_list(s: &mut State, req: &Request, domain: &str, policy: &str) -> Response {
-    for (key, _) in req.query() {
-        if !["cursor", "page_size"].contains(&key.as_str()) {
-            return error(400, 400, &format!("Unknown query parameter {key}"));
-        }
-    }
-    let page_size: usize = match req.query_value("page_size").map(|v| v.parse::<usize>()) {
-        None => 1000,
-        Some(Ok(n)) if (1..=1000).contains(&n) => n,
-        Some(_) => return error(400, 400, "page_size must be between 1 and 1000"),
-    };
     // The cursors this manager hands out: `c` and the offset of the next page.
-    let start: usize = match req.query_value("cursor") {
-        None => 0,
-        Some(c) => match c.strip_prefix('c').and_then(|n| n.parse().ok()) {
-            Some(n) => n,
-            None => return error(400, 400, "Invalid cursor"),
-        },
+    let (start, page_size) = match page_asked(req, &["cursor", "page_size"], "c") {
+        Ok(page) => page,
+        Err(refused) => return refused,
     };
     s.rule_pages += 1;
     // Time passes: deletions are realized.
