@@ -11,7 +11,16 @@ use crate::{lock, otnsx, unlock};
 pub(crate) const POLICY: &str = "otnsx-jit";
 
 pub(crate) fn agent_world(extra_source: &str) -> World {
-    let world = World::new();
+    for_agents(
+        World::new(),
+        extra_source,
+        "agent1 = [\"10.1.2.3/32\"]\nagent2 = [\"10.1.2.4\", \"fd00::4\"]",
+    )
+}
+
+/// `world` set up for per-agent rules: the security policy `otnsx-jit`, the `ssh` profile,
+/// `[source]` (with `extra_source`) and `agents`, the lines of `[agents]`.
+pub(crate) fn for_agents(world: World, extra_source: &str, agents: &str) -> World {
     world.nsxt.add_security_policy("default", POLICY, false);
     let text = world.config_text_policy(FIREWALLER, "", false);
     world.write_config(&format!(
@@ -27,8 +36,7 @@ services = [\"/infra/services/RDP\"]
 {extra_source}
 
 [agents]
-agent1 = [\"10.1.2.3/32\"]
-agent2 = [\"10.1.2.4\", \"fd00::4\"]
+{agents}
 "
     ));
     world

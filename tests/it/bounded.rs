@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::nsxt::{FIREWALLER, RuleList};
+use crate::support::nsxt::RuleList;
 use crate::support::{T2, World};
 use crate::{Run, lock};
 
-const POLICY: &str = "otnsx-jit";
 /// What otnsx may hold resident, at most.
 const MAX_RESIDENT_KIB: u64 = 64 * 1024;
 /// The world's deadline, plus the second a run may take past it.
@@ -23,24 +22,11 @@ const MAX_RUN: Duration = Duration::from_secs(11);
 /// Per-agent rules in the Policy security policy `otnsx-jit` (the rule list is read by every
 /// run), with ticket 2 naming web01 under profile ssh.
 fn agent_world() -> World {
-    let world = World::new();
-    world.nsxt.add_security_policy("default", POLICY, false);
-    let text = world.config_text_policy(FIREWALLER, "", false);
-    world.write_config(&format!(
-        "{text}
-[profiles.ssh]
-tag = \"maintenance-ssh\"
-services = [\"/infra/services/SSH\"]
-
-[source]
-mode = \"agent\"
-security_policy = \"{POLICY}\"
-services = [\"/infra/services/RDP\"]
-
-[agents]
-agent1 = [\"10.1.2.3/32\"]
-"
-    ));
+    let world = crate::it::agent_rules::for_agents(
+        World::new(),
+        "",
+        "agent1 = [\"10.1.2.3/32\"]",
+    );
     world
         .helpdesk
         .update(T2.0, |t| t.vm_field = json!("web01:ssh"));

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::nsxt::FIREWALLER;
 use crate::support::pg::{Bouncer, TestDb};
 use crate::support::{T2, T3, World, set};
 use crate::{finish, lock, otnsx, spawn, unlock};
@@ -140,30 +139,16 @@ fn with_standard_strings_off(test: &str, bouncer: Option<&Bouncer>) {
         assert_eq!(row.get(0), Some("off"));
     }
     let world = World::on_database(db, Path::new(env!("CARGO_BIN_EXE_otnsx")));
-    let db = world.db.as_ref().unwrap();
     // Per-agent rules, CORP\jdoe's desktop listed (a TOML literal key holds the backslash).
-    world
-        .nsxt
-        .add_security_policy("default", crate::it::agent_rules::POLICY, false);
-    let text = world.config_text_policy(FIREWALLER, "", false);
-    world.write_config(&format!(
-        "{text}
-[profiles.ssh]
-tag = \"maintenance-ssh\"
-services = [\"/infra/services/SSH\"]
-
-[source]
-mode = \"agent\"
-security_policy = \"{}\"
-services = [\"/infra/services/RDP\"]
-
-[agents]
-'{AGENT}' = [\"10.1.2.5/32\"]
-'{}' = [\"10.1.2.6/32\"]
-",
-        crate::it::agent_rules::POLICY,
-        crate::real_user()
-    ));
+    let world = crate::it::agent_rules::for_agents(
+        world,
+        "",
+        &format!(
+            "'{AGENT}' = [\"10.1.2.5/32\"]\n'{}' = [\"10.1.2.6/32\"]",
+            crate::real_user()
+        ),
+    );
+    let db = world.db.as_ref().unwrap();
     world.helpdesk.update(T2.0, |t| {
         t.vm_field = json!("web01:ssh");
         t.owner = AGENT.into();
