@@ -169,6 +169,9 @@ struct PolicyInfo {
     body: Value,
 }
 
+/// A desktop's addresses, and what was left out of them (said once, see `desktops`).
+type Desktop = (Vec<String>, Option<String>);
+
 pub struct AgentRules {
     inner: NsxPolicy,
     source: AgentSource,
@@ -177,7 +180,8 @@ pub struct AgentRules {
     tampered: Mutex<BTreeSet<String>>,
     warnings: Mutex<Vec<String>>,
     /// The desktop addresses found by `source.desktop`, by agent (or why none were).
-    desktops: Mutex<BTreeMap<String, Result<Vec<String>, crate::error::Kept>>>,
+    /// With the addresses: what was left out of them, said once, with the opening that uses them.
+    desktops: Mutex<BTreeMap<String, Result<Desktop, crate::error::Kept>>>,
     /// One lock per VM group, held while the group is made and a rule written into it, and
     /// while it is removed after its last rule: changes run at once, and a rule must never be
     /// written to a group being removed. Other VMs' changes go on meanwhile. (Runs are
@@ -358,11 +362,21 @@ impl AgentRules {
         });
         found
             .as_ref()
-            .map(Clone::clone)
+            .map(|(addresses, _)| addresses.clone())
             .map_err(crate::error::Kept::again)
     }
 
-    fn desktop_addresses(&self, name: &str, agent: &str) -> anyhow::Result<Vec<String>> {
+    /// What was left out of `agent`'s desktop addresses, if anything, the first time it is
+    /// asked: said with the opening that uses them (a close or a listing reads them too, and
+    /// says nothing).
+    fn desktop_warning(&self, agent: &str) -> Option<String> {
+        match lock(&self.desktops).get_mut(agent) {
+            Some(Ok((_, warning))) => warning.take(),
+            _ => None,
+        }
+    }
+
+    fn desktop_addresses(&self, name: &str, agent: &str) -> anyhow::Result<Desktop> {
         let refused = |why: String| {
             fault(
                 Exit::NoPerm,
@@ -416,15 +430,15 @@ impl AgentRules {
                 dropped.join(", ")
             )));
         }
-        if !dropped.is_empty() {
-            lock(&self.warnings).push(format!(
+        let warning = (!dropped.is_empty()).then(|| {
+            format!(
                 "agent {:?}'s desktop {:?}: {} left out of the rule's sources",
                 crate::escape::shorten(agent),
                 crate::escape::shorten(name),
                 dropped.join(", ")
-            ));
-        }
-        Ok(addresses)
+            )
+        });
+        Ok((addresses, warning))
     }
 
     /// Whether a rule NSX holds is exactly what otnsx wrote: sources, destinations, services,
@@ -640,6 +654,9 @@ impl AgentRules {
     fn open(&self, vm: &VmRef) -> anyhow::Result<()> {
         let what = format!("NSX Policy: opening {vm}");
         let (id, wanted) = self.wanted(vm).with_context(|| what.clone())?;
+        if let Some(warning) = self.desktop_warning(vm.agent.as_deref().unwrap_or_default()) {
+            lock(&self.warnings).push(warning);
+        }
         let policy = self.policy().with_context(|| what.clone())?;
         let group = self.group_lock(vm);
         let _group = lock(&group);

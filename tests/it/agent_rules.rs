@@ -590,8 +590,17 @@ fn a_desktop_vms_addresses_it_does_not_own_are_left_out_and_said() {
         opened["detail"].as_str().unwrap().contains(&format!("(warning: {said})")),
         "{opened}"
     );
-    assert_eq!(unlock(&world, T2).code, 0);
+    let run = unlock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
     assert!(rules(&world).is_empty());
+    // Said with the opening only: the close reads the addresses too, and says nothing of them.
+    assert!(!run.stdout.contains("left out"), "{}", run.stdout);
+    let closed = world
+        .journal()
+        .into_iter()
+        .rfind(|e| e["action"] == "revoke")
+        .unwrap();
+    assert!(!closed["detail"].as_str().unwrap().contains("left out"), "{closed}");
 
     // Only such addresses: refused, nothing opened.
     world.nsxt.set_ips(
