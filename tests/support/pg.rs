@@ -415,16 +415,7 @@ impl TestCluster {
         // From here on the cluster's drop (or the watcher, if this process is killed) stops
         // the server and removes the directory.
         cluster.watch();
-        if let Some((_, uid, gid)) = &cluster.binaries.run_as {
-            let status = std::process::Command::new("chown")
-                .args(["-R", &format!("{uid}:{gid}")])
-                .arg(&cluster.dir)
-                .status()
-                .map_err(|e| format!("chown: {e}"))?;
-            if !status.success() {
-                return Err(format!("chown {}: {status}", cluster.dir.display()));
-            }
-        }
+        give_to(cluster.binaries.run_as.as_ref(), &cluster.dir)?;
         let data = cluster.dir.join("data");
         cluster.run(
             "initdb",
@@ -1015,16 +1006,7 @@ impl Bouncer {
             port,
             child: Mutex::new(None),
         };
-        if let Some((_, uid, gid)) = &bouncer.run_as {
-            let status = std::process::Command::new("chown")
-                .args(["-R", &format!("{uid}:{gid}")])
-                .arg(&bouncer.dir)
-                .status()
-                .map_err(|e| format!("chown: {e}"))?;
-            if !status.success() {
-                return Err(format!("chown {}: {status}", bouncer.dir.display()));
-            }
-        }
+        give_to(bouncer.run_as.as_ref(), &bouncer.dir)?;
         bouncer.launch().unwrap_or_else(|e| panic!("{test}: {e}"));
         Ok(bouncer)
     }
@@ -1129,5 +1111,22 @@ impl Drop for Bouncer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Gives `dir` and all in it to the user the servers run as (`run_as`: name, uid, gid), when
+/// they run as another user than the tests.
+fn give_to(run_as: Option<&(String, String, String)>, dir: &std::path::Path) -> Result<(), String> {
+    let Some((_, uid, gid)) = run_as else {
+        return Ok(());
+    };
+    let status = std::process::Command::new("chown")
+        .args(["-R", &format!("{uid}:{gid}")])
+        .arg(dir)
+        .status()
+        .map_err(|e| format!("chown: {e}"))?;
+    match status.success() {
+        true => Ok(()),
+        false => Err(format!("chown {}: {status}", dir.display())),
     }
 }
