@@ -56,6 +56,7 @@ modules!(
     hostile,
     intake,
     journal,
+    keys,
     layers,
     lifecycle,
     manual,

@@ -188,12 +188,13 @@ impl Run {
             entry.result = EntryResult::Failed;
             self.recorder.record(&entry);
         }
-        let Decision {
-            before,
-            after,
-            touched,
-            ..
-        } = decision;
+        let held = lock
+            .filter(|_| !self.dry_run)
+            .and_then(|lock| self.only_held(lock, backend, decision));
+        let (before, after, touched) = match &held {
+            Some((before, after, touched)) => (before, after, touched),
+            None => (&decision.before, &decision.after, &decision.touched),
+        };
         // Which VMs carry the tag, and of which VMs that is known (`None`: of all).
         let (tagged, asked) = match &decision.tagged {
             Some(known) => (known.clone(), None),
@@ -248,6 +249,70 @@ impl Run {
             causes: &causes,
         };
         Ok(self.record_changes(saving, backend, subject, &changed, plans, applied))
+    }
+
+    /// A decision narrowed to the VMs the run holds, when it concerns others (a detach left
+    /// to retry by an earlier run, on a VM the command is not about): those are locked if no
+    /// other run holds them, and kept if their leases are still as the decision read them;
+    /// the others are left as they are, to the run that holds them or the next one. `None`:
+    /// the run holds every VM the decision concerns.
+    fn only_held(
+        &self,
+        lock: &StateLock,
+        backend: &dyn TagBackend,
+        decision: &Decision,
+    ) -> Option<(Vec<Lease>, Vec<Lease>, Vec<VmRef>)> {
+        let Decision {
+            before,
+            after,
+            touched,
+            ..
+        } = decision;
+        let concerned = plan::concerned_vms(before, after, touched);
+        let missing: BTreeSet<String> = concerned
+            .iter()
+            .map(|vm| vm.id.clone())
+            .filter(|id| !lock.covers(id))
+            .collect();
+        if missing.is_empty() {
+            return None;
+        }
+        let got = self.store.try_vms(lock, &missing);
+        // Read before they were held: read again.
+        backend.forget(&got);
+        let fresh = self.store.load().unwrap_or_default();
+        let of = |leases: &[Lease], id: &str| -> Vec<Lease> {
+            let mut list: Vec<Lease> = leases.iter().filter(|l| l.vm_id == id).cloned().collect();
+            list.sort_by_key(|l| (l.key(), l.holder.clone()));
+            list
+        };
+        // Held now, but changed since the decision read them: as they are now, unchanged.
+        let changed: BTreeSet<&String> = got
+            .iter()
+            .filter(|id| of(before, id) != of(&fresh, id))
+            .collect();
+        let left: BTreeSet<&String> = missing
+            .iter()
+            .filter(|id| !got.contains(*id) || changed.contains(id))
+            .collect();
+        let before: Vec<Lease> = before
+            .iter()
+            .filter(|l| !changed.contains(&l.vm_id))
+            .cloned()
+            .chain(fresh.into_iter().filter(|l| changed.contains(&l.vm_id)))
+            .collect();
+        let after: Vec<Lease> = after
+            .iter()
+            .filter(|l| !left.contains(&l.vm_id))
+            .cloned()
+            .chain(before.iter().filter(|l| left.contains(&l.vm_id)).cloned())
+            .collect();
+        let touched = touched
+            .iter()
+            .filter(|vm| !left.contains(&vm.id))
+            .cloned()
+            .collect();
+        Some((before, after, touched))
     }
 
     /// Makes the records of `outcomes` durable: the database's transaction commits (the lease
@@ -387,7 +452,11 @@ impl Run {
                 Saving::To(lock) if !unchanged => {
                     let outbox = [serde_json::to_value(&entry).unwrap_or_default()];
                     match self.store.save(lock, &current.all(), &outbox) {
-                        Ok(()) => self.recorder.record(&entry) || !opened,
+                        Ok(()) if self.recorder.record(&entry) => {
+                            self.store.journaled(lock, &entry.id);
+                            true
+                        }
+                        Ok(()) => !opened,
                         Err(e) => {
                             self.recorder.state_problem(&e);
                             self.recorder.record(&entry);

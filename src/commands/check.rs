@@ -568,6 +568,9 @@ fn writable(dir: &Path) -> anyhow::Result<()> {
         )
     })?;
     fs::remove_file(&probe)?;
-    drop(store.lock(Deadline::after(std::time::Duration::from_secs(2)))?);
+    drop(store.lock(
+        Deadline::after(std::time::Duration::from_secs(2)),
+        crate::state::store::Scope::Keys,
+    )?);
     Ok(())
 }

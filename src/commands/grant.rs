@@ -35,13 +35,19 @@ pub fn run(
             ));
         }
         run.with_backend(|backend| {
-            let (lock, before) = run.for_opening(run.begin()?)?;
+            let (lock, mut before) =
+                run.for_opening(run.begin(crate::state::store::Scope::Keys)?)?;
             let (wants, mut refused) = run.wants(names, profile);
             let (_, vms, not_found) = run.targets(backend, &wants)?;
             refused.extend(not_found);
             // Per-agent rules: from the desktop of the user who grants.
             let (vms, no_desktop) = run.opened_by_agent(vms, Some(&run.recorder.actor()));
             refused.extend(no_desktop);
+            // Locked before anything is decided about them; their leases as they are then.
+            let ids = vms.iter().map(|v| v.id.clone());
+            if let Some(fresh) = run.hold_vms(lock.as_ref(), backend, &before, ids)? {
+                before = fresh;
+            }
             let holder = Holder::User {
                 name: run.recorder.actor(),
             };

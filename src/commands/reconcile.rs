@@ -45,7 +45,7 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(Cause::Reconcile);
     run.journaled(&subject, || {
         run.with_backend(|backend| {
-            let begun = run.begin()?;
+            let begun = run.begin(crate::state::store::Scope::All)?;
             if let Some(busy) = begun.busy {
                 // Another run holds the state: the next reconcile comes soon enough.
                 return Err(busy);

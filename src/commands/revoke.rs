@@ -11,7 +11,7 @@ use crate::error::Exit;
 use crate::plan;
 use crate::state::journal::Action;
 use crate::state::recorder::Subject;
-use crate::state::store::{Holder, StateLock};
+use crate::state::store::{Holder, Scope, StateLock};
 
 use super::change::Decision;
 use super::notes;
@@ -24,7 +24,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
     let subject = Subject::new(if force { Cause::Forced } else { Cause::Revoke });
     run.journaled(&subject, || {
         run.with_backend(|backend| {
-            let begun = run.begin()?;
+            let begun = run.begin(Scope::Keys)?;
             let heading = format!("revoke by {}", run.recorder.actor());
             let Some(before) = begun.leases else {
                 // The leases are unknown: close every named VM, whoever holds it.
@@ -52,6 +52,23 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             vms.extend(found);
             // Every profile (and agent) of the VM: closing by name closes all its access.
             let vms = run.every_opening(backend, vms)?;
+            // Locked before anything is decided about them; their leases as they are then.
+            let ids = vms.iter().map(|v| v.id.clone());
+            let before = match run.hold_vms(lock.as_ref(), backend, &before, ids) {
+                Ok(fresh) => fresh.unwrap_or(before),
+                Err(e) => {
+                    // Busy (or its lock unusable): closed as for unknown leases, fail closed.
+                    let busy = match crate::error::exit_code(&e) {
+                        Exit::TempFail => Some(e),
+                        _ => {
+                            run.recorder.state_problem(&e);
+                            None
+                        }
+                    };
+                    let exit = run.close_unknown(backend, &subject, heading, vms, None, refused)?;
+                    return closed_busy(busy, exit);
+                }
+            };
             let ids: BTreeSet<&str> = vms.iter().map(|v| v.id.as_str()).collect();
             let after = plan::release(&before, |l| {
                 ids.contains(l.vm_id.as_str()) && (force || matches!(l.holder, Holder::User { .. }))
@@ -77,7 +94,7 @@ pub fn all(run: &Run) -> anyhow::Result<Exit> {
     let subject = Subject::new(Cause::Emergency);
     run.journaled(&subject, || {
         run.with_backend(|backend| {
-            let begun = run.begin()?;
+            let begun = run.begin(Scope::All)?;
             if let Some(leases) = &begun.leases {
                 backend.known(&vms_of(leases));
             }

@@ -10,7 +10,7 @@ use crate::helpdesk::HelpDesk;
 use crate::nsx::TagBackend;
 use crate::state::journal::Action;
 use crate::state::recorder::{Recorder, Subject};
-use crate::state::store::{Holder, Lease, StateLock, Store};
+use crate::state::store::{Holder, Lease, Scope, StateLock, Store};
 use crate::time::{Clock, Timestamp};
 
 /// What [`Run::begin`] found: the state lock, and the leases if they could be read.
@@ -173,20 +173,23 @@ impl Run {
         crate::nsx::with(&self.config, self.deadline, self.verbose, memory, work)
     }
 
-    /// Takes the state lock (none in a dry run, which changes nothing) and reads the leases.
-    /// A lock that stays busy until the deadline (exit 75 in the end) and any other state
-    /// problem (said, exit 74 at the end) leave the leases unknown, so that closing still
+    /// Takes the state lock for `scope` (none in a dry run, which changes nothing) and reads
+    /// the leases. A lock that stays busy until the deadline (exit 75 in the end) and any other
+    /// state problem (said, exit 74 at the end) leave the leases unknown, so that closing still
     /// works and opening is refused; with a busy lock, the leases as read without it come
-    /// along to say what to close.
+    /// along to say what to close. A run that touches some keys locks its VMs once it knows
+    /// them ([`Run::hold_vms`]).
     ///
-    /// Journal entries saved with the leases by a run that was killed before it appended them
-    /// to the journal are appended now, so that the journal records every saved change. A lease
-    /// that claims to live longer than its kind allows is clipped, and the clip journaled.
-    pub fn begin(&self) -> anyhow::Result<Begun> {
+    /// A run that finds no other under way first settles what earlier runs left: journal
+    /// entries saved with the leases by a run that was killed before it appended them to the
+    /// journal are appended now, so that the journal records every saved change; a lease that
+    /// claims to live longer than its kind allows is clipped, and the clip journaled. (On the
+    /// database, a run that locks everything does that.)
+    pub fn begin(&self, scope: Scope) -> anyhow::Result<Begun> {
         let lock = if self.dry_run {
             None
         } else {
-            match self.store.lock(self.deadline.for_locking()) {
+            match self.store.lock(self.deadline.for_locking(), scope) {
                 Ok(lock) => Some(lock),
                 Err(e) if exit_code(&e) == Exit::TempFail => {
                     return Ok(Begun {
@@ -215,14 +218,59 @@ impl Run {
                 Err(e) => self.recorder.state_problem(&e),
             }
         }
-        let (mut leases, mut outbox) = match self.store.load_with_outbox() {
+        let (mut leases, outbox) = match self.store.load_with_outbox() {
             Ok(read) => read,
             Err(e) => {
                 self.recorder.state_problem(&e);
                 return Ok(Begun::unknown(lock));
             }
         };
-        for lease in &mut leases {
+        if let Some(lock) = &lock
+            && lock.alone()
+        {
+            self.settle_leftovers(lock, &mut leases, outbox);
+        }
+        if let Some(held) = &lock
+            && scope != Scope::All
+        {
+            if let Err(e) = self.store.share(held, self.deadline.for_locking()) {
+                if exit_code(&e) == Exit::TempFail {
+                    return Ok(Begun {
+                        snapshot: Some(leases),
+                        busy: Some(e),
+                        ..Begun::unknown(None)
+                    });
+                }
+                self.recorder.state_problem(&e);
+                return Ok(Begun::unknown(None));
+            }
+            // Others may have saved while this run waited for its ticket.
+            if self.store.database().is_none() {
+                match self.store.load() {
+                    Ok(read) => leases = read,
+                    Err(e) => {
+                        self.recorder.state_problem(&e);
+                        return Ok(Begun::unknown(lock));
+                    }
+                }
+            }
+        }
+        Ok(Begun {
+            leases: Some(leases),
+            ..Begun::unknown(lock)
+        })
+    }
+
+    /// What earlier runs left, settled by a run under way alone: the outbox's entries
+    /// appended to the journal where they are missing, and leases that claim to live longer
+    /// than their kind allows clipped, the clip journaled.
+    fn settle_leftovers(
+        &self,
+        lock: &StateLock,
+        leases: &mut [Lease],
+        mut outbox: Vec<serde_json::Value>,
+    ) {
+        for lease in leases.iter_mut() {
             let max = match lease.holder {
                 Holder::Ticket { .. } => self.config.policy.max_duration,
                 Holder::User { .. } => self.config.policy.max_grant,
@@ -245,29 +293,91 @@ impl Run {
                 *lease = clipped;
             }
         }
-        if let Some(lock) = &lock
-            && !outbox.is_empty()
-        {
-            match self.recorder.journal().recover(&outbox) {
-                Ok(recovered) => {
-                    if recovered > 0 {
-                        errln!(
-                            "otnsx: recovered {recovered} journal entries of an interrupted run"
-                        );
-                    }
-                    outbox.clear();
+        if outbox.is_empty() {
+            return;
+        }
+        match self.recorder.journal().recover(&outbox) {
+            Ok(recovered) => {
+                if recovered > 0 {
+                    errln!("otnsx: recovered {recovered} journal entries of an interrupted run");
                 }
-                Err(e) => self.recorder.state_problem(&e),
+                outbox.clear();
             }
-            // The outbox stays in the file while the journal cannot take it.
-            if let Err(e) = self.store.save(lock, &leases, &outbox) {
+            Err(e) => self.recorder.state_problem(&e),
+        }
+        // The outbox stays in the file while the journal cannot take it.
+        if let Err(e) = self.store.save(lock, leases, &outbox) {
+            self.recorder.state_problem(&e);
+        }
+    }
+
+    /// Locks the VMs `ids` for the run (see [`crate::state::keys`]), waiting at most for the
+    /// locking share of the deadline (then exit 75). Returns the leases as read again when a
+    /// VM was added (the run decides by those), `None` when the run held them all already,
+    /// or holds no lock (a dry run, unknown leases). Where a VM's leases changed since
+    /// `before` was read, another run changed it meanwhile: what `backend` read of it before
+    /// is read again.
+    pub fn hold_vms(
+        &self,
+        lock: Option<&StateLock>,
+        backend: &dyn crate::nsx::TagBackend,
+        before: &[Lease],
+        ids: impl IntoIterator<Item = String>,
+    ) -> anyhow::Result<Option<Vec<Lease>>> {
+        let Some(lock) = lock.filter(|_| !self.dry_run) else {
+            return Ok(None);
+        };
+        let ids: std::collections::BTreeSet<String> = ids.into_iter().collect();
+        if !self
+            .store
+            .hold_vms(lock, &ids, self.deadline.for_locking())?
+        {
+            return Ok(None);
+        }
+        let fresh = self.store.load()?;
+        let of = |leases: &[Lease], id: &str| {
+            let mut list: Vec<Lease> = leases.iter().filter(|l| l.vm_id == id).cloned().collect();
+            list.sort_by_key(|l| (l.key(), l.holder.clone()));
+            list
+        };
+        let changed: std::collections::BTreeSet<String> = ids
+            .into_iter()
+            .filter(|id| of(before, id) != of(&fresh, id))
+            .collect();
+        if !changed.is_empty() {
+            backend.forget(&changed);
+        }
+        Ok(Some(fresh))
+    }
+
+    /// [`Run::hold_vms`] for a run that closes `ids`: VMs that stay busy until the deadline
+    /// leave the leases unknown (`busy`, with the leases as read without them to say what to
+    /// close), as a busy state lock does, so that closing goes on (fail closed).
+    pub fn hold_for_closing(
+        &self,
+        backend: &dyn crate::nsx::TagBackend,
+        mut begun: Begun,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Begun {
+        let Some(before) = &begun.leases else {
+            return begun;
+        };
+        match self.hold_vms(begun.lock.as_ref(), backend, before, ids) {
+            Ok(Some(fresh)) => begun.leases = Some(fresh),
+            Ok(None) => {}
+            Err(e) if exit_code(&e) == Exit::TempFail => {
+                return Begun {
+                    snapshot: begun.leases,
+                    busy: Some(e),
+                    ..Begun::unknown(None)
+                };
+            }
+            Err(e) => {
                 self.recorder.state_problem(&e);
+                return Begun::unknown(None);
             }
         }
-        Ok(Begun {
-            leases: Some(leases),
-            ..Begun::unknown(lock)
-        })
+        begun
     }
 
     /// The leases and the lock, for a command that may open access: refused (exit 74) when the

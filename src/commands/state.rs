@@ -46,7 +46,7 @@ pub fn import(run: &Run, dir: &Path) -> anyhow::Result<Exit> {
     }
     // Under the directory's own lock: no otnsx of the file backend writes it meanwhile.
     let files = Store::open(dir);
-    let _lock = files.lock(run.deadline)?;
+    let _lock = files.lock(run.deadline, crate::state::store::Scope::All)?;
     let (leases, outbox) = files.load_with_outbox()?;
     let mut entries: Vec<Entry> = Vec::new();
     let mut unreadable = 0usize;

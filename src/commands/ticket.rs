@@ -105,7 +105,7 @@ fn handle(run: &Run, subject: &mut Subject, id: u64, number: Option<&str>) -> an
     // A help desk that cannot even be asked (no [otrs] section, a password_command that
     // fails) is a ticket that cannot be read: closing still goes on, below.
     let helpdesk = run.helpdesk("to read tickets");
-    let begun = run.begin()?;
+    let begun = run.begin(crate::state::store::Scope::Ticket(id))?;
     let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
     // The VMs the ticket holds (unknown: the leases could not be read; with a busy state
     // lock, as read without it).
@@ -216,6 +216,7 @@ fn close_unread(
     };
     subject.cause = Cause::FailClosed;
     let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
+    let begun = run.hold_for_closing(backend, begun, held.iter().map(|v| v.id.clone()));
     let heading = format!("ticket ID {id}");
     let exit = match begun.leases {
         Some(before) => {
@@ -283,6 +284,7 @@ fn decide<'scope>(
         number: ticket.number.clone(),
     };
     let heading = format!("ticket {}", ticket.number);
+    let mine = |l: &Lease| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id);
     if ticket.vms.len() > MAX_VMS_PER_TICKET && (ticket.is_locked() || begun.leases.is_none()) {
         return Err(fault(
             Exit::DataErr,
@@ -293,7 +295,18 @@ fn decide<'scope>(
             ),
         ));
     }
-    let (lock, before) = match begun.leases {
+    let begun = match &begun.leases {
+        // The VMs it holds, locked before anything is decided about them.
+        Some(leases) if !ticket.is_locked() => {
+            let ids: Vec<String> = vms_of(leases.iter().filter(|l| mine(l)))
+                .into_iter()
+                .map(|v| v.id)
+                .collect();
+            run.hold_for_closing(backend, begun, ids)
+        }
+        _ => begun,
+    };
+    let (lock, mut before) = match begun.leases {
         Some(_) if ticket.is_locked() => run.for_opening(begun)?,
         Some(leases) => (begun.lock, leases),
         None if ticket.is_locked() => run.for_opening(begun)?,
@@ -334,6 +347,13 @@ fn decide<'scope>(
             refused.extend(not_found);
             // Per-agent rules: from the desktop of the agent who locked it (its owner now).
             let (vms, no_desktop) = run.opened_by_agent(vms, ticket.owner.as_deref());
+            // The VMs it names and those it holds, locked before anything is decided about
+            // them; their leases as they are then.
+            let held = before.iter().filter(|l| mine(l)).map(|l| l.vm_id.clone());
+            let ids: Vec<String> = vms.iter().map(|v| v.id.clone()).chain(held).collect();
+            if let Some(fresh) = run.hold_vms(lock.as_ref(), backend, &before, ids)? {
+                before = fresh;
+            }
             // An owner without a desktop holds nothing, not even what an earlier owner opened.
             let allowed = match no_desktop.is_empty() {
                 true => allowed,

@@ -38,6 +38,13 @@ pub trait TagBackend: Send + Sync {
         let _ = (vms, finding);
     }
 
+    /// What was read of VMs `ids` before the run held them (ahead, or while finding them)
+    /// may be out of date: another run may have changed them since. [`TagBackend::tagged_among`]
+    /// reads them again.
+    fn forget(&self, ids: &BTreeSet<String>) {
+        let _ = ids;
+    }
+
     /// The look-ups are done: ends their sessions (vCenter's logout), off the critical path.
     fn done_finding(&self) {}
 

@@ -158,6 +158,8 @@ pub struct JsonApi {
     /// first `tagged_among` while they are under way.
     prepared: OnceLock<BTreeMap<String, Option<Vec<Tag>>>>,
     prepared_used: AtomicBool,
+    /// VMs whose reads ahead are out of date (see [`TagBackend::forget`]).
+    forgotten: Mutex<BTreeSet<String>>,
 }
 
 impl JsonApi {
@@ -199,6 +201,7 @@ impl JsonApi {
             read_ahead: Mutex::new(Default::default()),
             prepared: OnceLock::new(),
             prepared_used: AtomicBool::new(false),
+            forgotten: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -353,6 +356,15 @@ impl JsonApi {
         self.vcenter.close();
     }
 
+    /// See [`TagBackend::forget`].
+    pub fn forget(&self, ids: &BTreeSet<String>) {
+        let mut read_ahead = lock(&self.read_ahead);
+        for id in ids {
+            read_ahead.remove(id);
+        }
+        lock(&self.forgotten).extend(ids.iter().cloned());
+    }
+
     /// One read per VM, several at once, unless it was read ahead.
     pub fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
         // The reads made ahead (waited for, if they are under way), for the first call only.
@@ -365,7 +377,8 @@ impl JsonApi {
         let mut known: BTreeMap<String, Option<Vec<Tag>>> = BTreeMap::new();
         {
             let mut read_ahead = lock(&self.read_ahead);
-            for vm in vms {
+            let forgotten = lock(&self.forgotten);
+            for vm in vms.iter().filter(|vm| !forgotten.contains(&vm.id)) {
                 if let Some(tags) = read_ahead.remove(&vm.id).or(prepared.get(&vm.id).cloned()) {
                     known.insert(vm.id.clone(), tags);
                 }
@@ -969,6 +982,10 @@ impl<W: TagWriter> TagBackend for W {
 
     fn done_finding(&self) {
         self.api().done_finding();
+    }
+
+    fn forget(&self, ids: &BTreeSet<String>) {
+        self.api().forget(ids);
     }
 
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {

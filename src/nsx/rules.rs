@@ -874,6 +874,10 @@ impl TagBackend for AgentRules {
         self.inner.done_finding();
     }
 
+    fn forget(&self, ids: &BTreeSet<String>) {
+        self.inner.forget(ids);
+    }
+
     /// One read of the policy's rules: which of `vms` have their rule, and which of those
     /// were edited.
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {

@@ -323,6 +323,14 @@ impl TagBackend for NsxV {
         self.vcenter.close();
     }
 
+    /// The list read ahead is not used: the next `tagged_among` reads it again.
+    fn forget(&self, ids: &BTreeSet<String>) {
+        if !ids.is_empty() {
+            self.read_ahead_used
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {
         if vms.is_empty() {
             return Ok(BTreeSet::new());
@@ -448,6 +456,12 @@ impl TagBackend for NsxVProfiles {
 
     fn done_finding(&self) {
         self.first().done_finding();
+    }
+
+    fn forget(&self, ids: &BTreeSet<String>) {
+        for (_, backend) in &self.each {
+            backend.forget(ids);
+        }
     }
 
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {

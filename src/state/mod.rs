@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod entry;
 pub mod journal;
+pub mod keys;
 pub mod lease;
 pub mod memo;
 pub mod pg;

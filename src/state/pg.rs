@@ -35,6 +35,7 @@ use crate::config::Database;
 use crate::deadline::Deadline;
 use crate::error::{Exit, fault};
 use crate::state::entry::Entry;
+use crate::state::keys::Scope;
 use crate::state::lease::{Holder, Lease};
 use crate::sync::lock;
 
@@ -43,6 +44,17 @@ pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock every run's transaction takes: "otnsx" in ASCII.
 const LOCK_KEY: i64 = 0x006f_746e_7378;
+
+/// The advisory locks of one ticket and of one VM, `(class, hashtext(key))`: the two-key form,
+/// apart from [`LOCK_KEY`] and [`JOURNAL_KEY`]. A run that touches some keys takes
+/// [`LOCK_KEY`] shared, then its ticket, then its VMs by their `hashtext`, ascending, so that
+/// two runs cannot wait for each other (see [`crate::state::keys`]); "otnt" and "otnv".
+const TICKET_CLASS: i32 = 0x6f74_6e74;
+const VM_CLASS: i32 = 0x6f74_6e76;
+
+/// SQL for the VM a lease's `target` column names: the id before a profile (`#`) or an
+/// agent (U+001F).
+const TARGET_VM: &str = "split_part(split_part(target, '#', 1), chr(31), 1)";
 
 /// The advisory lock every transaction that inserts journal rows takes right before them, so
 /// that the chain is extended by one transaction at a time: "otnsxj" in ASCII. Taken after
@@ -123,6 +135,95 @@ struct Tx {
     lines: Vec<String>,
     /// The ids of their journal entries.
     ids: HashSet<String>,
+    /// The VMs whose leases the run has locked, with their lock key (`hashtext`); `None`: it
+    /// locked everything.
+    held: Option<BTreeMap<String, i64>>,
+    /// What it locked as it began: taken again, with the VMs, when it must start over.
+    scope: Scope,
+}
+
+impl Tx {
+    fn covers(&self, target: &str) -> bool {
+        self.held
+            .as_ref()
+            .is_none_or(|held| held.contains_key(vm_of_target(target)))
+    }
+}
+
+/// The VM a lease's key (`target`) names: what [`TARGET_VM`] says in SQL.
+fn vm_of_target(target: &str) -> &str {
+    target.split(['#', '\u{1f}']).next().unwrap_or(target)
+}
+
+/// SQL that locks, in the order of their keys, the VMs of `ids` and (with `ticket`, a holder
+/// column pattern) those the ticket's leases name, and returns each as `vm, key, locked`:
+/// those whose key is above `above` are waited for; those below are only tried (`locked`
+/// is `false` when another run holds one).
+fn vm_locks(
+    ticket: Option<&str>,
+    ids: &std::collections::BTreeSet<String>,
+    above: Option<i64>,
+) -> String {
+    let mut sources = Vec::new();
+    if !ids.is_empty() {
+        let list: Vec<String> = ids.iter().map(|id| literal(id)).collect();
+        sources.push(format!(
+            "SELECT unnest(ARRAY[{}]::text[]) AS vm",
+            list.join(", ")
+        ));
+    }
+    if let Some(pattern) = ticket {
+        sources.push(format!(
+            "SELECT {TARGET_VM} AS vm FROM otnsx_leases WHERE holder LIKE {}",
+            literal(pattern)
+        ));
+    }
+    if sources.is_empty() {
+        return "SELECT NULL, NULL, NULL WHERE false".into();
+    }
+    let lock = match above {
+        None => format!("pg_advisory_xact_lock({VM_CLASS}, k)::text"),
+        Some(top) => format!(
+            "CASE WHEN k > {top} THEN pg_advisory_xact_lock({VM_CLASS}, k)::text ELSE pg_try_advisory_xact_lock({VM_CLASS}, k)::text END"
+        ),
+    };
+    format!(
+        "SELECT vm, k, {lock} FROM (SELECT DISTINCT vm, hashtext(vm) AS k FROM ({}) v ORDER BY k) s",
+        sources.join(" UNION ")
+    )
+}
+
+/// The VMs [`vm_locks`] locked, with their keys, and whether one it only tried was busy.
+fn locked_vms(rows: Option<&Vec<Vec<Option<String>>>>) -> (BTreeMap<String, i64>, bool) {
+    let mut locked = BTreeMap::new();
+    let mut busy = false;
+    for row in rows.into_iter().flatten() {
+        let (Some(Some(vm)), Some(Some(key))) = (row.first(), row.get(1)) else {
+            continue;
+        };
+        if row.get(2).cloned().flatten().as_deref() == Some("false") {
+            busy = true;
+            continue;
+        }
+        if let Ok(key) = key.parse::<i64>() {
+            locked.insert(vm.clone(), key);
+        }
+    }
+    (locked, busy)
+}
+
+/// SQL for the leases of the VMs `ids`.
+fn leases_of(ids: &std::collections::BTreeSet<String>) -> String {
+    let list: Vec<String> = ids.iter().map(|id| literal(id)).collect();
+    format!(
+        "SELECT target, holder, lease FROM otnsx_leases WHERE {TARGET_VM} IN ({}) ORDER BY granted_at, target, holder",
+        list.join(", ")
+    )
+}
+
+/// The holder column's pattern of ticket `id`'s leases (see [`holder_key`]).
+fn ticket_pattern(id: u64) -> String {
+    format!("{{\"kind\":\"ticket\",\"id\":{id},%")
 }
 
 #[derive(Default)]
@@ -1151,21 +1252,51 @@ impl Pg {
     /// is ended by the server, and the state lock with it. It is read committed whatever the
     /// database's default: what it reads after a lock (the leases after the state lock, the
     /// chain's last row after the journal lock at the commit) is read as committed then.
-    pub fn lock(&self, deadline: Deadline) -> anyhow::Result<()> {
+    pub fn lock(&self, deadline: Deadline, scope: Scope) -> anyhow::Result<()> {
         let mut inner = lock(&self.inner);
         if inner.tx.is_some() {
             return Ok(());
         }
+        let empty = std::collections::BTreeSet::new();
+        self.begin_tx(&mut inner, deadline, scope, &empty)
+    }
+
+    /// Begins the run's transaction with the locks of `scope` (and of the VMs `vms`), and
+    /// reads the leases; staged journal rows of a transaction begun before are kept.
+    fn begin_tx(
+        &self,
+        inner: &mut Inner,
+        deadline: Deadline,
+        scope: Scope,
+        vms: &std::collections::BTreeSet<String>,
+    ) -> anyhow::Result<()> {
         let until = deadline;
         let run = self.deadline;
         let what = "taking the state lock";
+        let (lock_sql, vm_sql) = match scope {
+            Scope::All => (
+                format!("SELECT pg_advisory_xact_lock({LOCK_KEY})"),
+                vm_locks(None, vms, None),
+            ),
+            Scope::Keys => (
+                format!("SELECT pg_advisory_xact_lock_shared({LOCK_KEY})"),
+                vm_locks(None, vms, None),
+            ),
+            Scope::Ticket(id) => (
+                format!(
+                    "SELECT pg_advisory_xact_lock_shared({LOCK_KEY}), pg_advisory_xact_lock({TICKET_CLASS}, hashtext({}))",
+                    literal(&id.to_string())
+                ),
+                vm_locks(Some(&ticket_pattern(id)), vms, None),
+            ),
+        };
         let results = self
-            .call_by(&mut inner, what, until, Connect::IfNeeded, move |client| {
+            .call_by(inner, what, until, Connect::IfNeeded, move |client| {
                 // (Once connected: the server's waits count from here.)
                 let wait = server_wait(until.remaining());
                 let idle = (run.remaining() + IDLE_MARGIN).as_millis();
                 let sql = format!(
-                    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(), current_setting('transaction_read_only'); SELECT pg_advisory_xact_lock({LOCK_KEY}); SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
+                    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(), current_setting('transaction_read_only'); {lock_sql}; SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; {vm_sql}; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
                 );
                 query(client, &sql)
             })
@@ -1178,9 +1309,13 @@ impl Pg {
             _ => self.check_version(results.get(7)).err(),
         };
         if let Some(e) = refused {
-            self.roll_back(&mut inner);
+            self.roll_back(inner);
             return Err(e);
         }
+        let held = match scope {
+            Scope::All => None,
+            _ => Some(locked_vms(results.get(8)).0),
+        };
         let mut tx = Tx {
             rows: BTreeMap::new(),
             damaged: None,
@@ -1188,8 +1323,15 @@ impl Pg {
             journal: Vec::new(),
             lines: Vec::new(),
             ids: HashSet::new(),
+            held,
+            scope,
         };
-        match self.parse(results.get(8).map_or(&[][..], Vec::as_slice)) {
+        if let Some(before) = inner.tx.take() {
+            tx.journal = before.journal;
+            tx.lines = before.lines;
+            tx.ids = before.ids;
+        }
+        match self.parse(results.get(9).map_or(&[][..], Vec::as_slice)) {
             Ok(leases) => {
                 for lease in leases {
                     let json = serde_json::to_string(&lease).unwrap_or_default();
@@ -1201,6 +1343,143 @@ impl Pg {
         }
         inner.tx = Some(tx);
         Ok(())
+    }
+
+    /// Locks the VMs `ids` in the run's transaction, besides those it holds, and reads their
+    /// leases again: in one round trip, VMs whose key is above those held waited for, those
+    /// below tried. When one of those is busy, the transaction starts over with every VM
+    /// locked in order (nothing was written in it yet). Returns whether any VM was added.
+    pub fn hold_vms(
+        &self,
+        ids: &std::collections::BTreeSet<String>,
+        deadline: Deadline,
+    ) -> anyhow::Result<bool> {
+        let mut inner = lock(&self.inner);
+        let tx = self.tx(&mut inner)?;
+        let Some(held) = &tx.held else {
+            return Ok(false);
+        };
+        let new: std::collections::BTreeSet<String> = ids
+            .iter()
+            .filter(|id| !held.contains_key(*id))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(false);
+        }
+        let top = held.values().max().copied();
+        let locks = vm_locks(None, &new, top);
+        let read = leases_of(&new);
+        let what = "locking the run's VMs";
+        let until = deadline;
+        let results = self
+            .call_by(&mut inner, what, until, Connect::Never, move |client| {
+                // A VM another run holds is waited for until the lock's share of the deadline
+                // (then "stayed busy", 75), before the statement's own limit.
+                let wait = server_wait(until.remaining());
+                let sql = format!(
+                    "SET LOCAL lock_timeout = {wait}; SET LOCAL statement_timeout = {}; {locks}; {read}",
+                    wait + 1000
+                );
+                query(client, &sql).map(|mut results| results.split_off(2.min(results.len())))
+            })
+            .map_err(Failure::error);
+        let results = match results {
+            Ok(results) => results,
+            Err(e) => {
+                // The server rolled the transaction back: what the run records goes on its own.
+                inner.tx = None;
+                return Err(e);
+            }
+        };
+        let (locked, busy) = locked_vms(results.first());
+        if busy {
+            // Out of order and busy: start over, with every VM in order.
+            let tx = self.tx(&mut inner)?;
+            let scope = tx.scope;
+            let mut all: std::collections::BTreeSet<String> =
+                tx.held.iter().flatten().map(|(vm, _)| vm.clone()).collect();
+            all.extend(new);
+            self.roll_back(&mut inner);
+            self.begin_tx(&mut inner, deadline, scope, &all)?;
+            return Ok(true);
+        }
+        let fresh = self.parse(results.get(1).map_or(&[][..], Vec::as_slice));
+        let tx = self.tx(&mut inner)?;
+        tx.rows
+            .retain(|(target, _), _| !new.contains(vm_of_target(target)));
+        match fresh {
+            Ok(leases) => {
+                for lease in leases {
+                    let json = serde_json::to_string(&lease).unwrap_or_default();
+                    tx.rows
+                        .insert((lease.key(), holder_key(&lease.holder)), json);
+                }
+            }
+            Err(why) => tx.damaged = Some(why),
+        }
+        tx.held.get_or_insert_default().extend(locked);
+        Ok(true)
+    }
+
+    /// Locks the VMs of `ids` that no other run holds now, without waiting, and reads their
+    /// leases again; returns those the run holds now.
+    pub fn try_vms(
+        &self,
+        ids: &std::collections::BTreeSet<String>,
+    ) -> std::collections::BTreeSet<String> {
+        let mut inner = lock(&self.inner);
+        let Ok(tx) = self.tx(&mut inner) else {
+            return Default::default();
+        };
+        let Some(held) = &tx.held else {
+            return ids.clone();
+        };
+        let new: std::collections::BTreeSet<String> = ids
+            .iter()
+            .filter(|id| !held.contains_key(*id))
+            .cloned()
+            .collect();
+        let mut got: std::collections::BTreeSet<String> = ids
+            .iter()
+            .filter(|id| held.contains_key(*id))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return got;
+        }
+        // Below every key: only tried.
+        let sql = format!(
+            "{}; {}",
+            vm_locks(None, &new, Some(i64::from(i32::MAX))),
+            leases_of(&new)
+        );
+        let what = "locking VMs left to retry";
+        let Ok(results) = self.call(&mut inner, what, Connect::Never, move |client| {
+            query(client, &sql)
+        }) else {
+            return got;
+        };
+        let Ok(tx) = self.tx(&mut inner) else {
+            return Default::default();
+        };
+        let (locked, _) = locked_vms(results.first());
+        let Ok(leases) = self.parse(results.get(1).map_or(&[][..], Vec::as_slice)) else {
+            return got;
+        };
+        let mut rows = Vec::new();
+        for lease in leases {
+            if locked.contains_key(&lease.vm_id) {
+                let json = serde_json::to_string(&lease).unwrap_or_default();
+                rows.push(((lease.key(), holder_key(&lease.holder)), json));
+            }
+        }
+        tx.rows
+            .retain(|(target, _), _| !locked.contains_key(vm_of_target(target)));
+        tx.rows.extend(rows);
+        got.extend(locked.keys().cloned());
+        tx.held.get_or_insert_default().extend(locked);
+        got
     }
 
     fn check_version(&self, rows: Option<&Vec<Vec<Option<String>>>>) -> anyhow::Result<()> {
@@ -1302,7 +1581,13 @@ impl Pg {
         let mut inner = lock(&self.inner);
         let tx = self.tx(&mut inner)?;
         let mut rows = BTreeMap::new();
-        for lease in leases {
+        // Only the leases of the VMs the run holds are its to write; another run may be
+        // changing the others.
+        for (key, json) in tx.rows.iter().filter(|((target, _), _)| !tx.covers(target)) {
+            rows.insert(key.clone(), json.clone());
+        }
+        let covered: Vec<&Lease> = leases.iter().filter(|l| tx.covers(&l.key())).collect();
+        for lease in covered {
             let json =
                 serde_json::to_string(lease).map_err(|e| fault(Exit::IoErr, e.to_string()))?;
             let key = (lease.key(), holder_key(&lease.holder));

@@ -1,9 +1,10 @@
 //! The lease store (`leases.json`) and its lock (`leases.lock`) in the state directory.
 //!
-//! Every change happens under an exclusive lock on `leases.lock`, held from reading the leases
-//! to writing them back (and across the NSX calls between), so that concurrent help-desk
-//! workers are serialised. The file is replaced atomically: temp file, fsync, rename, fsync of
-//! the directory. A reader never sees half a file.
+//! A run changes only the leases of the VMs it has locked (see [`super::keys`]), from reading
+//! them to writing them back and across the NSX calls between; runs on other tickets and VMs
+//! go on beside it. Each save reads the file again and replaces only its own VMs' leases,
+//! under a short lock of the file's own. The file is replaced atomically: temp file, fsync,
+//! rename, fsync of the directory. A reader never sees half a file.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -19,6 +20,8 @@ use crate::error::{Exit, fault};
 use crate::sys;
 use crate::time::Timestamp;
 
+pub use super::keys::Scope;
+use super::keys::{self, Buckets, Held, Kind};
 pub use super::lease::{Holder, Lease, LeaseState, is_vm_id};
 
 const FORMAT_VERSION: u32 = 1;
@@ -51,10 +54,49 @@ pub struct Store {
     db: Option<std::sync::Arc<super::pg::Pg>>,
 }
 
-/// Proof that the state lock is held; the lock file's is released when dropped, the
-/// database's by the run's commit ([`Store::commit`]) or the connection's end.
+/// Proof that the state lock is held, and which keys with it (see [`super::keys`]): the
+/// files' locks are released when dropped, the database's by the run's commit
+/// ([`Store::commit`]) or the connection's end.
 pub struct StateLock {
-    _file: Option<File>,
+    scope: Scope,
+    held: std::sync::Mutex<Held>,
+    /// The state directory, when the leases are in its file: what the run left in the file's
+    /// outbox and journaled since is taken out when the lock is let go.
+    dir: Option<PathBuf>,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        let Some(dir) = &self.dir else {
+            return;
+        };
+        let held = crate::sync::lock(&self.held);
+        if held.journaled.is_empty() || !held.outbox.iter().any(|id| held.journaled.contains(id)) {
+            return;
+        }
+        // Best effort: an entry left in the outbox is found in the journal by the next run
+        // that settles leftovers, and not appended again.
+        let store = Store::open(dir);
+        let journaled: Vec<String> = (held.outbox.iter())
+            .filter(|id| held.journaled.contains(*id))
+            .cloned()
+            .collect();
+        let _ = store.rewrite(&held, None, &journaled, &[]);
+    }
+}
+
+impl StateLock {
+    /// Whether no other run is under way: the run locked everything, or found nobody else
+    /// when it began. Only then are other runs' leftovers (an outbox, a lease to clip) its to
+    /// settle.
+    pub fn alone(&self) -> bool {
+        crate::sync::lock(&self.held).alone
+    }
+
+    /// Whether the leases of VM `id` are this run's to change.
+    pub fn covers(&self, id: &str) -> bool {
+        crate::sync::lock(&self.held).covers(id)
+    }
 }
 
 /// A failure to read or write the state directory: exit 74.
@@ -147,12 +189,23 @@ impl Store {
         })
     }
 
-    /// Takes the exclusive state lock, waiting at most until `deadline` (then exit 75). A lock
-    /// file that cannot be opened (or is a symbolic link) is exit 74.
-    pub fn lock(&self, deadline: Deadline) -> anyhow::Result<StateLock> {
+    /// Takes the state lock for `scope`, waiting at most until `deadline` (then exit 75). A
+    /// lock file that cannot be opened (or is a symbolic link) is exit 74.
+    ///
+    /// [`Scope::All`] holds `leases.lock` exclusively. The others try that first: a run that
+    /// finds nobody else under way settles what earlier runs left (see [`Store::share`]), then
+    /// shares it; otherwise it waits to share it. The ticket's key is taken by
+    /// [`Store::share`], after that.
+    pub fn lock(&self, deadline: Deadline, scope: Scope) -> anyhow::Result<StateLock> {
+        let mut held = Held::default();
         if let Some(db) = &self.db {
-            db.lock(deadline)?;
-            return Ok(StateLock { _file: None });
+            db.lock(deadline, scope)?;
+            held.alone = scope == Scope::All;
+            return Ok(StateLock {
+                scope,
+                held: std::sync::Mutex::new(held),
+                dir: None,
+            });
         }
         if let Some(problem) = &self.problem {
             return Err(io_fault(problem.clone()));
@@ -163,30 +216,109 @@ impl Store {
             &path,
         )
         .map_err(|e| io_fault(format!("cannot open the lock file {}: {e}", path.display())))?;
-        let mut pause = Duration::from_millis(5);
-        loop {
-            match file.try_lock() {
-                Ok(()) => {
-                    self.remove_stale_temp_files();
-                    return Ok(StateLock { _file: Some(file) });
-                }
-                Err(fs::TryLockError::WouldBlock) => {
-                    if !deadline.sleep(pause) {
-                        return Err(fault(
-                            Exit::TempFail,
-                            format!(
-                                "the state lock {} stayed busy for half of what the deadline lets a run wait (the rest is kept for the ticket and for closing); another otnsx is still running, or hung",
-                                path.display()
-                            ),
-                        ));
-                    }
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(fs::TryLockError::Error(e)) => {
-                    return Err(io_fault(format!("locking {}: {e}", path.display())));
-                }
+        // The way in: a run that locks everything waits here exclusively, so that the runs
+        // that come after it wait behind it, not it for ever behind them.
+        let gate_path = self.dir.join("leases.gate.lock");
+        let gate = sys::open_shared(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            &gate_path,
+        )
+        .map_err(|e| {
+            io_fault(format!(
+                "cannot open the lock file {}: {e}",
+                gate_path.display()
+            ))
+        })?;
+        let through = match scope {
+            Scope::All => Kind::Exclusive,
+            _ => Kind::Shared,
+        };
+        keys::wait(&gate, through, &gate_path, deadline)?;
+        held.alone = match scope {
+            Scope::All => {
+                keys::wait(&file, Kind::Exclusive, &path, deadline)?;
+                true
             }
+            _ if keys::try_exclusive(&file, &path)? => true,
+            _ => {
+                keys::wait(&file, Kind::Shared, &path, deadline)?;
+                false
+            }
+        };
+        drop(gate);
+        if held.alone {
+            self.remove_stale_temp_files();
         }
+        held.all = Some(file);
+        Ok(StateLock {
+            scope,
+            held: std::sync::Mutex::new(held),
+            dir: Some(self.dir.clone()),
+        })
+    }
+
+    /// After a run that found itself alone settled what earlier runs left: lets other runs in
+    /// beside it (unless it locked everything), then takes its ticket's key, waiting at most
+    /// until `deadline`.
+    pub fn share(&self, lock: &StateLock, deadline: Deadline) -> anyhow::Result<()> {
+        if self.db.is_some() || lock.scope == Scope::All {
+            return Ok(());
+        }
+        let mut held = crate::sync::lock(&lock.held);
+        if held.alone {
+            let path = self.dir.join("leases.lock");
+            if let Some(file) = &held.all {
+                // Converting the lock lets a run waiting for it in first: waited for, as any.
+                keys::wait(file, Kind::Shared, &path, deadline)?;
+            }
+            held.alone = false;
+        }
+        if let Scope::Ticket(id) = lock.scope
+            && held.ticket.is_none()
+        {
+            let (file, path) =
+                Buckets::new(&self.dir).open("ticket", keys::bucket(&id.to_string()))?;
+            keys::wait(&file, Kind::Exclusive, &path, deadline)?;
+            held.ticket = Some(file);
+        }
+        Ok(())
+    }
+
+    /// Locks the VMs `ids` for the run holding `lock`, waiting at most until `deadline` (then
+    /// exit 75), in the order [`super::keys`] sets. Returns whether any was added: the leases
+    /// must then be read again ([`Store::load`]) before the run decides anything about them.
+    pub fn hold_vms(
+        &self,
+        lock: &StateLock,
+        ids: &std::collections::BTreeSet<String>,
+        deadline: Deadline,
+    ) -> anyhow::Result<bool> {
+        if lock.scope == Scope::All {
+            return Ok(false);
+        }
+        if let Some(db) = &self.db {
+            return db.hold_vms(ids, deadline);
+        }
+        let mut held = crate::sync::lock(&lock.held);
+        Buckets::new(&self.dir).hold_vms(&mut held, ids, deadline)
+    }
+
+    /// Locks the VMs of `ids` that no other run holds now, without waiting; returns those the
+    /// run holds (with the leases of those added read again into the database's
+    /// transaction; the lease file's are read by [`Store::load`]).
+    pub fn try_vms(
+        &self,
+        lock: &StateLock,
+        ids: &std::collections::BTreeSet<String>,
+    ) -> std::collections::BTreeSet<String> {
+        if lock.scope == Scope::All {
+            return ids.clone();
+        }
+        if let Some(db) = &self.db {
+            return db.try_vms(ids);
+        }
+        let mut held = crate::sync::lock(&lock.held);
+        Buckets::new(&self.dir).try_vms(&mut held, ids)
     }
 
     /// Temporary files of a run killed while saving: with the lock held, nobody else writes.
@@ -253,17 +385,84 @@ impl Store {
         Ok((file.leases, file.outbox))
     }
 
-    /// Replaces the leases, with the journal entries that record the change (`outbox`),
-    /// atomically. Needs the state lock.
+    /// Replaces the leases of the VMs the run holds with those of `leases` (all of them when
+    /// it is alone), with the journal entries that record the change (`outbox`, replacing the
+    /// run's own earlier ones), atomically. What other runs saved meanwhile for their VMs, and
+    /// their outbox entries, are kept: the file is read again under a short lock of its own
+    /// (`leases.write.lock`), held only while it is read and replaced.
     pub fn save(
         &self,
-        _lock: &StateLock,
+        lock: &StateLock,
         leases: &[Lease],
         outbox: &[serde_json::Value],
     ) -> anyhow::Result<()> {
         if let Some(db) = &self.db {
             return db.save(leases, outbox);
         }
+        let mut held = crate::sync::lock(&lock.held);
+        if held.alone {
+            // Nobody else writes: the run's leases and outbox are the file.
+            self.write(leases, outbox)?;
+            held.outbox = outbox.iter().filter_map(entry_id).collect();
+            return Ok(());
+        }
+        let replaced = held.outbox.clone();
+        held.outbox = self.rewrite(&held, Some(leases), &replaced, outbox)?;
+        Ok(())
+    }
+
+    /// Notes that the journal has the entry `id`, which the run saved in the outbox.
+    pub fn journaled(&self, lock: &StateLock, id: &str) {
+        if self.db.is_none() {
+            crate::sync::lock(&lock.held)
+                .journaled
+                .insert(id.to_string());
+        }
+    }
+
+    /// Under the lease file's own lock: reads the file again, replaces the leases of the VMs
+    /// `held` covers with theirs in `leases` (`None`: keeps them), and the outbox entries
+    /// `replaced` (the run's) with `outbox`; returns the ids of `outbox`.
+    fn rewrite(
+        &self,
+        held: &Held,
+        leases: Option<&[Lease]>,
+        replaced: &[String],
+        outbox: &[serde_json::Value],
+    ) -> anyhow::Result<Vec<String>> {
+        let path = self.dir.join("leases.write.lock");
+        let section = sys::open_shared(
+            OpenOptions::new().create(true).truncate(false).write(true),
+            &path,
+        )
+        .map_err(|e| io_fault(format!("cannot open the lock file {}: {e}", path.display())))?;
+        keys::wait(
+            &section,
+            Kind::Exclusive,
+            &path,
+            Deadline::after(SECTION_WAIT),
+        )?;
+        let (fresh, fresh_outbox) = self.load_with_outbox()?;
+        let merged: Vec<Lease> = match leases {
+            None => fresh,
+            Some(leases) => fresh
+                .into_iter()
+                .filter(|l| !held.covers(&l.vm_id))
+                .chain(leases.iter().filter(|l| held.covers(&l.vm_id)).cloned())
+                .collect(),
+        };
+        let mut all_outbox: Vec<serde_json::Value> = fresh_outbox
+            .into_iter()
+            .filter(|v| entry_id(v).is_none_or(|id| !replaced.contains(&id)))
+            .collect();
+        let mine: Vec<String> = outbox.iter().filter_map(entry_id).collect();
+        all_outbox.extend(outbox.iter().cloned());
+        self.write(&merged, &all_outbox)?;
+        Ok(mine)
+    }
+
+    /// Writes the lease file: temp file, fsync, rename, fsync of the directory.
+    fn write(&self, leases: &[Lease], outbox: &[serde_json::Value]) -> anyhow::Result<()> {
         let path = self.leases_path();
         let temp = self
             .dir
@@ -292,7 +491,7 @@ impl Store {
     /// Moves an unreadable lease file aside, to `leases.json.damaged-<time>` (the database's
     /// rows to `otnsx_leases_aside`), and starts an empty store. Returns where the old leases
     /// went.
-    pub fn set_aside(&self, lock: &StateLock, now: Timestamp) -> anyhow::Result<String> {
+    pub fn set_aside(&self, _lock: &StateLock, now: Timestamp) -> anyhow::Result<String> {
         if let Some(db) = &self.db {
             return db.set_aside();
         }
@@ -305,10 +504,22 @@ impl Store {
                 aside.display()
             ))
         })?;
-        self.save(lock, &[], &[])?;
+        self.write(&[], &[])?;
         Ok(aside.display().to_string())
     }
 }
+
+/// The id of a journal entry in the outbox.
+fn entry_id(entry: &serde_json::Value) -> Option<String> {
+    entry
+        .get("id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+}
+
+/// How long a save waits for the lease file's own lock: it is held while one run reads and
+/// replaces the file (milliseconds), so a longer wait means a run stopped in the middle.
+const SECTION_WAIT: Duration = Duration::from_secs(2);
 
 /// The largest lease file otnsx reads (about 300,000 leases).
 const MAX_FILE: u64 = 256 << 20;
@@ -367,7 +578,7 @@ mod tests {
         let store = temp_store("roundtrip");
         assert_eq!(store.load().expect("empty"), vec![]);
         let lock = store
-            .lock(Deadline::after(Duration::from_secs(1)))
+            .lock(Deadline::after(Duration::from_secs(1)), Scope::All)
             .expect("lock");
         store.save(&lock, &[lease()], &[]).expect("save");
         assert_eq!(store.load().expect("load"), vec![lease()]);
@@ -383,10 +594,10 @@ mod tests {
     fn a_second_lock_waits_until_the_deadline() {
         let store = temp_store("busy");
         let _held = store
-            .lock(Deadline::after(Duration::from_secs(1)))
+            .lock(Deadline::after(Duration::from_secs(1)), Scope::All)
             .expect("lock");
         let err = store
-            .lock(Deadline::after(Duration::from_millis(100)))
+            .lock(Deadline::after(Duration::from_millis(100)), Scope::All)
             .err()
             .expect("busy");
         assert_eq!(crate::error::exit_code(&err), Exit::TempFail);

@@ -131,12 +131,28 @@ fn killed_runs_never_leave_a_broken_or_lying_lease_file() {
     assert_eq!(ids.len(), count, "an entry was appended twice");
 }
 
+/// As if the run that journaled `line` last had been killed after saving its lease change,
+/// before it let go of the lock: the entry is still in the lease file's outbox (a run that
+/// ends takes the entries it journaled out of it).
+fn left_in_the_outbox(world: &World, line: &str) {
+    let path = world.state_dir().join("leases.json");
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut entry: serde_json::Value = serde_json::from_str(line).unwrap();
+    let fields = entry.as_object_mut().unwrap();
+    fields.remove("seq");
+    fields.remove("hash");
+    file["outbox"] = serde_json::json!([entry]);
+    std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap()).unwrap();
+}
+
 fn an_entry_saved_but_not_journaled_is_appended_by_the_next_run() {
     let world = World::new();
     assert_eq!(otnsx(&world, &["grant", "--vm", "web01"]).code, 0);
     // As if the grant had been killed after saving, before appending: drop its journal line.
     let journal_path = world.state_dir().join("journal.jsonl");
     let saved = std::fs::read_to_string(&journal_path).unwrap();
+    left_in_the_outbox(&world, saved.lines().next().unwrap());
     std::fs::write(&journal_path, "").unwrap();
     // (A run killed before its append never noted the entry as appended either.)
     std::fs::remove_file(world.state_dir().join("journal.appended")).unwrap();
@@ -180,6 +196,7 @@ fn a_journal_line_cut_short_by_a_kill_swallows_no_entry() {
     // at a page boundary when SIGKILL arrives, so the line stops after its id.
     let journal_path = world.state_dir().join("journal.jsonl");
     let saved = std::fs::read_to_string(&journal_path).unwrap();
+    left_in_the_outbox(&world, saved.lines().next().unwrap());
     let cut = saved.find("\"ts\"").unwrap() + 3;
     std::fs::write(&journal_path, &saved[..cut]).unwrap();
     std::fs::remove_file(world.state_dir().join("journal.appended")).unwrap();
