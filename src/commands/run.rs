@@ -244,8 +244,27 @@ impl Run {
                 self.recorder.state_problem(&e);
                 return Ok(Begun::unknown(None));
             }
-            // Others may have saved while this run waited for its ticket.
+            // Others may have saved while this run waited for its ticket. The VMs the ticket
+            // holds are locked now, before NSX is read ahead about them (the database's lock
+            // statement locked them already).
             if self.store.database().is_none() {
+                if let Scope::Ticket(id) = scope {
+                    let mine = leases
+                        .iter()
+                        .filter(|l| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id));
+                    let ids = mine.map(|l| l.vm_id.clone()).collect();
+                    if let Err(e) = self.store.hold_vms(held, &ids, self.deadline.for_locking()) {
+                        if exit_code(&e) == Exit::TempFail {
+                            return Ok(Begun {
+                                snapshot: Some(leases),
+                                busy: Some(e),
+                                ..Begun::unknown(None)
+                            });
+                        }
+                        self.recorder.state_problem(&e);
+                        return Ok(Begun::unknown(None));
+                    }
+                }
                 match self.store.load() {
                     Ok(read) => leases = read,
                     Err(e) => {
@@ -314,40 +333,32 @@ impl Run {
     /// Locks the VMs `ids` for the run (see [`crate::state::keys`]), waiting at most for the
     /// locking share of the deadline (then exit 75). Returns the leases as read again when a
     /// VM was added (the run decides by those), `None` when the run held them all already,
-    /// or holds no lock (a dry run, unknown leases). Where a VM's leases changed since
-    /// `before` was read, another run changed it meanwhile: what `backend` read of it before
-    /// is read again.
+    /// or holds no lock (a dry run, unknown leases). What `backend` read of the VMs added
+    /// before the run held them is read again.
     pub fn hold_vms(
         &self,
         lock: Option<&StateLock>,
         backend: &dyn crate::nsx::TagBackend,
-        before: &[Lease],
         ids: impl IntoIterator<Item = String>,
     ) -> anyhow::Result<Option<Vec<Lease>>> {
         let Some(lock) = lock.filter(|_| !self.dry_run) else {
             return Ok(None);
         };
         let ids: std::collections::BTreeSet<String> = ids.into_iter().collect();
+        let new: std::collections::BTreeSet<String> = (ids.iter())
+            .filter(|id| !self.store.covers(lock, id))
+            .cloned()
+            .collect();
         if !self
             .store
             .hold_vms(lock, &ids, self.deadline.for_locking())?
         {
             return Ok(None);
         }
-        let fresh = self.store.load()?;
-        let of = |leases: &[Lease], id: &str| {
-            let mut list: Vec<Lease> = leases.iter().filter(|l| l.vm_id == id).cloned().collect();
-            list.sort_by_key(|l| (l.key(), l.holder.clone()));
-            list
-        };
-        let changed: std::collections::BTreeSet<String> = ids
-            .into_iter()
-            .filter(|id| of(before, id) != of(&fresh, id))
-            .collect();
-        if !changed.is_empty() {
-            backend.forget(&changed);
-        }
-        Ok(Some(fresh))
+        // Read (while finding them) before the run held them: another run may have opened and
+        // closed them since, leaving their leases as they were. Read again.
+        backend.forget(&new);
+        self.store.load().map(Some)
     }
 
     /// [`Run::hold_vms`] for a run that closes `ids`: VMs that stay busy until the deadline
@@ -359,10 +370,10 @@ impl Run {
         mut begun: Begun,
         ids: impl IntoIterator<Item = String>,
     ) -> Begun {
-        let Some(before) = &begun.leases else {
+        if begun.leases.is_none() {
             return begun;
-        };
-        match self.hold_vms(begun.lock.as_ref(), backend, before, ids) {
+        }
+        match self.hold_vms(begun.lock.as_ref(), backend, ids) {
             Ok(Some(fresh)) => begun.leases = Some(fresh),
             Ok(None) => {}
             Err(e) if exit_code(&e) == Exit::TempFail => {

@@ -1422,6 +1422,15 @@ impl Pg {
         Ok(true)
     }
 
+    /// Whether the run's transaction holds VM `id` (every VM when it locked everything).
+    pub fn covers(&self, id: &str) -> bool {
+        let inner = lock(&self.inner);
+        inner
+            .tx
+            .as_ref()
+            .is_some_and(|tx| tx.held.as_ref().is_none_or(|held| held.contains_key(id)))
+    }
+
     /// Locks the VMs of `ids` that no other run holds now, without waiting, and reads their
     /// leases again; returns those the run holds now.
     pub fn try_vms(

@@ -303,6 +303,14 @@ impl Store {
         Buckets::new(&self.dir).hold_vms(&mut held, ids, deadline)
     }
 
+    /// Whether the run holding `lock` holds VM `id`.
+    pub fn covers(&self, lock: &StateLock, id: &str) -> bool {
+        match &self.db {
+            Some(db) => db.covers(id),
+            None => lock.covers(id),
+        }
+    }
+
     /// Locks the VMs of `ids` that no other run holds now, without waiting; returns those the
     /// run holds (with the leases of those added read again into the database's
     /// transaction; the lease file's are read by [`Store::load`]).
