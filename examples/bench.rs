@@ -270,13 +270,19 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
 /// `-- RUNS burst`: fifty lock events at once on fifty tickets and fifty VMs (NSX-V, services
 /// at 25 ms per request), as agents locking tickets in the same second send them, then their
 /// fifty unlocks at once: on the file store, and on PostgreSQL with two nodes (every other
-/// event on each; the server of `OTNSX_TEST_POSTGRES`). Prints, per round, how many runs exited
+/// event on each; the server of `OTNSX_TEST_POSTGRES`), and with OTNSX_BENCH_PGBOUNCER=PATH
+/// through that PgBouncer too (transaction pooling, its default pool of 20 server connections,
+/// one per node as PgBouncer on each help-desk node would be). Prints, per round, how many runs exited
 /// 0, the wall time of all, and the median and p95 of a run, beside one event's median alone.
 /// (Issue 25's figures: every run exits 0, all within 2 s, p95 within 3 x one event's median.)
 fn burst(binary: &std::path::Path, rounds: usize) {
     const EVENTS: usize = 50;
     const DELAY: Duration = Duration::from_millis(25);
-    for state in ["file", "postgres, two nodes"] {
+    let pooler = std::env::var_os("OTNSX_BENCH_PGBOUNCER");
+    let pooled = pooler
+        .as_ref()
+        .map(|_| "postgres through PgBouncer, two nodes");
+    for state in ["file", "postgres, two nodes"].into_iter().chain(pooled) {
         let world = match state {
             "file" => World::new(),
             _ => match World::on_postgres("bench", binary) {
@@ -287,6 +293,24 @@ fn burst(binary: &std::path::Path, rounds: usize) {
                 }
             },
         };
+        // PgBouncer on each node, in front of the server.
+        let mut pools = Vec::new();
+        if let Some(program) = pooler.as_ref().filter(|_| state.contains("PgBouncer")) {
+            let db = world.db.as_ref().expect("db");
+            let upstream = db
+                .url
+                .split('@')
+                .nth(1)
+                .unwrap()
+                .split('/')
+                .next()
+                .unwrap()
+                .to_string();
+            let pool = Pooler::start(program, &world, &upstream);
+            let text = world.config_text().replace(&upstream, &pool.addr);
+            world.write_config(&text);
+            pools.push((pool, upstream));
+        }
         let mut nodes = vec![world.config_path()];
         if state != "file" {
             let text = world.config_text().replacen(
@@ -294,6 +318,15 @@ fn burst(binary: &std::path::Path, rounds: usize) {
                 &format!("state_dir = \"{}/node2\"", world.dir.path().display()),
                 1,
             );
+            let text = match (&pools.first(), pooler.as_ref()) {
+                (Some((first, upstream)), Some(program)) => {
+                    let second = Pooler::start(program, &world, upstream);
+                    let text = text.replace(&first.addr, &second.addr);
+                    pools.push((second, upstream.clone()));
+                    text
+                }
+                _ => text,
+            };
             let path = world.dir.path().join("node2.toml");
             std::fs::write(&path, text).expect("node2.toml");
             use std::os::unix::fs::PermissionsExt;
@@ -409,7 +442,10 @@ impl Pooler {
             )
             .expect("the user's SCRAM secret")
             .get(0);
-        let dir = std::env::temp_dir().join(format!("otnsx-bench-pooler-{}", std::process::id()));
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("otnsx-bench-pooler-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -279,7 +279,7 @@ impl Run {
         }
         let got = self.store.try_vms(lock, &missing);
         // Read before they were held: read again.
-        backend.forget(&got);
+        backend.forget(&got, false);
         let fresh = self.store.load().unwrap_or_default();
         let of = |leases: &[Lease], id: &str| -> Vec<Lease> {
             let mut list: Vec<Lease> = leases.iter().filter(|l| l.vm_id == id).cloned().collect();

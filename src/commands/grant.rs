@@ -45,7 +45,7 @@ pub fn run(
             refused.extend(no_desktop);
             // Locked before anything is decided about them; their leases as they are then.
             let ids = vms.iter().map(|v| v.id.clone());
-            if let Some(fresh) = run.hold_vms(lock.as_ref(), backend, ids)? {
+            if let Some(fresh) = run.hold_vms(lock.as_ref(), backend, ids, false)? {
                 before = fresh;
             }
             let holder = Holder::User {

@@ -54,7 +54,7 @@ pub fn run(run: &Run, names: &[String], force: bool) -> anyhow::Result<Exit> {
             let vms = run.every_opening(backend, vms)?;
             // Locked before anything is decided about them; their leases as they are then.
             let ids = vms.iter().map(|v| v.id.clone());
-            let before = match run.hold_vms(lock.as_ref(), backend, ids) {
+            let before = match run.hold_vms(lock.as_ref(), backend, ids, true) {
                 Ok(fresh) => fresh.unwrap_or(before),
                 Err(e) => {
                     // Busy (or its lock unusable): closed as for unknown leases, fail closed.

@@ -334,12 +334,16 @@ impl Run {
     /// locking share of the deadline (then exit 75). Returns the leases as read again when a
     /// VM was added (the run decides by those), `None` when the run held them all already,
     /// or holds no lock (a dry run, unknown leases). What `backend` read of the VMs added
-    /// before the run held them is read again.
+    /// before the run held them is read again, where it could mislead: always for a run that
+    /// closes them (`closing`); for one that opens them, where it said the VM carries the tag
+    /// (else it attaches either way) or where other leases hold the VM now (a read without
+    /// the tag would end them as closed in NSX).
     pub fn hold_vms(
         &self,
         lock: Option<&StateLock>,
         backend: &dyn crate::nsx::TagBackend,
         ids: impl IntoIterator<Item = String>,
+        closing: bool,
     ) -> anyhow::Result<Option<Vec<Lease>>> {
         let Some(lock) = lock.filter(|_| !self.dry_run) else {
             return Ok(None);
@@ -356,9 +360,14 @@ impl Run {
             return Ok(None);
         }
         // Read (while finding them) before the run held them: another run may have opened and
-        // closed them since, leaving their leases as they were. Read again.
-        backend.forget(&new);
-        self.store.load().map(Some)
+        // closed them since, leaving their leases as they were.
+        let fresh = self.store.load()?;
+        let (held, free): (std::collections::BTreeSet<String>, _) = new
+            .into_iter()
+            .partition(|id| fresh.iter().any(|l| &l.vm_id == id));
+        backend.forget(&held, false);
+        backend.forget(&free, !closing);
+        Ok(Some(fresh))
     }
 
     /// [`Run::hold_vms`] for a run that closes `ids`: VMs that stay busy until the deadline
@@ -373,7 +382,7 @@ impl Run {
         if begun.leases.is_none() {
             return begun;
         }
-        match self.hold_vms(begun.lock.as_ref(), backend, ids) {
+        match self.hold_vms(begun.lock.as_ref(), backend, ids, true) {
             Ok(Some(fresh)) => begun.leases = Some(fresh),
             Ok(None) => {}
             Err(e) if exit_code(&e) == Exit::TempFail => {

@@ -351,7 +351,7 @@ fn decide<'scope>(
             // them; their leases as they are then.
             let held = before.iter().filter(|l| mine(l)).map(|l| l.vm_id.clone());
             let ids: Vec<String> = vms.iter().map(|v| v.id.clone()).chain(held).collect();
-            if let Some(fresh) = run.hold_vms(lock.as_ref(), backend, ids)? {
+            if let Some(fresh) = run.hold_vms(lock.as_ref(), backend, ids, false)? {
                 before = fresh;
             }
             // An owner without a desktop holds nothing, not even what an earlier owner opened.

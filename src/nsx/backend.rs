@@ -40,9 +40,10 @@ pub trait TagBackend: Send + Sync {
 
     /// What was read of VMs `ids` before the run held them (ahead, or while finding them)
     /// may be out of date: another run may have changed them since. [`TagBackend::tagged_among`]
-    /// reads them again.
-    fn forget(&self, ids: &BTreeSet<String>) {
-        let _ = ids;
+    /// reads them again; with `keep_closed`, not those read without the tag (a run that only
+    /// opens them attaches the tag either way).
+    fn forget(&self, ids: &BTreeSet<String>, keep_closed: bool) {
+        let _ = (ids, keep_closed);
     }
 
     /// The look-ups are done: ends their sessions (vCenter's logout), off the critical path.

@@ -357,12 +357,25 @@ impl JsonApi {
     }
 
     /// See [`TagBackend::forget`].
-    pub fn forget(&self, ids: &BTreeSet<String>) {
+    pub fn forget(&self, ids: &BTreeSet<String>, keep_closed: bool) {
+        let prepared = self.prepared.get();
         let mut read_ahead = lock(&self.read_ahead);
+        let mut forgotten = lock(&self.forgotten);
         for id in ids {
+            let read = (read_ahead.get(id))
+                .or_else(|| prepared.and_then(|p| p.get(id)))
+                .cloned();
+            // Read, and without any of the tags otnsx sets.
+            let closed = read.is_some_and(|tags| {
+                let tags = tags.unwrap_or_default();
+                !self.tags.iter().any(|(_, tag)| tags.contains(tag))
+            });
+            if keep_closed && closed {
+                continue;
+            }
             read_ahead.remove(id);
+            forgotten.insert(id.clone());
         }
-        lock(&self.forgotten).extend(ids.iter().cloned());
     }
 
     /// One read per VM, several at once, unless it was read ahead.
@@ -984,8 +997,8 @@ impl<W: TagWriter> TagBackend for W {
         self.api().done_finding();
     }
 
-    fn forget(&self, ids: &BTreeSet<String>) {
-        self.api().forget(ids);
+    fn forget(&self, ids: &BTreeSet<String>, keep_closed: bool) {
+        self.api().forget(ids, keep_closed);
     }
 
     fn tagged_among(&self, vms: &[VmRef]) -> anyhow::Result<BTreeSet<String>> {

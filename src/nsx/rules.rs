@@ -874,8 +874,8 @@ impl TagBackend for AgentRules {
         self.inner.done_finding();
     }
 
-    fn forget(&self, ids: &BTreeSet<String>) {
-        self.inner.forget(ids);
+    fn forget(&self, ids: &BTreeSet<String>, keep_closed: bool) {
+        self.inner.forget(ids, keep_closed);
     }
 
     /// One read of the policy's rules: which of `vms` have their rule, and which of those

@@ -323,9 +323,15 @@ impl TagBackend for NsxV {
         self.vcenter.close();
     }
 
-    /// The list read ahead is not used: the next `tagged_among` reads it again.
-    fn forget(&self, ids: &BTreeSet<String>) {
-        if !ids.is_empty() {
+    /// The list read ahead is not used (unless it has none of `ids` and `keep_closed`): the
+    /// next `tagged_among` reads it again. A read that failed is said where it is needed, not
+    /// made twice.
+    fn forget(&self, ids: &BTreeSet<String>, keep_closed: bool) {
+        let Ok(tagged) = self.read_ahead() else {
+            return;
+        };
+        let closed = ids.iter().all(|id| !tagged.contains(id));
+        if !ids.is_empty() && !(keep_closed && closed) {
             self.read_ahead_used
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -458,9 +464,9 @@ impl TagBackend for NsxVProfiles {
         self.first().done_finding();
     }
 
-    fn forget(&self, ids: &BTreeSet<String>) {
+    fn forget(&self, ids: &BTreeSet<String>, keep_closed: bool) {
         for (_, backend) in &self.each {
-            backend.forget(ids);
+            backend.forget(ids, keep_closed);
         }
     }
 
