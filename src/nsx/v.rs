@@ -330,8 +330,9 @@ impl TagBackend for NsxV {
         let Ok(tagged) = self.read_ahead() else {
             return;
         };
+        // Nothing to forget, or only VMs read without the tag, which an opening run keeps.
         let closed = ids.iter().all(|id| !tagged.contains(id));
-        if !ids.is_empty() && !(keep_closed && closed) {
+        if !(ids.is_empty() || keep_closed && closed) {
             self.read_ahead_used
                 .store(true, std::sync::atomic::Ordering::SeqCst);
         }
