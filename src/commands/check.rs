@@ -385,28 +385,46 @@ fn shared(dir: &Path) -> anyhow::Result<String> {
             dir.display()
         ));
     }
-    for name in [
+    let mut names: Vec<String> = [
         "leases.lock",
+        "leases.gate.lock",
+        "leases.write.lock",
         "leases.json",
         "journal.jsonl",
         "journal.appended",
         "journal.lock",
         "otrs.session",
-    ] {
+        "locks",
+    ]
+    .map(String::from)
+    .into();
+    // The ticket and VM locks (see state::keys).
+    if let Ok(entries) = fs::read_dir(dir.join("locks")) {
+        let mut locks: Vec<String> = entries
+            .flatten()
+            .map(|e| format!("locks/{}", e.file_name().to_string_lossy()))
+            .collect();
+        locks.sort();
+        names.extend(locks);
+    }
+    for name in &names {
         let path = dir.join(name);
         let Ok(file) = fs::symlink_metadata(&path) else {
             continue;
         };
+        // A directory's group must also enter it.
+        let needed = if file.is_dir() { 0o070 } else { 0o060 };
         if file.gid() != meta.gid() {
             problems.push(format!(
                 "{name} belongs to group {}, not {group}: chgrp {group} {}",
                 group_name(file.gid()),
                 path.display()
             ));
-        } else if file.mode() & 0o060 != 0o060 {
+        } else if file.mode() & needed != needed {
             problems.push(format!(
-                "{name} is mode {:o}, so the group cannot write it: chmod g+rw {}",
+                "{name} is mode {:o}, so the group cannot write it: chmod {} {}",
                 file.mode() & 0o7777,
+                if file.is_dir() { "g+rwx" } else { "g+rw" },
                 path.display()
             ));
         }

@@ -89,16 +89,33 @@ fn the_web_server_opens_and_the_help_desk_daemon_closes() {
     assert_eq!(actions, ["grant", "revoke"], "both journaled");
 
     // Every state file: the directory's group, read and written by it, whoever made it.
+    let locks: Vec<String> = fs::read_dir(world.state_dir().join("locks"))
+        .unwrap()
+        .map(|e| format!("locks/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    assert!(
+        locks.iter().any(|l| l.starts_with("locks/ticket-")),
+        "{locks:?}"
+    );
+    assert!(locks.iter().any(|l| l.starts_with("locks/vm-")), "{locks:?}");
     for name in [
         "leases.lock",
+        "leases.gate.lock",
         "leases.json",
         "journal.jsonl",
         "otrs.session",
-    ] {
+    ]
+    .into_iter()
+    .chain(locks.iter().map(String::as_str))
+    {
         let meta = fs::metadata(world.state_dir().join(name)).unwrap();
         assert_eq!(meta.gid(), GROUP, "{name}");
         assert_eq!(meta.mode() & 0o777, 0o660, "{name}: mode {:o}", meta.mode());
     }
+    // The directory of the ticket and VM locks: the group's too, and setgid.
+    let meta = fs::metadata(world.state_dir().join("locks")).unwrap();
+    assert_eq!(meta.gid(), GROUP);
+    assert_eq!(meta.mode() & 0o7777, 0o2770, "mode {:o}", meta.mode());
     // And either user's check says the directory is shared.
     let run = as_user(&world, DAEMON, &["check"]);
     assert!(
