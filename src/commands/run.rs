@@ -233,7 +233,25 @@ impl Run {
         if let Some(held) = &lock
             && scope != Scope::All
         {
-            if let Err(e) = self.store.share(held, self.deadline.for_locking()) {
+            // The ticket's key; then the VMs the ticket holds, before NSX is read ahead about
+            // them (the database's lock statement locked both already).
+            let keys = self
+                .store
+                .share(held, self.deadline.for_locking())
+                .and_then(|()| {
+                    let Scope::Ticket(id) = scope else {
+                        return Ok(false);
+                    };
+                    let mine = leases
+                        .iter()
+                        .filter(|l| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id));
+                    let ids = mine.map(|l| l.vm_id.clone()).collect();
+                    match self.store.database() {
+                        Some(_) => Ok(false),
+                        None => self.store.hold_vms(held, &ids, self.deadline.for_locking()),
+                    }
+                });
+            if let Err(e) = keys {
                 if exit_code(&e) == Exit::TempFail {
                     return Ok(Begun {
                         snapshot: Some(leases),
@@ -244,27 +262,8 @@ impl Run {
                 self.recorder.state_problem(&e);
                 return Ok(Begun::unknown(None));
             }
-            // Others may have saved while this run waited for its ticket. The VMs the ticket
-            // holds are locked now, before NSX is read ahead about them (the database's lock
-            // statement locked them already).
+            // Others may have saved while this run waited for its ticket.
             if self.store.database().is_none() {
-                if let Scope::Ticket(id) = scope {
-                    let mine = leases
-                        .iter()
-                        .filter(|l| matches!(l.holder, Holder::Ticket { id: t, .. } if t == id));
-                    let ids = mine.map(|l| l.vm_id.clone()).collect();
-                    if let Err(e) = self.store.hold_vms(held, &ids, self.deadline.for_locking()) {
-                        if exit_code(&e) == Exit::TempFail {
-                            return Ok(Begun {
-                                snapshot: Some(leases),
-                                busy: Some(e),
-                                ..Begun::unknown(None)
-                            });
-                        }
-                        self.recorder.state_problem(&e);
-                        return Ok(Begun::unknown(None));
-                    }
-                }
                 match self.store.load() {
                     Ok(read) => leases = read,
                     Err(e) => {

@@ -143,6 +143,20 @@ struct Tx {
 }
 
 impl Tx {
+    /// Takes the leases read (`Err`: why they are not to be trusted) as the rows.
+    fn take_rows(&mut self, read: Result<Vec<Lease>, String>) {
+        match read {
+            Ok(leases) => {
+                for lease in leases {
+                    let json = serde_json::to_string(&lease).unwrap_or_default();
+                    self.rows
+                        .insert((lease.key(), holder_key(&lease.holder)), json);
+                }
+            }
+            Err(why) => self.damaged = Some(why),
+        }
+    }
+
     fn covers(&self, target: &str) -> bool {
         self.held
             .as_ref()
@@ -1331,16 +1345,7 @@ impl Pg {
             tx.lines = before.lines;
             tx.ids = before.ids;
         }
-        match self.parse(results.get(9).map_or(&[][..], Vec::as_slice)) {
-            Ok(leases) => {
-                for lease in leases {
-                    let json = serde_json::to_string(&lease).unwrap_or_default();
-                    tx.rows
-                        .insert((lease.key(), holder_key(&lease.holder)), json);
-                }
-            }
-            Err(why) => tx.damaged = Some(why),
-        }
+        tx.take_rows(self.parse(results.get(9).map_or(&[][..], Vec::as_slice)));
         inner.tx = Some(tx);
         Ok(())
     }
@@ -1408,16 +1413,7 @@ impl Pg {
         let tx = self.tx(&mut inner)?;
         tx.rows
             .retain(|(target, _), _| !new.contains(vm_of_target(target)));
-        match fresh {
-            Ok(leases) => {
-                for lease in leases {
-                    let json = serde_json::to_string(&lease).unwrap_or_default();
-                    tx.rows
-                        .insert((lease.key(), holder_key(&lease.holder)), json);
-                }
-            }
-            Err(why) => tx.damaged = Some(why),
-        }
+        tx.take_rows(fresh);
         tx.held.get_or_insert_default().extend(locked);
         Ok(true)
     }
