@@ -599,6 +599,52 @@ mod tests {
     }
 
     #[test]
+    fn runs_on_different_vms_keep_each_others_saves_and_outbox_entries() {
+        let store = temp_store("merge");
+        let soon = || Deadline::after(Duration::from_secs(1));
+        let entry = |id: &str| serde_json::json!({ "id": id });
+        let on = |id: &str| Lease {
+            vm_id: id.into(),
+            ..lease()
+        };
+        // The first run finds nobody else, settles, and lets the second in beside it.
+        let a = store.lock(soon(), Scope::Keys).expect("a");
+        assert!(a.alone());
+        store.share(&a, soon()).expect("share");
+        let b = store.lock(soon(), Scope::Keys).expect("b");
+        assert!(!a.alone() && !b.alone());
+        let ids = |id: &str| std::collections::BTreeSet::from([id.to_string()]);
+        assert!(store.hold_vms(&a, &ids("vm-42"), soon()).expect("a's VM"));
+        assert!(store.hold_vms(&b, &ids("vm-43"), soon()).expect("b's VM"));
+        // Each saves from what it read (nothing), and keeps what the other saved.
+        store
+            .save(&a, &[on("vm-42")], &[entry("e1")])
+            .expect("a saves");
+        store
+            .save(&b, &[on("vm-43")], &[entry("e2")])
+            .expect("b saves");
+        let (leases, outbox) = store.load_with_outbox().expect("load");
+        assert_eq!(leases, vec![on("vm-42"), on("vm-43")]);
+        assert_eq!(outbox, vec![entry("e1"), entry("e2")]);
+        // A lease of a VM the run does not hold is not its to write; its next entry replaces
+        // its last one, not the other run's.
+        store
+            .save(&a, &[on("vm-43"), on("vm-44")], &[entry("e3")])
+            .expect("a saves again");
+        let (leases, outbox) = store.load_with_outbox().expect("load");
+        assert_eq!(leases, vec![on("vm-43")]);
+        assert_eq!(outbox, vec![entry("e2"), entry("e3")]);
+        // A run that ends takes out the entries the journal has, and leaves the others.
+        store.journaled(&b, "e2");
+        drop(b);
+        drop(a);
+        let (leases, outbox) = store.load_with_outbox().expect("load");
+        assert_eq!(leases, vec![on("vm-43")]);
+        assert_eq!(outbox, vec![entry("e3")], "e3 was never journaled");
+        fs::remove_dir_all(store.dir()).ok();
+    }
+
+    #[test]
     fn a_second_lock_waits_until_the_deadline() {
         let store = temp_store("busy");
         let _held = store
