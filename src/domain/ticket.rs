@@ -21,6 +21,29 @@ pub struct Ticket {
     /// The help desk's generation, as its articles tell, when they were read (OTRS family: 5,
     /// or 6 for 6 and later).
     pub generation: Option<u32>,
+    /// What the ticket says of the work, by the help desk's names.
+    pub facts: Facts,
+}
+
+/// What a ticket says of the work it is for, as TicketGet names it: what conditions on a
+/// ticket (`require`) are checked against. `None`: the ticket has none (TicketGet gives
+/// `Service` and `SLA` only when they are set) or the help desk did not say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub queue: Option<String>,
+    /// `Type`.
+    pub kind: Option<String>,
+    pub state: Option<String>,
+    pub priority: Option<String>,
+    pub service: Option<String>,
+    pub sla: Option<String>,
+    pub customer_id: Option<String>,
+    /// The agent responsible for it, by login.
+    pub responsible: Option<String>,
+    pub responsible_id: Option<u64>,
+    /// Each dynamic field's values as text, by the field's name: a multiselect's each, a
+    /// dropdown's or a text's one; none when it is empty or null.
+    pub fields: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl Ticket {

@@ -79,6 +79,26 @@ pub struct TicketData {
     pub owner: Option<Scalar>,
     #[serde(rename = "OwnerID")]
     pub owner_id: Option<Scalar>,
+    #[serde(rename = "Queue")]
+    pub queue: Option<Scalar>,
+    #[serde(rename = "Type")]
+    pub kind: Option<Scalar>,
+    #[serde(rename = "State")]
+    pub state: Option<Scalar>,
+    #[serde(rename = "Priority")]
+    pub priority: Option<Scalar>,
+    /// Present only when the ticket has one.
+    #[serde(rename = "Service")]
+    pub service: Option<Scalar>,
+    /// Present only when the ticket has one.
+    #[serde(rename = "SLA")]
+    pub sla: Option<Scalar>,
+    #[serde(rename = "CustomerID")]
+    pub customer_id: Option<Scalar>,
+    #[serde(rename = "Responsible")]
+    pub responsible: Option<Scalar>,
+    #[serde(rename = "ResponsibleID")]
+    pub responsible_id: Option<Scalar>,
     /// Present with `DynamicFields=1`.
     #[serde(rename = "DynamicField")]
     pub fields: Option<Vec<Field>>,

@@ -716,7 +716,47 @@ pub fn parse_ticket(body: &TicketGet, vm_field: &str) -> anyhow::Result<Ticket> 
         owner_id: ticket.owner_id.as_ref().and_then(answer::Scalar::id),
         vms,
         profile: None,
+        facts: facts_of(ticket),
     })
+}
+
+/// What a ticket says of the work (see [`crate::domain::ticket::Facts`]): texts as given,
+/// empty ones as none.
+fn facts_of(ticket: &answer::TicketData) -> crate::domain::ticket::Facts {
+    let text = |value: &Option<answer::Scalar>| {
+        value
+            .as_ref()
+            .and_then(answer::Scalar::text)
+            .filter(|t| !t.is_empty())
+    };
+    let mut fields = std::collections::BTreeMap::new();
+    for field in ticket.fields.as_deref().unwrap_or_default() {
+        let Some(name) = field.name.as_ref().and_then(|n| n.string()) else {
+            continue;
+        };
+        let one = |v: &Value| match v {
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let values: Vec<String> = match &field.value {
+            Value::Array(items) => items.iter().filter_map(one).collect(),
+            other => one(other).into_iter().collect(),
+        };
+        fields.insert(name.to_string(), values);
+    }
+    crate::domain::ticket::Facts {
+        queue: text(&ticket.queue),
+        kind: text(&ticket.kind),
+        state: text(&ticket.state),
+        priority: text(&ticket.priority),
+        service: text(&ticket.service),
+        sla: text(&ticket.sla),
+        customer_id: text(&ticket.customer_id),
+        responsible: text(&ticket.responsible),
+        responsible_id: ticket.responsible_id.as_ref().and_then(answer::Scalar::id),
+        fields,
+    }
 }
 
 /// The access profile a ticket's profile field names: a text (a dropdown's value) or a list of
@@ -950,5 +990,50 @@ mod tests {
             .is_err()
         );
         assert!(answer("TicketGet", "otnsx", &reply(200, "text/html", "<html>")).is_err());
+    }
+
+    #[test]
+    fn what_a_ticket_says_of_the_work_is_read_by_name() {
+        // As TicketGet gives a ticket with a service and an SLA (the keys are there only then),
+        // a dropdown, a multiselect, a null and an empty field.
+        let body: TicketGet = serde_json::from_value(json!({"Ticket": [{
+        "TicketID": 7, "TicketNumber": "2026120610000071", "Lock": "lock", "Owner": "agent1",
+        "OwnerID": 2, "Queue": "Change::Approved", "QueueID": 4, "Type": "Change",
+        "TypeID": 3, "State": "approved", "StateID": 12, "Priority": "3 normal",
+        "Service": "Database", "ServiceID": 2, "SLA": "Gold", "SLAID": 1,
+        "CustomerID": "acme", "Responsible": "agent2", "ResponsibleID": 3,
+        "DynamicField": [
+            {"Name": "VMName", "Value": "db01"},
+            {"Name": "ChangeApproval", "Value": "approved"},
+            {"Name": "Teams", "Value": ["dba", "ops"]},
+            {"Name": "ProcessManagementProcessID", "Value": null},
+            {"Name": "Note", "Value": ""}
+        ]}]}))
+        .unwrap();
+        let facts = parse_ticket(&body, "VMName").unwrap().facts;
+        assert_eq!(facts.queue.as_deref(), Some("Change::Approved"));
+        assert_eq!(facts.kind.as_deref(), Some("Change"));
+        assert_eq!(facts.state.as_deref(), Some("approved"));
+        assert_eq!(facts.priority.as_deref(), Some("3 normal"));
+        assert_eq!(facts.service.as_deref(), Some("Database"));
+        assert_eq!(facts.sla.as_deref(), Some("Gold"));
+        assert_eq!(facts.customer_id.as_deref(), Some("acme"));
+        assert_eq!(facts.responsible.as_deref(), Some("agent2"));
+        assert_eq!(facts.responsible_id, Some(3));
+        assert_eq!(facts.fields["ChangeApproval"], ["approved"]);
+        assert_eq!(facts.fields["Teams"], ["dba", "ops"]);
+        assert!(facts.fields["ProcessManagementProcessID"].is_empty());
+        assert!(facts.fields["Note"].is_empty());
+        // Without a service or an SLA (the keys absent, the ids empty), and an empty customer.
+        let body: TicketGet = serde_json::from_value(json!({"Ticket": [{
+            "TicketID": 7, "TicketNumber": "2026120610000071", "Lock": "unlock",
+            "ServiceID": "", "SLAID": "", "CustomerID": "",
+            "DynamicField": [{"Name": "VMName", "Value": null}]}]}))
+        .unwrap();
+        let facts = parse_ticket(&body, "VMName").unwrap().facts;
+        assert_eq!(
+            (facts.service, facts.sla, facts.customer_id),
+            (None, None, None)
+        );
     }
 }
