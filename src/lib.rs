@@ -47,6 +47,7 @@ mod output;
 mod parallel;
 mod plan;
 mod policy;
+mod require;
 mod secrets;
 mod state;
 mod sync;

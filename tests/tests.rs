@@ -39,6 +39,7 @@ macro_rules! modules {
 
 modules!(
     agent_rules,
+    approval,
     bounded,
     check,
     cli,

@@ -18,6 +18,38 @@ use crate::vcenter;
 /// stops otnsx then.
 const MODULE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Whether ticket `ticket` (`check --ticket ID`) meets the conditions for each profile, as if
+/// its owner locked it now.
+fn meets(list: &mut Checklist, config: &Config, ticket: &crate::domain::ticket::Ticket) {
+    let any =
+        !config.policy.require.is_empty() || config.profiles.iter().any(|p| !p.require.is_empty());
+    if !any {
+        return;
+    }
+    let mut meets = Vec::new();
+    let mut not = Vec::new();
+    for profile in &config.profiles {
+        match super::ticket::unmet(config, ticket, profile.key.as_deref()) {
+            None => meets.push(profile.name.clone()),
+            Some(why) => not.push(format!("not {}: {why}", profile.name)),
+        }
+    }
+    let owner = ticket.owner.as_deref().unwrap_or("nobody");
+    let mut said = Vec::new();
+    if !meets.is_empty() {
+        said.push(format!("meets them for {}", meets.join(", ")));
+    }
+    said.extend(not);
+    list.pass(
+        &format!("conditions on ticket {}", ticket.number),
+        &format!(
+            "locked by its owner {}, it {}",
+            crate::escape::shorten(owner),
+            said.join("; ")
+        ),
+    );
+}
+
 /// One check in `check --json`'s `"checks"`: what, `pass`/`fail`/`warn`, and the detail.
 fn checked(what: &str, result: &str, detail: &str) {
     if crate::document::json() {
@@ -137,6 +169,23 @@ pub fn run(
         list.warn("policy", "policy.allow = [\"*\"] lets a ticket open any VM, vCenter and NSX included; list the VMs that may be opened, and deny the infrastructure");
     }
 
+    // Only approved work: what a ticket must meet, in words.
+    let mut conditions = Vec::new();
+    if !config.policy.require.is_empty() {
+        let words = config.policy.require.describe().join(", ");
+        conditions.push(format!("every ticket: {words}"));
+    }
+    for profile in config.profiles.iter().filter(|p| !p.require.is_empty()) {
+        let words = profile.require.describe().join(", ");
+        conditions.push(format!("profile {}: {words}", profile.name));
+    }
+    if !conditions.is_empty() {
+        list.pass(
+            "conditions",
+            &format!("a ticket opens access only when {}", conditions.join("; ")),
+        );
+    }
+
     if config.otrs.is_some() && config.deadline + Duration::from_secs(1) > MODULE_TIMEOUT {
         list.warn(
             "deadline",
@@ -174,6 +223,7 @@ pub fn run(
             // A fresh login, never the session kept by earlier runs: a kept session would
             // hide a wrong password until it expires.
             let helpdesk = Otrs::new(otrs, Deadline::after(share), verbose, None)?;
+            let ticket_given = ticket;
             match helpdesk.any_ticket(ticket) {
                 Err(e) => list.fail(&what, &format!("{e:#}")),
                 Ok(None) => {
@@ -199,6 +249,9 @@ pub fn run(
                     );
                     let ticket = helpdesk.ticket_with_articles(id);
                     let generation = ticket.as_ref().ok().and_then(|t| t.generation);
+                    if let (Some(_), Ok(read)) = (ticket_given, &ticket) {
+                        meets(&mut list, &config, read);
+                    }
                     list.outcome(&format!("help desk field {}", otrs.vm_field), ticket, |t| {
                         let vms = if t.vms.is_empty() {
                             "empty".to_string()

@@ -4,13 +4,16 @@
 //! - Ticket leases whose ticket is no longer locked are dropped: one TicketSearch gives the
 //!   locked tickets; only those missing from it are read again (a ticket the API user can no
 //!   longer see counts as unlocked).
+//! - With conditions on tickets (`[policy.require]`, `[profiles.NAME.require]`), each locked
+//!   ticket that holds access is read again (one TicketGet each, several at once), and the
+//!   leases whose conditions it no longer meets are dropped, the ticket told why.
 //! - Drift is repaired: a VM that carries the tag with no live lease is detached, a failed
 //!   detach is retried, and a live lease whose VM lacks the tag ends: otnsx never reopens what
 //!   is closed (the close's record may have been lost, here or on another node).
 //!
 //! Each change is journaled; tickets whose access ended by expiry are told so in a note.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::json;
 
@@ -68,8 +71,8 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                 let unlocked = asking
                     .join()
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("asking the help desk panicked")));
-                let (unlocked, helpdesk_failed) = match unlocked {
-                    Ok(unlocked) => (unlocked, None),
+                let (Asked { unlocked, unapproved }, helpdesk_failed) = match unlocked {
+                    Ok(asked) => (asked, None),
                     Err(e) => {
                         let text = format!(
                             "the help desk could not be asked which tickets are still locked ({e:#}); expired leases and drift were handled without it, tickets unlocked behind otnsx's back wait for the next reconcile"
@@ -78,17 +81,33 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                         entry.result = EntryResult::Failed;
                         run.recorder.record(&entry);
                         errln!("otnsx: {text}");
-                        (BTreeSet::new(), Some(exit_code(&e)))
+                        (Asked::default(), Some(exit_code(&e)))
                     }
                 };
-                if !unlocked.is_empty() {
+                // Each lease whose ticket no longer meets its conditions, journaled with why.
+                for (id, unmet) in unapproved.iter().filter(|(id, _)| !unlocked.contains(id)) {
+                    for (vm, words) in unmet {
+                        let text = format!("ticket ID {id} no longer meets the conditions for {vm}: {words}; closing its access");
+                        run.recorder.record(&run.recorder.entry(&subject, Action::Warning, None, &text));
+                    }
+                }
+                let gone = |l: &Lease| match l.holder {
+                    Holder::Ticket { id, .. } => {
+                        unlocked.contains(&id)
+                            || unapproved
+                                .get(&id)
+                                .is_some_and(|unmet| unmet.iter().any(|(key, _)| *key == l.key()))
+                    }
+                    Holder::User { .. } => false,
+                };
+                if !unlocked.is_empty() || !unapproved.is_empty() {
                     outcomes.extend(release_unlocked(
                         run,
                         backend,
                         &subject,
                         lock.as_ref(),
                         &decision,
-                        &unlocked,
+                        &gone,
                     )?);
                 }
                 let (outcomes, _) = run.settle(lock.as_ref(), backend, &subject, outcomes);
@@ -128,9 +147,20 @@ fn repair_and_release(run: &Run, json: bool) -> anyhow::Result<Exit> {
                     .collect();
                 // Expiry opens its note with why; a ticket unlocked behind otnsx's back gets the
                 // note its unlock event would have posted.
+                let unapproved_why = |id: &u64| {
+                    let unmet = unapproved.get(id)?;
+                    let each: Vec<String> = unmet.iter().map(|(_, words)| words.clone()).collect();
+                    Some(format!(
+                        "The ticket no longer meets the conditions for its maintenance access: {}. Its access was closed; once the ticket meets them again, unlock and lock it to reopen.",
+                        each.join("; ")
+                    ))
+                };
                 let why_for = |holder: &Holder| match holder {
                     _ if expired_tickets.contains(holder) => Some(Some(why.clone())),
                     Holder::Ticket { id, .. } if unlocked.contains(id) => Some(None),
+                    Holder::Ticket { id, .. } if unapproved.contains_key(id) => {
+                        Some(unapproved_why(id))
+                    }
                     _ if drifted.contains(holder) => Some(Some(closed_outside.to_string())),
                     _ => None,
                 };
@@ -192,7 +222,7 @@ fn release_unlocked(
     subject: &Subject,
     lock: Option<&crate::state::store::StateLock>,
     repaired: &Decision,
-    unlocked: &BTreeSet<u64>,
+    gone: &dyn Fn(&Lease) -> bool,
 ) -> anyhow::Result<Vec<Outcome>> {
     // The leases as the repair left them (a dry run saved nothing: as it planned them).
     let current = match run.dry_run {
@@ -205,7 +235,6 @@ fn release_unlocked(
             }
         },
     };
-    let gone = |l: &Lease| matches!(l.holder, Holder::Ticket { id, .. } if unlocked.contains(&id));
     let touched = vms_of(current.iter().filter(|l| gone(l)));
     let after = plan::release(&current, gone);
     let mut decision = Decision::new("reconcile".into(), current, after, touched);
@@ -222,8 +251,78 @@ fn changed(outcome: &Outcome) -> bool {
         || outcome.plan.held_before != outcome.plan.held_after
 }
 
+/// What the help desk said of the tickets that hold leases.
+#[derive(Default)]
+struct Asked {
+    /// Those no longer locked.
+    unlocked: BTreeSet<u64>,
+    /// Of those still locked, the leases (by key) whose conditions the ticket no longer meets,
+    /// each with the VM's name and why in the agent's words.
+    unapproved: BTreeMap<u64, Vec<(String, String)>>,
+}
+
+/// The tickets among the leases' holders that are no longer locked, and (with conditions
+/// configured) the leases of locked ones whose conditions they no longer meet.
+fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<Asked> {
+    let unlocked = only_unlocked(run, leases)?;
+    let config = &run.config;
+    let conditions =
+        !config.policy.require.is_empty() || config.profiles.iter().any(|p| !p.require.is_empty());
+    if !conditions {
+        return Ok(Asked {
+            unlocked,
+            unapproved: BTreeMap::new(),
+        });
+    }
+    // The locked tickets that hold access, read again (one TicketGet each).
+    let mut held: BTreeMap<u64, Vec<&Lease>> = BTreeMap::new();
+    for lease in leases.iter().filter(|l| l.state == LeaseState::Active) {
+        if let Holder::Ticket { id, .. } = lease.holder
+            && !unlocked.contains(&id)
+        {
+            held.entry(id).or_default().push(lease);
+        }
+    }
+    let ids: Vec<u64> = held.keys().copied().collect();
+    let helpdesk = run.helpdesk("to check the conditions of the tickets that hold leases")?;
+    let read = crate::parallel::map(&ids, crate::parallel::PER_SERVICE, |id| {
+        helpdesk.ticket(*id)
+    });
+    let mut asked = Asked {
+        unlocked,
+        unapproved: BTreeMap::new(),
+    };
+    for (id, ticket) in ids.iter().zip(read) {
+        let ticket = match ticket {
+            Ok(ticket) => ticket,
+            // Gone, or no longer readable by the API user: as unlocked.
+            Err(e) if exit_code(&e) == Exit::DataErr => {
+                asked.unlocked.insert(*id);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if !ticket.is_locked() {
+            asked.unlocked.insert(*id);
+            continue;
+        }
+        let mut unmet = Vec::new();
+        for lease in &held[id] {
+            if let Some(words) =
+                super::ticket::unmet(&run.config, &ticket, lease.profile.as_deref())
+            {
+                unmet.push((lease.key(), format!("{}: {words}", lease.vm)));
+            }
+        }
+        if !unmet.is_empty() {
+            asked.unapproved.insert(*id, unmet);
+        }
+    }
+    Ok(asked)
+}
+
 /// The tickets among the leases' holders that are no longer locked.
-fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>> {
+fn only_unlocked(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>> {
     let held: BTreeSet<u64> = leases
         .iter()
         .filter(|l| l.state == LeaseState::Active)

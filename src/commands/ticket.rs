@@ -249,6 +249,44 @@ fn close_unread(
     })
 }
 
+/// The openings whose conditions the ticket meets (`[policy.require]`, then the profile's
+/// `require`), for the agent who holds its lock; the others refused (77) in the agent's
+/// words: "ticket type is Incident, db-admin needs Change".
+fn approved(
+    run: &Run,
+    wants: Vec<super::resolve::Want>,
+    ticket: &crate::domain::ticket::Ticket,
+) -> (Vec<super::resolve::Want>, Vec<super::change::Refusal>) {
+    let mut kept = Vec::new();
+    let mut refused = Vec::new();
+    for want in wants {
+        match unmet(&run.config, ticket, want.1.as_deref()) {
+            Some(words) => refused.push((want.0.clone(), fault(Exit::NoPerm, words))),
+            None => kept.push(want),
+        }
+    }
+    (kept, refused)
+}
+
+/// Why `ticket` may not hold access under the profile of `key`, in the agent's words, if it
+/// may not: `[policy.require]` first, then the profile's `require`, for the agent who holds
+/// the ticket's lock (its owner).
+pub fn unmet(
+    config: &crate::config::Config,
+    ticket: &crate::domain::ticket::Ticket,
+    key: Option<&str>,
+) -> Option<String> {
+    let holder = ticket.owner.as_deref();
+    let every = (config.policy.require)
+        .unmet(&ticket.facts, holder)
+        .map(|unmet| unmet.words("every ticket"));
+    every.or_else(|| {
+        let profile = config.profile_by_key(key)?;
+        let unmet = profile.require.unmet(&ticket.facts, holder)?;
+        Some(unmet.words(&profile.name))
+    })
+}
+
 /// A help-desk event's inputs to [`decide`]: the ticket as read again, its ID, the state as
 /// the run began, the help desk it came from, and the subject the run records it under.
 struct Event<'a> {
@@ -341,6 +379,9 @@ fn decide<'scope>(
         let (after, touched, refused) = if ticket.is_locked() {
             // A name policy refuses is not held either, even by a lease from before.
             let (wants, mut refused) = run.wants(&ticket.vms, ticket.profile.as_deref());
+            // Only approved work: the ticket's conditions, for each profile.
+            let (wants, unmet) = approved(run, wants, ticket);
+            refused.extend(unmet);
             let (allowed, vms, not_found) = run.targets(backend, &wants)?;
             // vCenter's logout, off the critical path.
             scope.spawn(|| backend.done_finding());

@@ -139,7 +139,9 @@ impl Checker {
                 ),
             );
         }
+        let require = self.require("policy.require", raw.policy.require.as_ref());
         let policy = Policy {
+            require,
             vms: crate::policy::VmPolicy {
                 allow: raw.policy.allow.clone().unwrap_or_default(),
                 deny: raw.policy.deny.clone().unwrap_or_default(),
@@ -471,6 +473,7 @@ impl Checker {
                 vms: None,
                 services: Vec::new(),
                 verify: nsx.verify.clone(),
+                require: Default::default(),
             });
         }
         for (name, p) in raw {
@@ -529,6 +532,7 @@ impl Checker {
                 p.verify_domain.as_ref(),
                 Some(nsx.kind),
             );
+            let require = self.require(&at("require"), p.require.as_ref());
             out.push(Profile {
                 name: name.clone(),
                 key: Some(name.clone()),
@@ -537,6 +541,7 @@ impl Checker {
                 vms,
                 services,
                 verify,
+                require,
             });
         }
         out
@@ -782,6 +787,67 @@ impl Checker {
     }
 
     /// VM name patterns: each 1 to [`MAX_VM_NAME`] characters, no control characters.
+    /// `[policy.require]` or `[profiles.NAME.require]` (at `at`): each key a list of 1 to 64
+    /// patterns as `allow`'s, a dynamic field by its name.
+    fn require(
+        &mut self,
+        at: &str,
+        raw: Option<&crate::config::raw::RawRequire>,
+    ) -> crate::require::Conditions {
+        use crate::require::Key;
+        let Some(raw) = raw else {
+            return Default::default();
+        };
+        let mut patterns = Vec::new();
+        let mut keys: Vec<(Key, &Option<Vec<String>>)> = vec![
+            (Key::Queue, &raw.queue),
+            (Key::Type, &raw.kind),
+            (Key::State, &raw.state),
+            (Key::Priority, &raw.priority),
+            (Key::Service, &raw.service),
+            (Key::Sla, &raw.sla),
+            (Key::CustomerId, &raw.customer_id),
+        ];
+        let fields: Vec<(String, Option<Vec<String>>)> = (raw.dynamic_field.iter().flatten())
+            .map(|(name, list)| (name.clone(), Some(list.clone())))
+            .collect();
+        for (name, list) in &fields {
+            let valid = !name.is_empty()
+                && name.len() <= 200
+                && name.chars().all(|c| c.is_ascii_alphanumeric());
+            if !valid {
+                self.problem(
+                    &format!("{at}.dynamic_field"),
+                    format!(
+                        "{:?} is not a dynamic field's name (letters and digits, as the help desk allows)",
+                        crate::escape::shorten(name)
+                    ),
+                );
+                continue;
+            }
+            keys.push((Key::Field(name.clone()), list));
+        }
+        for (key, list) in keys {
+            let Some(list) = list else {
+                continue;
+            };
+            let name = format!("{at}.{}", key.config());
+            if list.is_empty() || list.len() > 64 {
+                self.problem(
+                    &name,
+                    "1 to 64 patterns (an empty list would let no ticket open anything: leave the key out instead)",
+                );
+                continue;
+            }
+            self.patterns(&name, list);
+            patterns.push((key, list.clone()));
+        }
+        crate::require::Conditions {
+            patterns,
+            responsible_differs: raw.responsible_differs.unwrap_or(false),
+        }
+    }
+
     fn patterns(&mut self, key: &str, patterns: &[String]) {
         for pattern in patterns {
             if pattern.is_empty()

@@ -270,6 +270,8 @@ pub struct Profile {
     pub services: Vec<String>,
     /// The group its tag puts VMs into, to wait for after each change (`verify_group`).
     pub verify: Option<VerifyGroup>,
+    /// What a ticket must meet to open it, beside `[policy.require]` (`require`).
+    pub require: crate::require::Conditions,
 }
 
 impl Config {
@@ -474,6 +476,8 @@ pub struct Policy {
     pub vms: crate::policy::VmPolicy,
     /// The profile a ticket or grant gets when it names none (its key).
     pub default_profile: Option<String>,
+    /// What every ticket must meet to open anything (`[policy.require]`).
+    pub require: crate::require::Conditions,
 }
 
 impl Config {

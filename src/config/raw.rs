@@ -76,6 +76,23 @@ pub(super) struct RawPolicy {
     pub(super) max_grant: Option<String>,
     pub(super) allow: Option<Vec<String>>,
     pub(super) deny: Option<Vec<String>>,
+    pub(super) require: Option<RawRequire>,
+}
+
+/// `[policy.require]`, `[profiles.NAME.require]`: conditions on the ticket that opens access.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequire {
+    pub(super) queue: Option<Vec<String>>,
+    #[serde(rename = "type")]
+    pub(super) kind: Option<Vec<String>>,
+    pub(super) state: Option<Vec<String>>,
+    pub(super) priority: Option<Vec<String>>,
+    pub(super) service: Option<Vec<String>>,
+    pub(super) sla: Option<Vec<String>>,
+    pub(super) customer_id: Option<Vec<String>>,
+    pub(super) dynamic_field: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    pub(super) responsible_differs: Option<bool>,
 }
 
 /// `[profiles.NAME]`: an access profile, with its own tag.
@@ -89,6 +106,7 @@ pub(super) struct RawProfile {
     pub(super) scope: Option<String>,
     pub(super) allow: Option<Vec<String>>,
     pub(super) deny: Option<Vec<String>>,
+    pub(super) require: Option<RawRequire>,
 }
 
 /// `[source]`: from where access opens.

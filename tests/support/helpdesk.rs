@@ -34,6 +34,11 @@ pub struct FakeTicket {
     /// The ticket's history after its creation, as TicketHistoryGet lists it (lock changes,
     /// notes, and what the help desk adds to them), oldest first.
     pub history: Vec<HistoryLine>,
+    /// What TicketGet says of the work besides the defaults (`Queue`, `Type`, `State`,
+    /// `Priority`, `Service`, `SLA`, `CustomerID`, `Responsible`), by TicketGet's key.
+    pub facts: Vec<(String, Value)>,
+    /// Dynamic fields besides VMName and AccessProfile, by name.
+    pub fields: Vec<(String, Value)>,
 }
 
 /// One entry of a ticket's history, in the terms of the recordings (otrs6/26, 27;
@@ -132,8 +137,30 @@ impl FakeHelpDesk {
                 notable: true,
                 articles: Vec::new(),
                 history: Vec::new(),
+                facts: Vec::new(),
+                fields: Vec::new(),
             },
         );
+    }
+
+    /// Sets what TicketGet says of the ticket's work under `key` (`Queue`, `Type`, `State`,
+    /// `Priority`, `Service`, `SLA`, `CustomerID`, `Responsible`), as the help desk gives it:
+    /// by name, with its id beside it (`ResponsibleID` the agent's user ID; `ServiceID` and
+    /// `SLAID` only then, as a ticket without one has them empty and not the name at all).
+    pub fn set_fact(&self, id: u64, key: &str, value: &str) {
+        self.update(id, |t| {
+            t.facts.retain(|(k, _)| k != key);
+            t.facts.push((key.into(), json!(value)));
+        });
+    }
+
+    /// Sets a dynamic field of the ticket besides VMName: a text (a dropdown's value), an
+    /// array (a multiselect) or null.
+    pub fn set_field(&self, id: u64, name: &str, value: Value) {
+        self.update(id, |t| {
+            t.fields.retain(|(k, _)| k != name);
+            t.fields.push((name.into(), value));
+        });
     }
 
     pub fn update(&self, id: u64, change: impl FnOnce(&mut FakeTicket)) {
@@ -532,12 +559,30 @@ fn ticket_get(state: &State, req: &Request, id: &str) -> Response {
         "State": "new", "Priority": "3 normal", "CustomerID": "",
         "CustomerUserID": "customer@example.invalid", "TicketID": id
     });
+    for (key, value) in &ticket.facts {
+        body[key] = value.clone();
+        let name = value.as_str().unwrap_or_default();
+        match key.as_str() {
+            "Responsible" => body["ResponsibleID"] = json!(user_id(name)),
+            "Service" => body["ServiceID"] = json!(2),
+            "SLA" => body["SLAID"] = json!(1),
+            "Queue" => body["QueueID"] = json!(5),
+            "Type" => body["TypeID"] = json!(3),
+            _ => {}
+        }
+    }
     if req.query_value("DynamicFields").as_deref() == Some("1") {
         body["DynamicField"] = json!([
             {"Name": "ProcessManagementActivityID", "Value": null},
             {"Value": null, "Name": "ProcessManagementProcessID"},
             {"Value": ticket.vm_field, "Name": "VMName"}
         ]);
+        for (name, value) in &ticket.fields {
+            body["DynamicField"]
+                .as_array_mut()
+                .expect("a list")
+                .push(json!({"Value": value, "Name": name}));
+        }
         if let Some(profile) = &ticket.profile_field {
             body["DynamicField"]
                 .as_array_mut()
