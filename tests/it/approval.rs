@@ -207,6 +207,14 @@ fn a_multiselect_field_matches_when_any_value_does() {
     let run = lock(&world, T2);
     assert_eq!(run.code, 77, "{run:?}");
     assert!(run.stderr.contains("field Teams is ops, db-admin needs dba"), "{}", run.stderr);
+    // A value with control characters is said escaped.
+    world.helpdesk.set_field(T2.0, "Teams", json!(["o\u{1b}[2Jps"]));
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 77, "{run:?}");
+    assert!(run.stderr.contains("field Teams is o\\u{1b}[2Jps"), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'), "{}", run.stderr);
+    let note = notes(&world).last().cloned().unwrap_or_default();
+    assert!(!note.contains('\u{1b}'), "{note}");
     world.helpdesk.set_field(T2.0, "Teams", json!(["ops", "DBA"]));
     unlock(&world, T2);
     assert_eq!(lock(&world, T2).code, 0);

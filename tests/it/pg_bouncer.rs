@@ -260,7 +260,7 @@ fn pgbouncer_restarted_costs_at_most_the_run_that_meets_it() {
     world.nsx.server.set_delay(Duration::from_millis(300));
     world.helpdesk.set_lock(T2.0, "lock");
     let child = spawn(&world, &[T2.1, "2"]);
-    db.wait_for_lock_holder();
+    db.wait_for_vm_lock_holder();
     bouncer.restart();
     let run = finish(child);
     world.nsx.server.set_delay(Duration::ZERO);

@@ -236,7 +236,7 @@ fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
     world.nsx.server.set_delay(Duration::from_millis(500));
     world.helpdesk.set_lock(T2.0, "lock");
     let mut child = spawn(&world, &[T2.1, "2"]);
-    db.wait_for_lock_holder();
+    db.wait_for_vm_lock_holder();
     let pid = child.id().to_string();
     let stopped = std::process::Command::new("kill")
         .args(["-STOP", &pid])

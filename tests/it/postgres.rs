@@ -197,7 +197,7 @@ fn a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock() {
     world.nsx.server.set_delay(Duration::from_millis(400));
     world.helpdesk.set_lock(T2.0, "lock");
     let child = spawn(&world, &[T2.1, "2"]);
-    db.wait_for_lock_holder();
+    db.wait_for_vm_lock_holder();
     thread::sleep(Duration::from_millis(300));
     let mut child = child;
     child.kill().unwrap(); // SIGKILL
@@ -232,7 +232,8 @@ fn a_lock_whose_database_goes_away(world: &World, disturb: impl FnOnce()) {
     world.nsx.server.set_delay(Duration::from_millis(300));
     world.helpdesk.set_lock(T2.0, "lock");
     let child = spawn(world, &[T2.1, "2"]);
-    db.wait_for_lock_holder();
+    // Once it holds web01's lock, it goes on to NSX (each request 300 ms).
+    db.wait_for_vm_lock_holder();
     disturb();
     let run = finish(child);
     world.nsx.server.set_delay(Duration::ZERO);
@@ -287,7 +288,7 @@ fn the_database_restarted_mid_run_opens_nothing_without_its_row() {
     world.nsx.server.set_delay(Duration::from_millis(300));
     world.helpdesk.set_lock(T2.0, "unlock");
     let child = spawn(&world, &[T2.1, "2"]);
-    world.db.as_ref().unwrap().wait_for_lock_holder();
+    world.db.as_ref().unwrap().wait_for_vm_lock_holder();
     cluster.restart();
     let run = finish(child);
     world.nsx.server.set_delay(Duration::ZERO);

@@ -234,16 +234,22 @@ impl TestDb {
         }
     }
 
-    /// A superuser connection to this database.
-    /// Waits until otnsx holds the state lock in this database (its transaction is open), at
-    /// most 5 s.
-    pub fn wait_for_lock_holder(&self) {
+    /// Waits until otnsx holds a VM's lock in this database (the advisory class "otnv"): the
+    /// run's transaction is open, it has locked the VMs it changes, and goes on to NSX. At most
+    /// 5 s.
+    pub fn wait_for_vm_lock_holder(&self) {
+        self.wait_for_advisory(" AND l.classid = 1869901430 AND l.objsubid = 2");
+    }
+
+    /// Waits until otnsx holds an advisory lock that `condition` (SQL over `pg_locks l`)
+    /// narrows down.
+    fn wait_for_advisory(&self, condition: &str) {
         let started = std::time::Instant::now();
         while started.elapsed() < std::time::Duration::from_secs(5) {
             let held: i64 = self
                 .client()
                 .query_one(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'otnsx'",
+                    &format!("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'otnsx'{condition}"),
                     &[],
                 )
                 .unwrap()
@@ -253,9 +259,10 @@ impl TestDb {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        panic!("otnsx never took the state lock");
+        panic!("otnsx never took the lock it was waited for");
     }
 
+    /// A superuser connection to this database.
     pub fn client(&self) -> postgres::Client {
         let mut config = self.admin.clone();
         config.dbname(&self.name);
