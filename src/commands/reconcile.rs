@@ -264,7 +264,19 @@ struct Asked {
 /// The tickets among the leases' holders that are no longer locked, and (with conditions
 /// configured) the leases of locked ones whose conditions they no longer meet.
 fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<Asked> {
-    let unlocked = only_unlocked(run, leases)?;
+    let held: BTreeSet<u64> = leases
+        .iter()
+        .filter(|l| l.state == LeaseState::Active)
+        .filter_map(|l| match l.holder {
+            Holder::Ticket { id, .. } => Some(id),
+            Holder::User { .. } => None,
+        })
+        .collect();
+    if held.is_empty() {
+        return Ok(Asked::default());
+    }
+    let helpdesk = run.helpdesk("to check the tickets that hold leases")?;
+    let unlocked = only_unlocked(helpdesk.as_ref(), &held)?;
     let config = &run.config;
     let conditions =
         !config.policy.require.is_empty() || config.profiles.iter().any(|p| !p.require.is_empty());
@@ -284,7 +296,6 @@ fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<Asked> {
         }
     }
     let ids: Vec<u64> = held.keys().copied().collect();
-    let helpdesk = run.helpdesk("to check the conditions of the tickets that hold leases")?;
     let read = crate::parallel::map(&ids, crate::parallel::PER_SERVICE, |id| {
         helpdesk.ticket(*id)
     });
@@ -322,19 +333,10 @@ fn unlocked_tickets(run: &Run, leases: &[Lease]) -> anyhow::Result<Asked> {
 }
 
 /// The tickets among the leases' holders that are no longer locked.
-fn only_unlocked(run: &Run, leases: &[Lease]) -> anyhow::Result<BTreeSet<u64>> {
-    let held: BTreeSet<u64> = leases
-        .iter()
-        .filter(|l| l.state == LeaseState::Active)
-        .filter_map(|l| match l.holder {
-            Holder::Ticket { id, .. } => Some(id),
-            Holder::User { .. } => None,
-        })
-        .collect();
-    if held.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    let helpdesk = run.helpdesk("to check the tickets that hold leases")?;
+fn only_unlocked(
+    helpdesk: &dyn crate::helpdesk::HelpDesk,
+    held: &BTreeSet<u64>,
+) -> anyhow::Result<BTreeSet<u64>> {
     let locked = helpdesk.locked_tickets()?;
     let mut unlocked = BTreeSet::new();
     for id in held.difference(&locked) {

@@ -81,7 +81,7 @@ impl Drop for StateLock {
             .filter(|id| held.journaled.contains(*id))
             .cloned()
             .collect();
-        let _ = store.rewrite(&held, None, &journaled, &[]);
+        let _ = store.rewrite(&held, None, &journaled, &[], DROP_WAIT);
     }
 }
 
@@ -415,7 +415,7 @@ impl Store {
             return Ok(());
         }
         let replaced = held.outbox.clone();
-        held.outbox = self.rewrite(&held, Some(leases), &replaced, outbox)?;
+        held.outbox = self.rewrite(&held, Some(leases), &replaced, outbox, SECTION_WAIT)?;
         Ok(())
     }
 
@@ -437,6 +437,7 @@ impl Store {
         leases: Option<&[Lease]>,
         replaced: &[String],
         outbox: &[serde_json::Value],
+        wait: Duration,
     ) -> anyhow::Result<Vec<String>> {
         let path = self.dir.join("leases.write.lock");
         let section = sys::open_shared(
@@ -444,12 +445,7 @@ impl Store {
             &path,
         )
         .map_err(|e| io_fault(format!("cannot open the lock file {}: {e}", path.display())))?;
-        keys::wait(
-            &section,
-            Kind::Exclusive,
-            &path,
-            Deadline::after(SECTION_WAIT),
-        )?;
+        keys::wait(&section, Kind::Exclusive, &path, Deadline::after(wait))?;
         let (fresh, fresh_outbox) = self.load_with_outbox()?;
         let merged: Vec<Lease> = match leases {
             None => fresh,
@@ -528,6 +524,10 @@ fn entry_id(entry: &serde_json::Value) -> Option<String> {
 /// How long a save waits for the lease file's own lock: it is held while one run reads and
 /// replaces the file (milliseconds), so a longer wait means a run stopped in the middle.
 const SECTION_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a run that ends waits to take its journaled entries out of the outbox: best
+/// effort, after everything else; the next run that settles leftovers finds them journaled.
+const DROP_WAIT: Duration = Duration::from_millis(500);
 
 /// The largest lease file otnsx reads (about 300,000 leases).
 const MAX_FILE: u64 = 256 << 20;

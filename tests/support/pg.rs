@@ -478,19 +478,10 @@ sleep 1; rm -rf "$2""#;
 
     /// `program` of the server's binaries, run as the server's user.
     fn command(&self, program: &str) -> std::process::Command {
-        let program = self.binaries.bin.join(program);
-        match &self.binaries.run_as {
-            Some((_, uid, gid)) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .arg("--clear-groups")
-                    .arg("--")
-                    .arg(&program);
-                c
-            }
-            None => std::process::Command::new(&program),
-        }
+        run_by(
+            self.binaries.run_as.as_ref(),
+            &self.binaries.bin.join(program),
+        )
     }
 
     /// Runs `program`; what it said, and the server's log, if it failed.
@@ -1020,19 +1011,7 @@ impl Bouncer {
 
     /// Starts the process and waits until it takes connections (at most 10 s).
     fn launch(&self) -> Result<(), String> {
-        let mut command = match &self.run_as {
-            Some((_, uid, gid)) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={gid}"))
-                    .arg("--clear-groups")
-                    .arg("--")
-                    .arg(&self.binary);
-                c
-            }
-            None => std::process::Command::new(&self.binary),
-        };
-        let child = command
+        let child = run_by(self.run_as.as_ref(), &self.binary)
             .arg(self.dir.join("pgbouncer.ini"))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -1118,6 +1097,25 @@ impl Drop for Bouncer {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `program`, run as the servers' user when there is one (`setpriv`, its groups cleared).
+fn run_by(
+    run_as: Option<&(String, String, String)>,
+    program: &std::path::Path,
+) -> std::process::Command {
+    match run_as {
+        Some((_, uid, gid)) => {
+            let mut c = std::process::Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={gid}"))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(program);
+            c
+        }
+        None => std::process::Command::new(program),
     }
 }
 
