@@ -449,7 +449,7 @@ fn a_lock_reads_the_status_at_once_and_the_vm_beside_it() {
     world
         .nsxt
         .server
-        .set_delay(std::time::Duration::from_millis(60));
+        .set_delay(std::time::Duration::from_millis(250));
     let run = lock(&world, T2);
     assert_eq!(run.code, 0, "{run:?}");
     let paths = nsx_paths(&world);

@@ -7,7 +7,6 @@
 //! installs it).
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde_json::json;
 
@@ -256,14 +255,15 @@ fn pgbouncer_restarted_costs_at_most_the_run_that_meets_it() {
     let run = unlock(&world, T2);
     assert_eq!(run.code, 0, "the next run after the restart: {run:?}");
     assert_eq!(world.tagged(), set(&[]));
-    // While a run holds its transaction (NSX answers slowly): that run fails closed.
-    world.nsx.server.set_delay(Duration::from_millis(300));
+    // While a run holds its transaction (it waits in NSX's attach): that run fails closed.
     world.helpdesk.set_lock(T2.0, "lock");
+    let hold = world.nsx.server.hold_writes();
     let child = spawn(&world, &[T2.1, "2"]);
+    hold.wait_for_request();
     db.wait_for_vm_lock_holder();
     bouncer.restart();
+    drop(hold);
     let run = finish(child);
-    world.nsx.server.set_delay(Duration::ZERO);
     assert_eq!(run.code, 74, "{run:?}");
     assert_eq!(world.tagged(), set(&[]), "open without its row: {run:?}");
     nsx_matches_the_leases(&world);

@@ -233,9 +233,10 @@ fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
     let db = world.db.as_ref().unwrap();
     point_at(&world, &db_addr(&world));
     // A lock event, stopped (SIGSTOP) while it holds the state lock and waits for NSX.
-    world.nsx.server.set_delay(Duration::from_millis(500));
     world.helpdesk.set_lock(T2.0, "lock");
+    let hold = world.nsx.server.hold_writes();
     let mut child = spawn(&world, &[T2.1, "2"]);
+    hold.wait_for_request();
     db.wait_for_vm_lock_holder();
     let pid = child.id().to_string();
     let stopped = std::process::Command::new("kill")
@@ -244,7 +245,7 @@ fn a_stopped_run_holding_the_state_lock_is_cut_off_by_the_server() {
         .unwrap();
     assert!(stopped.success());
     let stopped_at = Instant::now();
-    world.nsx.server.set_delay(Duration::ZERO);
+    drop(hold);
     // Another node's run, with a longer deadline (it waits for the lock at most half of it less
     // the part kept for closing), gets the lock once the server ended the
     // stopped run's session: its deadline and a margin after it began.

@@ -193,16 +193,15 @@ fn a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock() {
     let db = world.db.as_ref().unwrap();
     assert_eq!(otnsx(&world, &["grant", "--vm", "db01"]).code, 0);
     let before_journal = world.journal().len();
-    // NSX answers slowly: the run holds its transaction (and the lock) while it waits.
-    world.nsx.server.set_delay(Duration::from_millis(400));
+    // The run holds its transaction (and the lock) while it waits in NSX's attach.
     world.helpdesk.set_lock(T2.0, "lock");
-    let child = spawn(&world, &[T2.1, "2"]);
+    let hold = world.nsx.server.hold_writes();
+    let mut child = spawn(&world, &[T2.1, "2"]);
+    hold.wait_for_request();
     db.wait_for_vm_lock_holder();
-    thread::sleep(Duration::from_millis(300));
-    let mut child = child;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    world.nsx.server.set_delay(Duration::ZERO);
+    drop(hold);
     // Nothing of the killed run is in the database: db01's lease alone, no new journal row.
     let leases = world.leases();
     assert_eq!(leases.len(), 1, "{leases:?}");
@@ -229,14 +228,15 @@ fn a_run_killed_mid_transaction_leaves_nothing_half_written_and_no_lock() {
 /// open without its committed row; the run says so with exit 74; the next run works again.
 fn a_lock_whose_database_goes_away(world: &World, disturb: impl FnOnce()) {
     let db = world.db.as_ref().unwrap();
-    world.nsx.server.set_delay(Duration::from_millis(300));
     world.helpdesk.set_lock(T2.0, "lock");
+    let hold = world.nsx.server.hold_writes();
     let child = spawn(world, &[T2.1, "2"]);
-    // Once it holds web01's lock, it goes on to NSX (each request 300 ms).
+    // It holds web01's lock and waits in NSX's attach.
+    hold.wait_for_request();
     db.wait_for_vm_lock_holder();
     disturb();
+    drop(hold);
     let run = finish(child);
-    world.nsx.server.set_delay(Duration::ZERO);
     assert_eq!(run.code, 74, "{run:?}");
     assert!(run.stderr.contains("otnsx: state: database"), "{run:?}");
     assert_eq!(
@@ -285,13 +285,14 @@ fn the_database_restarted_mid_run_opens_nothing_without_its_row() {
     let world = World::on_database(cluster.database(), binary());
     a_lock_whose_database_goes_away(&world, || cluster.restart());
     // And an unlock across a restart: closing goes to NSX first, whatever the database does.
-    world.nsx.server.set_delay(Duration::from_millis(300));
     world.helpdesk.set_lock(T2.0, "unlock");
+    let hold = world.nsx.server.hold_writes();
     let child = spawn(&world, &[T2.1, "2"]);
+    hold.wait_for_request();
     world.db.as_ref().unwrap().wait_for_vm_lock_holder();
     cluster.restart();
+    drop(hold);
     let run = finish(child);
-    world.nsx.server.set_delay(Duration::ZERO);
     assert_eq!(run.code, 74, "{run:?}");
     assert_eq!(world.tagged(), set(&[]), "closing happened: {run:?}");
     // The lease that could not be released is released by the next run.

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -175,6 +175,40 @@ struct Net {
     delay_us: std::sync::atomic::AtomicU64,
     connections: std::sync::atomic::AtomicUsize,
     spans: Mutex<Vec<(std::time::Instant, std::time::Instant)>>,
+    /// Whether requests that change something (any method but GET) wait before they are
+    /// handled, and how many wait now (see [`Server::hold_writes`]).
+    hold: Mutex<(bool, usize)>,
+    held: Condvar,
+}
+
+/// While it lives, the server's requests that change something wait before they are handled;
+/// dropped, they go on. A test disturbs what a run depends on at the moment the run is
+/// inside such a request, whatever the machine's load.
+pub struct Hold<'a> {
+    net: &'a Net,
+}
+
+impl Hold<'_> {
+    /// Waits (at most 10 s) until a request is held.
+    pub fn wait_for_request(&self) {
+        let hold = self.net.hold.lock().expect("hold");
+        let (hold, timeout) = self
+            .net
+            .held
+            .wait_timeout_while(hold, Duration::from_secs(10), |(_, waiting)| *waiting == 0)
+            .expect("hold");
+        assert!(
+            !timeout.timed_out() || hold.1 > 0,
+            "no request came to be held"
+        );
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        self.net.hold.lock().unwrap_or_else(|e| e.into_inner()).0 = false;
+        self.net.held.notify_all();
+    }
 }
 
 impl Server {
@@ -247,6 +281,12 @@ impl Server {
             .store(us, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Holds every request but GET before it is handled, until the guard is dropped.
+    pub fn hold_writes(&self) -> Hold<'_> {
+        self.net.hold.lock().expect("hold").0 = true;
+        Hold { net: &self.net }
+    }
+
     /// The connections accepted so far.
     pub fn connections(&self) -> usize {
         self.net
@@ -276,6 +316,15 @@ fn serve_connection(stream: impl Peer, handler: &Handler, log: &Mutex<Vec<Reques
         };
         let arrived = std::time::Instant::now();
         log.lock().expect("log").push(request.clone());
+        if request.method != "GET" {
+            let mut hold = net.hold.lock().expect("hold");
+            if hold.0 {
+                hold.1 += 1;
+                net.held.notify_all();
+                hold = net.held.wait_while(hold, |(on, _)| *on).expect("hold");
+                hold.1 -= 1;
+            }
+        }
         let response = handler(&request);
         let delay = net.delay_us.load(std::sync::atomic::Ordering::SeqCst);
         let delay = response.delay + Duration::from_micros(delay);
