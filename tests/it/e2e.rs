@@ -140,6 +140,61 @@ print "$id $t{TicketNumber}\n";
         (id, number)
     }
 
+    /// Makes `ticket` a change (type Change, made if the help desk lacks it), its dropdown
+    /// field ChangeApproval (made if missing, values approved and withdrawn) set to
+    /// `approval`, its Responsible the agent `responsible`: through the help desk's own Perl
+    /// API, as the agent's web UI would.
+    pub fn make_change(&self, ticket: u64, approval: &str, responsible: &str) {
+        let script = r#"
+use strict; use warnings;
+use Kernel::System::ObjectManager;
+local $Kernel::OM = Kernel::System::ObjectManager->new();
+my ($id, $approval, $responsible) = @ARGV;
+my $types = $Kernel::OM->Get("Kernel::System::Type");
+my %types = reverse $types->TypeList(Valid => 0);
+$types{Change} or $types->TypeAdd(Name => "Change", ValidID => 1, UserID => 1) or die "TypeAdd\n";
+my $fields = $Kernel::OM->Get("Kernel::System::DynamicField");
+my $field = $fields->DynamicFieldGet(Name => "ChangeApproval");
+if (!$field || !$field->{ID}) {
+    my $order = 1 + scalar @{ $fields->DynamicFieldList(ResultType => "ARRAY", Valid => 0) };
+    my $added = $fields->DynamicFieldAdd(Name => "ChangeApproval", Label => "Change approval",
+        FieldOrder => $order, FieldType => "Dropdown", ObjectType => "Ticket",
+        Config => { PossibleValues => { approved => "approved", withdrawn => "withdrawn" },
+            DefaultValue => "", PossibleNone => 1, TranslatableValues => 0, TreeView => 0,
+            Link => "" },
+        ValidID => 1, UserID => 1);
+    $field = $fields->DynamicFieldGet(ID => $added) if $added;
+    $field && $field->{ID} or die "DynamicFieldAdd\n";
+}
+my $T = $Kernel::OM->Get("Kernel::System::Ticket");
+$T->TicketTypeSet(TicketID => $id, Type => "Change", UserID => 1) or die "TicketTypeSet\n";
+$Kernel::OM->Get("Kernel::System::DynamicField::Backend")->ValueSet(DynamicFieldConfig => $field,
+    ObjectID => $id, Value => $approval, UserID => 1) or die "ValueSet\n";
+my $user = $Kernel::OM->Get("Kernel::System::User")->UserLookup(UserLogin => $responsible)
+    or die "no agent $responsible\n";
+$T->TicketResponsibleSet(TicketID => $id, NewUserID => $user, UserID => 1) or die "TicketResponsibleSet\n";
+"#;
+        let cpan = format!("-I{}/Kernel/cpan-lib", self.home);
+        let home = format!("-I{}", self.home);
+        let id = ticket.to_string();
+        let out = self.as_user(
+            self.os_user,
+            "perl",
+            &[&home, &cpan, "-e", script, "--", &id, approval, responsible],
+        );
+        assert!(out.status.success(), "making ticket {ticket} a change: {out:?}");
+    }
+
+    /// otnsx's configuration with `[policy.require]` holding `conditions` until the guard is
+    /// dropped (then as it was).
+    fn requiring(&self, conditions: &str) -> Requiring<'_> {
+        let text = std::fs::read_to_string(&self.config).expect("otnsx's configuration");
+        // Written in place: the file keeps its owner and modes.
+        std::fs::write(&self.config, format!("{text}\n[policy.require]\n{conditions}"))
+            .expect("otnsx's configuration");
+        Requiring { desk: self, text }
+    }
+
     /// The help desk unlocks `ticket` for its unlock timeout, at once: its timeout moved back,
     /// then `Maint::Ticket::UnlockTimeout` as the help desk's OS user, with SIGCHLD ignored as
     /// the daemon's task runs it.
@@ -240,6 +295,18 @@ print "$id $t{TicketNumber}\n";
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+}
+
+/// otnsx's configuration as it was before [`Desk::requiring`].
+struct Requiring<'a> {
+    desk: &'a Desk,
+    text: String,
+}
+
+impl Drop for Requiring<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.desk.config, &self.text);
     }
 }
 
@@ -448,6 +515,78 @@ fn check_with_a_ticket_and_a_note_passes(desk: &Desk) {
     );
 }
 
+/// Only approved work (issue 26's "done when", on the help desk's own TicketGet): a ticket
+/// that is no approved change opens nothing, nor does one whose Responsible is the agent who
+/// locks it; an approved change with another agent Responsible opens; the approval withdrawn
+/// while it is open closes it at the next reconcile. The ticket is told each time.
+fn only_approved_work_opens(desk: &Desk) {
+    let _require = desk.requiring(
+        "type = [\"Change\"]\ndynamic_field.ChangeApproval = [\"approved\"]\nresponsible_differs = true\n",
+    );
+    let said = |id: u64, words: &[&str]| {
+        let notes = desk.notes(id);
+        assert!(
+            notes
+                .iter()
+                .any(|(visible, _, body)| !visible && words.iter().all(|w| body.contains(w))),
+            "{}: no internal note says {words:?}: {notes:?}",
+            desk.name
+        );
+    };
+    let ui = AgentUi::login(&desk.url, "agent1", "agent1pw");
+    // A new ticket: type Unclassified, no approval, the help desk's own user Responsible.
+    let (id, _) = desk.new_ticket(Some("web01"));
+    ui.lock(id);
+    assert!(desk.tagged().is_empty(), "{}: opened unapproved", desk.name);
+    said(
+        id,
+        &["web01 was not opened", "ticket type is Unclassified", "needs Change"],
+    );
+    assert!(
+        desk.entries_of(id)
+            .iter()
+            .any(|e| e["action"] == "refused" && e["vm"] == "web01"),
+        "{}: {:?}",
+        desk.name,
+        desk.entries_of(id)
+    );
+    ui.unlock(id);
+    // Approved, but the agent who locks it approved it himself.
+    desk.make_change(id, "approved", "agent1");
+    ui.lock(id);
+    assert!(desk.tagged().is_empty(), "{}: four eyes", desk.name);
+    said(id, &["its Responsible is agent1, who holds the lock"]);
+    ui.unlock(id);
+    // Approved by another agent: it opens.
+    desk.make_change(id, "approved", "agent2");
+    let check = desk.otnsx(&["check", "--ticket", &id.to_string()]);
+    ui.lock(id);
+    assert!(
+        desk.tagged().contains("vm-42"),
+        "{}: an approved change did not open: {:?}",
+        desk.name,
+        desk.entries_of(id)
+    );
+    assert!(
+        check.stdout.contains("ChangeApproval"),
+        "{}: check names the conditions: {check:?}",
+        desk.name
+    );
+    // The approval withdrawn while it is open: the next reconcile closes it.
+    desk.make_change(id, "withdrawn", "agent2");
+    let run = desk.otnsx(&["reconcile"]);
+    assert!(
+        !desk.tagged().contains("vm-42"),
+        "{}: still open after the approval was withdrawn: {run:?}",
+        desk.name
+    );
+    said(
+        id,
+        &["no longer meets the conditions", "field ChangeApproval is withdrawn"],
+    );
+    ui.unlock(id);
+}
+
 /// The job on or off (its `Valid` flag), the help desk's cache of jobs dropped.
 fn job(desk: &Desk, on: bool) {
     desk.sql(&format!(
@@ -519,6 +658,7 @@ on_both_help_desks!(
     a_denied_and_an_unknown_vm_are_noted,
     notes_are_internal_and_send_no_mail,
     check_with_a_ticket_and_a_note_passes,
+    only_approved_work_opens,
     what_a_click_costs_the_agent,
 );
 
