@@ -195,8 +195,9 @@ fn reconcile(binary: &std::path::Path, repair: usize, runs: usize) {
 
 /// `-- RUNS state`: a lock and an unlock event (NSX-V, services at 0 and 25 ms) with the state
 /// in files and in PostgreSQL (the server of `OTNSX_TEST_POSTGRES`, on loopback): directly, and
-/// through a proxy that delays every answer of the database by 5 ms, so that the difference
-/// from the file store counts the database round trips the event waited on. With
+/// through a proxy that delays every answer of the database by 5 ms and counts the round trips
+/// (each answer the client waited for: [`support::pg::LatencyProxy::turns`]; the fewest and
+/// the most of one run). With
 /// OTNSX_BENCH_PGBOUNCER=PATH also through that PgBouncer on loopback in front of the proxy
 /// (transaction pooling), to count what a connection kept on the node would save (an
 /// experiment: otnsx does not document a pooler as a supported set-up). Then `history` over
@@ -211,6 +212,15 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
         "event", "delay", "median", "p95", "ratio", "chain"
     );
     let mut medians = std::collections::BTreeMap::new();
+    let mut counted = std::collections::BTreeMap::new();
+    // "N" or "N-M": the fewest and the most round trips the proxy counted in one run.
+    let range = |(low, high): (usize, usize)| {
+        if low == high {
+            low.to_string()
+        } else {
+            format!("{low}-{high}")
+        }
+    };
     for delay in [0, 25] {
         let pooler = std::env::var_os("OTNSX_BENCH_PGBOUNCER");
         let pooled = pooler.as_ref().map(|_| "postgres+5ms, pooled");
@@ -222,7 +232,7 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
                 "file" => World::new(),
                 _ => World::on_postgres("bench", binary).expect("a server"),
             };
-            let _proxy = state.starts_with("postgres+5ms").then(|| {
+            let proxy = state.starts_with("postgres+5ms").then(|| {
                 let db = world.db.as_ref().expect("db");
                 let upstream = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
                 let proxy = support::pg::LatencyProxy::start(upstream, DB_DELAY);
@@ -236,11 +246,16 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
                 world.write_config(&text);
                 (proxy, pool)
             });
-            let bench = Bench::in_world(world, "nsx-v", 1, Duration::from_millis(delay), binary);
+            let mut bench =
+                Bench::in_world(world, "nsx-v", 1, Duration::from_millis(delay), binary);
+            bench.db_turns = proxy.as_ref().map(|(proxy, _)| proxy.turns());
             for (event, floor) in [("lock", LOCK_FLOOR), ("unlock", UNLOCK_FLOOR)] {
                 let result = bench.measure(event, runs);
                 result.print(&format!("{state} {event}"), delay, floor);
                 medians.insert((delay, state, event), result.times[result.times.len() / 2]);
+                if let Some(turns) = result.db_turns {
+                    counted.insert((delay, state, event), turns);
+                }
             }
         }
     }
@@ -248,19 +263,19 @@ fn state_backends(binary: &std::path::Path, runs: usize) {
         for event in ["lock", "unlock"] {
             if let Some(pooled) = medians.get(&(delay, "postgres+5ms, pooled", event)) {
                 println!(
-                    "{event} at {delay} ms through a pooler beside otnsx: {:+.1} ms beside the file store, {:.1} round trips",
+                    "{event} at {delay} ms through a pooler beside otnsx: {:+.1} ms beside the file store, {} round trips between the pooler and the server",
                     ms(*pooled) - ms(medians[&(delay, "file", event)]),
-                    (ms(*pooled) - ms(medians[&(delay, "postgres", event)])) / ms(DB_DELAY)
+                    range(counted[&(delay, "postgres+5ms, pooled", event)])
                 );
             }
             let file = medians[&(delay, "file", event)];
             let direct = medians[&(delay, "postgres", event)];
             let slowed = medians[&(delay, "postgres+5ms", event)];
             println!(
-                "{event} at {delay} ms: postgres {:+.1} ms beside the file store on loopback; with 5 ms per database round trip {:+.1} ms, {:.1} round trips",
+                "{event} at {delay} ms: postgres {:+.1} ms beside the file store on loopback; with 5 ms per database round trip {:+.1} ms, {} round trips (the connection's included)",
                 ms(direct) - ms(file),
                 ms(slowed) - ms(file),
-                (ms(slowed) - ms(direct)) / ms(DB_DELAY)
+                range(counted[&(delay, "postgres+5ms", event)])
             );
         }
     }
@@ -612,6 +627,9 @@ struct Bench<'a> {
     world: World,
     binary: &'a std::path::Path,
     ticket: (u64, String),
+    /// The database's round trips so far, counted by the proxy in front of it (see
+    /// [`support::pg::LatencyProxy::turns`]).
+    db_turns: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 struct Measured {
@@ -620,6 +638,8 @@ struct Measured {
     connections: [usize; 3],
     chain: usize,
     rss_kib: i64,
+    /// The fewest and the most database round trips one measured run made.
+    db_turns: Option<(usize, usize)>,
 }
 
 impl<'a> Bench<'a> {
@@ -684,6 +704,7 @@ impl<'a> Bench<'a> {
             world,
             binary,
             ticket,
+            db_turns: None,
         }
     }
 
@@ -698,6 +719,12 @@ impl<'a> Bench<'a> {
             connections: [0; 3],
             chain: 0,
             rss_kib: 0,
+            db_turns: None,
+        };
+        let turns = || {
+            self.db_turns
+                .as_ref()
+                .map(|t| t.load(std::sync::atomic::Ordering::SeqCst))
         };
         for round in 0..=runs {
             self.run(other);
@@ -706,11 +733,19 @@ impl<'a> Bench<'a> {
             for server in &servers {
                 server.clear_log();
             }
+            let turns_before = turns();
             let started = Instant::now();
             measured.rss_kib = measured.rss_kib.max(self.run(event));
             let took = started.elapsed();
             if round == 0 {
                 continue;
+            }
+            if let (Some(before), Some(after)) = (turns_before, turns()) {
+                let n = after - before;
+                measured.db_turns = Some(match measured.db_turns {
+                    None => (n, n),
+                    Some((low, high)) => (low.min(n), high.max(n)),
+                });
             }
             times.push(took);
             let spans: Vec<_> = servers.iter().flat_map(|s| s.spans()).collect();

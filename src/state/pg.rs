@@ -336,6 +336,12 @@ enum Connect {
     /// As `IfNeeded`, but when no host is writable, the first that answers read-only is
     /// connected to all the same (for `check`, which names what it found; it writes nothing).
     Inspecting,
+    /// As `IfNeeded`, but the one host of a single-host URL is not asked whether it is
+    /// writable when connecting (libpq's `target_session_attrs=read-write` costs a round trip
+    /// of its own, through PgBouncer one to the server): the caller's first statement asks, in
+    /// its transaction, and connects again with `IfNeeded` when it is not ([`Pg::begin_tx`]).
+    /// A URL of several hosts is asked at connecting, to find the writable one.
+    AskedLater,
 }
 
 /// How the worker connects: each host of the URL in its order, with its own settings (libpq's
@@ -759,6 +765,11 @@ fn results(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>>> {
 
 /// The rows of `sql`'s statements; on an error the transaction is rolled back (the session
 /// would otherwise stay in a failed one). Runs on the worker.
+/// The first column of the first row of the first statement's answer: a `SHOW`'s setting.
+fn setting(answer: &[Vec<Vec<Option<String>>>]) -> Option<String> {
+    answer.first()?.first()?.first()?.clone()
+}
+
 fn query(client: &mut Client, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>, Failed> {
     client.simple_query(sql).map(results).map_err(|e| {
         let _ = client.batch_execute("ROLLBACK");
@@ -796,8 +807,18 @@ fn open(to: &Connector, connect: Connect) -> Result<(Client, String, bool), Fail
     loop {
         round += 1;
         let mut failures = Vec::new();
+        let asked_later = connect == Connect::AskedLater && to.hosts.len() == 1;
         for (host, config) in &to.hosts {
+            let mut any;
+            let config = if asked_later {
+                any = config.clone();
+                any.target_session_attrs(postgres::config::TargetSessionAttrs::Any);
+                &any
+            } else {
+                config
+            };
             match open_host(config, &to.tls) {
+                // (Writable for `AskedLater` too: its caller goes on only on a writable one.)
                 Ok(client) => return Ok((client, host.clone(), true)),
                 Err(e) => failures.push((host.clone(), e)),
             }
@@ -1272,17 +1293,23 @@ impl Pg {
             return Ok(());
         }
         let empty = std::collections::BTreeSet::new();
-        self.begin_tx(&mut inner, deadline, scope, &empty)
+        self.begin_tx(&mut inner, deadline, scope, &empty, Connect::AskedLater)
     }
 
     /// Begins the run's transaction with the locks of `scope` (and of the VMs `vms`), and
     /// reads the leases; staged journal rows of a transaction begun before are kept.
+    ///
+    /// Connecting with `Connect::AskedLater`, the transaction itself says whether the server
+    /// takes writes; when it does not, the session is ended (nothing was written) and the
+    /// transaction begun once more on a connection made as `Connect::IfNeeded` makes it: a
+    /// writable host found, a server still read-only for a moment of a failover tried again.
     fn begin_tx(
         &self,
         inner: &mut Inner,
         deadline: Deadline,
         scope: Scope,
         vms: &std::collections::BTreeSet<String>,
+        connect: Connect,
     ) -> anyhow::Result<()> {
         let until = deadline;
         let run = self.deadline;
@@ -1305,20 +1332,43 @@ impl Pg {
             ),
         };
         let results = self
-            .call_by(inner, what, until, Connect::IfNeeded, move |client| {
+            .call_by(inner, what, until, connect, move |client| {
                 // (Once connected: the server's waits count from here.)
                 let wait = server_wait(until.remaining());
                 let idle = (run.remaining() + IDLE_MARGIN).as_millis();
                 let sql = format!(
                     "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on; SET LOCAL idle_in_transaction_session_timeout = {idle}; SET LOCAL lock_timeout = {wait}; SELECT pg_backend_pid(), current_setting('transaction_read_only'); {lock_sql}; SET LOCAL statement_timeout = {wait}; SELECT max(version) FROM otnsx_schema; {vm_sql}; SELECT target, holder, lease FROM otnsx_leases ORDER BY granted_at, target, holder"
                 );
-                query(client, &sql)
+                match query(client, &sql) {
+                    // Refused before it said whether the server takes writes (a read-only
+                    // server without otnsx's tables): asked now, on this path only. None: it
+                    // does not.
+                    Err(Failed::Working(e))
+                        if connect == Connect::AskedLater && e.as_db_error().is_some() =>
+                    {
+                        match query(client, "SHOW transaction_read_only") {
+                            Ok(answer) if setting(&answer).as_deref() == Some("on") => Ok(None),
+                            _ => Err(Failed::Working(e)),
+                        }
+                    }
+                    answer => answer.map(Some),
+                }
             })
             .map_err(Failure::error)?;
+        let asked_again = |inner: &mut Inner| {
+            // Its session ends with the worker (the transaction with it, unwritten).
+            inner.worker = None;
+            inner.pid = None;
+            self.begin_tx(inner, deadline, scope, vms, Connect::IfNeeded)
+        };
+        let Some(results) = results else {
+            return asked_again(inner);
+        };
         let session = results.get(4).and_then(|rows| rows.first());
         let column = |i: usize| session.and_then(|row| row.get(i)).cloned().flatten();
         inner.pid = column(0).and_then(|pid| pid.parse().ok());
         let refused = match column(1).as_deref() {
+            Some("on") if connect == Connect::AskedLater => return asked_again(inner),
             Some("on") => Some(self.read_only(what)),
             _ => self.check_version(results.get(7)).err(),
         };
@@ -1406,7 +1456,7 @@ impl Pg {
                 tx.held.iter().flatten().map(|(vm, _)| vm.clone()).collect();
             all.extend(new);
             self.roll_back(&mut inner);
-            self.begin_tx(&mut inner, deadline, scope, &all)?;
+            self.begin_tx(&mut inner, deadline, scope, &all, Connect::AskedLater)?;
             return Ok(true);
         }
         let fresh = self.parse(results.get(1).map_or(&[][..], Vec::as_slice));

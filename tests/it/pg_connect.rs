@@ -1,10 +1,11 @@
 //! The PostgreSQL connection settings (issue 25, items 2 and 4): libpq's URL with several
 //! hosts, the writable one found and a read-only one passed over; parameters otnsx cannot
-//! honour refused; a failover that costs a retry, not the event; a server that stays down.
+//! honour refused; a failover that costs a retry, not the event (refused connections, or one
+//! address answering read-only for a moment); a server that stays down.
 
 use std::time::{Duration, Instant};
 
-use crate::support::pg::{FailoverProxy, TestCluster, closed_port};
+use crate::support::pg::{FailoverProxy, LatencyProxy, TestCluster, closed_port};
 use crate::support::tls::TestCa;
 use crate::support::{T2, T3, World, set};
 use crate::{lock, otnsx, pg_world, unlock};
@@ -164,6 +165,50 @@ fn a_failover_during_a_lock_event_costs_a_retry_not_the_event() {
     assert_eq!(ids.len(), world.journal().len());
 }
 
+/// One address (a virtual IP, PgBouncer, HAProxy before Patroni) whose server answers
+/// read-only for a moment: the run learns it from its first statement (a single host is not
+/// asked at connecting, which would cost a round trip of every event), connects again as for
+/// several hosts, and opens once the server takes writes; journaled once.
+fn one_address_read_only_for_a_moment_costs_a_retry_not_the_event() {
+    let world = pg_world("one_address_read_only_for_a_moment_costs_a_retry_not_the_event");
+    let db = world.db.as_ref().unwrap();
+    let proxy = LatencyProxy::start(&db_addr(&world), Duration::ZERO);
+    let turns = proxy.turns();
+    with_hosts(&world, &proxy.addr(), "");
+    // A writable server: the event's round trips, the connection's 3 (start-up and SCRAM's
+    // two) and 3 statements (the lock with the leases, web01's lock, the commit): no `SHOW`.
+    let count = || turns.load(std::sync::atomic::Ordering::SeqCst);
+    let run = lock(&world, T2);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(count(), 6, "round trips of a lock event");
+    let before = count();
+    assert_eq!(unlock(&world, T2).code, 0);
+    assert_eq!(count() - before, 5, "round trips of an unlock event");
+    // Read-only from the next session on; writable again once otnsx's first session there
+    // had its first statement answered (so it learnt it from that answer).
+    let name = &db.name;
+    db.execute(&format!(
+        "ALTER DATABASE {name} SET default_transaction_read_only = on"
+    ));
+    world.helpdesk.set_lock(T2.0, "lock");
+    let before = count();
+    let child = crate::spawn(&world, &[T2.1, "2"]);
+    let started = Instant::now();
+    while count() < before + 4 {
+        assert!(started.elapsed() < BOUND, "otnsx never asked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    db.execute(&format!(
+        "BEGIN READ WRITE; ALTER DATABASE {name} RESET default_transaction_read_only; COMMIT"
+    ));
+    let run = crate::finish(child);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(count() - before > 6, "connected once only: {} round trips", count() - before);
+    assert_eq!(world.tagged(), set(&["vm-42"]));
+    assert_eq!(db.leases().len(), 1, "{:?}", db.leases());
+    assert_eq!(journaled(&world, "grant"), 2, "{:?}", world.journal());
+}
+
 fn a_database_that_stays_down_ends_within_the_deadline_and_unlock_still_closes() {
     let world =
         pg_world("a_database_that_stays_down_ends_within_the_deadline_and_unlock_still_closes");
@@ -291,6 +336,7 @@ crate::tests! {
     a_read_only_first_host_is_passed_over_for_the_writable_one,
     parameters_otnsx_cannot_honour_are_refused_by_name,
     a_failover_during_a_lock_event_costs_a_retry_not_the_event,
+    one_address_read_only_for_a_moment_costs_a_retry_not_the_event,
     a_database_that_stays_down_ends_within_the_deadline_and_unlock_still_closes,
     an_unverified_server_is_taken_only_when_accepted_and_warned_on_every_run,
 }

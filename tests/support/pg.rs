@@ -562,33 +562,52 @@ impl Drop for TestCluster {
 /// network round trip would), for the benchmark to count the round trips a run waits on.
 pub struct LatencyProxy {
     addr: std::net::SocketAddr,
+    turns: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl LatencyProxy {
     pub fn start(upstream: &str, delay: std::time::Duration) -> LatencyProxy {
         use std::io::{Read, Write};
         use std::net::{TcpListener, TcpStream};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let upstream = upstream.to_string();
+        let turns = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&turns);
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                // Whether the client sent something the server has not answered yet: the
+                // server's next answer ends a round trip.
+                let spoke = Arc::new(AtomicBool::new(false));
                 // Requests pass at once.
                 let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let spoke_up = Arc::clone(&spoke);
                 std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from, &mut to);
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf) {
+                        spoke_up.store(true, Ordering::SeqCst);
+                        if n == 0 || to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
                     let _ = to.shutdown(std::net::Shutdown::Write);
                 });
                 // Answers arrive `delay` after the server sent them, in order.
                 let (tx, rx) = std::sync::mpsc::channel::<(std::time::Instant, Vec<u8>)>();
                 let mut server = server;
+                let turns = Arc::clone(&counted);
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n) = server.read(&mut buf) {
+                        if n > 0 && spoke.swap(false, Ordering::SeqCst) {
+                            turns.fetch_add(1, Ordering::SeqCst);
+                        }
                         if n == 0
                             || tx
                                 .send((std::time::Instant::now(), buf[..n].to_vec()))
@@ -614,11 +633,18 @@ impl LatencyProxy {
                 });
             }
         });
-        LatencyProxy { addr }
+        LatencyProxy { addr, turns }
     }
 
     pub fn addr(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The round trips through the proxy so far: each answer of the server that came after
+    /// the client had sent something (requests sent together before an answer count once;
+    /// what the client sends expecting no answer, such as the session's end, not at all).
+    pub fn turns(&self) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+        std::sync::Arc::clone(&self.turns)
     }
 }
 
