@@ -361,9 +361,11 @@ fn burst(binary: &std::path::Path, rounds: usize) {
         for server in servers(&world) {
             server.set_delay(DELAY);
         }
-        let event = |node: usize, ticket: &(u64, String)| -> (i32, Duration) {
+        // Its exit code, wall time and CPU time (user and system).
+        #[expect(clippy::zombie_processes, reason = "wait() waits for it, by its pid")]
+        let event = |node: usize, ticket: &(u64, String)| -> (i32, Duration, Duration) {
             let started = Instant::now();
-            let status = Command::new(binary)
+            let child = Command::new(binary)
                 .args(["--config".as_ref(), nodes[node].as_os_str()])
                 .arg(&ticket.1)
                 .arg(ticket.0.to_string())
@@ -371,16 +373,17 @@ fn burst(binary: &std::path::Path, rounds: usize) {
                 .env("PATH", "/usr/bin:/bin")
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
-                .status()
+                .spawn()
                 .expect("run otnsx");
-            (status.code().unwrap_or(-1), started.elapsed())
+            let (code, _, cpu) = wait(child.id());
+            (code, started.elapsed(), cpu)
         };
         // One event alone, for comparison (the first pair makes the sessions).
         let mut alone = Vec::new();
         for round in 0..=5 {
             for lock in ["lock", "unlock"] {
                 world.helpdesk.set_lock(tickets[0].0, lock);
-                let (code, took) = event(0, &tickets[0]);
+                let (code, took, _) = event(0, &tickets[0]);
                 assert_eq!(code, 0, "{lock} alone");
                 if round > 0 && lock == "lock" {
                     alone.push(took);
@@ -399,7 +402,7 @@ fn burst(binary: &std::path::Path, rounds: usize) {
                     world.helpdesk.set_lock(ticket.0, lock);
                 }
                 let started = Instant::now();
-                let mut results: Vec<(i32, Duration)> = std::thread::scope(|scope| {
+                let mut results: Vec<(i32, Duration, Duration)> = std::thread::scope(|scope| {
                     let handles: Vec<_> = tickets
                         .iter()
                         .enumerate()
@@ -411,17 +414,20 @@ fn burst(binary: &std::path::Path, rounds: usize) {
                     handles.into_iter().map(|h| h.join().unwrap()).collect()
                 });
                 let wall = started.elapsed();
-                results.sort_by_key(|(_, took)| *took);
-                let ok = results.iter().filter(|(code, _)| *code == 0).count();
+                results.sort_by_key(|(_, took, _)| *took);
+                let ok = results.iter().filter(|(code, _, _)| *code == 0).count();
+                let cpu: Duration = results.iter().map(|(_, _, cpu)| *cpu).sum();
                 let median = results[results.len() / 2].1;
                 let p95 = results[(results.len() * 95 / 100).min(results.len() - 1)].1;
                 println!(
-                    "{state}: round {}: {EVENTS} {lock} events at once: {ok} exited 0; all done in {:.2} s; a run's median {:.0} ms, p95 {:.0} ms ({:.1} x one event alone)",
+                    "{state}: round {}: {EVENTS} {lock} events at once: {ok} exited 0; all done in {:.2} s; a run's median {:.0} ms, p95 {:.0} ms ({:.1} x one event alone); otnsx's CPU {:.1} ms a run, {:.0} ms in all",
                     round + 1,
                     wall.as_secs_f64(),
                     ms(median),
                     ms(p95),
-                    ms(p95) / ms(single)
+                    ms(p95) / ms(single),
+                    ms(cpu) / EVENTS as f64,
+                    ms(cpu)
                 );
             }
         }
