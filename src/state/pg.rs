@@ -763,13 +763,13 @@ fn results(messages: Vec<SimpleQueryMessage>) -> Vec<Vec<Vec<Option<String>>>> {
     out
 }
 
-/// The rows of `sql`'s statements; on an error the transaction is rolled back (the session
-/// would otherwise stay in a failed one). Runs on the worker.
 /// The first column of the first row of the first statement's answer: a `SHOW`'s setting.
 fn setting(answer: &[Vec<Vec<Option<String>>>]) -> Option<String> {
     answer.first()?.first()?.first()?.clone()
 }
 
+/// The rows of `sql`'s statements; on an error the transaction is rolled back (the session
+/// would otherwise stay in a failed one). Runs on the worker.
 fn query(client: &mut Client, sql: &str) -> Result<Vec<Vec<Vec<Option<String>>>>, Failed> {
     client.simple_query(sql).map(results).map_err(|e| {
         let _ = client.batch_execute("ROLLBACK");
