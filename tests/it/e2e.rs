@@ -122,13 +122,7 @@ if (defined $vm && length $vm) {
 my %t = $T->TicketGet(TicketID => $id);
 print "$id $t{TicketNumber}\n";
 "#;
-        let cpan = format!("-I{}/Kernel/cpan-lib", self.home);
-        let home = format!("-I{}", self.home);
-        let out = self.as_user(
-            self.os_user,
-            "perl",
-            &[&home, &cpan, "-e", script, "--", vm.unwrap_or("")],
-        );
+        let out = self.perl(script, &[vm.unwrap_or("")]);
         assert!(out.status.success(), "creating a ticket: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         let mut parts = text.split_whitespace();
@@ -174,15 +168,17 @@ my $user = $Kernel::OM->Get("Kernel::System::User")->UserLookup(UserLogin => $re
     or die "no agent $responsible\n";
 $T->TicketResponsibleSet(TicketID => $id, NewUserID => $user, UserID => 1) or die "TicketResponsibleSet\n";
 "#;
+        let out = self.perl(script, &[&ticket.to_string(), approval, responsible]);
+        assert!(out.status.success(), "making ticket {ticket} a change: {out:?}");
+    }
+
+    /// Runs the Perl `script` with `args` against the help desk's own modules, as its OS user.
+    fn perl(&self, script: &str, args: &[&str]) -> std::process::Output {
         let cpan = format!("-I{}/Kernel/cpan-lib", self.home);
         let home = format!("-I{}", self.home);
-        let id = ticket.to_string();
-        let out = self.as_user(
-            self.os_user,
-            "perl",
-            &[&home, &cpan, "-e", script, "--", &id, approval, responsible],
-        );
-        assert!(out.status.success(), "making ticket {ticket} a change: {out:?}");
+        let mut all = vec![home.as_str(), cpan.as_str(), "-e", script, "--"];
+        all.extend_from_slice(args);
+        self.as_user(self.os_user, "perl", &all)
     }
 
     /// otnsx's configuration with `[policy.require]` holding `conditions` until the guard is
